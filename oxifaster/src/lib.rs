@@ -1,0 +1,63 @@
+//! oxifaster: a typed, embedded, concurrent key-value store and log engine
+//! in the FASTER family.
+//!
+//! Users describe their keys and values as ordinary Rust structs and derive
+//! the storage traits:
+//!
+//! ```
+//! use oxifaster::{FasterKey, FasterValue};
+//! use oxifaster::record::{Key, Merge, Value};
+//!
+//! #[derive(FasterKey, Clone, Copy, PartialEq, Debug)]
+//! #[repr(C)]
+//! struct UserId(u64);
+//!
+//! #[derive(FasterValue, Clone, PartialEq, Debug)]
+//! struct Profile {
+//!     #[faster(merge = "sum")]
+//!     visits: u64,
+//!     #[faster(merge = "max")]
+//!     last_seen: u64,
+//!     name: String,
+//! }
+//!
+//! let stored = Profile { visits: 1, last_seen: 10, name: "ada".into() };
+//! let bytes = stored.to_aligned_bytes();
+//! let view = Profile::view(bytes.as_slice()).unwrap(); // zero-copy
+//! assert_eq!(view.name, "ada");
+//!
+//! let update = Profile { visits: 2, last_seen: 7, name: "ada".into() };
+//! let merged = Profile::copy_update(view, &update);
+//! assert_eq!((merged.visits, merged.last_seen), (3, 10));
+//! assert_ne!(UserId(1).hash64(), UserId(2).hash64());
+//! ```
+//!
+//! The crate is organised in layers (see `docs/FORMAT.md` for every on-disk
+//! byte); this release provides the record layer: the [`record::Key`] and
+//! [`record::Value`] traits, their implementations for primitives, byte
+//! strings and arrays, and the derives.
+
+#![cfg_attr(docsrs, feature(doc_cfg))]
+
+#[cfg(target_endian = "big")]
+compile_error!(
+    "oxifaster stores records in little-endian byte order and supports little-endian targets only"
+);
+
+mod error;
+pub mod record;
+
+pub use error::{Error, Result};
+pub use oxifaster_derive::{FasterKey, FasterValue};
+pub use record::{Key, Merge, Value};
+
+/// Implementation details used by the code that `#[derive(FasterKey)]` and
+/// `#[derive(FasterValue)]` generate. Not a public API: anything here may
+/// change in any release.
+#[doc(hidden)]
+pub mod __private {
+    pub use crate::record::pod;
+    pub use crate::record::varlen;
+    pub use ::core;
+    pub use ::std::{borrow::ToOwned, boxed::Box, string::String, vec, vec::Vec};
+}
