@@ -79,6 +79,9 @@ pub fn hash_bytes(bytes: &[u8]) -> u64 {
 /// it is implemented for the integer types, `bool`, arrays of integers,
 /// `Vec<u8>`, `String`, `Box<[u8]>` and `Vec<T>` of integers.
 ///
+/// Its items carry `key` in their names so that a type that is both a key and
+/// a value (every integer) has no ambiguous methods.
+///
 /// Implementations must keep the three methods consistent: `encode` writes
 /// exactly `encoded_size()` bytes, `decode` accepts exactly what `encode`
 /// writes, and the provided `hash64`/`matches` depend on that.
@@ -90,56 +93,56 @@ pub fn hash_bytes(bytes: &[u8]) -> u64 {
 )]
 pub trait Key: Sized + Send + Sync + 'static {
     /// `Some(n)` when every instance encodes to exactly `n` bytes.
-    const FIXED_SIZE: Option<usize>;
+    const FIXED_KEY_SIZE: Option<usize>;
 
     /// The size of this instance's encoding, in bytes.
-    fn encoded_size(&self) -> usize;
+    fn key_size(&self) -> usize;
 
-    /// Writes the encoding, `encoded_size()` bytes in all, into `sink`.
-    fn encode<S: Sink + ?Sized>(&self, sink: &mut S);
+    /// Writes the encoding, `key_size()` bytes in all, into `sink`.
+    fn encode_key<S: Sink + ?Sized>(&self, sink: &mut S);
 
     /// Decodes an owned key from exactly the bytes of one encoding.
-    fn decode(bytes: &[u8]) -> Result<Self, CodecError>;
+    fn decode_key(bytes: &[u8]) -> Result<Self, CodecError>;
 
     /// The type's layout, recorded in checkpoints.
-    fn layout() -> Layout;
+    fn key_layout() -> Layout;
 
     /// The stable 64-bit hash of the key: [`hash_bytes`] of its encoding.
     #[inline]
     fn hash64(&self) -> u64 {
         let mut hasher = KeyHasher::new();
-        self.encode(&mut hasher);
+        self.encode_key(&mut hasher);
         hasher.finish()
     }
 
     /// Whether `stored` is exactly this key's encoding.
     #[inline]
     fn matches(&self, stored: &[u8]) -> bool {
-        if stored.len() != self.encoded_size() {
+        if stored.len() != self.key_size() {
             return false;
         }
         let mut comparer = ByteComparer::new(stored);
-        self.encode(&mut comparer);
+        self.encode_key(&mut comparer);
         comparer.is_equal()
     }
 
-    /// Encodes the key into `dst`, which must be exactly `encoded_size()`
+    /// Encodes the key into `dst`, which must be exactly `key_size()`
     /// bytes long.
-    fn encode_into(&self, dst: &mut [u8]) -> Result<(), CodecError> {
-        check_encoded_size::<Self>(self.encoded_size())?;
+    fn encode_key_into(&self, dst: &mut [u8]) -> Result<(), CodecError> {
+        check_encoded_size::<Self>(self.key_size())?;
         let mut writer = SliceWriter::new(dst);
-        self.encode(&mut writer);
+        self.encode_key(&mut writer);
         writer.finish(std::any::type_name::<Self>())
     }
 
     /// The encoding as an owned, 8-byte aligned buffer.
-    fn to_aligned_bytes(&self) -> AlignedBytes {
-        AlignedBytes::from_encoder(self.encoded_size(), |s| self.encode(s))
+    fn key_to_aligned_bytes(&self) -> AlignedBytes {
+        AlignedBytes::from_encoder(self.key_size(), |s| self.encode_key(s))
     }
 
-    /// The fingerprint of [`Key::layout`].
-    fn layout_fingerprint() -> u64 {
-        Self::layout().fingerprint()
+    /// The fingerprint of [`Key::key_layout`].
+    fn key_layout_fingerprint() -> u64 {
+        Self::key_layout().fingerprint()
     }
 }
 

@@ -181,7 +181,7 @@ pub const fn value_fixed_size<V: Value>() -> usize {
 /// The size of a fixed-size key type, for a field of a derived
 /// variable-length key; a compile-time error for a variable-length type.
 pub const fn key_fixed_size<K: Key>() -> usize {
-    match K::FIXED_SIZE {
+    match K::FIXED_KEY_SIZE {
         Some(n) => n,
         None => panic!(
             "a variable-length type is a fixed field of a variable-length key: only \

@@ -16,20 +16,20 @@ const fn assert_bytemuck_pod<T: bytemuck::Pod>() {}
 macro_rules! pod_key {
     ($t:ty, $name:expr) => {
         impl Key for $t {
-            const FIXED_SIZE: Option<usize> = Some(size_of::<$t>());
+            const FIXED_KEY_SIZE: Option<usize> = Some(size_of::<$t>());
             #[inline(always)]
-            fn encoded_size(&self) -> usize {
+            fn key_size(&self) -> usize {
                 size_of::<$t>()
             }
             #[inline(always)]
-            fn encode<S: Sink + ?Sized>(&self, sink: &mut S) {
+            fn encode_key<S: Sink + ?Sized>(&self, sink: &mut S) {
                 sink.put(pod::key_bytes(self))
             }
             #[inline(always)]
-            fn decode(bytes: &[u8]) -> Result<Self, CodecError> {
+            fn decode_key(bytes: &[u8]) -> Result<Self, CodecError> {
                 pod::key_read(bytes)
             }
-            fn layout() -> Layout {
+            fn key_layout() -> Layout {
                 $name
             }
             #[inline(always)]
@@ -177,21 +177,21 @@ impl<T: PodValue, const N: usize> Value for [T; N] {
 unsafe impl<T: PodValue, const N: usize> PodValue for [T; N] {}
 
 impl<T: PodKey, const N: usize> Key for [T; N] {
-    const FIXED_SIZE: Option<usize> = Some(size_of::<[T; N]>());
+    const FIXED_KEY_SIZE: Option<usize> = Some(size_of::<[T; N]>());
     #[inline(always)]
-    fn encoded_size(&self) -> usize {
+    fn key_size(&self) -> usize {
         size_of::<[T; N]>()
     }
     #[inline(always)]
-    fn encode<S: Sink + ?Sized>(&self, sink: &mut S) {
+    fn encode_key<S: Sink + ?Sized>(&self, sink: &mut S) {
         sink.put(pod::key_bytes(self))
     }
     #[inline(always)]
-    fn decode(bytes: &[u8]) -> Result<Self, CodecError> {
+    fn decode_key(bytes: &[u8]) -> Result<Self, CodecError> {
         pod::key_read(bytes)
     }
-    fn layout() -> Layout {
-        Layout::array(T::layout(), N)
+    fn key_layout() -> Layout {
+        Layout::array(T::key_layout(), N)
     }
     #[inline(always)]
     fn hash64(&self) -> u64 {
@@ -215,19 +215,19 @@ fn decode_bool(bytes: &[u8]) -> Result<bool, CodecError> {
 }
 
 impl Key for bool {
-    const FIXED_SIZE: Option<usize> = Some(1);
+    const FIXED_KEY_SIZE: Option<usize> = Some(1);
     #[inline(always)]
-    fn encoded_size(&self) -> usize {
+    fn key_size(&self) -> usize {
         1
     }
     #[inline(always)]
-    fn encode<S: Sink + ?Sized>(&self, sink: &mut S) {
+    fn encode_key<S: Sink + ?Sized>(&self, sink: &mut S) {
         sink.put(&[u8::from(*self)])
     }
-    fn decode(bytes: &[u8]) -> Result<Self, CodecError> {
+    fn decode_key(bytes: &[u8]) -> Result<Self, CodecError> {
         decode_bool(bytes)
     }
-    fn layout() -> Layout {
+    fn key_layout() -> Layout {
         Layout::primitive("bool", 1, 1)
     }
 }
@@ -276,19 +276,19 @@ impl Merge for bool {
 macro_rules! byte_string_key {
     ($t:ty) => {
         impl Key for $t {
-            const FIXED_SIZE: Option<usize> = None;
+            const FIXED_KEY_SIZE: Option<usize> = None;
             #[inline]
-            fn encoded_size(&self) -> usize {
+            fn key_size(&self) -> usize {
                 self.tail_bytes().len()
             }
             #[inline]
-            fn encode<S: Sink + ?Sized>(&self, sink: &mut S) {
+            fn encode_key<S: Sink + ?Sized>(&self, sink: &mut S) {
                 sink.put(self.tail_bytes())
             }
-            fn decode(bytes: &[u8]) -> Result<Self, CodecError> {
+            fn decode_key(bytes: &[u8]) -> Result<Self, CodecError> {
                 <$t as Tail>::tail_decode(bytes, stringify!($t), "")
             }
-            fn layout() -> Layout {
+            fn key_layout() -> Layout {
                 <$t as Tail>::tail_layout()
             }
             #[inline]
@@ -394,7 +394,7 @@ mod tests {
     fn bool_rejects_other_bytes() {
         assert_eq!(<bool as Value>::decode(&[1]), Ok(true));
         assert_eq!(<bool as Value>::decode(&[2]), Err(CodecError::InvalidBool { byte: 2 }));
-        assert!(matches!(<bool as Key>::decode(&[]), Err(CodecError::Size { .. })));
+        assert!(matches!(<bool as Key>::decode_key(&[]), Err(CodecError::Size { .. })));
     }
 
     #[test]

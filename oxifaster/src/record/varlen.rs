@@ -372,7 +372,7 @@ mod tests {
     #[test]
     fn split_rejects_lengths_that_do_not_add_up() {
         let mut bytes = encoding(&[], &[b"abc", b"de"]);
-        assert!(matches!(split::<2>(&bytes[..6], 0, "T"), Err(CodecError::LengthMismatch { .. })));
+        assert!(matches!(split::<2>(&bytes[..9], 0, "T"), Err(CodecError::LengthMismatch { .. })));
         bytes[0] = 0xff;
         assert!(matches!(split::<2>(&bytes, 0, "T"), Err(CodecError::LengthMismatch { .. })));
         bytes[..8].copy_from_slice(&[0xff; 8]);
