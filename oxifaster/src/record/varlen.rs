@@ -334,6 +334,12 @@ pub fn field_mut(bytes: &mut [u8], offset: usize, size: usize) -> &mut [u8] {
     bytes.get_mut(offset..offset.saturating_add(size)).unwrap_or_default()
 }
 
+/// Whether `range` is as long as `bytes`.
+#[inline]
+pub fn same_len(range: &Range<usize>, bytes: &[u8]) -> bool {
+    range.end - range.start == bytes.len()
+}
+
 /// Overwrites `range` of `bytes` with `src` of the same length; returns
 /// whether it could.
 #[inline]
