@@ -15,6 +15,10 @@ impl Errors {
         self.errors.push(syn::Error::new(span, message));
     }
 
+    pub fn push_spanned(&mut self, tokens: impl quote::ToTokens, message: impl std::fmt::Display) {
+        self.errors.push(syn::Error::new_spanned(tokens, message));
+    }
+
     pub fn push_error(&mut self, error: syn::Error) {
         self.errors.push(error);
     }
@@ -97,9 +101,14 @@ pub struct FieldAttrs {
 fn string_value(meta: &Meta, errors: &mut Errors) -> Option<LitStr> {
     match meta {
         Meta::NameValue(nv) => match &nv.value {
-            Expr::Lit(ExprLit { lit: Lit::Str(s), .. }) => Some(s.clone()),
+            Expr::Lit(ExprLit {
+                lit: Lit::Str(s), ..
+            }) => Some(s.clone()),
             other => {
-                errors.push(other.span(), "expected a string literal, e.g. `merge = \"sum\"`");
+                errors.push(
+                    other.span(),
+                    "expected a string literal, e.g. `merge = \"sum\"`",
+                );
                 None
             }
         },
@@ -133,7 +142,10 @@ fn faster_metas(attrs: &[Attribute], errors: &mut Errors) -> Vec<Meta> {
 
 fn set_merge(slot: &mut Option<MergeSpec>, spec: MergeSpec, span: Span, errors: &mut Errors) {
     if slot.is_some() {
-        errors.push(span, "a merge is already given: use one `merge` or `merge_with`");
+        errors.push(
+            span,
+            "a merge is already given: use one `merge` or `merge_with`",
+        );
     } else {
         *slot = Some(spec);
     }
@@ -176,7 +188,10 @@ impl ContainerAttrs {
                 if let Some(lit) = string_value(&meta, errors) {
                     match lit.parse::<syn::Ident>() {
                         Ok(ident) => out.view = Some(ident),
-                        Err(_) => errors.push(lit.span(), "`view` must name a type, e.g. `view = \"ProfileView\"`"),
+                        Err(_) => errors.push(
+                            lit.span(),
+                            "`view` must name a type, e.g. `view = \"ProfileView\"`",
+                        ),
                     }
                 }
             } else {

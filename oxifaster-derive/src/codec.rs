@@ -3,7 +3,7 @@
 //! The two traits have the same structure with different item names, so one
 //! generator serves both through [`Api`].
 
-use proc_macro2::TokenStream;
+use proc_macro2::{Group, Span, TokenStream, TokenTree};
 use quote::{format_ident, quote, quote_spanned};
 use syn::spanned::Spanned;
 
@@ -58,6 +58,25 @@ impl Api {
     }
 }
 
+/// Gives every token of `tokens` the span `span`, so that an error raised
+/// while compiling them (such as a failed `const` assertion) points there.
+fn respan(tokens: TokenStream, span: Span) -> TokenStream {
+    tokens
+        .into_iter()
+        .map(|tree| match tree {
+            TokenTree::Group(group) => {
+                let mut new = Group::new(group.delimiter(), respan(group.stream(), span));
+                new.set_span(span);
+                TokenTree::Group(new)
+            }
+            mut other => {
+                other.set_span(span);
+                other
+            }
+        })
+        .collect()
+}
+
 /// Wraps generated items in an anonymous constant.
 pub fn wrap(inner: TokenStream) -> TokenStream {
     quote! {
@@ -90,7 +109,9 @@ pub fn value_impl(model: &Model) -> (TokenStream, TokenStream) {
             let view = view_struct(model, fields, *tuple);
             (view, varlen_codec(model, &api, fields, Some(*tuple)))
         }
-        Shape::Enum { repr, variants } => (TokenStream::new(), enum_codec(model, &api, repr, variants)),
+        Shape::Enum { repr, variants } => {
+            (TokenStream::new(), enum_codec(model, &api, repr, variants))
+        }
     }
 }
 
@@ -111,7 +132,18 @@ fn pod_codec(model: &Model, api: &Api, fields: &[Field]) -> TokenStream {
     let core = core(model);
     let ident = &model.ident;
     let name = model.name_lit();
-    let Api { trait_path, fixed_size, encoded_size, encode, decode, layout, pod_marker, bytes_fn, read_fn, .. } = api;
+    let Api {
+        trait_path,
+        fixed_size,
+        encoded_size,
+        encode,
+        decode,
+        layout,
+        pod_marker,
+        bytes_fn,
+        read_fn,
+        ..
+    } = api;
     let derive_name = match api.derive {
         Derive::Key => "FasterKey",
         Derive::Value => "FasterValue",
@@ -131,13 +163,14 @@ fn pod_codec(model: &Model, api: &Api, fields: &[Field]) -> TokenStream {
              gap with an explicit `[u8; N]` field",
             next.name
         );
-        padding_checks.push(quote_spanned! {next.member.span()=>
+        let check = quote! {
             const _: () = #core::assert!(
                 #core::mem::offset_of!(#ident, #nm)
                     == #core::mem::offset_of!(#ident, #pm) + #core::mem::size_of::<#pt>(),
                 #message
             );
-        });
+        };
+        padding_checks.push(respan(check, next.member.span()));
     }
     if let Some(last) = fields.last() {
         let (lm, lt) = (&last.member, &last.ty);
@@ -146,17 +179,22 @@ fn pod_codec(model: &Model, api: &Api, fields: &[Field]) -> TokenStream {
              have no padding bytes; add an explicit `[u8; N]` field at the end",
             last.name
         );
-        padding_checks.push(quote_spanned! {last.member.span()=>
+        let check = quote! {
             const _: () = #core::assert!(
                 #core::mem::size_of::<#ident>()
                     == #core::mem::offset_of!(#ident, #lm) + #core::mem::size_of::<#lt>(),
                 #message
             );
-        });
+        };
+        padding_checks.push(respan(check, last.member.span()));
     }
     let align_message = format!(
         "`{name}` needs an alignment above 8 bytes (a `u128` field?): records are 8-byte \
          aligned, so a fixed-size {derive_name} may need at most 8; split the field into two `u64`s"
+    );
+    let align_check = respan(
+        quote!(const _: () = #core::assert!(#core::mem::align_of::<#ident>() <= 8, #align_message);),
+        ident.span(),
     );
     let field_layouts = fields.iter().map(|f| {
         let (m, t, n) = (&f.member, &f.ty, &f.name);
@@ -195,7 +233,7 @@ fn pod_codec(model: &Model, api: &Api, fields: &[Field]) -> TokenStream {
             #(#field_checks)*
         };
         #(#padding_checks)*
-        const _: () = #core::assert!(#core::mem::align_of::<#ident>() <= 8, #align_message);
+        #align_check
 
         // SAFETY: the struct is `#[repr(C)]` (checked by the derive) and
         // `Copy` (a supertrait bound); every field is itself plain old data
@@ -258,7 +296,10 @@ pub fn head_consts(model: &Model, api: &Api, fields: &[Field]) -> TokenStream {
         offset = quote!(#oc + #sc);
     }
     let tails = fields.iter().filter(|f| f.is_tail).count();
-    let (head, tails_c) = (format_ident!("{}", HEAD_CONST), format_ident!("{}", TAILS_CONST));
+    let (head, tails_c) = (
+        format_ident!("{}", HEAD_CONST),
+        format_ident!("{}", TAILS_CONST),
+    );
     out.extend(quote! {
         const #head: usize = #offset;
         const #tails_c: usize = #tails;
@@ -268,7 +309,12 @@ pub fn head_consts(model: &Model, api: &Api, fields: &[Field]) -> TokenStream {
 }
 
 /// Builds `Self { field: expr, ... }` or `Self(expr, ...)`.
-pub fn construct(fields: &[Field], tuple: bool, ty: TokenStream, exprs: Vec<TokenStream>) -> TokenStream {
+pub fn construct(
+    fields: &[Field],
+    tuple: bool,
+    ty: TokenStream,
+    exprs: Vec<TokenStream>,
+) -> TokenStream {
     if tuple {
         quote!(#ty ( #(#exprs),* ))
     } else {
@@ -284,10 +330,21 @@ fn varlen_codec(model: &Model, api: &Api, fields: &[Field], view: Option<bool>) 
     let core = core(model);
     let ident = &model.ident;
     let name = model.name_lit();
-    let Api { trait_path, fixed_size, encoded_size, encode, decode, layout, .. } = api;
+    let Api {
+        trait_path,
+        fixed_size,
+        encoded_size,
+        encode,
+        decode,
+        layout,
+        ..
+    } = api;
     let tail_trait = quote!(#k::record::Tail);
     let varlen = quote!(#k::__private::varlen);
-    let (head, tails) = (format_ident!("{}", HEAD_CONST), format_ident!("{}", TAILS_CONST));
+    let (head, tails) = (
+        format_ident!("{}", HEAD_CONST),
+        format_ident!("{}", TAILS_CONST),
+    );
     let consts = head_consts(model, api, fields);
     let tuple = matches!(model.shape, Shape::VarLen { tuple: true, .. });
 
@@ -434,7 +491,11 @@ fn view_struct(model: &Model, fields: &[Field], tuple: bool) -> TokenStream {
     );
     let defs = fields.iter().map(|f| {
         let (fv, t, docs) = (&f.vis, &f.ty, &f.docs);
-        let ty = if f.is_tail { quote!(<#t as #k::record::Tail>::Ref<'a>) } else { quote!(#t) };
+        let ty = if f.is_tail {
+            quote!(<#t as #k::record::Tail>::Ref<'a>)
+        } else {
+            quote!(#t)
+        };
         match (&f.member, tuple) {
             (syn::Member::Named(n), false) => quote!(#(#docs)* #fv #n: #ty),
             _ => quote!(#(#docs)* #fv #ty),
@@ -461,8 +522,18 @@ fn enum_codec(model: &Model, api: &Api, repr: &syn::Ident, variants: &[syn::Iden
     let core = core(model);
     let ident = &model.ident;
     let name = model.name_lit();
-    let Api { trait_path, fixed_size, encoded_size, encode, decode, layout, .. } = api;
-    let consts: Vec<_> = (0..variants.len()).map(|i| format_ident!("__OXIFASTER_D{}", i)).collect();
+    let Api {
+        trait_path,
+        fixed_size,
+        encoded_size,
+        encode,
+        decode,
+        layout,
+        ..
+    } = api;
+    let consts: Vec<_> = (0..variants.len())
+        .map(|i| format_ident!("__OXIFASTER_D{}", i))
+        .collect();
     let repr_name = repr.to_string();
     let variant_names = variants.iter().map(|v| v.to_string());
     let view_items = if api.derive == Derive::Value {

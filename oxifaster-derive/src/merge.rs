@@ -25,7 +25,13 @@ pub fn merge_impl(model: &Model) -> TokenStream {
 }
 
 /// `merged(stored, input)` for a field of a kind, by value.
-fn kind_expr(model: &Model, kind: MergeKind, field: &Field, stored: TokenStream, input: TokenStream) -> TokenStream {
+fn kind_expr(
+    model: &Model,
+    kind: MergeKind,
+    field: &Field,
+    stored: TokenStream,
+    input: TokenStream,
+) -> TokenStream {
     let k = &model.krate;
     let ty = &field.ty;
     let (trait_name, method) = match kind {
@@ -51,7 +57,8 @@ fn pod_merge(model: &Model, fields: &[Field]) -> TokenStream {
                 let m = &f.member;
                 match &f.merge {
                     MergeSpec::Kind(kind, _) => {
-                        let merged = kind_expr(model, *kind, f, quote!(stored.#m), quote!(input.#m));
+                        let merged =
+                            kind_expr(model, *kind, f, quote!(stored.#m), quote!(input.#m));
                         quote!(stored.#m = #merged;)
                     }
                     MergeSpec::With(path) => quote! {{
@@ -72,7 +79,7 @@ fn pod_merge(model: &Model, fields: &[Field]) -> TokenStream {
         impl #k::record::Merge for #ident {
             #[inline(always)]
             fn initial(input: &Self) -> Self {
-                *input
+                #core::clone::Clone::clone(input)
             }
             #[inline(always)]
             fn in_place(stored: &mut [u8], input: &Self) -> bool {
@@ -86,7 +93,7 @@ fn pod_merge(model: &Model, fields: &[Field]) -> TokenStream {
             }
             #[inline(always)]
             fn copy_update(old: &Self, input: &Self) -> Self {
-                let mut new = *old;
+                let mut new = #core::clone::Clone::clone(old);
                 __oxifaster_merge_fields(&mut new, input);
                 new
             }
@@ -103,7 +110,10 @@ fn varlen_merge(model: &Model, fields: &[Field], tuple: bool) -> TokenStream {
     let varlen = quote!(#k::__private::varlen);
     let tail_trait = quote!(#k::record::Tail);
     let clone = quote!(#core::clone::Clone::clone);
-    let (head, tails) = (format_ident!("{}", HEAD_CONST), format_ident!("{}", TAILS_CONST));
+    let (head, tails) = (
+        format_ident!("{}", HEAD_CONST),
+        format_ident!("{}", TAILS_CONST),
+    );
 
     // copy_update: every field from the old view and the input.
     let copy_update = match &model.merge_with {
@@ -119,7 +129,9 @@ fn varlen_merge(model: &Model, fields: &[Field], tuple: bool) -> TokenStream {
                     let (m, t) = (&f.member, &f.ty);
                     match (&f.merge, f.is_tail) {
                         (MergeSpec::Kind(MergeKind::Replace, _), _) => quote!(#clone(&input.#m)),
-                        (MergeSpec::Kind(kind, _), false) => kind_expr(model, *kind, f, quote!(old.#m), quote!(input.#m)),
+                        (MergeSpec::Kind(kind, _), false) => {
+                            kind_expr(model, *kind, f, quote!(old.#m), quote!(input.#m))
+                        }
                         (MergeSpec::Kind(..), true) => quote!(#clone(&input.#m)),
                         (MergeSpec::With(path), true) => quote! {{
                             let mut __oxifaster_field = <#t as #tail_trait>::tail_owned(old.#m);
@@ -141,7 +153,9 @@ fn varlen_merge(model: &Model, fields: &[Field], tuple: bool) -> TokenStream {
     // in_place: possible when no tail needs a function and no struct-level
     // function is given; tails must keep their length.
     let in_place_possible = model.merge_with.is_none()
-        && fields.iter().all(|f| !f.is_tail || matches!(f.merge, MergeSpec::Kind(..)));
+        && fields
+            .iter()
+            .all(|f| !f.is_tail || matches!(f.merge, MergeSpec::Kind(..)));
     let in_place = if in_place_possible {
         let ranges = format_ident!("__oxifaster_ranges");
         let mut tail_index = 0usize;
@@ -173,7 +187,9 @@ fn varlen_merge(model: &Model, fields: &[Field], tuple: bool) -> TokenStream {
                 });
                 let merged = match &f.merge {
                     MergeSpec::Kind(MergeKind::Replace, _) => quote!(#clone(&input.#m)),
-                    MergeSpec::Kind(kind, _) => kind_expr(model, *kind, f, quote!(#old), quote!(input.#m)),
+                    MergeSpec::Kind(kind, _) => {
+                        kind_expr(model, *kind, f, quote!(#old), quote!(input.#m))
+                    }
                     MergeSpec::With(path) => quote! {{
                         let mut __oxifaster_field = #old;
                         #path(&mut __oxifaster_field, &input.#m);

@@ -84,7 +84,9 @@ impl Model {
             None => (None, None),
         };
         let shape = match &input.data {
-            Data::Struct(data) => struct_shape(input, &data.fields, default_merge, derive, &mut errors),
+            Data::Struct(data) => {
+                struct_shape(input, &data.fields, default_merge, derive, &mut errors)
+            }
             Data::Enum(data) => enum_shape(input, data, &attrs, derive, &mut errors),
             Data::Union(data) => {
                 errors.push(
@@ -111,7 +113,10 @@ impl Model {
             vis: input.vis.clone(),
             krate,
             // `errors.finish()` succeeded, so every branch produced a shape.
-            shape: shape.unwrap_or(Shape::Enum { repr: Ident::new("u8", Span::call_site()), variants: Vec::new() }),
+            shape: shape.unwrap_or(Shape::Enum {
+                repr: Ident::new("u8", Span::call_site()),
+                variants: Vec::new(),
+            }),
             merge_with,
             view,
         })
@@ -187,11 +192,27 @@ fn struct_shape(
                 .or_else(|| default_merge.clone())
                 .unwrap_or(MergeSpec::Kind(MergeKind::Replace, Span::call_site()))
         };
-        let docs = field.attrs.iter().filter(|a| a.path().is_ident("doc")).cloned().collect();
-        out.push(Field { member, name, ty: field.ty.clone(), vis: field.vis.clone(), docs, is_tail, merge });
+        let docs = field
+            .attrs
+            .iter()
+            .filter(|a| a.path().is_ident("doc"))
+            .cloned()
+            .collect();
+        out.push(Field {
+            member,
+            name,
+            ty: field.ty.clone(),
+            vis: field.vis.clone(),
+            docs,
+            is_tail,
+            merge,
+        });
     }
     if out.iter().any(|f| f.is_tail) {
-        return Some(Shape::VarLen { fields: out, tuple: matches!(fields, Fields::Unnamed(_)) });
+        return Some(Shape::VarLen {
+            fields: out,
+            tuple: matches!(fields, Fields::Unnamed(_)),
+        });
     }
     let reprs = reprs(&input.attrs);
     let stable = reprs.iter().any(|r| r == "C" || r == "transparent");
@@ -217,7 +238,9 @@ fn enum_shape(
     derive: Derive,
     errors: &mut Errors,
 ) -> Option<Shape> {
-    let repr = reprs(&input.attrs).into_iter().find(|r| INT_REPRS.iter().any(|i| r == i));
+    let repr = reprs(&input.attrs)
+        .into_iter()
+        .find(|r| INT_REPRS.iter().any(|i| r == i));
     let Some(repr) = repr else {
         errors.push(
             input.ident.span(),
@@ -231,7 +254,13 @@ fn enum_shape(
         return None;
     };
     if data.variants.is_empty() {
-        errors.push(input.ident.span(), format!("enum `{}` has no variants: it has no values to store", input.ident));
+        errors.push(
+            input.ident.span(),
+            format!(
+                "enum `{}` has no variants: it has no values to store",
+                input.ident
+            ),
+        );
     }
     for variant in &data.variants {
         if !matches!(variant.fields, Fields::Unit) {
@@ -246,7 +275,10 @@ fn enum_shape(
             );
         }
         for attr in variant.attrs.iter().filter(|a| a.path().is_ident("faster")) {
-            errors.push(attr.span(), "`faster` attributes do not apply to enum variants");
+            errors.push(
+                attr.span(),
+                "`faster` attributes do not apply to enum variants",
+            );
         }
     }
     if derive == Derive::Value
@@ -258,13 +290,26 @@ fn enum_shape(
             "an enum merges only by `merge = \"replace\"` or `merge_with = \"path::to::fn\"`",
         );
     }
-    Some(Shape::Enum { repr, variants: data.variants.iter().map(|v| v.ident.clone()).collect() })
+    Some(Shape::Enum {
+        repr,
+        variants: data.variants.iter().map(|v| v.ident.clone()).collect(),
+    })
 }
 
 /// Pointer-like and interior-mutable standard types that can never be stored.
 const POINTER_TYPES: [&str; 12] = [
-    "Box", "Rc", "Arc", "Weak", "NonNull", "Cell", "RefCell", "UnsafeCell", "Mutex", "RwLock",
-    "PhantomData", "Pin",
+    "Box",
+    "Rc",
+    "Arc",
+    "Weak",
+    "NonNull",
+    "Cell",
+    "RefCell",
+    "UnsafeCell",
+    "Mutex",
+    "RwLock",
+    "PhantomData",
+    "Pin",
 ];
 
 /// Checks a field type; returns whether it is a variable-length field.
@@ -272,39 +317,45 @@ const POINTER_TYPES: [&str; 12] = [
 fn check_type(ty: &Type, top: bool, errors: &mut Errors) -> bool {
     match ty {
         Type::Reference(r) => {
-            errors.push(
-                r.span(),
+            errors.push_spanned(
+                r,
                 "a reference cannot be stored: records hold bytes, not borrowed data; use an owned \
                  type (an integer, an array, `String`, `Vec<u8>`)",
             );
             false
         }
         Type::Ptr(p) => {
-            errors.push(
-                p.span(),
+            errors.push_spanned(
+                p,
                 "a raw pointer cannot be stored: an address means nothing after a restart; store \
                  the data it points to, or an integer id",
             );
             false
         }
         Type::BareFn(f) => {
-            errors.push(f.span(), "a function pointer cannot be stored: an address means nothing after a restart");
+            errors.push_spanned(
+                f,
+                "a function pointer cannot be stored: an address means nothing after a restart",
+            );
             false
         }
         Type::Tuple(t) => {
-            errors.push(
-                t.span(),
+            errors.push_spanned(
+                t,
                 "a tuple has no stable layout: use an array, or a `#[repr(C)]` struct that derives \
                  the same trait",
             );
             false
         }
         Type::Slice(s) => {
-            errors.push(s.span(), "a bare slice has no size: use `Vec<T>` or `Box<[u8]>`");
+            errors.push_spanned(s, "a bare slice has no size: use `Vec<T>` or `Box<[u8]>`");
             false
         }
         Type::TraitObject(_) | Type::ImplTrait(_) | Type::Infer(_) | Type::Never(_) => {
-            errors.push(ty.span(), "this type cannot be stored: use integers, arrays, `String` or `Vec<T>`");
+            errors.push_spanned(
+                ty,
+                "this type cannot be stored: use integers, arrays, `String` or `Vec<T>`",
+            );
             false
         }
         Type::Array(a) => {
@@ -314,7 +365,9 @@ fn check_type(ty: &Type, top: bool, errors: &mut Errors) -> bool {
         Type::Paren(p) => check_type(&p.elem, top, errors),
         Type::Group(g) => check_type(&g.elem, top, errors),
         Type::Path(p) => {
-            let Some(last) = p.path.segments.last() else { return false };
+            let Some(last) = p.path.segments.last() else {
+                return false;
+            };
             let name = last.ident.to_string();
             let is_tail = match name.as_str() {
                 "Vec" | "String" => true,
@@ -323,13 +376,13 @@ fn check_type(ty: &Type, top: bool, errors: &mut Errors) -> bool {
             };
             if is_tail {
                 if !top {
-                    errors.push(ty.span(), "a variable-length type cannot be an array element");
+                    errors.push_spanned(ty, "a variable-length type cannot be an array element");
                 }
                 return top;
             }
             if POINTER_TYPES.contains(&name.as_str()) {
-                errors.push(
-                    ty.span(),
+                errors.push_spanned(
+                    ty,
                     format!(
                         "`{name}` cannot be stored: pointer and interior-mutable types have no byte \
                          encoding; store the data itself (the only boxed type allowed is `Box<[u8]>`, \
@@ -344,7 +397,11 @@ fn check_type(ty: &Type, top: bool, errors: &mut Errors) -> bool {
 }
 
 fn is_box_of_bytes(args: &syn::PathArguments) -> bool {
-    let syn::PathArguments::AngleBracketed(args) = args else { return false };
-    let Some(syn::GenericArgument::Type(Type::Slice(slice))) = args.args.first() else { return false };
+    let syn::PathArguments::AngleBracketed(args) = args else {
+        return false;
+    };
+    let Some(syn::GenericArgument::Type(Type::Slice(slice))) = args.args.first() else {
+        return false;
+    };
     matches!(&*slice.elem, Type::Path(p) if p.path.is_ident("u8"))
 }

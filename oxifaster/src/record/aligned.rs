@@ -12,14 +12,19 @@ pub struct AlignedBytes {
 
 impl std::fmt::Debug for AlignedBytes {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_tuple("AlignedBytes").field(&self.as_slice()).finish()
+        f.debug_tuple("AlignedBytes")
+            .field(&self.as_slice())
+            .finish()
     }
 }
 
 impl AlignedBytes {
     /// A zeroed buffer of `len_bytes` bytes.
     pub fn zeroed(len_bytes: usize) -> Self {
-        Self { words: vec![0u64; len_bytes.div_ceil(8)], len_bytes }
+        Self {
+            words: vec![0u64; len_bytes.div_ceil(8)],
+            len_bytes,
+        }
     }
 
     /// Copies `bytes` into a new aligned buffer.
@@ -29,7 +34,10 @@ impl AlignedBytes {
         out
     }
 
-    pub(crate) fn from_encoder(len_bytes: usize, encode: impl FnOnce(&mut SliceWriter<'_>)) -> Self {
+    pub(crate) fn from_encoder(
+        len_bytes: usize,
+        encode: impl FnOnce(&mut SliceWriter<'_>),
+    ) -> Self {
         let mut out = Self::zeroed(len_bytes);
         let mut writer = SliceWriter::new(out.as_mut_slice());
         encode(&mut writer);

@@ -1,0 +1,9 @@
+use oxifaster::FasterValue;
+
+#[derive(FasterValue)]
+enum State {
+    On,
+    Off,
+}
+
+fn main() {}

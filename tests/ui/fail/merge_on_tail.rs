@@ -1,0 +1,9 @@
+use oxifaster::FasterValue;
+
+#[derive(FasterValue, Clone)]
+struct Named {
+    #[faster(merge = "sum")]
+    name: String,
+}
+
+fn main() {}

@@ -1,0 +1,9 @@
+use oxifaster::FasterValue;
+
+#[derive(FasterValue, Clone, Copy)]
+#[repr(C)]
+struct Wide {
+    big: u128,
+}
+
+fn main() {}

@@ -1,0 +1,9 @@
+use oxifaster::FasterValue;
+
+#[derive(FasterValue, Clone, Copy)]
+#[repr(C)]
+struct Borrowed {
+    name: &'static str,
+}
+
+fn main() {}
