@@ -24,29 +24,17 @@ struct Profile {
 
 fn main() -> Result<(), oxifaster::Error> {
     let id = UserId(42);
-    println!(
-        "key {id:?}: {} bytes, hash {:#018x}",
-        id.key_size(),
-        id.hash64()
-    );
+    println!("key {id:?}: {} bytes, hash {:#018x}", id.key_size(), id.hash64());
     println!(
         "key layout: {} (fingerprint {:#018x})",
         UserId::key_layout(),
         UserId::key_layout_fingerprint()
     );
 
-    let profile = Profile {
-        visits: 1,
-        last_seen: 1_700_000_000,
-        name: "Ada".to_owned(),
-    };
+    let profile = Profile { visits: 1, last_seen: 1_700_000_000, name: "Ada".to_owned() };
     // What the store writes into a record: an 8-byte aligned encoding.
     let mut stored = profile.to_aligned_bytes();
-    println!(
-        "value {profile:?}: {} bytes {:02x?}",
-        stored.len(),
-        stored.as_slice()
-    );
+    println!("value {profile:?}: {} bytes {:02x?}", stored.len(), stored.as_slice());
     println!(
         "value layout: {} (fingerprint {:#018x})",
         Profile::layout(),
@@ -55,18 +43,11 @@ fn main() -> Result<(), oxifaster::Error> {
 
     // A zero-copy read: fixed fields come out of the record, `name` borrows it.
     let view = Profile::view(&stored)?;
-    println!(
-        "view: visits={} last_seen={} name={:?}",
-        view.visits, view.last_seen, view.name
-    );
+    println!("view: visits={} last_seen={} name={:?}", view.visits, view.last_seen, view.name);
 
     // RMW in place: the name keeps its length, so the record is updated where
     // it is; counters add up and the timestamp keeps its maximum.
-    let visit = Profile {
-        visits: 1,
-        last_seen: 1_700_000_100,
-        name: "Ada".to_owned(),
-    };
+    let visit = Profile { visits: 1, last_seen: 1_700_000_100, name: "Ada".to_owned() };
     assert!(Profile::in_place(stored.as_mut_slice(), &visit));
     let after = Profile::decode(&stored)?;
     println!("after an in-place merge: {after:?}");
@@ -74,28 +55,17 @@ fn main() -> Result<(), oxifaster::Error> {
 
     // A longer name does not fit: the merge falls back to a copy-update,
     // which builds the new value from a view of the old one.
-    let rename = Profile {
-        visits: 1,
-        last_seen: 5,
-        name: "Ada Lovelace".to_owned(),
-    };
+    let rename = Profile { visits: 1, last_seen: 5, name: "Ada Lovelace".to_owned() };
     assert!(!Profile::in_place(stored.as_mut_slice(), &rename));
     let renamed = Profile::copy_update(Profile::view(&stored)?, &rename);
     println!("after a copy-update: {renamed:?}");
     assert_eq!(
         renamed,
-        Profile {
-            visits: 3,
-            last_seen: 1_700_000_100,
-            name: "Ada Lovelace".into()
-        }
+        Profile { visits: 3, last_seen: 1_700_000_100, name: "Ada Lovelace".into() }
     );
 
     // Bad bytes are an error, never a panic.
     let err = Profile::view(&stored[..5]).err();
-    println!(
-        "a truncated record: {}",
-        err.map(|e| e.to_string()).unwrap_or_default()
-    );
+    println!("a truncated record: {}", err.map(|e| e.to_string()).unwrap_or_default());
     Ok(())
 }

@@ -21,10 +21,7 @@ fn key_hash_vectors() {
     assert_eq!(7u32.hash64(), 0x57ae44811628c14c);
     assert_eq!(Vec::<u8>::new().hash64(), 0x2d06800538d394c2);
     assert_eq!(String::from("oxifaster").hash64(), 0x6396de7180972f15);
-    assert_eq!(
-        b"oxifaster".to_vec().into_boxed_slice().hash64(),
-        0x6396de7180972f15
-    );
+    assert_eq!(b"oxifaster".to_vec().into_boxed_slice().hash64(), 0x6396de7180972f15);
     assert_eq!([1u8; 16].hash64(), 0xa74131e62938d20e);
     assert_eq!(hash_bytes(b"oxifaster"), 0x6396de7180972f15);
     // A derived key hashes its bytes: the same as the u64 it wraps.
@@ -39,10 +36,7 @@ struct Composite {
 
 #[test]
 fn streaming_hash_of_a_varlen_key_is_the_hash_of_its_encoding() {
-    let key = Composite {
-        tenant: 7,
-        name: "oxifaster".into(),
-    };
+    let key = Composite { tenant: 7, name: "oxifaster".into() };
     let mut encoding = 7u32.to_le_bytes().to_vec();
     encoding.extend_from_slice(&9u32.to_le_bytes());
     encoding.extend_from_slice(b"oxifaster");
@@ -144,46 +138,19 @@ const FINGERPRINT_PROFILE: u64 = 0xe14cfc089872cf5e;
 fn fingerprints_change_with_the_layout() {
     let base = v1::Account::layout_fingerprint();
     for (what, other) in [
-        (
-            "a field's type",
-            changed_type::Account::layout_fingerprint(),
-        ),
-        (
-            "the field order",
-            changed_order::Account::layout_fingerprint(),
-        ),
-        (
-            "a field's size",
-            changed_size::Account::layout_fingerprint(),
-        ),
-        (
-            "a field's name",
-            changed_name::Account::layout_fingerprint(),
-        ),
+        ("a field's type", changed_type::Account::layout_fingerprint()),
+        ("the field order", changed_order::Account::layout_fingerprint()),
+        ("a field's size", changed_size::Account::layout_fingerprint()),
+        ("a field's name", changed_name::Account::layout_fingerprint()),
     ] {
         assert_ne!(base, other, "changing {what} kept the fingerprint");
     }
-    assert_ne!(
-        v1::Profile::layout_fingerprint(),
-        changed_tail::Profile::layout_fingerprint()
-    );
+    assert_ne!(v1::Profile::layout_fingerprint(), changed_tail::Profile::layout_fingerprint());
     // Same-sized primitives of different types differ.
-    assert_ne!(
-        <u64 as Value>::layout_fingerprint(),
-        <i64 as Value>::layout_fingerprint()
-    );
-    assert_ne!(
-        <u64 as Value>::layout_fingerprint(),
-        <f64 as Value>::layout_fingerprint()
-    );
-    assert_ne!(
-        <String as Value>::layout_fingerprint(),
-        <Vec<u8> as Value>::layout_fingerprint()
-    );
-    assert_ne!(
-        <[u8; 16] as Value>::layout_fingerprint(),
-        <[u8; 8] as Value>::layout_fingerprint()
-    );
+    assert_ne!(<u64 as Value>::layout_fingerprint(), <i64 as Value>::layout_fingerprint());
+    assert_ne!(<u64 as Value>::layout_fingerprint(), <f64 as Value>::layout_fingerprint());
+    assert_ne!(<String as Value>::layout_fingerprint(), <Vec<u8> as Value>::layout_fingerprint());
+    assert_ne!(<[u8; 16] as Value>::layout_fingerprint(), <[u8; 8] as Value>::layout_fingerprint());
     // The layout records what a reader needs.
     let layout = v1::Account::layout();
     assert_eq!(layout.size, Some(16));

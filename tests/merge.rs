@@ -39,17 +39,7 @@ fn fixed(
     bits: [u8; 7],
     total: f64,
 ) -> Fixed {
-    Fixed {
-        sum,
-        min,
-        max,
-        or,
-        and,
-        replace,
-        small,
-        bits,
-        total,
-    }
+    Fixed { sum, min, max, or, and, replace, small, bits, total }
 }
 
 /// Merges by both paths and checks that they agree.
@@ -71,43 +61,10 @@ where
 
 #[test]
 fn every_kind_on_a_fixed_value() {
-    let old = fixed(
-        10,
-        -5,
-        5,
-        0b0011,
-        0b0011,
-        1,
-        200,
-        [1, 0, 0, 0, 0, 0, 0],
-        1.5,
-    );
-    let input = fixed(
-        5,
-        -9,
-        2,
-        0b0100,
-        0b0110,
-        7,
-        100,
-        [0, 2, 4, 0, 0, 0, 8],
-        2.25,
-    );
+    let old = fixed(10, -5, 5, 0b0011, 0b0011, 1, 200, [1, 0, 0, 0, 0, 0, 0], 1.5);
+    let input = fixed(5, -9, 2, 0b0100, 0b0110, 7, 100, [0, 2, 4, 0, 0, 0, 8], 2.25);
     let merged = merge_both_ways(&old, &input);
-    assert_eq!(
-        merged,
-        fixed(
-            15,
-            -9,
-            5,
-            0b0111,
-            0b0010,
-            7,
-            44,
-            [1, 2, 4, 0, 0, 0, 8],
-            3.75
-        )
-    );
+    assert_eq!(merged, fixed(15, -9, 5, 0b0111, 0b0010, 7, 44, [1, 2, 4, 0, 0, 0, 8], 3.75));
     // In place always succeeds for a fixed value, and leaves the same bytes.
     let mut stored = old.to_aligned_bytes();
     assert!(Fixed::in_place(stored.as_mut_slice(), &input));
@@ -174,14 +131,8 @@ fn varlen_merges_in_place_when_the_tails_keep_their_length() {
     let input = profile(2, 150, 90, true, "bob", b"zz");
     let mut stored = old.to_aligned_bytes();
     assert!(Profile::in_place(stored.as_mut_slice(), &input));
-    assert_eq!(
-        Profile::decode(&stored).expect("decode"),
-        profile(3, 150, 90, true, "bob", b"zz")
-    );
-    assert_eq!(
-        merge_both_ways(&old, &input),
-        profile(3, 150, 90, true, "bob", b"zz")
-    );
+    assert_eq!(Profile::decode(&stored).expect("decode"), profile(3, 150, 90, true, "bob", b"zz"));
+    assert_eq!(merge_both_ways(&old, &input), profile(3, 150, 90, true, "bob", b"zz"));
 }
 
 #[test]
@@ -191,10 +142,7 @@ fn varlen_growth_falls_back_to_copy_update_and_leaves_the_record_untouched() {
     let mut stored = old.to_aligned_bytes();
     let before = stored.clone();
     assert!(!Profile::in_place(stored.as_mut_slice(), &input));
-    assert_eq!(
-        stored, before,
-        "a refused in-place merge changed the record"
-    );
+    assert_eq!(stored, before, "a refused in-place merge changed the record");
     let merged = Profile::copy_update(Profile::view(&stored).expect("view"), &input);
     assert_eq!(merged, profile(2, 200, 100, false, "ada lovelace", b"xy"));
     // Shrinking is a copy-update too.
@@ -229,25 +177,13 @@ struct Tagged {
 
 #[test]
 fn merge_with_functions_on_fields() {
-    let old = Tagged {
-        hits: u32::MAX - 1,
-        tags: b"a".to_vec(),
-    };
-    let input = Tagged {
-        hits: 5,
-        tags: b"b".to_vec(),
-    };
+    let old = Tagged { hits: u32::MAX - 1, tags: b"a".to_vec() };
+    let input = Tagged { hits: 5, tags: b"b".to_vec() };
     let mut stored = old.to_aligned_bytes();
     // A function on a tail may grow it: never in place.
     assert!(!Tagged::in_place(stored.as_mut_slice(), &input));
     let merged = Tagged::copy_update(Tagged::view(&stored).expect("view"), &input);
-    assert_eq!(
-        merged,
-        Tagged {
-            hits: u32::MAX,
-            tags: b"a,b".to_vec()
-        }
-    );
+    assert_eq!(merged, Tagged { hits: u32::MAX, tags: b"a,b".to_vec() });
 }
 
 #[test]
@@ -255,14 +191,8 @@ fn primitive_merges() {
     assert_eq!(merge_both_ways(&1.5f64, &2.0), 3.5);
     assert!(merge_both_ways(&false, &true));
     assert!(merge_both_ways(&true, &false));
-    assert_eq!(
-        merge_both_ways(&b"ab".to_vec(), &b"cd".to_vec()),
-        b"abcd".to_vec()
-    );
-    assert_eq!(
-        merge_both_ways(&String::from("ab"), &String::from("cd")),
-        "abcd"
-    );
+    assert_eq!(merge_both_ways(&b"ab".to_vec(), &b"cd".to_vec()), b"abcd".to_vec());
+    assert_eq!(merge_both_ways(&String::from("ab"), &String::from("cd")), "abcd");
     let boxed: Box<[u8]> = Box::new([1, 2]);
     assert_eq!(&*merge_both_ways(&boxed, &boxed), &[1, 2, 1, 2]);
     assert_eq!(u64::initial(&9), 9);

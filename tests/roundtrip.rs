@@ -53,9 +53,7 @@ fn check_value<V: Value + PartialEq + Debug>(value: &V, owned: for<'a> fn(V::Vie
         assert_eq!(size, bytes.len());
     }
     let mut exact = vec![0u8; value.encoded_size()];
-    value
-        .encode_into(&mut exact)
-        .expect("encode_into a buffer of the announced size");
+    value.encode_into(&mut exact).expect("encode_into a buffer of the announced size");
     assert_eq!(exact, bytes.as_slice());
     assert_eq!(&V::decode(&bytes).expect("decode"), value);
 
@@ -141,17 +139,15 @@ fn event() -> impl Strategy<Value = Event> {
         proptest::collection::vec(any::<u32>(), 0..16),
         proptest::collection::vec(any::<u8>(), 0..8),
     )
-        .prop_map(
-            |(id, kind, urgent, payload, message, samples, blob)| Event {
-                id,
-                kind,
-                urgent,
-                payload,
-                message,
-                samples,
-                blob: blob.into_boxed_slice(),
-            },
-        )
+        .prop_map(|(id, kind, urgent, payload, message, samples, blob)| Event {
+            id,
+            kind,
+            urgent,
+            payload,
+            message,
+            samples,
+            blob: blob.into_boxed_slice(),
+        })
 }
 
 macro_rules! pod_roundtrips {
@@ -282,35 +278,20 @@ fn truncated_and_corrupt_encodings_are_named_errors() {
     corrupt.as_mut_slice()[8..10].copy_from_slice(&9u16.to_le_bytes());
     assert_eq!(
         Event::view(&corrupt).err(),
-        Some(CodecError::InvalidDiscriminant {
-            type_name: "Kind",
-            value: 9
-        })
+        Some(CodecError::InvalidDiscriminant { type_name: "Kind", value: 9 })
     );
     let mut corrupt = bytes.clone();
     corrupt.as_mut_slice()[10] = 7; // `urgent`
-    assert_eq!(
-        Event::decode(&corrupt).err(),
-        Some(CodecError::InvalidBool { byte: 7 })
-    );
+    assert_eq!(Event::decode(&corrupt).err(), Some(CodecError::InvalidBool { byte: 7 }));
     assert!(matches!(
         Event::view(&bytes[..bytes.len() - 1]),
         Err(CodecError::LengthMismatch { .. })
     ));
-    assert!(matches!(
-        Event::view(&bytes[..5]),
-        Err(CodecError::Truncated { .. })
-    ));
+    assert!(matches!(Event::view(&bytes[..5]), Err(CodecError::Truncated { .. })));
     let mut corrupt = bytes.clone();
     let message_at = bytes.len() - 2 - 4; // "hi", then one u32 sample, blob empty
     corrupt.as_mut_slice()[message_at] = 0xff;
-    assert!(matches!(
-        Event::view(&corrupt),
-        Err(CodecError::InvalidUtf8 {
-            field: "message",
-            ..
-        })
-    ));
+    assert!(matches!(Event::view(&corrupt), Err(CodecError::InvalidUtf8 { field: "message", .. })));
     // A ragged `Vec<u32>`: move one byte from `payload` to `samples`.
     let mut corrupt = bytes.clone();
     let lengths_at = 8 + 2 + 1;
@@ -318,28 +299,18 @@ fn truncated_and_corrupt_encodings_are_named_errors() {
     corrupt.as_mut_slice()[lengths_at + 8..lengths_at + 12].copy_from_slice(&5u32.to_le_bytes());
     assert!(matches!(
         Event::view(&corrupt),
-        Err(CodecError::RaggedSequence {
-            field: "samples",
-            ..
-        })
+        Err(CodecError::RaggedSequence { field: "samples", .. })
     ));
 }
 
 #[test]
 fn misaligned_views_are_errors() {
-    let r = Reading {
-        sensor: 1,
-        unit: *b"degC",
-        at: 2,
-    };
+    let r = Reading { sensor: 1, unit: *b"degC", at: 2 };
     let mut buf = oxifaster::record::AlignedBytes::zeroed(17);
     buf.as_mut_slice()[1..].copy_from_slice(&r.to_aligned_bytes());
     assert!(matches!(
         Reading::view(&buf[1..]),
         Err(oxifaster::record::CodecError::Misaligned { align: 8, .. })
     ));
-    assert_eq!(
-        Reading::decode(&buf[1..]).expect("decode reads unaligned"),
-        r
-    );
+    assert_eq!(Reading::decode(&buf[1..]).expect("decode reads unaligned"), r);
 }

@@ -101,14 +101,9 @@ pub struct FieldAttrs {
 fn string_value(meta: &Meta, errors: &mut Errors) -> Option<LitStr> {
     match meta {
         Meta::NameValue(nv) => match &nv.value {
-            Expr::Lit(ExprLit {
-                lit: Lit::Str(s), ..
-            }) => Some(s.clone()),
+            Expr::Lit(ExprLit { lit: Lit::Str(s), .. }) => Some(s.clone()),
             other => {
-                errors.push(
-                    other.span(),
-                    "expected a string literal, e.g. `merge = \"sum\"`",
-                );
+                errors.push(other.span(), "expected a string literal, e.g. `merge = \"sum\"`");
                 None
             }
         },
@@ -142,10 +137,7 @@ fn faster_metas(attrs: &[Attribute], errors: &mut Errors) -> Vec<Meta> {
 
 fn set_merge(slot: &mut Option<MergeSpec>, spec: MergeSpec, span: Span, errors: &mut Errors) {
     if slot.is_some() {
-        errors.push(
-            span,
-            "a merge is already given: use one `merge` or `merge_with`",
-        );
+        errors.push(span, "a merge is already given: use one `merge` or `merge_with`");
     } else {
         *slot = Some(spec);
     }

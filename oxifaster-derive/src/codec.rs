@@ -250,7 +250,7 @@ fn pod_codec(model: &Model, api: &Api, fields: &[Field]) -> TokenStream {
                 #core::mem::size_of::<Self>()
             }
             #[inline(always)]
-            fn #encode<S: #k::record::Sink + ?Sized>(&self, sink: &mut S) {
+            fn #encode<S: #k::record::Sink + ?#k::__private::core::marker::Sized>(&self, sink: &mut S) {
                 #k::record::Sink::put(sink, #bytes_fn(self))
             }
             #[inline(always)]
@@ -296,10 +296,7 @@ pub fn head_consts(model: &Model, api: &Api, fields: &[Field]) -> TokenStream {
         offset = quote!(#oc + #sc);
     }
     let tails = fields.iter().filter(|f| f.is_tail).count();
-    let (head, tails_c) = (
-        format_ident!("{}", HEAD_CONST),
-        format_ident!("{}", TAILS_CONST),
-    );
+    let (head, tails_c) = (format_ident!("{}", HEAD_CONST), format_ident!("{}", TAILS_CONST));
     out.extend(quote! {
         const #head: usize = #offset;
         const #tails_c: usize = #tails;
@@ -330,21 +327,10 @@ fn varlen_codec(model: &Model, api: &Api, fields: &[Field], view: Option<bool>) 
     let core = core(model);
     let ident = &model.ident;
     let name = model.name_lit();
-    let Api {
-        trait_path,
-        fixed_size,
-        encoded_size,
-        encode,
-        decode,
-        layout,
-        ..
-    } = api;
+    let Api { trait_path, fixed_size, encoded_size, encode, decode, layout, .. } = api;
     let tail_trait = quote!(#k::record::Tail);
     let varlen = quote!(#k::__private::varlen);
-    let (head, tails) = (
-        format_ident!("{}", HEAD_CONST),
-        format_ident!("{}", TAILS_CONST),
-    );
+    let (head, tails) = (format_ident!("{}", HEAD_CONST), format_ident!("{}", TAILS_CONST));
     let consts = head_consts(model, api, fields);
     let tuple = matches!(model.shape, Shape::VarLen { tuple: true, .. });
 
@@ -433,7 +419,7 @@ fn varlen_codec(model: &Model, api: &Api, fields: &[Field], view: Option<bool>) 
                 #head + #varlen::lengths_size(#tails) #(+ #tail_sizes)*
             }
             #[inline]
-            fn #encode<S: #k::record::Sink + ?Sized>(&self, sink: &mut S) {
+            fn #encode<S: #k::record::Sink + ?#k::__private::core::marker::Sized>(&self, sink: &mut S) {
                 #(#encode_heads)*
                 #(#encode_lens)*
                 #(#encode_tails)*
@@ -491,11 +477,7 @@ fn view_struct(model: &Model, fields: &[Field], tuple: bool) -> TokenStream {
     );
     let defs = fields.iter().map(|f| {
         let (fv, t, docs) = (&f.vis, &f.ty, &f.docs);
-        let ty = if f.is_tail {
-            quote!(<#t as #k::record::Tail>::Ref<'a>)
-        } else {
-            quote!(#t)
-        };
+        let ty = if f.is_tail { quote!(<#t as #k::record::Tail>::Ref<'a>) } else { quote!(#t) };
         match (&f.member, tuple) {
             (syn::Member::Named(n), false) => quote!(#(#docs)* #fv #n: #ty),
             _ => quote!(#(#docs)* #fv #ty),
@@ -522,18 +504,8 @@ fn enum_codec(model: &Model, api: &Api, repr: &syn::Ident, variants: &[syn::Iden
     let core = core(model);
     let ident = &model.ident;
     let name = model.name_lit();
-    let Api {
-        trait_path,
-        fixed_size,
-        encoded_size,
-        encode,
-        decode,
-        layout,
-        ..
-    } = api;
-    let consts: Vec<_> = (0..variants.len())
-        .map(|i| format_ident!("__OXIFASTER_D{}", i))
-        .collect();
+    let Api { trait_path, fixed_size, encoded_size, encode, decode, layout, .. } = api;
+    let consts: Vec<_> = (0..variants.len()).map(|i| format_ident!("__OXIFASTER_D{}", i)).collect();
     let repr_name = repr.to_string();
     let variant_names = variants.iter().map(|v| v.to_string());
     let view_items = if api.derive == Derive::Value {
@@ -558,7 +530,7 @@ fn enum_codec(model: &Model, api: &Api, repr: &syn::Ident, variants: &[syn::Iden
                 #core::mem::size_of::<#repr>()
             }
             #[inline]
-            fn #encode<S: #k::record::Sink + ?Sized>(&self, sink: &mut S) {
+            fn #encode<S: #k::record::Sink + ?#k::__private::core::marker::Sized>(&self, sink: &mut S) {
                 let discriminant: #repr = match self { #(#ident::#variants => #consts,)* };
                 #k::record::Sink::put(sink, &discriminant.to_le_bytes())
             }

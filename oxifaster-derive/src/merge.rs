@@ -110,10 +110,7 @@ fn varlen_merge(model: &Model, fields: &[Field], tuple: bool) -> TokenStream {
     let varlen = quote!(#k::__private::varlen);
     let tail_trait = quote!(#k::record::Tail);
     let clone = quote!(#core::clone::Clone::clone);
-    let (head, tails) = (
-        format_ident!("{}", HEAD_CONST),
-        format_ident!("{}", TAILS_CONST),
-    );
+    let (head, tails) = (format_ident!("{}", HEAD_CONST), format_ident!("{}", TAILS_CONST));
 
     // copy_update: every field from the old view and the input.
     let copy_update = match &model.merge_with {
@@ -153,9 +150,7 @@ fn varlen_merge(model: &Model, fields: &[Field], tuple: bool) -> TokenStream {
     // in_place: possible when no tail needs a function and no struct-level
     // function is given; tails must keep their length.
     let in_place_possible = model.merge_with.is_none()
-        && fields
-            .iter()
-            .all(|f| !f.is_tail || matches!(f.merge, MergeSpec::Kind(..)));
+        && fields.iter().all(|f| !f.is_tail || matches!(f.merge, MergeSpec::Kind(..)));
     let in_place = if in_place_possible {
         let ranges = format_ident!("__oxifaster_ranges");
         let mut tail_index = 0usize;

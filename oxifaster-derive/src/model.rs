@@ -192,12 +192,7 @@ fn struct_shape(
                 .or_else(|| default_merge.clone())
                 .unwrap_or(MergeSpec::Kind(MergeKind::Replace, Span::call_site()))
         };
-        let docs = field
-            .attrs
-            .iter()
-            .filter(|a| a.path().is_ident("doc"))
-            .cloned()
-            .collect();
+        let docs = field.attrs.iter().filter(|a| a.path().is_ident("doc")).cloned().collect();
         out.push(Field {
             member,
             name,
@@ -209,10 +204,7 @@ fn struct_shape(
         });
     }
     if out.iter().any(|f| f.is_tail) {
-        return Some(Shape::VarLen {
-            fields: out,
-            tuple: matches!(fields, Fields::Unnamed(_)),
-        });
+        return Some(Shape::VarLen { fields: out, tuple: matches!(fields, Fields::Unnamed(_)) });
     }
     let reprs = reprs(&input.attrs);
     let stable = reprs.iter().any(|r| r == "C" || r == "transparent");
@@ -238,9 +230,7 @@ fn enum_shape(
     derive: Derive,
     errors: &mut Errors,
 ) -> Option<Shape> {
-    let repr = reprs(&input.attrs)
-        .into_iter()
-        .find(|r| INT_REPRS.iter().any(|i| r == i));
+    let repr = reprs(&input.attrs).into_iter().find(|r| INT_REPRS.iter().any(|i| r == i));
     let Some(repr) = repr else {
         errors.push(
             input.ident.span(),
@@ -256,10 +246,7 @@ fn enum_shape(
     if data.variants.is_empty() {
         errors.push(
             input.ident.span(),
-            format!(
-                "enum `{}` has no variants: it has no values to store",
-                input.ident
-            ),
+            format!("enum `{}` has no variants: it has no values to store", input.ident),
         );
     }
     for variant in &data.variants {
@@ -275,10 +262,7 @@ fn enum_shape(
             );
         }
         for attr in variant.attrs.iter().filter(|a| a.path().is_ident("faster")) {
-            errors.push(
-                attr.span(),
-                "`faster` attributes do not apply to enum variants",
-            );
+            errors.push(attr.span(), "`faster` attributes do not apply to enum variants");
         }
     }
     if derive == Derive::Value
@@ -290,10 +274,7 @@ fn enum_shape(
             "an enum merges only by `merge = \"replace\"` or `merge_with = \"path::to::fn\"`",
         );
     }
-    Some(Shape::Enum {
-        repr,
-        variants: data.variants.iter().map(|v| v.ident.clone()).collect(),
-    })
+    Some(Shape::Enum { repr, variants: data.variants.iter().map(|v| v.ident.clone()).collect() })
 }
 
 /// Pointer-like and interior-mutable standard types that can never be stored.

@@ -12,19 +12,14 @@ pub struct AlignedBytes {
 
 impl std::fmt::Debug for AlignedBytes {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_tuple("AlignedBytes")
-            .field(&self.as_slice())
-            .finish()
+        f.debug_tuple("AlignedBytes").field(&self.as_slice()).finish()
     }
 }
 
 impl AlignedBytes {
     /// A zeroed buffer of `len_bytes` bytes.
     pub fn zeroed(len_bytes: usize) -> Self {
-        Self {
-            words: vec![0u64; len_bytes.div_ceil(8)],
-            len_bytes,
-        }
+        Self { words: vec![0u64; len_bytes.div_ceil(8)], len_bytes }
     }
 
     /// Copies `bytes` into a new aligned buffer.
@@ -49,17 +44,13 @@ impl AlignedBytes {
 
     /// The bytes.
     pub fn as_slice(&self) -> &[u8] {
-        bytemuck::cast_slice::<u64, u8>(&self.words)
-            .get(..self.len_bytes)
-            .unwrap_or_default()
+        bytemuck::cast_slice::<u64, u8>(&self.words).get(..self.len_bytes).unwrap_or_default()
     }
 
     /// The bytes, mutably.
     pub fn as_mut_slice(&mut self) -> &mut [u8] {
         let len = self.len_bytes;
-        bytemuck::cast_slice_mut::<u64, u8>(&mut self.words)
-            .get_mut(..len)
-            .unwrap_or_default()
+        bytemuck::cast_slice_mut::<u64, u8>(&mut self.words).get_mut(..len).unwrap_or_default()
     }
 
     /// The length in bytes.

@@ -81,12 +81,7 @@ pub struct FieldLayout {
 impl Layout {
     /// The layout of a primitive type.
     pub fn primitive(name: &'static str, size: usize, align: usize) -> Self {
-        Self {
-            name: Cow::Borrowed(name),
-            size: Some(size),
-            align,
-            kind: LayoutKind::Primitive,
-        }
+        Self { name: Cow::Borrowed(name), size: Some(size), align, kind: LayoutKind::Primitive }
     }
 
     /// The layout of `[element; len]`.
@@ -96,10 +91,7 @@ impl Layout {
             name: Cow::Owned(name),
             size: element.size.map(|s| s.saturating_mul(len)),
             align: element.align,
-            kind: LayoutKind::Array {
-                element: Box::new(element),
-                len,
-            },
+            kind: LayoutKind::Array { element: Box::new(element), len },
         }
     }
 
@@ -109,20 +101,13 @@ impl Layout {
             name: Cow::Borrowed(name),
             size: None,
             align: element.align,
-            kind: LayoutKind::Sequence {
-                element: Box::new(element),
-            },
+            kind: LayoutKind::Sequence { element: Box::new(element) },
         }
     }
 
     /// The layout of UTF-8 text.
     pub fn utf8(name: &'static str) -> Self {
-        Self {
-            name: Cow::Borrowed(name),
-            size: None,
-            align: 1,
-            kind: LayoutKind::Utf8,
-        }
+        Self { name: Cow::Borrowed(name), size: None, align: 1, kind: LayoutKind::Utf8 }
     }
 
     /// The layout of a struct.
@@ -132,12 +117,7 @@ impl Layout {
         align: usize,
         fields: Vec<FieldLayout>,
     ) -> Self {
-        Self {
-            name: Cow::Borrowed(name),
-            size,
-            align,
-            kind: LayoutKind::Struct { fields },
-        }
+        Self { name: Cow::Borrowed(name), size, align, kind: LayoutKind::Struct { fields } }
     }
 
     /// The layout of a fieldless enum.
@@ -153,10 +133,7 @@ impl Layout {
             align: size,
             kind: LayoutKind::Enum {
                 repr: Cow::Borrowed(repr),
-                variants: variants
-                    .into_iter()
-                    .map(|(n, d)| (Cow::Borrowed(n), d))
-                    .collect(),
+                variants: variants.into_iter().map(|(n, d)| (Cow::Borrowed(n), d)).collect(),
             },
         }
     }
@@ -225,11 +202,7 @@ impl Layout {
 impl FieldLayout {
     /// A field at a fixed offset, or variable-length (`offset: None`).
     pub fn new(name: &'static str, offset: Option<usize>, layout: Layout) -> Self {
-        Self {
-            name: Cow::Borrowed(name),
-            offset,
-            layout,
-        }
+        Self { name: Cow::Borrowed(name), offset, layout }
     }
 }
 

@@ -120,9 +120,7 @@ macro_rules! int_merges {
         }
     )*};
 }
-int_merges!(
-    u8, u16, u32, u64, u128, usize, i8, i16, i32, i64, i128, isize
-);
+int_merges!(u8, u16, u32, u64, u128, usize, i8, i16, i32, i64, i128, isize);
 
 macro_rules! float_merges {
     ($($t:ty),*) => {$(

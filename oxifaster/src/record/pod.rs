@@ -199,14 +199,8 @@ mod tests {
     fn view_checks_size_and_alignment() {
         let buf = AlignedBytes::copy_from(&[1, 0, 0, 0, 0, 0, 0, 0, 2]);
         assert_eq!(value_view::<u64>(&buf[..8]), Ok(&1));
-        assert!(matches!(
-            value_view::<u64>(&buf[..7]),
-            Err(CodecError::Size { .. })
-        ));
-        assert!(matches!(
-            value_view::<u64>(&buf[1..9]),
-            Err(CodecError::Misaligned { .. })
-        ));
+        assert!(matches!(value_view::<u64>(&buf[..7]), Err(CodecError::Size { .. })));
+        assert!(matches!(value_view::<u64>(&buf[1..9]), Err(CodecError::Misaligned { .. })));
         assert_eq!(value_read::<u64>(&buf[1..9]), Ok(2 << 56));
     }
 

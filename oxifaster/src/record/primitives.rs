@@ -210,11 +210,7 @@ fn decode_bool(bytes: &[u8]) -> Result<bool, CodecError> {
         [0] => Ok(false),
         [1] => Ok(true),
         [byte] => Err(CodecError::InvalidBool { byte: *byte }),
-        _ => Err(CodecError::Size {
-            type_name: "bool",
-            expected: 1,
-            found: bytes.len(),
-        }),
+        _ => Err(CodecError::Size { type_name: "bool", expected: 1, found: bytes.len() }),
     }
 }
 
@@ -397,22 +393,13 @@ mod tests {
     #[test]
     fn bool_rejects_other_bytes() {
         assert_eq!(<bool as Value>::decode(&[1]), Ok(true));
-        assert_eq!(
-            <bool as Value>::decode(&[2]),
-            Err(CodecError::InvalidBool { byte: 2 })
-        );
-        assert!(matches!(
-            <bool as Key>::decode_key(&[]),
-            Err(CodecError::Size { .. })
-        ));
+        assert_eq!(<bool as Value>::decode(&[2]), Err(CodecError::InvalidBool { byte: 2 }));
+        assert!(matches!(<bool as Key>::decode_key(&[]), Err(CodecError::Size { .. })));
     }
 
     #[test]
     fn string_rejects_invalid_utf8() {
-        assert!(matches!(
-            <String as Value>::view(&[0xff]),
-            Err(CodecError::InvalidUtf8 { .. })
-        ));
+        assert!(matches!(<String as Value>::view(&[0xff]), Err(CodecError::InvalidUtf8 { .. })));
         assert_eq!(<String as Value>::view(b"ok"), Ok("ok"));
     }
 

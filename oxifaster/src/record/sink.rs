@@ -27,10 +27,7 @@ impl<'a> SliceWriter<'a> {
     /// A writer that fills `buf` from its start.
     #[inline]
     pub fn new(buf: &'a mut [u8]) -> Self {
-        Self {
-            buf,
-            written_bytes: 0,
-        }
+        Self { buf, written_bytes: 0 }
     }
 
     /// Checks that the encoder wrote exactly `buf.len()` bytes.
@@ -84,9 +81,7 @@ impl KeyHasher {
     /// A hasher over the empty encoding.
     #[inline]
     pub fn new() -> Self {
-        Self {
-            state: xxhash_rust::xxh3::Xxh3Default::new(),
-        }
+        Self { state: xxhash_rust::xxh3::Xxh3Default::new() }
     }
 
     /// The hash of everything written so far.
@@ -115,11 +110,7 @@ impl<'a> ByteComparer<'a> {
     /// A comparer against `stored`.
     #[inline]
     pub fn new(stored: &'a [u8]) -> Self {
-        Self {
-            stored,
-            position: 0,
-            equal: true,
-        }
+        Self { stored, position: 0, equal: true }
     }
 
     /// Whether everything written equals `stored`, and covers all of it.
@@ -150,17 +141,11 @@ mod tests {
         let mut buf = [0u8; 4];
         let mut w = SliceWriter::new(&mut buf);
         w.put(&[1, 2]);
-        assert!(matches!(
-            w.finish("t"),
-            Err(CodecError::EncoderMismatch { written: 2, .. })
-        ));
+        assert!(matches!(w.finish("t"), Err(CodecError::EncoderMismatch { written: 2, .. })));
         let mut w = SliceWriter::new(&mut buf);
         w.put(&[1, 2, 3]);
         w.put(&[4, 5]);
-        assert!(matches!(
-            w.finish("t"),
-            Err(CodecError::EncoderMismatch { written: 5, .. })
-        ));
+        assert!(matches!(w.finish("t"), Err(CodecError::EncoderMismatch { written: 5, .. })));
         let mut w = SliceWriter::new(&mut buf);
         w.put(&[9, 8]);
         w.put(&[7, 6]);

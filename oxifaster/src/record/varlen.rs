@@ -60,10 +60,7 @@ impl<T: bytemuck::Pod + std::fmt::Debug> std::fmt::Debug for PodSlice<'_, T> {
 impl<'a, T: bytemuck::Pod> PodSlice<'a, T> {
     fn new(bytes: &'a [u8]) -> Self {
         debug_assert!(bytes.len().is_multiple_of(size_of::<T>()));
-        Self {
-            bytes,
-            element: PhantomData,
-        }
+        Self { bytes, element: PhantomData }
     }
 
     /// The number of elements.
@@ -85,9 +82,7 @@ impl<'a, T: bytemuck::Pod> PodSlice<'a, T> {
 
     /// The elements, in order.
     pub fn iter(&self) -> impl ExactSizeIterator<Item = T> + 'a {
-        self.bytes
-            .chunks_exact(size_of::<T>())
-            .map(bytemuck::pod_read_unaligned)
+        self.bytes.chunks_exact(size_of::<T>()).map(bytemuck::pod_read_unaligned)
     }
 
     /// The elements as a slice, when the bytes are aligned for `T`.
@@ -295,11 +290,7 @@ pub fn tail_ranges<const M: usize>(
 ) -> Result<[Range<usize>; M], CodecError> {
     let lengths_end = head_size + lengths_size(M);
     let Some(lengths) = bytes.get(head_size..lengths_end) else {
-        return Err(CodecError::Truncated {
-            type_name,
-            needed: lengths_end,
-            found: bytes.len(),
-        });
+        return Err(CodecError::Truncated { type_name, needed: lengths_end, found: bytes.len() });
     };
     let mut lens = [0usize; M];
     let mut declared: u64 = 0;
@@ -312,11 +303,7 @@ pub fn tail_ranges<const M: usize>(
     }
     let found = bytes.len() - lengths_end;
     if declared != found as u64 {
-        return Err(CodecError::LengthMismatch {
-            type_name,
-            declared,
-            found,
-        });
+        return Err(CodecError::LengthMismatch { type_name, declared, found });
     }
     let mut start = lengths_end;
     Ok(lens.map(|len| {
@@ -342,16 +329,13 @@ pub fn split<'a, const M: usize>(
 /// field's decoder rejects) if they are out of range.
 #[inline]
 pub fn field(head: &[u8], offset: usize, size: usize) -> &[u8] {
-    head.get(offset..offset.saturating_add(size))
-        .unwrap_or_default()
+    head.get(offset..offset.saturating_add(size)).unwrap_or_default()
 }
 
 /// The `size` bytes at `offset`, mutably (empty if out of range).
 #[inline]
 pub fn field_mut(bytes: &mut [u8], offset: usize, size: usize) -> &mut [u8] {
-    bytes
-        .get_mut(offset..offset.saturating_add(size))
-        .unwrap_or_default()
+    bytes.get_mut(offset..offset.saturating_add(size)).unwrap_or_default()
 }
 
 /// Whether `range` is as long as `bytes`.
@@ -392,33 +376,18 @@ mod tests {
     fn split_finds_head_and_tails() {
         let bytes = encoding(&[9, 9], &[b"abc", b"", b"de"]);
         let (head, [a, b, c]) = split::<3>(&bytes, 2, "T").expect("valid");
-        assert_eq!(
-            (head, a, b, c),
-            (&[9u8, 9][..], &b"abc"[..], &b""[..], &b"de"[..])
-        );
+        assert_eq!((head, a, b, c), (&[9u8, 9][..], &b"abc"[..], &b""[..], &b"de"[..]));
     }
 
     #[test]
     fn split_rejects_lengths_that_do_not_add_up() {
         let mut bytes = encoding(&[], &[b"abc", b"de"]);
-        assert!(matches!(
-            split::<2>(&bytes[..9], 0, "T"),
-            Err(CodecError::LengthMismatch { .. })
-        ));
+        assert!(matches!(split::<2>(&bytes[..9], 0, "T"), Err(CodecError::LengthMismatch { .. })));
         bytes[0] = 0xff;
-        assert!(matches!(
-            split::<2>(&bytes, 0, "T"),
-            Err(CodecError::LengthMismatch { .. })
-        ));
+        assert!(matches!(split::<2>(&bytes, 0, "T"), Err(CodecError::LengthMismatch { .. })));
         bytes[..8].copy_from_slice(&[0xff; 8]);
-        assert!(matches!(
-            split::<2>(&bytes, 0, "T"),
-            Err(CodecError::LengthMismatch { .. })
-        ));
-        assert!(matches!(
-            split::<2>(&bytes[..5], 0, "T"),
-            Err(CodecError::Truncated { .. })
-        ));
+        assert!(matches!(split::<2>(&bytes, 0, "T"), Err(CodecError::LengthMismatch { .. })));
+        assert!(matches!(split::<2>(&bytes[..5], 0, "T"), Err(CodecError::Truncated { .. })));
     }
 
     #[test]
