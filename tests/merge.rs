@@ -28,6 +28,7 @@ struct Fixed {
     total: f64,
 }
 
+#[allow(clippy::too_many_arguments)]
 fn fixed(
     sum: u64,
     min: i32,
@@ -158,6 +159,8 @@ fn varlen_in_place_refuses_corrupt_records() {
     assert_eq!(garbage.as_slice(), &[0xff; 40]);
 }
 
+// `merge_with` functions take `&Field`, here `&Vec<u8>`.
+#[allow(clippy::ptr_arg)]
 fn concat_tags(stored: &mut Vec<u8>, input: &Vec<u8>) {
     stored.push(b',');
     stored.extend_from_slice(input);

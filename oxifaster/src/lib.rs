@@ -51,6 +51,11 @@ pub use error::{Error, Result};
 pub use oxifaster_derive::{FasterKey, FasterValue};
 pub use record::{Key, Merge, Value};
 
+/// The README's examples, compiled and run as doc tests.
+#[cfg(doctest)]
+#[doc = include_str!("../../README.md")]
+pub struct ReadmeDoctests;
+
 /// Implementation details used by the code that `#[derive(FasterKey)]` and
 /// `#[derive(FasterValue)]` generate. Not a public API: anything here may
 /// change in any release.
