@@ -4,6 +4,15 @@
 //! `&T` read straight out of record bytes. The byte casts live here and
 //! nowhere else. There are two markers, not one, so that a struct may derive
 //! both `FasterKey` and `FasterValue`: each derive implements its own marker.
+//!
+//! Why not `bytemuck::Pod` itself as the marker: two derives on one struct
+//! cannot see each other, so both would implement it and collide. Instead
+//! the derives emit bounds that every field is `PodKey`/`PodValue` plus
+//! compile-time proofs of `#[repr(C)]`, no padding and alignment ≤ 8; the
+//! library implements the markers for primitives only where `bytemuck::Pod`
+//! holds (checked at compile time in `primitives.rs`) and for arrays of
+//! markers. Soundness thus rests on bytemuck's judgement of the primitives
+//! and on compiler-checked layout facts, never on the macro's reasoning.
 
 use super::{CodecError, Key, Value};
 

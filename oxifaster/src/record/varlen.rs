@@ -33,7 +33,9 @@ pub trait TailElem: Copy + Send + Sync + 'static + private::Sealed {
 }
 
 mod private {
-    pub trait Sealed {}
+    /// Only primitive numbers are sequence elements; bytemuck vouches that
+    /// each is plain old data.
+    pub trait Sealed: bytemuck::Pod {}
 }
 
 /// A borrowed sequence of primitive numbers inside a record, read without
@@ -51,13 +53,13 @@ impl<T> Clone for PodSlice<'_, T> {
 }
 impl<T> Copy for PodSlice<'_, T> {}
 
-impl<T: bytemuck::Pod + std::fmt::Debug> std::fmt::Debug for PodSlice<'_, T> {
+impl<T: TailElem + std::fmt::Debug> std::fmt::Debug for PodSlice<'_, T> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_list().entries(self.iter()).finish()
     }
 }
 
-impl<'a, T: bytemuck::Pod> PodSlice<'a, T> {
+impl<'a, T: TailElem> PodSlice<'a, T> {
     fn new(bytes: &'a [u8]) -> Self {
         debug_assert!(bytes.len().is_multiple_of(size_of::<T>()));
         Self { bytes, element: PhantomData }
@@ -101,13 +103,13 @@ impl<'a, T: bytemuck::Pod> PodSlice<'a, T> {
     }
 }
 
-impl<T: bytemuck::Pod + PartialEq> PartialEq<[T]> for PodSlice<'_, T> {
+impl<T: TailElem + PartialEq> PartialEq<[T]> for PodSlice<'_, T> {
     fn eq(&self, other: &[T]) -> bool {
         self.len() == other.len() && self.iter().zip(other).all(|(a, b)| a == *b)
     }
 }
 
-impl<T: bytemuck::Pod + PartialEq> PartialEq<Vec<T>> for PodSlice<'_, T> {
+impl<T: TailElem + PartialEq> PartialEq<Vec<T>> for PodSlice<'_, T> {
     fn eq(&self, other: &Vec<T>) -> bool {
         *self == **other
     }
