@@ -19,4 +19,10 @@ pub enum Error {
     /// valid encoding of the type, or an instance is too large to encode.
     #[error(transparent)]
     Codec(#[from] CodecError),
+    /// Every entry of the epoch table is taken by an open session.
+    #[error("too many sessions: at most {max} may be open at once")]
+    TooManySessions {
+        /// The configured maximum.
+        max: usize,
+    },
 }

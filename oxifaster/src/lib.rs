@@ -44,6 +44,8 @@ compile_error!(
     "oxifaster stores records in little-endian byte order and supports little-endian targets only"
 );
 
+pub mod address;
+pub mod epoch;
 mod error;
 pub mod record;
 

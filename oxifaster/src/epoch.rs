@@ -1,0 +1,368 @@
+//! Epoch protection: when is it safe to act on state that threads may still
+//! be reading?
+//!
+//! A global `current_epoch` counts up. A participant (a session) *protects*
+//! itself by copying the current epoch into its own cache-line entry, and
+//! *refreshes* by doing so again; an unprotected entry holds 0 and is ignored.
+//! A writer that has changed shared state (moved the read-only address,
+//! unlinked a page) *bumps* the epoch with an action: the action is tagged
+//! with the epoch before the bump and runs once every protected participant
+//! has moved past it.
+//!
+//! ## Invariant
+//!
+//! An action tagged with epoch `E` runs only when `safe_to_reclaim_epoch >= E`,
+//! that is when every entry that was protected at the time of the scan holds
+//! an epoch greater than `E`. Such a participant protected itself after the
+//! bump, so (by the SeqCst fences of `protect` and of the scan, a Dekker
+//! pattern) it observes all state that was published before the bump. A
+//! participant whose protection the scan missed likewise observes that
+//! state. So when the action runs, nobody can still act on the old state.
+//!
+//! Idle participants never stall a bump: an unprotected entry holds 0 and
+//! does not count, and a session that parks unprotects first.
+//!
+//! The drain list is a fixed array of slots, each `(epoch, action)`. A slot is
+//! free (`FREE`), being written or run by the one thread that claimed it by a
+//! CAS (`LOCKED`), or ready with the epoch it waits for. Only the claimant
+//! touches the action cell, which is what makes the `UnsafeCell` sound.
+
+use std::cell::UnsafeCell;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering, fence};
+
+use crate::{Error, Result};
+
+/// An action run once its epoch is safe.
+type Action = Box<dyn FnOnce() + Send>;
+
+const FREE: u64 = u64::MAX;
+const LOCKED: u64 = u64::MAX - 1;
+/// The epoch of an unprotected entry.
+const UNPROTECTED: u64 = 0;
+
+/// The default number of participant entries.
+pub const DEFAULT_MAX_PARTICIPANTS: usize = 128;
+/// The number of pending actions the drain list holds.
+pub const DRAIN_LIST_SIZE: usize = 256;
+
+/// One participant's entry, alone on its cache line so that refreshes of
+/// different threads never contend.
+#[repr(align(64))]
+#[derive(Debug, Default)]
+struct Entry {
+    /// The epoch the participant is protected at, or `UNPROTECTED`.
+    local_epoch: AtomicU64,
+    /// Whether a handle owns this entry.
+    taken: AtomicBool,
+}
+
+const _: () = assert!(size_of::<Entry>() == 64);
+
+struct DrainSlot {
+    epoch: AtomicU64,
+    action: UnsafeCell<Option<Action>>,
+}
+
+// SAFETY: `action` is only accessed by the thread that moved `epoch` to
+// `LOCKED` with a successful CAS (see the module invariant), and the action
+// itself is `Send`.
+unsafe impl Sync for DrainSlot {}
+
+/// The epoch table shared by the participants of one store or log.
+pub struct Epoch {
+    current_epoch: AtomicU64,
+    safe_to_reclaim_epoch: AtomicU64,
+    entries: Box<[Entry]>,
+    drain: Box<[DrainSlot]>,
+    /// Ready or claimed slots; lets refresh skip the drain scan.
+    drain_count: AtomicUsize,
+}
+
+impl std::fmt::Debug for Epoch {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Epoch")
+            .field("current_epoch", &self.current_epoch.load(Ordering::Relaxed))
+            .field("safe_to_reclaim_epoch", &self.safe_to_reclaim_epoch.load(Ordering::Relaxed))
+            .field("pending_actions", &self.drain_count.load(Ordering::Relaxed))
+            .finish_non_exhaustive()
+    }
+}
+
+impl Default for Epoch {
+    fn default() -> Self {
+        Self::new(DEFAULT_MAX_PARTICIPANTS)
+    }
+}
+
+impl Epoch {
+    /// An epoch table for at most `max_participants` protected handles.
+    pub fn new(max_participants: usize) -> Self {
+        Self {
+            current_epoch: AtomicU64::new(1),
+            safe_to_reclaim_epoch: AtomicU64::new(0),
+            entries: (0..max_participants.max(1)).map(|_| Entry::default()).collect(),
+            drain: (0..DRAIN_LIST_SIZE)
+                .map(|_| DrainSlot { epoch: AtomicU64::new(FREE), action: UnsafeCell::new(None) })
+                .collect(),
+            drain_count: AtomicUsize::new(0),
+        }
+    }
+
+    /// Takes a free entry; the handle starts unprotected.
+    pub fn register(&self) -> Result<EpochHandle<'_>> {
+        for (index, entry) in self.entries.iter().enumerate() {
+            if !entry.taken.load(Ordering::Relaxed)
+                && entry
+                    .taken
+                    .compare_exchange(false, true, Ordering::Acquire, Ordering::Relaxed)
+                    .is_ok()
+            {
+                return Ok(EpochHandle { epoch: self, index });
+            }
+        }
+        Err(Error::TooManySessions { max: self.entries.len() })
+    }
+
+    /// The current epoch.
+    pub fn current(&self) -> u64 {
+        self.current_epoch.load(Ordering::SeqCst)
+    }
+
+    /// The newest epoch whose actions may run.
+    pub fn safe_to_reclaim(&self) -> u64 {
+        self.safe_to_reclaim_epoch.load(Ordering::SeqCst)
+    }
+
+    /// Bumps the epoch and returns the new one. State published before the
+    /// call is seen by every participant that protects or refreshes later.
+    pub fn bump(&self) -> u64 {
+        let next = self.current_epoch.fetch_add(1, Ordering::SeqCst) + 1;
+        self.drain();
+        next
+    }
+
+    /// Bumps the epoch and runs `action` once every participant protected
+    /// before the bump has refreshed or unprotected. The action may run on
+    /// this thread, now, or on whichever thread drains later.
+    ///
+    /// If the drain list is full this waits for a slot, draining as it goes;
+    /// a caller that is itself protected must use
+    /// [`EpochHandle::bump_with_action`] so that it does not wait on itself.
+    pub fn bump_with_action(&self, action: impl FnOnce() + Send + 'static) -> u64 {
+        self.bump_with_action_inner(Box::new(action), None)
+    }
+
+    fn bump_with_action_inner(&self, action: Action, handle: Option<&EpochHandle<'_>>) -> u64 {
+        let prior = self.current_epoch.fetch_add(1, Ordering::SeqCst);
+        let mut action = Some(action);
+        let mut spins = 0u32;
+        loop {
+            for slot in self.drain.iter() {
+                if slot.epoch.load(Ordering::Relaxed) == FREE
+                    && slot
+                        .epoch
+                        .compare_exchange(FREE, LOCKED, Ordering::Acquire, Ordering::Relaxed)
+                        .is_ok()
+                {
+                    // SAFETY: our CAS moved the slot to LOCKED: we alone
+                    // access its action until we publish its epoch below.
+                    unsafe { *slot.action.get() = action.take() };
+                    self.drain_count.fetch_add(1, Ordering::AcqRel);
+                    slot.epoch.store(prior, Ordering::Release);
+                    self.drain();
+                    return prior + 1;
+                }
+            }
+            // The list is full: make progress on it, then look again.
+            if let Some(handle) = handle {
+                handle.refresh();
+            } else {
+                self.drain();
+            }
+            spins += 1;
+            if spins.is_multiple_of(64) {
+                std::thread::yield_now();
+            } else {
+                std::hint::spin_loop();
+            }
+        }
+    }
+
+    /// Recomputes the safe epoch from the entries: one less than the oldest
+    /// protected epoch, or than the current epoch if nobody is protected.
+    fn compute_safe_to_reclaim(&self) -> u64 {
+        fence(Ordering::SeqCst);
+        let mut oldest = self.current_epoch.load(Ordering::SeqCst);
+        for entry in self.entries.iter() {
+            let local = entry.local_epoch.load(Ordering::SeqCst);
+            if local != UNPROTECTED && local < oldest {
+                oldest = local;
+            }
+        }
+        let safe = oldest - 1;
+        self.safe_to_reclaim_epoch.fetch_max(safe, Ordering::SeqCst);
+        safe
+    }
+
+    /// Runs every pending action whose epoch is safe.
+    fn drain(&self) {
+        if self.drain_count.load(Ordering::Acquire) == 0 {
+            return;
+        }
+        let safe = self.compute_safe_to_reclaim();
+        for slot in self.drain.iter() {
+            let epoch = slot.epoch.load(Ordering::Acquire);
+            if epoch >= LOCKED || epoch > safe {
+                continue;
+            }
+            if slot
+                .epoch
+                .compare_exchange(epoch, LOCKED, Ordering::AcqRel, Ordering::Relaxed)
+                .is_ok()
+            {
+                // SAFETY: our CAS moved the slot to LOCKED, so we alone
+                // access the action; its writer published it with the
+                // Release store of the epoch that our AcqRel CAS read.
+                let action = unsafe { (*slot.action.get()).take() };
+                slot.epoch.store(FREE, Ordering::Release);
+                self.drain_count.fetch_sub(1, Ordering::AcqRel);
+                if let Some(action) = action {
+                    action();
+                }
+            }
+        }
+    }
+}
+
+/// A participant's entry in an [`Epoch`] table: one per session, used by one
+/// thread at a time.
+#[derive(Debug)]
+pub struct EpochHandle<'a> {
+    epoch: &'a Epoch,
+    index: usize,
+}
+
+impl EpochHandle<'_> {
+    fn entry(&self) -> &Entry {
+        &self.epoch.entries[self.index]
+    }
+
+    /// Protects at the current epoch and returns it. While protected at `E`,
+    /// the participant holds back every action tagged with `E` or later.
+    #[inline]
+    pub fn protect(&self) -> u64 {
+        let current = self.epoch.current_epoch.load(Ordering::SeqCst);
+        self.entry().local_epoch.store(current, Ordering::Relaxed);
+        // Pairs with the fence in `compute_safe_to_reclaim` (module invariant).
+        fence(Ordering::SeqCst);
+        current
+    }
+
+    /// Moves the protection to the current epoch and runs the actions that
+    /// this makes safe.
+    #[inline]
+    pub fn refresh(&self) -> u64 {
+        let current = self.protect();
+        self.epoch.drain();
+        current
+    }
+
+    /// Drops the protection: this participant no longer holds anything back.
+    #[inline]
+    pub fn unprotect(&self) {
+        self.entry().local_epoch.store(UNPROTECTED, Ordering::Release);
+    }
+
+    /// Whether this participant is protected.
+    pub fn is_protected(&self) -> bool {
+        self.entry().local_epoch.load(Ordering::Relaxed) != UNPROTECTED
+    }
+
+    /// [`Epoch::bump_with_action`] from a participant that may be protected:
+    /// it refreshes itself while it waits for a drain slot.
+    pub fn bump_with_action(&self, action: impl FnOnce() + Send + 'static) -> u64 {
+        self.epoch.bump_with_action_inner(Box::new(action), Some(self))
+    }
+}
+
+impl Drop for EpochHandle<'_> {
+    fn drop(&mut self) {
+        self.unprotect();
+        self.entry().taken.store(false, Ordering::Release);
+        self.epoch.drain();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Arc;
+    use std::sync::atomic::AtomicUsize;
+
+    #[test]
+    fn action_waits_for_every_protected_participant() {
+        let epoch = Epoch::new(4);
+        let a = epoch.register().expect("entry");
+        let b = epoch.register().expect("entry");
+        a.protect();
+        b.protect();
+        let ran = Arc::new(AtomicUsize::new(0));
+        let r = ran.clone();
+        epoch.bump_with_action(move || {
+            r.fetch_add(1, Ordering::SeqCst);
+        });
+        assert_eq!(ran.load(Ordering::SeqCst), 0);
+        a.refresh();
+        assert_eq!(ran.load(Ordering::SeqCst), 0, "b still holds the old epoch");
+        b.refresh();
+        assert_eq!(ran.load(Ordering::SeqCst), 1);
+        a.refresh();
+        assert_eq!(ran.load(Ordering::SeqCst), 1, "an action runs once");
+    }
+
+    #[test]
+    fn unprotected_and_dropped_participants_do_not_stall_a_bump() {
+        let epoch = Epoch::new(4);
+        let idle = epoch.register().expect("entry");
+        let parked = epoch.register().expect("entry");
+        parked.protect();
+        parked.unprotect();
+        let dropped = epoch.register().expect("entry");
+        dropped.protect();
+        drop(dropped);
+        let ran = Arc::new(AtomicUsize::new(0));
+        let r = ran.clone();
+        epoch.bump_with_action(move || {
+            r.fetch_add(1, Ordering::SeqCst);
+        });
+        assert_eq!(ran.load(Ordering::SeqCst), 1);
+        assert!(!idle.is_protected());
+    }
+
+    #[test]
+    fn the_table_has_a_bound_and_entries_are_reused() {
+        let epoch = Epoch::new(2);
+        let a = epoch.register().expect("entry");
+        let _b = epoch.register().expect("entry");
+        assert!(matches!(epoch.register(), Err(Error::TooManySessions { max: 2 })));
+        drop(a);
+        assert!(epoch.register().is_ok());
+    }
+
+    #[test]
+    fn a_full_drain_list_makes_progress_for_a_protected_caller() {
+        let epoch = Epoch::new(2);
+        let me = epoch.register().expect("entry");
+        me.protect();
+        let ran = Arc::new(AtomicUsize::new(0));
+        for _ in 0..DRAIN_LIST_SIZE * 3 {
+            let r = ran.clone();
+            me.bump_with_action(move || {
+                r.fetch_add(1, Ordering::SeqCst);
+            });
+        }
+        me.refresh();
+        me.refresh();
+        assert_eq!(ran.load(Ordering::SeqCst), DRAIN_LIST_SIZE * 3);
+    }
+}
