@@ -19,6 +19,14 @@ pub enum Error {
     /// valid encoding of the type, or an instance is too large to encode.
     #[error(transparent)]
     Codec(#[from] CodecError),
+    /// A configuration value is out of range.
+    #[error("invalid configuration: `{what}`: {why}")]
+    InvalidConfig {
+        /// The setting.
+        what: &'static str,
+        /// What is wrong with it.
+        why: String,
+    },
     /// Every entry of the epoch table is taken by an open session.
     #[error("too many sessions: at most {max} may be open at once")]
     TooManySessions {

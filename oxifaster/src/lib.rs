@@ -47,6 +47,7 @@ compile_error!(
 pub mod address;
 pub mod epoch;
 mod error;
+pub mod index;
 pub mod record;
 
 pub use error::{Error, Result};

@@ -1,0 +1,185 @@
+//! The hash index: a power-of-two table of 64-byte buckets that maps a key's
+//! hash to the address of the newest record of its chain.
+//!
+//! A bucket holds 7 entries and an overflow pointer to a chained bucket. An
+//! entry packs a 48-bit address, a 14-bit tag (hash bits 48..62) and a
+//! tentative bit. Keys whose hashes share bucket and tag share an entry; the
+//! record chain behind it tells them apart.
+//!
+//! ## Insert invariant: a tag never gets two entries in one bucket chain
+//!
+//! `find_or_create_entry` inserts latch-free with the tentative-bit protocol:
+//! claim a free slot by CAS with the tentative bit set (readers ignore
+//! tentative entries), scan the chain again for any other entry with the same
+//! tag (tentative or not); if there is one, back out (clear the slot) and
+//! retry; otherwise clear the tentative bit. Of two racing inserts of one
+//! tag, at least one sees the other and backs out, so at most one entry with
+//! the tag ever becomes final. `tests/index_stress.rs` checks this.
+//!
+//! Overflow buckets are allocated on demand, linked by CAS on the overflow
+//! pointer, and live until the index is dropped, so a reader may follow an
+//! overflow pointer without protection.
+
+mod bucket;
+
+pub use bucket::{HashBucket, HashBucketEntry};
+
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use crate::address::Address;
+
+/// The hash index.
+pub struct HashIndex {
+    buckets: Box<[HashBucket]>,
+    mask: u64,
+    /// Owns every overflow bucket; only allocation takes the lock.
+    overflow: Mutex<Vec<Box<HashBucket>>>,
+}
+
+impl std::fmt::Debug for HashIndex {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HashIndex")
+            .field("buckets", &self.buckets.len())
+            .field("overflow_buckets", &self.overflow_buckets())
+            .finish()
+    }
+}
+
+/// The result of a lookup: the slot that holds the entry, and the entry.
+#[derive(Debug, Clone, Copy)]
+pub struct EntrySlot<'a> {
+    /// The slot, for a later CAS of the address.
+    pub slot: &'a AtomicU64,
+    /// The entry read from it.
+    pub entry: HashBucketEntry,
+}
+
+impl HashIndex {
+    /// An index of `table_size` buckets; `table_size` must be a power of two.
+    pub fn new(table_size: u64) -> crate::Result<Self> {
+        if !table_size.is_power_of_two() || table_size > 1 << 40 {
+            return Err(crate::Error::InvalidConfig {
+                what: "table_size",
+                why: format!("{table_size} is not a power of two between 1 and 2^40"),
+            });
+        }
+        let buckets = (0..table_size).map(|_| HashBucket::default()).collect();
+        Ok(Self { buckets, mask: table_size - 1, overflow: Mutex::new(Vec::new()) })
+    }
+
+    /// The number of main buckets.
+    pub fn table_size(&self) -> u64 {
+        self.buckets.len() as u64
+    }
+
+    /// The number of overflow buckets allocated so far.
+    pub fn overflow_buckets(&self) -> usize {
+        self.overflow.lock().map(|v| v.len()).unwrap_or(0)
+    }
+
+    #[inline(always)]
+    fn bucket(&self, hash: u64) -> &HashBucket {
+        // `mask < buckets.len()`, so the index is in bounds.
+        &self.buckets[(hash & self.mask) as usize]
+    }
+
+    /// The final (non-tentative) entry for `hash`'s bucket and tag, if any.
+    #[inline]
+    pub fn find_entry(&self, hash: u64) -> Option<EntrySlot<'_>> {
+        let tag = HashBucketEntry::tag_of(hash);
+        let mut bucket = self.bucket(hash);
+        loop {
+            for slot in &bucket.entries {
+                let entry = HashBucketEntry::from_raw(slot.load(Ordering::Acquire));
+                if !entry.is_unused() && !entry.is_tentative() && entry.tag() == tag {
+                    return Some(EntrySlot { slot, entry });
+                }
+            }
+            bucket = bucket.next()?;
+        }
+    }
+
+    /// The entry for `hash`'s bucket and tag, created (with an invalid
+    /// address) if there is none. Latch-free; see the module invariant.
+    pub fn find_or_create_entry(&self, hash: u64) -> EntrySlot<'_> {
+        let tag = HashBucketEntry::tag_of(hash);
+        loop {
+            if let Some(found) = self.find_entry(hash) {
+                return found;
+            }
+            let slot = self.free_slot(hash);
+            let tentative = HashBucketEntry::new(Address::INVALID, tag, true);
+            if slot
+                // SeqCst with the SeqCst loads of `has_other_entry`: of two
+                // racing inserts, at least one sees the other's slot (Dekker).
+                .compare_exchange(0, tentative.raw(), Ordering::SeqCst, Ordering::Relaxed)
+                .is_err()
+            {
+                continue;
+            }
+            if self.has_other_entry(hash, tag, slot) {
+                // Another insert of this tag raced us: back out and retry.
+                slot.store(0, Ordering::Release);
+                std::hint::spin_loop();
+                continue;
+            }
+            let entry = HashBucketEntry::new(Address::INVALID, tag, false);
+            slot.store(entry.raw(), Ordering::Release);
+            return EntrySlot { slot, entry };
+        }
+    }
+
+    /// Whether any slot other than `mine` holds an entry (tentative or not)
+    /// with `tag` in `hash`'s chain.
+    fn has_other_entry(&self, hash: u64, tag: u16, mine: &AtomicU64) -> bool {
+        let mut bucket = Some(self.bucket(hash));
+        while let Some(b) = bucket {
+            for slot in &b.entries {
+                if std::ptr::eq(slot, mine) {
+                    continue;
+                }
+                let entry = HashBucketEntry::from_raw(slot.load(Ordering::SeqCst));
+                if !entry.is_unused() && entry.tag() == tag {
+                    return true;
+                }
+            }
+            bucket = b.next();
+        }
+        false
+    }
+
+    /// A slot that was free when looked at, appending an overflow bucket to
+    /// the chain if every slot is taken.
+    fn free_slot(&self, hash: u64) -> &AtomicU64 {
+        let mut bucket = self.bucket(hash);
+        loop {
+            for slot in &bucket.entries {
+                if slot.load(Ordering::Acquire) == 0 {
+                    return slot;
+                }
+            }
+            bucket = match bucket.next() {
+                Some(next) => next,
+                None => self.append_overflow(bucket),
+            };
+        }
+    }
+
+    /// Links a new overflow bucket after `tail` (or returns the one another
+    /// thread linked first).
+    fn append_overflow<'a>(&'a self, tail: &'a HashBucket) -> &'a HashBucket {
+        let mut owned = self.overflow.lock().unwrap_or_else(|poison| poison.into_inner());
+        // Under the allocation lock, a racing allocator may have linked one.
+        if let Some(next) = tail.next() {
+            return next;
+        }
+        let new = Box::new(HashBucket::default());
+        let ptr: *const HashBucket = &*new;
+        owned.push(new);
+        tail.set_next(ptr);
+        // SAFETY: the bucket is owned by `self.overflow`, which never drops
+        // or moves a boxed bucket before `self` is dropped.
+        unsafe { &*ptr }
+    }
+}
