@@ -33,7 +33,9 @@ use crate::address::Address;
 pub struct HashIndex {
     buckets: Box<[HashBucket]>,
     mask: u64,
-    /// Owns every overflow bucket; only allocation takes the lock.
+    /// Owns every overflow bucket; only allocation takes the lock. Boxed so
+    /// that a bucket's address never changes when the vector grows.
+    #[allow(clippy::vec_box)]
     overflow: Mutex<Vec<Box<HashBucket>>>,
 }
 
