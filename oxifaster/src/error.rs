@@ -19,6 +19,39 @@ pub enum Error {
     /// valid encoding of the type, or an instance is too large to encode.
     #[error(transparent)]
     Codec(#[from] CodecError),
+    /// A record (header, key and value) is larger than a log page allows.
+    #[error("a record of {size} bytes does not fit in a log page (at most {max} bytes)")]
+    RecordTooLarge {
+        /// The record's size.
+        size: u64,
+        /// The largest record a page holds.
+        max: u64,
+    },
+    /// The log's address space (48 bits) is used up.
+    #[error("the log's 48-bit address space is full")]
+    LogFull,
+    /// Memory for the log's page frames could not be allocated.
+    #[error("could not allocate {bytes} bytes of log memory")]
+    OutOfMemory {
+        /// The request.
+        bytes: usize,
+    },
+    /// A device operation failed.
+    #[error("I/O error {context}: {source}")]
+    Io {
+        /// What was being done.
+        context: String,
+        /// The operating system's error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// An earlier device failure left the store unable to make progress
+    /// safely; reopen it to recover.
+    #[error("the store is poisoned by an earlier failure: {message}")]
+    Poisoned {
+        /// The original failure.
+        message: String,
+    },
     /// A configuration value is out of range.
     #[error("invalid configuration: `{what}`: {why}")]
     InvalidConfig {

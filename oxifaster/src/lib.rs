@@ -45,8 +45,10 @@ compile_error!(
 );
 
 pub mod address;
+pub mod device;
 pub mod epoch;
 mod error;
+pub mod hlog;
 pub mod index;
 pub mod record;
 

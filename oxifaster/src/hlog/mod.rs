@@ -1,0 +1,496 @@
+//! The hybrid log: a ring of in-memory page frames over a device.
+//!
+//! Addresses are byte positions in the log (`page << page_bits | offset`);
+//! the device offset of an address is the address itself. The regions are
+//!
+//! ```text
+//! begin <= head <= safe_read_only <= read_only <= tail
+//!   [begin, head)             on the device only
+//!   [head, safe_read_only)    in memory, immutable: read in place
+//!   [safe_read_only, read_only) the fuzzy region: some threads may still
+//!                             update in place (they saw the old read_only)
+//!   [read_only, tail)         mutable: updated in place
+//! ```
+//!
+//! ## Protocols and their invariants
+//!
+//! - **Tail allocation** is a `fetch_add` on a packed `page:offset` word
+//!   (page in the high 32 bits). The one thread whose allocation crosses the
+//!   page end (old offset <= page size < new end) turns the page; others
+//!   whose allocation starts past the end wait (refreshing their epoch) for
+//!   the page to change and retry. So exactly one thread turns each page, and
+//!   no record spans two pages.
+//! - **Read-only shift**: `read_only` moves forward, then an epoch action
+//!   (run once every thread has refreshed, so nobody can still be updating in
+//!   place below it) publishes `safe_read_only` and writes the newly
+//!   immutable pages to the device, in order, advancing `flushed_until`.
+//! - **Head shift** (only up to `flushed_until`): `head` moves forward, then
+//!   an epoch action (run once nobody can still be reading those frames)
+//!   publishes `closed_until`. A frame is reused for page `p` only when
+//!   `closed_until` has passed the page that last used it (`p - frames`).
+//!
+//! Every access to frame memory happens under epoch protection, after a
+//! check against `head`, which is what makes the raw frame pointers sound.
+
+use std::alloc::Layout;
+use std::ptr::NonNull;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use crate::address::{Address, AtomicAddress};
+use crate::device::Device;
+use crate::epoch::EpochHandle;
+use crate::{Error, Result};
+
+/// The first address of the log: the start of page 0 is reserved, so that
+/// address 0 means "no record".
+pub const FIRST_ADDRESS: u64 = 64;
+/// Frames are aligned for direct I/O.
+const FRAME_ALIGN: usize = 4096;
+/// The smallest and largest page sizes.
+pub const MIN_PAGE_BITS: u32 = 9;
+/// The largest page size: offsets must fit the low 32 bits of the tail word.
+pub const MAX_PAGE_BITS: u32 = 30;
+
+/// The geometry of a hybrid log.
+#[derive(Debug, Clone, Copy)]
+pub struct LogGeometry {
+    /// log2 of the page size in bytes.
+    pub page_bits: u32,
+    /// The number of page frames in memory.
+    pub frames: u64,
+    /// How many of the newest pages stay mutable.
+    pub mutable_pages: u64,
+}
+
+impl LogGeometry {
+    /// Checks the geometry.
+    pub fn validate(&self) -> Result<()> {
+        if !(MIN_PAGE_BITS..=MAX_PAGE_BITS).contains(&self.page_bits) {
+            return Err(Error::InvalidConfig {
+                what: "page_size_bits",
+                why: format!("{} is outside {MIN_PAGE_BITS}..={MAX_PAGE_BITS}", self.page_bits),
+            });
+        }
+        if self.frames < 4 {
+            return Err(Error::InvalidConfig {
+                what: "log_memory_size_bytes",
+                why: format!("holds {} pages; at least 4 are needed", self.frames),
+            });
+        }
+        if self.mutable_pages == 0 || self.mutable_pages > self.frames - 2 {
+            return Err(Error::InvalidConfig {
+                what: "mutable_fraction",
+                why: format!(
+                    "gives {} mutable pages of {}; it must give 1..={}",
+                    self.mutable_pages,
+                    self.frames,
+                    self.frames - 2
+                ),
+            });
+        }
+        Ok(())
+    }
+}
+
+/// The shared state of the log, reachable from epoch actions.
+struct Shared<D> {
+    geometry: LogGeometry,
+    page_size: u64,
+    base: NonNull<u8>,
+    frames_layout: Layout,
+    device: D,
+    begin: AtomicAddress,
+    head: AtomicAddress,
+    closed_until: AtomicAddress,
+    safe_read_only: AtomicAddress,
+    read_only: AtomicAddress,
+    flushed_until: AtomicAddress,
+    /// `page << 32 | offset`; the offset may pass the page size while a page
+    /// turns.
+    tail: AtomicU64,
+    /// Serialises flushes so that pages reach the device in order.
+    flush_lock: Mutex<()>,
+    /// Set when a device write failed: the log refuses further work.
+    poisoned: AtomicBool,
+    error: Mutex<Option<String>>,
+}
+
+// SAFETY: the frame memory behind `base` is only accessed through the
+// protocols in the module documentation (epoch-protected, region-checked);
+// everything else is atomics, locks and the `Device` (Send + Sync).
+unsafe impl<D: Device> Send for Shared<D> {}
+// SAFETY: as above.
+unsafe impl<D: Device> Sync for Shared<D> {}
+
+impl<D> Drop for Shared<D> {
+    fn drop(&mut self) {
+        // SAFETY: `base` was allocated in `HybridLog::new` with exactly this
+        // layout and is freed once, here.
+        unsafe { std::alloc::dealloc(self.base.as_ptr(), self.frames_layout) };
+    }
+}
+
+/// The hybrid log over a device `D`.
+pub struct HybridLog<D> {
+    shared: Arc<Shared<D>>,
+}
+
+impl<D> std::fmt::Debug for HybridLog<D> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let s = &self.shared;
+        f.debug_struct("HybridLog")
+            .field("begin", &s.begin.load(Ordering::Relaxed))
+            .field("head", &s.head.load(Ordering::Relaxed))
+            .field("safe_read_only", &s.safe_read_only.load(Ordering::Relaxed))
+            .field("read_only", &s.read_only.load(Ordering::Relaxed))
+            .field("tail", &s.tail.load(Ordering::Relaxed))
+            .finish_non_exhaustive()
+    }
+}
+
+#[inline(always)]
+fn split(word: u64) -> (u64, u64) {
+    (word >> 32, word & 0xffff_ffff)
+}
+
+impl<D: Device> HybridLog<D> {
+    /// A new, empty log.
+    pub fn new(geometry: LogGeometry, device: D) -> Result<Self> {
+        geometry.validate()?;
+        let page_size = 1u64 << geometry.page_bits;
+        let bytes =
+            usize::try_from(page_size * geometry.frames).map_err(|_| Error::InvalidConfig {
+                what: "log_memory_size_bytes",
+                why: "does not fit this machine's address space".into(),
+            })?;
+        let frames_layout = Layout::from_size_align(bytes, FRAME_ALIGN).map_err(|_| {
+            Error::InvalidConfig { what: "log_memory_size_bytes", why: "invalid size".into() }
+        })?;
+        // SAFETY: the layout has a non-zero size (at least 4 pages of 512 B).
+        let base = NonNull::new(unsafe { std::alloc::alloc_zeroed(frames_layout) })
+            .ok_or_else(|| Error::OutOfMemory { bytes })?;
+        let first = Address::new(FIRST_ADDRESS).unwrap_or(Address::INVALID);
+        Ok(Self {
+            shared: Arc::new(Shared {
+                geometry,
+                page_size,
+                base,
+                frames_layout,
+                device,
+                begin: AtomicAddress::new(first),
+                head: AtomicAddress::new(first),
+                closed_until: AtomicAddress::new(first),
+                safe_read_only: AtomicAddress::new(first),
+                read_only: AtomicAddress::new(first),
+                flushed_until: AtomicAddress::new(first),
+                tail: AtomicU64::new(FIRST_ADDRESS),
+                flush_lock: Mutex::new(()),
+                poisoned: AtomicBool::new(false),
+                error: Mutex::new(None),
+            }),
+        })
+    }
+
+    /// The page size in bytes.
+    #[inline(always)]
+    pub fn page_size(&self) -> u64 {
+        self.shared.page_size
+    }
+
+    /// The geometry.
+    pub fn geometry(&self) -> LogGeometry {
+        self.shared.geometry
+    }
+
+    /// The device.
+    pub fn device(&self) -> &D {
+        &self.shared.device
+    }
+
+    /// The begin address: records below it are gone.
+    #[inline(always)]
+    pub fn begin_address(&self) -> Address {
+        self.shared.begin.load(Ordering::Acquire)
+    }
+
+    /// The head address: records below it are on the device only.
+    #[inline(always)]
+    pub fn head_address(&self) -> Address {
+        self.shared.head.load(Ordering::Acquire)
+    }
+
+    /// The safe read-only address: records below it are immutable.
+    #[inline(always)]
+    pub fn safe_read_only_address(&self) -> Address {
+        self.shared.safe_read_only.load(Ordering::Acquire)
+    }
+
+    /// The read-only address: records at or above it are updated in place.
+    #[inline(always)]
+    pub fn read_only_address(&self) -> Address {
+        self.shared.read_only.load(Ordering::Acquire)
+    }
+
+    /// The address up to which pages are on the device.
+    pub fn flushed_until_address(&self) -> Address {
+        self.shared.flushed_until.load(Ordering::Acquire)
+    }
+
+    /// The tail address: the next record goes here (or on the next page).
+    pub fn tail_address(&self) -> Address {
+        let (page, offset) = split(self.shared.tail.load(Ordering::Acquire));
+        let offset = offset.min(self.shared.page_size);
+        Address::new((page << self.shared.geometry.page_bits) + offset).unwrap_or(Address::MAX)
+    }
+
+    /// The error that poisoned the log, if a device write failed.
+    pub fn check_poisoned(&self) -> Result<()> {
+        self.shared.check_poisoned()
+    }
+
+    /// A pointer to the record bytes at `address`.
+    ///
+    /// # Safety
+    ///
+    /// The caller is epoch-protected and has checked `address >= head`
+    /// after protecting, and `address + len` stays inside the page.
+    #[inline(always)]
+    pub unsafe fn record_ptr(&self, address: Address) -> *mut u8 {
+        let s = &self.shared;
+        let page = address.page(s.geometry.page_bits);
+        let frame = page % s.geometry.frames;
+        let offset = (frame << s.geometry.page_bits) + address.offset(s.geometry.page_bits);
+        // SAFETY: `frame < frames` and `offset < page size`, so the result is
+        // inside the frames allocation.
+        unsafe { s.base.as_ptr().add(offset as usize) }
+    }
+
+    /// Allocates `size` bytes (a multiple of 8, at most a page) at the tail.
+    /// The caller holds epoch protection through `handle` and must write the
+    /// record before its next refresh.
+    pub fn allocate(&self, size: u64, handle: &EpochHandle<'_>) -> Result<Address> {
+        let s = &self.shared;
+        debug_assert!(size.is_multiple_of(8) && size > 0);
+        if size > s.page_size - FIRST_ADDRESS {
+            return Err(Error::RecordTooLarge { size, max: s.page_size - FIRST_ADDRESS });
+        }
+        let mut spins = 0u32;
+        loop {
+            let (page, offset) = split(s.tail.fetch_add(size, Ordering::AcqRel));
+            let end = offset + size;
+            if end <= s.page_size {
+                return Ok(self.address(page, offset));
+            }
+            if offset <= s.page_size {
+                // This allocation crossed the page end: turn the page.
+                return self.turn_page(page, size, handle);
+            }
+            // Another thread is turning the page: wait for it.
+            while split(s.tail.load(Ordering::Acquire)).0 == page {
+                s.check_poisoned()?;
+                handle.refresh();
+                backoff(&mut spins);
+            }
+        }
+    }
+
+    #[inline(always)]
+    fn address(&self, page: u64, offset: u64) -> Address {
+        Address::new((page << self.shared.geometry.page_bits) | offset).unwrap_or(Address::MAX)
+    }
+
+    fn page_start(&self, page: u64) -> Address {
+        self.address(page, 0)
+    }
+
+    /// Opens page `page + 1` and allocates `size` bytes at its start.
+    fn turn_page(&self, page: u64, size: u64, handle: &EpochHandle<'_>) -> Result<Address> {
+        let s = &self.shared;
+        let g = s.geometry;
+        let next = page + 1;
+        if next >= (1u64 << 32) || next >= (1u64 << (Address::BITS - g.page_bits)) {
+            return Err(Error::LogFull);
+        }
+        // Keep `mutable_pages` pages mutable: everything older becomes
+        // read-only (and is flushed once that is safe).
+        if next >= g.mutable_pages {
+            self.shift_read_only(self.page_start(next + 1 - g.mutable_pages), handle);
+        }
+        // The frame of `next` last held page `next - frames`; it must be
+        // flushed, evicted and closed before it is reused.
+        if next >= g.frames {
+            let needed = self.page_start(next + 1 - g.frames);
+            let mut spins = 0u32;
+            while s.closed_until.load(Ordering::Acquire) < needed {
+                if let Err(e) = s.check_poisoned() {
+                    // Let waiting threads see the error rather than hang.
+                    return Err(e);
+                }
+                if s.flushed_until.load(Ordering::Acquire) >= needed {
+                    self.shift_head(needed, handle);
+                }
+                handle.refresh();
+                backoff(&mut spins);
+            }
+        }
+        // SAFETY: the frame is closed (no thread reads or writes it: the
+        // head shift's epoch action ran), and we alone turn this page.
+        unsafe {
+            let frame = self.record_ptr(self.page_start(next));
+            std::ptr::write_bytes(frame, 0, s.page_size as usize);
+        }
+        s.tail.store((next << 32) | size, Ordering::Release);
+        Ok(self.page_start(next))
+    }
+
+    /// Moves `read_only` to `target`; once every thread has refreshed, the
+    /// pages below it are safe to read without locks and are flushed.
+    pub fn shift_read_only(&self, target: Address, handle: &EpochHandle<'_>) {
+        let s = &self.shared;
+        if s.read_only.fetch_max(target, Ordering::AcqRel) >= target {
+            return;
+        }
+        let shared = self.shared.clone();
+        handle.bump_with_action(move || {
+            shared.safe_read_only.fetch_max(target, Ordering::AcqRel);
+            shared.flush_until(target);
+        });
+    }
+
+    /// Moves `head` to `target` (at most `flushed_until`); once every thread
+    /// has refreshed, the frames below it may be reused.
+    fn shift_head(&self, target: Address, handle: &EpochHandle<'_>) {
+        let s = &self.shared;
+        debug_assert!(target <= s.flushed_until.load(Ordering::Acquire));
+        if s.head.fetch_max(target, Ordering::AcqRel) >= target {
+            return;
+        }
+        let shared = self.shared.clone();
+        handle.bump_with_action(move || {
+            shared.closed_until.fetch_max(target, Ordering::AcqRel);
+        });
+    }
+
+    /// Reads `buf.len()` bytes of the log at `address` from the device.
+    pub fn read_from_device(&self, address: Address, buf: &mut [u8]) -> Result<()> {
+        self.shared.device.read_at(address.raw(), buf).map_err(|source| Error::Io {
+            context: format!("reading {} bytes of the log at {address}", buf.len()),
+            source,
+        })
+    }
+}
+
+impl<D: Device> Shared<D> {
+    fn check_poisoned(&self) -> Result<()> {
+        if self.poisoned.load(Ordering::Acquire) {
+            let message = self
+                .error
+                .lock()
+                .map(|e| e.clone().unwrap_or_default())
+                .unwrap_or_else(|_| "lock poisoned".into());
+            return Err(Error::Poisoned { message });
+        }
+        Ok(())
+    }
+
+    /// Writes the pages in `[flushed_until, target)` to the device, in
+    /// order. Runs inside an epoch action: the pages are immutable.
+    fn flush_until(&self, target: Address) {
+        let _guard = self.flush_lock.lock().unwrap_or_else(|p| p.into_inner());
+        let from = self.flushed_until.load(Ordering::Acquire);
+        if from >= target || self.poisoned.load(Ordering::Acquire) {
+            return;
+        }
+        let bits = self.geometry.page_bits;
+        let mut page = from.page(bits);
+        let last = target.page(bits); // `target` is page-aligned: exclusive.
+        while page < last {
+            let frame = page % self.geometry.frames;
+            let offset = (frame << bits) as usize;
+            // SAFETY: the page is below `safe_read_only` (immutable) and
+            // above `head`'s closing point (its frame is not reused before
+            // `flushed_until` passes it), so its bytes are stable and live.
+            let bytes = unsafe {
+                std::slice::from_raw_parts(self.base.as_ptr().add(offset), self.page_size as usize)
+            };
+            if let Err(e) = self.device.write_at(page << bits, bytes) {
+                if let Ok(mut error) = self.error.lock() {
+                    *error = Some(format!("writing page {page} failed: {e}"));
+                }
+                self.poisoned.store(true, Ordering::Release);
+                return;
+            }
+            page += 1;
+            let done = Address::new(page << bits).unwrap_or(Address::MAX);
+            self.flushed_until.store(done, Ordering::Release);
+        }
+    }
+}
+
+/// Spin briefly, then yield: waits here last microseconds (a page turn, an
+/// epoch action), not milliseconds.
+#[inline]
+fn backoff(spins: &mut u32) {
+    *spins = spins.wrapping_add(1);
+    if *spins < 64 {
+        std::hint::spin_loop();
+    } else {
+        std::thread::yield_now();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::device::MemoryDevice;
+    use crate::epoch::Epoch;
+
+    fn geometry() -> LogGeometry {
+        LogGeometry { page_bits: 9, frames: 4, mutable_pages: 1 }
+    }
+
+    #[test]
+    fn allocation_turns_pages_flushes_and_evicts() {
+        let epoch = Epoch::new(4);
+        let handle = epoch.register().expect("entry");
+        let log = HybridLog::new(geometry(), MemoryDevice::new()).expect("log");
+        let mut addresses = Vec::new();
+        for i in 0..200u64 {
+            handle.refresh();
+            let a = log.allocate(48, &handle).expect("allocate");
+            // SAFETY: freshly allocated, protected, within the page.
+            unsafe { std::ptr::write_bytes(log.record_ptr(a), (i % 251) as u8 + 1, 48) };
+            addresses.push(a);
+            handle.unprotect();
+        }
+        handle.refresh();
+        for w in addresses.windows(2) {
+            assert!(w[1] > w[0]);
+            assert_eq!(w[0].page(9), (w[0].raw() + 47) >> 9, "a record spans pages");
+        }
+        assert!(log.head_address().raw() > FIRST_ADDRESS, "nothing was evicted");
+        assert!(log.flushed_until_address() >= log.head_address());
+        assert!(log.safe_read_only_address() <= log.read_only_address());
+        // Evicted records read back from the device.
+        for (i, a) in addresses.iter().enumerate().filter(|(_, a)| **a < log.head_address()) {
+            let mut buf = [0u8; 48];
+            log.read_from_device(*a, &mut buf).expect("read");
+            assert_eq!(buf, [(i as u64 % 251) as u8 + 1; 48]);
+        }
+    }
+
+    #[test]
+    fn oversized_records_and_bad_geometry_are_errors() {
+        let epoch = Epoch::new(1);
+        let handle = epoch.register().expect("entry");
+        let log = HybridLog::new(geometry(), MemoryDevice::new()).expect("log");
+        handle.refresh();
+        assert!(matches!(log.allocate(512, &handle), Err(Error::RecordTooLarge { .. })));
+        let bad = LogGeometry { page_bits: 9, frames: 3, mutable_pages: 1 };
+        assert!(matches!(
+            HybridLog::new(bad, crate::device::NullDevice),
+            Err(Error::InvalidConfig { .. })
+        ));
+    }
+}
