@@ -169,7 +169,7 @@ impl<D: Device> HybridLog<D> {
         })?;
         // SAFETY: the layout has a non-zero size (at least 4 pages of 512 B).
         let base = NonNull::new(unsafe { std::alloc::alloc_zeroed(frames_layout) })
-            .ok_or_else(|| Error::OutOfMemory { bytes })?;
+            .ok_or(Error::OutOfMemory { bytes })?;
         let first = Address::new(FIRST_ADDRESS).unwrap_or(Address::INVALID);
         Ok(Self {
             shared: Arc::new(Shared {
@@ -323,10 +323,8 @@ impl<D: Device> HybridLog<D> {
             let needed = self.page_start(next + 1 - g.frames);
             let mut spins = 0u32;
             while s.closed_until.load(Ordering::Acquire) < needed {
-                if let Err(e) = s.check_poisoned() {
-                    // Let waiting threads see the error rather than hang.
-                    return Err(e);
-                }
+                // A failed flush never completes: report it rather than hang.
+                s.check_poisoned()?;
                 if s.flushed_until.load(Ordering::Acquire) >= needed {
                     self.shift_head(needed, handle);
                 }
