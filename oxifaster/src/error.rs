@@ -52,6 +52,14 @@ pub enum Error {
         /// The original failure.
         message: String,
     },
+    /// Bytes read back from the device are not a valid record.
+    #[error("corrupt log at {address:#x}: {what}")]
+    Corruption {
+        /// The log address.
+        address: u64,
+        /// What is wrong.
+        what: String,
+    },
     /// A configuration value is out of range.
     #[error("invalid configuration: `{what}`: {why}")]
     InvalidConfig {

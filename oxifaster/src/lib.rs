@@ -51,10 +51,12 @@ mod error;
 pub mod hlog;
 pub mod index;
 pub mod record;
+pub mod store;
 
 pub use error::{Error, Result};
 pub use oxifaster_derive::{FasterKey, FasterValue};
 pub use record::{Key, Merge, Value};
+pub use store::{FasterKv, Session, Store, StoreBuilder, StoreConfig};
 
 /// The README's examples, compiled and run as doc tests.
 #[cfg(doctest)]

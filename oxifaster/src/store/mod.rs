@@ -1,0 +1,276 @@
+//! `Store<K, V>`: the typed concurrent key-value store.
+//!
+//! A store is a [`HashIndex`] in front of a [`HybridLog`]. Each key's
+//! records form a chain through their previous addresses, newest first; the
+//! index entry of the key's (bucket, tag) points at the newest record of the
+//! chain. Operations run in a [`Session`], one thread at a time, under epoch
+//! protection:
+//!
+//! - **read**: walk the chain; in memory it finishes, below `head` it goes
+//!   pending (an I/O completed by `complete_pending`).
+//! - **upsert**: update in place at or above `read_only`; else append a
+//!   record and CAS the index entry (never reads the device).
+//! - **rmw**: in place at or above `read_only`; in the fuzzy region
+//!   `[safe_read_only, read_only)` retry after a refresh (another thread may
+//!   still be updating the record in place, and copying it now could lose that
+//!   update); from `[head, safe_read_only)` copy-update to the tail; below
+//!   `head` go pending and copy-update from the record read back; a key that
+//!   has no record gets `Merge::initial`.
+//! - **delete**: mark the record a tombstone in place in the mutable region,
+//!   else append a tombstone.
+//!
+//! Every append publishes its record with a CAS of the index entry from the
+//! address the operation started from; a failed CAS marks the new record
+//! invalid and retries the operation, so concurrent updates are never lost.
+
+mod record;
+mod session;
+
+pub use session::{Completed, CompletedOp, ReadStatus, RmwStatus, Session};
+
+use std::marker::PhantomData;
+use std::path::{Path, PathBuf};
+
+use crate::device::{DEFAULT_SEGMENT_SIZE_BITS, Device, FileDevice};
+use crate::epoch::{DEFAULT_MAX_PARTICIPANTS, Epoch};
+use crate::hlog::{HybridLog, LogGeometry};
+use crate::index::HashIndex;
+use crate::record::{Key, Value};
+use crate::{Error, Result};
+
+use record::RecordFormat;
+
+/// The configuration of a store. Every field has a default; see the setters
+/// of [`StoreBuilder`] for units and defaults.
+#[derive(Debug, Clone)]
+pub struct StoreConfig {
+    /// Hash buckets (a power of two). Default 2^20 (64 MiB of index).
+    pub table_size: u64,
+    /// Bytes of log kept in memory. Default 256 MiB.
+    pub log_memory_size_bytes: u64,
+    /// log2 of the log page size in bytes. Default 22 (4 MiB).
+    pub page_size_bits: u32,
+    /// The fraction of the in-memory log that is updated in place. Default 0.9.
+    pub mutable_fraction: f64,
+    /// The directory of the log files; `None` for a temporary directory that
+    /// is removed when the store is dropped.
+    pub dir: Option<PathBuf>,
+    /// The most sessions open at once. Default 128.
+    pub max_sessions: usize,
+}
+
+impl Default for StoreConfig {
+    fn default() -> Self {
+        Self {
+            table_size: 1 << 20,
+            log_memory_size_bytes: 256 << 20,
+            page_size_bits: 22,
+            mutable_fraction: 0.9,
+            dir: None,
+            max_sessions: DEFAULT_MAX_PARTICIPANTS,
+        }
+    }
+}
+
+impl StoreConfig {
+    /// The log geometry, checked.
+    pub fn geometry(&self) -> Result<LogGeometry> {
+        if !(0.0..=1.0).contains(&self.mutable_fraction) {
+            return Err(Error::InvalidConfig {
+                what: "mutable_fraction",
+                why: format!("{} is outside 0.0..=1.0", self.mutable_fraction),
+            });
+        }
+        let page_size = 1u64.checked_shl(self.page_size_bits).unwrap_or(0);
+        let frames = self.log_memory_size_bytes.checked_div(page_size).unwrap_or(0);
+        let mutable_pages = ((frames as f64 * self.mutable_fraction) as u64)
+            .clamp(1, frames.saturating_sub(2).max(1));
+        let geometry = LogGeometry { page_bits: self.page_size_bits, frames, mutable_pages };
+        geometry.validate()?;
+        Ok(geometry)
+    }
+
+    /// Checks every setting.
+    pub fn validate(&self) -> Result<()> {
+        self.geometry()?;
+        if !self.table_size.is_power_of_two() {
+            return Err(Error::InvalidConfig {
+                what: "table_size",
+                why: format!("{} is not a power of two", self.table_size),
+            });
+        }
+        if self.max_sessions == 0 {
+            return Err(Error::InvalidConfig {
+                what: "max_sessions",
+                why: "must be at least 1".into(),
+            });
+        }
+        Ok(())
+    }
+}
+
+/// Builds a [`Store`].
+#[derive(Debug, Clone, Default)]
+pub struct StoreBuilder {
+    config: StoreConfig,
+}
+
+impl StoreBuilder {
+    /// Hash buckets, a power of two (default 2^20). Aim for one bucket per
+    /// 4–8 keys.
+    pub fn table_size(mut self, buckets: u64) -> Self {
+        self.config.table_size = buckets;
+        self
+    }
+    /// Bytes of log memory (default 256 MiB); at least 4 pages.
+    pub fn log_memory_size_bytes(mut self, bytes: u64) -> Self {
+        self.config.log_memory_size_bytes = bytes;
+        self
+    }
+    /// log2 of the page size in bytes, 9..=30 (default 22, 4 MiB). A record
+    /// must fit in a page.
+    pub fn page_size_bits(mut self, bits: u32) -> Self {
+        self.config.page_size_bits = bits;
+        self
+    }
+    /// The fraction of log memory updated in place, 0.0..=1.0 (default 0.9);
+    /// at least one page is mutable and two are not.
+    pub fn mutable_fraction(mut self, fraction: f64) -> Self {
+        self.config.mutable_fraction = fraction;
+        self
+    }
+    /// The directory for the log files (default: a temporary directory
+    /// removed on drop).
+    pub fn dir(mut self, dir: impl Into<PathBuf>) -> Self {
+        self.config.dir = Some(dir.into());
+        self
+    }
+    /// The most sessions open at once (default 128).
+    pub fn max_sessions(mut self, sessions: usize) -> Self {
+        self.config.max_sessions = sessions;
+        self
+    }
+    /// The configuration so far.
+    pub fn config(&self) -> &StoreConfig {
+        &self.config
+    }
+
+    /// Opens a store on a [`FileDevice`] in the configured directory.
+    pub fn open<K: Key, V: Value>(self) -> Result<Store<K, V>> {
+        self.config.validate()?;
+        let (dir, temp) = match &self.config.dir {
+            Some(dir) => (dir.clone(), None),
+            None => {
+                let temp =
+                    tempfile::Builder::new().prefix("oxifaster-").tempdir().map_err(|source| {
+                        Error::Io { context: "creating a temporary store directory".into(), source }
+                    })?;
+                (temp.path().to_path_buf(), Some(temp))
+            }
+        };
+        let device = FileDevice::open(&dir, DEFAULT_SEGMENT_SIZE_BITS).map_err(|source| {
+            Error::Io { context: format!("opening the log in {}", dir.display()), source }
+        })?;
+        let mut store = self.open_with_device(device)?;
+        store.dir = Some(dir);
+        store.temp_dir = temp;
+        Ok(store)
+    }
+
+    /// Opens a store on the given device.
+    pub fn open_with_device<K: Key, V: Value, D: Device>(
+        self,
+        device: D,
+    ) -> Result<Store<K, V, D>> {
+        self.config.validate()?;
+        let geometry = self.config.geometry()?;
+        Ok(Store {
+            index: HashIndex::new(self.config.table_size)?,
+            log: HybridLog::new(geometry, device)?,
+            epoch: Epoch::new(self.config.max_sessions),
+            format: RecordFormat::new(),
+            config: self.config,
+            dir: None,
+            temp_dir: None,
+            types: PhantomData,
+        })
+    }
+}
+
+/// A typed, concurrent key-value store over a device `D`.
+///
+/// ```
+/// use oxifaster::store::{ReadStatus, Store};
+///
+/// let store = Store::<u64, u64>::builder().log_memory_size_bytes(1 << 24).open()?;
+/// let mut session = store.start_session()?;
+/// session.upsert(&1, &10)?;
+/// session.rmw(&1, &5)?;
+/// assert_eq!(session.read(&1)?, ReadStatus::Found(15));
+/// session.delete(&1)?;
+/// assert_eq!(session.read_blocking(&1)?, None);
+/// # Ok::<(), oxifaster::Error>(())
+/// ```
+pub struct Store<K, V, D = FileDevice> {
+    index: HashIndex,
+    log: HybridLog<D>,
+    epoch: Epoch,
+    format: RecordFormat<K, V>,
+    config: StoreConfig,
+    dir: Option<PathBuf>,
+    temp_dir: Option<tempfile::TempDir>,
+    types: PhantomData<fn(K, V)>,
+}
+
+/// FASTER's name for the store.
+pub type FasterKv<K, V, D = FileDevice> = Store<K, V, D>;
+
+impl<K, V, D> std::fmt::Debug for Store<K, V, D> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store")
+            .field("index", &self.index)
+            .field("log", &self.log)
+            .field("dir", &self.dir)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<K: Key, V: Value> Store<K, V> {
+    /// A builder with every default.
+    pub fn builder() -> StoreBuilder {
+        StoreBuilder::default()
+    }
+
+    /// Opens a store in `dir` with the default configuration.
+    pub fn open(dir: impl AsRef<Path>) -> Result<Self> {
+        Self::builder().dir(dir.as_ref()).open()
+    }
+}
+
+impl<K: Key, V: Value, D: Device> Store<K, V, D> {
+    /// Starts a session: the handle through which one thread at a time
+    /// operates on the store.
+    pub fn start_session(&self) -> Result<Session<'_, K, V, D>> {
+        Session::new(self)
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &StoreConfig {
+        &self.config
+    }
+
+    /// The directory of the log files, if the store is on a file device.
+    pub fn dir(&self) -> Option<&Path> {
+        self.dir.as_deref()
+    }
+
+    /// The hybrid log (its region addresses, for statistics and tests).
+    pub fn log(&self) -> &HybridLog<D> {
+        &self.log
+    }
+
+    /// The hash index.
+    pub fn index(&self) -> &HashIndex {
+        &self.index
+    }
+}

@@ -1,0 +1,387 @@
+//! The record format in log pages, and safe-by-protocol access to it.
+//!
+//! ```text
+//! [RecordInfo: u64]
+//! [seqlock: u64]              unless the value is fixed-size and 8 bytes
+//! [key_len: u32 | value_len: u32]  unless key and value are both fixed-size
+//! [key, padded to 8] [value, padded to 8]
+//! ```
+//!
+//! `RecordInfo` packs the previous address of the chain (48 bits), the
+//! checkpoint version (13 bits, starting at 1 so that a written header is
+//! never 0), and the invalid and tombstone bits; bit 63 is reserved.
+//!
+//! ## Concurrency invariant
+//!
+//! A record's key, lengths and previous address never change after the CAS
+//! that publishes it. Its value and its tombstone/invalid bits may change in
+//! place while it is in the mutable region, concurrently with readers:
+//! 8-byte values with single atomic loads, stores and CASes; every other
+//! value under the record's seqlock (odd while a writer holds it), with
+//! readers copying the value word by word and retrying if the sequence
+//! moved. So no reader ever sees a torn value, of any size.
+
+use std::marker::PhantomData;
+use std::sync::atomic::{AtomicU64, Ordering, fence};
+
+use crate::address::Address;
+use crate::record::{Key, Value};
+
+const PREVIOUS_MASK: u64 = (1 << Address::BITS) - 1;
+const VERSION_SHIFT: u32 = 48;
+const VERSION_BITS: u32 = 13;
+const VERSION_MASK: u64 = (1 << VERSION_BITS) - 1;
+const INVALID_BIT: u64 = 1 << 61;
+const TOMBSTONE_BIT: u64 = 1 << 62;
+
+const _: () = assert!(VERSION_SHIFT + VERSION_BITS <= 61);
+
+/// A record header.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub struct RecordInfo(u64);
+
+impl std::fmt::Debug for RecordInfo {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RecordInfo")
+            .field("previous", &self.previous())
+            .field("version", &self.version())
+            .field("invalid", &self.is_invalid())
+            .field("tombstone", &self.is_tombstone())
+            .finish()
+    }
+}
+
+impl RecordInfo {
+    /// A header.
+    #[inline(always)]
+    pub fn new(previous: Address, version: u32, tombstone: bool) -> Self {
+        let version = u64::from(version).clamp(1, VERSION_MASK);
+        let tombstone = if tombstone { TOMBSTONE_BIT } else { 0 };
+        Self(previous.raw() | (version << VERSION_SHIFT) | tombstone)
+    }
+    /// From raw bits.
+    #[inline(always)]
+    pub fn from_raw(raw: u64) -> Self {
+        Self(raw)
+    }
+    /// The raw bits.
+    #[inline(always)]
+    pub fn raw(self) -> u64 {
+        self.0
+    }
+    /// The previous record of the chain.
+    #[inline(always)]
+    pub fn previous(self) -> Address {
+        Address::new(self.0 & PREVIOUS_MASK).unwrap_or(Address::INVALID)
+    }
+    /// The checkpoint version.
+    #[inline(always)]
+    pub fn version(self) -> u32 {
+        ((self.0 >> VERSION_SHIFT) & VERSION_MASK) as u32
+    }
+    /// Whether the record was abandoned (its CAS failed).
+    #[inline(always)]
+    pub fn is_invalid(self) -> bool {
+        self.0 & INVALID_BIT != 0
+    }
+    /// Whether the record deletes its key.
+    #[inline(always)]
+    pub fn is_tombstone(self) -> bool {
+        self.0 & TOMBSTONE_BIT != 0
+    }
+    /// Whether no header was ever written here (the rest of a page).
+    #[inline(always)]
+    pub fn is_empty(self) -> bool {
+        self.0 == 0
+    }
+    pub(crate) const INVALID_BIT: u64 = INVALID_BIT;
+    pub(crate) const TOMBSTONE_BIT: u64 = TOMBSTONE_BIT;
+}
+
+#[inline(always)]
+pub const fn pad8(n: usize) -> usize {
+    (n + 7) & !7
+}
+
+/// The record format for a key type and a value type.
+#[derive(Debug)]
+pub struct RecordFormat<K, V> {
+    /// Whether the value is one atomic word (no seqlock).
+    pub atomic_value: bool,
+    /// Whether the record stores its key and value lengths.
+    pub has_lengths: bool,
+    /// The header size in bytes.
+    pub header_size: usize,
+    types: PhantomData<fn(K, V)>,
+}
+
+impl<K, V> Clone for RecordFormat<K, V> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+impl<K, V> Copy for RecordFormat<K, V> {}
+
+impl<K: Key, V: Value> RecordFormat<K, V> {
+    /// The format for `K` and `V`.
+    pub const fn new() -> Self {
+        let atomic_value = matches!(V::FIXED_SIZE, Some(8));
+        let has_lengths = K::FIXED_KEY_SIZE.is_none() || V::FIXED_SIZE.is_none();
+        let header_size = 8 + if atomic_value { 0 } else { 8 } + if has_lengths { 8 } else { 0 };
+        Self { atomic_value, has_lengths, header_size, types: PhantomData }
+    }
+
+    /// The size of a record with these key and value lengths.
+    #[inline(always)]
+    pub fn record_size(&self, key_len: usize, value_len: usize) -> usize {
+        self.header_size + pad8(key_len) + pad8(value_len)
+    }
+
+    /// The value length of a tombstone record.
+    #[inline(always)]
+    pub fn tombstone_value_len(&self) -> usize {
+        V::FIXED_SIZE.unwrap_or(0)
+    }
+
+    #[inline(always)]
+    fn lengths_offset(&self) -> usize {
+        if self.atomic_value { 8 } else { 16 }
+    }
+}
+
+/// A record in a frame, by raw pointer.
+///
+/// Every method's soundness rests on the caller's epoch protection and region
+/// checks (see `hlog`): the pointer is valid for the record's size.
+#[derive(Debug)]
+pub struct RecordPtr<K, V> {
+    ptr: *mut u8,
+    format: RecordFormat<K, V>,
+}
+
+impl<K: Key, V: Value> RecordPtr<K, V> {
+    /// # Safety
+    ///
+    /// `ptr` points at a record of this format (or at space allocated for
+    /// one) that stays valid while the returned value is used.
+    #[inline(always)]
+    pub unsafe fn new(ptr: *mut u8, format: RecordFormat<K, V>) -> Self {
+        Self { ptr, format }
+    }
+
+    #[inline(always)]
+    fn word(&self, offset: usize) -> &AtomicU64 {
+        // SAFETY: records are 8-byte aligned and `offset` is inside the
+        // header; the memory is valid per `new`'s contract.
+        unsafe { &*self.ptr.add(offset).cast::<AtomicU64>() }
+    }
+
+    /// The header word.
+    #[inline(always)]
+    pub fn info_word(&self) -> &AtomicU64 {
+        self.word(0)
+    }
+
+    /// The header.
+    #[inline(always)]
+    pub fn info(&self) -> RecordInfo {
+        RecordInfo(self.info_word().load(Ordering::Acquire))
+    }
+
+    /// The key and value lengths.
+    #[inline(always)]
+    pub fn lengths(&self) -> (usize, usize) {
+        if self.format.has_lengths {
+            let word = self.word(self.format.lengths_offset()).load(Ordering::Relaxed);
+            ((word & 0xffff_ffff) as usize, (word >> 32) as usize)
+        } else {
+            (K::FIXED_KEY_SIZE.unwrap_or(0), V::FIXED_SIZE.unwrap_or(0))
+        }
+    }
+
+    /// The key bytes: immutable once the record is published.
+    #[inline(always)]
+    pub fn key_bytes(&self, key_len: usize) -> &[u8] {
+        // SAFETY: the key follows the header inside the record.
+        unsafe { std::slice::from_raw_parts(self.ptr.add(self.format.header_size), key_len) }
+    }
+
+    #[inline(always)]
+    fn value_ptr(&self, key_len: usize) -> *mut u8 {
+        // SAFETY: the value follows the padded key inside the record.
+        unsafe { self.ptr.add(self.format.header_size + pad8(key_len)) }
+    }
+
+    /// The value bytes of an immutable record (below `safe_read_only`),
+    /// where they lie.
+    #[inline(always)]
+    pub fn value_bytes_immutable(&self, key_len: usize, value_len: usize) -> &[u8] {
+        // SAFETY: the value lies inside the record, and an immutable record
+        // is never written again while the caller is protected.
+        unsafe { std::slice::from_raw_parts(self.value_ptr(key_len), value_len) }
+    }
+
+    /// Writes a new record's header, lengths, key and value (not yet
+    /// visible to anyone).
+    pub fn initialize(&self, info: RecordInfo, key: &K, value: Option<&V>, value_len: usize) {
+        let key_len = key.key_size();
+        if !self.format.atomic_value {
+            self.word(8).store(0, Ordering::Relaxed);
+        }
+        if self.format.has_lengths {
+            let word = (key_len as u64) | ((value_len as u64) << 32);
+            self.word(self.format.lengths_offset()).store(word, Ordering::Relaxed);
+        }
+        // SAFETY: the record's space was allocated for these lengths and is
+        // not yet shared: plain writes are fine.
+        let key_dst = unsafe {
+            std::slice::from_raw_parts_mut(self.ptr.add(self.format.header_size), pad8(key_len))
+        };
+        let _ = key.encode_key_into(&mut key_dst[..key_len]);
+        key_dst[key_len..].fill(0);
+        // SAFETY: as above, for the value.
+        let value_dst =
+            unsafe { std::slice::from_raw_parts_mut(self.value_ptr(key_len), pad8(value_len)) };
+        match value {
+            Some(value) => {
+                let _ = value.encode_into(&mut value_dst[..value_len]);
+                value_dst[value_len..].fill(0);
+            }
+            None => value_dst.fill(0),
+        }
+        self.info_word().store(info.raw(), Ordering::Release);
+    }
+
+    /// Copies the value into `out` (whole 8-byte words), consistently with
+    /// concurrent in-place writers. Returns the value's bytes in `out`.
+    pub fn copy_value<'b>(
+        &self,
+        key_len: usize,
+        value_len: usize,
+        out: &'b mut Vec<u64>,
+    ) -> &'b [u8] {
+        let words = pad8(value_len) / 8;
+        out.clear();
+        out.resize(words, 0);
+        let src = self.value_ptr(key_len).cast::<AtomicU64>();
+        if self.format.atomic_value {
+            // SAFETY: an 8-byte aligned word inside the record.
+            out[0] = unsafe { &*src }.load(Ordering::Acquire);
+        } else {
+            let seq = self.word(8);
+            let mut spins = 0u32;
+            loop {
+                let before = seq.load(Ordering::Acquire);
+                if before & 1 == 0 {
+                    for (i, word) in out.iter_mut().enumerate() {
+                        // SAFETY: word `i` of the padded value, inside the record.
+                        *word = unsafe { &*src.add(i) }.load(Ordering::Relaxed);
+                    }
+                    fence(Ordering::Acquire);
+                    if seq.load(Ordering::Relaxed) == before {
+                        break;
+                    }
+                }
+                spins += 1;
+                if spins > 64 {
+                    std::thread::yield_now();
+                } else {
+                    std::hint::spin_loop();
+                }
+            }
+        }
+        &bytemuck::cast_slice::<u64, u8>(out)[..value_len]
+    }
+
+    /// Updates the value in place: `update` gets the current value's bytes
+    /// (8-byte aligned) and changes them, or returns false to leave the
+    /// record as it is. Returns what `update` returned.
+    pub fn update_value(
+        &self,
+        key_len: usize,
+        value_len: usize,
+        scratch: &mut Vec<u64>,
+        mut update: impl FnMut(&mut [u8]) -> bool,
+    ) -> bool {
+        let dst = self.value_ptr(key_len).cast::<AtomicU64>();
+        if self.format.atomic_value {
+            // SAFETY: an 8-byte aligned word inside the record.
+            let cell = unsafe { &*dst };
+            let mut current = cell.load(Ordering::Acquire);
+            loop {
+                let mut new = current;
+                if !update(bytemuck::bytes_of_mut(&mut new)) {
+                    return false;
+                }
+                match cell.compare_exchange_weak(current, new, Ordering::AcqRel, Ordering::Acquire)
+                {
+                    Ok(_) => return true,
+                    Err(actual) => current = actual,
+                }
+            }
+        }
+        let seq = self.word(8);
+        let mut spins = 0u32;
+        let locked = loop {
+            let s = seq.load(Ordering::Relaxed);
+            if s & 1 == 0
+                && seq.compare_exchange_weak(s, s + 1, Ordering::Acquire, Ordering::Relaxed).is_ok()
+            {
+                break s + 1;
+            }
+            spins += 1;
+            if spins > 64 {
+                std::thread::yield_now();
+            } else {
+                std::hint::spin_loop();
+            }
+        };
+        fence(Ordering::Release);
+        let words = pad8(value_len) / 8;
+        scratch.clear();
+        scratch.extend((0..words).map(|i| {
+            // SAFETY: word `i` of the padded value, inside the record.
+            unsafe { &*dst.add(i) }.load(Ordering::Relaxed)
+        }));
+        let changed = update(&mut bytemuck::cast_slice_mut::<u64, u8>(scratch)[..value_len]);
+        if changed {
+            for (i, word) in scratch.iter().enumerate() {
+                // SAFETY: as above; we hold the seqlock.
+                unsafe { &*dst.add(i) }.store(*word, Ordering::Relaxed);
+            }
+        }
+        seq.store(locked + 1, Ordering::Release);
+        changed
+    }
+
+    /// Sets header bits (tombstone or invalid).
+    #[inline]
+    pub fn set_info_bits(&self, bits: u64) {
+        self.info_word().fetch_or(bits, Ordering::AcqRel);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn record_info_packs_its_fields() {
+        let a = Address::new(0xabc_def0).expect("fits");
+        let info = RecordInfo::new(a, 5, true);
+        assert_eq!((info.previous(), info.version(), info.is_tombstone()), (a, 5, true));
+        assert!(!info.is_invalid() && !info.is_empty());
+        assert!(!RecordInfo::new(Address::INVALID, 0, false).is_empty(), "version is at least 1");
+    }
+
+    #[test]
+    fn formats_follow_the_types() {
+        let f = RecordFormat::<u64, u64>::new();
+        assert!(f.atomic_value && !f.has_lengths);
+        assert_eq!(f.record_size(8, 8), 24);
+        let f = RecordFormat::<u64, [u8; 16]>::new();
+        assert_eq!(f.record_size(8, 16), 40);
+        let f = RecordFormat::<Vec<u8>, u64>::new();
+        assert_eq!(f.record_size(3, 8), 8 + 8 + 8 + 8);
+    }
+}

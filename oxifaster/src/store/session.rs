@@ -1,0 +1,588 @@
+//! Sessions: the operations of a store, with pending I/O.
+//!
+//! A session protects its epoch entry for the duration of each operation and
+//! unprotects after it, so an idle session never holds back a page flush or
+//! an eviction. Records below `head` are read back from the device: `read`
+//! and `rmw` return `Pending` and park the operation in the session's queue,
+//! and `complete_pending` finishes every parked operation, walking further
+//! down the record chain on the device where the key differs.
+
+use std::collections::VecDeque;
+
+use super::record::{RecordInfo, RecordPtr, pad8};
+use super::{Store, record::RecordFormat};
+use crate::address::Address;
+use crate::device::Device;
+use crate::epoch::EpochHandle;
+use crate::index::{EntrySlot, HashBucketEntry};
+use crate::record::{AlignedBytes, Key, Merge, Value};
+use crate::{Error, Result};
+
+/// The checkpoint version written into records (checkpoints will advance it).
+const VERSION: u32 = 1;
+/// The longest record chain followed on the device before declaring the log
+/// corrupt (a cycle cannot occur in a healthy log: chains go backwards).
+const MAX_DISK_HOPS: u64 = 1 << 32;
+
+/// The outcome of a read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ReadStatus<V> {
+    /// The key's value.
+    Found(V),
+    /// The key has no value.
+    NotFound,
+    /// The record is on the device: `complete_pending` finishes the read and
+    /// reports it under this serial number.
+    Pending {
+        /// The operation's serial number in this session.
+        serial: u64,
+    },
+}
+
+/// The outcome of a read-modify-write.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RmwStatus {
+    /// The update is done.
+    Done,
+    /// The old value is on the device: `complete_pending` finishes the update.
+    Pending {
+        /// The operation's serial number in this session.
+        serial: u64,
+    },
+}
+
+/// An operation finished by `complete_pending`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Completed<V> {
+    /// The serial number the operation returned with `Pending`.
+    pub serial: u64,
+    /// What finished.
+    pub op: CompletedOp<V>,
+}
+
+/// What a completed pending operation was, with its result.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CompletedOp<V> {
+    /// A read and the value it found, if any.
+    Read(Option<V>),
+    /// A read-modify-write.
+    Rmw,
+}
+
+enum PendingKind<V> {
+    Read,
+    Rmw { input: V, expected_entry: u64 },
+}
+
+struct PendingOp<V> {
+    serial: u64,
+    hash: u64,
+    key: AlignedBytes,
+    address: Address,
+    kind: PendingKind<V>,
+}
+
+/// Where a key's newest record is.
+enum Location {
+    Memory(Address),
+    Disk(Address),
+    Absent,
+}
+
+/// A record read back from the device.
+struct DiskRecord {
+    info: RecordInfo,
+    value: AlignedBytes,
+}
+
+/// A session of a store: one thread at a time, with its own serial numbers
+/// and pending operations.
+pub struct Session<'s, K, V, D> {
+    store: &'s Store<K, V, D>,
+    handle: EpochHandle<'s>,
+    serial: u64,
+    pending: VecDeque<PendingOp<V>>,
+    scratch: Vec<u64>,
+}
+
+impl<K, V, D> std::fmt::Debug for Session<'_, K, V, D> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Session")
+            .field("serial", &self.serial)
+            .field("pending", &self.pending.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl<'s, K: Key, V: Value, D: Device> Session<'s, K, V, D> {
+    pub(super) fn new(store: &'s Store<K, V, D>) -> Result<Self> {
+        Ok(Self {
+            store,
+            handle: store.epoch.register()?,
+            serial: 0,
+            pending: VecDeque::new(),
+            scratch: Vec::new(),
+        })
+    }
+
+    /// The serial number of the last operation started in this session.
+    pub fn serial(&self) -> u64 {
+        self.serial
+    }
+
+    /// The number of operations waiting for `complete_pending`.
+    pub fn pending_count(&self) -> usize {
+        self.pending.len()
+    }
+
+    #[inline(always)]
+    fn format(&self) -> RecordFormat<K, V> {
+        self.store.format
+    }
+
+    /// The record at `address`.
+    ///
+    /// # Safety
+    ///
+    /// The session is protected and `address >= head` was observed after
+    /// protecting (or the address was just allocated by this session).
+    #[inline(always)]
+    unsafe fn record(&self, address: Address) -> RecordPtr<K, V> {
+        // SAFETY: per this function's contract, the frame holding the
+        // record stays valid until the session refreshes or unprotects.
+        unsafe { RecordPtr::new(self.store.log.record_ptr(address), self.format()) }
+    }
+
+    #[inline]
+    fn next_serial(&mut self) -> u64 {
+        self.serial += 1;
+        self.serial
+    }
+
+    /// Walks the chain from `from` for `key`'s newest record in memory.
+    #[inline]
+    fn locate(&self, key: &K, from: Address) -> Location {
+        let log = &self.store.log;
+        let head = log.head_address();
+        let mut address = from;
+        while address.is_valid() && address >= head {
+            // SAFETY: protected, and `address >= head` observed after protecting.
+            let record = unsafe { self.record(address) };
+            let info = record.info();
+            let (key_len, _) = record.lengths();
+            if !info.is_invalid() && key.matches(record.key_bytes(key_len)) {
+                return Location::Memory(address);
+            }
+            address = info.previous();
+        }
+        if address.is_valid() && address >= log.begin_address() {
+            Location::Disk(address)
+        } else {
+            Location::Absent
+        }
+    }
+
+    /// Appends a record and publishes it with a CAS of `slot` from the entry
+    /// it held. Returns whether the CAS won.
+    fn append(
+        &mut self,
+        slot: &EntrySlot<'_>,
+        hash: u64,
+        key: &K,
+        value: Option<&V>,
+        tombstone: bool,
+    ) -> Result<bool> {
+        let format = self.format();
+        let value_len = match value {
+            Some(v) => v.encoded_size(),
+            None => format.tombstone_value_len(),
+        };
+        let size = format.record_size(key.key_size(), value_len) as u64;
+        let address = self.store.log.allocate(size, &self.handle)?;
+        // SAFETY: just allocated by this session, which is protected.
+        let record = unsafe { self.record(address) };
+        let info = RecordInfo::new(slot.entry.address(), VERSION, tombstone);
+        record.initialize(info, key, value, value_len);
+        let new_entry = HashBucketEntry::new(address, HashBucketEntry::tag_of(hash), false);
+        let won = slot
+            .slot
+            .compare_exchange(
+                slot.entry.raw(),
+                new_entry.raw(),
+                std::sync::atomic::Ordering::AcqRel,
+                std::sync::atomic::Ordering::Acquire,
+            )
+            .is_ok();
+        if !won {
+            record.set_info_bits(RecordInfo::INVALID_BIT);
+        }
+        Ok(won)
+    }
+
+    /// Reads `key`.
+    pub fn read(&mut self, key: &K) -> Result<ReadStatus<V>> {
+        let serial = self.next_serial();
+        self.handle.refresh();
+        let result = self.read_inner(key, serial);
+        self.handle.unprotect();
+        result
+    }
+
+    fn read_inner(&mut self, key: &K, serial: u64) -> Result<ReadStatus<V>> {
+        self.store.log.check_poisoned()?;
+        let hash = key.hash64();
+        let Some(slot) = self.store.index.find_entry(hash) else {
+            return Ok(ReadStatus::NotFound);
+        };
+        match self.locate(key, slot.entry.address()) {
+            Location::Memory(address) => {
+                // SAFETY: `locate` found it at or above head while protected.
+                let record = unsafe { self.record(address) };
+                if record.info().is_tombstone() {
+                    return Ok(ReadStatus::NotFound);
+                }
+                let (key_len, value_len) = record.lengths();
+                let bytes = record.copy_value(key_len, value_len, &mut self.scratch);
+                Ok(ReadStatus::Found(V::decode(bytes)?))
+            }
+            Location::Disk(address) => {
+                self.pending.push_back(PendingOp {
+                    serial,
+                    hash,
+                    key: key.key_to_aligned_bytes(),
+                    address,
+                    kind: PendingKind::Read,
+                });
+                Ok(ReadStatus::Pending { serial })
+            }
+            Location::Absent => Ok(ReadStatus::NotFound),
+        }
+    }
+
+    /// Reads `key`, doing any device I/O right away; other pending
+    /// operations stay queued.
+    pub fn read_blocking(&mut self, key: &K) -> Result<Option<V>> {
+        let decoded = self.read_with_inner(key, |bytes| bytes.map(V::decode).transpose())?;
+        Ok(decoded?)
+    }
+
+    /// Reads `key` and calls `f` with a zero-copy view of its value (or
+    /// `None`), doing any device I/O right away. Records in the immutable
+    /// region are viewed where they lie; mutable records (which other
+    /// sessions may update in place) are first copied consistently.
+    pub fn read_with<R>(&mut self, key: &K, f: impl FnOnce(Option<V::View<'_>>) -> R) -> Result<R> {
+        let viewed = self.read_with_inner(key, |bytes| match bytes {
+            None => Ok(f(None)),
+            Some(bytes) => V::view(bytes).map(|view| f(Some(view))),
+        })?;
+        Ok(viewed?)
+    }
+
+    fn read_with_inner<R>(&mut self, key: &K, f: impl FnOnce(Option<&[u8]>) -> R) -> Result<R> {
+        self.next_serial();
+        self.handle.refresh();
+        let result = self.read_with_protected(key, f);
+        self.handle.unprotect();
+        result
+    }
+
+    fn read_with_protected<R>(&mut self, key: &K, f: impl FnOnce(Option<&[u8]>) -> R) -> Result<R> {
+        self.store.log.check_poisoned()?;
+        let hash = key.hash64();
+        let Some(slot) = self.store.index.find_entry(hash) else {
+            return Ok(f(None));
+        };
+        match self.locate(key, slot.entry.address()) {
+            Location::Memory(address) => {
+                // SAFETY: `locate` found it at or above head while protected.
+                let record = unsafe { self.record(address) };
+                if record.info().is_tombstone() {
+                    return Ok(f(None));
+                }
+                let (key_len, value_len) = record.lengths();
+                if address < self.store.log.safe_read_only_address() {
+                    // Immutable: view it where it lies.
+                    let bytes = record.value_bytes_immutable(key_len, value_len);
+                    Ok(f(Some(bytes)))
+                } else {
+                    let bytes = record.copy_value(key_len, value_len, &mut self.scratch);
+                    Ok(f(Some(bytes)))
+                }
+            }
+            Location::Disk(address) => {
+                self.handle.unprotect();
+                let key_bytes = key.key_to_aligned_bytes();
+                let found = self.find_on_disk(&key_bytes, address)?;
+                match found {
+                    Some(record) if !record.info.is_tombstone() => Ok(f(Some(&record.value))),
+                    _ => Ok(f(None)),
+                }
+            }
+            Location::Absent => Ok(f(None)),
+        }
+    }
+
+    /// Inserts or replaces `key`'s value.
+    pub fn upsert(&mut self, key: &K, value: &V) -> Result<()> {
+        self.next_serial();
+        self.handle.refresh();
+        let result = self.upsert_inner(key, value);
+        self.handle.unprotect();
+        result
+    }
+
+    fn upsert_inner(&mut self, key: &K, value: &V) -> Result<()> {
+        self.store.log.check_poisoned()?;
+        let hash = key.hash64();
+        let value_len = value.encoded_size();
+        loop {
+            let slot = self.store.index.find_or_create_entry(hash);
+            let start = slot.entry.address();
+            let read_only = self.store.log.read_only_address();
+            if start.is_valid()
+                && start >= read_only
+                && let Location::Memory(address) = self.locate(key, start)
+                && address >= self.store.log.read_only_address()
+            {
+                // SAFETY: found at or above head while protected.
+                let record = unsafe { self.record(address) };
+                let (key_len, stored_len) = record.lengths();
+                if !record.info().is_tombstone() && stored_len == value_len {
+                    record.update_value(key_len, stored_len, &mut self.scratch, |bytes| {
+                        value.encode_into(bytes).is_ok()
+                    });
+                    return Ok(());
+                }
+            }
+            if self.append(&slot, hash, key, Some(value), false)? {
+                return Ok(());
+            }
+        }
+    }
+
+    /// Deletes `key` (a tombstone: reads then find nothing).
+    pub fn delete(&mut self, key: &K) -> Result<()> {
+        self.next_serial();
+        self.handle.refresh();
+        let result = self.delete_inner(key);
+        self.handle.unprotect();
+        result
+    }
+
+    fn delete_inner(&mut self, key: &K) -> Result<()> {
+        self.store.log.check_poisoned()?;
+        let hash = key.hash64();
+        loop {
+            let Some(slot) = self.store.index.find_entry(hash) else {
+                return Ok(());
+            };
+            let start = slot.entry.address();
+            if start >= self.store.log.read_only_address()
+                && let Location::Memory(address) = self.locate(key, start)
+                && address >= self.store.log.read_only_address()
+            {
+                // SAFETY: found at or above head while protected.
+                let record = unsafe { self.record(address) };
+                record.set_info_bits(RecordInfo::TOMBSTONE_BIT);
+                return Ok(());
+            }
+            if self.append(&slot, hash, key, None, true)? {
+                return Ok(());
+            }
+        }
+    }
+
+    /// Read-modify-write: merges `input` into `key`'s value with
+    /// `V::Merge`, or stores `Merge::initial(input)` if the key has none.
+    pub fn rmw(&mut self, key: &K, input: &V) -> Result<RmwStatus>
+    where
+        V: Merge + Clone,
+    {
+        let serial = self.next_serial();
+        self.handle.refresh();
+        let result = self.rmw_inner(key, input, serial);
+        self.handle.unprotect();
+        result
+    }
+
+    fn rmw_inner(&mut self, key: &K, input: &V, serial: u64) -> Result<RmwStatus>
+    where
+        V: Merge + Clone,
+    {
+        self.store.log.check_poisoned()?;
+        let hash = key.hash64();
+        loop {
+            let slot = self.store.index.find_or_create_entry(hash);
+            let start = slot.entry.address();
+            let location =
+                if start.is_valid() { self.locate(key, start) } else { Location::Absent };
+            let new_value = match location {
+                Location::Memory(address) => {
+                    let log = &self.store.log;
+                    // SAFETY: found at or above head while protected.
+                    let record = unsafe { self.record(address) };
+                    let (key_len, value_len) = record.lengths();
+                    let tombstone = record.info().is_tombstone();
+                    if address >= log.read_only_address() {
+                        if !tombstone
+                            && record.update_value(key_len, value_len, &mut self.scratch, |bytes| {
+                                V::in_place(bytes, input)
+                            })
+                        {
+                            return Ok(RmwStatus::Done);
+                        }
+                    } else if address >= log.safe_read_only_address() {
+                        // The fuzzy region: a session that saw the old
+                        // read-only address may still update this record in
+                        // place. Let it finish, then retry.
+                        self.handle.refresh();
+                        continue;
+                    }
+                    if tombstone {
+                        V::initial(input)
+                    } else {
+                        let bytes = record.copy_value(key_len, value_len, &mut self.scratch);
+                        V::copy_update(V::view(bytes)?, input)
+                    }
+                }
+                Location::Disk(address) => {
+                    self.pending.push_back(PendingOp {
+                        serial,
+                        hash,
+                        key: key.key_to_aligned_bytes(),
+                        address,
+                        kind: PendingKind::Rmw {
+                            input: input.clone(),
+                            expected_entry: slot.entry.raw(),
+                        },
+                    });
+                    return Ok(RmwStatus::Pending { serial });
+                }
+                Location::Absent => V::initial(input),
+            };
+            if self.append(&slot, hash, key, Some(&new_value), false)? {
+                return Ok(RmwStatus::Done);
+            }
+        }
+    }
+
+    /// Finishes every pending operation and returns their results. Device
+    /// reads are positional and issued by this session's thread, so sessions
+    /// on different threads read in parallel; `wait` is accepted for
+    /// FASTER's signature: every parked operation finishes before this
+    /// returns.
+    pub fn complete_pending(&mut self, wait: bool) -> Result<Vec<Completed<V>>>
+    where
+        V: Merge + Clone,
+    {
+        let _ = wait;
+        let mut done = Vec::with_capacity(self.pending.len());
+        while let Some(op) = self.pending.pop_front() {
+            self.complete_one(op, &mut done)?;
+        }
+        Ok(done)
+    }
+
+    fn complete_one(&mut self, op: PendingOp<V>, done: &mut Vec<Completed<V>>) -> Result<()>
+    where
+        V: Merge + Clone,
+    {
+        let found = self.find_on_disk(&op.key, op.address)?;
+        let old = found.filter(|r| !r.info.is_tombstone());
+        match op.kind {
+            PendingKind::Read => {
+                let value = old.map(|r| V::decode(&r.value)).transpose()?;
+                done.push(Completed { serial: op.serial, op: CompletedOp::Read(value) });
+            }
+            PendingKind::Rmw { input, expected_entry } => {
+                let key = K::decode_key(&op.key)?;
+                let new_value = match &old {
+                    Some(record) => V::copy_update(V::view(&record.value)?, &input),
+                    None => V::initial(&input),
+                };
+                self.handle.refresh();
+                let slot = self.store.index.find_or_create_entry(op.hash);
+                let published = slot.entry.raw() == expected_entry
+                    && self.append(&slot, op.hash, &key, Some(&new_value), false)?;
+                let status = if published {
+                    RmwStatus::Done
+                } else {
+                    // The chain changed while we read: redo the whole RMW.
+                    self.rmw_inner(&key, &input, op.serial)?
+                };
+                self.handle.unprotect();
+                if status == RmwStatus::Done {
+                    done.push(Completed { serial: op.serial, op: CompletedOp::Rmw });
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Follows the chain on the device from `address` for the record of the
+    /// key encoded as `key`.
+    fn find_on_disk(&self, key: &[u8], mut address: Address) -> Result<Option<DiskRecord>> {
+        let begin = self.store.log.begin_address();
+        let mut hops = 0u64;
+        while address.is_valid() && address >= begin {
+            let (info, record_key, value) = self.read_disk_record(address)?;
+            if !info.is_invalid() && record_key.as_slice() == key {
+                return Ok(Some(DiskRecord { info, value }));
+            }
+            let previous = info.previous();
+            hops += 1;
+            if previous >= address || hops > MAX_DISK_HOPS {
+                return Err(Error::Corruption {
+                    address: address.raw(),
+                    what: format!("record chain goes forward to {previous}"),
+                });
+            }
+            address = previous;
+        }
+        Ok(None)
+    }
+
+    fn read_disk_record(
+        &self,
+        address: Address,
+    ) -> Result<(RecordInfo, AlignedBytes, AlignedBytes)> {
+        let format = self.format();
+        let log = &self.store.log;
+        let mut header = [0u8; 24];
+        let header = &mut header[..format.header_size];
+        log.read_from_device(address, header)?;
+        let word = |i: usize| {
+            let mut w = [0u8; 8];
+            w.copy_from_slice(&header[i * 8..i * 8 + 8]);
+            u64::from_le_bytes(w)
+        };
+        let info = RecordInfo::from_raw(word(0));
+        if info.is_empty() {
+            return Err(Error::Corruption {
+                address: address.raw(),
+                what: "no record header".into(),
+            });
+        }
+        let (key_len, value_len) = if format.has_lengths {
+            let lengths = word(format.header_size / 8 - 1);
+            ((lengths & 0xffff_ffff) as usize, (lengths >> 32) as usize)
+        } else {
+            (K::FIXED_KEY_SIZE.unwrap_or(0), V::FIXED_SIZE.unwrap_or(0))
+        };
+        let size = format.record_size(key_len, value_len) as u64;
+        if size > log.page_size()
+            || address.offset(log.geometry().page_bits) + size > log.page_size()
+        {
+            return Err(Error::Corruption {
+                address: address.raw(),
+                what: format!("record of {size} bytes crosses its page"),
+            });
+        }
+        let mut body = AlignedBytes::zeroed(pad8(key_len) + pad8(value_len));
+        let body_at = address.checked_add(format.header_size as u64).unwrap_or(Address::MAX);
+        log.read_from_device(body_at, body.as_mut_slice())?;
+        let key = AlignedBytes::copy_from(&body[..key_len]);
+        let value = AlignedBytes::copy_from(&body[pad8(key_len)..pad8(key_len) + value_len]);
+        Ok((info, key, value))
+    }
+}

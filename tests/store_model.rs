@@ -1,0 +1,242 @@
+//! Model test of the store: random single-session operation sequences
+//! against a `BTreeMap`, with tiny pages and a tiny memory budget so that
+//! most records live on the device and the pending paths run. Fixed-size,
+//! variable-length and derived value types; memory and file devices.
+//!
+//! `OXIFASTER_MODEL_OPS` sets the operations per run (default 20 000);
+//! `OXIFASTER_MODEL_SEED` replays one seed.
+
+use std::collections::BTreeMap;
+use std::fmt::Debug;
+
+use oxifaster::device::{Device, FileDevice, MemoryDevice};
+use oxifaster::record::{Key, Merge, Value};
+use oxifaster::store::{CompletedOp, ReadStatus, RmwStatus, Session, Store, StoreBuilder};
+use oxifaster::{FasterKey, FasterValue};
+
+struct Rng(u64);
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+}
+
+fn ops() -> u64 {
+    std::env::var("OXIFASTER_MODEL_OPS").ok().and_then(|s| s.parse().ok()).unwrap_or(20_000)
+}
+
+fn seeds() -> Vec<u64> {
+    match std::env::var("OXIFASTER_MODEL_SEED").ok().and_then(|s| s.parse().ok()) {
+        Some(seed) => vec![seed],
+        None => vec![1, 2, 3],
+    }
+}
+
+fn tiny() -> StoreBuilder {
+    Store::<u64, u64>::builder()
+        .table_size(64)
+        .page_size_bits(10)
+        .log_memory_size_bytes(4 << 10)
+        .mutable_fraction(0.5)
+}
+
+fn merged<V: Merge + Clone>(old: Option<&V>, input: &V) -> V {
+    match old {
+        Some(old) => {
+            let bytes = old.to_aligned_bytes();
+            V::copy_update(V::view(&bytes).expect("view"), input)
+        }
+        None => V::initial(input),
+    }
+}
+
+fn check_read<K: Key + Debug, V: Value + Merge + Clone + PartialEq + Debug, D: Device>(
+    session: &mut Session<'_, K, V, D>,
+    key: &K,
+    expected: Option<&V>,
+    seed: u64,
+    step: u64,
+) -> bool {
+    let went_pending = match session.read(key).expect("read") {
+        ReadStatus::Found(v) => {
+            assert_eq!(Some(&v), expected, "seed {seed} step {step}: read {key:?}");
+            false
+        }
+        ReadStatus::NotFound => {
+            assert_eq!(None, expected, "seed {seed} step {step}: read {key:?}");
+            false
+        }
+        ReadStatus::Pending { serial } => {
+            let done = session.complete_pending(true).expect("complete_pending");
+            let mine = done.iter().find(|c| c.serial == serial).expect("completion");
+            assert_eq!(
+                mine.op,
+                CompletedOp::Read(expected.cloned()),
+                "seed {seed} step {step}: pending read {key:?}"
+            );
+            true
+        }
+    };
+    assert_eq!(session.read_blocking(key).expect("read_blocking").as_ref(), expected);
+    went_pending
+}
+
+fn run<K, V, D>(
+    store: &Store<K, V, D>,
+    seed: u64,
+    mut key: impl FnMut(&mut Rng) -> K,
+    mut value: impl FnMut(&mut Rng) -> V,
+) where
+    K: Key + Ord + Clone + Debug,
+    V: Value + Merge + Clone + PartialEq + Debug,
+    D: Device,
+{
+    println!("seed {seed}");
+    let mut rng = Rng(seed);
+    let mut model: BTreeMap<K, V> = BTreeMap::new();
+    let mut session = store.start_session().expect("session");
+    let (mut pending_reads, mut pending_rmws) = (0u64, 0u64);
+    for step in 0..ops() {
+        let k = key(&mut rng);
+        match rng.below(100) {
+            0..40 => {
+                let v = value(&mut rng);
+                session.upsert(&k, &v).expect("upsert");
+                model.insert(k, v);
+            }
+            40..65 => {
+                pending_reads += u64::from(check_read(&mut session, &k, model.get(&k), seed, step));
+            }
+            65..85 => {
+                let input = value(&mut rng);
+                let expected = merged(model.get(&k), &input);
+                if let RmwStatus::Pending { serial } = session.rmw(&k, &input).expect("rmw") {
+                    pending_rmws += 1;
+                    let done = session.complete_pending(true).expect("complete_pending");
+                    assert!(done.iter().any(|c| c.serial == serial && c.op == CompletedOp::Rmw));
+                }
+                model.insert(k, expected);
+            }
+            _ => {
+                session.delete(&k).expect("delete");
+                model.remove(&k);
+            }
+        }
+    }
+    for (k, v) in &model {
+        assert_eq!(
+            session.read_blocking(k).expect("read").as_ref(),
+            Some(v),
+            "seed {seed}: final {k:?}"
+        );
+    }
+    let log = store.log();
+    println!(
+        "seed {seed}: {} keys, pending reads {pending_reads}, pending rmws {pending_rmws}, head {}, tail {}",
+        model.len(),
+        log.head_address(),
+        log.tail_address()
+    );
+    assert!(pending_reads > 0 && pending_rmws > 0, "seed {seed}: the pending paths did not run");
+}
+
+#[test]
+fn fixed_keys_and_values_on_a_memory_device() {
+    for seed in seeds() {
+        let store = tiny().open_with_device::<u64, u64, _>(MemoryDevice::new()).expect("store");
+        run(&store, seed, |r| r.below(500), |r| r.below(1000));
+    }
+}
+
+#[test]
+fn fixed_keys_and_values_on_a_file_device() {
+    for seed in seeds() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let device = FileDevice::open(dir.path(), 16).expect("device");
+        let store = tiny().open_with_device::<u64, u64, _>(device).expect("store");
+        run(&store, seed, |r| r.below(500), |r| r.below(1000));
+    }
+}
+
+#[test]
+fn variable_length_keys_and_values() {
+    for seed in seeds() {
+        let store =
+            tiny().open_with_device::<Vec<u8>, String, _>(MemoryDevice::new()).expect("store");
+        run(
+            &store,
+            seed,
+            |r| format!("key-{}", r.below(400)).into_bytes(),
+            |r| "v".repeat(r.below(40) as usize),
+        );
+    }
+}
+
+#[derive(FasterValue, Clone, Copy, PartialEq, Debug)]
+#[repr(C)]
+struct Counters {
+    #[faster(merge = "sum")]
+    hits: u64,
+    #[faster(merge = "max")]
+    peak: u32,
+    #[faster(merge = "or")]
+    flags: u32,
+}
+
+#[derive(FasterKey, Clone, PartialEq, Eq, PartialOrd, Ord, Debug)]
+struct Account {
+    tenant: u16,
+    name: String,
+}
+
+#[derive(FasterValue, Clone, PartialEq, Debug)]
+struct Profile {
+    #[faster(merge = "sum")]
+    visits: u64,
+    nickname: String,
+}
+
+#[test]
+fn derived_fixed_values() {
+    for seed in seeds() {
+        let store =
+            tiny().open_with_device::<u64, Counters, _>(MemoryDevice::new()).expect("store");
+        run(
+            &store,
+            seed,
+            |r| r.below(500),
+            |r| Counters { hits: r.below(10), peak: r.below(1000) as u32, flags: 1 << r.below(32) },
+        );
+    }
+}
+
+#[test]
+fn derived_variable_length_keys_and_values() {
+    for seed in seeds() {
+        let store =
+            tiny().open_with_device::<Account, Profile, _>(MemoryDevice::new()).expect("store");
+        run(
+            &store,
+            seed,
+            |r| Account { tenant: r.below(4) as u16, name: format!("user{}", r.below(100)) },
+            |r| Profile { visits: r.below(5), nickname: "n".repeat(r.below(12) as usize) },
+        );
+    }
+}
+
+#[test]
+fn oversized_records_are_errors_not_crashes() {
+    let store = tiny().open_with_device::<u64, Vec<u8>, _>(MemoryDevice::new()).expect("store");
+    let mut session = store.start_session().expect("session");
+    let err = session.upsert(&1, &vec![0u8; 2000]).expect_err("a record larger than a page");
+    assert!(matches!(err, oxifaster::Error::RecordTooLarge { .. }), "{err}");
+    session.upsert(&1, &vec![7u8; 100]).expect("a record that fits");
+    assert_eq!(session.read_blocking(&1).expect("read"), Some(vec![7u8; 100]));
+}
