@@ -165,7 +165,7 @@ fn torn(threads: usize) {
                 barrier.wait();
                 for _ in 0..ops {
                     let key = splitmix(&mut state) % HOT;
-                    if splitmix(&mut state) % 2 == 0 {
+                    if splitmix(&mut state).is_multiple_of(2) {
                         session.upsert(&key, &Shape::of(splitmix(&mut state))).expect("upsert");
                     } else if let RmwStatus::Pending { .. } =
                         session.rmw(&key, &Shape::of(1)).expect("rmw")
