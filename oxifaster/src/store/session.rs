@@ -523,10 +523,15 @@ impl<'s, K: Key, V: Value, D: Device> Session<'s, K, V, D> {
     /// key encoded as `key`.
     fn find_on_disk(&self, key: &[u8], mut address: Address) -> Result<Option<DiskRecord>> {
         let begin = self.store.log.begin_address();
+        let mut buf = AlignedBytes::zeroed(0);
         let mut hops = 0u64;
         while address.is_valid() && address >= begin {
-            let (info, record_key, value) = self.read_disk_record(address)?;
-            if !info.is_invalid() && record_key.as_slice() == key {
+            let (info, key_len, value_len) = self.read_disk_record(address, &mut buf)?;
+            let header = self.format().header_size;
+            let record_key = &buf[header..header + key_len];
+            if !info.is_invalid() && record_key == key {
+                let value_at = header + pad8(key_len);
+                let value = AlignedBytes::copy_from(&buf[value_at..value_at + value_len]);
                 return Ok(Some(DiskRecord { info, value }));
             }
             let previous = info.previous();
@@ -542,21 +547,38 @@ impl<'s, K: Key, V: Value, D: Device> Session<'s, K, V, D> {
         Ok(None)
     }
 
+    /// Reads the record at `address` into `buf` (which it resizes): one
+    /// device read for fixed-size records, and for variable-length records
+    /// whose size fits the first guess.
     fn read_disk_record(
         &self,
         address: Address,
-    ) -> Result<(RecordInfo, AlignedBytes, AlignedBytes)> {
+        buf: &mut AlignedBytes,
+    ) -> Result<(RecordInfo, usize, usize)> {
+        const FIRST_READ_BYTES: u64 = 256;
         let format = self.format();
         let log = &self.store.log;
-        let mut header = [0u8; 24];
-        let header = &mut header[..format.header_size];
-        log.read_from_device(address, header)?;
-        let word = |i: usize| {
+        let page_left = log.page_size() - address.offset(log.geometry().page_bits);
+        let guess = match (K::FIXED_KEY_SIZE, V::FIXED_SIZE) {
+            (Some(k), Some(v)) => format.record_size(k, v) as u64,
+            _ => FIRST_READ_BYTES.min(page_left),
+        };
+        if guess < format.header_size as u64 || guess > page_left {
+            return Err(Error::Corruption {
+                address: address.raw(),
+                what: "record header crosses its page".into(),
+            });
+        }
+        if buf.len() != guess as usize {
+            *buf = AlignedBytes::zeroed(guess as usize);
+        }
+        log.read_from_device(address, buf.as_mut_slice())?;
+        let word = |bytes: &[u8], i: usize| {
             let mut w = [0u8; 8];
-            w.copy_from_slice(&header[i * 8..i * 8 + 8]);
+            w.copy_from_slice(&bytes[i * 8..i * 8 + 8]);
             u64::from_le_bytes(w)
         };
-        let info = RecordInfo::from_raw(word(0));
+        let info = RecordInfo::from_raw(word(buf, 0));
         if info.is_empty() {
             return Err(Error::Corruption {
                 address: address.raw(),
@@ -564,25 +586,25 @@ impl<'s, K: Key, V: Value, D: Device> Session<'s, K, V, D> {
             });
         }
         let (key_len, value_len) = if format.has_lengths {
-            let lengths = word(format.header_size / 8 - 1);
+            let lengths = word(buf, format.header_size / 8 - 1);
             ((lengths & 0xffff_ffff) as usize, (lengths >> 32) as usize)
         } else {
             (K::FIXED_KEY_SIZE.unwrap_or(0), V::FIXED_SIZE.unwrap_or(0))
         };
         let size = format.record_size(key_len, value_len) as u64;
-        if size > log.page_size()
-            || address.offset(log.geometry().page_bits) + size > log.page_size()
-        {
+        if size > page_left {
             return Err(Error::Corruption {
                 address: address.raw(),
                 what: format!("record of {size} bytes crosses its page"),
             });
         }
-        let mut body = AlignedBytes::zeroed(pad8(key_len) + pad8(value_len));
-        let body_at = address.checked_add(format.header_size as u64).unwrap_or(Address::MAX);
-        log.read_from_device(body_at, body.as_mut_slice())?;
-        let key = AlignedBytes::copy_from(&body[..key_len]);
-        let value = AlignedBytes::copy_from(&body[pad8(key_len)..pad8(key_len) + value_len]);
-        Ok((info, key, value))
+        if size > guess {
+            let mut whole = AlignedBytes::zeroed(size as usize);
+            whole.as_mut_slice()[..guess as usize].copy_from_slice(buf);
+            let rest_at = address.checked_add(guess).unwrap_or(Address::MAX);
+            log.read_from_device(rest_at, &mut whole.as_mut_slice()[guess as usize..])?;
+            *buf = whole;
+        }
+        Ok((info, key_len, value_len))
     }
 }
