@@ -2,7 +2,7 @@
 //! read every key back (most from disk) and update keys that live on disk.
 //!
 //! Run it with `cargo run --release --example larger_than_memory [keys]`
-//! (default 2 000 000 keys, 64 MiB of log memory).
+//! (default 20 000 000 keys, 64 MiB of log memory).
 
 use std::time::Instant;
 
@@ -10,7 +10,7 @@ use oxifaster::Store;
 use oxifaster::store::{CompletedOp, ReadStatus, RmwStatus};
 
 fn main() -> Result<(), oxifaster::Error> {
-    let keys: u64 = std::env::args().nth(1).and_then(|s| s.parse().ok()).unwrap_or(2_000_000);
+    let keys: u64 = std::env::args().nth(1).and_then(|s| s.parse().ok()).unwrap_or(20_000_000);
     let memory = 64u64 << 20;
     let store = Store::<u64, u64>::builder()
         .table_size((keys / 4).next_power_of_two())
@@ -20,7 +20,7 @@ fn main() -> Result<(), oxifaster::Error> {
     let mut session = store.start_session()?;
     println!(
         "{keys} keys × 24-byte records = {} MiB of data, {} MiB of log memory, in {}",
-        keys * 24 >> 20,
+        (keys * 24) >> 20,
         memory >> 20,
         store.dir().map(|d| d.display().to_string()).unwrap_or_default()
     );
