@@ -50,6 +50,7 @@ pub mod epoch;
 mod error;
 pub mod hlog;
 pub mod index;
+mod mem;
 pub mod record;
 pub mod store;
 

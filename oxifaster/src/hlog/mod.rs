@@ -32,7 +32,6 @@
 //! Every access to frame memory happens under epoch protection, after a
 //! check against `head`, which is what makes the raw frame pointers sound.
 
-use std::alloc::Layout;
 use std::ptr::NonNull;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -40,6 +39,7 @@ use std::sync::{Arc, Mutex};
 use crate::address::{Address, AtomicAddress};
 use crate::device::Device;
 use crate::epoch::EpochHandle;
+use crate::mem::LargeBuffer;
 use crate::{Error, Result};
 
 /// The first address of the log: the start of page 0 is reserved, so that
@@ -98,7 +98,8 @@ struct Shared<D> {
     geometry: LogGeometry,
     page_size: u64,
     base: NonNull<u8>,
-    frames_layout: Layout,
+    /// Owns the frames that `base` points into.
+    _frames: LargeBuffer,
     device: D,
     begin: AtomicAddress,
     head: AtomicAddress,
@@ -122,14 +123,6 @@ struct Shared<D> {
 unsafe impl<D: Device> Send for Shared<D> {}
 // SAFETY: as above.
 unsafe impl<D: Device> Sync for Shared<D> {}
-
-impl<D> Drop for Shared<D> {
-    fn drop(&mut self) {
-        // SAFETY: `base` was allocated in `HybridLog::new` with exactly this
-        // layout and is freed once, here.
-        unsafe { std::alloc::dealloc(self.base.as_ptr(), self.frames_layout) };
-    }
-}
 
 /// The hybrid log over a device `D`.
 pub struct HybridLog<D> {
@@ -164,19 +157,15 @@ impl<D: Device> HybridLog<D> {
                 what: "log_memory_size_bytes",
                 why: "does not fit this machine's address space".into(),
             })?;
-        let frames_layout = Layout::from_size_align(bytes, FRAME_ALIGN).map_err(|_| {
-            Error::InvalidConfig { what: "log_memory_size_bytes", why: "invalid size".into() }
-        })?;
-        // SAFETY: the layout has a non-zero size (at least 4 pages of 512 B).
-        let base = NonNull::new(unsafe { std::alloc::alloc_zeroed(frames_layout) })
-            .ok_or(Error::OutOfMemory { bytes })?;
+        let frames = LargeBuffer::zeroed(bytes, FRAME_ALIGN)?;
+        let base = NonNull::new(frames.as_ptr()).ok_or(Error::OutOfMemory { bytes })?;
         let first = Address::new(FIRST_ADDRESS).unwrap_or(Address::INVALID);
         Ok(Self {
             shared: Arc::new(Shared {
                 geometry,
                 page_size,
                 base,
-                frames_layout,
+                _frames: frames,
                 device,
                 begin: AtomicAddress::new(first),
                 head: AtomicAddress::new(first),

@@ -28,10 +28,13 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use crate::address::Address;
+use crate::mem::LargeBuffer;
 
 /// The hash index.
 pub struct HashIndex {
-    buckets: Box<[HashBucket]>,
+    /// `mask + 1` zero-initialised buckets (all-zero is a valid, empty
+    /// bucket).
+    table: LargeBuffer,
     mask: u64,
     /// Owns every overflow bucket; only allocation takes the lock. Boxed so
     /// that a bucket's address never changes when the vector grows.
@@ -42,7 +45,7 @@ pub struct HashIndex {
 impl std::fmt::Debug for HashIndex {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("HashIndex")
-            .field("buckets", &self.buckets.len())
+            .field("buckets", &self.table_size())
             .field("overflow_buckets", &self.overflow_buckets())
             .finish()
     }
@@ -66,13 +69,17 @@ impl HashIndex {
                 why: format!("{table_size} is not a power of two between 1 and 2^40"),
             });
         }
-        let buckets = (0..table_size).map(|_| HashBucket::default()).collect();
-        Ok(Self { buckets, mask: table_size - 1, overflow: Mutex::new(Vec::new()) })
+        let bytes = usize::try_from(table_size)
+            .ok()
+            .and_then(|n| n.checked_mul(size_of::<HashBucket>()))
+            .ok_or(crate::Error::OutOfMemory { bytes: usize::MAX })?;
+        let table = LargeBuffer::zeroed(bytes, align_of::<HashBucket>())?;
+        Ok(Self { table, mask: table_size - 1, overflow: Mutex::new(Vec::new()) })
     }
 
     /// The number of main buckets.
     pub fn table_size(&self) -> u64 {
-        self.buckets.len() as u64
+        self.mask + 1
     }
 
     /// The number of overflow buckets allocated so far.
@@ -82,8 +89,11 @@ impl HashIndex {
 
     #[inline(always)]
     fn bucket(&self, hash: u64) -> &HashBucket {
-        // `mask < buckets.len()`, so the index is in bounds.
-        &self.buckets[(hash & self.mask) as usize]
+        let index = (hash & self.mask) as usize;
+        // SAFETY: `index <= mask`, and the table holds `mask + 1` buckets,
+        // 64-byte aligned, zero-initialised (a valid empty bucket: atomics
+        // only), living as long as `self`.
+        unsafe { &*self.table.as_ptr().cast::<HashBucket>().add(index) }
     }
 
     /// The final (non-tentative) entry for `hash`'s bucket and tag, if any.
