@@ -57,7 +57,8 @@ pub const MAX_PAGE_BITS: u32 = 30;
 pub struct LogGeometry {
     /// log2 of the page size in bytes.
     pub page_bits: u32,
-    /// The number of page frames in memory.
+    /// The number of page frames in memory: a power of two, so that a
+    /// page's frame is a mask of its number, not a division.
     pub frames: u64,
     /// How many of the newest pages stay mutable.
     pub mutable_pages: u64,
@@ -72,10 +73,13 @@ impl LogGeometry {
                 why: format!("{} is outside {MIN_PAGE_BITS}..={MAX_PAGE_BITS}", self.page_bits),
             });
         }
-        if self.frames < 4 {
+        if self.frames < 4 || !self.frames.is_power_of_two() {
             return Err(Error::InvalidConfig {
                 what: "log_memory_size_bytes",
-                why: format!("holds {} pages; at least 4 are needed", self.frames),
+                why: format!(
+                    "holds {} pages; a power of two, at least 4, is needed",
+                    self.frames
+                ),
             });
         }
         if self.mutable_pages == 0 || self.mutable_pages > self.frames - 2 {
@@ -248,7 +252,7 @@ impl<D: Device> HybridLog<D> {
     pub unsafe fn record_ptr(&self, address: Address) -> *mut u8 {
         let s = &self.shared;
         let page = address.page(s.geometry.page_bits);
-        let frame = page % s.geometry.frames;
+        let frame = page & (s.geometry.frames - 1);
         let offset = (frame << s.geometry.page_bits) + address.offset(s.geometry.page_bits);
         // SAFETY: `frame < frames` and `offset < page size`, so the result is
         // inside the frames allocation.
@@ -321,11 +325,15 @@ impl<D: Device> HybridLog<D> {
                 backoff(&mut spins);
             }
         }
-        // SAFETY: the frame is closed (no thread reads or writes it: the
-        // head shift's epoch action ran), and we alone turn this page.
-        unsafe {
-            let frame = self.record_ptr(self.page_start(next));
-            std::ptr::write_bytes(frame, 0, s.page_size as usize);
+        // A frame used before holds an old page: clear it (a fresh frame is
+        // already zero).
+        if next >= g.frames {
+            // SAFETY: the frame is closed (no thread reads or writes it: the
+            // head shift's epoch action ran), and we alone turn this page.
+            unsafe {
+                let frame = self.record_ptr(self.page_start(next));
+                std::ptr::write_bytes(frame, 0, s.page_size as usize);
+            }
         }
         s.tail.store((next << 32) | size, Ordering::Release);
         Ok(self.page_start(next))
@@ -393,7 +401,7 @@ impl<D: Device> Shared<D> {
         let mut page = from.page(bits);
         let last = target.page(bits); // `target` is page-aligned: exclusive.
         while page < last {
-            let frame = page % self.geometry.frames;
+            let frame = page & (self.geometry.frames - 1);
             let offset = (frame << bits) as usize;
             // SAFETY: the page is below `safe_read_only` (immutable) and
             // above `head`'s closing point (its frame is not reused before

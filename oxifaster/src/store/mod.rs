@@ -46,7 +46,8 @@ use record::RecordFormat;
 pub struct StoreConfig {
     /// Hash buckets (a power of two). Default 2^20 (64 MiB of index).
     pub table_size: u64,
-    /// Bytes of log kept in memory. Default 256 MiB.
+    /// Bytes of log kept in memory, rounded down to a power of two of pages.
+    /// Default 256 MiB.
     pub log_memory_size_bytes: u64,
     /// log2 of the log page size in bytes. Default 22 (4 MiB).
     pub page_size_bits: u32,
@@ -82,7 +83,9 @@ impl StoreConfig {
             });
         }
         let page_size = 1u64.checked_shl(self.page_size_bits).unwrap_or(0);
-        let frames = self.log_memory_size_bytes.checked_div(page_size).unwrap_or(0);
+        // The ring holds a power of two of pages: round down.
+        let pages = self.log_memory_size_bytes.checked_div(page_size).unwrap_or(0);
+        let frames = if pages == 0 { 0 } else { 1u64 << pages.ilog2() };
         let mutable_pages = ((frames as f64 * self.mutable_fraction) as u64)
             .clamp(1, frames.saturating_sub(2).max(1));
         let geometry = LogGeometry { page_bits: self.page_size_bits, frames, mutable_pages };
@@ -122,7 +125,8 @@ impl StoreBuilder {
         self.config.table_size = buckets;
         self
     }
-    /// Bytes of log memory (default 256 MiB); at least 4 pages.
+    /// Bytes of log memory (default 256 MiB), rounded down to a power of two
+    /// of pages; at least 4 pages.
     pub fn log_memory_size_bytes(mut self, bytes: u64) -> Self {
         self.config.log_memory_size_bytes = bytes;
         self
