@@ -6,6 +6,7 @@
 //! workloads the sum of all counters must equal the increments issued.
 
 use std::path::PathBuf;
+use std::sync::Barrier;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
@@ -13,7 +14,7 @@ use clap::{Parser, Subcommand, ValueEnum};
 use oxifaster::Store;
 use oxifaster::device::{Device, NullDevice};
 use oxifaster::store::{CompletedOp, ReadStatus, RmwStatus};
-use oxifaster_cli::workload::{Distribution, KeyChooser, Op, Rng, Workload, fnv64};
+use oxifaster_cli::workload::{Distribution, KeyChooser, Op, Rng, Workload, fnv64, key_trace};
 
 /// oxifaster: a typed, embedded, concurrent key-value store and log engine.
 #[derive(Debug, Parser)]
@@ -292,14 +293,16 @@ fn run<D: Device>(
     let chooser = KeyChooser::new(args.keys, distribution);
     let stop = AtomicBool::new(false);
     let duration = Duration::from_secs_f64(args.secs);
-    let start = Instant::now();
-    let totals = std::thread::scope(|scope| {
+    let ready = Barrier::new(threads + 1);
+    let (totals, start) = std::thread::scope(|scope| {
         let workers: Vec<_> = (0..threads as u64)
             .map(|t| {
-                let (chooser, stop) = (&chooser, &stop);
-                scope.spawn(move || worker(store, chooser, workload, t, args.ops, stop))
+                let (chooser, stop, ready) = (&chooser, &stop, &ready);
+                scope.spawn(move || worker(store, chooser, workload, t, args.ops, stop, ready))
             })
             .collect();
+        ready.wait();
+        let start = Instant::now();
         if args.ops.is_none() {
             std::thread::sleep(duration);
             stop.store(true, Ordering::Relaxed);
@@ -313,7 +316,7 @@ fn run<D: Device>(
             total.pending += r.pending;
             total.not_found += r.not_found;
         }
-        Ok::<_, oxifaster::Error>(total)
+        Ok::<_, oxifaster::Error>((total, start))
     })?;
     Ok(RunResult { elapsed: start.elapsed(), ..totals })
 }
@@ -325,13 +328,21 @@ fn worker<D: Device>(
     thread: u64,
     ops_limit: Option<u64>,
     stop: &AtomicBool,
+    ready: &Barrier,
 ) -> oxifaster::Result<RunResult> {
-    let mut session = store.start_session()?;
+    const TRACE_KEYS: u64 = 1 << 22;
+    let session = store.start_session();
     let mut rng = Rng::new(0x5eed ^ (thread + 1).wrapping_mul(0x9e37_79b9_7f4a_7c15));
+    let trace = key_trace(chooser, &mut rng, ops_limit.unwrap_or(TRACE_KEYS).min(TRACE_KEYS) as usize);
     let mut r = RunResult { ops: 0, rmws: 0, pending: 0, not_found: 0, elapsed: Duration::ZERO };
+    let mut next = 0usize;
+    // Every worker reaches the barrier, even one that failed to start.
+    ready.wait();
+    let mut session = session?;
     loop {
         for _ in 0..256 {
-            let key = fnv64(chooser.next(&mut rng));
+            let key = trace[next];
+            next = if next + 1 == trace.len() { 0 } else { next + 1 };
             match workload.next_op(&mut rng) {
                 Op::Read => match session.read(&key)? {
                     ReadStatus::Found(_) => {}

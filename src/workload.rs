@@ -65,10 +65,11 @@ pub struct KeyChooser {
 
 #[derive(Debug, Clone)]
 struct Zipfian {
-    theta: f64,
     alpha: f64,
     zetan: f64,
     eta: f64,
+    /// `1 + 0.5^θ`: below it, the rank is 1.
+    second_rank_bound: f64,
 }
 
 fn zeta(n: u64, theta: f64) -> f64 {
@@ -85,7 +86,12 @@ impl KeyChooser {
                 let zetan = zeta(keys, theta);
                 let zeta2 = zeta(2, theta);
                 let eta = (1.0 - (2.0 / keys as f64).powf(1.0 - theta)) / (1.0 - zeta2 / zetan);
-                Some(Zipfian { theta, alpha: 1.0 / (1.0 - theta), zetan, eta })
+                Some(Zipfian {
+                    alpha: 1.0 / (1.0 - theta),
+                    zetan,
+                    eta,
+                    second_rank_bound: 1.0 + 0.5f64.powf(theta),
+                })
             }
         };
         Self { keys, zipf }
@@ -101,7 +107,7 @@ impl KeyChooser {
                 let uz = u * z.zetan;
                 let rank = if uz < 1.0 {
                     0
-                } else if uz < 1.0 + 0.5f64.powf(z.theta) {
+                } else if uz < z.second_rank_bound {
                     1
                 } else {
                     ((self.keys as f64) * (z.eta * u - z.eta + 1.0).powf(z.alpha)) as u64
@@ -110,6 +116,13 @@ impl KeyChooser {
             }
         }
     }
+}
+
+/// A pre-generated sequence of keys (already hashed with [`fnv64`]), so
+/// that a measured run spends no time choosing keys, as in FASTER's own
+/// benchmark.
+pub fn key_trace(chooser: &KeyChooser, rng: &mut Rng, len: usize) -> Vec<u64> {
+    (0..len).map(|_| fnv64(chooser.next(rng))).collect()
 }
 
 /// An operation of a workload.

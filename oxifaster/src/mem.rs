@@ -6,7 +6,8 @@
 //! mapped anonymously (zeroed by the kernel, never touched before use),
 //! 2 MiB aligned, and advised to use transparent huge pages
 //! (`madvise(MADV_HUGEPAGE)`) before their first touch; the kernel may still
-//! decline. Elsewhere, and for small regions, the global allocator is used.
+//! decline. Elsewhere, for small regions, and when the environment variable
+//! `OXIFASTER_NO_HUGE_PAGES` is set, the global allocator is used.
 
 use std::alloc::Layout;
 use std::ptr::NonNull;
@@ -44,7 +45,10 @@ impl LargeBuffer {
     /// most 2 MiB).
     pub fn zeroed(bytes: usize, align: usize) -> Result<Self> {
         #[cfg(target_os = "linux")]
-        if bytes >= HUGE_PAGE_BYTES && align <= HUGE_PAGE_BYTES {
+        if bytes >= HUGE_PAGE_BYTES
+            && align <= HUGE_PAGE_BYTES
+            && std::env::var_os("OXIFASTER_NO_HUGE_PAGES").is_none()
+        {
             return Self::mapped(bytes);
         }
         let layout = Layout::from_size_align(bytes.max(1), align)
