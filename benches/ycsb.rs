@@ -68,7 +68,10 @@ fn ycsb(c: &mut Criterion) {
                     match workload.next_op(&mut rng) {
                         Op::Read => {
                             let found = session.read(&key).expect("read");
-                            assert!(matches!(found, ReadStatus::Found(_)), "a loaded key was not found");
+                            assert!(
+                                matches!(found, ReadStatus::Found(_)),
+                                "a loaded key was not found"
+                            );
                             black_box(found);
                         }
                         Op::Upsert => session.upsert(&key, &1).expect("upsert"),

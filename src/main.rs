@@ -333,7 +333,8 @@ fn worker<D: Device>(
     const TRACE_KEYS: u64 = 1 << 22;
     let session = store.start_session();
     let mut rng = Rng::new(0x5eed ^ (thread + 1).wrapping_mul(0x9e37_79b9_7f4a_7c15));
-    let trace = key_trace(chooser, &mut rng, ops_limit.unwrap_or(TRACE_KEYS).min(TRACE_KEYS) as usize);
+    let trace =
+        key_trace(chooser, &mut rng, ops_limit.unwrap_or(TRACE_KEYS).min(TRACE_KEYS) as usize);
     let mut r = RunResult { ops: 0, rmws: 0, pending: 0, not_found: 0, elapsed: Duration::ZERO };
     let mut next = 0usize;
     // Every worker reaches the barrier, even one that failed to start.

@@ -76,10 +76,7 @@ impl LogGeometry {
         if self.frames < 4 || !self.frames.is_power_of_two() {
             return Err(Error::InvalidConfig {
                 what: "log_memory_size_bytes",
-                why: format!(
-                    "holds {} pages; a power of two, at least 4, is needed",
-                    self.frames
-                ),
+                why: format!("holds {} pages; a power of two, at least 4, is needed", self.frames),
             });
         }
         if self.mutable_pages == 0 || self.mutable_pages > self.frames - 2 {
