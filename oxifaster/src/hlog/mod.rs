@@ -366,14 +366,63 @@ impl<D: Device> HybridLog<D> {
 
     /// Reads `buf.len()` bytes of the log at `address` from the device.
     pub fn read_from_device(&self, address: Address, buf: &mut [u8]) -> Result<()> {
-        self.shared.device.read_at(address.raw(), buf).map_err(|source| Error::Io {
-            context: format!("reading {} bytes of the log at {address}", buf.len()),
-            source,
-        })
+        self.shared.read_from_device(address, buf)
+    }
+
+    /// A handle for reading the log's device from any thread, with no
+    /// borrow of the log (for I/O moved to a blocking thread).
+    pub fn reader(&self) -> LogReader<D> {
+        LogReader { shared: self.shared.clone() }
+    }
+}
+
+/// Reads a hybrid log's device; cheap to clone, `'static`.
+pub struct LogReader<D> {
+    shared: Arc<Shared<D>>,
+}
+
+impl<D> Clone for LogReader<D> {
+    fn clone(&self) -> Self {
+        Self { shared: self.shared.clone() }
+    }
+}
+
+impl<D> std::fmt::Debug for LogReader<D> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LogReader").finish_non_exhaustive()
+    }
+}
+
+impl<D: Device> LogReader<D> {
+    /// Reads `buf.len()` bytes of the log at `address` from the device.
+    pub fn read_from_device(&self, address: Address, buf: &mut [u8]) -> Result<()> {
+        self.shared.read_from_device(address, buf)
+    }
+
+    /// The page size in bytes.
+    pub fn page_size(&self) -> u64 {
+        self.shared.page_size
+    }
+
+    /// log2 of the page size.
+    pub fn page_bits(&self) -> u32 {
+        self.shared.geometry.page_bits
+    }
+
+    /// The begin address: records below it are gone.
+    pub fn begin_address(&self) -> Address {
+        self.shared.begin.load(Ordering::Acquire)
     }
 }
 
 impl<D: Device> Shared<D> {
+    fn read_from_device(&self, address: Address, buf: &mut [u8]) -> Result<()> {
+        self.device.read_at(address.raw(), buf).map_err(|source| Error::Io {
+            context: format!("reading {} bytes of the log at {address}", buf.len()),
+            source,
+        })
+    }
+
     fn check_poisoned(&self) -> Result<()> {
         if self.poisoned.load(Ordering::Acquire) {
             let message = self

@@ -23,6 +23,7 @@
 //! address the operation started from; a failed CAS marks the new record
 //! invalid and retries the operation, so concurrent updates are never lost.
 
+mod disk;
 mod record;
 mod session;
 

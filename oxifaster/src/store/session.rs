@@ -9,7 +9,8 @@
 
 use std::collections::VecDeque;
 
-use super::record::{RecordInfo, RecordPtr, pad8};
+use super::disk::DiskReader;
+use super::record::{RecordInfo, RecordPtr};
 use super::{Store, record::RecordFormat};
 use crate::address::Address;
 use crate::device::Device;
@@ -20,9 +21,6 @@ use crate::{Error, Result};
 
 /// The checkpoint version written into records (checkpoints will advance it).
 const VERSION: u32 = 1;
-/// The longest record chain followed on the device before declaring the log
-/// corrupt (a cycle cannot occur in a healthy log: chains go backwards).
-const MAX_DISK_HOPS: u64 = 1 << 32;
 
 /// The outcome of a read.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -87,12 +85,6 @@ enum Location {
     Memory(Address),
     Disk(Address),
     Absent,
-}
-
-/// A record read back from the device.
-struct DiskRecord {
-    info: RecordInfo,
-    value: AlignedBytes,
 }
 
 /// A session of a store: one thread at a time, with its own serial numbers
@@ -312,7 +304,7 @@ impl<'s, K: Key, V: Value, D: Device> Session<'s, K, V, D> {
             Location::Disk(address) => {
                 self.handle.unprotect();
                 let key_bytes = key.key_to_aligned_bytes();
-                let found = self.find_on_disk(&key_bytes, address)?;
+                let found = self.disk().find(&key_bytes, address)?;
                 match found {
                     Some(record) if !record.info.is_tombstone() => Ok(f(Some(&record.value))),
                     _ => Ok(f(None)),
@@ -487,7 +479,7 @@ impl<'s, K: Key, V: Value, D: Device> Session<'s, K, V, D> {
     where
         V: Merge + Clone,
     {
-        let found = self.find_on_disk(&op.key, op.address)?;
+        let found = self.disk().find(&op.key, op.address)?;
         let old = found.filter(|r| !r.info.is_tombstone());
         match op.kind {
             PendingKind::Read => {
@@ -519,92 +511,96 @@ impl<'s, K: Key, V: Value, D: Device> Session<'s, K, V, D> {
         Ok(())
     }
 
-    /// Follows the chain on the device from `address` for the record of the
-    /// key encoded as `key`.
-    fn find_on_disk(&self, key: &[u8], mut address: Address) -> Result<Option<DiskRecord>> {
-        let begin = self.store.log.begin_address();
-        let mut buf = AlignedBytes::zeroed(0);
-        let mut hops = 0u64;
-        while address.is_valid() && address >= begin {
-            let (info, key_len, value_len) = self.read_disk_record(address, &mut buf)?;
-            let header = self.format().header_size;
-            let record_key = &buf[header..header + key_len];
-            if !info.is_invalid() && record_key == key {
-                let value_at = header + pad8(key_len);
-                let value = AlignedBytes::copy_from(&buf[value_at..value_at + value_len]);
-                return Ok(Some(DiskRecord { info, value }));
+    /// A reader of records on the device, detached from this session.
+    pub(super) fn disk(&self) -> DiskReader<K, V, D> {
+        DiskReader::new(self.store.log.reader(), self.format())
+    }
+}
+
+/// The async API: futures that are `Send`, for tokio. Device reads run on
+/// tokio's blocking pool; a future never holds epoch protection while it
+/// waits, so a suspended task never holds back the log.
+#[cfg(feature = "tokio")]
+impl<K: Key, V: Value, D: Device> Session<'_, K, V, D> {
+    /// Reads `key`, awaiting the device if the record is there.
+    pub async fn read_async(&mut self, key: &K) -> Result<Option<V>> {
+        match self.read(key)? {
+            ReadStatus::Found(value) => Ok(Some(value)),
+            ReadStatus::NotFound => Ok(None),
+            ReadStatus::Pending { .. } => {
+                let op = self.pop_pending()?;
+                let found = self.find_async(op.key, op.address).await?;
+                let live = found.filter(|r| !r.info.is_tombstone());
+                Ok(live.map(|r| V::decode(&r.value)).transpose()?)
             }
-            let previous = info.previous();
-            hops += 1;
-            if previous >= address || hops > MAX_DISK_HOPS {
-                return Err(Error::Corruption {
-                    address: address.raw(),
-                    what: format!("record chain goes forward to {previous}"),
-                });
-            }
-            address = previous;
         }
-        Ok(None)
     }
 
-    /// Reads the record at `address` into `buf` (which it resizes): one
-    /// device read for fixed-size records, and for variable-length records
-    /// whose size fits the first guess.
-    fn read_disk_record(
+    /// Inserts or replaces `key`'s value (never waits for the device).
+    pub async fn upsert_async(&mut self, key: &K, value: &V) -> Result<()> {
+        self.upsert(key, value)
+    }
+
+    /// Deletes `key` (never waits for the device).
+    pub async fn delete_async(&mut self, key: &K) -> Result<()> {
+        self.delete(key)
+    }
+
+    /// Read-modify-write, awaiting the device if the old value is there.
+    pub async fn rmw_async(&mut self, key: &K, input: &V) -> Result<()>
+    where
+        V: Merge + Clone,
+    {
+        loop {
+            if let RmwStatus::Done = self.rmw(key, input)? {
+                return Ok(());
+            }
+            let op = self.pop_pending()?;
+            let PendingKind::Rmw { expected_entry, .. } = op.kind else {
+                return Err(Error::Corruption {
+                    address: op.address.raw(),
+                    what: "pending kind".into(),
+                });
+            };
+            let found = self.find_async(op.key, op.address).await?;
+            let new_value = match found.filter(|r| !r.info.is_tombstone()) {
+                Some(record) => V::copy_update(V::view(&record.value)?, input),
+                None => V::initial(input),
+            };
+            self.handle.refresh();
+            let slot = self.store.index.find_or_create_entry(op.hash);
+            let published = if slot.entry.raw() == expected_entry {
+                self.append(&slot, op.hash, key, Some(&new_value), false)
+            } else {
+                Ok(false)
+            };
+            self.handle.unprotect();
+            if published? {
+                return Ok(());
+            }
+            // The chain changed while we read: run the RMW again.
+        }
+    }
+
+    /// The operation that the last `read`/`rmw` queued.
+    fn pop_pending(&mut self) -> Result<PendingOp<V>> {
+        self.pending.pop_back().ok_or(Error::Corruption {
+            address: 0,
+            what: "a pending operation vanished from its session".into(),
+        })
+    }
+
+    async fn find_async(
         &self,
+        key: AlignedBytes,
         address: Address,
-        buf: &mut AlignedBytes,
-    ) -> Result<(RecordInfo, usize, usize)> {
-        const FIRST_READ_BYTES: u64 = 256;
-        let format = self.format();
-        let log = &self.store.log;
-        let page_left = log.page_size() - address.offset(log.geometry().page_bits);
-        let guess = match (K::FIXED_KEY_SIZE, V::FIXED_SIZE) {
-            (Some(k), Some(v)) => format.record_size(k, v) as u64,
-            _ => FIRST_READ_BYTES.min(page_left),
-        };
-        if guess < format.header_size as u64 || guess > page_left {
-            return Err(Error::Corruption {
-                address: address.raw(),
-                what: "record header crosses its page".into(),
-            });
-        }
-        if buf.len() != guess as usize {
-            *buf = AlignedBytes::zeroed(guess as usize);
-        }
-        log.read_from_device(address, buf.as_mut_slice())?;
-        let word = |bytes: &[u8], i: usize| {
-            let mut w = [0u8; 8];
-            w.copy_from_slice(&bytes[i * 8..i * 8 + 8]);
-            u64::from_le_bytes(w)
-        };
-        let info = RecordInfo::from_raw(word(buf, 0));
-        if info.is_empty() {
-            return Err(Error::Corruption {
-                address: address.raw(),
-                what: "no record header".into(),
-            });
-        }
-        let (key_len, value_len) = if format.has_lengths {
-            let lengths = word(buf, format.header_size / 8 - 1);
-            ((lengths & 0xffff_ffff) as usize, (lengths >> 32) as usize)
-        } else {
-            (K::FIXED_KEY_SIZE.unwrap_or(0), V::FIXED_SIZE.unwrap_or(0))
-        };
-        let size = format.record_size(key_len, value_len) as u64;
-        if size > page_left {
-            return Err(Error::Corruption {
-                address: address.raw(),
-                what: format!("record of {size} bytes crosses its page"),
-            });
-        }
-        if size > guess {
-            let mut whole = AlignedBytes::zeroed(size as usize);
-            whole.as_mut_slice()[..guess as usize].copy_from_slice(buf);
-            let rest_at = address.checked_add(guess).unwrap_or(Address::MAX);
-            log.read_from_device(rest_at, &mut whole.as_mut_slice()[guess as usize..])?;
-            *buf = whole;
-        }
-        Ok((info, key_len, value_len))
+    ) -> Result<Option<super::disk::DiskRecord>> {
+        let disk = self.disk();
+        tokio::task::spawn_blocking(move || disk.find(&key, address)).await.map_err(|e| {
+            Error::Io {
+                context: "in a blocking read task".into(),
+                source: std::io::Error::other(e),
+            }
+        })?
     }
 }

@@ -1,0 +1,70 @@
+//! The async API on tokio: futures are `Send` (they run on a multi-threaded
+//! runtime via `tokio::spawn`), reads and RMWs of records on disk await the
+//! device on the blocking pool, and concurrent async RMWs lose no update.
+
+use oxifaster::Store;
+use oxifaster::device::FileDevice;
+
+fn assert_send<F: std::future::Future + Send>(future: F) -> F {
+    future
+}
+
+fn small_store() -> &'static Store<u64, u64, FileDevice> {
+    let dir = tempfile::tempdir().expect("tempdir").keep();
+    let device = FileDevice::open(&dir, 20).expect("device");
+    let store = Store::<u64, u64>::builder()
+        .table_size(1 << 10)
+        .page_size_bits(12)
+        .log_memory_size_bytes(32 << 10)
+        .open_with_device::<u64, u64, _>(device)
+        .expect("store");
+    // Tasks spawned on the runtime need a 'static store.
+    Box::leak(Box::new(store))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn async_operations_read_back_from_disk() {
+    let store = small_store();
+    let mut session = store.start_session().expect("session");
+    for k in 0..20_000u64 {
+        assert_send(session.upsert_async(&k, &(k + 1))).await.expect("upsert");
+    }
+    assert!(store.log().head_address() > store.log().begin_address(), "nothing on disk");
+    for k in (0..20_000u64).step_by(7) {
+        let value = assert_send(session.read_async(&k)).await.expect("read");
+        assert_eq!(value, Some(k + 1), "key {k}");
+    }
+    assert_eq!(session.read_async(&99_999).await.expect("read"), None);
+    assert_send(session.rmw_async(&3, &10)).await.expect("rmw");
+    assert_eq!(session.read_async(&3).await.expect("read"), Some(14));
+    assert_send(session.delete_async(&3)).await.expect("delete");
+    assert_eq!(session.read_async(&3).await.expect("read"), None);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_async_rmws_lose_nothing() {
+    let store = small_store();
+    const TASKS: u64 = 4;
+    const INCREMENTS: u64 = 5_000;
+    const KEYS: u64 = 3_000;
+    let tasks: Vec<_> = (0..TASKS)
+        .map(|t| {
+            tokio::spawn(async move {
+                let mut session = store.start_session().expect("session");
+                for i in 0..INCREMENTS {
+                    let key = (i * 7 + t * 13) % KEYS;
+                    session.rmw_async(&key, &1).await.expect("rmw");
+                }
+            })
+        })
+        .collect();
+    for task in tasks {
+        task.await.expect("task");
+    }
+    let mut session = store.start_session().expect("session");
+    let mut total = 0;
+    for key in 0..KEYS {
+        total += session.read_async(&key).await.expect("read").unwrap_or(0);
+    }
+    assert_eq!(total, TASKS * INCREMENTS);
+}
