@@ -12,12 +12,14 @@ use std::collections::VecDeque;
 use super::disk::DiskReader;
 use super::record::{RecordInfo, RecordPtr};
 use super::{Store, record::RecordFormat};
+#[cfg(feature = "tokio")]
+use crate::Error;
+use crate::Result;
 use crate::address::Address;
 use crate::device::Device;
 use crate::epoch::EpochHandle;
 use crate::index::{EntrySlot, HashBucketEntry};
 use crate::record::{AlignedBytes, Key, Merge, Value};
-use crate::{Error, Result};
 
 /// The checkpoint version written into records (checkpoints will advance it).
 const VERSION: u32 = 1;
