@@ -66,6 +66,8 @@ enum DistArg {
 enum DeviceArg {
     /// Segment files in the store's directory.
     File,
+    /// Segment files, I/O through io_uring (Linux).
+    IoUring,
     /// No device: evicted pages are dropped (keep --log-memory above the data).
     Null,
 }
@@ -185,6 +187,22 @@ fn bench(args: BenchArgs) -> Result<(), Box<dyn std::error::Error>> {
         DeviceArg::File => {
             let store = builder.open::<u64, u64>()?;
             run_all(&store, &args, threads)
+        }
+        DeviceArg::IoUring => {
+            let dir = match &args.dir {
+                Some(dir) => dir.clone(),
+                None => {
+                    std::env::temp_dir().join(format!("oxifaster-bench-{}", std::process::id()))
+                }
+            };
+            let device = oxifaster::device::IoUringDevice::open(&dir, 30)?;
+            let store = builder.open_with_device::<u64, u64, _>(device)?;
+            let result = run_all(&store, &args, threads);
+            if args.dir.is_none() {
+                drop(store);
+                let _ = std::fs::remove_dir_all(&dir);
+            }
+            result
         }
         DeviceArg::Null => {
             let store = builder.open_with_device::<u64, u64, _>(NullDevice)?;

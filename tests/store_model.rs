@@ -166,6 +166,16 @@ fn fixed_keys_and_values_on_a_file_device() {
 }
 
 #[test]
+fn fixed_keys_and_values_on_an_io_uring_device() {
+    for seed in seeds() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let device = oxifaster::device::IoUringDevice::open(dir.path(), 16).expect("io_uring");
+        let store = tiny().open_with_device::<u64, u64, _>(device).expect("store");
+        run(&store, seed, |r| r.below(500), |r| r.below(1000));
+    }
+}
+
+#[test]
 fn variable_length_keys_and_values() {
     for seed in seeds() {
         let store =

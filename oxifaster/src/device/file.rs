@@ -52,7 +52,7 @@ impl FileDevice {
         self.dir.join(format!("log.{segment}"))
     }
 
-    fn segment(&self, segment: u64, create: bool) -> io::Result<Arc<File>> {
+    pub(crate) fn segment(&self, segment: u64, create: bool) -> io::Result<Arc<File>> {
         if let Some(file) = self.segments.read().map_err(poisoned)?.get(&segment) {
             return Ok(file.clone());
         }
@@ -72,7 +72,11 @@ impl FileDevice {
     }
 
     /// Splits `[offset, offset + len)` at segment boundaries.
-    fn chunks(&self, offset: u64, len: usize) -> impl Iterator<Item = (u64, u64, usize, usize)> {
+    pub(crate) fn chunks(
+        &self,
+        offset: u64,
+        len: usize,
+    ) -> impl Iterator<Item = (u64, u64, usize, usize)> {
         let size = 1u64 << self.segment_bits;
         let mut done = 0usize;
         std::iter::from_fn(move || {

@@ -9,12 +9,19 @@
 //! - [`FileDevice`]: segment files in a directory (the default).
 //! - [`MemoryDevice`]: an in-memory device for tests.
 //! - [`NullDevice`]: discards writes; reads fail. For pure in-memory use.
+//! - `IoUringDevice` (Linux, feature `io_uring`): the file layout of
+//!   `FileDevice`, with I/O submitted through io_uring so that a batch of
+//!   reads is in flight at once.
 
 mod file;
 mod memory;
+#[cfg(all(target_os = "linux", feature = "io_uring"))]
+mod uring;
 
 pub use file::{DEFAULT_SEGMENT_SIZE_BITS, FileDevice};
 pub use memory::{MemoryDevice, NullDevice};
+#[cfg(all(target_os = "linux", feature = "io_uring"))]
+pub use uring::IoUringDevice;
 
 use std::io;
 
@@ -33,4 +40,19 @@ pub trait Device: Send + Sync + 'static {
     /// Releases storage below `offset` (whole segments only); reads below it
     /// fail afterwards.
     fn truncate_before(&self, offset: u64) -> io::Result<()>;
+
+    /// Fills every buffer from its offset. The default reads one after the
+    /// other; a device with a submission queue keeps them all in flight.
+    fn read_batch(&self, requests: &mut [ReadRequest<'_>]) -> Vec<io::Result<()>> {
+        requests.iter_mut().map(|r| self.read_at(r.offset, r.buf)).collect()
+    }
+}
+
+/// One read of a batch.
+#[derive(Debug)]
+pub struct ReadRequest<'a> {
+    /// The device offset.
+    pub offset: u64,
+    /// The buffer to fill.
+    pub buf: &'a mut [u8],
 }

@@ -399,6 +399,25 @@ impl<D: Device> LogReader<D> {
         self.shared.read_from_device(address, buf)
     }
 
+    /// Reads a batch from the device (see [`Device::read_batch`]); errors
+    /// name the log address.
+    pub fn read_batch(&self, requests: &mut [crate::device::ReadRequest<'_>]) -> Vec<Result<()>> {
+        let addresses: Vec<(u64, usize)> =
+            requests.iter().map(|r| (r.offset, r.buf.len())).collect();
+        self.shared
+            .device
+            .read_batch(requests)
+            .into_iter()
+            .zip(addresses)
+            .map(|(result, (offset, len))| {
+                result.map_err(|source| Error::Io {
+                    context: format!("reading {len} bytes of the log at {offset:#x}"),
+                    source,
+                })
+            })
+            .collect()
+    }
+
     /// The page size in bytes.
     pub fn page_size(&self) -> u64 {
         self.shared.page_size

@@ -6,7 +6,7 @@
 
 use super::record::{RecordFormat, RecordInfo, pad8};
 use crate::address::Address;
-use crate::device::Device;
+use crate::device::{Device, ReadRequest};
 use crate::hlog::LogReader;
 use crate::record::{AlignedBytes, Key, Value};
 use crate::{Error, Result};
@@ -34,44 +34,103 @@ impl<K: Key, V: Value, D: Device> DiskReader<K, V, D> {
 
     /// Follows the chain on the device from `address` for the record of the
     /// key encoded as `key`.
-    pub fn find(&self, key: &[u8], mut address: Address) -> Result<Option<DiskRecord>> {
-        let begin = self.log.begin_address();
-        let mut buf = AlignedBytes::zeroed(0);
-        let mut hops = 0u64;
-        while address.is_valid() && address >= begin {
-            let (info, key_len, value_len) = self.read_disk_record(address, &mut buf)?;
-            let header = self.format.header_size;
-            let record_key = &buf[header..header + key_len];
-            if !info.is_invalid() && record_key == key {
-                let value_at = header + pad8(key_len);
-                let value = AlignedBytes::copy_from(&buf[value_at..value_at + value_len]);
-                return Ok(Some(DiskRecord { info, value }));
-            }
-            let previous = info.previous();
-            hops += 1;
-            if previous >= address || hops > MAX_DISK_HOPS {
-                return Err(Error::Corruption {
-                    address: address.raw(),
-                    what: format!("record chain goes forward to {previous}"),
-                });
-            }
-            address = previous;
-        }
-        Ok(None)
+    pub fn find(&self, key: &[u8], address: Address) -> Result<Option<DiskRecord>> {
+        self.find_batch(vec![(key, address)]).pop().unwrap_or(Ok(None))
     }
 
-    /// Reads the record at `address` into `buf` (which it resizes): one
-    /// device read for fixed-size records, and for variable-length records
-    /// whose size fits the first guess.
-    fn read_disk_record(
-        &self,
-        address: Address,
-        buf: &mut AlignedBytes,
-    ) -> Result<(RecordInfo, usize, usize)> {
+    /// Follows many chains at once: each round reads the next record of
+    /// every unfinished chain in one device batch (all in flight together on
+    /// a device with a submission queue).
+    pub fn find_batch(&self, walks: Vec<(&[u8], Address)>) -> Vec<Result<Option<DiskRecord>>> {
+        let begin = self.log.begin_address();
+        let mut results: Vec<Option<Result<Option<DiskRecord>>>> =
+            walks.iter().map(|_| None).collect();
+        // (walk, current address, hops so far)
+        let mut active: Vec<(usize, Address, u64)> = Vec::with_capacity(walks.len());
+        for (index, (_, address)) in walks.iter().enumerate() {
+            if address.is_valid() && *address >= begin {
+                active.push((index, *address, 0));
+            } else {
+                results[index] = Some(Ok(None));
+            }
+        }
+        while !active.is_empty() {
+            let mut buffers = Vec::with_capacity(active.len());
+            for &(_, address, _) in &active {
+                buffers
+                    .push(self.first_read_size(address).map(|n| AlignedBytes::zeroed(n as usize)));
+            }
+            let mut requests = Vec::with_capacity(active.len());
+            let mut requested = Vec::with_capacity(active.len());
+            for (slot, buffer) in buffers.iter_mut().enumerate() {
+                if let Ok(buffer) = buffer {
+                    requests.push(ReadRequest {
+                        offset: active[slot].1.raw(),
+                        buf: buffer.as_mut_slice(),
+                    });
+                    requested.push(slot);
+                }
+            }
+            let mut outcomes = self.log.read_batch(&mut requests).into_iter();
+            drop(requests);
+            let mut next = Vec::with_capacity(active.len());
+            let mut outcome_for = requested.into_iter().peekable();
+            for (slot, (index, address, hops)) in active.into_iter().enumerate() {
+                let step = match &mut buffers[slot] {
+                    Err(e) => {
+                        Err(Error::Corruption { address: address.raw(), what: e.to_string() })
+                    }
+                    Ok(buffer) => {
+                        debug_assert_eq!(outcome_for.peek(), Some(&slot));
+                        outcome_for.next();
+                        match outcomes.next() {
+                            Some(Ok(())) => self.parse(address, buffer),
+                            Some(Err(e)) => Err(e),
+                            None => Err(Error::Corruption {
+                                address: address.raw(),
+                                what: "lost read".into(),
+                            }),
+                        }
+                    }
+                };
+                let (info, key_len, value_len) = match step {
+                    Ok(parsed) => parsed,
+                    Err(e) => {
+                        results[index] = Some(Err(e));
+                        continue;
+                    }
+                };
+                let Ok(buffer) = &buffers[slot] else { continue };
+                let header = self.format.header_size;
+                if !info.is_invalid() && &buffer[header..header + key_len] == walks[index].0 {
+                    let value_at = header + pad8(key_len);
+                    let value = AlignedBytes::copy_from(&buffer[value_at..value_at + value_len]);
+                    results[index] = Some(Ok(Some(DiskRecord { info, value })));
+                    continue;
+                }
+                let previous = info.previous();
+                if previous >= address || hops + 1 > MAX_DISK_HOPS {
+                    results[index] = Some(Err(Error::Corruption {
+                        address: address.raw(),
+                        what: format!("record chain goes forward to {previous}"),
+                    }));
+                } else if previous.is_valid() && previous >= begin {
+                    next.push((index, previous, hops + 1));
+                } else {
+                    results[index] = Some(Ok(None));
+                }
+            }
+            active = next;
+        }
+        results.into_iter().map(|r| r.unwrap_or(Ok(None))).collect()
+    }
+
+    /// How many bytes to read first at `address`: the whole record when its
+    /// size is fixed, else up to 256 bytes (never past the page).
+    fn first_read_size(&self, address: Address) -> Result<u64> {
         const FIRST_READ_BYTES: u64 = 256;
         let format = self.format;
-        let log = &self.log;
-        let page_left = log.page_size() - address.offset(log.page_bits());
+        let page_left = self.log.page_size() - address.offset(self.log.page_bits());
         let guess = match (K::FIXED_KEY_SIZE, V::FIXED_SIZE) {
             (Some(k), Some(v)) => format.record_size(k, v) as u64,
             _ => FIRST_READ_BYTES.min(page_left),
@@ -82,10 +141,18 @@ impl<K: Key, V: Value, D: Device> DiskReader<K, V, D> {
                 what: "record header crosses its page".into(),
             });
         }
-        if buf.len() != guess as usize {
-            *buf = AlignedBytes::zeroed(guess as usize);
-        }
-        log.read_from_device(address, buf.as_mut_slice())?;
+        Ok(guess)
+    }
+
+    /// Checks the record read into `buf` at `address`, reading the rest of
+    /// it if the first read was short; returns its header and lengths.
+    fn parse(
+        &self,
+        address: Address,
+        buf: &mut AlignedBytes,
+    ) -> Result<(RecordInfo, usize, usize)> {
+        let format = self.format;
+        let page_left = self.log.page_size() - address.offset(self.log.page_bits());
         let word = |bytes: &[u8], i: usize| {
             let mut w = [0u8; 8];
             w.copy_from_slice(&bytes[i * 8..i * 8 + 8]);
@@ -111,11 +178,12 @@ impl<K: Key, V: Value, D: Device> DiskReader<K, V, D> {
                 what: format!("record of {size} bytes crosses its page"),
             });
         }
+        let guess = buf.len() as u64;
         if size > guess {
             let mut whole = AlignedBytes::zeroed(size as usize);
             whole.as_mut_slice()[..guess as usize].copy_from_slice(buf);
             let rest_at = address.checked_add(guess).unwrap_or(Address::MAX);
-            log.read_from_device(rest_at, &mut whole.as_mut_slice()[guess as usize..])?;
+            self.log.read_from_device(rest_at, &mut whole.as_mut_slice()[guess as usize..])?;
             *buf = whole;
         }
         Ok((info, key_len, value_len))

@@ -9,7 +9,7 @@
 
 use std::collections::VecDeque;
 
-use super::disk::DiskReader;
+use super::disk::{DiskReader, DiskRecord};
 use super::record::{RecordInfo, RecordPtr};
 use super::{Store, record::RecordFormat};
 #[cfg(feature = "tokio")]
@@ -471,17 +471,44 @@ impl<'s, K: Key, V: Value, D: Device> Session<'s, K, V, D> {
     {
         let _ = wait;
         let mut done = Vec::with_capacity(self.pending.len());
-        while let Some(op) = self.pending.pop_front() {
-            self.complete_one(op, &mut done)?;
+        // Operations parked again (an RMW whose chain changed) wait for the
+        // next round, so the loop ends.
+        while !self.pending.is_empty() {
+            let ops: Vec<PendingOp<V>> = self.pending.drain(..).collect();
+            let disk = self.disk();
+            let found =
+                disk.find_batch(ops.iter().map(|op| (op.key.as_slice(), op.address)).collect());
+            let mut first_error = None;
+            for (op, found) in ops.into_iter().zip(found) {
+                let result = match found {
+                    Ok(found) => self.complete_one(op, found, &mut done),
+                    Err(e) => {
+                        // Keep the operation: a later call may succeed, and
+                        // nothing the user asked for is silently dropped.
+                        self.pending.push_back(op);
+                        Err(e)
+                    }
+                };
+                if let Err(e) = result {
+                    first_error.get_or_insert(e);
+                }
+            }
+            if let Some(e) = first_error {
+                return Err(e);
+            }
         }
         Ok(done)
     }
 
-    fn complete_one(&mut self, op: PendingOp<V>, done: &mut Vec<Completed<V>>) -> Result<()>
+    fn complete_one(
+        &mut self,
+        op: PendingOp<V>,
+        found: Option<DiskRecord>,
+        done: &mut Vec<Completed<V>>,
+    ) -> Result<()>
     where
         V: Merge + Clone,
     {
-        let found = self.disk().find(&op.key, op.address)?;
         let old = found.filter(|r| !r.info.is_tombstone());
         match op.kind {
             PendingKind::Read => {
