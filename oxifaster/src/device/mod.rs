@@ -6,6 +6,14 @@
 //! hybrid log writes whole pages from its flush thread and reads records back
 //! from any session thread.
 //!
+//! The interface is synchronous and positional (plus [`Device::read_batch`]
+//! for many reads in flight) rather than callback-based as in FASTER: the
+//! asynchrony lives one layer up, where a session parks operations whose
+//! records are on the device and completes them in batches
+//! (`complete_pending`), or where the async API awaits a blocking-pool read.
+//! Page flushes currently run synchronously inside the epoch action that
+//! makes the pages read-only.
+//!
 //! - [`FileDevice`]: segment files in a directory (the default).
 //! - [`MemoryDevice`]: an in-memory device for tests.
 //! - [`NullDevice`]: discards writes; reads fail. For pure in-memory use.
