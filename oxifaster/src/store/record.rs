@@ -9,7 +9,7 @@
 //!
 //! `RecordInfo` packs the previous address of the chain (48 bits), the
 //! checkpoint version (13 bits, starting at 1 so that a written header is
-//! never 0), and the invalid and tombstone bits; bit 63 is reserved.
+//! never 0), and the invalid, tombstone and sealed bits.
 //!
 //! ## Concurrency invariant
 //!
@@ -20,6 +20,14 @@
 //! value under the record's seqlock (odd while a writer holds it), with
 //! readers copying the value word by word and retrying if the sequence
 //! moved. So no reader ever sees a torn value, of any size.
+//!
+//! A variable-length value that must grow is copied to the tail. The copier
+//! first *seals* the record under its seqlock (the sealed bit), then copies;
+//! every in-place writer checks the sealed bit under the same seqlock and
+//! falls back to appending. So no in-place update can slip in between the
+//! copy and the CAS that publishes it, and none is lost. (Fixed-size values
+//! never need a copy in the mutable region: their merge result has the same
+//! size and is written in place.)
 
 use std::marker::PhantomData;
 use std::sync::atomic::{AtomicU64, Ordering, fence};
@@ -33,6 +41,7 @@ const VERSION_BITS: u32 = 13;
 const VERSION_MASK: u64 = (1 << VERSION_BITS) - 1;
 const INVALID_BIT: u64 = 1 << 61;
 const TOMBSTONE_BIT: u64 = 1 << 62;
+const SEALED_BIT: u64 = 1 << 63;
 
 const _: () = assert!(VERSION_SHIFT + VERSION_BITS <= 61);
 
@@ -89,13 +98,18 @@ impl RecordInfo {
     pub fn is_tombstone(self) -> bool {
         self.0 & TOMBSTONE_BIT != 0
     }
+    /// Whether the record was sealed for a copy: it takes no more in-place
+    /// updates.
+    #[inline(always)]
+    pub fn is_sealed(self) -> bool {
+        self.0 & SEALED_BIT != 0
+    }
     /// Whether no header was ever written here (the rest of a page).
     #[inline(always)]
     pub fn is_empty(self) -> bool {
         self.0 == 0
     }
     pub(crate) const INVALID_BIT: u64 = INVALID_BIT;
-    pub(crate) const TOMBSTONE_BIT: u64 = TOMBSTONE_BIT;
 }
 
 #[inline(always)]
@@ -321,22 +335,12 @@ impl<K: Key, V: Value> RecordPtr<K, V> {
             }
         }
         let seq = self.word(8);
-        let mut spins = 0u32;
-        let locked = loop {
-            let s = seq.load(Ordering::Relaxed);
-            if s & 1 == 0
-                && seq.compare_exchange_weak(s, s + 1, Ordering::Acquire, Ordering::Relaxed).is_ok()
-            {
-                break s + 1;
-            }
-            spins += 1;
-            if spins > 64 {
-                std::thread::yield_now();
-            } else {
-                std::hint::spin_loop();
-            }
-        };
+        let locked = self.lock();
         fence(Ordering::Release);
+        if self.info().is_sealed() {
+            seq.store(locked + 1, Ordering::Release);
+            return false;
+        }
         let words = pad8(value_len) / 8;
         scratch.clear();
         scratch.extend((0..words).map(|i| {
@@ -352,6 +356,76 @@ impl<K: Key, V: Value> RecordPtr<K, V> {
         }
         seq.store(locked + 1, Ordering::Release);
         changed
+    }
+
+    /// Takes the record's seqlock (non-atomic values only); returns the odd
+    /// sequence value to release with `unlock`.
+    fn lock(&self) -> u64 {
+        let seq = self.word(8);
+        let mut spins = 0u32;
+        loop {
+            let s = seq.load(Ordering::Relaxed);
+            if s & 1 == 0
+                && seq.compare_exchange_weak(s, s + 1, Ordering::Acquire, Ordering::Relaxed).is_ok()
+            {
+                fence(Ordering::Release);
+                return s + 1;
+            }
+            spins += 1;
+            if spins > 64 {
+                std::thread::yield_now();
+            } else {
+                std::hint::spin_loop();
+            }
+        }
+    }
+
+    fn unlock(&self, locked: u64) {
+        self.word(8).store(locked + 1, Ordering::Release);
+    }
+
+    /// Seals the record and copies its value into `out`: after this no
+    /// in-place update changes it. Returns whether it is a tombstone, and the
+    /// value's bytes. For an atomic value (which is never copied in the
+    /// mutable region) it only copies.
+    pub fn seal_and_copy<'b>(
+        &self,
+        key_len: usize,
+        value_len: usize,
+        out: &'b mut Vec<u64>,
+    ) -> (bool, &'b [u8]) {
+        if self.format.atomic_value {
+            let tombstone = self.info().is_tombstone();
+            return (tombstone, self.copy_value(key_len, value_len, out));
+        }
+        let locked = self.lock();
+        self.info_word().fetch_or(SEALED_BIT, Ordering::AcqRel);
+        let tombstone = self.info().is_tombstone();
+        let src = self.value_ptr(key_len).cast::<AtomicU64>();
+        out.clear();
+        out.extend((0..pad8(value_len) / 8).map(|i| {
+            // SAFETY: word `i` of the padded value, inside the record; we
+            // hold the seqlock.
+            unsafe { &*src.add(i) }.load(Ordering::Relaxed)
+        }));
+        self.unlock(locked);
+        (tombstone, &bytemuck::cast_slice::<u64, u8>(out)[..value_len])
+    }
+
+    /// Marks the record a tombstone in place, unless it is sealed (then the
+    /// caller appends a tombstone). Returns whether it did.
+    pub fn tombstone_in_place(&self) -> bool {
+        if self.format.atomic_value {
+            self.set_info_bits(TOMBSTONE_BIT);
+            return true;
+        }
+        let locked = self.lock();
+        let sealed = self.info().is_sealed();
+        if !sealed {
+            self.set_info_bits(TOMBSTONE_BIT);
+        }
+        self.unlock(locked);
+        !sealed
     }
 
     /// Sets header bits (tombstone or invalid).

@@ -24,6 +24,24 @@ use crate::record::{AlignedBytes, Key, Merge, Value};
 /// The checkpoint version written into records (checkpoints will advance it).
 const VERSION: u32 = 1;
 
+/// Merges `input` into the stored bytes in place: `Merge::in_place`, or for
+/// a fixed-size value whose `in_place` declines, its copy-update written back
+/// (same size). False only when a variable-length value must change size.
+#[inline(always)]
+fn merge_in_place<V: Merge>(bytes: &mut [u8], input: &V) -> bool {
+    if V::in_place(bytes, input) {
+        return true;
+    }
+    if V::FIXED_SIZE.is_none() {
+        return false;
+    }
+    let new_value = match V::view(bytes) {
+        Ok(view) => V::copy_update(view, input),
+        Err(_) => return false,
+    };
+    new_value.encode_into(bytes).is_ok()
+}
+
 /// The outcome of a read.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ReadStatus<V> {
@@ -377,8 +395,9 @@ impl<'s, K: Key, V: Value, D: Device> Session<'s, K, V, D> {
             {
                 // SAFETY: found at or above head while protected.
                 let record = unsafe { self.record(address) };
-                record.set_info_bits(RecordInfo::TOMBSTONE_BIT);
-                return Ok(());
+                if record.tombstone_in_place() {
+                    return Ok(());
+                }
             }
             if self.append(&slot, hash, key, None, true)? {
                 return Ok(());
@@ -420,11 +439,25 @@ impl<'s, K: Key, V: Value, D: Device> Session<'s, K, V, D> {
                     if address >= log.read_only_address() {
                         if !tombstone
                             && record.update_value(key_len, value_len, &mut self.scratch, |bytes| {
-                                V::in_place(bytes, input)
+                                merge_in_place::<V>(bytes, input)
                             })
                         {
                             return Ok(RmwStatus::Done);
                         }
+                        // A variable-length value that must change size (or
+                        // a sealed or deleted record): seal it and copy, so
+                        // that no in-place update is lost in between.
+                        let (tombstone, bytes) =
+                            record.seal_and_copy(key_len, value_len, &mut self.scratch);
+                        let new_value = if tombstone {
+                            V::initial(input)
+                        } else {
+                            V::copy_update(V::view(bytes)?, input)
+                        };
+                        if self.append(&slot, hash, key, Some(&new_value), false)? {
+                            return Ok(RmwStatus::Done);
+                        }
+                        continue;
                     } else if address >= log.safe_read_only_address() {
                         // The fuzzy region: a session that saw the old
                         // read-only address may still update this record in
