@@ -555,22 +555,47 @@ impl<'s, K: Key, V: Value, D: Device> Session<'s, K, V, D> {
                     None => V::initial(&input),
                 };
                 self.handle.refresh();
-                let slot = self.store.index.find_or_create_entry(op.hash);
-                let published = slot.entry.raw() == expected_entry
-                    && self.append(&slot, op.hash, &key, Some(&new_value), false)?;
-                let status = if published {
-                    RmwStatus::Done
-                } else {
-                    // The chain changed while we read: redo the whole RMW.
-                    self.rmw_inner(&key, &input, op.serial)?
-                };
+                let status = self.publish_pending_rmw(
+                    &key,
+                    &input,
+                    &new_value,
+                    op.hash,
+                    expected_entry,
+                    op.serial,
+                );
+                // Unprotect on every path, errors included: a session left
+                // protected would hold back every page flush.
                 self.handle.unprotect();
-                if status == RmwStatus::Done {
+                if status? == RmwStatus::Done {
                     done.push(Completed { serial: op.serial, op: CompletedOp::Rmw });
                 }
             }
         }
         Ok(())
+    }
+
+    /// Publishes the result of a pending RMW if the key's chain is as it was
+    /// when the RMW went pending; otherwise runs the RMW again. Protected.
+    fn publish_pending_rmw(
+        &mut self,
+        key: &K,
+        input: &V,
+        new_value: &V,
+        hash: u64,
+        expected_entry: u64,
+        serial: u64,
+    ) -> Result<RmwStatus>
+    where
+        V: Merge + Clone,
+    {
+        let slot = self.store.index.find_or_create_entry(hash);
+        if slot.entry.raw() == expected_entry
+            && self.append(&slot, hash, key, Some(new_value), false)?
+        {
+            return Ok(RmwStatus::Done);
+        }
+        // The chain changed while we read: redo the whole RMW.
+        self.rmw_inner(key, input, serial)
     }
 
     /// A reader of records on the device, detached from this session.
