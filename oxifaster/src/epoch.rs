@@ -204,11 +204,18 @@ impl Epoch {
         safe
     }
 
-    /// Runs every pending action whose epoch is safe.
+    /// Runs every pending action whose epoch is safe. The common case (no
+    /// pending action) is one load.
+    #[inline(always)]
     fn drain(&self) {
-        if self.drain_count.load(Ordering::Acquire) == 0 {
-            return;
+        if self.drain_count.load(Ordering::Acquire) != 0 {
+            self.drain_pending();
         }
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn drain_pending(&self) {
         let safe = self.compute_safe_to_reclaim();
         for slot in self.drain.iter() {
             let epoch = slot.epoch.load(Ordering::Acquire);

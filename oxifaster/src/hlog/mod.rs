@@ -235,6 +235,7 @@ impl<D: Device> HybridLog<D> {
     }
 
     /// The error that poisoned the log, if a device write failed.
+    #[inline(always)]
     pub fn check_poisoned(&self) -> Result<()> {
         self.shared.check_poisoned()
     }
@@ -442,16 +443,24 @@ impl<D: Device> Shared<D> {
         })
     }
 
+    /// Fails once a device write has failed. The common case is one load.
+    #[inline(always)]
     fn check_poisoned(&self) -> Result<()> {
         if self.poisoned.load(Ordering::Acquire) {
-            let message = self
-                .error
-                .lock()
-                .map(|e| e.clone().unwrap_or_default())
-                .unwrap_or_else(|_| "lock poisoned".into());
-            return Err(Error::Poisoned { message });
+            return Err(self.poisoned_error());
         }
         Ok(())
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn poisoned_error(&self) -> Error {
+        let message = self
+            .error
+            .lock()
+            .map(|e| e.clone().unwrap_or_default())
+            .unwrap_or_else(|_| "lock poisoned".into());
+        Error::Poisoned { message }
     }
 
     /// Writes the pages in `[flushed_until, target)` to the device, in

@@ -268,6 +268,7 @@ impl<K: Key, V: Value> RecordPtr<K, V> {
 
     /// Copies the value into `out` (whole 8-byte words), consistently with
     /// concurrent in-place writers. Returns the value's bytes in `out`.
+    #[inline(always)]
     pub fn copy_value<'b>(
         &self,
         key_len: usize,
@@ -275,8 +276,10 @@ impl<K: Key, V: Value> RecordPtr<K, V> {
         out: &'b mut Vec<u64>,
     ) -> &'b [u8] {
         let words = pad8(value_len) / 8;
-        out.clear();
-        out.resize(words, 0);
+        if out.len() != words {
+            out.clear();
+            out.resize(words, 0);
+        }
         let src = self.value_ptr(key_len).cast::<AtomicU64>();
         if self.format.atomic_value {
             // SAFETY: an 8-byte aligned word inside the record.
