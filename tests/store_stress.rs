@@ -268,3 +268,45 @@ fn in_place_updates_and_copies_lose_nothing_2_threads() {
 fn in_place_updates_and_copies_lose_nothing_4_threads() {
     mixed_in_place_and_copy(4);
 }
+
+/// The closure form of RMW from several sessions: counters stored as
+/// variable-length text (so some updates grow and are copied), no update lost.
+#[test]
+fn closure_rmw_counters_lose_nothing() {
+    let store = Store::<u64, String>::builder()
+        .table_size(1 << 8)
+        .page_size_bits(12)
+        .log_memory_size_bytes(64 << 10)
+        .open()
+        .expect("store");
+    const THREADS: u64 = 4;
+    const KEYS: u64 = 64;
+    let per_thread = (ops() / 10).max(1000);
+    std::thread::scope(|scope| {
+        for t in 0..THREADS {
+            let store = &store;
+            scope.spawn(move || {
+                let mut session = store.start_session().expect("session");
+                for i in 0..per_thread {
+                    let key = (i * 7 + t) % KEYS;
+                    session
+                        .rmw_with(&key, |old: Option<String>| {
+                            let n: u64 = old.map_or(0, |s| s.parse().expect("a number"));
+                            (n + 1).to_string()
+                        })
+                        .expect("rmw_with");
+                }
+            });
+        }
+    });
+    let mut session = store.start_session().expect("session");
+    let total: u64 = (0..KEYS)
+        .map(|k| {
+            session
+                .read_blocking(&k)
+                .expect("read")
+                .map_or(0, |s| s.parse::<u64>().expect("a number"))
+        })
+        .sum();
+    assert_eq!(total, THREADS * per_thread);
+}

@@ -42,6 +42,60 @@ fn merge_in_place<V: Merge>(bytes: &mut [u8], input: &V) -> bool {
     new_value.encode_into(bytes).is_ok()
 }
 
+/// How an RMW computes its new value.
+trait RmwUpdate<V: Value> {
+    /// The value of a key that has none.
+    fn initial(&self) -> V;
+    /// Updates the stored bytes in place; false if the size must change.
+    fn in_place(&self, stored: &mut [u8]) -> bool;
+    /// The new value from the old value's bytes (8-byte aligned).
+    fn copy_update(&self, old: &[u8]) -> Result<V>;
+    /// The input to park for a pending completion, or `None` to read the
+    /// device right away.
+    fn park(&self) -> Option<V>;
+}
+
+/// `Merge<V>` with an input.
+struct MergeUpdate<'a, V>(&'a V);
+
+impl<V: Merge + Clone> RmwUpdate<V> for MergeUpdate<'_, V> {
+    #[inline(always)]
+    fn initial(&self) -> V {
+        V::initial(self.0)
+    }
+    #[inline(always)]
+    fn in_place(&self, stored: &mut [u8]) -> bool {
+        merge_in_place::<V>(stored, self.0)
+    }
+    #[inline]
+    fn copy_update(&self, old: &[u8]) -> Result<V> {
+        Ok(V::copy_update(V::view(old)?, self.0))
+    }
+    fn park(&self) -> Option<V> {
+        Some(self.0.clone())
+    }
+}
+
+/// A closure from the old value to the new one.
+struct ClosureUpdate<F>(F);
+
+impl<V: Value, F: Fn(Option<V>) -> V> RmwUpdate<V> for ClosureUpdate<F> {
+    fn initial(&self) -> V {
+        (self.0)(None)
+    }
+    fn in_place(&self, stored: &mut [u8]) -> bool {
+        let Ok(old) = V::decode(stored) else { return false };
+        let new_value = (self.0)(Some(old));
+        new_value.encoded_size() == stored.len() && new_value.encode_into(stored).is_ok()
+    }
+    fn copy_update(&self, old: &[u8]) -> Result<V> {
+        Ok((self.0)(Some(V::decode(old)?)))
+    }
+    fn park(&self) -> Option<V> {
+        None
+    }
+}
+
 /// The outcome of a read.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ReadStatus<V> {
@@ -422,6 +476,24 @@ impl<'s, K: Key, V: Value, D: Device> Session<'s, K, V, D> {
     where
         V: Merge + Clone,
     {
+        self.rmw_core(key, &MergeUpdate(input), serial)
+    }
+
+    /// Read-modify-write with a closure: `update` gets the current value
+    /// (`None` if the key has none) and returns the new one. Unlike `rmw`,
+    /// a value on the device is read right away (the closure is not parked),
+    /// so this never returns `Pending`. The closure may run more than once
+    /// when other sessions race on the same key; only one result is stored.
+    pub fn rmw_with(&mut self, key: &K, update: impl Fn(Option<V>) -> V) -> Result<()> {
+        let serial = self.next_serial();
+        self.handle.refresh();
+        let result = self.rmw_core(key, &ClosureUpdate(update), serial);
+        self.handle.unprotect();
+        result.map(|_| ())
+    }
+
+    /// The RMW protocol, for any way of computing the new value.
+    fn rmw_core<U: RmwUpdate<V>>(&mut self, key: &K, update: &U, serial: u64) -> Result<RmwStatus> {
         self.store.log.check_poisoned()?;
         let hash = key.hash64();
         loop {
@@ -439,7 +511,7 @@ impl<'s, K: Key, V: Value, D: Device> Session<'s, K, V, D> {
                     if address >= log.read_only_address() {
                         if !tombstone
                             && record.update_value(key_len, value_len, &mut self.scratch, |bytes| {
-                                merge_in_place::<V>(bytes, input)
+                                update.in_place(bytes)
                             })
                         {
                             return Ok(RmwStatus::Done);
@@ -449,11 +521,8 @@ impl<'s, K: Key, V: Value, D: Device> Session<'s, K, V, D> {
                         // that no in-place update is lost in between.
                         let (tombstone, bytes) =
                             record.seal_and_copy(key_len, value_len, &mut self.scratch);
-                        let new_value = if tombstone {
-                            V::initial(input)
-                        } else {
-                            V::copy_update(V::view(bytes)?, input)
-                        };
+                        let new_value =
+                            if tombstone { update.initial() } else { update.copy_update(bytes)? };
                         if self.append(&slot, hash, key, Some(&new_value), false)? {
                             return Ok(RmwStatus::Done);
                         }
@@ -466,26 +535,43 @@ impl<'s, K: Key, V: Value, D: Device> Session<'s, K, V, D> {
                         continue;
                     }
                     if tombstone {
-                        V::initial(input)
+                        update.initial()
                     } else {
                         let bytes = record.copy_value(key_len, value_len, &mut self.scratch);
-                        V::copy_update(V::view(bytes)?, input)
+                        update.copy_update(bytes)?
                     }
                 }
-                Location::Disk(address) => {
-                    self.pending.push_back(PendingOp {
-                        serial,
-                        hash,
-                        key: key.key_to_aligned_bytes(),
-                        address,
-                        kind: PendingKind::Rmw {
-                            input: input.clone(),
-                            expected_entry: slot.entry.raw(),
-                        },
-                    });
-                    return Ok(RmwStatus::Pending { serial });
-                }
-                Location::Absent => V::initial(input),
+                Location::Disk(address) => match update.park() {
+                    Some(input) => {
+                        self.pending.push_back(PendingOp {
+                            serial,
+                            hash,
+                            key: key.key_to_aligned_bytes(),
+                            address,
+                            kind: PendingKind::Rmw { input, expected_entry: slot.entry.raw() },
+                        });
+                        return Ok(RmwStatus::Pending { serial });
+                    }
+                    None => {
+                        // Read the old value now, unprotected while waiting.
+                        let expected_entry = slot.entry.raw();
+                        self.handle.unprotect();
+                        let found = self.disk().find(&key.key_to_aligned_bytes(), address);
+                        self.handle.refresh();
+                        let new_value = match found?.filter(|r| !r.info.is_tombstone()) {
+                            Some(record) => update.copy_update(&record.value)?,
+                            None => update.initial(),
+                        };
+                        let slot = self.store.index.find_or_create_entry(hash);
+                        if slot.entry.raw() == expected_entry
+                            && self.append(&slot, hash, key, Some(&new_value), false)?
+                        {
+                            return Ok(RmwStatus::Done);
+                        }
+                        continue;
+                    }
+                },
+                Location::Absent => update.initial(),
             };
             if self.append(&slot, hash, key, Some(&new_value), false)? {
                 return Ok(RmwStatus::Done);
