@@ -13,20 +13,7 @@ use oxifaster::device::{Device, FileDevice, MemoryDevice};
 use oxifaster::record::{Key, Merge, Value};
 use oxifaster::store::{CompletedOp, ReadStatus, RmwStatus, Session, Store, StoreBuilder};
 use oxifaster::{FasterKey, FasterValue};
-
-struct Rng(u64);
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-}
+use oxifaster_cli::workload::Rng;
 
 fn ops() -> u64 {
     std::env::var("OXIFASTER_MODEL_OPS").ok().and_then(|s| s.parse().ok()).unwrap_or(20_000)
@@ -99,7 +86,7 @@ fn run<K, V, D>(
     D: Device,
 {
     println!("seed {seed}");
-    let mut rng = Rng(seed);
+    let mut rng = Rng::new(seed);
     let mut model: BTreeMap<K, V> = BTreeMap::new();
     let mut session = store.start_session().expect("session");
     let (mut pending_reads, mut pending_rmws) = (0u64, 0u64);
@@ -257,7 +244,7 @@ fn closure_rmw_follows_the_model_in_memory_and_on_disk() {
         let store = tiny().open_with_device::<u64, String, _>(MemoryDevice::new()).expect("store");
         let mut session = store.start_session().expect("session");
         let mut model: BTreeMap<u64, String> = BTreeMap::new();
-        let mut rng = Rng(seed);
+        let mut rng = Rng::new(seed);
         for step in 0..ops() / 4 {
             let key = rng.below(300);
             if rng.below(3) == 0 {

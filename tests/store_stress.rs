@@ -20,12 +20,11 @@ fn ops() -> u64 {
     std::env::var("OXIFASTER_STRESS_OPS").ok().and_then(|s| s.parse().ok()).unwrap_or(100_000)
 }
 
+/// The shared SplitMix64 generator, stepped from a plain state word.
 fn splitmix(state: &mut u64) -> u64 {
+    let mut rng = oxifaster_cli::workload::Rng::new(*state);
     *state = state.wrapping_add(0x9e37_79b9_7f4a_7c15);
-    let mut z = *state;
-    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-    z ^ (z >> 31)
+    rng.next_u64()
 }
 
 const KEYS: u64 = 20_000;
