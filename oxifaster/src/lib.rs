@@ -32,10 +32,21 @@
 //! assert_ne!(UserId(1).hash64(), UserId(2).hash64());
 //! ```
 //!
-//! The crate is organised in layers (see `docs/FORMAT.md` for every on-disk
-//! byte); this release provides the record layer: the [`record::Key`] and
-//! [`record::Value`] traits, their implementations for primitives, byte
-//! strings and arrays, and the derives.
+//! The crate is organised in layers, each calling only the ones below it
+//! (see `docs/FORMAT.md` for every byte written):
+//!
+//! | module | owns |
+//! |---|---|
+//! | [`address`] | 48-bit log addresses |
+//! | [`epoch`] | epoch protection, bump-with-action, drain list |
+//! | [`device`] | file, io_uring, memory and null devices |
+//! | [`hlog`] | the hybrid log: page ring, tail, regions, flush, eviction |
+//! | [`record`] | the `Key`/`Value`/`Merge` traits and codecs |
+//! | [`index`] | the latch-free hash index |
+//! | [`store`] | `Store<K, V>`, sessions, pending I/O, the async API |
+//!
+//! Durability (checkpoints and recovery) is not built yet: a store does not
+//! survive a restart.
 
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
