@@ -1,5 +1,6 @@
 //! A tour of the record layer: a user's own key and value types, their
-//! encodings, a zero-copy view and the derived read-modify-write merge.
+//! encodings, a zero-copy view and the derived read-modify-write merge —
+//! then the same types in a store.
 //!
 //! Run it with `cargo run --example derive_tour`.
 
@@ -67,5 +68,19 @@ fn main() -> Result<(), oxifaster::Error> {
     // Bad bytes are an error, never a panic.
     let err = Profile::view(&stored[..5]).err();
     println!("a truncated record: {}", err.map(|e| e.to_string()).unwrap_or_default());
+
+    // The same types in a store: RMW uses the derived merge.
+    let store = oxifaster::Store::<UserId, Profile>::builder()
+        .log_memory_size_bytes(1 << 20)
+        .page_size_bits(16)
+        .open()?;
+    let mut session = store.start_session()?;
+    for seen in [10, 30, 20] {
+        session.rmw(&id, &Profile { visits: 1, last_seen: seen, name: "Ada".into() })?;
+    }
+    let name_and_visits =
+        session.read_with(&id, |view| view.map(|p| (p.name.to_owned(), p.visits)))?;
+    println!("in a store after three visits: {name_and_visits:?}");
+    assert_eq!(session.read_blocking(&id)?.map(|p| (p.visits, p.last_seen)), Some((3, 30)));
     Ok(())
 }

@@ -283,3 +283,25 @@ fn closure_rmw_follows_the_model_in_memory_and_on_disk() {
         assert!(store.log().head_address() > store.log().begin_address(), "nothing went to disk");
     }
 }
+
+#[test]
+fn bad_configurations_are_named_errors() {
+    let small = Store::<u64, u64>::builder().log_memory_size_bytes(1 << 20).page_size_bits(22);
+    let err = small.open_with_device::<u64, u64, _>(MemoryDevice::new()).expect_err("too small");
+    assert!(
+        matches!(err, oxifaster::Error::InvalidConfig { what: "log_memory_size_bytes", .. }),
+        "{err}"
+    );
+    for (builder, what) in [
+        (Store::<u64, u64>::builder().table_size(1000), "table_size"),
+        (Store::<u64, u64>::builder().page_size_bits(40), "page_size_bits"),
+        (Store::<u64, u64>::builder().mutable_fraction(1.5), "mutable_fraction"),
+        (Store::<u64, u64>::builder().max_sessions(0), "max_sessions"),
+    ] {
+        let err = builder.open_with_device::<u64, u64, _>(MemoryDevice::new()).expect_err(what);
+        assert!(
+            matches!(err, oxifaster::Error::InvalidConfig { what: w, .. } if w == what),
+            "{what}: {err}"
+        );
+    }
+}

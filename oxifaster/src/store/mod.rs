@@ -83,9 +83,29 @@ impl StoreConfig {
                 why: format!("{} is outside 0.0..=1.0", self.mutable_fraction),
             });
         }
-        let page_size = 1u64.checked_shl(self.page_size_bits).unwrap_or(0);
+        use crate::hlog::{MAX_PAGE_BITS, MIN_PAGE_BITS};
+        if !(MIN_PAGE_BITS..=MAX_PAGE_BITS).contains(&self.page_size_bits) {
+            return Err(Error::InvalidConfig {
+                what: "page_size_bits",
+                why: format!(
+                    "{} is outside {MIN_PAGE_BITS}..={MAX_PAGE_BITS}",
+                    self.page_size_bits
+                ),
+            });
+        }
+        let page_size = 1u64 << self.page_size_bits;
         // The ring holds a power of two of pages: round down.
         let pages = self.log_memory_size_bytes.checked_div(page_size).unwrap_or(0);
+        if pages < 4 {
+            return Err(Error::InvalidConfig {
+                what: "log_memory_size_bytes",
+                why: format!(
+                    "{} bytes hold {pages} pages of {page_size} bytes; at least 4 are needed: \
+                     raise log_memory_size_bytes or lower page_size_bits",
+                    self.log_memory_size_bytes
+                ),
+            });
+        }
         let frames = if pages == 0 { 0 } else { 1u64 << pages.ilog2() };
         let mutable_pages = ((frames as f64 * self.mutable_fraction) as u64)
             .clamp(1, frames.saturating_sub(2).max(1));
