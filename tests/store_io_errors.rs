@@ -38,6 +38,9 @@ impl Device for Flaky {
     fn truncate_before(&self, _offset: u64) -> io::Result<()> {
         Ok(())
     }
+    fn end_offset(&self) -> io::Result<u64> {
+        Ok(0)
+    }
 }
 
 fn store(device: Flaky) -> Store<u64, u64, Flaky> {

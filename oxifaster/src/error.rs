@@ -74,4 +74,78 @@ pub enum Error {
         /// The configured maximum.
         max: usize,
     },
+    /// A checkpoint is already running; one runs at a time.
+    #[error("a checkpoint (token {token}) is already in progress")]
+    CheckpointInProgress {
+        /// The running checkpoint.
+        token: String,
+    },
+    /// A background checkpoint failed (it left no checkpoint behind).
+    #[error("checkpoint {token} failed: {message}")]
+    CheckpointFailed {
+        /// The checkpoint.
+        token: String,
+        /// Why.
+        message: String,
+    },
+    /// A checkpoint token is malformed (it names a directory, so it may not
+    /// contain path separators or be empty).
+    #[error("invalid checkpoint token {token:?}: {why}")]
+    InvalidToken {
+        /// The token given.
+        token: String,
+        /// What is wrong with it.
+        why: &'static str,
+    },
+    /// No (complete) checkpoint with this token exists.
+    #[error("no checkpoint {token:?} in {dir}")]
+    CheckpointNotFound {
+        /// The token looked for.
+        token: String,
+        /// The store directory.
+        dir: String,
+    },
+    /// A checkpoint file is damaged: truncated, bit-flipped, or not a
+    /// checkpoint file at all.
+    #[error("checkpoint file {path} is corrupt: {what}")]
+    CheckpointCorrupt {
+        /// The file.
+        path: String,
+        /// What is wrong.
+        what: String,
+    },
+    /// The store on disk was written with other key or value types.
+    #[error(
+        "the store holds {what} type `{stored}` (layout {stored_fingerprint:#018x}) \
+         but was opened as `{opened}` (layout {opened_fingerprint:#018x})"
+    )]
+    LayoutMismatch {
+        /// `"key"` or `"value"`.
+        what: &'static str,
+        /// The type recorded in the checkpoint.
+        stored: String,
+        /// Its layout fingerprint.
+        stored_fingerprint: u64,
+        /// The type asked for.
+        opened: String,
+        /// Its layout fingerprint.
+        opened_fingerprint: u64,
+    },
+    /// A checkpoint uses a format this version cannot read.
+    #[error("checkpoint {path} has format version {found}; this build reads version {supported}")]
+    UnsupportedFormat {
+        /// The file.
+        path: String,
+        /// Its format version.
+        found: u32,
+        /// The version this build reads and writes.
+        supported: u32,
+    },
+    /// `continue_session` was asked for a session the recovered checkpoint
+    /// does not know, or one already continued.
+    #[error("no recovered session {id} to continue")]
+    UnknownSession {
+        /// The session id.
+        id: u64,
+    },
 }

@@ -44,9 +44,7 @@
 //! | [`record`] | the `Key`/`Value`/`Merge` traits and codecs |
 //! | [`index`] | the latch-free hash index |
 //! | [`store`] | `Store<K, V>`, sessions, pending I/O, the async API |
-//!
-//! Durability (checkpoints and recovery) is not built yet: a store does not
-//! survive a restart.
+//! | [`checkpoint`] | CPR checkpoints, recovery, session commit points |
 
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
@@ -56,6 +54,7 @@ compile_error!(
 );
 
 pub mod address;
+pub mod checkpoint;
 pub mod device;
 pub mod epoch;
 mod error;

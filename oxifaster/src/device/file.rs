@@ -122,6 +122,24 @@ impl Device for FileDevice {
         File::open(&self.dir)?.sync_all()
     }
 
+    fn end_offset(&self) -> io::Result<u64> {
+        let mut end = 0u64;
+        for entry in std::fs::read_dir(&self.dir)? {
+            let entry = entry?;
+            let name = entry.file_name();
+            let Some(segment) =
+                name.to_str().and_then(|n| n.strip_prefix("log.")).and_then(|n| n.parse::<u64>().ok())
+            else {
+                continue;
+            };
+            let len = entry.metadata()?.len();
+            if len > 0 {
+                end = end.max((segment << self.segment_bits) + len);
+            }
+        }
+        Ok(end)
+    }
+
     fn truncate_before(&self, offset: u64) -> io::Result<()> {
         let first_kept = offset >> self.segment_bits;
         let mut segments = self.segments.write().map_err(poisoned)?;

@@ -60,6 +60,10 @@ impl Device for MemoryDevice {
         Ok(())
     }
 
+    fn end_offset(&self) -> io::Result<u64> {
+        Ok(self.len())
+    }
+
     fn truncate_before(&self, _offset: u64) -> io::Result<()> {
         Ok(())
     }
@@ -84,6 +88,10 @@ impl Device for NullDevice {
 
     fn sync(&self) -> io::Result<()> {
         Ok(())
+    }
+
+    fn end_offset(&self) -> io::Result<u64> {
+        Ok(0)
     }
 
     fn truncate_before(&self, _offset: u64) -> io::Result<()> {

@@ -49,6 +49,11 @@ pub trait Device: Send + Sync + 'static {
     /// fail afterwards.
     fn truncate_before(&self, offset: u64) -> io::Result<()>;
 
+    /// One past the highest offset ever written (0 for an empty device).
+    /// Recovery starts a new log incarnation beyond it, so that nothing a
+    /// later checkpoint of the old incarnation needs is overwritten.
+    fn end_offset(&self) -> io::Result<u64>;
+
     /// Fills every buffer from its offset. The default reads one after the
     /// other; a device with a submission queue keeps them all in flight.
     fn read_batch(&self, requests: &mut [ReadRequest<'_>]) -> Vec<io::Result<()>> {

@@ -204,6 +204,10 @@ impl Device for IoUringDevice {
         self.files.truncate_before(offset)
     }
 
+    fn end_offset(&self) -> io::Result<u64> {
+        self.files.end_offset()
+    }
+
     fn read_batch(&self, requests: &mut [ReadRequest<'_>]) -> Vec<io::Result<()>> {
         let mut ops = Vec::new();
         let mut planned: Vec<io::Result<()>> = Vec::with_capacity(requests.len());

@@ -151,6 +151,24 @@ fn split(word: u64) -> (u64, u64) {
 impl<D: Device> HybridLog<D> {
     /// A new, empty log.
     pub fn new(geometry: LogGeometry, device: D) -> Result<Self> {
+        Self::with_regions(geometry, device, FIRST_ADDRESS, FIRST_ADDRESS)
+    }
+
+    /// A log whose records below `tail` are on the device (a recovered
+    /// log): nothing is in memory, and appends start at `tail`, which must
+    /// be a page boundary (or `FIRST_ADDRESS`).
+    pub fn recovered(geometry: LogGeometry, device: D, begin: u64, tail: u64) -> Result<Self> {
+        let page_size = 1u64 << geometry.page_bits;
+        if tail != FIRST_ADDRESS && !tail.is_multiple_of(page_size) || begin > tail {
+            return Err(Error::Corruption {
+                address: tail,
+                what: format!("a recovered log cannot start at {tail:#x} (begin {begin:#x})"),
+            });
+        }
+        Self::with_regions(geometry, device, begin, tail)
+    }
+
+    fn with_regions(geometry: LogGeometry, device: D, begin: u64, tail: u64) -> Result<Self> {
         geometry.validate()?;
         let page_size = 1u64 << geometry.page_bits;
         let bytes =
@@ -160,7 +178,12 @@ impl<D: Device> HybridLog<D> {
             })?;
         let frames = LargeBuffer::zeroed(bytes, FRAME_ALIGN)?;
         let base = NonNull::new(frames.as_ptr()).ok_or(Error::OutOfMemory { bytes })?;
-        let first = Address::new(FIRST_ADDRESS).unwrap_or(Address::INVALID);
+        let first = Address::new(tail).ok_or(Error::LogFull)?;
+        let begin = Address::new(begin).unwrap_or(Address::INVALID);
+        let page = tail >> geometry.page_bits;
+        if page >= 1 << 32 {
+            return Err(Error::LogFull);
+        }
         Ok(Self {
             shared: Arc::new(Shared {
                 geometry,
@@ -168,13 +191,13 @@ impl<D: Device> HybridLog<D> {
                 base,
                 _frames: frames,
                 device,
-                begin: AtomicAddress::new(first),
+                begin: AtomicAddress::new(begin),
                 head: AtomicAddress::new(first),
                 closed_until: AtomicAddress::new(first),
                 safe_read_only: AtomicAddress::new(first),
                 read_only: AtomicAddress::new(first),
                 flushed_until: AtomicAddress::new(first),
-                tail: AtomicU64::new(FIRST_ADDRESS),
+                tail: AtomicU64::new(page << 32 | (tail & (page_size - 1))),
                 flush_lock: Mutex::new(()),
                 poisoned: AtomicBool::new(false),
                 error: Mutex::new(None),
@@ -370,6 +393,53 @@ impl<D: Device> HybridLog<D> {
         self.shared.read_from_device(address, buf)
     }
 
+    /// Makes everything below `target` immutable and durable: moves
+    /// `read_only` to `target`, waits (refreshing `handle`) until the pages
+    /// below it are written, then syncs the device. `target` may fall inside
+    /// a page; that page is written up to `target` now and in full later.
+    pub fn flush_durable(&self, target: Address, handle: &EpochHandle<'_>) -> Result<()> {
+        self.shift_read_only(target, handle);
+        let mut spins = 0u32;
+        while self.shared.flushed_until.load(Ordering::Acquire) < target {
+            self.shared.check_poisoned()?;
+            handle.refresh();
+            backoff(&mut spins);
+        }
+        self.shared.check_poisoned()?;
+        self.sync_device()
+    }
+
+    /// Makes every completed device write durable.
+    pub fn sync_device(&self) -> Result<()> {
+        self.shared.device.sync().map_err(|source| {
+            // A failed sync may have lost writes: nothing after it may be
+            // reported durable.
+            self.shared.poison(format!("syncing the log device failed: {source}"));
+            Error::Io { context: "syncing the log device".into(), source }
+        })
+    }
+
+    /// Copies the bytes `[from, to)` of one page into `out` (8-byte words)
+    /// with atomic loads, so that concurrent in-place updates of other
+    /// records in the page are not a data race. `from` and `to` are 8-byte
+    /// aligned, in one page.
+    ///
+    /// # Safety
+    ///
+    /// The caller is epoch-protected and observed `from >= head` after
+    /// protecting.
+    pub unsafe fn copy_live(&self, from: Address, to: Address, out: &mut Vec<u64>) {
+        let words = ((to.raw() - from.raw()) / 8) as usize;
+        // SAFETY: per the contract the page's frame is live; `[from, to)`
+        // lies in one page and is 8-byte aligned.
+        let src = unsafe { self.record_ptr(from) }.cast::<AtomicU64>();
+        out.clear();
+        out.extend((0..words).map(|i| {
+            // SAFETY: word `i` of the range, inside the frame.
+            unsafe { &*src.add(i) }.load(Ordering::Relaxed)
+        }));
+    }
+
     /// A handle for reading the log's device from any thread, with no
     /// borrow of the log (for I/O moved to a blocking thread).
     pub fn reader(&self) -> LogReader<D> {
@@ -463,8 +533,17 @@ impl<D: Device> Shared<D> {
         Error::Poisoned { message }
     }
 
-    /// Writes the pages in `[flushed_until, target)` to the device, in
-    /// order. Runs inside an epoch action: the pages are immutable.
+    fn poison(&self, message: String) {
+        if let Ok(mut error) = self.error.lock() {
+            error.get_or_insert(message);
+        }
+        self.poisoned.store(true, Ordering::Release);
+    }
+
+    /// Writes `[flushed_until, target)` to the device, in order, a page at a
+    /// time (`target` may fall inside a page: that page is written up to it,
+    /// and in full by a later flush). Runs inside an epoch action: the bytes
+    /// are immutable.
     fn flush_until(&self, target: Address) {
         let _guard = self.flush_lock.lock().unwrap_or_else(|p| p.into_inner());
         let from = self.flushed_until.load(Ordering::Acquire);
@@ -472,27 +551,24 @@ impl<D: Device> Shared<D> {
             return;
         }
         let bits = self.geometry.page_bits;
-        let mut page = from.page(bits);
-        let last = target.page(bits); // `target` is page-aligned: exclusive.
-        while page < last {
+        let mut at = from.raw();
+        while at < target.raw() {
+            let page = at >> bits;
+            let end = ((page + 1) << bits).min(target.raw());
             let frame = page & (self.geometry.frames - 1);
-            let offset = (frame << bits) as usize;
-            // SAFETY: the page is below `safe_read_only` (immutable) and
+            let offset = ((frame << bits) + (at & (self.page_size - 1))) as usize;
+            // SAFETY: `[at, end)` is below `safe_read_only` (immutable) and
             // above `head`'s closing point (its frame is not reused before
             // `flushed_until` passes it), so its bytes are stable and live.
             let bytes = unsafe {
-                std::slice::from_raw_parts(self.base.as_ptr().add(offset), self.page_size as usize)
+                std::slice::from_raw_parts(self.base.as_ptr().add(offset), (end - at) as usize)
             };
-            if let Err(e) = self.device.write_at(page << bits, bytes) {
-                if let Ok(mut error) = self.error.lock() {
-                    *error = Some(format!("writing page {page} failed: {e}"));
-                }
-                self.poisoned.store(true, Ordering::Release);
+            if let Err(e) = self.device.write_at(at, bytes) {
+                self.poison(format!("writing page {page} failed: {e}"));
                 return;
             }
-            page += 1;
-            let done = Address::new(page << bits).unwrap_or(Address::MAX);
-            self.flushed_until.store(done, Ordering::Release);
+            at = end;
+            self.flushed_until.store(Address::new(at).unwrap_or(Address::MAX), Ordering::Release);
         }
     }
 }

@@ -21,8 +21,10 @@
 //! overflow pointer without protection.
 
 mod bucket;
+mod checkpoint;
 
 pub use bucket::{HashBucket, HashBucketEntry};
+pub use checkpoint::{INDEX_FORMAT_VERSION, IndexFileHeader};
 
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -89,7 +91,12 @@ impl HashIndex {
 
     #[inline(always)]
     fn bucket(&self, hash: u64) -> &HashBucket {
-        let index = (hash & self.mask) as usize;
+        self.bucket_at(hash & self.mask)
+    }
+
+    #[inline(always)]
+    fn bucket_at(&self, index: u64) -> &HashBucket {
+        let index = (index & self.mask) as usize;
         // SAFETY: `index <= mask`, and the table holds `mask + 1` buckets,
         // 64-byte aligned, zero-initialised (a valid empty bucket: atomics
         // only), living as long as `self`.

@@ -165,12 +165,7 @@ impl<K: Key, V: Value, D: Device> DiskReader<K, V, D> {
                 what: "no record header".into(),
             });
         }
-        let (key_len, value_len) = if format.has_lengths {
-            let lengths = word(buf, format.header_size / 8 - 1);
-            ((lengths & 0xffff_ffff) as usize, (lengths >> 32) as usize)
-        } else {
-            (K::FIXED_KEY_SIZE.unwrap_or(0), V::FIXED_SIZE.unwrap_or(0))
-        };
+        let (key_len, value_len) = format.lengths_in(buf);
         let size = format.record_size(key_len, value_len) as u64;
         if size > page_left {
             return Err(Error::Corruption {

@@ -23,13 +23,16 @@
 //! address the operation started from; a failed CAS marks the new record
 //! invalid and retries the operation, so concurrent updates are never lost.
 
-mod disk;
-mod record;
+pub(crate) mod cpr;
+pub(crate) mod disk;
+pub(crate) mod record;
 mod session;
 
+pub use cpr::CommitPoint;
 pub use session::{Completed, CompletedOp, ReadStatus, RmwStatus, Session};
 
 use std::marker::PhantomData;
+use std::sync::Arc;
 use std::path::{Path, PathBuf};
 
 use crate::device::{DEFAULT_SEGMENT_SIZE_BITS, Device, FileDevice};
@@ -59,6 +62,8 @@ pub struct StoreConfig {
     pub dir: Option<PathBuf>,
     /// The most sessions open at once. Default 128.
     pub max_sessions: usize,
+    /// Called with the progress of checkpoints and recovery.
+    pub progress: Option<crate::checkpoint::ProgressFn>,
 }
 
 impl Default for StoreConfig {
@@ -70,6 +75,7 @@ impl Default for StoreConfig {
             mutable_fraction: 0.9,
             dir: None,
             max_sessions: DEFAULT_MAX_PARTICIPANTS,
+            progress: None,
         }
     }
 }
@@ -175,9 +181,55 @@ impl StoreBuilder {
         self.config.max_sessions = sessions;
         self
     }
+    /// Calls `f` with the progress (bytes done of bytes in the phase) of
+    /// every checkpoint and recovery phase.
+    pub fn on_progress(
+        mut self,
+        f: impl Fn(crate::checkpoint::Progress) + Send + Sync + 'static,
+    ) -> Self {
+        self.config.progress = Some(crate::checkpoint::ProgressFn(Arc::new(f)));
+        self
+    }
     /// The configuration so far.
     pub fn config(&self) -> &StoreConfig {
         &self.config
+    }
+
+    fn require_dir(&self) -> Result<PathBuf> {
+        self.config.dir.clone().ok_or(Error::InvalidConfig {
+            what: "dir",
+            why: "recovery needs the store directory".into(),
+        })
+    }
+
+    /// Recovers the store in the configured directory from checkpoint
+    /// `token`. Settings the checkpoint fixes (page size, table size) come
+    /// from it; the others (log memory, sessions) from this builder.
+    pub fn recover<K: Key, V: Value>(self, token: &str) -> Result<Store<K, V>> {
+        let dir = self.require_dir()?;
+        let device = FileDevice::open(&dir, DEFAULT_SEGMENT_SIZE_BITS).map_err(|source| {
+            Error::Io { context: format!("opening the log in {}", dir.display()), source }
+        })?;
+        self.recover_with_device(device, token)
+    }
+
+    /// Recovers from the newest complete checkpoint in the configured
+    /// directory.
+    pub fn recover_latest<K: Key, V: Value>(self) -> Result<Store<K, V>> {
+        let token = crate::checkpoint::latest_token(&self.require_dir()?)?;
+        self.recover(&token)
+    }
+
+    /// Recovers with the log on `device` (checkpoint files in the
+    /// configured directory).
+    pub fn recover_with_device<K: Key, V: Value, D: Device>(
+        self,
+        device: D,
+        token: &str,
+    ) -> Result<Store<K, V, D>> {
+        let dir = self.require_dir()?;
+        let inner = crate::checkpoint::recover_store(self.config, device, &dir, token)?;
+        Ok(Store::from_inner(inner, None))
     }
 
     /// Opens a store on a [`FileDevice`] in the configured directory.
@@ -196,10 +248,9 @@ impl StoreBuilder {
         let device = FileDevice::open(&dir, DEFAULT_SEGMENT_SIZE_BITS).map_err(|source| {
             Error::Io { context: format!("opening the log in {}", dir.display()), source }
         })?;
-        let mut store = self.open_with_device(device)?;
-        store.dir = Some(dir);
-        store.temp_dir = temp;
-        Ok(store)
+        let mut inner = StoreInner::new(self.config, device)?;
+        inner.dir = Some(dir);
+        Ok(Store::from_inner(inner, temp))
     }
 
     /// Opens a store on the given device.
@@ -207,16 +258,58 @@ impl StoreBuilder {
         self,
         device: D,
     ) -> Result<Store<K, V, D>> {
-        self.config.validate()?;
-        let geometry = self.config.geometry()?;
-        Ok(Store {
-            index: HashIndex::new(self.config.table_size)?,
-            log: HybridLog::new(geometry, device)?,
-            epoch: Epoch::new(self.config.max_sessions),
+        Ok(Store::from_inner(StoreInner::new(self.config, device)?, None))
+    }
+}
+
+/// The shared state of a store: what sessions and a running checkpoint
+/// reach.
+pub(crate) struct StoreInner<K, V, D> {
+    pub(crate) index: HashIndex,
+    pub(crate) log: HybridLog<D>,
+    pub(crate) epoch: Epoch,
+    pub(crate) format: RecordFormat<K, V>,
+    pub(crate) config: StoreConfig,
+    pub(crate) dir: Option<PathBuf>,
+    /// The version and checkpoint phase.
+    pub(crate) cpr: cpr::CprState,
+    /// Every session's commit-point bookkeeping.
+    pub(crate) sessions: cpr::Registry,
+    /// Checkpoint bookkeeping (the running one, the last index checkpoint).
+    pub(crate) checkpoints: crate::checkpoint::Control,
+    types: PhantomData<fn(K, V)>,
+}
+
+impl<K: Key, V: Value, D: Device> StoreInner<K, V, D> {
+    pub(crate) fn new(config: StoreConfig, device: D) -> Result<Self> {
+        config.validate()?;
+        let geometry = config.geometry()?;
+        let index = HashIndex::new(config.table_size)?;
+        let log = HybridLog::new(geometry, device)?;
+        let mut inner = Self::with_parts(config, index, log, 1)?;
+        inner.dir = inner.config.dir.clone();
+        Ok(inner)
+    }
+
+    /// A store over an index and a log (new or recovered) at `version`.
+    pub(crate) fn with_parts(
+        config: StoreConfig,
+        index: HashIndex,
+        log: HybridLog<D>,
+        version: u32,
+    ) -> Result<Self> {
+        config.validate()?;
+        Ok(Self {
+            index,
+            log,
+            // One more entry than sessions: the checkpoint's own.
+            epoch: Epoch::new(config.max_sessions + 1),
             format: RecordFormat::new(),
-            config: self.config,
+            config,
             dir: None,
-            temp_dir: None,
+            cpr: cpr::CprState::new(version),
+            sessions: cpr::Registry::new(),
+            checkpoints: crate::checkpoint::Control::default(),
             types: PhantomData,
         })
     }
@@ -237,14 +330,9 @@ impl StoreBuilder {
 /// # Ok::<(), oxifaster::Error>(())
 /// ```
 pub struct Store<K, V, D = FileDevice> {
-    index: HashIndex,
-    log: HybridLog<D>,
-    epoch: Epoch,
-    format: RecordFormat<K, V>,
-    config: StoreConfig,
-    dir: Option<PathBuf>,
-    temp_dir: Option<tempfile::TempDir>,
-    types: PhantomData<fn(K, V)>,
+    pub(crate) inner: Arc<StoreInner<K, V, D>>,
+    /// Removed after `inner` is gone (fields drop in order).
+    _temp_dir: Option<tempfile::TempDir>,
 }
 
 /// FASTER's name for the store.
@@ -253,9 +341,9 @@ pub type FasterKv<K, V, D = FileDevice> = Store<K, V, D>;
 impl<K, V, D> std::fmt::Debug for Store<K, V, D> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Store")
-            .field("index", &self.index)
-            .field("log", &self.log)
-            .field("dir", &self.dir)
+            .field("index", &self.inner.index)
+            .field("log", &self.inner.log)
+            .field("dir", &self.inner.dir)
             .finish_non_exhaustive()
     }
 }
@@ -270,32 +358,68 @@ impl<K: Key, V: Value> Store<K, V> {
     pub fn open(dir: impl AsRef<Path>) -> Result<Self> {
         Self::builder().dir(dir.as_ref()).open()
     }
+
+    /// Recovers the store in `dir` from checkpoint `token`, with the
+    /// default configuration (see [`StoreBuilder::recover`]).
+    pub fn recover(dir: impl AsRef<Path>, token: &str) -> Result<Self> {
+        Self::builder().dir(dir.as_ref()).recover(token)
+    }
+
+    /// Recovers the store in `dir` from its newest complete checkpoint.
+    pub fn recover_latest(dir: impl AsRef<Path>) -> Result<Self> {
+        Self::builder().dir(dir.as_ref()).recover_latest()
+    }
+
+    /// Every complete checkpoint in `dir`, oldest first.
+    pub fn checkpoints(dir: impl AsRef<Path>) -> Result<Vec<crate::checkpoint::CheckpointInfo>> {
+        crate::checkpoint::list(dir)
+    }
 }
 
 impl<K: Key, V: Value, D: Device> Store<K, V, D> {
+    pub(crate) fn from_inner(inner: StoreInner<K, V, D>, temp_dir: Option<tempfile::TempDir>) -> Self {
+        Self { inner: Arc::new(inner), _temp_dir: temp_dir }
+    }
+
     /// Starts a session: the handle through which one thread at a time
-    /// operates on the store.
+    /// operates on the store. Each session has an id (see
+    /// [`Session::id`]) under which checkpoints record its commit point.
     pub fn start_session(&self) -> Result<Session<'_, K, V, D>> {
-        Session::new(self)
+        let (version, _) = self.inner.cpr.load();
+        let slot = self.inner.sessions.open_new(version);
+        Session::new(&self.inner, slot, 0)
     }
 
     /// The configuration.
     pub fn config(&self) -> &StoreConfig {
-        &self.config
+        &self.inner.config
     }
 
     /// The directory of the log files, if the store is on a file device.
     pub fn dir(&self) -> Option<&Path> {
-        self.dir.as_deref()
+        self.inner.dir.as_deref()
     }
 
     /// The hybrid log (its region addresses, for statistics and tests).
     pub fn log(&self) -> &HybridLog<D> {
-        &self.log
+        &self.inner.log
     }
 
     /// The hash index.
     pub fn index(&self) -> &HashIndex {
-        &self.index
+        &self.inner.index
+    }
+
+    /// The store's current version: the version of the next checkpoint.
+    pub fn version(&self) -> u32 {
+        self.inner.cpr.load().0
+    }
+}
+
+impl<K, V, D> Drop for Store<K, V, D> {
+    fn drop(&mut self) {
+        // A running checkpoint holds the shared state; let it finish before
+        // the temporary directory (if any) goes.
+        self.inner.checkpoints.join_running();
     }
 }

@@ -157,6 +157,20 @@ impl<K: Key, V: Value> RecordFormat<K, V> {
         V::FIXED_SIZE.unwrap_or(0)
     }
 
+    /// The key and value lengths of the record whose first `header_size`
+    /// bytes are `header` (read back from the device).
+    pub fn lengths_in(&self, header: &[u8]) -> (usize, usize) {
+        if self.has_lengths {
+            let at = self.header_size - 8;
+            let mut word = [0u8; 8];
+            word.copy_from_slice(&header[at..at + 8]);
+            let word = u64::from_le_bytes(word);
+            ((word & 0xffff_ffff) as usize, (word >> 32) as usize)
+        } else {
+            (K::FIXED_KEY_SIZE.unwrap_or(0), V::FIXED_SIZE.unwrap_or(0))
+        }
+    }
+
     #[inline(always)]
     fn lengths_offset(&self) -> usize {
         if self.atomic_value { 8 } else { 16 }

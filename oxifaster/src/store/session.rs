@@ -8,10 +8,13 @@
 //! down the record chain on the device where the key differs.
 
 use std::collections::VecDeque;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
 
+use super::cpr::{self, SessionSlot, is_newer, version_bits};
 use super::disk::{DiskReader, DiskRecord};
 use super::record::{RecordInfo, RecordPtr};
-use super::{Store, record::RecordFormat};
+use super::{StoreInner, record::RecordFormat};
 #[cfg(feature = "tokio")]
 use crate::Error;
 use crate::Result;
@@ -20,9 +23,6 @@ use crate::device::Device;
 use crate::epoch::EpochHandle;
 use crate::index::{EntrySlot, HashBucketEntry};
 use crate::record::{AlignedBytes, Key, Merge, Value};
-
-/// The checkpoint version written into records (checkpoints will advance it).
-const VERSION: u32 = 1;
 
 /// Merges `input` into the stored bytes in place: `Merge::in_place`, or for
 /// a fixed-size value whose `in_place` declines, its copy-update written back
@@ -164,16 +164,23 @@ enum Location {
 /// A session of a store: one thread at a time, with its own serial numbers
 /// and pending operations.
 pub struct Session<'s, K, V, D> {
-    store: &'s Store<K, V, D>,
+    store: &'s StoreInner<K, V, D>,
     handle: EpochHandle<'s>,
     serial: u64,
     pending: VecDeque<PendingOp<V>>,
     scratch: Vec<u64>,
+    /// The CPR version this session runs at, and its 13 record bits.
+    version: u32,
+    version_bits: u32,
+    /// Shared with checkpoints: commit points, parked RMWs.
+    slot: Arc<SessionSlot>,
 }
 
 impl<K, V, D> std::fmt::Debug for Session<'_, K, V, D> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Session")
+            .field("id", &self.slot.id)
+            .field("version", &self.version)
             .field("serial", &self.serial)
             .field("pending", &self.pending.len())
             .finish_non_exhaustive()
@@ -181,14 +188,95 @@ impl<K, V, D> std::fmt::Debug for Session<'_, K, V, D> {
 }
 
 impl<'s, K: Key, V: Value, D: Device> Session<'s, K, V, D> {
-    pub(super) fn new(store: &'s Store<K, V, D>) -> Result<Self> {
+    pub(crate) fn new(
+        store: &'s StoreInner<K, V, D>,
+        slot: Arc<SessionSlot>,
+        serial: u64,
+    ) -> Result<Self> {
+        let handle = match store.epoch.register() {
+            Ok(handle) => handle,
+            Err(e) => {
+                slot.close();
+                return Err(e);
+            }
+        };
+        let version = slot.version();
         Ok(Self {
             store,
-            handle: store.epoch.register()?,
-            serial: 0,
+            handle,
+            serial,
             pending: VecDeque::new(),
             scratch: Vec::new(),
+            version,
+            version_bits: version_bits(version),
+            slot,
         })
+    }
+
+    /// The session's id: checkpoints record its commit point under it, and
+    /// `Store::continue_session` resumes it after recovery.
+    pub fn id(&self) -> u64 {
+        self.slot.id
+    }
+
+    /// The CPR version the session is at.
+    pub fn version(&self) -> u32 {
+        self.version
+    }
+
+    /// Protects the session for an operation and follows a version change.
+    #[inline(always)]
+    fn begin(&mut self) {
+        self.handle.refresh();
+        self.observe_version();
+    }
+
+    /// Refreshes inside an operation (before it has written anything),
+    /// following a version change: an operation that waits may not run on
+    /// at a version a checkpoint has already left behind.
+    #[inline]
+    fn refresh_in_op(&mut self) {
+        self.handle.refresh();
+        self.observe_version();
+    }
+
+    #[inline(always)]
+    fn observe_version(&mut self) {
+        let (version, _) = self.store.cpr.load();
+        if version != self.version {
+            self.switch_version(version);
+        }
+    }
+
+    /// Moves to `version`, recording the commit point of the old one.
+    #[cold]
+    #[inline(never)]
+    fn switch_version(&mut self, version: u32) {
+        self.version = self.slot.switch_to(version);
+        self.version_bits = version_bits(self.version);
+    }
+
+    /// Met a record of a newer version: move to the store's version before
+    /// writing anything (module invariant 3 of `cpr`).
+    #[cold]
+    #[inline(never)]
+    fn pivot(&mut self) {
+        let (version, _) = self.store.cpr.load();
+        self.switch_version(version);
+    }
+
+    /// Publishes the finished operation's serial number and unprotects.
+    #[inline(always)]
+    fn end(&mut self) {
+        self.slot.serial.store(self.serial, Ordering::Release);
+        self.handle.unprotect();
+    }
+
+    /// Whether a checkpoint's version change is still in flight: sessions at
+    /// the old version may be running (module invariant 2 of `cpr`).
+    #[inline]
+    fn version_change_in_flight(&self) -> bool {
+        self.store.cpr.load().1 == cpr::IN_PROGRESS
     }
 
     /// The serial number of the last operation started in this session.
@@ -263,12 +351,25 @@ impl<'s, K: Key, V: Value, D: Device> Session<'s, K, V, D> {
             Some(v) => v.encoded_size(),
             None => format.tombstone_value_len(),
         };
+        let previous = slot.entry.address();
+        if self.store.cpr.load().0 != self.version && self.chains_to_newer(previous) {
+            self.pivot();
+            return Ok(false);
+        }
         let size = format.record_size(key.key_size(), value_len) as u64;
         let address = self.store.log.allocate(size, &self.handle)?;
         // SAFETY: just allocated by this session, which is protected.
         let record = unsafe { self.record(address) };
-        let info = RecordInfo::new(slot.entry.address(), VERSION, tombstone);
+        let info = RecordInfo::new(previous, self.version_bits, tombstone);
         record.initialize(info, key, value, value_len);
+        if self.store.cpr.load().0 != self.version {
+            // `allocate` may have refreshed while a page turned, and a
+            // checkpoint moved on meanwhile: this record's version is stale.
+            // Abandon it and run the operation at the new version.
+            record.set_info_bits(RecordInfo::INVALID_BIT);
+            self.pivot();
+            return Ok(false);
+        }
         let new_entry = HashBucketEntry::new(address, HashBucketEntry::tag_of(hash), false);
         let won = slot
             .slot
@@ -285,12 +386,33 @@ impl<'s, K: Key, V: Value, D: Device> Session<'s, K, V, D> {
         Ok(won)
     }
 
+    /// Whether a record carrying version bits `bits` (not this session's)
+    /// was written at a newer version. Only possible while the store's
+    /// version is ahead of the session's; otherwise the record is simply
+    /// old (however far back on the version ring).
+    #[cold]
+    fn is_newer_than_me(&self, bits: u32) -> bool {
+        is_newer(bits, self.version) && self.store.cpr.load().0 != self.version
+    }
+
+    /// Whether the record at `previous` (the one a new record would chain
+    /// to) is of a newer version than this session's.
+    #[cold]
+    fn chains_to_newer(&self, previous: Address) -> bool {
+        if !previous.is_valid() || previous < self.store.log.head_address() {
+            return false;
+        }
+        // SAFETY: protected, and `previous >= head` observed after protecting.
+        let record = unsafe { self.record(previous) };
+        is_newer(record.info().version(), self.version)
+    }
+
     /// Reads `key`.
     pub fn read(&mut self, key: &K) -> Result<ReadStatus<V>> {
         let serial = self.next_serial();
-        self.handle.refresh();
+        self.begin();
         let result = self.read_inner(key, serial);
-        self.handle.unprotect();
+        self.end();
         result
     }
 
@@ -346,9 +468,9 @@ impl<'s, K: Key, V: Value, D: Device> Session<'s, K, V, D> {
 
     fn read_with_inner<R>(&mut self, key: &K, f: impl FnOnce(Option<&[u8]>) -> R) -> Result<R> {
         self.next_serial();
-        self.handle.refresh();
+        self.begin();
         let result = self.read_with_protected(key, f);
-        self.handle.unprotect();
+        self.end();
         result
     }
 
@@ -391,9 +513,9 @@ impl<'s, K: Key, V: Value, D: Device> Session<'s, K, V, D> {
     /// Inserts or replaces `key`'s value.
     pub fn upsert(&mut self, key: &K, value: &V) -> Result<()> {
         self.next_serial();
-        self.handle.refresh();
+        self.begin();
         let result = self.upsert_inner(key, value);
-        self.handle.unprotect();
+        self.end();
         result
     }
 
@@ -413,10 +535,19 @@ impl<'s, K: Key, V: Value, D: Device> Session<'s, K, V, D> {
                 // SAFETY: found at or above head while protected.
                 let record = unsafe { self.record(address) };
                 let (key_len, stored_len) = record.lengths();
-                if !record.info().is_tombstone() && stored_len == value_len {
-                    record.update_value(key_len, stored_len, &mut self.scratch, |bytes| {
+                let info = record.info();
+                if info.version() != self.version_bits {
+                    // Never in place across versions (`cpr` invariants 1, 3).
+                    if self.is_newer_than_me(info.version()) {
+                        self.pivot();
+                        continue;
+                    }
+                } else if !info.is_tombstone()
+                    && stored_len == value_len
+                    && record.update_value(key_len, stored_len, &mut self.scratch, |bytes| {
                         value.encode_into(bytes).is_ok()
-                    });
+                    })
+                {
                     return Ok(());
                 }
             }
@@ -429,9 +560,9 @@ impl<'s, K: Key, V: Value, D: Device> Session<'s, K, V, D> {
     /// Deletes `key` (a tombstone: reads then find nothing).
     pub fn delete(&mut self, key: &K) -> Result<()> {
         self.next_serial();
-        self.handle.refresh();
+        self.begin();
         let result = self.delete_inner(key);
-        self.handle.unprotect();
+        self.end();
         result
     }
 
@@ -449,7 +580,13 @@ impl<'s, K: Key, V: Value, D: Device> Session<'s, K, V, D> {
             {
                 // SAFETY: found at or above head while protected.
                 let record = unsafe { self.record(address) };
-                if record.tombstone_in_place() {
+                let version = record.info().version();
+                if version != self.version_bits {
+                    if self.is_newer_than_me(version) {
+                        self.pivot();
+                        continue;
+                    }
+                } else if record.tombstone_in_place() {
                     return Ok(());
                 }
             }
@@ -466,9 +603,9 @@ impl<'s, K: Key, V: Value, D: Device> Session<'s, K, V, D> {
         V: Merge + Clone,
     {
         let serial = self.next_serial();
-        self.handle.refresh();
+        self.begin();
         let result = self.rmw_inner(key, input, serial);
-        self.handle.unprotect();
+        self.end();
         result
     }
 
@@ -486,9 +623,9 @@ impl<'s, K: Key, V: Value, D: Device> Session<'s, K, V, D> {
     /// when other sessions race on the same key; only one result is stored.
     pub fn rmw_with(&mut self, key: &K, update: impl Fn(Option<V>) -> V) -> Result<()> {
         let serial = self.next_serial();
-        self.handle.refresh();
+        self.begin();
         let result = self.rmw_core(key, &ClosureUpdate(update), serial);
-        self.handle.unprotect();
+        self.end();
         result.map(|_| ())
     }
 
@@ -507,8 +644,23 @@ impl<'s, K: Key, V: Value, D: Device> Session<'s, K, V, D> {
                     // SAFETY: found at or above head while protected.
                     let record = unsafe { self.record(address) };
                     let (key_len, value_len) = record.lengths();
-                    let tombstone = record.info().is_tombstone();
-                    if address >= log.read_only_address() {
+                    let info = record.info();
+                    let tombstone = info.is_tombstone();
+                    let current = info.version() == self.version_bits;
+                    if !current {
+                        if self.is_newer_than_me(info.version()) {
+                            self.pivot();
+                            continue;
+                        }
+                        if self.version_change_in_flight() {
+                            // An older record that a session still at the
+                            // old version may be updating in place: copying
+                            // it now could lose that update.
+                            self.refresh_in_op();
+                            continue;
+                        }
+                    }
+                    if current && address >= log.read_only_address() {
                         if !tombstone
                             && record.update_value(key_len, value_len, &mut self.scratch, |bytes| {
                                 update.in_place(bytes)
@@ -527,11 +679,11 @@ impl<'s, K: Key, V: Value, D: Device> Session<'s, K, V, D> {
                             return Ok(RmwStatus::Done);
                         }
                         continue;
-                    } else if address >= log.safe_read_only_address() {
+                    } else if current && address >= log.safe_read_only_address() {
                         // The fuzzy region: a session that saw the old
                         // read-only address may still update this record in
                         // place. Let it finish, then retry.
-                        self.handle.refresh();
+                        self.refresh_in_op();
                         continue;
                     }
                     if tombstone {
@@ -543,6 +695,7 @@ impl<'s, K: Key, V: Value, D: Device> Session<'s, K, V, D> {
                 }
                 Location::Disk(address) => match update.park() {
                     Some(input) => {
+                        self.slot.parked(serial);
                         self.pending.push_back(PendingOp {
                             serial,
                             hash,
@@ -557,7 +710,7 @@ impl<'s, K: Key, V: Value, D: Device> Session<'s, K, V, D> {
                         let expected_entry = slot.entry.raw();
                         self.handle.unprotect();
                         let found = self.disk().find(&key.key_to_aligned_bytes(), address);
-                        self.handle.refresh();
+                        self.refresh_in_op();
                         let new_value = match found?.filter(|r| !r.info.is_tombstone()) {
                             Some(record) => update.copy_update(&record.value)?,
                             None => update.initial(),
@@ -640,7 +793,7 @@ impl<'s, K: Key, V: Value, D: Device> Session<'s, K, V, D> {
                     Some(record) => V::copy_update(V::view(&record.value)?, &input),
                     None => V::initial(&input),
                 };
-                self.handle.refresh();
+                self.begin();
                 let status = self.publish_pending_rmw(
                     &key,
                     &input,
@@ -651,8 +804,9 @@ impl<'s, K: Key, V: Value, D: Device> Session<'s, K, V, D> {
                 );
                 // Unprotect on every path, errors included: a session left
                 // protected would hold back every page flush.
-                self.handle.unprotect();
+                self.end();
                 if status? == RmwStatus::Done {
+                    self.slot.finished(op.serial);
                     done.push(Completed { serial: op.serial, op: CompletedOp::Rmw });
                 }
             }
@@ -690,6 +844,14 @@ impl<'s, K: Key, V: Value, D: Device> Session<'s, K, V, D> {
     }
 }
 
+impl<K, V, D> Drop for Session<'_, K, V, D> {
+    fn drop(&mut self) {
+        // Parked operations that were never completed stay excluded from
+        // every later commit point of this session.
+        self.slot.close();
+    }
+}
+
 /// The async API: futures that are `Send`, for tokio. Device reads run on
 /// tokio's blocking pool; a future never holds epoch protection while it
 /// waits, so a suspended task never holds back the log.
@@ -724,10 +886,21 @@ impl<K: Key, V: Value, D: Device> Session<'_, K, V, D> {
     where
         V: Merge + Clone,
     {
+        // One serial number for the whole operation, however many rounds
+        // it takes: commit points count it once.
+        let serial = self.next_serial();
+        let mut parked = false;
         loop {
-            if let RmwStatus::Done = self.rmw(key, input)? {
+            self.begin();
+            let status = self.rmw_inner(key, input, serial);
+            self.end();
+            if let RmwStatus::Done = status? {
+                if parked {
+                    self.slot.finished(serial);
+                }
                 return Ok(());
             }
+            parked = true;
             let op = self.pop_pending()?;
             let PendingKind::Rmw { expected_entry, .. } = op.kind else {
                 return Err(Error::Corruption {
@@ -740,15 +913,16 @@ impl<K: Key, V: Value, D: Device> Session<'_, K, V, D> {
                 Some(record) => V::copy_update(V::view(&record.value)?, input),
                 None => V::initial(input),
             };
-            self.handle.refresh();
+            self.begin();
             let slot = self.store.index.find_or_create_entry(op.hash);
             let published = if slot.entry.raw() == expected_entry {
                 self.append(&slot, op.hash, key, Some(&new_value), false)
             } else {
                 Ok(false)
             };
-            self.handle.unprotect();
+            self.end();
             if published? {
+                self.slot.finished(serial);
                 return Ok(());
             }
             // The chain changed while we read: run the RMW again.

@@ -1,0 +1,222 @@
+//! Checkpoint metadata: what a checkpoint holds, written last and
+//! atomically, so that a checkpoint exists exactly when its metadata does.
+//!
+//! ```text
+//! "OXFMETA\0" | format version u32 | 0 u32 | payload length u64 |
+//! XXH3-64 of the payload u64 | payload (an rkyv archive of `Meta`)
+//! ```
+//!
+//! The payload is validated twice before use: by the checksum, and by
+//! rkyv's bytecheck (every offset and length inside the archive in bounds),
+//! so a damaged file is an error, never a panic or garbage.
+
+use std::fs::File;
+use std::io::Write;
+use std::path::Path;
+
+use rkyv::rancor;
+use rkyv::util::AlignedVec;
+
+use crate::{Error, Result};
+
+const MAGIC: &[u8; 8] = b"OXFMETA\0";
+/// The metadata format this build writes and reads.
+pub const META_FORMAT_VERSION: u32 = 1;
+const HEADER_SIZE: usize = 32;
+/// No metadata is this large; a larger length field is damage.
+const MAX_PAYLOAD: u64 = 64 << 20;
+
+/// A session's commit point, as stored.
+#[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize, Debug, Clone, PartialEq, Eq)]
+pub(crate) struct SessionPoint {
+    pub(crate) id: u64,
+    pub(crate) until: u64,
+    pub(crate) excluded: Vec<u64>,
+}
+
+/// Where the index checkpoint a log checkpoint builds on is.
+#[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize, Debug, Clone, PartialEq, Eq)]
+pub(crate) struct IndexRef {
+    /// The checkpoint directory that holds the `index` file.
+    pub(crate) token: String,
+    pub(crate) log_start: u64,
+    pub(crate) log_end: u64,
+    pub(crate) table_size: u64,
+}
+
+/// The part of the log a snapshot checkpoint wrote to its own file.
+#[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize, Debug, Clone, PartialEq, Eq)]
+pub(crate) struct SnapshotRef {
+    /// The log address of the file's first byte (a page boundary).
+    pub(crate) from: u64,
+    /// The file's length: it ends at the checkpoint's final address.
+    pub(crate) len: u64,
+    /// XXH3-64 of the file.
+    pub(crate) checksum: u64,
+}
+
+/// Everything a checkpoint records.
+#[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize, Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Meta {
+    pub(crate) token: String,
+    /// The store version the checkpoint captures.
+    pub(crate) version: u32,
+    /// `CheckpointKind as u8`.
+    pub(crate) kind: u8,
+    pub(crate) key_type: String,
+    pub(crate) key_fingerprint: u64,
+    pub(crate) value_type: String,
+    pub(crate) value_fingerprint: u64,
+    pub(crate) page_size_bits: u32,
+    /// The index checkpoint to load (for an index-only checkpoint, its own).
+    pub(crate) index: IndexRef,
+    pub(crate) begin_address: u64,
+    /// The log holds the checkpoint's records below this address.
+    pub(crate) final_address: u64,
+    pub(crate) snapshot: Option<SnapshotRef>,
+    pub(crate) sessions: Vec<SessionPoint>,
+    pub(crate) next_session_id: u64,
+    pub(crate) created_unix_ms: u64,
+}
+
+/// Writes `bytes` to `path` atomically: a temporary file, fsync, rename,
+/// fsync of the directory. A crash leaves either the old file or the new
+/// one, never a mix.
+pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+    let io = |source| Error::Io { context: format!("writing {}", path.display()), source };
+    let dir = path.parent().ok_or_else(|| io(std::io::Error::other("no parent directory")))?;
+    let temp = path.with_extension("tmp");
+    {
+        let mut file = File::create(&temp).map_err(io)?;
+        file.write_all(bytes).map_err(io)?;
+        file.sync_all().map_err(io)?;
+    }
+    std::fs::rename(&temp, path).map_err(io)?;
+    sync_dir(dir)
+}
+
+/// Makes a directory's entries (created, renamed files) durable.
+pub(crate) fn sync_dir(dir: &Path) -> Result<()> {
+    File::open(dir).and_then(|d| d.sync_all()).map_err(|source| Error::Io {
+        context: format!("syncing directory {}", dir.display()),
+        source,
+    })
+}
+
+impl Meta {
+    /// The file's bytes: header and archive.
+    pub(crate) fn encode(&self) -> Result<Vec<u8>> {
+        let payload = rkyv::to_bytes::<rancor::Error>(self).map_err(|e| Error::Io {
+            context: "archiving checkpoint metadata".into(),
+            source: std::io::Error::other(e.to_string()),
+        })?;
+        let mut out = Vec::with_capacity(HEADER_SIZE + payload.len());
+        out.extend_from_slice(MAGIC);
+        out.extend_from_slice(&META_FORMAT_VERSION.to_le_bytes());
+        out.extend_from_slice(&0u32.to_le_bytes());
+        out.extend_from_slice(&(payload.len() as u64).to_le_bytes());
+        out.extend_from_slice(&xxhash_rust::xxh3::xxh3_64(&payload).to_le_bytes());
+        out.extend_from_slice(&payload);
+        Ok(out)
+    }
+
+    /// Reads and validates a metadata file.
+    pub(crate) fn read(path: &Path) -> Result<Self> {
+        let corrupt = |what: String| Error::CheckpointCorrupt { path: path.display().to_string(), what };
+        let bytes = std::fs::read(path).map_err(|source| Error::Io {
+            context: format!("reading {}", path.display()),
+            source,
+        })?;
+        if bytes.len() < HEADER_SIZE {
+            return Err(corrupt(format!("{} bytes is too short for checkpoint metadata", bytes.len())));
+        }
+        if &bytes[0..8] != MAGIC {
+            return Err(corrupt("not checkpoint metadata (bad magic)".into()));
+        }
+        let word = |at: usize| u64::from_le_bytes(bytes[at..at + 8].try_into().unwrap_or([0; 8]));
+        let version = u32::from_le_bytes(bytes[8..12].try_into().unwrap_or([0; 4]));
+        if version != META_FORMAT_VERSION {
+            return Err(Error::UnsupportedFormat {
+                path: path.display().to_string(),
+                found: version,
+                supported: META_FORMAT_VERSION,
+            });
+        }
+        let len = word(16);
+        if len > MAX_PAYLOAD || len != (bytes.len() - HEADER_SIZE) as u64 {
+            return Err(corrupt(format!(
+                "payload length {len} does not match the file ({} bytes)",
+                bytes.len()
+            )));
+        }
+        let payload = &bytes[HEADER_SIZE..];
+        if xxhash_rust::xxh3::xxh3_64(payload) != word(24) || bytes[12..16] != [0; 4] {
+            return Err(corrupt("checksum mismatch".into()));
+        }
+        let mut aligned = AlignedVec::<16>::with_capacity(payload.len());
+        aligned.extend_from_slice(payload);
+        let archived = rkyv::access::<ArchivedMeta, rancor::Error>(&aligned)
+            .map_err(|e| corrupt(format!("invalid archive: {e}")))?;
+        rkyv::deserialize::<Meta, rancor::Error>(archived)
+            .map_err(|e| corrupt(format!("invalid archive: {e}")))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample() -> Meta {
+        Meta {
+            token: "0000000002-00ab".into(),
+            version: 2,
+            kind: 1,
+            key_type: "u64".into(),
+            key_fingerprint: 1,
+            value_type: "u64".into(),
+            value_fingerprint: 2,
+            page_size_bits: 12,
+            index: IndexRef { token: "t".into(), log_start: 64, log_end: 128, table_size: 16 },
+            begin_address: 64,
+            final_address: 4096,
+            snapshot: Some(SnapshotRef { from: 0, len: 4096, checksum: 7 }),
+            sessions: vec![SessionPoint { id: 1, until: 10, excluded: vec![3, 4] }],
+            next_session_id: 2,
+            created_unix_ms: 1,
+        }
+    }
+
+    #[test]
+    fn metadata_round_trips_and_every_bit_flip_is_caught() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("meta");
+        let meta = sample();
+        write_atomic(&path, &meta.encode().expect("encode")).expect("write");
+        assert_eq!(Meta::read(&path).expect("read"), meta);
+        let good = std::fs::read(&path).expect("read");
+        for bit in 0..good.len() * 8 {
+            let mut bad = good.clone();
+            bad[bit / 8] ^= 1 << (bit % 8);
+            std::fs::write(&path, &bad).expect("write");
+            let err = Meta::read(&path).expect_err("flip detected");
+            assert!(
+                matches!(err, Error::CheckpointCorrupt { .. } | Error::UnsupportedFormat { .. }),
+                "bit {bit}: {err}"
+            );
+        }
+        for len in [0, 7, 31, 32, good.len() - 1] {
+            std::fs::write(&path, &good[..len]).expect("write");
+            assert!(matches!(Meta::read(&path), Err(Error::CheckpointCorrupt { .. })), "len {len}");
+        }
+    }
+
+    #[test]
+    fn a_newer_format_is_refused_by_name() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("meta");
+        let mut bytes = sample().encode().expect("encode");
+        bytes[8..12].copy_from_slice(&(META_FORMAT_VERSION + 1).to_le_bytes());
+        std::fs::write(&path, &bytes).expect("write");
+        assert!(matches!(Meta::read(&path), Err(Error::UnsupportedFormat { found: 2, .. })));
+    }
+}

@@ -1,0 +1,688 @@
+//! Checkpoints and recovery: concurrent prefix recovery (CPR) the FASTER
+//! way.
+//!
+//! A checkpoint runs while sessions keep working. It is driven by epoch
+//! bumps (see `store::cpr` for the phases and the session-side invariants):
+//!
+//! 1. **Index** (kinds `FoldOver`, `Snapshot`, `IndexOnly`, and `LogOnly`
+//!    when no earlier index checkpoint of this incarnation exists): note the
+//!    log tail as `log_start`, wait for one epoch (every operation that
+//!    allocated below it has published or abandoned its record), then dump
+//!    the hash table and its overflow buckets, fuzzily.
+//! 2. **Version change**: publish `IN_PROGRESS(v + 1)`; once every
+//!    protected session has refreshed (an epoch action), every operation of
+//!    version `v` has finished or is parked (and excluded). Record every
+//!    session's commit point, claiming idle sessions.
+//! 3. **Log**: *fold-over* moves the read-only address to the tail (the
+//!    final address) and waits until the log below it is written and
+//!    synced; *snapshot* copies the in-memory part of the log above the
+//!    flushed address into its own file (the mutable region stays mutable),
+//!    and syncs the log below it.
+//! 4. **Metadata**, last and atomically (temp file, fsync, rename, fsync
+//!    directory): a checkpoint exists exactly when its `meta` file does.
+//!
+//! Recovery loads the index checkpoint, replays the log from its
+//! `log_start` to the final address (records of later versions are
+//! skipped: by CPR invariant 3 they are unreachable from older records),
+//! and starts a new incarnation of the log beyond everything the device
+//! holds, so recovering never destroys another checkpoint.
+//!
+//! On disk, under the store directory:
+//!
+//! ```text
+//! checkpoints/<token>/meta       metadata (see `meta.rs`)
+//! checkpoints/<token>/index      index checkpoint (see `index::checkpoint`)
+//! checkpoints/<token>/snapshot   log pages of a snapshot checkpoint
+//! ```
+
+mod meta;
+mod recover;
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+pub use crate::store::CommitPoint;
+pub(crate) use meta::IndexRef;
+use meta::{Meta, SessionPoint, SnapshotRef};
+
+use crate::address::Address;
+use crate::device::Device;
+use crate::epoch::EpochHandle;
+use crate::record::{Key, Value};
+use crate::store::cpr::{IN_PROGRESS, REST, WAIT_FLUSH};
+use crate::store::{Store, StoreInner};
+use crate::{Error, Result};
+
+/// What a checkpoint writes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum CheckpointKind {
+    /// Index and log; the log is flushed up to its tail ("folded over"):
+    /// everything in memory becomes read-only. The cheapest to write.
+    FoldOver,
+    /// Index and log; the in-memory log above the flushed address is copied
+    /// to a snapshot file, so hot records stay mutable in place.
+    Snapshot,
+    /// Only the hash index; later `LogOnly` checkpoints build on it.
+    IndexOnly,
+    /// Only the log (fold-over), on the last index checkpoint of this
+    /// store (one is taken first if there is none).
+    LogOnly,
+}
+
+impl CheckpointKind {
+    fn code(self) -> u8 {
+        match self {
+            Self::FoldOver => 1,
+            Self::Snapshot => 2,
+            Self::IndexOnly => 3,
+            Self::LogOnly => 4,
+        }
+    }
+
+    fn from_code(code: u8) -> Option<Self> {
+        Some(match code {
+            1 => Self::FoldOver,
+            2 => Self::Snapshot,
+            3 => Self::IndexOnly,
+            4 => Self::LogOnly,
+            _ => return None,
+        })
+    }
+}
+
+/// The name of a checkpoint: a directory under `checkpoints/`. Tokens sort
+/// by version.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct CheckpointToken(String);
+
+impl CheckpointToken {
+    /// Checks a token given by a user: non-empty, at most 64 characters of
+    /// `[0-9a-zA-Z_-]` (no path separators, no `..`).
+    pub fn parse(token: &str) -> Result<Self> {
+        let why = if token.is_empty() {
+            Some("it is empty")
+        } else if token.len() > 64 {
+            Some("it is longer than 64 characters")
+        } else if !token.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_') {
+            Some("only letters, digits, '-' and '_' are allowed (no path separators)")
+        } else {
+            None
+        };
+        match why {
+            Some(why) => Err(Error::InvalidToken { token: token.into(), why }),
+            None => Ok(Self(token.into())),
+        }
+    }
+
+    fn new(version: u32) -> Self {
+        let nanos = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_nanos());
+        Self(format!("{version:010}-{:016x}", nanos as u64))
+    }
+
+    /// The token as a string.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Display for CheckpointToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// A finished checkpoint.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct CheckpointInfo {
+    /// Its token.
+    pub token: CheckpointToken,
+    /// The store version it captures.
+    pub version: u32,
+    /// What it wrote.
+    pub kind: CheckpointKind,
+    /// The log holds its records below this address.
+    pub final_address: u64,
+    /// Recovery replays the log from here.
+    pub log_start: u64,
+    /// Every session's commit point: `(session id, point)`.
+    pub sessions: Vec<(u64, CommitPoint)>,
+    /// The checkpoint whose index file it uses (itself, unless log-only).
+    pub index_token: String,
+    /// When it finished (milliseconds since the Unix epoch).
+    pub created_unix_ms: u64,
+}
+
+impl CheckpointInfo {
+    fn from_meta(meta: &Meta) -> Option<Self> {
+        Some(Self {
+            token: CheckpointToken(meta.token.clone()),
+            version: meta.version,
+            kind: CheckpointKind::from_code(meta.kind)?,
+            final_address: meta.final_address,
+            log_start: meta.index.log_start,
+            sessions: meta
+                .sessions
+                .iter()
+                .map(|s| (s.id, CommitPoint { until: s.until, excluded: s.excluded.clone() }))
+                .collect(),
+            index_token: meta.index.token.clone(),
+            created_unix_ms: meta.created_unix_ms,
+        })
+    }
+
+    /// The commit point of session `id`, if the checkpoint knows it.
+    pub fn commit_point(&self, id: u64) -> Option<&CommitPoint> {
+        self.sessions.iter().find(|(s, _)| *s == id).map(|(_, p)| p)
+    }
+}
+
+/// Progress of a checkpoint or a recovery phase, for a callback.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Progress {
+    /// `"index"`, `"flush"`, `"snapshot"`, `"metadata"`, `"replay"`.
+    pub phase: &'static str,
+    /// Bytes done in this phase.
+    pub done: u64,
+    /// Bytes in this phase.
+    pub total: u64,
+}
+
+/// A progress callback (see [`crate::StoreBuilder::on_progress`]).
+#[derive(Clone)]
+pub struct ProgressFn(pub Arc<dyn Fn(Progress) + Send + Sync>);
+
+impl std::fmt::Debug for ProgressFn {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ProgressFn")
+    }
+}
+
+fn report(progress: &Option<ProgressFn>, phase: &'static str, done: u64, total: u64) {
+    if let Some(p) = progress {
+        (p.0)(Progress { phase, done, total });
+    }
+}
+
+/// A checkpoint started with [`Store::checkpoint`].
+#[derive(Debug)]
+struct Task {
+    token: CheckpointToken,
+    result: Mutex<Option<std::result::Result<CheckpointInfo, String>>>,
+    finished: Condvar,
+}
+
+/// A store's checkpoint bookkeeping.
+#[derive(Debug, Default)]
+pub(crate) struct Control {
+    /// Set while a checkpoint runs.
+    busy: AtomicBool,
+    /// Background checkpoints, newest last.
+    tasks: Mutex<Vec<Arc<Task>>>,
+    threads: Mutex<Vec<std::thread::JoinHandle<()>>>,
+    /// The last index checkpoint of this incarnation of the log.
+    pub(crate) last_index: Mutex<Option<IndexRef>>,
+    /// What recovery found, if the store was recovered.
+    pub(crate) recovered: Mutex<Option<CheckpointInfo>>,
+}
+
+impl Control {
+    /// Waits for background checkpoints (the store is being dropped).
+    pub(crate) fn join_running(&self) {
+        let threads = std::mem::take(&mut *self.threads.lock().unwrap_or_else(|p| p.into_inner()));
+        for thread in threads {
+            let _ = thread.join();
+        }
+    }
+}
+
+/// Clears the busy flag however the checkpoint ends.
+struct Busy<'a>(&'a AtomicBool);
+
+impl Drop for Busy<'_> {
+    fn drop(&mut self) {
+        self.0.store(false, Ordering::Release);
+    }
+}
+
+/// Runs one epoch: bumps with an action and waits, unprotected (refreshing
+/// only to drain), until every session protected before the bump has
+/// refreshed.
+fn wait_epoch(handle: &EpochHandle<'_>) {
+    let done = Arc::new(AtomicBool::new(false));
+    let flag = done.clone();
+    handle.bump_with_action(move || flag.store(true, Ordering::Release));
+    let mut spins = 0u32;
+    while !done.load(Ordering::Acquire) {
+        handle.refresh();
+        handle.unprotect();
+        spins += 1;
+        if spins < 64 {
+            std::thread::yield_now();
+        } else {
+            std::thread::sleep(Duration::from_micros(50));
+        }
+    }
+}
+
+/// The `checkpoints` directory of a store directory.
+pub(crate) fn root(dir: &Path) -> PathBuf {
+    dir.join("checkpoints")
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
+}
+
+impl<K: Key, V: Value, D: Device> StoreInner<K, V, D> {
+    fn checkpoint_dir(&self) -> Result<PathBuf> {
+        self.dir.as_ref().map(|d| root(d)).ok_or(Error::InvalidConfig {
+            what: "dir",
+            why: "checkpoints need a store directory".into(),
+        })
+    }
+
+    /// Runs a whole checkpoint on this thread.
+    fn run_checkpoint(
+        &self,
+        kind: CheckpointKind,
+        token: &CheckpointToken,
+    ) -> Result<CheckpointInfo> {
+        let span = tracing::info_span!("checkpoint", token = %token, ?kind);
+        let _enter = span.enter();
+        let progress = self.config.progress.clone();
+        let root = self.checkpoint_dir()?;
+        let dir = root.join(token.as_str());
+        let io = |what: &str, source| Error::Io { context: format!("{what} {}", dir.display()), source };
+        std::fs::create_dir_all(&dir).map_err(|e| io("creating", e))?;
+        meta::sync_dir(&root)?;
+        let handle = self.epoch.register()?;
+        let (version, phase) = self.cpr.load();
+        debug_assert_eq!(phase, REST);
+
+        // 1. The index.
+        let last_index = self.checkpoints.last_index.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        let index = match (kind, last_index) {
+            (CheckpointKind::LogOnly, Some(index)) => index,
+            _ => {
+                let _phase = tracing::info_span!("index").entered();
+                let log_start = self.log.tail_address().raw();
+                wait_epoch(&handle);
+                let total = self.index.table_size() * 64;
+                report(&progress, "index", 0, total);
+                let header = self.index.write_checkpoint(&dir.join("index"), log_start, || {
+                    self.log.tail_address().raw()
+                })?;
+                meta::sync_dir(&dir)?;
+                report(&progress, "index", total, total);
+                IndexRef {
+                    token: token.as_str().into(),
+                    log_start: header.log_start,
+                    log_end: header.log_end,
+                    table_size: header.table_size,
+                }
+            }
+        };
+        let index_only = kind == CheckpointKind::IndexOnly;
+        let (final_address, snapshot, sessions, captured) = if index_only {
+            (index.log_end, None, Vec::new(), version)
+        } else {
+            // 2. The version change.
+            {
+                let _phase = tracing::info_span!("version_change", to = version + 1).entered();
+                self.cpr.store(version + 1, IN_PROGRESS);
+                wait_epoch(&handle);
+                self.cpr.store(version + 1, WAIT_FLUSH);
+            }
+            let sessions: Vec<SessionPoint> = self
+                .sessions
+                .all()
+                .iter()
+                .map(|slot| {
+                    let point = slot.commit_point(version);
+                    SessionPoint { id: slot.id, until: point.until, excluded: point.excluded }
+                })
+                .collect();
+            // 3. The log. The store returns to rest whatever happens.
+            let written = if kind == CheckpointKind::Snapshot {
+                self.write_snapshot(&handle, &dir, &progress)
+            } else {
+                self.fold_over(&handle, &progress).map(|f| (f, None))
+            };
+            handle.unprotect();
+            self.cpr.store(version + 1, REST);
+            let (final_address, snapshot) = written?;
+            (final_address, snapshot, sessions, version)
+        };
+
+        // 4. The metadata.
+        let _phase = tracing::info_span!("metadata").entered();
+        let meta = Meta {
+            token: token.as_str().into(),
+            version: captured,
+            kind: kind.code(),
+            key_type: std::any::type_name::<K>().into(),
+            key_fingerprint: K::key_layout_fingerprint(),
+            value_type: std::any::type_name::<V>().into(),
+            value_fingerprint: V::layout_fingerprint(),
+            page_size_bits: self.config.page_size_bits,
+            index: index.clone(),
+            begin_address: self.log.begin_address().raw(),
+            final_address,
+            snapshot,
+            sessions,
+            next_session_id: self.sessions.next_id(),
+            created_unix_ms: now_ms(),
+        };
+        meta::write_atomic(&dir.join("meta"), &meta.encode()?)?;
+        report(&progress, "metadata", 1, 1);
+        *self.checkpoints.last_index.lock().unwrap_or_else(|p| p.into_inner()) = Some(index);
+        CheckpointInfo::from_meta(&meta).ok_or(Error::CheckpointCorrupt {
+            path: dir.display().to_string(),
+            what: "unknown kind".into(),
+        })
+    }
+
+    /// Flushes the log up to its tail and syncs it; returns the final address.
+    fn fold_over(&self, handle: &EpochHandle<'_>, progress: &Option<ProgressFn>) -> Result<u64> {
+        let _phase = tracing::info_span!("fold_over").entered();
+        let final_address = self.log.tail_address();
+        let from = self.log.flushed_until_address().raw();
+        report(progress, "flush", 0, final_address.raw() - from);
+        self.log.flush_durable(final_address, handle)?;
+        handle.unprotect();
+        report(progress, "flush", final_address.raw() - from, final_address.raw() - from);
+        Ok(final_address.raw())
+    }
+
+    /// Copies the log above the flushed address into `dir/snapshot` and
+    /// syncs the log below it; returns the final address and the snapshot.
+    fn write_snapshot(
+        &self,
+        handle: &EpochHandle<'_>,
+        dir: &Path,
+        progress: &Option<ProgressFn>,
+    ) -> Result<(u64, Option<SnapshotRef>)> {
+        let _phase = tracing::info_span!("snapshot").entered();
+        let final_address = self.log.tail_address();
+        // Every record below the final address is completely written.
+        wait_epoch(handle);
+        let bits = self.config.page_size_bits;
+        let page_size = 1u64 << bits;
+        let from = self.log.flushed_until_address().raw() & !(page_size - 1);
+        let path = dir.join("snapshot");
+        let io = |source| Error::Io { context: format!("writing {}", path.display()), source };
+        let file = std::fs::File::create(&path).map_err(io)?;
+        let mut out = std::io::BufWriter::with_capacity(1 << 20, file);
+        let mut hash = xxhash_rust::xxh3::Xxh3Default::new();
+        let mut words = Vec::new();
+        let mut bytes = Vec::new();
+        let total = final_address.raw() - from;
+        let mut at = from;
+        while at < final_address.raw() {
+            let end = ((at >> bits) + 1 << bits).min(final_address.raw());
+            let start = Address::new(at).ok_or(Error::LogFull)?;
+            let stop = Address::new(end).ok_or(Error::LogFull)?;
+            handle.refresh();
+            if start >= self.log.head_address() {
+                // SAFETY: protected, and the page is at or above head
+                // (checked after protecting).
+                unsafe { self.log.copy_live(start, stop, &mut words) };
+                handle.unprotect();
+                bytes.clear();
+                bytes.extend(words.iter().flat_map(|w| w.to_le_bytes()));
+            } else {
+                // Evicted meanwhile, so written to the device already.
+                handle.unprotect();
+                bytes.resize((end - at) as usize, 0);
+                self.log.read_from_device(start, &mut bytes)?;
+            }
+            hash.update(&bytes);
+            out.write_all(&bytes).map_err(io)?;
+            at = end;
+            report(progress, "snapshot", at - from, total);
+        }
+        let file = out.into_inner().map_err(|e| io(e.into_error()))?;
+        file.sync_all().map_err(io)?;
+        meta::sync_dir(dir)?;
+        // The log below the snapshot must be durable too.
+        self.log.sync_device()?;
+        Ok((final_address.raw(), Some(SnapshotRef { from, len: total, checksum: hash.digest() })))
+    }
+}
+
+impl<K: Key, V: Value, D: Device> Store<K, V, D> {
+    /// Takes a checkpoint on this thread and returns when it is durable.
+    /// Sessions on other threads keep running meanwhile; a session on this
+    /// thread may stay open (it is not protected between operations).
+    ///
+    /// ```
+    /// use oxifaster::checkpoint::CheckpointKind;
+    /// use oxifaster::Store;
+    ///
+    /// let dir = tempfile::tempdir()?;
+    /// let store: Store<u64, u64> =
+    ///     Store::<u64, u64>::builder().dir(dir.path()).log_memory_size_bytes(1 << 24).open()?;
+    /// let mut session = store.start_session()?;
+    /// session.upsert(&1, &10)?;
+    /// let info = store.checkpoint_and_wait(CheckpointKind::FoldOver)?;
+    /// assert_eq!(info.commit_point(session.id()).map(|p| p.until), Some(1));
+    /// drop(session);
+    /// drop(store);
+    ///
+    /// let store = Store::<u64, u64>::recover(dir.path(), info.token.as_str())?;
+    /// let mut session = store.start_session()?;
+    /// assert_eq!(session.read_blocking(&1)?, Some(10));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn checkpoint_and_wait(&self, kind: CheckpointKind) -> Result<CheckpointInfo> {
+        let control = &self.inner.checkpoints;
+        let token = self.claim_checkpoint()?;
+        let _busy = Busy(&control.busy);
+        self.inner.run_checkpoint(kind, &token)
+    }
+
+    fn claim_checkpoint(&self) -> Result<CheckpointToken> {
+        let control = &self.inner.checkpoints;
+        self.inner.checkpoint_dir()?;
+        if control.busy.compare_exchange(false, true, Ordering::AcqRel, Ordering::Acquire).is_err() {
+            let running = control.tasks.lock().unwrap_or_else(|p| p.into_inner());
+            let token = running.last().map(|t| t.token.to_string()).unwrap_or_default();
+            return Err(Error::CheckpointInProgress { token });
+        }
+        Ok(CheckpointToken::new(self.inner.cpr.load().0))
+    }
+
+    /// Starts a checkpoint on a background thread and returns its token at
+    /// once; [`Store::wait_for_checkpoint`] (or the async form) waits for
+    /// it. One checkpoint runs at a time: starting another meanwhile is
+    /// [`Error::CheckpointInProgress`].
+    pub fn checkpoint(&self, kind: CheckpointKind) -> Result<CheckpointToken> {
+        let token = self.claim_checkpoint()?;
+        let task = Arc::new(Task {
+            token: token.clone(),
+            result: Mutex::new(None),
+            finished: Condvar::new(),
+        });
+        let control = &self.inner.checkpoints;
+        control.tasks.lock().unwrap_or_else(|p| p.into_inner()).push(task.clone());
+        let inner = self.inner.clone();
+        let thread = std::thread::Builder::new()
+            .name("oxifaster-checkpoint".into())
+            .spawn(move || {
+                let result = {
+                    let _busy = Busy(&inner.checkpoints.busy);
+                    inner.run_checkpoint(kind, &task.token).map_err(|e| e.to_string())
+                };
+                *task.result.lock().unwrap_or_else(|p| p.into_inner()) = Some(result);
+                task.finished.notify_all();
+            })
+            .map_err(|source| {
+                control.busy.store(false, Ordering::Release);
+                Error::Io { context: "starting the checkpoint thread".into(), source }
+            })?;
+        let mut threads = control.threads.lock().unwrap_or_else(|p| p.into_inner());
+        threads.retain(|t| !t.is_finished());
+        threads.push(thread);
+        Ok(token)
+    }
+
+    /// Waits for a checkpoint started with [`Store::checkpoint`].
+    pub fn wait_for_checkpoint(&self, token: &CheckpointToken) -> Result<CheckpointInfo> {
+        let task = {
+            let tasks = self.inner.checkpoints.tasks.lock().unwrap_or_else(|p| p.into_inner());
+            tasks.iter().find(|t| t.token == *token).cloned()
+        };
+        let Some(task) = task else {
+            return Err(Error::CheckpointNotFound {
+                token: token.to_string(),
+                dir: self.dir().map(|d| d.display().to_string()).unwrap_or_default(),
+            });
+        };
+        wait_task(&task)
+    }
+
+    /// Awaits a checkpoint started with [`Store::checkpoint`] without
+    /// blocking the async runtime.
+    #[cfg(feature = "tokio")]
+    pub async fn checkpoint_async(&self, kind: CheckpointKind) -> Result<CheckpointInfo> {
+        let token = self.checkpoint(kind)?;
+        let task = {
+            let tasks = self.inner.checkpoints.tasks.lock().unwrap_or_else(|p| p.into_inner());
+            tasks.iter().find(|t| t.token == token).cloned()
+        };
+        let Some(task) = task else {
+            return Err(Error::CheckpointNotFound { token: token.to_string(), dir: String::new() });
+        };
+        tokio::task::spawn_blocking(move || wait_task(&task)).await.map_err(|e| Error::Io {
+            context: "waiting for a checkpoint".into(),
+            source: std::io::Error::other(e),
+        })?
+    }
+
+    /// The checkpoint this store was recovered from, with every session's
+    /// commit point, if it was recovered.
+    pub fn recovered(&self) -> Option<CheckpointInfo> {
+        self.inner.checkpoints.recovered.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// The sessions of the checkpoint this store was recovered from, with
+    /// their commit points: `continue_session(id)` resumes one.
+    pub fn recovered_sessions(&self) -> Vec<(u64, CommitPoint)> {
+        self.recovered().map(|info| info.sessions).unwrap_or_default()
+    }
+
+    /// Resumes a recovered session: returns it, with its serial number set
+    /// to its commit point's `until`, and the commit point (reissue the
+    /// operations after `until` and those in `excluded`).
+    pub fn continue_session(&self, id: u64) -> Result<(crate::Session<'_, K, V, D>, CommitPoint)> {
+        let point = self
+            .recovered_sessions()
+            .into_iter()
+            .find(|(s, _)| *s == id)
+            .map(|(_, p)| p)
+            .ok_or(Error::UnknownSession { id })?;
+        let (version, _) = self.inner.cpr.load();
+        let slot = self.inner.sessions.reopen(id, version).ok_or(Error::UnknownSession { id })?;
+        let session = crate::Session::new(&self.inner, slot, point.until)?;
+        Ok((session, point))
+    }
+}
+
+fn wait_task(task: &Task) -> Result<CheckpointInfo> {
+    let mut result = task.result.lock().unwrap_or_else(|p| p.into_inner());
+    while result.is_none() {
+        result = task.finished.wait(result).unwrap_or_else(|p| p.into_inner());
+    }
+    match result.clone() {
+        Some(Ok(info)) => Ok(info),
+        Some(Err(message)) => {
+            Err(Error::CheckpointFailed { token: task.token.to_string(), message })
+        }
+        None => Err(Error::CheckpointFailed {
+            token: task.token.to_string(),
+            message: "no result".into(),
+        }),
+    }
+}
+
+/// Every complete checkpoint in a store directory, oldest first. Damaged
+/// or incomplete ones are left out (see [`verify`] to find them).
+pub fn list(dir: impl AsRef<Path>) -> Result<Vec<CheckpointInfo>> {
+    let root = root(dir.as_ref());
+    let entries = match std::fs::read_dir(&root) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(source) => return Err(Error::Io { context: format!("listing {}", root.display()), source }),
+    };
+    let mut found = Vec::new();
+    for entry in entries {
+        let entry = entry.map_err(|source| Error::Io { context: format!("listing {}", root.display()), source })?;
+        let Some(name) = entry.file_name().to_str().map(String::from) else { continue };
+        if CheckpointToken::parse(&name).is_err() {
+            continue;
+        }
+        if let Ok(meta) = Meta::read(&entry.path().join("meta"))
+            && meta.token == name
+            && let Some(info) = CheckpointInfo::from_meta(&meta)
+        {
+            found.push(info);
+        }
+    }
+    found.sort_by(|a, b| (a.version, &a.token).cmp(&(b.version, &b.token)));
+    Ok(found)
+}
+
+/// The token of the newest recoverable checkpoint in `dir`.
+pub fn latest_token(dir: impl AsRef<Path>) -> Result<String> {
+    recover::latest(dir.as_ref())
+}
+
+pub(crate) use recover::recover as recover_store;
+
+/// Checks a checkpoint's metadata and files (index checksum, snapshot
+/// checksum) without recovering it.
+pub fn verify(dir: impl AsRef<Path>, token: &str) -> Result<CheckpointInfo> {
+    recover::verify(dir.as_ref(), token)
+}
+
+/// Deletes one checkpoint.
+pub fn delete(dir: impl AsRef<Path>, token: &str) -> Result<()> {
+    let token = CheckpointToken::parse(token)?;
+    let path = root(dir.as_ref()).join(token.as_str());
+    std::fs::remove_dir_all(&path).map_err(|source| Error::Io { context: format!("deleting {}", path.display()), source })
+}
+
+/// Keeps the newest `keep` recoverable checkpoints (and the index
+/// checkpoints they use) and deletes every other checkpoint directory,
+/// including incomplete ones. Returns the tokens deleted.
+pub fn retain(dir: impl AsRef<Path>, keep: usize) -> Result<Vec<String>> {
+    let dir = dir.as_ref();
+    let all = list(dir)?;
+    let recoverable: Vec<&CheckpointInfo> =
+        all.iter().filter(|c| c.kind != CheckpointKind::IndexOnly).collect();
+    let kept: Vec<&CheckpointInfo> = recoverable.iter().rev().take(keep).copied().collect();
+    let mut needed: std::collections::BTreeSet<String> = kept.iter().map(|c| c.token.to_string()).collect();
+    needed.extend(kept.iter().map(|c| c.index_token.clone()));
+    let root = root(dir);
+    let mut deleted = Vec::new();
+    let entries = match std::fs::read_dir(&root) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(deleted),
+        Err(source) => return Err(Error::Io { context: format!("listing {}", root.display()), source }),
+    };
+    for entry in entries.flatten() {
+        let Some(name) = entry.file_name().to_str().map(String::from) else { continue };
+        if CheckpointToken::parse(&name).is_err() || needed.contains(&name) {
+            continue;
+        }
+        delete(dir, &name)?;
+        deleted.push(name);
+    }
+    deleted.sort();
+    Ok(deleted)
+}

@@ -1,0 +1,412 @@
+//! Recovery: a store from a checkpoint.
+//!
+//! 1. Read and validate the metadata (checksum, archive, format version,
+//!    the key and value layouts against the types asked for).
+//! 2. Load the index checkpoint (checksum, structure).
+//! 3. Pick the new incarnation's base: the first page boundary at or after
+//!    everything the device holds. The recovered log's tail starts there,
+//!    so nothing another checkpoint needs is ever overwritten.
+//! 4. Replay `[log_start, final)`: for each valid record of the
+//!    checkpoint's version or older, point its (bucket, tag) entry at it;
+//!    records of later versions are skipped (unreachable, by CPR invariant
+//!    3). A snapshot's pages are read from its file and *relocated* by a
+//!    whole number of pages to the new base (their addresses, their chain
+//!    pointers into the snapshot, and index entries into it move by the
+//!    same delta), then written to the device there.
+//! 5. Sync the device and open the log empty in memory at the new tail.
+
+use std::fs::File;
+use std::io::{BufReader, Read};
+use std::path::Path;
+use std::sync::atomic::Ordering;
+
+use super::meta::Meta;
+use super::{CheckpointInfo, CheckpointKind, CheckpointToken, report, root};
+use crate::address::Address;
+use crate::device::Device;
+use crate::hlog::{FIRST_ADDRESS, HybridLog};
+use crate::index::{HashBucketEntry, HashIndex};
+use crate::record::{Key, Value, hash_bytes};
+use crate::store::cpr::{self, is_newer};
+use crate::store::record::{RecordFormat, RecordInfo};
+use crate::store::{StoreConfig, StoreInner};
+use crate::{Error, Result};
+
+/// Bytes replayed per device read.
+const REPLAY_CHUNK: u64 = 8 << 20;
+
+fn corrupt(path: &Path, what: impl Into<String>) -> Error {
+    Error::CheckpointCorrupt { path: path.display().to_string(), what: what.into() }
+}
+
+/// Reads a checkpoint's metadata, checking that it is a complete log
+/// checkpoint.
+fn load_meta(dir: &Path, token: &str) -> Result<(Meta, CheckpointKind)> {
+    let token = CheckpointToken::parse(token)?;
+    let path = root(dir).join(token.as_str()).join("meta");
+    if !path.exists() {
+        return Err(Error::CheckpointNotFound {
+            token: token.to_string(),
+            dir: dir.display().to_string(),
+        });
+    }
+    let meta = Meta::read(&path)?;
+    if meta.token != token.as_str() {
+        return Err(corrupt(&path, format!("it names checkpoint {:?}", meta.token)));
+    }
+    let kind = CheckpointKind::from_code(meta.kind)
+        .ok_or_else(|| corrupt(&path, format!("unknown checkpoint kind {}", meta.kind)))?;
+    if meta.final_address < meta.index.log_end
+        || meta.index.log_start > meta.index.log_end
+        || meta.begin_address > meta.index.log_start.max(FIRST_ADDRESS)
+        || !(crate::hlog::MIN_PAGE_BITS..=crate::hlog::MAX_PAGE_BITS).contains(&meta.page_size_bits)
+    {
+        return Err(corrupt(&path, "inconsistent addresses or page size"));
+    }
+    if let Some(snapshot) = &meta.snapshot
+        && (snapshot.from & ((1u64 << meta.page_size_bits) - 1) != 0
+            || snapshot.from.checked_add(snapshot.len) != Some(meta.final_address))
+    {
+        return Err(corrupt(&path, "the snapshot does not end at the final address"));
+    }
+    CheckpointToken::parse(&meta.index.token)?;
+    Ok((meta, kind))
+}
+
+/// See [`super::verify`].
+pub(super) fn verify(dir: &Path, token: &str) -> Result<CheckpointInfo> {
+    let (meta, _) = load_meta(dir, token)?;
+    let index_path = root(dir).join(&meta.index.token).join("index");
+    let (_, header) = HashIndex::read_checkpoint(&index_path)?;
+    if header.log_start != meta.index.log_start || header.table_size != meta.index.table_size {
+        return Err(corrupt(&index_path, "it is not the index the metadata names"));
+    }
+    if let Some(snapshot) = &meta.snapshot {
+        let path = root(dir).join(token).join("snapshot");
+        let file = File::open(&path).map_err(|source| Error::Io {
+            context: format!("opening {}", path.display()),
+            source,
+        })?;
+        let mut input = BufReader::with_capacity(1 << 20, file);
+        let mut hash = xxhash_rust::xxh3::Xxh3Default::new();
+        let mut buf = vec![0u8; 1 << 20];
+        let mut total = 0u64;
+        loop {
+            let n = input.read(&mut buf).map_err(|source| Error::Io {
+                context: format!("reading {}", path.display()),
+                source,
+            })?;
+            if n == 0 {
+                break;
+            }
+            total += n as u64;
+            hash.update(&buf[..n]);
+        }
+        if total != snapshot.len || hash.digest() != snapshot.checksum {
+            return Err(corrupt(&path, "checksum or length mismatch"));
+        }
+    }
+    CheckpointInfo::from_meta(&meta).ok_or_else(|| corrupt(dir, "unknown kind"))
+}
+
+/// The newest recoverable checkpoint's token: the highest version whose
+/// metadata is complete and valid (incomplete ones — a crash before the
+/// metadata was renamed into place — are skipped).
+pub(crate) fn latest(dir: &Path) -> Result<String> {
+    super::list(dir)?
+        .into_iter()
+        .rev()
+        .find(|c| c.kind != CheckpointKind::IndexOnly)
+        .map(|c| c.token.to_string())
+        .ok_or_else(|| Error::CheckpointNotFound {
+            token: "(latest)".into(),
+            dir: dir.display().to_string(),
+        })
+}
+
+/// Where replayed bytes come from and go to.
+struct Source<'a, D> {
+    device: &'a D,
+    snapshot: Option<(File, u64, std::path::PathBuf)>,
+}
+
+impl<D: Device> Source<'_, D> {
+    fn read(&mut self, address: u64, buf: &mut [u8]) -> Result<()> {
+        match &mut self.snapshot {
+            Some((file, from, path)) if address >= *from => {
+                use std::os::unix::fs::FileExt;
+                file.read_exact_at(buf, address - *from).map_err(|source| Error::Io {
+                    context: format!("reading {}", path.display()),
+                    source,
+                })
+            }
+            _ => self.device.read_at(address, buf).map_err(|source| Error::Io {
+                context: format!("reading {} bytes of the log at {address:#x}", buf.len()),
+                source,
+            }),
+        }
+    }
+}
+
+/// Recovers the shared state of a store from checkpoint `token` in `dir`,
+/// with the log on `device`.
+pub(crate) fn recover<K: Key, V: Value, D: Device>(
+    mut config: StoreConfig,
+    device: D,
+    dir: &Path,
+    token: &str,
+) -> Result<StoreInner<K, V, D>> {
+    let span = tracing::info_span!("recover", token);
+    let _enter = span.enter();
+    let progress = config.progress.clone();
+    let (meta, kind) = load_meta(dir, token)?;
+    if kind == CheckpointKind::IndexOnly {
+        return Err(Error::InvalidToken {
+            token: token.into(),
+            why: "an index-only checkpoint holds no log; recover a log checkpoint",
+        });
+    }
+    let check = |what: &'static str, stored: &str, stored_fp: u64, opened: &str, opened_fp: u64| {
+        if stored_fp == opened_fp {
+            Ok(())
+        } else {
+            Err(Error::LayoutMismatch {
+                what,
+                stored: stored.into(),
+                stored_fingerprint: stored_fp,
+                opened: opened.into(),
+                opened_fingerprint: opened_fp,
+            })
+        }
+    };
+    check(
+        "key",
+        &meta.key_type,
+        meta.key_fingerprint,
+        std::any::type_name::<K>(),
+        K::key_layout_fingerprint(),
+    )?;
+    check(
+        "value",
+        &meta.value_type,
+        meta.value_fingerprint,
+        std::any::type_name::<V>(),
+        V::layout_fingerprint(),
+    )?;
+
+    // The index.
+    let index_path = root(dir).join(&meta.index.token).join("index");
+    let (index, header) = {
+        let _phase = tracing::info_span!("load_index").entered();
+        HashIndex::read_checkpoint(&index_path)?
+    };
+    if header.log_start != meta.index.log_start
+        || header.log_end != meta.index.log_end
+        || header.table_size != meta.index.table_size
+    {
+        return Err(corrupt(&index_path, "it is not the index the metadata names"));
+    }
+    config.page_size_bits = meta.page_size_bits;
+    config.table_size = meta.index.table_size;
+    let geometry = config.geometry()?;
+    config.validate()?;
+
+    // The new incarnation's base and the snapshot's relocation.
+    let bits = meta.page_size_bits;
+    let page_size = 1u64 << bits;
+    let round_up = |a: u64| a.div_ceil(page_size) * page_size;
+    let device_end = device.end_offset().map_err(|source| Error::Io {
+        context: "sizing the log device".into(),
+        source,
+    })?;
+    let base = round_up(device_end.max(meta.final_address).max(FIRST_ADDRESS));
+    let final_address = meta.final_address;
+    let (snap_from, delta, tail) = match &meta.snapshot {
+        Some(s) => (s.from, base - s.from, round_up(final_address + (base - s.from))),
+        None => (final_address, 0, base),
+    };
+    let relocate = |a: u64| if a >= snap_from && a < final_address { a + delta } else { a };
+
+    // Index entries: in range, and moved with the snapshot.
+    let mut bad_entry = None;
+    index.for_each_entry(|slot| {
+        let entry = HashBucketEntry::from_raw(slot.load(Ordering::Relaxed));
+        let address = entry.address().raw();
+        if address >= final_address && bad_entry.is_none() {
+            bad_entry = Some(address);
+        }
+        let moved = relocate(address);
+        if moved != address {
+            let moved = Address::new(moved).unwrap_or(Address::INVALID);
+            slot.store(HashBucketEntry::new(moved, entry.tag(), false).raw(), Ordering::Relaxed);
+        }
+    });
+    if let Some(address) = bad_entry {
+        return Err(corrupt(
+            &index_path,
+            format!("an entry points at {address:#x}, past the checkpoint's end"),
+        ));
+    }
+
+    // The replay.
+    let snapshot = match &meta.snapshot {
+        Some(s) => {
+            let path = root(dir).join(token).join("snapshot");
+            let file = File::open(&path).map_err(|source| Error::Io {
+                context: format!("opening {}", path.display()),
+                source,
+            })?;
+            let len = file.metadata().map_err(|source| Error::Io {
+                context: format!("reading {}", path.display()),
+                source,
+            })?;
+            if len.len() != s.len {
+                return Err(corrupt(&path, format!("{} bytes, expected {}", len.len(), s.len)));
+            }
+            Some((file, s.from, path))
+        }
+        None => None,
+    };
+    let replay_from = match &meta.snapshot {
+        Some(s) => meta.index.log_start.min(s.from),
+        None => meta.index.log_start,
+    };
+    let format = RecordFormat::<K, V>::new();
+    let mut source = Source { device: &device, snapshot };
+    let mut hash = xxhash_rust::xxh3::Xxh3Default::new();
+    let mut buf = vec![0u8; REPLAY_CHUNK.max(page_size) as usize];
+    let total = final_address.saturating_sub(replay_from);
+    let mut at = replay_from.max(FIRST_ADDRESS).min(final_address);
+    {
+        let _phase = tracing::info_span!("replay", from = at, to = final_address).entered();
+        report(&progress, "replay", 0, total);
+        while at < final_address {
+            // Whole pages (the first and last may be partial), and never
+            // across the snapshot's start.
+            let mut end = (at & !(page_size - 1)) + REPLAY_CHUNK.max(page_size);
+            end = end.min(final_address);
+            if at < snap_from && end > snap_from {
+                end = snap_from;
+            }
+            let chunk = &mut buf[..(end - at) as usize];
+            source.read(at, chunk)?;
+            let in_snapshot = at >= snap_from;
+            if in_snapshot {
+                // The snapshot's checksum is over the bytes as written.
+                hash.update(chunk);
+            }
+            replay_chunk(&format, &index, chunk, at, page_size, meta.version, &relocate, in_snapshot)?;
+            if in_snapshot {
+                device.write_at(at + delta, chunk).map_err(|source| Error::Io {
+                    context: format!("writing the recovered snapshot at {:#x}", at + delta),
+                    source,
+                })?;
+            }
+            report(&progress, "replay", end - replay_from, total);
+            at = end;
+        }
+    }
+    if let Some(snapshot) = &meta.snapshot {
+        if hash.digest() != snapshot.checksum {
+            // Nothing refers to what was written past the device's end.
+            return Err(corrupt(&root(dir).join(token).join("snapshot"), "checksum mismatch"));
+        }
+        device.sync().map_err(|source| Error::Io {
+            context: "syncing the recovered snapshot".into(),
+            source,
+        })?;
+    }
+
+    // The new version is past every checkpoint in the directory, so that
+    // tokens keep sorting by version across incarnations.
+    let newest = super::list(dir)?.iter().map(|c| c.version).max().unwrap_or(meta.version);
+    let version = newest.max(meta.version) + 1;
+    let log = HybridLog::recovered(geometry, device, meta.begin_address, tail)?;
+    let mut inner = StoreInner::with_parts(config, index, log, version)?;
+    inner.dir = Some(dir.to_path_buf());
+    for session in &meta.sessions {
+        let point = cpr::CommitPoint { until: session.until, excluded: session.excluded.clone() };
+        inner.sessions.add_recovered(session.id, &point, version);
+    }
+    inner.sessions.reserve_ids(meta.next_session_id);
+    let info = CheckpointInfo::from_meta(&meta).ok_or_else(|| corrupt(dir, "unknown kind"))?;
+    *inner.checkpoints.recovered.lock().unwrap_or_else(|p| p.into_inner()) = Some(info);
+    Ok(inner)
+}
+
+/// Indexes the records of one chunk (whole pages, possibly partial at
+/// either end) and relocates snapshot records in place.
+#[allow(clippy::too_many_arguments)]
+fn replay_chunk<K: Key, V: Value>(
+    format: &RecordFormat<K, V>,
+    index: &HashIndex,
+    chunk: &mut [u8],
+    start: u64,
+    page_size: u64,
+    version: u32,
+    relocate: &impl Fn(u64) -> u64,
+    in_snapshot: bool,
+) -> Result<()> {
+    let end = start + chunk.len() as u64;
+    let mut at = start;
+    let word = |chunk: &[u8], at: u64| {
+        let i = (at - start) as usize;
+        let mut w = [0u8; 8];
+        w.copy_from_slice(&chunk[i..i + 8]);
+        u64::from_le_bytes(w)
+    };
+    while at < end {
+        let page_end = ((at / page_size) + 1) * page_size;
+        if at < FIRST_ADDRESS {
+            // The reserved start of page 0.
+            at = FIRST_ADDRESS;
+            continue;
+        }
+        let limit = page_end.min(end);
+        if at + 8 > limit {
+            at = limit;
+            continue;
+        }
+        let info = RecordInfo::from_raw(word(chunk, at));
+        if info.is_empty() {
+            // The rest of the page was never allocated.
+            at = page_end;
+            continue;
+        }
+        let header = format.header_size as u64;
+        if at + header > limit {
+            return Err(Error::Corruption { address: at, what: "record header crosses its page".into() });
+        }
+        let i = (at - start) as usize;
+        let (key_len, value_len) = format.lengths_in(&chunk[i..i + format.header_size]);
+        let size = format.record_size(key_len, value_len) as u64;
+        if at + size > page_end {
+            return Err(Error::Corruption {
+                address: at,
+                what: format!("record of {size} bytes crosses its page"),
+            });
+        }
+        if at + size > limit {
+            // Cut by the chunk end (the final address ends a record).
+            return Err(Error::Corruption { address: at, what: "record crosses the log's end".into() });
+        }
+        if in_snapshot {
+            let previous = info.previous().raw();
+            let moved = relocate(previous);
+            if moved != previous {
+                let raw = (info.raw() & !((1u64 << Address::BITS) - 1)) | moved;
+                chunk[i..i + 8].copy_from_slice(&raw.to_le_bytes());
+            }
+        }
+        if !info.is_invalid() && !is_newer(info.version(), version) {
+            let key = &chunk[i + format.header_size..i + format.header_size + key_len];
+            let hash = hash_bytes(key);
+            let slot = index.find_or_create_entry(hash);
+            let address = Address::new(relocate(at)).unwrap_or(Address::INVALID);
+            let entry = HashBucketEntry::new(address, HashBucketEntry::tag_of(hash), false);
+            slot.slot.store(entry.raw(), Ordering::Relaxed);
+        }
+        at += size;
+    }
+    Ok(())
+}

@@ -1,0 +1,314 @@
+//! The index checkpoint: the table and its overflow buckets in one file.
+//!
+//! ```text
+//! header (64 bytes, little-endian):
+//!   magic "OXFINDEX" | format version u32 | 0 u32 | table size u64 |
+//!   overflow buckets u64 | log start u64 | log end u64 | 0 u64
+//! buckets ((table size + overflow) × 64 bytes): 7 entries, then the next
+//!   bucket of the chain as overflow index + 1 (0: none)
+//! trailer: XXH3-64 of header and buckets (u64)
+//! ```
+//!
+//! The dump is *fuzzy*: it reads entries while sessions update them. Every
+//! entry it writes points at a published record below `log end`, and
+//! recovery replays the log from `log start` (taken before any operation
+//! that could be missed began) to fix entries that changed meanwhile.
+//! Tentative entries are dropped on load.
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::io::{BufReader, BufWriter, Read, Write};
+use std::path::Path;
+use std::sync::atomic::Ordering;
+
+use xxhash_rust::xxh3::Xxh3Default;
+
+use super::{HashBucket, HashBucketEntry, HashIndex};
+use crate::{Error, Result};
+
+const MAGIC: &[u8; 8] = b"OXFINDEX";
+/// The index file format this build writes and reads.
+pub const INDEX_FORMAT_VERSION: u32 = 1;
+const HEADER_SIZE: usize = 64;
+const BUCKET_SIZE: usize = 64;
+
+/// What an index checkpoint file describes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct IndexFileHeader {
+    /// Main buckets.
+    pub table_size: u64,
+    /// Overflow buckets.
+    pub overflow_buckets: u64,
+    /// The log address from which recovery replays.
+    pub log_start: u64,
+    /// The log tail when the dump finished: every entry is below it.
+    pub log_end: u64,
+}
+
+impl IndexFileHeader {
+    fn encode(&self) -> [u8; HEADER_SIZE] {
+        let mut h = [0u8; HEADER_SIZE];
+        h[0..8].copy_from_slice(MAGIC);
+        h[8..12].copy_from_slice(&INDEX_FORMAT_VERSION.to_le_bytes());
+        h[16..24].copy_from_slice(&self.table_size.to_le_bytes());
+        h[24..32].copy_from_slice(&self.overflow_buckets.to_le_bytes());
+        h[32..40].copy_from_slice(&self.log_start.to_le_bytes());
+        h[40..48].copy_from_slice(&self.log_end.to_le_bytes());
+        h
+    }
+
+    fn decode(h: &[u8; HEADER_SIZE], path: &Path) -> Result<Self> {
+        let corrupt = |what: String| Error::CheckpointCorrupt { path: path.display().to_string(), what };
+        if &h[0..8] != MAGIC {
+            return Err(corrupt("not an index checkpoint (bad magic)".into()));
+        }
+        let word = |at: usize| u64::from_le_bytes(h[at..at + 8].try_into().unwrap_or([0; 8]));
+        let version = u32::from_le_bytes(h[8..12].try_into().unwrap_or([0; 4]));
+        if version != INDEX_FORMAT_VERSION {
+            return Err(Error::UnsupportedFormat {
+                path: path.display().to_string(),
+                found: version,
+                supported: INDEX_FORMAT_VERSION,
+            });
+        }
+        let header = Self {
+            table_size: word(16),
+            overflow_buckets: word(24),
+            log_start: word(32),
+            log_end: word(40),
+        };
+        if !header.table_size.is_power_of_two() || header.table_size > 1 << 40 {
+            return Err(corrupt(format!("table size {} is not a power of two", header.table_size)));
+        }
+        if header.overflow_buckets > 1 << 40 || header.log_start > header.log_end {
+            return Err(corrupt("impossible header fields".into()));
+        }
+        Ok(header)
+    }
+}
+
+/// The trailer: XXH3 of the header and of the buckets' own XXH3.
+fn checksum(header: &[u8; HEADER_SIZE], body: u64) -> u64 {
+    let mut hash = Xxh3Default::new();
+    hash.update(header);
+    hash.update(&body.to_le_bytes());
+    hash.digest()
+}
+
+impl HashIndex {
+    /// Dumps the index to `path` (created; synced to disk), returning its
+    /// header. `log_start` and `log_end` are the log addresses that frame
+    /// the dump (see the module documentation).
+    pub fn write_checkpoint(
+        &self,
+        path: &Path,
+        log_start: u64,
+        log_end: impl FnOnce() -> u64,
+    ) -> Result<IndexFileHeader> {
+        let io = |source| Error::Io { context: format!("writing {}", path.display()), source };
+        let file = File::create(path).map_err(io)?;
+        let mut out = BufWriter::with_capacity(1 << 20, file);
+        // Overflow allocation waits while the dump runs, so that every
+        // bucket a chain links to has an index in the file.
+        let overflow = self.overflow.lock().unwrap_or_else(|p| p.into_inner());
+        let numbers: HashMap<*const HashBucket, u64> =
+            overflow.iter().enumerate().map(|(i, b)| (&**b as *const HashBucket, i as u64 + 1)).collect();
+        // The header is rewritten at the end, when `log_end` is known; the
+        // checksum covers the final header, so it is computed afterwards.
+        out.write_all(&[0u8; HEADER_SIZE]).map_err(io)?;
+        let mut body_hash = Xxh3Default::new();
+        let mut bucket_bytes = [0u8; BUCKET_SIZE];
+        let mut write_bucket = |bucket: &HashBucket, out: &mut BufWriter<File>| {
+            for (i, slot) in bucket.entries.iter().enumerate() {
+                let entry = HashBucketEntry::from_raw(slot.load(Ordering::Acquire));
+                let raw = if entry.is_tentative() { 0 } else { entry.raw() };
+                bucket_bytes[i * 8..i * 8 + 8].copy_from_slice(&raw.to_le_bytes());
+            }
+            let next = bucket.next().map_or(0, |n| numbers.get(&(n as *const HashBucket)).copied().unwrap_or(0));
+            bucket_bytes[56..64].copy_from_slice(&next.to_le_bytes());
+            body_hash.update(&bucket_bytes);
+            out.write_all(&bucket_bytes)
+        };
+        for index in 0..self.table_size() {
+            write_bucket(self.bucket_at(index), &mut out).map_err(io)?;
+        }
+        for bucket in overflow.iter() {
+            write_bucket(bucket, &mut out).map_err(io)?;
+        }
+        let header = IndexFileHeader {
+            table_size: self.table_size(),
+            overflow_buckets: overflow.len() as u64,
+            log_start,
+            log_end: log_end(),
+        };
+        drop(overflow);
+        let header_bytes = header.encode();
+        let trailer = checksum(&header_bytes, body_hash.digest());
+        out.write_all(&trailer.to_le_bytes()).map_err(io)?;
+        let mut file = out.into_inner().map_err(|e| io(e.into_error()))?;
+        use std::io::{Seek, SeekFrom};
+        file.seek(SeekFrom::Start(0)).map_err(io)?;
+        file.write_all(&header_bytes).map_err(io)?;
+        file.sync_all().map_err(io)?;
+        Ok(header)
+    }
+
+    /// Loads an index checkpoint, checking its checksum and structure. The
+    /// file is never trusted: sizes are checked against the file length
+    /// before anything is allocated.
+    pub fn read_checkpoint(path: &Path) -> Result<(HashIndex, IndexFileHeader)> {
+        let display = path.display().to_string();
+        let io = |source| Error::Io { context: format!("reading {display}"), source };
+        let corrupt = |what: String| Error::CheckpointCorrupt { path: path.display().to_string(), what };
+        let file = File::open(path).map_err(io)?;
+        let len = file.metadata().map_err(io)?.len();
+        let mut input = BufReader::with_capacity(1 << 20, file);
+        if len < (HEADER_SIZE + 8) as u64 {
+            return Err(corrupt(format!("{len} bytes is too short for an index checkpoint")));
+        }
+        let mut header_bytes = [0u8; HEADER_SIZE];
+        input.read_exact(&mut header_bytes).map_err(io)?;
+        let header = IndexFileHeader::decode(&header_bytes, path)?;
+        let buckets = header.table_size + header.overflow_buckets;
+        let expected = buckets
+            .checked_mul(BUCKET_SIZE as u64)
+            .and_then(|b| b.checked_add((HEADER_SIZE + 8) as u64));
+        if expected != Some(len) {
+            return Err(corrupt(format!(
+                "{len} bytes, but the header describes {buckets} buckets (truncated or damaged)"
+            )));
+        }
+        let index = HashIndex::new(header.table_size)?;
+        let mut overflow: Vec<Box<HashBucket>> =
+            (0..header.overflow_buckets).map(|_| Box::new(HashBucket::default())).collect();
+        let mut links: Vec<(u64, u64)> = Vec::new(); // (bucket number, next)
+        let mut body_hash = Xxh3Default::new();
+        let mut bytes = [0u8; BUCKET_SIZE];
+        for number in 0..buckets {
+            input.read_exact(&mut bytes).map_err(io)?;
+            body_hash.update(&bytes);
+            let bucket: &HashBucket = if number < header.table_size {
+                index.bucket_at(number)
+            } else {
+                &overflow[(number - header.table_size) as usize]
+            };
+            for (i, slot) in bucket.entries.iter().enumerate() {
+                let raw = u64::from_le_bytes(bytes[i * 8..i * 8 + 8].try_into().unwrap_or([0; 8]));
+                let entry = HashBucketEntry::from_raw(raw);
+                let raw = if entry.is_tentative() { 0 } else { raw };
+                slot.store(raw, Ordering::Relaxed);
+            }
+            let next = u64::from_le_bytes(bytes[56..64].try_into().unwrap_or([0; 8]));
+            if next != 0 {
+                if next > header.overflow_buckets {
+                    return Err(corrupt(format!("bucket {number} links to overflow bucket {next}")));
+                }
+                links.push((number, next - 1));
+            }
+        }
+        let mut trailer = [0u8; 8];
+        input.read_exact(&mut trailer).map_err(io)?;
+        if checksum(&header_bytes, body_hash.digest()) != u64::from_le_bytes(trailer) {
+            return Err(corrupt("checksum mismatch".into()));
+        }
+        // Every overflow bucket is linked from exactly one bucket, so no
+        // chain can loop.
+        let mut linked = vec![false; overflow.len()];
+        for &(_, next) in &links {
+            if std::mem::replace(&mut linked[next as usize], true) {
+                return Err(corrupt(format!("overflow bucket {} is linked twice", next + 1)));
+            }
+        }
+        for (number, next) in links {
+            let target: *const HashBucket = &*overflow[next as usize];
+            if number < header.table_size {
+                index.bucket_at(number).set_next(target);
+            } else {
+                overflow[(number - header.table_size) as usize].set_next(target);
+            }
+        }
+        *index.overflow.lock().unwrap_or_else(|p| p.into_inner()) = std::mem::take(&mut overflow);
+        Ok((index, header))
+    }
+
+    /// Calls `f` with every non-empty entry slot (main and overflow
+    /// buckets). For recovery, before the index is shared.
+    pub(crate) fn for_each_entry(&self, mut f: impl FnMut(&std::sync::atomic::AtomicU64)) {
+        let visit = |bucket: &HashBucket, f: &mut dyn FnMut(&std::sync::atomic::AtomicU64)| {
+            for slot in &bucket.entries {
+                if slot.load(Ordering::Relaxed) != 0 {
+                    f(slot);
+                }
+            }
+        };
+        for index in 0..self.table_size() {
+            visit(self.bucket_at(index), &mut f);
+        }
+        let overflow = self.overflow.lock().unwrap_or_else(|p| p.into_inner());
+        for bucket in overflow.iter() {
+            visit(bucket, &mut f);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::address::Address;
+
+    #[test]
+    fn an_index_with_overflow_chains_round_trips() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("index");
+        let index = HashIndex::new(4).expect("index");
+        // 200 distinct tags in 4 buckets: long overflow chains.
+        for i in 0..200u64 {
+            let hash = (i << 48) | (i % 4);
+            let slot = index.find_or_create_entry(hash);
+            let entry = HashBucketEntry::new(
+                Address::new(64 + i * 8).expect("address"),
+                HashBucketEntry::tag_of(hash),
+                false,
+            );
+            slot.slot.store(entry.raw(), Ordering::Release);
+        }
+        let header = index.write_checkpoint(&path, 64, || 4096).expect("write");
+        assert!(header.overflow_buckets > 0);
+        let (back, read_header) = HashIndex::read_checkpoint(&path).expect("read");
+        assert_eq!(read_header, header);
+        for i in 0..200u64 {
+            let hash = (i << 48) | (i % 4);
+            let found = back.find_entry(hash).expect("entry survives");
+            assert_eq!(found.entry.address().raw(), 64 + i * 8);
+        }
+    }
+
+    #[test]
+    fn damaged_index_files_are_named_errors() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("index");
+        let index = HashIndex::new(8).expect("index");
+        index.find_or_create_entry(12345);
+        index.write_checkpoint(&path, 64, || 64).expect("write");
+        let good = std::fs::read(&path).expect("read");
+        // Every single-bit flip is detected.
+        for bit in 0..good.len() * 8 {
+            let mut bad = good.clone();
+            bad[bit / 8] ^= 1 << (bit % 8);
+            std::fs::write(&path, &bad).expect("write");
+            let err = HashIndex::read_checkpoint(&path).expect_err("flip detected");
+            assert!(
+                matches!(err, Error::CheckpointCorrupt { .. } | Error::UnsupportedFormat { .. }),
+                "bit {bit}: {err}"
+            );
+        }
+        // Truncations, too.
+        for len in [0, 10, 64, good.len() - 1] {
+            std::fs::write(&path, &good[..len]).expect("write");
+            assert!(matches!(
+                HashIndex::read_checkpoint(&path),
+                Err(Error::CheckpointCorrupt { .. })
+            ));
+        }
+    }
+}

@@ -1,0 +1,309 @@
+//! The session side of concurrent prefix recovery (CPR).
+//!
+//! The store has a version `v` (starting at 1) and a phase, packed in one
+//! atomic word. A checkpoint of version `v` captures, for every session,
+//! exactly the operations it ran while it was at version `v` or earlier, and
+//! none that it ran later. It moves the store to `v + 1` in these phases:
+//!
+//! ```text
+//! REST(v) --publish--> IN_PROGRESS(v+1) --epoch action--> WAIT_FLUSH(v+1)
+//!         --(log flushed or snapshot written, metadata durable)--> REST(v+1)
+//! ```
+//!
+//! A session learns the new version at the start of its next operation
+//! (after it protects its epoch entry), and records its *commit point* for
+//! the old version: the serial number of its last operation run in it
+//! (`until`) and the serial numbers of its read-modify-writes still parked
+//! for I/O at that moment (`excluded`). Parked operations finish in the
+//! session's current version when they complete, so a checkpoint never waits
+//! for a session's I/O, and an idle session never stalls a checkpoint: once
+//! every *protected* session has moved on (the epoch action above), the
+//! checkpoint records idle sessions' points itself ("claims" them), under
+//! the same per-session lock the session takes to switch.
+//!
+//! ## Invariants (enforced in `session.rs`)
+//!
+//! 1. A session updates a record in place only if the record's version is
+//!    its own. Records of older versions are copied to the tail (so the
+//!    checkpoint's records keep exactly their version's effects).
+//! 2. While the phase is `IN_PROGRESS` (not every protected session has
+//!    moved on), a session at `v + 1` does not copy a record of an older
+//!    version for a read-modify-write: a session still at `v` may be updating
+//!    it in place, and a copy now could lose that update. It retries after
+//!    refreshing, like the fuzzy region.
+//! 3. A session at `v` that meets a record of version `v + 1` (the newest of
+//!    its key's chain, or the record it would chain a new one to) moves to
+//!    `v + 1` before it writes ("pivots"), so no record of `v` ever includes
+//!    or chains past an effect of `v + 1`. Recovery therefore never needs
+//!    to rewrite the log: records newer than the checkpoint are simply
+//!    unreachable from the recovered index.
+//!
+//! Versions live in 13 bits of each record header; they compare on a ring
+//! (see [`version_bits`]), which is sound while a log replay spans fewer
+//! than 4095 checkpoints.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+/// The phase: no checkpoint runs.
+pub(crate) const REST: u64 = 0;
+/// The phase: the version moved; sessions still at the old one may be
+/// running an operation.
+pub(crate) const IN_PROGRESS: u64 = 1;
+/// The phase: every session is at the new version (or idle); the old
+/// version's records are being made durable.
+pub(crate) const WAIT_FLUSH: u64 = 2;
+
+/// The number of distinct record versions (13 bits, 0 excluded so that a
+/// written header is never all zero).
+const VERSION_RING: u32 = (1 << 13) - 1;
+
+/// The 13 bits a record of store version `version` carries: `1..=8191`.
+#[inline(always)]
+pub(crate) fn version_bits(version: u32) -> u32 {
+    (version.wrapping_sub(1) % VERSION_RING) + 1
+}
+
+/// Whether a record carrying `record` bits is newer than store version
+/// `version` (on the ring: at most 4095 versions ahead).
+#[inline]
+pub(crate) fn is_newer(record: u32, version: u32) -> bool {
+    let mine = version_bits(version);
+    let ahead = (record + VERSION_RING - mine) % VERSION_RING;
+    ahead != 0 && ahead < VERSION_RING / 2
+}
+
+/// Which operations of a session a checkpoint holds: every operation with a
+/// serial number up to `until`, except those in `excluded` (read-modify-
+/// writes that were waiting for I/O when the session moved to the next
+/// version; they are in a later checkpoint).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CommitPoint {
+    /// The serial number of the last operation included.
+    pub until: u64,
+    /// Serial numbers at or below `until` that are *not* included.
+    pub excluded: Vec<u64>,
+}
+
+impl CommitPoint {
+    /// Whether the operation with serial number `serial` is included.
+    pub fn includes(&self, serial: u64) -> bool {
+        serial <= self.until && self.excluded.binary_search(&serial).is_err()
+    }
+}
+
+/// The store's version and phase: `version << 8 | phase`.
+#[derive(Debug)]
+pub(crate) struct CprState {
+    word: AtomicU64,
+}
+
+impl CprState {
+    pub(crate) fn new(version: u32) -> Self {
+        Self { word: AtomicU64::new(u64::from(version) << 8) }
+    }
+
+    /// `(version, phase)`. SeqCst: read after the session protects (the
+    /// epoch invariant makes it see a phase published before a bump).
+    #[inline(always)]
+    pub(crate) fn load(&self) -> (u32, u64) {
+        let word = self.word.load(Ordering::SeqCst);
+        ((word >> 8) as u32, word & 0xff)
+    }
+
+    pub(crate) fn store(&self, version: u32, phase: u64) {
+        self.word.store(u64::from(version) << 8 | phase, Ordering::SeqCst);
+    }
+}
+
+/// One session's CPR bookkeeping, shared with the checkpoint.
+#[derive(Debug)]
+pub(crate) struct SessionSlot {
+    pub(crate) id: u64,
+    /// The serial number of the session's last finished operation (an
+    /// operation that went pending counts as finished here: it is in
+    /// `pending_rmws`). Written by the session at the end of each operation.
+    pub(crate) serial: AtomicU64,
+    state: Mutex<SlotState>,
+}
+
+#[derive(Debug, Default)]
+struct SlotState {
+    /// The version the session is at (or was claimed into).
+    version: u32,
+    /// Serial numbers of parked read-modify-writes.
+    pending_rmws: BTreeSet<u64>,
+    /// Commit points recorded at switches: `(from, to, point)` holds for
+    /// every checkpoint version in `from..to`.
+    points: Vec<(u32, u32, CommitPoint)>,
+    /// Whether a `Session` is attached.
+    open: bool,
+}
+
+impl SessionSlot {
+    fn lock(&self) -> MutexGuard<'_, SlotState> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Moves the session to `version` if it is behind, recording its commit
+    /// point for the versions it leaves. Returns the session's version.
+    pub(crate) fn switch_to(&self, version: u32) -> u32 {
+        let mut state = self.lock();
+        if state.version < version {
+            let point = CommitPoint {
+                until: self.serial.load(Ordering::Acquire),
+                excluded: state.pending_rmws.iter().copied().collect(),
+            };
+            let from = state.version;
+            state.points.push((from, version, point));
+            state.version = version;
+        }
+        state.version
+    }
+
+    /// The commit point for checkpoint version `version`, claiming the
+    /// session into `version + 1` if it has not moved there itself. Called
+    /// once every protected session is past `version`.
+    pub(crate) fn commit_point(&self, version: u32) -> CommitPoint {
+        self.switch_to(version + 1);
+        let mut state = self.lock();
+        let point = state
+            .points
+            .iter()
+            .find(|(from, to, _)| *from <= version && version < *to)
+            .map(|(_, _, p)| p.clone())
+            .unwrap_or_default();
+        state.points.retain(|(_, to, _)| *to > version + 1);
+        point
+    }
+
+    pub(crate) fn parked(&self, serial: u64) {
+        self.lock().pending_rmws.insert(serial);
+    }
+
+    pub(crate) fn finished(&self, serial: u64) {
+        self.lock().pending_rmws.remove(&serial);
+    }
+
+    pub(crate) fn version(&self) -> u32 {
+        self.lock().version
+    }
+
+    pub(crate) fn close(&self) {
+        self.lock().open = false;
+    }
+}
+
+/// Every session the store knows: open ones, closed ones (their last commit
+/// point stays in later checkpoints) and recovered ones not yet continued.
+#[derive(Debug)]
+pub(crate) struct Registry {
+    slots: Mutex<BTreeMap<u64, Arc<SessionSlot>>>,
+    next_id: AtomicU64,
+}
+
+impl Registry {
+    pub(crate) fn new() -> Self {
+        Self { slots: Mutex::new(BTreeMap::new()), next_id: AtomicU64::new(1) }
+    }
+
+    fn slots(&self) -> MutexGuard<'_, BTreeMap<u64, Arc<SessionSlot>>> {
+        self.slots.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// A new open session at `version`.
+    pub(crate) fn open_new(&self, version: u32) -> Arc<SessionSlot> {
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let slot = Arc::new(SessionSlot {
+            id,
+            serial: AtomicU64::new(0),
+            state: Mutex::new(SlotState { version, open: true, ..SlotState::default() }),
+        });
+        self.slots().insert(id, slot.clone());
+        slot
+    }
+
+    /// Reopens a closed session (one recovered from a checkpoint), returning
+    /// it and its serial number.
+    pub(crate) fn reopen(&self, id: u64, version: u32) -> Option<Arc<SessionSlot>> {
+        let slots = self.slots();
+        let slot = slots.get(&id)?.clone();
+        let mut state = slot.lock();
+        if state.open {
+            return None;
+        }
+        state.open = true;
+        state.version = state.version.max(version);
+        drop(state);
+        Some(slot)
+    }
+
+    /// Adds a closed session recovered from a checkpoint at `until`.
+    pub(crate) fn add_recovered(&self, id: u64, point: &CommitPoint, version: u32) {
+        let slot = Arc::new(SessionSlot {
+            id,
+            serial: AtomicU64::new(point.until),
+            state: Mutex::new(SlotState {
+                version,
+                // The excluded operations never ran in this incarnation:
+                // they stay excluded until the user reissues them.
+                pending_rmws: point.excluded.iter().copied().collect(),
+                ..SlotState::default()
+            }),
+        });
+        self.slots().insert(id, slot);
+        self.next_id.fetch_max(id + 1, Ordering::Relaxed);
+    }
+
+    /// Never hands out ids below `next` (they were used before a crash).
+    pub(crate) fn reserve_ids(&self, next: u64) {
+        self.next_id.fetch_max(next, Ordering::Relaxed);
+    }
+
+    /// The next session id to hand out.
+    pub(crate) fn next_id(&self) -> u64 {
+        self.next_id.load(Ordering::Relaxed)
+    }
+
+    /// Every slot, by id.
+    pub(crate) fn all(&self) -> Vec<Arc<SessionSlot>> {
+        self.slots().values().cloned().collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn versions_compare_on_a_ring() {
+        assert_eq!(version_bits(1), 1);
+        assert_eq!(version_bits(8191), 8191);
+        assert_eq!(version_bits(8192), 1);
+        assert!(is_newer(version_bits(6), 5));
+        assert!(!is_newer(version_bits(5), 5));
+        assert!(!is_newer(version_bits(4), 5));
+        assert!(is_newer(version_bits(8192), 8191), "wraps");
+        assert!(!is_newer(version_bits(8190), 8192));
+    }
+
+    #[test]
+    fn commit_points_cover_skipped_versions_and_claims() {
+        let registry = Registry::new();
+        let slot = registry.open_new(1);
+        slot.serial.store(5, Ordering::Release);
+        slot.parked(4);
+        // The checkpoint of version 1 claims the idle session.
+        let point = slot.commit_point(1);
+        assert_eq!(point, CommitPoint { until: 5, excluded: vec![4] });
+        assert!(point.includes(5) && !point.includes(4) && !point.includes(6));
+        assert_eq!(slot.version(), 2);
+        // The session skips version 2 and 3 while idle, then moves to 4.
+        slot.finished(4);
+        slot.serial.store(9, Ordering::Release);
+        assert_eq!(slot.switch_to(4), 4);
+        assert_eq!(slot.commit_point(2).until, 9);
+        assert_eq!(slot.commit_point(3).until, 9);
+    }
+}
