@@ -306,16 +306,25 @@ pub(crate) fn recover<K: Key, V: Value, D: Device>(
             at = end;
         }
     }
+    // Reads of a record near a page's end may ask for more than the record
+    // (its size is unknown until its header is read): the last page the
+    // device holds, and the relocated snapshot's, are padded to their end.
+    // Both pads lie past everything the device held, so they overwrite
+    // nothing.
+    pad_to_page(&device, device_end, page_size)?;
+    if meta.snapshot.is_some() {
+        pad_to_page(&device, final_address + delta, page_size)?;
+    }
     if let Some(snapshot) = &meta.snapshot {
         if hash.digest() != snapshot.checksum {
             // Nothing refers to what was written past the device's end.
             return Err(corrupt(&root(dir).join(token).join("snapshot"), "checksum mismatch"));
         }
-        device.sync().map_err(|source| Error::Io {
-            context: "syncing the recovered snapshot".into(),
-            source,
-        })?;
     }
+    device.sync().map_err(|source| Error::Io {
+        context: "syncing the recovered log".into(),
+        source,
+    })?;
 
     // The new version is past every checkpoint in the directory, so that
     // tokens keep sorting by version across incarnations.
@@ -332,6 +341,19 @@ pub(crate) fn recover<K: Key, V: Value, D: Device>(
     let info = CheckpointInfo::from_meta(&meta).ok_or_else(|| corrupt(dir, "unknown kind"))?;
     *inner.checkpoints.recovered.lock().unwrap_or_else(|p| p.into_inner()) = Some(info);
     Ok(inner)
+}
+
+/// Writes zeros from `from` to the end of its page (nothing if `from` is a
+/// page boundary).
+fn pad_to_page<D: Device>(device: &D, from: u64, page_size: u64) -> Result<()> {
+    let rest = from.next_multiple_of(page_size) - from;
+    if rest == 0 {
+        return Ok(());
+    }
+    device.write_at(from, &vec![0u8; rest as usize]).map_err(|source| Error::Io {
+        context: format!("padding the log's last page at {from:#x}"),
+        source,
+    })
 }
 
 /// Indexes the records of one chunk (whole pages, possibly partial at

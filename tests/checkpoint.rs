@@ -1,0 +1,252 @@
+//! Checkpoints and recovery: every kind recovers exactly the state at its
+//! commit points, recovery is non-destructive, and bad checkpoints are
+//! named errors.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use oxifaster::checkpoint::{self, CheckpointKind};
+use oxifaster::{Error, Store, StoreBuilder};
+use oxifaster_cli::workload::Rng;
+
+/// Small pages and memory: most of the data lives on the device.
+fn builder(dir: &Path) -> StoreBuilder {
+    Store::<u64, u64>::builder()
+        .dir(dir)
+        .page_size_bits(12)
+        .log_memory_size_bytes(64 << 10)
+        .table_size(1 << 10)
+}
+
+/// Random upserts, RMWs and deletes on `keys` keys, applied to the model.
+fn random_ops(
+    session: &mut oxifaster::Session<'_, u64, u64, oxifaster::device::FileDevice>,
+    model: &mut BTreeMap<u64, u64>,
+    rng: &mut Rng,
+    ops: usize,
+    keys: u64,
+) {
+    for _ in 0..ops {
+        let key = rng.below(keys);
+        match rng.below(10) {
+            0..=3 => {
+                let value = rng.next_u64();
+                session.upsert(&key, &value).expect("upsert");
+                model.insert(key, value);
+            }
+            4..=7 => {
+                let input = rng.below(1000);
+                let status = session.rmw(&key, &input).expect("rmw");
+                if matches!(status, oxifaster::store::RmwStatus::Pending { .. }) {
+                    session.complete_pending(true).expect("complete");
+                }
+                let entry = model.entry(key).or_insert(0);
+                *entry = entry.wrapping_add(input);
+            }
+            _ => {
+                session.delete(&key).expect("delete");
+                model.remove(&key);
+            }
+        }
+    }
+}
+
+fn check(store: &Store<u64, u64>, model: &BTreeMap<u64, u64>, keys: u64) {
+    let mut session = store.start_session().expect("session");
+    for key in 0..keys {
+        assert_eq!(session.read_blocking(&key).expect("read"), model.get(&key).copied(), "key {key}");
+    }
+}
+
+#[test]
+fn every_kind_recovers_exactly_its_state() {
+    for kind in [CheckpointKind::FoldOver, CheckpointKind::Snapshot, CheckpointKind::LogOnly] {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let keys = 5_000;
+        let mut model = BTreeMap::new();
+        let mut rng = Rng::new(7);
+        let info = {
+            let store: Store<u64, u64> = builder(dir.path()).open().expect("open");
+            let mut session = store.start_session().expect("session");
+            random_ops(&mut session, &mut model, &mut rng, 30_000, keys);
+            let info = store.checkpoint_and_wait(kind).expect("checkpoint");
+            assert_eq!(info.commit_point(session.id()).expect("point").until, session.serial());
+            // Later operations are not in the checkpoint.
+            let mut later = model.clone();
+            random_ops(&mut session, &mut later, &mut rng, 5_000, keys);
+            info
+        };
+        let store: Store<u64, u64> = builder(dir.path()).recover(info.token.as_str()).expect("recover");
+        check(&store, &model, keys);
+        assert_eq!(store.recovered().expect("recovered").token, info.token);
+    }
+}
+
+#[test]
+fn a_recovered_store_keeps_working_and_recovery_destroys_nothing() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let keys = 3_000;
+    let mut rng = Rng::new(11);
+    let mut first = BTreeMap::new();
+    let mut second;
+    let (a, b) = {
+        let store: Store<u64, u64> = builder(dir.path()).open().expect("open");
+        let mut session = store.start_session().expect("session");
+        random_ops(&mut session, &mut first, &mut rng, 20_000, keys);
+        let a = store.checkpoint_and_wait(CheckpointKind::Snapshot).expect("checkpoint a");
+        second = first.clone();
+        random_ops(&mut session, &mut second, &mut rng, 20_000, keys);
+        let b = store.checkpoint_and_wait(CheckpointKind::FoldOver).expect("checkpoint b");
+        (a, b)
+    };
+    // Recover the older one and write a new history on it.
+    let mut third = first.clone();
+    let c = {
+        let store: Store<u64, u64> = builder(dir.path()).recover(a.token.as_str()).expect("recover a");
+        check(&store, &first, keys);
+        assert!(store.version() > b.version, "a new incarnation numbers past every checkpoint");
+        let mut session = store.start_session().expect("session");
+        random_ops(&mut session, &mut third, &mut rng, 20_000, keys);
+        store.checkpoint_and_wait(CheckpointKind::LogOnly).expect("checkpoint c")
+    };
+    // Every checkpoint still recovers to its own state.
+    for (token, model) in [(&a.token, &first), (&b.token, &second), (&c.token, &third)] {
+        let store: Store<u64, u64> = builder(dir.path()).recover(token.as_str()).expect("recover");
+        check(&store, model, keys);
+    }
+    let latest: Store<u64, u64> = builder(dir.path()).recover_latest().expect("latest");
+    assert_eq!(latest.recovered().expect("recovered").token, c.token);
+    // Retention keeps the newest and what it needs.
+    let deleted = checkpoint::retain(dir.path(), 1).expect("retain");
+    assert_eq!(deleted.len(), 2, "{deleted:?}");
+    assert_eq!(checkpoint::list(dir.path()).expect("list").len(), 1);
+}
+
+#[test]
+fn variable_length_values_recover_from_a_snapshot() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut model = BTreeMap::new();
+    let token = {
+        let store: Store<String, Vec<u8>> = Store::<String, Vec<u8>>::builder()
+            .dir(dir.path())
+            .page_size_bits(12)
+            .log_memory_size_bytes(64 << 10)
+            .open()
+            .expect("open");
+        let mut session = store.start_session().expect("session");
+        let mut rng = Rng::new(3);
+        for i in 0..4_000u64 {
+            let key = format!("key-{}", rng.below(1_500));
+            let value = vec![(i % 251) as u8; rng.below(200) as usize];
+            session.upsert(&key, &value).expect("upsert");
+            model.insert(key, value);
+        }
+        store.checkpoint_and_wait(CheckpointKind::Snapshot).expect("checkpoint").token
+    };
+    let store: Store<String, Vec<u8>> = Store::recover(dir.path(), token.as_str()).expect("recover");
+    let mut session = store.start_session().expect("session");
+    for (key, value) in &model {
+        assert_eq!(session.read_blocking(key).expect("read").as_ref(), Some(value), "{key}");
+    }
+}
+
+#[test]
+fn sessions_resume_from_their_commit_points() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (id, token) = {
+        let store: Store<u64, u64> = builder(dir.path()).open().expect("open");
+        let mut session = store.start_session().expect("session");
+        for key in 0..100u64 {
+            session.upsert(&key, &key).expect("upsert");
+        }
+        let info = store.checkpoint_and_wait(CheckpointKind::FoldOver).expect("checkpoint");
+        (session.id(), info.token)
+    };
+    let store: Store<u64, u64> = Store::recover(dir.path(), token.as_str()).expect("recover");
+    assert_eq!(store.recovered_sessions().len(), 1);
+    let (mut session, point) = store.continue_session(id).expect("continue");
+    assert_eq!(point.until, 100);
+    assert_eq!(session.serial(), 100);
+    session.upsert(&1000, &1).expect("upsert");
+    assert_eq!(session.serial(), 101);
+    assert!(matches!(store.continue_session(id), Err(Error::UnknownSession { .. })));
+    assert!(matches!(store.continue_session(999), Err(Error::UnknownSession { id: 999 })));
+    let fresh = store.start_session().expect("session");
+    assert!(fresh.id() > id, "new ids never reuse recovered ones");
+}
+
+#[test]
+fn background_checkpoints_are_one_at_a_time() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store: Store<u64, u64> = builder(dir.path()).open().expect("open");
+    let mut session = store.start_session().expect("session");
+    for key in 0..10_000u64 {
+        session.upsert(&key, &key).expect("upsert");
+    }
+    let token = store.checkpoint(CheckpointKind::Snapshot).expect("start");
+    // A second one while the first runs is refused by name (or, if the first
+    // already finished, it simply runs).
+    match store.checkpoint_and_wait(CheckpointKind::FoldOver) {
+        Err(Error::CheckpointInProgress { .. }) | Ok(_) => {}
+        Err(e) => panic!("{e}"),
+    }
+    let info = store.wait_for_checkpoint(&token).expect("wait");
+    assert_eq!(info.token, token);
+    assert_eq!(info.commit_point(session.id()).expect("point").until, 10_000);
+}
+
+#[test]
+fn bad_checkpoints_and_tokens_are_named_errors() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let token = {
+        let store: Store<u64, u64> = builder(dir.path()).open().expect("open");
+        let mut session = store.start_session().expect("session");
+        for key in 0..1_000u64 {
+            session.upsert(&key, &key).expect("upsert");
+        }
+        store.checkpoint_and_wait(CheckpointKind::FoldOver).expect("checkpoint").token.to_string()
+    };
+    let recover = |token: &str| builder(dir.path()).recover::<u64, u64>(token).map(|_| ());
+    assert!(matches!(recover("0000000001-nope"), Err(Error::CheckpointNotFound { .. })));
+    for hostile in ["../etc", "a/b", "", ".", "x\0y", &"a".repeat(65)] {
+        assert!(matches!(recover(hostile), Err(Error::InvalidToken { .. })), "{hostile:?}");
+    }
+    // Other key and value types.
+    let err = builder(dir.path()).recover::<u32, u64>(&token).map(|_| ()).expect_err("u32 keys");
+    assert!(matches!(err, Error::LayoutMismatch { what: "key", .. }), "{err}");
+    assert!(err.to_string().contains("u32"), "{err}");
+    let err = builder(dir.path()).recover::<u64, [u8; 16]>(&token).map(|_| ()).expect_err("arrays");
+    assert!(matches!(err, Error::LayoutMismatch { what: "value", .. }), "{err}");
+    let err = builder(dir.path()).recover::<u64, String>(&token).map(|_| ()).expect_err("strings");
+    assert!(matches!(err, Error::LayoutMismatch { what: "value", .. }), "{err}");
+
+    // Damaged files.
+    let cp = dir.path().join("checkpoints").join(&token);
+    let meta = std::fs::read(cp.join("meta")).expect("meta");
+    let index = std::fs::read(cp.join("index")).expect("index");
+    std::fs::write(cp.join("meta"), &meta[..meta.len() / 2]).expect("truncate");
+    assert!(matches!(recover(&token), Err(Error::CheckpointCorrupt { .. })));
+    let mut flipped = meta.clone();
+    flipped[meta.len() - 3] ^= 0x10;
+    std::fs::write(cp.join("meta"), &flipped).expect("flip");
+    assert!(matches!(recover(&token), Err(Error::CheckpointCorrupt { .. })));
+    std::fs::write(cp.join("meta"), &meta).expect("restore");
+    let mut flipped = index.clone();
+    flipped[100] ^= 1;
+    std::fs::write(cp.join("index"), &flipped).expect("flip");
+    assert!(matches!(recover(&token), Err(Error::CheckpointCorrupt { .. })));
+    assert!(matches!(checkpoint::verify(dir.path(), &token), Err(Error::CheckpointCorrupt { .. })));
+    std::fs::remove_file(cp.join("index")).expect("remove");
+    assert!(matches!(recover(&token), Err(Error::Io { .. })));
+    std::fs::write(cp.join("index"), &index).expect("restore");
+    checkpoint::verify(dir.path(), &token).expect("healthy again");
+    recover(&token).expect("recovers again");
+
+    // A checkpoint whose metadata never landed is not a checkpoint.
+    std::fs::remove_file(cp.join("meta")).expect("remove");
+    assert!(matches!(recover(&token), Err(Error::CheckpointNotFound { .. })));
+    assert!(matches!(
+        builder(dir.path()).recover_latest::<u64, u64>(),
+        Err(Error::CheckpointNotFound { .. })
+    ));
+}
