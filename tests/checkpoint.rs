@@ -54,7 +54,11 @@ fn random_ops(
 fn check(store: &Store<u64, u64>, model: &BTreeMap<u64, u64>, keys: u64) {
     let mut session = store.start_session().expect("session");
     for key in 0..keys {
-        assert_eq!(session.read_blocking(&key).expect("read"), model.get(&key).copied(), "key {key}");
+        assert_eq!(
+            session.read_blocking(&key).expect("read"),
+            model.get(&key).copied(),
+            "key {key}"
+        );
     }
 }
 
@@ -76,7 +80,8 @@ fn every_kind_recovers_exactly_its_state() {
             random_ops(&mut session, &mut later, &mut rng, 5_000, keys);
             info
         };
-        let store: Store<u64, u64> = builder(dir.path()).recover(info.token.as_str()).expect("recover");
+        let store: Store<u64, u64> =
+            builder(dir.path()).recover(info.token.as_str()).expect("recover");
         check(&store, &model, keys);
         assert_eq!(store.recovered().expect("recovered").token, info.token);
     }
@@ -102,7 +107,8 @@ fn a_recovered_store_keeps_working_and_recovery_destroys_nothing() {
     // Recover the older one and write a new history on it.
     let mut third = first.clone();
     let c = {
-        let store: Store<u64, u64> = builder(dir.path()).recover(a.token.as_str()).expect("recover a");
+        let store: Store<u64, u64> =
+            builder(dir.path()).recover(a.token.as_str()).expect("recover a");
         check(&store, &first, keys);
         assert!(store.version() > b.version, "a new incarnation numbers past every checkpoint");
         let mut session = store.start_session().expect("session");
@@ -143,7 +149,8 @@ fn variable_length_values_recover_from_a_snapshot() {
         }
         store.checkpoint_and_wait(CheckpointKind::Snapshot).expect("checkpoint").token
     };
-    let store: Store<String, Vec<u8>> = Store::recover(dir.path(), token.as_str()).expect("recover");
+    let store: Store<String, Vec<u8>> =
+        Store::recover(dir.path(), token.as_str()).expect("recover");
     let mut session = store.start_session().expect("session");
     for (key, value) in &model {
         assert_eq!(session.read_blocking(key).expect("read").as_ref(), Some(value), "{key}");

@@ -69,7 +69,8 @@ fn every_checkpoint_recovers_exactly_its_commit_points() {
             })
             .collect();
         let checkpointer = scope.spawn(|| {
-            let kinds = [CheckpointKind::FoldOver, CheckpointKind::Snapshot, CheckpointKind::LogOnly];
+            let kinds =
+                [CheckpointKind::FoldOver, CheckpointKind::Snapshot, CheckpointKind::LogOnly];
             let mut taken = Vec::new();
             let mut n = 0;
             while !done.load(Ordering::Acquire) {
@@ -93,7 +94,11 @@ fn every_checkpoint_recovers_exactly_its_commit_points() {
 
     let last = checkpoints.last().expect("last");
     for &id in &ids {
-        assert_eq!(last.commit_point(id).expect("point").until, ops, "the final checkpoint has all");
+        assert_eq!(
+            last.commit_point(id).expect("point").until,
+            ops,
+            "the final checkpoint has all"
+        );
     }
     for info in &checkpoints {
         verify(dir.path(), info, &ids, seed, ops);

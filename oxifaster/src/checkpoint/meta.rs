@@ -122,13 +122,17 @@ impl Meta {
 
     /// Reads and validates a metadata file.
     pub(crate) fn read(path: &Path) -> Result<Self> {
-        let corrupt = |what: String| Error::CheckpointCorrupt { path: path.display().to_string(), what };
+        let corrupt =
+            |what: String| Error::CheckpointCorrupt { path: path.display().to_string(), what };
         let bytes = std::fs::read(path).map_err(|source| Error::Io {
             context: format!("reading {}", path.display()),
             source,
         })?;
         if bytes.len() < HEADER_SIZE {
-            return Err(corrupt(format!("{} bytes is too short for checkpoint metadata", bytes.len())));
+            return Err(corrupt(format!(
+                "{} bytes is too short for checkpoint metadata",
+                bytes.len()
+            )));
         }
         if &bytes[0..8] != MAGIC {
             return Err(corrupt("not checkpoint metadata (bad magic)".into()));

@@ -297,7 +297,8 @@ impl<K: Key, V: Value, D: Device> StoreInner<K, V, D> {
         let progress = self.config.progress.clone();
         let root = self.checkpoint_dir()?;
         let dir = root.join(token.as_str());
-        let io = |what: &str, source| Error::Io { context: format!("{what} {}", dir.display()), source };
+        let io =
+            |what: &str, source| Error::Io { context: format!("{what} {}", dir.display()), source };
         std::fs::create_dir_all(&dir).map_err(|e| io("creating", e))?;
         meta::sync_dir(&root)?;
         let handle = self.epoch.register()?;
@@ -305,7 +306,8 @@ impl<K: Key, V: Value, D: Device> StoreInner<K, V, D> {
         debug_assert_eq!(phase, REST);
 
         // 1. The index.
-        let last_index = self.checkpoints.last_index.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        let last_index =
+            self.checkpoints.last_index.lock().unwrap_or_else(|p| p.into_inner()).clone();
         let index = match (kind, last_index) {
             (CheckpointKind::LogOnly, Some(index)) => index,
             _ => {
@@ -424,7 +426,7 @@ impl<K: Key, V: Value, D: Device> StoreInner<K, V, D> {
         let total = final_address.raw() - from;
         let mut at = from;
         while at < final_address.raw() {
-            let end = ((at >> bits) + 1 << bits).min(final_address.raw());
+            let end = (((at >> bits) + 1) << bits).min(final_address.raw());
             let start = Address::new(at).ok_or(Error::LogFull)?;
             let stop = Address::new(end).ok_or(Error::LogFull)?;
             handle.refresh();
@@ -489,7 +491,8 @@ impl<K: Key, V: Value, D: Device> Store<K, V, D> {
     fn claim_checkpoint(&self) -> Result<CheckpointToken> {
         let control = &self.inner.checkpoints;
         self.inner.checkpoint_dir()?;
-        if control.busy.compare_exchange(false, true, Ordering::AcqRel, Ordering::Acquire).is_err() {
+        if control.busy.compare_exchange(false, true, Ordering::AcqRel, Ordering::Acquire).is_err()
+        {
             let running = control.tasks.lock().unwrap_or_else(|p| p.into_inner());
             let token = running.last().map(|t| t.token.to_string()).unwrap_or_default();
             return Err(Error::CheckpointInProgress { token });
@@ -617,11 +620,16 @@ pub fn list(dir: impl AsRef<Path>) -> Result<Vec<CheckpointInfo>> {
     let entries = match std::fs::read_dir(&root) {
         Ok(entries) => entries,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
-        Err(source) => return Err(Error::Io { context: format!("listing {}", root.display()), source }),
+        Err(source) => {
+            return Err(Error::Io { context: format!("listing {}", root.display()), source });
+        }
     };
     let mut found = Vec::new();
     for entry in entries {
-        let entry = entry.map_err(|source| Error::Io { context: format!("listing {}", root.display()), source })?;
+        let entry = entry.map_err(|source| Error::Io {
+            context: format!("listing {}", root.display()),
+            source,
+        })?;
         let Some(name) = entry.file_name().to_str().map(String::from) else { continue };
         if CheckpointToken::parse(&name).is_err() {
             continue;
@@ -654,7 +662,8 @@ pub fn verify(dir: impl AsRef<Path>, token: &str) -> Result<CheckpointInfo> {
 pub fn delete(dir: impl AsRef<Path>, token: &str) -> Result<()> {
     let token = CheckpointToken::parse(token)?;
     let path = root(dir.as_ref()).join(token.as_str());
-    std::fs::remove_dir_all(&path).map_err(|source| Error::Io { context: format!("deleting {}", path.display()), source })
+    std::fs::remove_dir_all(&path)
+        .map_err(|source| Error::Io { context: format!("deleting {}", path.display()), source })
 }
 
 /// Keeps the newest `keep` recoverable checkpoints (and the index
@@ -666,14 +675,17 @@ pub fn retain(dir: impl AsRef<Path>, keep: usize) -> Result<Vec<String>> {
     let recoverable: Vec<&CheckpointInfo> =
         all.iter().filter(|c| c.kind != CheckpointKind::IndexOnly).collect();
     let kept: Vec<&CheckpointInfo> = recoverable.iter().rev().take(keep).copied().collect();
-    let mut needed: std::collections::BTreeSet<String> = kept.iter().map(|c| c.token.to_string()).collect();
+    let mut needed: std::collections::BTreeSet<String> =
+        kept.iter().map(|c| c.token.to_string()).collect();
     needed.extend(kept.iter().map(|c| c.index_token.clone()));
     let root = root(dir);
     let mut deleted = Vec::new();
     let entries = match std::fs::read_dir(&root) {
         Ok(entries) => entries,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(deleted),
-        Err(source) => return Err(Error::Io { context: format!("listing {}", root.display()), source }),
+        Err(source) => {
+            return Err(Error::Io { context: format!("listing {}", root.display()), source });
+        }
     };
     for entry in entries.flatten() {
         let Some(name) = entry.file_name().to_str().map(String::from) else { continue };

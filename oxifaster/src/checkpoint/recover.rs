@@ -215,10 +215,9 @@ pub(crate) fn recover<K: Key, V: Value, D: Device>(
     let bits = meta.page_size_bits;
     let page_size = 1u64 << bits;
     let round_up = |a: u64| a.div_ceil(page_size) * page_size;
-    let device_end = device.end_offset().map_err(|source| Error::Io {
-        context: "sizing the log device".into(),
-        source,
-    })?;
+    let device_end = device
+        .end_offset()
+        .map_err(|source| Error::Io { context: "sizing the log device".into(), source })?;
     let base = round_up(device_end.max(meta.final_address).max(FIRST_ADDRESS));
     let final_address = meta.final_address;
     let (snap_from, delta, tail) = match &meta.snapshot {
@@ -295,7 +294,16 @@ pub(crate) fn recover<K: Key, V: Value, D: Device>(
                 // The snapshot's checksum is over the bytes as written.
                 hash.update(chunk);
             }
-            replay_chunk(&format, &index, chunk, at, page_size, meta.version, &relocate, in_snapshot)?;
+            replay_chunk(
+                &format,
+                &index,
+                chunk,
+                at,
+                page_size,
+                meta.version,
+                &relocate,
+                in_snapshot,
+            )?;
             if in_snapshot {
                 device.write_at(at + delta, chunk).map_err(|source| Error::Io {
                     context: format!("writing the recovered snapshot at {:#x}", at + delta),
@@ -315,16 +323,15 @@ pub(crate) fn recover<K: Key, V: Value, D: Device>(
     if meta.snapshot.is_some() {
         pad_to_page(&device, final_address + delta, page_size)?;
     }
-    if let Some(snapshot) = &meta.snapshot {
-        if hash.digest() != snapshot.checksum {
-            // Nothing refers to what was written past the device's end.
-            return Err(corrupt(&root(dir).join(token).join("snapshot"), "checksum mismatch"));
-        }
+    if let Some(snapshot) = &meta.snapshot
+        && hash.digest() != snapshot.checksum
+    {
+        // Nothing refers to what was written past the device's end.
+        return Err(corrupt(&root(dir).join(token).join("snapshot"), "checksum mismatch"));
     }
-    device.sync().map_err(|source| Error::Io {
-        context: "syncing the recovered log".into(),
-        source,
-    })?;
+    device
+        .sync()
+        .map_err(|source| Error::Io { context: "syncing the recovered log".into(), source })?;
 
     // The new version is past every checkpoint in the directory, so that
     // tokens keep sorting by version across incarnations.
@@ -397,7 +404,10 @@ fn replay_chunk<K: Key, V: Value>(
         }
         let header = format.header_size as u64;
         if at + header > limit {
-            return Err(Error::Corruption { address: at, what: "record header crosses its page".into() });
+            return Err(Error::Corruption {
+                address: at,
+                what: "record header crosses its page".into(),
+            });
         }
         let i = (at - start) as usize;
         let (key_len, value_len) = format.lengths_in(&chunk[i..i + format.header_size]);
@@ -410,7 +420,10 @@ fn replay_chunk<K: Key, V: Value>(
         }
         if at + size > limit {
             // Cut by the chunk end (the final address ends a record).
-            return Err(Error::Corruption { address: at, what: "record crosses the log's end".into() });
+            return Err(Error::Corruption {
+                address: at,
+                what: "record crosses the log's end".into(),
+            });
         }
         if in_snapshot {
             let previous = info.previous().raw();

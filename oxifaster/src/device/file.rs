@@ -127,8 +127,10 @@ impl Device for FileDevice {
         for entry in std::fs::read_dir(&self.dir)? {
             let entry = entry?;
             let name = entry.file_name();
-            let Some(segment) =
-                name.to_str().and_then(|n| n.strip_prefix("log.")).and_then(|n| n.parse::<u64>().ok())
+            let Some(segment) = name
+                .to_str()
+                .and_then(|n| n.strip_prefix("log."))
+                .and_then(|n| n.parse::<u64>().ok())
             else {
                 continue;
             };

@@ -58,7 +58,8 @@ impl IndexFileHeader {
     }
 
     fn decode(h: &[u8; HEADER_SIZE], path: &Path) -> Result<Self> {
-        let corrupt = |what: String| Error::CheckpointCorrupt { path: path.display().to_string(), what };
+        let corrupt =
+            |what: String| Error::CheckpointCorrupt { path: path.display().to_string(), what };
         if &h[0..8] != MAGIC {
             return Err(corrupt("not an index checkpoint (bad magic)".into()));
         }
@@ -111,8 +112,11 @@ impl HashIndex {
         // Overflow allocation waits while the dump runs, so that every
         // bucket a chain links to has an index in the file.
         let overflow = self.overflow.lock().unwrap_or_else(|p| p.into_inner());
-        let numbers: HashMap<*const HashBucket, u64> =
-            overflow.iter().enumerate().map(|(i, b)| (&**b as *const HashBucket, i as u64 + 1)).collect();
+        let numbers: HashMap<*const HashBucket, u64> = overflow
+            .iter()
+            .enumerate()
+            .map(|(i, b)| (&**b as *const HashBucket, i as u64 + 1))
+            .collect();
         // The header is rewritten at the end, when `log_end` is known; the
         // checksum covers the final header, so it is computed afterwards.
         out.write_all(&[0u8; HEADER_SIZE]).map_err(io)?;
@@ -124,7 +128,9 @@ impl HashIndex {
                 let raw = if entry.is_tentative() { 0 } else { entry.raw() };
                 bucket_bytes[i * 8..i * 8 + 8].copy_from_slice(&raw.to_le_bytes());
             }
-            let next = bucket.next().map_or(0, |n| numbers.get(&(n as *const HashBucket)).copied().unwrap_or(0));
+            let next = bucket
+                .next()
+                .map_or(0, |n| numbers.get(&(n as *const HashBucket)).copied().unwrap_or(0));
             bucket_bytes[56..64].copy_from_slice(&next.to_le_bytes());
             body_hash.update(&bucket_bytes);
             out.write_all(&bucket_bytes)
@@ -159,7 +165,8 @@ impl HashIndex {
     pub fn read_checkpoint(path: &Path) -> Result<(HashIndex, IndexFileHeader)> {
         let display = path.display().to_string();
         let io = |source| Error::Io { context: format!("reading {display}"), source };
-        let corrupt = |what: String| Error::CheckpointCorrupt { path: path.display().to_string(), what };
+        let corrupt =
+            |what: String| Error::CheckpointCorrupt { path: path.display().to_string(), what };
         let file = File::open(path).map_err(io)?;
         let len = file.metadata().map_err(io)?.len();
         let mut input = BufReader::with_capacity(1 << 20, file);
@@ -201,7 +208,9 @@ impl HashIndex {
             let next = u64::from_le_bytes(bytes[56..64].try_into().unwrap_or([0; 8]));
             if next != 0 {
                 if next > header.overflow_buckets {
-                    return Err(corrupt(format!("bucket {number} links to overflow bucket {next}")));
+                    return Err(corrupt(format!(
+                        "bucket {number} links to overflow bucket {next}"
+                    )));
                 }
                 links.push((number, next - 1));
             }

@@ -32,8 +32,8 @@ pub use cpr::CommitPoint;
 pub use session::{Completed, CompletedOp, ReadStatus, RmwStatus, Session};
 
 use std::marker::PhantomData;
-use std::sync::Arc;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use crate::device::{DEFAULT_SEGMENT_SIZE_BITS, Device, FileDevice};
 use crate::epoch::{DEFAULT_MAX_PARTICIPANTS, Epoch};
@@ -377,7 +377,10 @@ impl<K: Key, V: Value> Store<K, V> {
 }
 
 impl<K: Key, V: Value, D: Device> Store<K, V, D> {
-    pub(crate) fn from_inner(inner: StoreInner<K, V, D>, temp_dir: Option<tempfile::TempDir>) -> Self {
+    pub(crate) fn from_inner(
+        inner: StoreInner<K, V, D>,
+        temp_dir: Option<tempfile::TempDir>,
+    ) -> Self {
         Self { inner: Arc::new(inner), _temp_dir: temp_dir }
     }
 
