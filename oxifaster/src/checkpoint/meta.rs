@@ -10,13 +10,12 @@
 //! rkyv's bytecheck (every offset and length inside the archive in bounds),
 //! so a damaged file is an error, never a panic or garbage.
 
-use std::fs::File;
-use std::io::Write;
 use std::path::Path;
 
 use rkyv::rancor;
 use rkyv::util::AlignedVec;
 
+use super::io::CheckpointIo;
 use crate::{Error, Result};
 
 const MAGIC: &[u8; 8] = b"OXFMETA\0";
@@ -82,22 +81,22 @@ pub(crate) struct Meta {
 /// Writes `bytes` to `path` atomically: a temporary file, fsync, rename,
 /// fsync of the directory. A crash leaves either the old file or the new
 /// one, never a mix.
-pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+pub(crate) fn write_atomic(fs: &dyn CheckpointIo, path: &Path, bytes: &[u8]) -> Result<()> {
     let io = |source| Error::Io { context: format!("writing {}", path.display()), source };
     let dir = path.parent().ok_or_else(|| io(std::io::Error::other("no parent directory")))?;
     let temp = path.with_extension("tmp");
     {
-        let mut file = File::create(&temp).map_err(io)?;
-        file.write_all(bytes).map_err(io)?;
-        file.sync_all().map_err(io)?;
+        let mut file = fs.create(&temp).map_err(io)?;
+        file.write_at(0, bytes).map_err(io)?;
+        file.sync().map_err(io)?;
     }
-    std::fs::rename(&temp, path).map_err(io)?;
-    sync_dir(dir)
+    fs.rename(&temp, path).map_err(io)?;
+    sync_dir(fs, dir)
 }
 
 /// Makes a directory's entries (created, renamed files) durable.
-pub(crate) fn sync_dir(dir: &Path) -> Result<()> {
-    File::open(dir).and_then(|d| d.sync_all()).map_err(|source| Error::Io {
+pub(crate) fn sync_dir(fs: &dyn CheckpointIo, dir: &Path) -> Result<()> {
+    fs.sync_dir(dir).map_err(|source| Error::Io {
         context: format!("syncing directory {}", dir.display()),
         source,
     })
@@ -195,7 +194,7 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("meta");
         let meta = sample();
-        write_atomic(&path, &meta.encode().expect("encode")).expect("write");
+        write_atomic(&super::super::RealIo, &path, &meta.encode().expect("encode")).expect("write");
         assert_eq!(Meta::read(&path).expect("read"), meta);
         let good = std::fs::read(&path).expect("read");
         for bit in 0..good.len() * 8 {

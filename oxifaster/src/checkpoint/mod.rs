@@ -35,9 +35,11 @@
 //! checkpoints/<token>/snapshot   log pages of a snapshot checkpoint
 //! ```
 
+mod io;
 mod meta;
 mod recover;
 
+pub use io::{CheckpointFile, CheckpointIo, FaultIo, RealIo};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -192,6 +194,10 @@ pub struct Progress {
     pub total: u64,
 }
 
+/// Checkpoint file I/O for a store (see [`crate::StoreBuilder::checkpoint_io`]).
+#[derive(Debug, Clone)]
+pub struct IoHandle(pub Arc<dyn CheckpointIo>);
+
 /// A progress callback (see [`crate::StoreBuilder::on_progress`]).
 #[derive(Clone)]
 pub struct ProgressFn(pub Arc<dyn Fn(Progress) + Send + Sync>);
@@ -279,6 +285,13 @@ fn now_ms() -> u64 {
 }
 
 impl<K: Key, V: Value, D: Device> StoreInner<K, V, D> {
+    fn io(&self) -> &dyn CheckpointIo {
+        match &self.config.checkpoint_io {
+            Some(io) => &*io.0,
+            None => &RealIo,
+        }
+    }
+
     fn checkpoint_dir(&self) -> Result<PathBuf> {
         self.dir.as_ref().map(|d| root(d)).ok_or(Error::InvalidConfig {
             what: "dir",
@@ -299,8 +312,8 @@ impl<K: Key, V: Value, D: Device> StoreInner<K, V, D> {
         let dir = root.join(token.as_str());
         let io =
             |what: &str, source| Error::Io { context: format!("{what} {}", dir.display()), source };
-        std::fs::create_dir_all(&dir).map_err(|e| io("creating", e))?;
-        meta::sync_dir(&root)?;
+        self.io().create_dir_all(&dir).map_err(|e| io("creating", e))?;
+        meta::sync_dir(self.io(), &root)?;
         let handle = self.epoch.register()?;
         let (version, phase) = self.cpr.load();
         debug_assert_eq!(phase, REST);
@@ -316,10 +329,8 @@ impl<K: Key, V: Value, D: Device> StoreInner<K, V, D> {
                 wait_epoch(&handle);
                 let total = self.index.table_size() * 64;
                 report(&progress, "index", 0, total);
-                let header = self.index.write_checkpoint(&dir.join("index"), log_start, || {
-                    self.log.tail_address().raw()
-                })?;
-                meta::sync_dir(&dir)?;
+                let header = self.write_index(&dir.join("index"), log_start)?;
+                meta::sync_dir(self.io(), &dir)?;
                 report(&progress, "index", total, total);
                 IndexRef {
                     token: token.as_str().into(),
@@ -380,13 +391,29 @@ impl<K: Key, V: Value, D: Device> StoreInner<K, V, D> {
             next_session_id: self.sessions.next_id(),
             created_unix_ms: now_ms(),
         };
-        meta::write_atomic(&dir.join("meta"), &meta.encode()?)?;
+        meta::write_atomic(self.io(), &dir.join("meta"), &meta.encode()?)?;
         report(&progress, "metadata", 1, 1);
         *self.checkpoints.last_index.lock().unwrap_or_else(|p| p.into_inner()) = Some(index);
         CheckpointInfo::from_meta(&meta).ok_or(Error::CheckpointCorrupt {
             path: dir.display().to_string(),
             what: "unknown kind".into(),
         })
+    }
+
+    /// Dumps the index into `path` (synced).
+    fn write_index(&self, path: &Path, log_start: u64) -> Result<crate::index::IndexFileHeader> {
+        let io = |source| Error::Io { context: format!("writing {}", path.display()), source };
+        let file = self.io().create(path).map_err(io)?;
+        let mut out =
+            std::io::BufWriter::with_capacity(1 << 20, io::Appender { file, position: 0 });
+        let (header, header_bytes) = self
+            .index
+            .write_checkpoint(&mut out, log_start, || self.log.tail_address().raw())
+            .map_err(io)?;
+        let mut file = out.into_inner().map_err(|e| io(e.into_error()))?.file;
+        file.write_at(0, &header_bytes).map_err(io)?;
+        file.sync().map_err(io)?;
+        Ok(header)
     }
 
     /// Flushes the log up to its tail and syncs it; returns the final address.
@@ -418,8 +445,9 @@ impl<K: Key, V: Value, D: Device> StoreInner<K, V, D> {
         let from = self.log.flushed_until_address().raw() & !(page_size - 1);
         let path = dir.join("snapshot");
         let io = |source| Error::Io { context: format!("writing {}", path.display()), source };
-        let file = std::fs::File::create(&path).map_err(io)?;
-        let mut out = std::io::BufWriter::with_capacity(1 << 20, file);
+        let file = self.io().create(&path).map_err(io)?;
+        let mut out =
+            std::io::BufWriter::with_capacity(1 << 20, io::Appender { file, position: 0 });
         let mut hash = xxhash_rust::xxh3::Xxh3Default::new();
         let mut words = Vec::new();
         let mut bytes = Vec::new();
@@ -448,9 +476,9 @@ impl<K: Key, V: Value, D: Device> StoreInner<K, V, D> {
             at = end;
             report(progress, "snapshot", at - from, total);
         }
-        let file = out.into_inner().map_err(|e| io(e.into_error()))?;
-        file.sync_all().map_err(io)?;
-        meta::sync_dir(dir)?;
+        let mut file = out.into_inner().map_err(|e| io(e.into_error()))?.file;
+        file.sync().map_err(io)?;
+        meta::sync_dir(self.io(), dir)?;
         // The log below the snapshot must be durable too.
         self.log.sync_device()?;
         Ok((final_address.raw(), Some(SnapshotRef { from, len: total, checksum: hash.digest() })))

@@ -17,15 +17,19 @@
 //! - [`FileDevice`]: segment files in a directory (the default).
 //! - [`MemoryDevice`]: an in-memory device for tests.
 //! - [`NullDevice`]: discards writes; reads fail. For pure in-memory use.
+//! - [`FaultDevice`]: for tests; simulates power loss (unsynced writes
+//!   dropped, kept or torn) at a chosen operation.
 //! - `IoUringDevice` (Linux, feature `io_uring`): the file layout of
 //!   `FileDevice`, with I/O submitted through io_uring so that a batch of
 //!   reads is in flight at once.
 
+pub mod fault;
 mod file;
 mod memory;
 #[cfg(all(target_os = "linux", feature = "io_uring"))]
 mod uring;
 
+pub use fault::{CrashClock, CrashMode, FaultDevice};
 pub use file::{DEFAULT_SEGMENT_SIZE_BITS, FileDevice};
 pub use memory::{MemoryDevice, NullDevice};
 #[cfg(all(target_os = "linux", feature = "io_uring"))]

@@ -17,7 +17,7 @@
 
 use std::collections::HashMap;
 use std::fs::File;
-use std::io::{BufReader, BufWriter, Read, Write};
+use std::io::{BufReader, Read, Write};
 use std::path::Path;
 use std::sync::atomic::Ordering;
 
@@ -29,7 +29,8 @@ use crate::{Error, Result};
 const MAGIC: &[u8; 8] = b"OXFINDEX";
 /// The index file format this build writes and reads.
 pub const INDEX_FORMAT_VERSION: u32 = 1;
-const HEADER_SIZE: usize = 64;
+/// The index file's header size.
+pub const HEADER_SIZE: usize = 64;
 const BUCKET_SIZE: usize = 64;
 
 /// What an index checkpoint file describes.
@@ -97,32 +98,28 @@ fn checksum(header: &[u8; HEADER_SIZE], body: u64) -> u64 {
 }
 
 impl HashIndex {
-    /// Dumps the index to `path` (created; synced to disk), returning its
-    /// header. `log_start` and `log_end` are the log addresses that frame
+    /// Dumps the index into `out`: a placeholder header, the buckets and the
+    /// trailer. Returns the header and its bytes, which the caller writes
+    /// at offset 0 once `out` is flushed. `log_start` and `log_end` frame
     /// the dump (see the module documentation).
     pub fn write_checkpoint(
         &self,
-        path: &Path,
+        out: &mut impl Write,
         log_start: u64,
         log_end: impl FnOnce() -> u64,
-    ) -> Result<IndexFileHeader> {
-        let io = |source| Error::Io { context: format!("writing {}", path.display()), source };
-        let file = File::create(path).map_err(io)?;
-        let mut out = BufWriter::with_capacity(1 << 20, file);
+    ) -> std::io::Result<(IndexFileHeader, [u8; HEADER_SIZE])> {
         // Overflow allocation waits while the dump runs, so that every
-        // bucket a chain links to has an index in the file.
+        // bucket a chain links to has a number in the file.
         let overflow = self.overflow.lock().unwrap_or_else(|p| p.into_inner());
         let numbers: HashMap<*const HashBucket, u64> = overflow
             .iter()
             .enumerate()
             .map(|(i, b)| (&**b as *const HashBucket, i as u64 + 1))
             .collect();
-        // The header is rewritten at the end, when `log_end` is known; the
-        // checksum covers the final header, so it is computed afterwards.
-        out.write_all(&[0u8; HEADER_SIZE]).map_err(io)?;
+        out.write_all(&[0u8; HEADER_SIZE])?;
         let mut body_hash = Xxh3Default::new();
         let mut bucket_bytes = [0u8; BUCKET_SIZE];
-        let mut write_bucket = |bucket: &HashBucket, out: &mut BufWriter<File>| {
+        let mut write_bucket = |bucket: &HashBucket, out: &mut dyn Write| {
             for (i, slot) in bucket.entries.iter().enumerate() {
                 let entry = HashBucketEntry::from_raw(slot.load(Ordering::Acquire));
                 let raw = if entry.is_tentative() { 0 } else { entry.raw() };
@@ -136,10 +133,10 @@ impl HashIndex {
             out.write_all(&bucket_bytes)
         };
         for index in 0..self.table_size() {
-            write_bucket(self.bucket_at(index), &mut out).map_err(io)?;
+            write_bucket(self.bucket_at(index), out)?;
         }
         for bucket in overflow.iter() {
-            write_bucket(bucket, &mut out).map_err(io)?;
+            write_bucket(bucket, out)?;
         }
         let header = IndexFileHeader {
             table_size: self.table_size(),
@@ -150,13 +147,8 @@ impl HashIndex {
         drop(overflow);
         let header_bytes = header.encode();
         let trailer = checksum(&header_bytes, body_hash.digest());
-        out.write_all(&trailer.to_le_bytes()).map_err(io)?;
-        let mut file = out.into_inner().map_err(|e| io(e.into_error()))?;
-        use std::io::{Seek, SeekFrom};
-        file.seek(SeekFrom::Start(0)).map_err(io)?;
-        file.write_all(&header_bytes).map_err(io)?;
-        file.sync_all().map_err(io)?;
-        Ok(header)
+        out.write_all(&trailer.to_le_bytes())?;
+        Ok((header, header_bytes))
     }
 
     /// Loads an index checkpoint, checking its checksum and structure. The
@@ -265,6 +257,15 @@ mod tests {
     use super::*;
     use crate::address::Address;
 
+    fn write(index: &HashIndex, path: &Path, start: u64, end: u64) -> IndexFileHeader {
+        let mut bytes = Vec::new();
+        let (header, header_bytes) =
+            index.write_checkpoint(&mut bytes, start, || end).expect("dump");
+        bytes[..HEADER_SIZE].copy_from_slice(&header_bytes);
+        std::fs::write(path, &bytes).expect("write");
+        header
+    }
+
     #[test]
     fn an_index_with_overflow_chains_round_trips() {
         let dir = tempfile::tempdir().expect("tempdir");
@@ -281,7 +282,7 @@ mod tests {
             );
             slot.slot.store(entry.raw(), Ordering::Release);
         }
-        let header = index.write_checkpoint(&path, 64, || 4096).expect("write");
+        let header = write(&index, &path, 64, 4096);
         assert!(header.overflow_buckets > 0);
         let (back, read_header) = HashIndex::read_checkpoint(&path).expect("read");
         assert_eq!(read_header, header);
@@ -298,7 +299,7 @@ mod tests {
         let path = dir.path().join("index");
         let index = HashIndex::new(8).expect("index");
         index.find_or_create_entry(12345);
-        index.write_checkpoint(&path, 64, || 64).expect("write");
+        write(&index, &path, 64, 64);
         let good = std::fs::read(&path).expect("read");
         // Every single-bit flip is detected.
         for bit in 0..good.len() * 8 {

@@ -24,7 +24,7 @@ mod bucket;
 mod checkpoint;
 
 pub use bucket::{HashBucket, HashBucketEntry};
-pub use checkpoint::{INDEX_FORMAT_VERSION, IndexFileHeader};
+pub use checkpoint::{HEADER_SIZE as INDEX_HEADER_SIZE, INDEX_FORMAT_VERSION, IndexFileHeader};
 
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};

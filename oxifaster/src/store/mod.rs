@@ -64,6 +64,8 @@ pub struct StoreConfig {
     pub max_sessions: usize,
     /// Called with the progress of checkpoints and recovery.
     pub progress: Option<crate::checkpoint::ProgressFn>,
+    /// How checkpoint files are written (default: the real file system).
+    pub checkpoint_io: Option<crate::checkpoint::IoHandle>,
 }
 
 impl Default for StoreConfig {
@@ -76,6 +78,7 @@ impl Default for StoreConfig {
             dir: None,
             max_sessions: DEFAULT_MAX_PARTICIPANTS,
             progress: None,
+            checkpoint_io: None,
         }
     }
 }
@@ -190,6 +193,12 @@ impl StoreBuilder {
         self.config.progress = Some(crate::checkpoint::ProgressFn(Arc::new(f)));
         self
     }
+    /// Writes checkpoint files through `io` (for fault injection in
+    /// tests: [`crate::checkpoint::FaultIo`]).
+    pub fn checkpoint_io(mut self, io: impl crate::checkpoint::CheckpointIo + 'static) -> Self {
+        self.config.checkpoint_io = Some(crate::checkpoint::IoHandle(Arc::new(io)));
+        self
+    }
     /// The configuration so far.
     pub fn config(&self) -> &StoreConfig {
         &self.config
@@ -218,6 +227,16 @@ impl StoreBuilder {
     pub fn recover_latest<K: Key, V: Value>(self) -> Result<Store<K, V>> {
         let token = crate::checkpoint::latest_token(&self.require_dir()?)?;
         self.recover(&token)
+    }
+
+    /// Recovers from the newest complete checkpoint, with the log on
+    /// `device`.
+    pub fn recover_latest_with_device<K: Key, V: Value, D: Device>(
+        self,
+        device: D,
+    ) -> Result<Store<K, V, D>> {
+        let token = crate::checkpoint::latest_token(&self.require_dir()?)?;
+        self.recover_with_device(device, &token)
     }
 
     /// Recovers with the log on `device` (checkpoint files in the
