@@ -5,6 +5,8 @@
 //! every result: reads must find every loaded key, and after read/RMW
 //! workloads the sum of all counters must equal the increments issued.
 
+mod durability;
+
 use std::path::PathBuf;
 use std::sync::Barrier;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -28,6 +30,9 @@ struct Cli {
 enum Command {
     /// Run YCSB-style workloads on a Store<u64, u64> and report throughput.
     Bench(BenchArgs),
+    /// Measure checkpoints (time, throughput dip) and recovery against the
+    /// disk's sequential bandwidth.
+    Durability(durability::DurabilityArgs),
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -134,6 +139,7 @@ fn main() {
     let cli = Cli::parse();
     let result = match cli.command {
         Some(Command::Bench(args)) => bench(args),
+        Some(Command::Durability(args)) => durability::run(args),
         None => {
             println!(
                 "oxifaster {}: run `oxifaster bench` or `oxifaster --help`",

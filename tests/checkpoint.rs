@@ -64,7 +64,16 @@ fn check(store: &Store<u64, u64>, model: &BTreeMap<u64, u64>, keys: u64) {
 
 #[test]
 fn every_kind_recovers_exactly_its_state() {
-    for kind in [CheckpointKind::FoldOver, CheckpointKind::Snapshot, CheckpointKind::LogOnly] {
+    // Small memory (most records on disk) and large (all in memory).
+    for (kind, memory) in [
+        (CheckpointKind::FoldOver, 64 << 10),
+        (CheckpointKind::Snapshot, 64 << 10),
+        (CheckpointKind::LogOnly, 64 << 10),
+        (CheckpointKind::FoldOver, 16 << 20),
+        (CheckpointKind::Snapshot, 16 << 20),
+        (CheckpointKind::LogOnly, 16 << 20),
+    ] {
+        let builder = |dir: &Path| builder(dir).log_memory_size_bytes(memory);
         let dir = tempfile::tempdir().expect("tempdir");
         let keys = 5_000;
         let mut model = BTreeMap::new();
@@ -256,4 +265,33 @@ fn bad_checkpoints_and_tokens_are_named_errors() {
         builder(dir.path()).recover_latest::<u64, u64>(),
         Err(Error::CheckpointNotFound { .. })
     ));
+}
+
+#[test]
+fn progress_reaches_the_total_of_every_phase() {
+    use std::sync::{Arc, Mutex};
+    let dir = tempfile::tempdir().expect("tempdir");
+    let seen: Arc<Mutex<Vec<checkpoint::Progress>>> = Arc::default();
+    let record = {
+        let seen = seen.clone();
+        move |p: checkpoint::Progress| seen.lock().expect("lock").push(p)
+    };
+    let token = {
+        let store: Store<u64, u64> =
+            builder(dir.path()).on_progress(record.clone()).open().expect("open");
+        let mut session = store.start_session().expect("session");
+        for key in 0..20_000u64 {
+            session.upsert(&key, &key).expect("upsert");
+        }
+        store.checkpoint_and_wait(CheckpointKind::Snapshot).expect("checkpoint").token
+    };
+    builder(dir.path()).on_progress(record).recover::<u64, u64>(token.as_str()).expect("recover");
+    let seen = seen.lock().expect("lock");
+    for phase in ["index", "snapshot", "metadata", "replay"] {
+        let events: Vec<_> = seen.iter().filter(|p| p.phase == phase).collect();
+        assert!(!events.is_empty(), "no {phase} progress");
+        assert!(events.windows(2).all(|w| w[0].done <= w[1].done), "{phase} goes backwards");
+        let last = events.last().expect("last");
+        assert_eq!(last.done, last.total, "{phase} ends at its total");
+    }
 }

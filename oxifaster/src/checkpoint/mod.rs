@@ -458,7 +458,9 @@ impl<K: Key, V: Value, D: Device> StoreInner<K, V, D> {
             let start = Address::new(at).ok_or(Error::LogFull)?;
             let stop = Address::new(end).ok_or(Error::LogFull)?;
             handle.refresh();
-            if start >= self.log.head_address() {
+            // Page 0's first bytes are reserved: the log's head starts past them.
+            let first = Address::new(at.max(crate::hlog::FIRST_ADDRESS)).ok_or(Error::LogFull)?;
+            if first >= self.log.head_address() {
                 // SAFETY: protected, and the page is at or above head
                 // (checked after protecting).
                 unsafe { self.log.copy_live(start, stop, &mut words) };

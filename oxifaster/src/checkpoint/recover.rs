@@ -274,8 +274,11 @@ pub(crate) fn recover<K: Key, V: Value, D: Device>(
     let mut source = Source { device: &device, snapshot };
     let mut hash = xxhash_rust::xxh3::Xxh3Default::new();
     let mut buf = vec![0u8; REPLAY_CHUNK.max(page_size) as usize];
+    let mut batch = Vec::new();
     let total = final_address.saturating_sub(replay_from);
-    let mut at = replay_from.max(FIRST_ADDRESS).min(final_address);
+    // Replay skips the reserved start of page 0 itself; a snapshot from
+    // page 0 includes those bytes in its checksum.
+    let mut at = replay_from.min(final_address);
     {
         let _phase = tracing::info_span!("replay", from = at, to = final_address).entered();
         report(&progress, "replay", 0, total);
@@ -303,6 +306,7 @@ pub(crate) fn recover<K: Key, V: Value, D: Device>(
                 meta.version,
                 &relocate,
                 in_snapshot,
+                &mut batch,
             )?;
             if in_snapshot {
                 device.write_at(at + delta, chunk).map_err(|source| Error::Io {
@@ -375,6 +379,7 @@ fn replay_chunk<K: Key, V: Value>(
     version: u32,
     relocate: &impl Fn(u64) -> u64,
     in_snapshot: bool,
+    batch: &mut Vec<(u64, u64)>,
 ) -> Result<()> {
     let end = start + chunk.len() as u64;
     let mut at = start;
@@ -435,13 +440,22 @@ fn replay_chunk<K: Key, V: Value>(
         }
         if !info.is_invalid() && !is_newer(info.version(), version) {
             let key = &chunk[i + format.header_size..i + format.header_size + key_len];
-            let hash = hash_bytes(key);
-            let slot = index.find_or_create_entry(hash);
-            let address = Address::new(relocate(at)).unwrap_or(Address::INVALID);
-            let entry = HashBucketEntry::new(address, HashBucketEntry::tag_of(hash), false);
-            slot.slot.store(entry.raw(), Ordering::Relaxed);
+            batch.push((hash_bytes(key), relocate(at)));
         }
         at += size;
     }
+    // Update the entries in address order (newest last), with the buckets
+    // a few records ahead already on their way into the cache.
+    const AHEAD: usize = 8;
+    for (i, &(hash, address)) in batch.iter().enumerate() {
+        if let Some((ahead, _)) = batch.get(i + AHEAD) {
+            index.prefetch(*ahead);
+        }
+        let slot = index.find_or_create_entry(hash);
+        let address = Address::new(address).unwrap_or(Address::INVALID);
+        let entry = HashBucketEntry::new(address, HashBucketEntry::tag_of(hash), false);
+        slot.slot.store(entry.raw(), Ordering::Relaxed);
+    }
+    batch.clear();
     Ok(())
 }

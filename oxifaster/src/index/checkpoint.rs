@@ -32,6 +32,8 @@ pub const INDEX_FORMAT_VERSION: u32 = 1;
 /// The index file's header size.
 pub const HEADER_SIZE: usize = 64;
 const BUCKET_SIZE: usize = 64;
+/// Buckets are hashed, written and read this many bytes at a time.
+const CHUNK: usize = 1 << 20;
 
 /// What an index checkpoint file describes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -117,27 +119,36 @@ impl HashIndex {
             .map(|(i, b)| (&**b as *const HashBucket, i as u64 + 1))
             .collect();
         out.write_all(&[0u8; HEADER_SIZE])?;
+        // Buckets are encoded into a chunk, which is hashed and written
+        // whole: hashing 64 bytes at a time costs more than the copy.
         let mut body_hash = Xxh3Default::new();
-        let mut bucket_bytes = [0u8; BUCKET_SIZE];
-        let mut write_bucket = |bucket: &HashBucket, out: &mut dyn Write| {
-            for (i, slot) in bucket.entries.iter().enumerate() {
-                let entry = HashBucketEntry::from_raw(slot.load(Ordering::Acquire));
-                let raw = if entry.is_tentative() { 0 } else { entry.raw() };
-                bucket_bytes[i * 8..i * 8 + 8].copy_from_slice(&raw.to_le_bytes());
+        let mut chunk: Vec<u8> = Vec::with_capacity(CHUNK);
+        let mut write_bucket = |bucket: Option<&HashBucket>, out: &mut dyn Write| {
+            if let Some(bucket) = bucket {
+                for slot in &bucket.entries {
+                    let entry = HashBucketEntry::from_raw(slot.load(Ordering::Acquire));
+                    let raw = if entry.is_tentative() { 0 } else { entry.raw() };
+                    chunk.extend_from_slice(&raw.to_le_bytes());
+                }
+                let next = bucket
+                    .next()
+                    .map_or(0, |n| numbers.get(&(n as *const HashBucket)).copied().unwrap_or(0));
+                chunk.extend_from_slice(&next.to_le_bytes());
             }
-            let next = bucket
-                .next()
-                .map_or(0, |n| numbers.get(&(n as *const HashBucket)).copied().unwrap_or(0));
-            bucket_bytes[56..64].copy_from_slice(&next.to_le_bytes());
-            body_hash.update(&bucket_bytes);
-            out.write_all(&bucket_bytes)
+            if chunk.len() >= CHUNK || (bucket.is_none() && !chunk.is_empty()) {
+                body_hash.update(&chunk);
+                out.write_all(&chunk)?;
+                chunk.clear();
+            }
+            Ok::<(), std::io::Error>(())
         };
         for index in 0..self.table_size() {
-            write_bucket(self.bucket_at(index), out)?;
+            write_bucket(Some(self.bucket_at(index)), out)?;
         }
         for bucket in overflow.iter() {
-            write_bucket(bucket, out)?;
+            write_bucket(Some(bucket), out)?;
         }
+        write_bucket(None, out)?;
         let header = IndexFileHeader {
             table_size: self.table_size(),
             overflow_buckets: overflow.len() as u64,
@@ -182,10 +193,19 @@ impl HashIndex {
             (0..header.overflow_buckets).map(|_| Box::new(HashBucket::default())).collect();
         let mut links: Vec<(u64, u64)> = Vec::new(); // (bucket number, next)
         let mut body_hash = Xxh3Default::new();
-        let mut bytes = [0u8; BUCKET_SIZE];
+        let mut chunk = vec![0u8; CHUNK];
+        let mut in_chunk = 0usize; // bytes of `chunk` not yet parsed
+        let mut at = 0usize;
         for number in 0..buckets {
-            input.read_exact(&mut bytes).map_err(io)?;
-            body_hash.update(&bytes);
+            if at == in_chunk {
+                let left = (buckets - number) as usize * BUCKET_SIZE;
+                in_chunk = left.min(CHUNK);
+                input.read_exact(&mut chunk[..in_chunk]).map_err(io)?;
+                body_hash.update(&chunk[..in_chunk]);
+                at = 0;
+            }
+            let bytes = &chunk[at..at + BUCKET_SIZE];
+            at += BUCKET_SIZE;
             let bucket: &HashBucket = if number < header.table_size {
                 index.bucket_at(number)
             } else {
