@@ -271,36 +271,57 @@ pub(crate) fn recover<K: Key, V: Value, D: Device>(
         None => meta.index.log_start,
     };
     let format = RecordFormat::<K, V>::new();
-    let mut source = Source { device: &device, snapshot };
+    let source = Source { device: &device, snapshot };
     let mut hash = xxhash_rust::xxh3::Xxh3Default::new();
-    let mut buf = vec![0u8; REPLAY_CHUNK.max(page_size) as usize];
     let mut batch = Vec::new();
     let total = final_address.saturating_sub(replay_from);
-    // Replay skips the reserved start of page 0 itself; a snapshot from
-    // page 0 includes those bytes in its checksum.
+    // The chunks: whole pages (the first and last may be partial), never
+    // across the snapshot's start. Replay skips the reserved start of page
+    // 0 itself; a snapshot from page 0 includes those bytes in its checksum.
+    let chunk_size = REPLAY_CHUNK.max(page_size);
+    let mut plan = Vec::new();
     let mut at = replay_from.min(final_address);
-    {
-        let _phase = tracing::info_span!("replay", from = at, to = final_address).entered();
-        report(&progress, "replay", 0, total);
-        while at < final_address {
-            // Whole pages (the first and last may be partial), and never
-            // across the snapshot's start.
-            let mut end = (at & !(page_size - 1)) + REPLAY_CHUNK.max(page_size);
-            end = end.min(final_address);
-            if at < snap_from && end > snap_from {
-                end = snap_from;
+    while at < final_address {
+        let mut end = ((at & !(page_size - 1)) + chunk_size).min(final_address);
+        if at < snap_from && end > snap_from {
+            end = snap_from;
+        }
+        plan.push((at, end));
+        at = end;
+    }
+    let _phase = tracing::info_span!("replay", from = replay_from, to = final_address).entered();
+    report(&progress, "replay", 0, total);
+    // A reader thread keeps the next chunks coming while this one indexes.
+    std::thread::scope(|scope| -> Result<()> {
+        let (full_tx, full_rx) = std::sync::mpsc::sync_channel::<Result<(u64, Vec<u8>)>>(2);
+        let (free_tx, free_rx) = std::sync::mpsc::sync_channel::<Vec<u8>>(3);
+        for _ in 0..3 {
+            let _ = free_tx.send(Vec::with_capacity(chunk_size as usize));
+        }
+        let mut source = source;
+        let plan = &plan;
+        scope.spawn(move || {
+            for &(at, end) in plan {
+                let Ok(mut buf) = free_rx.recv() else { return };
+                buf.resize((end - at) as usize, 0);
+                let read = source.read(at, &mut buf).map(|()| (at, buf));
+                let failed = read.is_err();
+                if full_tx.send(read).is_err() || failed {
+                    return;
+                }
             }
-            let chunk = &mut buf[..(end - at) as usize];
-            source.read(at, chunk)?;
+        });
+        for read in full_rx {
+            let (at, mut chunk) = read?;
             let in_snapshot = at >= snap_from;
             if in_snapshot {
                 // The snapshot's checksum is over the bytes as written.
-                hash.update(chunk);
+                hash.update(&chunk);
             }
             replay_chunk(
                 &format,
                 &index,
-                chunk,
+                &mut chunk,
                 at,
                 page_size,
                 meta.version,
@@ -309,15 +330,16 @@ pub(crate) fn recover<K: Key, V: Value, D: Device>(
                 &mut batch,
             )?;
             if in_snapshot {
-                device.write_at(at + delta, chunk).map_err(|source| Error::Io {
+                device.write_at(at + delta, &chunk).map_err(|source| Error::Io {
                     context: format!("writing the recovered snapshot at {:#x}", at + delta),
                     source,
                 })?;
             }
-            report(&progress, "replay", end - replay_from, total);
-            at = end;
+            report(&progress, "replay", at + chunk.len() as u64 - replay_from, total);
+            let _ = free_tx.send(chunk);
         }
-    }
+        Ok(())
+    })?;
     // Reads of a record near a page's end may ask for more than the record
     // (its size is unknown until its header is read): the last page the
     // device holds, and the relocated snapshot's, are padded to their end.

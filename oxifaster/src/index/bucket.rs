@@ -110,6 +110,12 @@ impl HashBucket {
         unsafe { ptr.as_ref() }
     }
 
+    /// The raw overflow word (in a bucket just read from an index
+    /// checkpoint: the overflow bucket's number + 1).
+    pub(super) fn raw_next(&self) -> u64 {
+        self.overflow.load(Ordering::Relaxed)
+    }
+
     /// Links `next` after this bucket; the caller holds the index's
     /// allocation lock and checked that no bucket is linked.
     pub(super) fn set_next(&self, next: *const HashBucket) {

@@ -189,42 +189,55 @@ impl HashIndex {
             )));
         }
         let index = HashIndex::new(header.table_size)?;
+        let mut body_hash = Xxh3Default::new();
+        // The main buckets are read straight into the table: the file's
+        // bucket layout is the in-memory one (little-endian), except for the
+        // overflow word, fixed below.
+        let main_bytes = header.table_size as usize * BUCKET_SIZE;
+        // SAFETY: the index was just created and is not shared, so nothing
+        // else refers to its table; the table is `main_bytes` long, and any
+        // bytes are a valid bucket (atomics only).
+        let table = unsafe { std::slice::from_raw_parts_mut(index.table.as_ptr(), main_bytes) };
+        for piece in table.chunks_mut(CHUNK) {
+            input.read_exact(piece).map_err(io)?;
+            body_hash.update(piece);
+        }
         let mut overflow: Vec<Box<HashBucket>> =
             (0..header.overflow_buckets).map(|_| Box::new(HashBucket::default())).collect();
         let mut links: Vec<(u64, u64)> = Vec::new(); // (bucket number, next)
-        let mut body_hash = Xxh3Default::new();
-        let mut chunk = vec![0u8; CHUNK];
-        let mut in_chunk = 0usize; // bytes of `chunk` not yet parsed
-        let mut at = 0usize;
-        for number in 0..buckets {
-            if at == in_chunk {
-                let left = (buckets - number) as usize * BUCKET_SIZE;
-                in_chunk = left.min(CHUNK);
-                input.read_exact(&mut chunk[..in_chunk]).map_err(io)?;
-                body_hash.update(&chunk[..in_chunk]);
-                at = 0;
+        let mut link = |number: u64, next: u64| {
+            if next > header.overflow_buckets {
+                return Err(corrupt(format!("bucket {number} links to overflow bucket {next}")));
             }
-            let bytes = &chunk[at..at + BUCKET_SIZE];
-            at += BUCKET_SIZE;
-            let bucket: &HashBucket = if number < header.table_size {
-                index.bucket_at(number)
-            } else {
-                &overflow[(number - header.table_size) as usize]
-            };
+            links.push((number, next - 1));
+            Ok(())
+        };
+        for number in 0..header.table_size {
+            let bucket = index.bucket_at(number);
+            for slot in &bucket.entries {
+                if HashBucketEntry::from_raw(slot.load(Ordering::Relaxed)).is_tentative() {
+                    slot.store(0, Ordering::Relaxed);
+                }
+            }
+            let next = bucket.raw_next();
+            if next != 0 {
+                bucket.set_next(std::ptr::null());
+                link(number, next)?;
+            }
+        }
+        let mut bytes = [0u8; BUCKET_SIZE];
+        for (i, bucket) in overflow.iter().enumerate() {
+            let number = header.table_size + i as u64;
+            input.read_exact(&mut bytes).map_err(io)?;
+            body_hash.update(&bytes);
             for (i, slot) in bucket.entries.iter().enumerate() {
                 let raw = u64::from_le_bytes(bytes[i * 8..i * 8 + 8].try_into().unwrap_or([0; 8]));
-                let entry = HashBucketEntry::from_raw(raw);
-                let raw = if entry.is_tentative() { 0 } else { raw };
+                let raw = if HashBucketEntry::from_raw(raw).is_tentative() { 0 } else { raw };
                 slot.store(raw, Ordering::Relaxed);
             }
             let next = u64::from_le_bytes(bytes[56..64].try_into().unwrap_or([0; 8]));
             if next != 0 {
-                if next > header.overflow_buckets {
-                    return Err(corrupt(format!(
-                        "bucket {number} links to overflow bucket {next}"
-                    )));
-                }
-                links.push((number, next - 1));
+                link(number, next)?;
             }
         }
         let mut trailer = [0u8; 8];
