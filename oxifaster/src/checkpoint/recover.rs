@@ -273,7 +273,7 @@ pub(crate) fn recover<K: Key, V: Value, D: Device>(
     let format = RecordFormat::<K, V>::new();
     let source = Source { device: &device, snapshot };
     let mut hash = xxhash_rust::xxh3::Xxh3Default::new();
-    let mut batch = Vec::new();
+    let mut batches = [Vec::new(), Vec::new()];
     let total = final_address.saturating_sub(replay_from);
     // The chunks: whole pages (the first and last may be partial), never
     // across the snapshot's start. Replay skips the reserved start of page
@@ -327,7 +327,7 @@ pub(crate) fn recover<K: Key, V: Value, D: Device>(
                 meta.version,
                 &relocate,
                 in_snapshot,
-                &mut batch,
+                &mut batches,
             )?;
             if in_snapshot {
                 device.write_at(at + delta, &chunk).map_err(|source| Error::Io {
@@ -390,11 +390,84 @@ fn pad_to_page<D: Device>(device: &D, from: u64, page_size: u64) -> Result<()> {
 }
 
 /// Indexes the records of one chunk (whole pages, possibly partial at
-/// either end) and relocates snapshot records in place.
+/// either end) and relocates snapshot records in place. Two threads share
+/// the work: each parses half of the pages, then each updates the entries of
+/// half of the buckets (by bucket parity), visiting the records in address
+/// order, so the result is the sequential one.
 #[allow(clippy::too_many_arguments)]
 fn replay_chunk<K: Key, V: Value>(
     format: &RecordFormat<K, V>,
     index: &HashIndex,
+    chunk: &mut [u8],
+    start: u64,
+    page_size: u64,
+    version: u32,
+    relocate: &(impl Fn(u64) -> u64 + Sync),
+    in_snapshot: bool,
+    batches: &mut [Vec<(u64, u64)>; 2],
+) -> Result<()> {
+    let end = start + chunk.len() as u64;
+    let first_page = start / page_size;
+    let pages = end.div_ceil(page_size) - first_page;
+    // Split at a page boundary (a record boundary) inside the chunk.
+    let mid = ((first_page + pages / 2) * page_size).clamp(start, end);
+    let (low, high) = chunk.split_at_mut((mid - start) as usize);
+    let [low_batch, high_batch] = batches;
+    let parse = |bytes: &mut [u8], at: u64, batch: &mut Vec<(u64, u64)>| {
+        parse_records(format, bytes, at, page_size, version, relocate, in_snapshot, batch)
+    };
+    std::thread::scope(|scope| {
+        let high_done = scope.spawn(|| parse(high, mid, high_batch));
+        let low_done = parse(low, start, low_batch);
+        let high_done = high_done.join().unwrap_or_else(|_| {
+            Err(Error::Corruption { address: mid, what: "replay thread panicked".into() })
+        });
+        low_done.and(high_done)
+    })?;
+    let batches = [&low_batch[..], &high_batch[..]];
+    if index.table_size() > 1 {
+        std::thread::scope(|scope| {
+            scope.spawn(|| apply(index, batches, 1));
+            apply(index, batches, 0);
+        });
+    } else {
+        apply(index, batches, u64::MAX);
+    }
+    low_batch.clear();
+    high_batch.clear();
+    Ok(())
+}
+
+/// Points the entries of the buckets of parity `part` (all buckets for
+/// `u64::MAX`) at the records of `batches`, in order, prefetching a few
+/// records ahead.
+fn apply(index: &HashIndex, batches: [&[(u64, u64)]; 2], part: u64) {
+    const AHEAD: usize = 8;
+    let mine = |hash: u64| part == u64::MAX || hash & 1 == part;
+    for batch in batches {
+        for (i, &(hash, address)) in batch.iter().enumerate() {
+            if let Some((ahead, _)) = batch.get(i + AHEAD)
+                && mine(*ahead)
+            {
+                index.prefetch(*ahead);
+            }
+            if !mine(hash) {
+                continue;
+            }
+            let slot = index.find_or_create_entry(hash);
+            let address = Address::new(address).unwrap_or(Address::INVALID);
+            let entry = HashBucketEntry::new(address, HashBucketEntry::tag_of(hash), false);
+            slot.slot.store(entry.raw(), Ordering::Relaxed);
+        }
+    }
+}
+
+/// Parses the records of `chunk` (starting at log address `start`, a record
+/// boundary): relocates snapshot records' chain pointers in place, and
+/// collects `(hash, address)` of every record to index.
+#[allow(clippy::too_many_arguments)]
+fn parse_records<K: Key, V: Value>(
+    format: &RecordFormat<K, V>,
     chunk: &mut [u8],
     start: u64,
     page_size: u64,
@@ -466,18 +539,5 @@ fn replay_chunk<K: Key, V: Value>(
         }
         at += size;
     }
-    // Update the entries in address order (newest last), with the buckets
-    // a few records ahead already on their way into the cache.
-    const AHEAD: usize = 8;
-    for (i, &(hash, address)) in batch.iter().enumerate() {
-        if let Some((ahead, _)) = batch.get(i + AHEAD) {
-            index.prefetch(*ahead);
-        }
-        let slot = index.find_or_create_entry(hash);
-        let address = Address::new(address).unwrap_or(Address::INVALID);
-        let entry = HashBucketEntry::new(address, HashBucketEntry::tag_of(hash), false);
-        slot.slot.store(entry.raw(), Ordering::Relaxed);
-    }
-    batch.clear();
     Ok(())
 }
