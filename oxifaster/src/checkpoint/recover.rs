@@ -454,10 +454,8 @@ fn apply(index: &HashIndex, batches: [&[(u64, u64)]; 2], part: u64) {
             if !mine(hash) {
                 continue;
             }
-            let slot = index.find_or_create_entry(hash);
-            let address = Address::new(address).unwrap_or(Address::INVALID);
-            let entry = HashBucketEntry::new(address, HashBucketEntry::tag_of(hash), false);
-            slot.slot.store(entry.raw(), Ordering::Relaxed);
+            // Each thread owns the bucket chains of its parity.
+            index.set_entry_exclusive(hash, Address::new(address).unwrap_or(Address::INVALID));
         }
     }
 }

@@ -164,6 +164,38 @@ impl HashIndex {
         }
     }
 
+    /// Points the entry of `hash`'s (bucket, tag) at `address`, creating
+    /// it if needed, in one pass over the chain and without the
+    /// tentative-bit protocol. For recovery's replay, where each bucket
+    /// chain is written by one thread only (threads split the buckets) and
+    /// nobody reads concurrently.
+    pub(crate) fn set_entry_exclusive(&self, hash: u64, address: Address) {
+        let tag = HashBucketEntry::tag_of(hash);
+        let entry = HashBucketEntry::new(address, tag, false).raw();
+        let mut bucket = self.bucket(hash);
+        let mut free: Option<&AtomicU64> = None;
+        loop {
+            for slot in &bucket.entries {
+                let current = HashBucketEntry::from_raw(slot.load(Ordering::Relaxed));
+                if current.is_unused() {
+                    free = free.or(Some(slot));
+                } else if current.tag() == tag {
+                    slot.store(entry, Ordering::Relaxed);
+                    return;
+                }
+            }
+            match bucket.next() {
+                Some(next) => bucket = next,
+                None => break,
+            }
+        }
+        let slot = match free {
+            Some(slot) => slot,
+            None => &self.append_overflow(bucket).entries[0],
+        };
+        slot.store(entry, Ordering::Relaxed);
+    }
+
     /// Whether any slot other than `mine` holds an entry (tentative or not)
     /// with `tag` in `hash`'s chain.
     fn has_other_entry(&self, hash: u64, tag: u16, mine: &AtomicU64) -> bool {

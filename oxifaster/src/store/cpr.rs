@@ -38,6 +38,23 @@
 //!    to rewrite the log: records newer than the checkpoint are simply
 //!    unreachable from the recovered index.
 //!
+//! ## Where this departs from FASTER's state machine
+//!
+//! FASTER runs `PREPARE` (threads acknowledge, take shared bucket latches)
+//! and `WAIT_PENDING` (the old version's pending operations drain) between
+//! the version change and the flush. Here there is neither:
+//!
+//! - instead of latches, invariants 2 and 3 keep the two versions apart
+//!   (a new-version RMW waits one epoch before copying an old record; an
+//!   old-version operation that meets a new record joins the new version);
+//! - instead of waiting for pending operations, a commit point lists the
+//!   parked RMWs it excludes (as FASTER's later `CommitPoint` with
+//!   `ExcludedSerialNos` does), so a session that never calls
+//!   `complete_pending` cannot stall a checkpoint.
+//!
+//! The price: a session's durable prefix may have holes (the excluded
+//! serial numbers), which recovery reports.
+//!
 //! Versions live in 13 bits of each record header; they compare on a ring
 //! (see [`version_bits`]), which is sound while a log replay spans fewer
 //! than 4095 checkpoints.
