@@ -72,6 +72,8 @@ fn every_kind_recovers_exactly_its_state() {
         (CheckpointKind::FoldOver, 16 << 20),
         (CheckpointKind::Snapshot, 16 << 20),
         (CheckpointKind::LogOnly, 16 << 20),
+        (CheckpointKind::IncrementalSnapshot, 64 << 10),
+        (CheckpointKind::IncrementalSnapshot, 16 << 20),
     ] {
         let builder = |dir: &Path| builder(dir).log_memory_size_bytes(memory);
         let dir = tempfile::tempdir().expect("tempdir");
@@ -82,7 +84,13 @@ fn every_kind_recovers_exactly_its_state() {
             let store: Store<u64, u64> = builder(dir.path()).open().expect("open");
             let mut session = store.start_session().expect("session");
             random_ops(&mut session, &mut model, &mut rng, 30_000, keys);
+            if kind == CheckpointKind::IncrementalSnapshot {
+                // The base, then changes on top of it.
+                store.checkpoint_and_wait(CheckpointKind::Snapshot).expect("base");
+                random_ops(&mut session, &mut model, &mut rng, 10_000, keys);
+            }
             let info = store.checkpoint_and_wait(kind).expect("checkpoint");
+            assert_eq!(info.kind, kind);
             assert_eq!(info.commit_point(session.id()).expect("point").until, session.serial());
             // Later operations are not in the checkpoint.
             let mut later = model.clone();

@@ -69,8 +69,13 @@ fn every_checkpoint_recovers_exactly_its_commit_points() {
             })
             .collect();
         let checkpointer = scope.spawn(|| {
-            let kinds =
-                [CheckpointKind::FoldOver, CheckpointKind::Snapshot, CheckpointKind::LogOnly];
+            let kinds = [
+                CheckpointKind::FoldOver,
+                CheckpointKind::Snapshot,
+                CheckpointKind::IncrementalSnapshot,
+                CheckpointKind::LogOnly,
+                CheckpointKind::IncrementalSnapshot,
+            ];
             let mut taken = Vec::new();
             let mut n = 0;
             while !done.load(Ordering::Acquire) {

@@ -109,7 +109,12 @@ fn kill9_child() {
                 }
             });
         }
-        let kinds = [CheckpointKind::FoldOver, CheckpointKind::Snapshot, CheckpointKind::LogOnly];
+        let kinds = [
+            CheckpointKind::FoldOver,
+            CheckpointKind::Snapshot,
+            CheckpointKind::IncrementalSnapshot,
+            CheckpointKind::LogOnly,
+        ];
         for n in 0.. {
             std::thread::sleep(Duration::from_millis(10));
             ack(&store.checkpoint_and_wait(kinds[n % kinds.len()]).expect("checkpoint"));

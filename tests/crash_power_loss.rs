@@ -77,7 +77,12 @@ fn scenario(kind: CheckpointKind, crash_at: Option<u64>, mode: CrashMode, seed: 
     let mut model_a = BTreeMap::new();
     let mut session = store.start_session().expect("session");
     ops(&mut session, &mut model_a, &mut rng, 3_000);
-    let a = store.checkpoint_and_wait(CheckpointKind::FoldOver).expect("checkpoint a");
+    // An incremental snapshot builds on a snapshot.
+    let first = match kind {
+        CheckpointKind::IncrementalSnapshot => CheckpointKind::Snapshot,
+        _ => CheckpointKind::FoldOver,
+    };
+    let a = store.checkpoint_and_wait(first).expect("checkpoint a");
     let mut model_b = model_a.clone();
     ops(&mut session, &mut model_b, &mut rng, 1_500);
 
@@ -126,7 +131,12 @@ fn power_loss_at_every_operation_of_a_checkpoint() {
     let seeds =
         std::env::var("OXIFASTER_POWER_SEEDS").ok().and_then(|s| s.parse().ok()).unwrap_or(4);
     let mut points = 0u64;
-    for kind in [CheckpointKind::FoldOver, CheckpointKind::Snapshot, CheckpointKind::LogOnly] {
+    for kind in [
+        CheckpointKind::FoldOver,
+        CheckpointKind::Snapshot,
+        CheckpointKind::LogOnly,
+        CheckpointKind::IncrementalSnapshot,
+    ] {
         for seed in 1..=seeds {
             // Without a crash, to count the checkpoint's operations (and to
             // check a power loss right after it finished).

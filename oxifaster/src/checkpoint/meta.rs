@@ -46,10 +46,30 @@ pub(crate) struct IndexRef {
 /// The part of the log a snapshot checkpoint wrote to its own file.
 #[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize, Debug, Clone, PartialEq, Eq)]
 pub(crate) struct SnapshotRef {
+    /// The checkpoint directory holding the `snapshot` file (the
+    /// checkpoint's own, or for an incremental snapshot its base's).
+    pub(crate) token: String,
     /// The log address of the file's first byte (a page boundary).
     pub(crate) from: u64,
-    /// The file's length: it ends at the checkpoint's final address.
+    /// The file's length: it ends at the (base) checkpoint's final address.
     pub(crate) len: u64,
+    /// XXH3-64 of the file.
+    pub(crate) checksum: u64,
+}
+
+/// What an incremental snapshot wrote on top of its base snapshot: the log
+/// from the base's end to its own final address, and every record in the
+/// base's range changed since (see `checkpoint::mod`).
+#[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize, Debug, Clone, PartialEq, Eq)]
+pub(crate) struct DeltaRef {
+    /// The log address where the copied range starts (the base's end).
+    pub(crate) from: u64,
+    /// The copied range's length (it ends at the final address).
+    pub(crate) len: u64,
+    /// How many changed records follow it in the file.
+    pub(crate) changed: u64,
+    /// The `delta` file's length.
+    pub(crate) file_len: u64,
     /// XXH3-64 of the file.
     pub(crate) checksum: u64,
 }
@@ -73,6 +93,7 @@ pub(crate) struct Meta {
     /// The log holds the checkpoint's records below this address.
     pub(crate) final_address: u64,
     pub(crate) snapshot: Option<SnapshotRef>,
+    pub(crate) delta: Option<DeltaRef>,
     pub(crate) sessions: Vec<SessionPoint>,
     pub(crate) next_session_id: u64,
     pub(crate) created_unix_ms: u64,
@@ -182,7 +203,8 @@ mod tests {
             index: IndexRef { token: "t".into(), log_start: 64, log_end: 128, table_size: 16 },
             begin_address: 64,
             final_address: 4096,
-            snapshot: Some(SnapshotRef { from: 0, len: 4096, checksum: 7 }),
+            snapshot: Some(SnapshotRef { token: "t".into(), from: 0, len: 4096, checksum: 7 }),
+            delta: Some(DeltaRef { from: 4096, len: 0, changed: 1, file_len: 24, checksum: 9 }),
             sessions: vec![SessionPoint { id: 1, until: 10, excluded: vec![3, 4] }],
             next_session_id: 2,
             created_unix_ms: 1,

@@ -48,7 +48,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 pub use crate::store::CommitPoint;
 pub(crate) use meta::IndexRef;
-use meta::{Meta, SessionPoint, SnapshotRef};
+use meta::{DeltaRef, Meta, SessionPoint, SnapshotRef};
 
 use crate::address::Address;
 use crate::device::Device;
@@ -73,6 +73,11 @@ pub enum CheckpointKind {
     /// Only the log (fold-over), on the last index checkpoint of this
     /// store (one is taken first if there is none).
     LogOnly,
+    /// On the last `Snapshot` of this store (a full snapshot is taken if
+    /// there is none): no index dump; the log appended since that snapshot,
+    /// and only the records in the snapshot's range that changed since it.
+    /// Recovery reads the base snapshot and this delta.
+    IncrementalSnapshot,
 }
 
 impl CheckpointKind {
@@ -82,6 +87,7 @@ impl CheckpointKind {
             Self::Snapshot => 2,
             Self::IndexOnly => 3,
             Self::LogOnly => 4,
+            Self::IncrementalSnapshot => 5,
         }
     }
 
@@ -91,6 +97,7 @@ impl CheckpointKind {
             2 => Self::Snapshot,
             3 => Self::IndexOnly,
             4 => Self::LogOnly,
+            5 => Self::IncrementalSnapshot,
             _ => return None,
         })
     }
@@ -153,8 +160,12 @@ pub struct CheckpointInfo {
     pub log_start: u64,
     /// Every session's commit point: `(session id, point)`.
     pub sessions: Vec<(u64, CommitPoint)>,
-    /// The checkpoint whose index file it uses (itself, unless log-only).
+    /// The checkpoint whose index file it uses (itself, unless log-only
+    /// or incremental).
     pub index_token: String,
+    /// The checkpoint whose snapshot file it uses, if any (itself for a
+    /// snapshot, the base for an incremental snapshot).
+    pub snapshot_token: Option<String>,
     /// When it finished (milliseconds since the Unix epoch).
     pub created_unix_ms: u64,
 }
@@ -173,6 +184,7 @@ impl CheckpointInfo {
                 .map(|s| (s.id, CommitPoint { until: s.until, excluded: s.excluded.clone() }))
                 .collect(),
             index_token: meta.index.token.clone(),
+            snapshot_token: meta.snapshot.as_ref().map(|s| s.token.clone()),
             created_unix_ms: meta.created_unix_ms,
         })
     }
@@ -232,6 +244,9 @@ pub(crate) struct Control {
     threads: Mutex<Vec<std::thread::JoinHandle<()>>>,
     /// The last index checkpoint of this incarnation of the log.
     pub(crate) last_index: Mutex<Option<IndexRef>>,
+    /// The last full snapshot of this incarnation, and its version: the
+    /// base of incremental snapshots.
+    last_snapshot: Mutex<Option<(u32, SnapshotRef)>>,
     /// What recovery found, if the store was recovered.
     pub(crate) recovered: Mutex<Option<CheckpointInfo>>,
 }
@@ -321,8 +336,15 @@ impl<K: Key, V: Value, D: Device> StoreInner<K, V, D> {
         // 1. The index.
         let last_index =
             self.checkpoints.last_index.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        let base = self.checkpoints.last_snapshot.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        // Without a base, an incremental snapshot is a full one.
+        let kind = match (kind, &base, &last_index) {
+            (CheckpointKind::IncrementalSnapshot, Some(_), Some(_)) => kind,
+            (CheckpointKind::IncrementalSnapshot, _, _) => CheckpointKind::Snapshot,
+            _ => kind,
+        };
         let index = match (kind, last_index) {
-            (CheckpointKind::LogOnly, Some(index)) => index,
+            (CheckpointKind::LogOnly | CheckpointKind::IncrementalSnapshot, Some(index)) => index,
             _ => {
                 let _phase = tracing::info_span!("index").entered();
                 let log_start = self.log.tail_address().raw();
@@ -341,8 +363,8 @@ impl<K: Key, V: Value, D: Device> StoreInner<K, V, D> {
             }
         };
         let index_only = kind == CheckpointKind::IndexOnly;
-        let (final_address, snapshot, sessions, captured) = if index_only {
-            (index.log_end, None, Vec::new(), version)
+        let (final_address, snapshot, delta, sessions, captured) = if index_only {
+            (index.log_end, None, None, Vec::new(), version)
         } else {
             // 2. The version change.
             {
@@ -361,15 +383,19 @@ impl<K: Key, V: Value, D: Device> StoreInner<K, V, D> {
                 })
                 .collect();
             // 3. The log. The store returns to rest whatever happens.
-            let written = if kind == CheckpointKind::Snapshot {
-                self.write_snapshot(&handle, &dir, &progress)
-            } else {
-                self.fold_over(&handle, &progress).map(|f| (f, None))
+            let written = match (kind, base) {
+                (CheckpointKind::Snapshot, _) => self
+                    .write_snapshot(&handle, &dir, token, &progress)
+                    .map(|(f, s)| (f, Some(s), None)),
+                (CheckpointKind::IncrementalSnapshot, Some(base)) => self
+                    .write_delta(&handle, &dir, &base, &progress)
+                    .map(|(f, d)| (f, Some(base.1.clone()), Some(d))),
+                _ => self.fold_over(&handle, &progress).map(|f| (f, None, None)),
             };
             handle.unprotect();
             self.cpr.store(version + 1, REST);
-            let (final_address, snapshot) = written?;
-            (final_address, snapshot, sessions, version)
+            let (final_address, snapshot, delta) = written?;
+            (final_address, snapshot, delta, sessions, version)
         };
 
         // 4. The metadata.
@@ -387,6 +413,7 @@ impl<K: Key, V: Value, D: Device> StoreInner<K, V, D> {
             begin_address: self.log.begin_address().raw(),
             final_address,
             snapshot,
+            delta,
             sessions,
             next_session_id: self.sessions.next_id(),
             created_unix_ms: now_ms(),
@@ -394,6 +421,12 @@ impl<K: Key, V: Value, D: Device> StoreInner<K, V, D> {
         meta::write_atomic(self.io(), &dir.join("meta"), &meta.encode()?)?;
         report(&progress, "metadata", 1, 1);
         *self.checkpoints.last_index.lock().unwrap_or_else(|p| p.into_inner()) = Some(index);
+        if kind == CheckpointKind::Snapshot
+            && let Some(snapshot) = &meta.snapshot
+        {
+            *self.checkpoints.last_snapshot.lock().unwrap_or_else(|p| p.into_inner()) =
+                Some((captured, snapshot.clone()));
+        }
         CheckpointInfo::from_meta(&meta).ok_or(Error::CheckpointCorrupt {
             path: dir.display().to_string(),
             what: "unknown kind".into(),
@@ -428,33 +461,23 @@ impl<K: Key, V: Value, D: Device> StoreInner<K, V, D> {
         Ok(final_address.raw())
     }
 
-    /// Copies the log above the flushed address into `dir/snapshot` and
-    /// syncs the log below it; returns the final address and the snapshot.
-    fn write_snapshot(
+    /// Calls `f` with the log's bytes in `[from, to)`, a page (or the part
+    /// of one in range) at a time: from memory where the page is still
+    /// there (with atomic loads: other records in it may be updated in place
+    /// meanwhile), else from the device (it was written before eviction).
+    fn copy_log(
         &self,
         handle: &EpochHandle<'_>,
-        dir: &Path,
-        progress: &Option<ProgressFn>,
-    ) -> Result<(u64, Option<SnapshotRef>)> {
-        let _phase = tracing::info_span!("snapshot").entered();
-        let final_address = self.log.tail_address();
-        // Every record below the final address is completely written.
-        wait_epoch(handle);
+        from: u64,
+        to: u64,
+        mut f: impl FnMut(u64, &mut [u8]) -> Result<()>,
+    ) -> Result<()> {
         let bits = self.config.page_size_bits;
-        let page_size = 1u64 << bits;
-        let from = self.log.flushed_until_address().raw() & !(page_size - 1);
-        let path = dir.join("snapshot");
-        let io = |source| Error::Io { context: format!("writing {}", path.display()), source };
-        let file = self.io().create(&path).map_err(io)?;
-        let mut out =
-            std::io::BufWriter::with_capacity(1 << 20, io::Appender { file, position: 0 });
-        let mut hash = xxhash_rust::xxh3::Xxh3Default::new();
         let mut words = Vec::new();
         let mut bytes = Vec::new();
-        let total = final_address.raw() - from;
         let mut at = from;
-        while at < final_address.raw() {
-            let end = (((at >> bits) + 1) << bits).min(final_address.raw());
+        while at < to {
+            let end = (((at >> bits) + 1) << bits).min(to);
             let start = Address::new(at).ok_or(Error::LogFull)?;
             let stop = Address::new(end).ok_or(Error::LogFull)?;
             handle.refresh();
@@ -468,22 +491,120 @@ impl<K: Key, V: Value, D: Device> StoreInner<K, V, D> {
                 bytes.clear();
                 bytes.extend(words.iter().flat_map(|w| w.to_le_bytes()));
             } else {
-                // Evicted meanwhile, so written to the device already.
                 handle.unprotect();
                 bytes.resize((end - at) as usize, 0);
                 self.log.read_from_device(start, &mut bytes)?;
             }
-            hash.update(&bytes);
-            out.write_all(&bytes).map_err(io)?;
+            f(at, &mut bytes)?;
             at = end;
-            report(progress, "snapshot", at - from, total);
         }
+        Ok(())
+    }
+
+    /// Copies the log above the flushed address into `dir/snapshot` and
+    /// syncs the log below it; returns the final address and the snapshot.
+    fn write_snapshot(
+        &self,
+        handle: &EpochHandle<'_>,
+        dir: &Path,
+        token: &CheckpointToken,
+        progress: &Option<ProgressFn>,
+    ) -> Result<(u64, SnapshotRef)> {
+        let _phase = tracing::info_span!("snapshot").entered();
+        let final_address = self.log.tail_address().raw();
+        // Every record below the final address is completely written.
+        wait_epoch(handle);
+        let page_size = 1u64 << self.config.page_size_bits;
+        let from = self.log.flushed_until_address().raw() & !(page_size - 1);
+        let path = dir.join("snapshot");
+        let io = |source| Error::Io { context: format!("writing {}", path.display()), source };
+        let file = self.io().create(&path).map_err(io)?;
+        let mut out =
+            std::io::BufWriter::with_capacity(1 << 20, io::Appender { file, position: 0 });
+        let mut hash = xxhash_rust::xxh3::Xxh3Default::new();
+        let total = final_address - from;
+        self.copy_log(handle, from, final_address, |at, bytes| {
+            hash.update(bytes);
+            out.write_all(bytes).map_err(io)?;
+            report(progress, "snapshot", at + bytes.len() as u64 - from, total);
+            Ok(())
+        })?;
         let mut file = out.into_inner().map_err(|e| io(e.into_error()))?.file;
         file.sync().map_err(io)?;
         meta::sync_dir(self.io(), dir)?;
         // The log below the snapshot must be durable too.
         self.log.sync_device()?;
-        Ok((final_address.raw(), Some(SnapshotRef { from, len: total, checksum: hash.digest() })))
+        let snapshot =
+            SnapshotRef { token: token.as_str().into(), from, len: total, checksum: hash.digest() };
+        Ok((final_address, snapshot))
+    }
+
+    /// Writes `dir/delta` on top of the base snapshot `(version, base)`:
+    /// the log from the base's end to the final address, then every valid
+    /// record in the base's range of a version newer than the base's (by
+    /// CPR invariant 1, older records there cannot have changed), each as
+    /// `address u64 ‖ length u64 ‖ bytes`. Returns the final address.
+    fn write_delta(
+        &self,
+        handle: &EpochHandle<'_>,
+        dir: &Path,
+        (base_version, base): &(u32, SnapshotRef),
+        progress: &Option<ProgressFn>,
+    ) -> Result<(u64, DeltaRef)> {
+        let _phase = tracing::info_span!("incremental_snapshot").entered();
+        let final_address = self.log.tail_address().raw();
+        wait_epoch(handle);
+        let page_size = 1u64 << self.config.page_size_bits;
+        let base_end = base.from + base.len;
+        let path = dir.join("delta");
+        let io = |source| Error::Io { context: format!("writing {}", path.display()), source };
+        let file = self.io().create(&path).map_err(io)?;
+        let mut out =
+            std::io::BufWriter::with_capacity(1 << 20, io::Appender { file, position: 0 });
+        let mut hash = xxhash_rust::xxh3::Xxh3Default::new();
+        let mut file_len = 0u64;
+        let mut write = |bytes: &[u8]| -> Result<()> {
+            hash.update(bytes);
+            file_len += bytes.len() as u64;
+            out.write_all(bytes).map_err(io)
+        };
+        let total = final_address - base.from;
+        self.copy_log(handle, base_end, final_address, |at, bytes| {
+            write(bytes)?;
+            report(progress, "snapshot", at + bytes.len() as u64 - base_end, total);
+            Ok(())
+        })?;
+        let mut changed = 0u64;
+        let format = self.format;
+        self.copy_log(handle, base.from, base_end, |at, bytes| {
+            let mut found = Vec::new();
+            recover::for_each_record(&format, bytes, at, page_size, |address, record, info, _| {
+                if !info.is_invalid() && crate::store::cpr::is_newer(info.version(), *base_version)
+                {
+                    found.push((address, record.to_vec()));
+                }
+            })?;
+            for (address, record) in found {
+                write(&address.to_le_bytes())?;
+                write(&(record.len() as u64).to_le_bytes())?;
+                write(&record)?;
+                changed += 1;
+            }
+            report(progress, "snapshot", final_address - base_end + at - base.from, total);
+            Ok(())
+        })?;
+        let mut file = out.into_inner().map_err(|e| io(e.into_error()))?.file;
+        file.sync().map_err(io)?;
+        meta::sync_dir(self.io(), dir)?;
+        report(progress, "snapshot", total, total);
+        let delta = DeltaRef {
+            from: base_end,
+            len: final_address - base_end,
+            changed,
+            file_len,
+            checksum: hash.digest(),
+        };
+        Ok((final_address, delta))
     }
 }
 
@@ -708,6 +829,7 @@ pub fn retain(dir: impl AsRef<Path>, keep: usize) -> Result<Vec<String>> {
     let mut needed: std::collections::BTreeSet<String> =
         kept.iter().map(|c| c.token.to_string()).collect();
     needed.extend(kept.iter().map(|c| c.index_token.clone()));
+    needed.extend(kept.iter().filter_map(|c| c.snapshot_token.clone()));
     let root = root(dir);
     let mut deleted = Vec::new();
     let entries = match std::fs::read_dir(&root) {

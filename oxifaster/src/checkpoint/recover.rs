@@ -63,11 +63,23 @@ fn load_meta(dir: &Path, token: &str) -> Result<(Meta, CheckpointKind)> {
     {
         return Err(corrupt(&path, "inconsistent addresses or page size"));
     }
-    if let Some(snapshot) = &meta.snapshot
-        && (snapshot.from & ((1u64 << meta.page_size_bits) - 1) != 0
-            || snapshot.from.checked_add(snapshot.len) != Some(meta.final_address))
-    {
-        return Err(corrupt(&path, "the snapshot does not end at the final address"));
+    let snapshot_end = meta.snapshot.as_ref().and_then(|s| s.from.checked_add(s.len));
+    let log_end = match &meta.delta {
+        Some(delta) => {
+            if Some(delta.from) != snapshot_end {
+                return Err(corrupt(&path, "the delta does not start where its base ends"));
+            }
+            delta.from.checked_add(delta.len)
+        }
+        None => snapshot_end,
+    };
+    if let Some(snapshot) = &meta.snapshot {
+        CheckpointToken::parse(&snapshot.token)?;
+        if snapshot.from & ((1u64 << meta.page_size_bits) - 1) != 0
+            || log_end != Some(meta.final_address)
+        {
+            return Err(corrupt(&path, "the snapshot does not end at the final address"));
+        }
     }
     CheckpointToken::parse(&meta.index.token)?;
     Ok((meta, kind))
@@ -82,31 +94,90 @@ pub(super) fn verify(dir: &Path, token: &str) -> Result<CheckpointInfo> {
         return Err(corrupt(&index_path, "it is not the index the metadata names"));
     }
     if let Some(snapshot) = &meta.snapshot {
-        let path = root(dir).join(token).join("snapshot");
-        let file = File::open(&path).map_err(|source| Error::Io {
-            context: format!("opening {}", path.display()),
-            source,
-        })?;
-        let mut input = BufReader::with_capacity(1 << 20, file);
-        let mut hash = xxhash_rust::xxh3::Xxh3Default::new();
-        let mut buf = vec![0u8; 1 << 20];
-        let mut total = 0u64;
-        loop {
-            let n = input.read(&mut buf).map_err(|source| Error::Io {
-                context: format!("reading {}", path.display()),
-                source,
-            })?;
-            if n == 0 {
-                break;
-            }
-            total += n as u64;
-            hash.update(&buf[..n]);
-        }
-        if total != snapshot.len || hash.digest() != snapshot.checksum {
-            return Err(corrupt(&path, "checksum or length mismatch"));
-        }
+        let path = root(dir).join(&snapshot.token).join("snapshot");
+        check_file(&path, snapshot.len, snapshot.checksum, |_| Ok(()))?;
+    }
+    if let Some(delta) = &meta.delta {
+        load_delta(&root(dir).join(token).join("delta"), delta, meta.page_size_bits)?;
     }
     CheckpointInfo::from_meta(&meta).ok_or_else(|| corrupt(dir, "unknown kind"))
+}
+
+/// Reads a whole file, checking its length and XXH3 checksum, and passes
+/// its bytes to `f` in order (in pieces of up to 1 MiB).
+fn check_file(
+    path: &Path,
+    len: u64,
+    checksum: u64,
+    mut f: impl FnMut(&[u8]) -> Result<()>,
+) -> Result<()> {
+    let io = |source| Error::Io { context: format!("reading {}", path.display()), source };
+    let file = File::open(path).map_err(io)?;
+    if file.metadata().map_err(io)?.len() != len {
+        return Err(corrupt(path, format!("its length is not {len}")));
+    }
+    let mut input = BufReader::with_capacity(1 << 20, file);
+    let mut hash = xxhash_rust::xxh3::Xxh3Default::new();
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let n = input.read(&mut buf).map_err(io)?;
+        if n == 0 {
+            break;
+        }
+        hash.update(&buf[..n]);
+        f(&buf[..n])?;
+    }
+    if hash.digest() != checksum {
+        return Err(corrupt(path, "checksum mismatch"));
+    }
+    Ok(())
+}
+
+/// Checks an incremental snapshot's `delta` file and returns its changed
+/// records by address. Every length is checked before it is used.
+fn load_delta(
+    path: &Path,
+    delta: &super::meta::DeltaRef,
+    page_bits: u32,
+) -> Result<std::collections::BTreeMap<u64, Vec<u8>>> {
+    let mut tail = Vec::new(); // the changed-records section
+    let mut seen = 0u64;
+    check_file(path, delta.file_len, delta.checksum, |piece| {
+        let skip = delta.len.saturating_sub(seen).min(piece.len() as u64) as usize;
+        tail.extend_from_slice(&piece[skip..]);
+        seen += piece.len() as u64;
+        Ok(())
+    })?;
+    if delta.file_len < delta.len {
+        return Err(corrupt(path, "shorter than its copied range"));
+    }
+    let mut changed = std::collections::BTreeMap::new();
+    let mut at = 0usize;
+    let word = |at: usize| -> Option<u64> {
+        Some(u64::from_le_bytes(tail.get(at..at + 8)?.try_into().ok()?))
+    };
+    for _ in 0..delta.changed {
+        let (Some(address), Some(len)) = (word(at), word(at + 8)) else {
+            return Err(corrupt(path, "a changed record is cut short"));
+        };
+        let start = at + 16;
+        let end = usize::try_from(len).ok().and_then(|l| start.checked_add(l));
+        let record = match end {
+            Some(end) if len <= 1 << page_bits && len % 8 == 0 && end <= tail.len() => {
+                &tail[start..end]
+            }
+            _ => return Err(corrupt(path, format!("a changed record of {len} bytes"))),
+        };
+        if address % 8 != 0 || address >= delta.from {
+            return Err(corrupt(path, format!("a changed record at {address:#x}")));
+        }
+        changed.insert(address, record.to_vec());
+        at = start + record.len();
+    }
+    if at != tail.len() {
+        return Err(corrupt(path, "bytes after the changed records"));
+    }
+    Ok(changed)
 }
 
 /// The newest recoverable checkpoint's token: the highest version whose
@@ -124,23 +195,31 @@ pub(crate) fn latest(dir: &Path) -> Result<String> {
         })
 }
 
-/// Where replayed bytes come from and go to.
+/// Where replayed bytes come from: the device below a snapshot's start,
+/// the snapshot file above it, and an incremental snapshot's delta file
+/// above the base's end.
 struct Source<'a, D> {
     device: &'a D,
     snapshot: Option<(File, u64, std::path::PathBuf)>,
+    delta: Option<(File, u64, std::path::PathBuf)>,
 }
 
 impl<D: Device> Source<'_, D> {
     fn read(&mut self, address: u64, buf: &mut [u8]) -> Result<()> {
-        match &mut self.snapshot {
-            Some((file, from, path)) if address >= *from => {
-                use std::os::unix::fs::FileExt;
+        use std::os::unix::fs::FileExt;
+        let file = match (&self.delta, &self.snapshot) {
+            (Some(delta), _) if address >= delta.1 => Some(delta),
+            (_, Some(snapshot)) if address >= snapshot.1 => Some(snapshot),
+            _ => None,
+        };
+        match file {
+            Some((file, from, path)) => {
                 file.read_exact_at(buf, address - *from).map_err(|source| Error::Io {
                     context: format!("reading {}", path.display()),
                     source,
                 })
             }
-            _ => self.device.read_at(address, buf).map_err(|source| Error::Io {
+            None => self.device.read_at(address, buf).map_err(|source| Error::Io {
                 context: format!("reading {} bytes of the log at {address:#x}", buf.len()),
                 source,
             }),
@@ -250,7 +329,7 @@ pub(crate) fn recover<K: Key, V: Value, D: Device>(
     // The replay.
     let snapshot = match &meta.snapshot {
         Some(s) => {
-            let path = root(dir).join(token).join("snapshot");
+            let path = root(dir).join(&s.token).join("snapshot");
             let file = File::open(&path).map_err(|source| Error::Io {
                 context: format!("opening {}", path.display()),
                 source,
@@ -271,7 +350,21 @@ pub(crate) fn recover<K: Key, V: Value, D: Device>(
         None => meta.index.log_start,
     };
     let format = RecordFormat::<K, V>::new();
-    let source = Source { device: &device, snapshot };
+    // An incremental snapshot: its copied range, and the base's records
+    // that changed since the base (checked in full before use).
+    let (delta_file, changed, base_end) = match &meta.delta {
+        Some(d) => {
+            let path = root(dir).join(token).join("delta");
+            let changed = load_delta(&path, d, meta.page_size_bits)?;
+            let file = File::open(&path).map_err(|source| Error::Io {
+                context: format!("opening {}", path.display()),
+                source,
+            })?;
+            (Some((file, d.from, path)), changed, d.from)
+        }
+        None => (None, Default::default(), final_address),
+    };
+    let source = Source { device: &device, snapshot, delta: delta_file };
     let mut hash = xxhash_rust::xxh3::Xxh3Default::new();
     let mut batches = [Vec::new(), Vec::new()];
     let total = final_address.saturating_sub(replay_from);
@@ -283,8 +376,10 @@ pub(crate) fn recover<K: Key, V: Value, D: Device>(
     let mut at = replay_from.min(final_address);
     while at < final_address {
         let mut end = ((at & !(page_size - 1)) + chunk_size).min(final_address);
-        if at < snap_from && end > snap_from {
-            end = snap_from;
+        for boundary in [snap_from, base_end] {
+            if at < boundary && end > boundary {
+                end = boundary;
+            }
         }
         plan.push((at, end));
         at = end;
@@ -314,9 +409,20 @@ pub(crate) fn recover<K: Key, V: Value, D: Device>(
         for read in full_rx {
             let (at, mut chunk) = read?;
             let in_snapshot = at >= snap_from;
-            if in_snapshot {
-                // The snapshot's checksum is over the bytes as written.
+            if in_snapshot && at < base_end {
+                // The snapshot's checksum is over the bytes as written;
+                // then the records changed since (incremental) go on top.
                 hash.update(&chunk);
+                for (address, record) in changed.range(at..at + chunk.len() as u64) {
+                    let i = (address - at) as usize;
+                    let Some(target) = chunk.get_mut(i..i + record.len()) else {
+                        return Err(Error::Corruption {
+                            address: *address,
+                            what: "a changed record crosses the replay's chunk".into(),
+                        });
+                    };
+                    target.copy_from_slice(record);
+                }
             }
             replay_chunk(
                 &format,
@@ -474,14 +580,36 @@ fn parse_records<K: Key, V: Value>(
     in_snapshot: bool,
     batch: &mut Vec<(u64, u64)>,
 ) -> Result<()> {
+    for_each_record(format, chunk, start, page_size, |at, record, info, key_len| {
+        if in_snapshot {
+            let previous = info.previous().raw();
+            let moved = relocate(previous);
+            if moved != previous {
+                let raw = (info.raw() & !((1u64 << Address::BITS) - 1)) | moved;
+                record[..8].copy_from_slice(&raw.to_le_bytes());
+            }
+        }
+        if !info.is_invalid() && !is_newer(info.version(), version) {
+            let key = &record[format.header_size..format.header_size + key_len];
+            batch.push((hash_bytes(key), relocate(at)));
+        }
+    })
+}
+
+/// Calls `f(address, record bytes, header, key length)` for every record in
+/// `chunk`, the log's bytes from `start` (a record boundary): records are
+/// packed from a page's start (page 0: from `FIRST_ADDRESS`) until a zero
+/// header, and never cross a page. A record that would cross its page or
+/// the chunk's end is corruption.
+pub(super) fn for_each_record<K: Key, V: Value>(
+    format: &RecordFormat<K, V>,
+    chunk: &mut [u8],
+    start: u64,
+    page_size: u64,
+    mut f: impl FnMut(u64, &mut [u8], RecordInfo, usize),
+) -> Result<()> {
     let end = start + chunk.len() as u64;
     let mut at = start;
-    let word = |chunk: &[u8], at: u64| {
-        let i = (at - start) as usize;
-        let mut w = [0u8; 8];
-        w.copy_from_slice(&chunk[i..i + 8]);
-        u64::from_le_bytes(w)
-    };
     while at < end {
         let page_end = ((at / page_size) + 1) * page_size;
         if at < FIRST_ADDRESS {
@@ -494,20 +622,21 @@ fn parse_records<K: Key, V: Value>(
             at = limit;
             continue;
         }
-        let info = RecordInfo::from_raw(word(chunk, at));
+        let i = (at - start) as usize;
+        let mut word = [0u8; 8];
+        word.copy_from_slice(&chunk[i..i + 8]);
+        let info = RecordInfo::from_raw(u64::from_le_bytes(word));
         if info.is_empty() {
             // The rest of the page was never allocated.
             at = page_end;
             continue;
         }
-        let header = format.header_size as u64;
-        if at + header > limit {
+        if at + format.header_size as u64 > limit {
             return Err(Error::Corruption {
                 address: at,
                 what: "record header crosses its page".into(),
             });
         }
-        let i = (at - start) as usize;
         let (key_len, value_len) = format.lengths_in(&chunk[i..i + format.header_size]);
         let size = format.record_size(key_len, value_len) as u64;
         if at + size > page_end {
@@ -523,18 +652,7 @@ fn parse_records<K: Key, V: Value>(
                 what: "record crosses the log's end".into(),
             });
         }
-        if in_snapshot {
-            let previous = info.previous().raw();
-            let moved = relocate(previous);
-            if moved != previous {
-                let raw = (info.raw() & !((1u64 << Address::BITS) - 1)) | moved;
-                chunk[i..i + 8].copy_from_slice(&raw.to_le_bytes());
-            }
-        }
-        if !info.is_invalid() && !is_newer(info.version(), version) {
-            let key = &chunk[i + format.header_size..i + format.header_size + key_len];
-            batch.push((hash_bytes(key), relocate(at)));
-        }
+        f(at, &mut chunk[i..i + size as usize], info, key_len);
         at += size;
     }
     Ok(())
