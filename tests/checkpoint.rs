@@ -303,3 +303,20 @@ fn progress_reaches_the_total_of_every_phase() {
         assert_eq!(last.done, last.total, "{phase} ends at its total");
     }
 }
+
+#[test]
+fn closed_sessions_are_listed_once_then_forgotten() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store: Store<u64, u64> = builder(dir.path()).open().expect("open");
+    for key in 0..100u64 {
+        let mut session = store.start_session().expect("session");
+        session.upsert(&key, &key).expect("upsert");
+    }
+    let mut live = store.start_session().expect("session");
+    live.upsert(&1_000, &1).expect("upsert");
+    let a = store.checkpoint_and_wait(CheckpointKind::FoldOver).expect("a");
+    assert_eq!(a.sessions.len(), 101, "every session's final point is recorded once");
+    assert!(a.sessions.iter().all(|(_, p)| p.until == 1));
+    let b = store.checkpoint_and_wait(CheckpointKind::FoldOver).expect("b");
+    assert_eq!(b.sessions.iter().map(|(id, _)| *id).collect::<Vec<_>>(), vec![live.id()]);
+}

@@ -68,3 +68,38 @@ async fn concurrent_async_rmws_lose_nothing() {
     }
     assert_eq!(total, TASKS * INCREMENTS);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_checkpoint_is_awaited_while_async_sessions_write() {
+    let dir = tempfile::tempdir().expect("tempdir").keep();
+    let store: &'static Store<u64, u64> = Box::leak(Box::new(
+        Store::<u64, u64>::builder()
+            .dir(&dir)
+            .page_size_bits(12)
+            .log_memory_size_bytes(64 << 10)
+            .open()
+            .expect("store"),
+    ));
+    let writer = tokio::spawn(async move {
+        let mut session = store.start_session().expect("session");
+        for k in 0..20_000u64 {
+            session.rmw_async(&(k % 500), &1).await.expect("rmw");
+        }
+        session.id()
+    });
+    let info = assert_send(store.checkpoint_async(oxifaster::checkpoint::CheckpointKind::Snapshot))
+        .await
+        .expect("checkpoint");
+    let id = writer.await.expect("writer");
+    // The checkpoint holds a prefix of the writer's increments: the counters
+    // sum to exactly its commit point (no RMW was excluded: none was parked
+    // when the version changed, or it is listed).
+    let point = info.commit_point(id).cloned().unwrap_or_default();
+    let recovered: Store<u64, u64> = Store::recover(&dir, info.token.as_str()).expect("recover");
+    let mut session = recovered.start_session().expect("session");
+    let mut sum = 0;
+    for k in 0..500u64 {
+        sum += session.read_blocking(&k).expect("read").unwrap_or(0);
+    }
+    assert_eq!(sum, point.until - point.excluded.len() as u64);
+}

@@ -363,6 +363,7 @@ impl<K: Key, V: Value, D: Device> StoreInner<K, V, D> {
             }
         };
         let index_only = kind == CheckpointKind::IndexOnly;
+        let mut retired: Vec<u64> = Vec::new();
         let (final_address, snapshot, delta, sessions, captured) = if index_only {
             (index.log_end, None, None, Vec::new(), version)
         } else {
@@ -373,9 +374,11 @@ impl<K: Key, V: Value, D: Device> StoreInner<K, V, D> {
                 wait_epoch(&handle);
                 self.cpr.store(version + 1, WAIT_FLUSH);
             }
-            let sessions: Vec<SessionPoint> = self
-                .sessions
-                .all()
+            let slots = self.sessions.all();
+            // Closed before this point: their final commit point is in
+            // this checkpoint, so later ones need not list them.
+            retired = slots.iter().filter(|s| s.is_retired()).map(|s| s.id).collect();
+            let sessions: Vec<SessionPoint> = slots
                 .iter()
                 .map(|slot| {
                     let point = slot.commit_point(version);
@@ -421,6 +424,7 @@ impl<K: Key, V: Value, D: Device> StoreInner<K, V, D> {
         meta::write_atomic(self.io(), &dir.join("meta"), &meta.encode()?)?;
         report(&progress, "metadata", 1, 1);
         *self.checkpoints.last_index.lock().unwrap_or_else(|p| p.into_inner()) = Some(index);
+        self.sessions.forget(&retired);
         if kind == CheckpointKind::Snapshot
             && let Some(snapshot) = &meta.snapshot
         {

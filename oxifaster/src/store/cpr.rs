@@ -156,6 +156,9 @@ struct SlotState {
     points: Vec<(u32, u32, CommitPoint)>,
     /// Whether a `Session` is attached.
     open: bool,
+    /// Recovered from a checkpoint and not continued yet: kept (and listed
+    /// in every checkpoint) until `continue_session` takes it.
+    recovered: bool,
 }
 
 impl SessionSlot {
@@ -210,6 +213,13 @@ impl SessionSlot {
     pub(crate) fn close(&self) {
         self.lock().open = false;
     }
+
+    /// Whether the session is closed for good: no `Session` attached and
+    /// not waiting to be continued after recovery.
+    pub(crate) fn is_retired(&self) -> bool {
+        let state = self.lock();
+        !state.open && !state.recovered
+    }
 }
 
 /// Every session the store knows: open ones, closed ones (their last commit
@@ -251,6 +261,7 @@ impl Registry {
             return None;
         }
         state.open = true;
+        state.recovered = false;
         state.version = state.version.max(version);
         drop(state);
         Some(slot)
@@ -266,6 +277,7 @@ impl Registry {
                 // The excluded operations never ran in this incarnation:
                 // they stay excluded until the user reissues them.
                 pending_rmws: point.excluded.iter().copied().collect(),
+                recovered: true,
                 ..SlotState::default()
             }),
         });
@@ -281,6 +293,16 @@ impl Registry {
     /// The next session id to hand out.
     pub(crate) fn next_id(&self) -> u64 {
         self.next_id.load(Ordering::Relaxed)
+    }
+
+    /// Forgets the sessions `ids`: closed sessions whose final commit point
+    /// a durable checkpoint holds (so the registry, and every checkpoint's
+    /// metadata, stays as small as the set of live sessions).
+    pub(crate) fn forget(&self, ids: &[u64]) {
+        let mut slots = self.slots();
+        for id in ids {
+            slots.remove(id);
+        }
     }
 
     /// Every slot, by id.
