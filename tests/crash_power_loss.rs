@@ -153,3 +153,67 @@ fn power_loss_at_every_operation_of_a_checkpoint() {
     eprintln!("{points} crash points survived");
     assert!(points >= 500, "{points}");
 }
+
+/// I/O errors (TESTING.md, L3): one operation of a checkpoint fails with
+/// EIO. The checkpoint reports it; a failed log write or sync poisons the
+/// store (nothing after it may be acknowledged) while a failed checkpoint
+/// file leaves the store working; either way the next recovery (after a
+/// power loss that drops everything unsynced) is the newest complete
+/// checkpoint, exactly.
+#[test]
+fn an_io_error_at_any_operation_of_a_checkpoint_is_reported_and_contained() {
+    let mut poisoned = 0;
+    let mut survived = 0;
+    for kind in [CheckpointKind::FoldOver, CheckpointKind::Snapshot] {
+        let total = scenario(kind, None, CrashMode::Drop, 9).checkpoint_ops;
+        for fail_at in 0..total {
+            let dir = tempfile::tempdir().expect("tempdir");
+            let clock = CrashClock::new();
+            let io = FaultIo::new(clock.clone());
+            let store: Store<u64, u64, FaultDevice> = builder(dir.path(), io.clone())
+                .open_with_device(FaultDevice::new(clock.clone()))
+                .expect("open");
+            let mut rng = Rng::new(9);
+            let mut model_a = BTreeMap::new();
+            let mut session = store.start_session().expect("session");
+            ops(&mut session, &mut model_a, &mut rng, 3_000);
+            let a = store.checkpoint_and_wait(CheckpointKind::FoldOver).expect("a");
+            let mut model_b = model_a.clone();
+            ops(&mut session, &mut model_b, &mut rng, 1_500);
+            clock.fail_once(fail_at);
+            let err = store.checkpoint_and_wait(kind).expect_err("the injected error surfaces");
+            assert!(err.to_string().contains("injected I/O error"), "{kind:?} at {fail_at}: {err}");
+            let mut latest = (a.token.clone(), model_a.clone());
+            match session.upsert(&0, &1) {
+                Err(oxifaster::Error::Poisoned { .. }) => poisoned += 1,
+                Ok(()) => {
+                    // The store works on, and its next checkpoint is good.
+                    model_b.insert(0, 1);
+                    let c = store.checkpoint_and_wait(kind).expect("the next checkpoint");
+                    latest = (c.token, model_b.clone());
+                    survived += 1;
+                }
+                Err(e) => panic!("{kind:?} at {fail_at}: {e}"),
+            }
+            let image = store.log().device().power_loss(CrashMode::Drop, 1);
+            io.power_loss(CrashMode::Drop, 1).expect("power loss");
+            drop(session);
+            drop(store);
+            let recovered: Store<u64, u64, FaultDevice> =
+                builder(dir.path(), FaultIo::new(CrashClock::new()))
+                    .recover_latest_with_device(FaultDevice::from_image(image, CrashClock::new()))
+                    .expect("recovery");
+            assert_eq!(recovered.recovered().expect("recovered").token, latest.0);
+            let mut session = recovered.start_session().expect("session");
+            for key in 0..KEYS {
+                assert_eq!(
+                    session.read_blocking(&key).expect("read"),
+                    latest.1.get(&key).copied(),
+                    "{kind:?}, error at {fail_at}: key {key}"
+                );
+            }
+        }
+    }
+    eprintln!("{poisoned} errors poisoned the store, {survived} left it working");
+    assert!(poisoned > 0 && survived > 0);
+}

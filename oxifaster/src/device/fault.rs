@@ -28,18 +28,31 @@ pub struct CrashClock {
     /// The operation number at which the power goes out (`u64::MAX`: never).
     crash_at: AtomicU64,
     crashed: AtomicBool,
+    /// The operation number that fails once, without a crash.
+    fail_at: AtomicU64,
 }
 
 impl CrashClock {
     /// A clock that never crashes until armed.
     pub fn new() -> Arc<Self> {
-        Arc::new(Self { crash_at: AtomicU64::new(u64::MAX), ..Self::default() })
+        Arc::new(Self {
+            crash_at: AtomicU64::new(u64::MAX),
+            fail_at: AtomicU64::new(u64::MAX),
+            ..Self::default()
+        })
     }
 
     /// Cuts the power at the `after`-th operation from now (0: the next one).
     pub fn arm(&self, after: u64) {
         let now = self.ops.load(Ordering::SeqCst);
         self.crash_at.store(now.saturating_add(after), Ordering::SeqCst);
+    }
+
+    /// Fails the `after`-th operation from now (0: the next one) with an
+    /// I/O error, once; the power stays on.
+    pub fn fail_once(&self, after: u64) {
+        let now = self.ops.load(Ordering::SeqCst);
+        self.fail_at.store(now.saturating_add(after), Ordering::SeqCst);
     }
 
     /// Never crash (again).
@@ -66,6 +79,9 @@ impl CrashClock {
             return Err(io::Error::other(format!(
                 "simulated power loss at operation {n} ({what})"
             )));
+        }
+        if self.fail_at.compare_exchange(n, u64::MAX, Ordering::SeqCst, Ordering::SeqCst).is_ok() {
+            return Err(io::Error::other(format!("injected I/O error at operation {n} ({what})")));
         }
         Ok(())
     }

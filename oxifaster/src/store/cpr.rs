@@ -134,8 +134,11 @@ impl CprState {
     }
 }
 
-/// One session's CPR bookkeeping, shared with the checkpoint.
+/// One session's CPR bookkeeping, shared with the checkpoint. Aligned to
+/// two cache lines so that sessions on different threads, each storing its
+/// serial number after every operation, never share a line.
 #[derive(Debug)]
+#[repr(align(128))]
 pub(crate) struct SessionSlot {
     pub(crate) id: u64,
     /// The serial number of the session's last finished operation (an
