@@ -225,6 +225,72 @@ fn run<S: System>(
     }
 }
 
+/// `run` for oxifaster 0.1.3 under a watchdog: its workers run on detached
+/// threads, and if they have not stopped `grace` after the run ends (0.1.3
+/// can hang), `None` — the threads are left behind, and the caller stops
+/// measuring 0.1.3.
+fn run_watched(
+    system: &Arc<Previous>,
+    threads: usize,
+    workload: Workload,
+    traces: &[Vec<u64>],
+    secs: f64,
+    grace: Duration,
+) -> Option<Outcome> {
+    let stop = Arc::new(AtomicBool::new(false));
+    let ready = Arc::new(Barrier::new(threads + 1));
+    let (done_tx, done_rx) = std::sync::mpsc::channel();
+    for (t, trace) in traces.iter().enumerate().take(threads) {
+        let (system, stop, ready, done_tx) =
+            (system.clone(), stop.clone(), ready.clone(), done_tx.clone());
+        let trace = trace.clone();
+        std::thread::spawn(move || {
+            let mut w = system.worker();
+            let mut rng = Rng::new(t as u64 + 1);
+            let (mut ops, mut not_found, mut rmws, mut next) = (0u64, 0u64, 0u64, 0usize);
+            ready.wait();
+            while !stop.load(Ordering::Relaxed) {
+                for _ in 0..256 {
+                    let key = trace[next];
+                    next = (next + 1) % trace.len();
+                    match workload.next_op(&mut rng) {
+                        Op::Read => not_found += u64::from(!w.read(key)),
+                        Op::Upsert => w.upsert(key, ops),
+                        Op::Rmw => {
+                            w.rmw(key);
+                            rmws += 1;
+                        }
+                    }
+                    ops += 1;
+                }
+                w.settle();
+            }
+            let _ = done_tx.send((ops, not_found, rmws));
+        });
+    }
+    drop(done_tx);
+    ready.wait();
+    let start = Instant::now();
+    std::thread::sleep(Duration::from_secs_f64(secs));
+    stop.store(true, Ordering::Relaxed);
+    let deadline = Instant::now() + grace;
+    let mut counts = Vec::new();
+    while counts.len() < threads {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match done_rx.recv_timeout(left) {
+            Ok(c) => counts.push(c),
+            Err(_) => return None,
+        }
+    }
+    let elapsed = start.elapsed();
+    let ops: u64 = counts.iter().map(|c| c.0).sum();
+    Some(Outcome {
+        mops: ops as f64 / elapsed.as_secs_f64() / 1e6,
+        not_found: counts.iter().map(|c| c.1).sum(),
+        rmws: counts.iter().map(|c| c.2).sum(),
+    })
+}
+
 fn sum<S: System>(system: &S, keys: u64) -> u64 {
     let mut w = system.worker();
     (0..keys).map(|i| w.get(fnv64(i)).unwrap_or(0)).sum()
@@ -246,9 +312,10 @@ fn main() {
     println!("|---|---|---|---|---|---|---|");
     for keys in key_counts {
         let new = ours(keys);
-        let old = previous(keys);
+        let old = Arc::new(previous(keys));
+        let mut old_hung: Option<String> = None;
         load(&new, keys);
-        load(&old, keys);
+        load(&*old, keys);
         let (mut new_increments, mut old_increments) = (0u64, 0u64);
         let mut points = Vec::new();
         for dist in [Distribution::Uniform, Distribution::Zipf] {
@@ -265,34 +332,59 @@ fn main() {
         for workload in [Workload::C, Workload::Rmw, Workload::A] {
             for (dist, threads, traces) in &points {
                 let (dist, threads) = (*dist, *threads);
+                let dist_name = if dist == Distribution::Uniform { "uniform" } else { "zipf" };
                 let a = run(&new, threads, workload, traces, secs);
-                let b = run(&old, threads, workload, traces, secs);
                 new_increments += a.rmws;
-                old_increments += b.rmws;
+                let b = match &old_hung {
+                    Some(_) => None,
+                    None => {
+                        let grace = Duration::from_secs(30);
+                        let b = run_watched(&old, threads, workload, traces, secs, grace);
+                        if b.is_none() {
+                            old_hung =
+                                Some(format!("{} {dist_name} {threads} thr", workload.name()));
+                        }
+                        b
+                    }
+                };
                 let mut notes = String::new();
-                for (name, o) in [("0.2", &a), ("0.1.3", &b)] {
-                    if o.not_found > 0 {
-                        notes += &format!(" {name}: {} WRONG NOT-FOUND;", o.not_found);
+                if a.not_found > 0 {
+                    notes += &format!(" 0.2: {} WRONG NOT-FOUND;", a.not_found);
+                }
+                if let Some(b) = &b {
+                    old_increments += b.rmws;
+                    if b.not_found > 0 {
+                        notes += &format!(" 0.1.3: {} WRONG NOT-FOUND;", b.not_found);
                     }
                 }
                 if workload == Workload::Rmw {
-                    for (name, system_sum, issued) in [
-                        ("0.2", sum(&new, keys), new_increments),
-                        ("0.1.3", sum(&old, keys), old_increments),
-                    ] {
-                        if system_sum != issued {
-                            notes += &format!(" {name}: LOST UPDATES ({system_sum} of {issued});");
+                    let new_sum = sum(&new, keys);
+                    if new_sum != new_increments {
+                        notes += &format!(" 0.2: LOST UPDATES ({new_sum} of {new_increments});");
+                    }
+                    if b.is_some() {
+                        let old_sum = sum(&*old, keys);
+                        if old_sum != old_increments {
+                            notes +=
+                                &format!(" 0.1.3: LOST UPDATES ({old_sum} of {old_increments});");
                         }
                     }
                 }
-                println!(
-                    "| {keys} | {} | {} | {threads} | {:.2} | {:.2} | {:.2}×{notes} |",
-                    workload.name(),
-                    if dist == Distribution::Uniform { "uniform" } else { "zipf" },
-                    a.mops,
-                    b.mops,
-                    a.mops / b.mops
-                );
+                match (&b, &old_hung) {
+                    (Some(b), _) => println!(
+                        "| {keys} | {} | {dist_name} | {threads} | {:.2} | {:.2} | {:.2}×{notes} |",
+                        workload.name(),
+                        a.mops,
+                        b.mops,
+                        a.mops / b.mops
+                    ),
+                    (None, Some(at)) => println!(
+                        "| {keys} | {} | {dist_name} | {threads} | {:.2} | HUNG (no progress 30 s after the run, at {at}; not measured further) | — |{notes}",
+                        workload.name(),
+                        a.mops,
+                    ),
+                    (None, None) => {}
+                }
             }
         }
         let _ = (new.name(), old.name());
