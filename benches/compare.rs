@@ -170,6 +170,38 @@ struct Outcome {
     rmws: u64,
 }
 
+/// One worker's run: replays `trace` with `workload`'s mix until `stop`;
+/// returns (operations, reads that found nothing, RMWs).
+fn drive<W: Worker>(
+    mut w: W,
+    workload: Workload,
+    trace: &[u64],
+    thread: usize,
+    stop: &AtomicBool,
+    ready: &Barrier,
+) -> (u64, u64, u64) {
+    let mut rng = Rng::new(thread as u64 + 1);
+    let (mut ops, mut not_found, mut rmws, mut next) = (0u64, 0u64, 0u64, 0usize);
+    ready.wait();
+    while !stop.load(Ordering::Relaxed) {
+        for _ in 0..256 {
+            let key = trace[next];
+            next = (next + 1) % trace.len();
+            match workload.next_op(&mut rng) {
+                Op::Read => not_found += u64::from(!w.read(key)),
+                Op::Upsert => w.upsert(key, ops),
+                Op::Rmw => {
+                    w.rmw(key);
+                    rmws += 1;
+                }
+            }
+            ops += 1;
+        }
+        w.settle();
+    }
+    (ops, not_found, rmws)
+}
+
 fn run<S: System>(
     system: &S,
     threads: usize,
@@ -185,29 +217,7 @@ fn run<S: System>(
             .enumerate()
             .map(|(t, trace)| {
                 let (stop, ready) = (&stop, &ready);
-                scope.spawn(move || {
-                    let mut w = system.worker();
-                    let mut rng = Rng::new(t as u64 + 1);
-                    let (mut ops, mut not_found, mut rmws, mut next) = (0u64, 0u64, 0u64, 0usize);
-                    ready.wait();
-                    while !stop.load(Ordering::Relaxed) {
-                        for _ in 0..256 {
-                            let key = trace[next];
-                            next = (next + 1) % trace.len();
-                            match workload.next_op(&mut rng) {
-                                Op::Read => not_found += u64::from(!w.read(key)),
-                                Op::Upsert => w.upsert(key, ops),
-                                Op::Rmw => {
-                                    w.rmw(key);
-                                    rmws += 1;
-                                }
-                            }
-                            ops += 1;
-                        }
-                        w.settle();
-                    }
-                    (ops, not_found, rmws)
-                })
+                scope.spawn(move || drive(system.worker(), workload, trace, t, stop, ready))
             })
             .collect();
         ready.wait();
@@ -245,27 +255,8 @@ fn run_watched(
             (system.clone(), stop.clone(), ready.clone(), done_tx.clone());
         let trace = trace.clone();
         std::thread::spawn(move || {
-            let mut w = system.worker();
-            let mut rng = Rng::new(t as u64 + 1);
-            let (mut ops, mut not_found, mut rmws, mut next) = (0u64, 0u64, 0u64, 0usize);
-            ready.wait();
-            while !stop.load(Ordering::Relaxed) {
-                for _ in 0..256 {
-                    let key = trace[next];
-                    next = (next + 1) % trace.len();
-                    match workload.next_op(&mut rng) {
-                        Op::Read => not_found += u64::from(!w.read(key)),
-                        Op::Upsert => w.upsert(key, ops),
-                        Op::Rmw => {
-                            w.rmw(key);
-                            rmws += 1;
-                        }
-                    }
-                    ops += 1;
-                }
-                w.settle();
-            }
-            let _ = done_tx.send((ops, not_found, rmws));
+            let counts = drive(system.worker(), workload, &trace, t, &stop, &ready);
+            let _ = done_tx.send(counts);
         });
     }
     drop(done_tx);

@@ -10,7 +10,9 @@
 
 use std::collections::BTreeMap;
 
-use oxifaster::checkpoint::{CheckpointKind, FaultIo};
+use std::sync::Arc;
+
+use oxifaster::checkpoint::{CheckpointInfo, CheckpointKind, FaultIo};
 use oxifaster::device::{CrashClock, CrashMode, FaultDevice};
 use oxifaster::{Store, StoreBuilder};
 use oxifaster_cli::workload::Rng;
@@ -57,6 +59,37 @@ fn ops(
     }
 }
 
+/// A store whose log device and checkpoint files share one crash clock.
+fn fault_store(dir: &std::path::Path) -> (Store<u64, u64, FaultDevice>, Arc<CrashClock>, FaultIo) {
+    let clock = CrashClock::new();
+    let io = FaultIo::new(clock.clone());
+    let store =
+        builder(dir, io.clone()).open_with_device(FaultDevice::new(clock.clone())).expect("open");
+    (store, clock, io)
+}
+
+/// Operations, a complete checkpoint A (a snapshot when `kind` is
+/// incremental: its base), more operations. Returns A and the models at A
+/// and now.
+fn checkpoint_then_more(
+    store: &Store<u64, u64, FaultDevice>,
+    kind: CheckpointKind,
+    seed: u64,
+) -> (CheckpointInfo, BTreeMap<u64, u64>, BTreeMap<u64, u64>) {
+    let mut rng = Rng::new(seed);
+    let mut model_a = BTreeMap::new();
+    let mut session = store.start_session().expect("session");
+    ops(&mut session, &mut model_a, &mut rng, 3_000);
+    let first = match kind {
+        CheckpointKind::IncrementalSnapshot => CheckpointKind::Snapshot,
+        _ => CheckpointKind::FoldOver,
+    };
+    let a = store.checkpoint_and_wait(first).expect("checkpoint a");
+    let mut model_b = model_a.clone();
+    ops(&mut session, &mut model_b, &mut rng, 1_500);
+    (a, model_a, model_b)
+}
+
 /// What one scenario did.
 struct Outcome {
     /// Operations the interrupted checkpoint issued (when not interrupted).
@@ -68,23 +101,8 @@ struct Outcome {
 /// recovery and a full check.
 fn scenario(kind: CheckpointKind, crash_at: Option<u64>, mode: CrashMode, seed: u64) -> Outcome {
     let dir = tempfile::tempdir().expect("tempdir");
-    let clock = CrashClock::new();
-    let io = FaultIo::new(clock.clone());
-    let store: Store<u64, u64, FaultDevice> = builder(dir.path(), io.clone())
-        .open_with_device(FaultDevice::new(clock.clone()))
-        .expect("open");
-    let mut rng = Rng::new(seed);
-    let mut model_a = BTreeMap::new();
-    let mut session = store.start_session().expect("session");
-    ops(&mut session, &mut model_a, &mut rng, 3_000);
-    // An incremental snapshot builds on a snapshot.
-    let first = match kind {
-        CheckpointKind::IncrementalSnapshot => CheckpointKind::Snapshot,
-        _ => CheckpointKind::FoldOver,
-    };
-    let a = store.checkpoint_and_wait(first).expect("checkpoint a");
-    let mut model_b = model_a.clone();
-    ops(&mut session, &mut model_b, &mut rng, 1_500);
+    let (store, clock, io) = fault_store(dir.path());
+    let (a, model_a, model_b) = checkpoint_then_more(&store, kind, seed);
 
     let before = clock.ops();
     if let Some(k) = crash_at {
@@ -96,7 +114,6 @@ fn scenario(kind: CheckpointKind, crash_at: Option<u64>, mode: CrashMode, seed: 
     // The power goes out (after the checkpoint, if it finished).
     let image = store.log().device().power_loss(mode, seed);
     io.power_loss(mode, seed).expect("simulate the file system's loss");
-    drop(session);
     drop(store);
 
     let recovered: Store<u64, u64, FaultDevice> =
@@ -168,18 +185,9 @@ fn an_io_error_at_any_operation_of_a_checkpoint_is_reported_and_contained() {
         let total = scenario(kind, None, CrashMode::Drop, 9).checkpoint_ops;
         for fail_at in 0..total {
             let dir = tempfile::tempdir().expect("tempdir");
-            let clock = CrashClock::new();
-            let io = FaultIo::new(clock.clone());
-            let store: Store<u64, u64, FaultDevice> = builder(dir.path(), io.clone())
-                .open_with_device(FaultDevice::new(clock.clone()))
-                .expect("open");
-            let mut rng = Rng::new(9);
-            let mut model_a = BTreeMap::new();
+            let (store, clock, io) = fault_store(dir.path());
+            let (a, model_a, mut model_b) = checkpoint_then_more(&store, kind, 9);
             let mut session = store.start_session().expect("session");
-            ops(&mut session, &mut model_a, &mut rng, 3_000);
-            let a = store.checkpoint_and_wait(CheckpointKind::FoldOver).expect("a");
-            let mut model_b = model_a.clone();
-            ops(&mut session, &mut model_b, &mut rng, 1_500);
             clock.fail_once(fail_at);
             let err = store.checkpoint_and_wait(kind).expect_err("the injected error surfaces");
             assert!(err.to_string().contains("injected I/O error"), "{kind:?} at {fail_at}: {err}");
