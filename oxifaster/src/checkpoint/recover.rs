@@ -548,7 +548,7 @@ fn replay_chunk<K: Key, V: Value>(
 /// `u64::MAX`) at the records of `batches`, in order, prefetching a few
 /// records ahead.
 fn apply(index: &HashIndex, batches: [&[(u64, u64)]; 2], part: u64) {
-    const AHEAD: usize = 8;
+    const AHEAD: usize = 32;
     let mine = |hash: u64| part == u64::MAX || hash & 1 == part;
     for batch in batches {
         for (i, &(hash, address)) in batch.iter().enumerate() {
