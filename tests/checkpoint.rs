@@ -201,8 +201,14 @@ fn sessions_resume_from_their_commit_points() {
 
 #[test]
 fn background_checkpoints_are_one_at_a_time() {
+    use std::sync::{Arc, Mutex};
     let dir = tempfile::tempdir().expect("tempdir");
-    let store: Store<u64, u64> = builder(dir.path()).open().expect("open");
+    let durable: Arc<Mutex<Vec<checkpoint::CheckpointInfo>>> = Arc::default();
+    let sink = durable.clone();
+    let store: Store<u64, u64> = builder(dir.path())
+        .on_checkpoint(move |info| sink.lock().expect("lock").push(info.clone()))
+        .open()
+        .expect("open");
     let mut session = store.start_session().expect("session");
     for key in 0..10_000u64 {
         session.upsert(&key, &key).expect("upsert");
@@ -217,6 +223,12 @@ fn background_checkpoints_are_one_at_a_time() {
     let info = store.wait_for_checkpoint(&token).expect("wait");
     assert_eq!(info.token, token);
     assert_eq!(info.commit_point(session.id()).expect("point").until, 10_000);
+    // The persistence callback saw it (and any other that ran), durable.
+    let durable = durable.lock().expect("lock");
+    assert!(durable.iter().any(|d| d.token == token));
+    for d in durable.iter() {
+        checkpoint::verify(dir.path(), d.token.as_str()).expect("durable when announced");
+    }
 }
 
 #[test]

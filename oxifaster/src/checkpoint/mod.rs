@@ -210,6 +210,16 @@ pub struct Progress {
 #[derive(Debug, Clone)]
 pub struct IoHandle(pub Arc<dyn CheckpointIo>);
 
+/// A persistence callback (see [`crate::StoreBuilder::on_checkpoint`]).
+#[derive(Clone)]
+pub struct CheckpointFn(pub Arc<dyn Fn(&CheckpointInfo) + Send + Sync>);
+
+impl std::fmt::Debug for CheckpointFn {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("CheckpointFn")
+    }
+}
+
 /// A progress callback (see [`crate::StoreBuilder::on_progress`]).
 #[derive(Clone)]
 pub struct ProgressFn(pub Arc<dyn Fn(Progress) + Send + Sync>);
@@ -431,10 +441,15 @@ impl<K: Key, V: Value, D: Device> StoreInner<K, V, D> {
             *self.checkpoints.last_snapshot.lock().unwrap_or_else(|p| p.into_inner()) =
                 Some((captured, snapshot.clone()));
         }
-        CheckpointInfo::from_meta(&meta).ok_or(Error::CheckpointCorrupt {
+        let info = CheckpointInfo::from_meta(&meta).ok_or(Error::CheckpointCorrupt {
             path: dir.display().to_string(),
             what: "unknown kind".into(),
-        })
+        })?;
+        // The persistence callback: the checkpoint is durable.
+        if let Some(callback) = &self.config.on_checkpoint {
+            (callback.0)(&info);
+        }
+        Ok(info)
     }
 
     /// Dumps the index into `path` (synced).

@@ -66,6 +66,8 @@ pub struct StoreConfig {
     pub progress: Option<crate::checkpoint::ProgressFn>,
     /// How checkpoint files are written (default: the real file system).
     pub checkpoint_io: Option<crate::checkpoint::IoHandle>,
+    /// Called when a checkpoint is durable (the persistence callback).
+    pub on_checkpoint: Option<crate::checkpoint::CheckpointFn>,
 }
 
 impl Default for StoreConfig {
@@ -79,6 +81,7 @@ impl Default for StoreConfig {
             max_sessions: DEFAULT_MAX_PARTICIPANTS,
             progress: None,
             checkpoint_io: None,
+            on_checkpoint: None,
         }
     }
 }
@@ -191,6 +194,17 @@ impl StoreBuilder {
         f: impl Fn(crate::checkpoint::Progress) + Send + Sync + 'static,
     ) -> Self {
         self.config.progress = Some(crate::checkpoint::ProgressFn(Arc::new(f)));
+        self
+    }
+    /// Calls `f` with every checkpoint once it is durable — FASTER's
+    /// persistence callback: each session's commit point is in it (see
+    /// [`crate::checkpoint::CheckpointInfo::commit_point`]). It runs on the
+    /// thread that ran the checkpoint; keep it short.
+    pub fn on_checkpoint(
+        mut self,
+        f: impl Fn(&crate::checkpoint::CheckpointInfo) + Send + Sync + 'static,
+    ) -> Self {
+        self.config.on_checkpoint = Some(crate::checkpoint::CheckpointFn(Arc::new(f)));
         self
     }
     /// Writes checkpoint files through `io` (for fault injection in
