@@ -332,3 +332,38 @@ fn closed_sessions_are_listed_once_then_forgotten() {
     let b = store.checkpoint_and_wait(CheckpointKind::FoldOver).expect("b");
     assert_eq!(b.sessions.iter().map(|(id, _)| *id).collect::<Vec<_>>(), vec![live.id()]);
 }
+
+#[test]
+fn opening_a_store_directory_afresh_destroys_no_checkpoint() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let first = {
+        let store: Store<u64, u64> = builder(dir.path()).open().expect("open");
+        let mut session = store.start_session().expect("session");
+        for key in 0..5_000u64 {
+            session.upsert(&key, &key).expect("upsert");
+        }
+        store.checkpoint_and_wait(CheckpointKind::FoldOver).expect("checkpoint")
+    };
+    // `open` (not `recover`) on the same directory: an empty store...
+    let second = {
+        let store: Store<u64, u64> = builder(dir.path()).open().expect("open again");
+        let mut session = store.start_session().expect("session");
+        assert_eq!(session.read_blocking(&1).expect("read"), None, "a fresh store is empty");
+        for key in 0..5_000u64 {
+            session.upsert(&key, &(key + 7)).expect("upsert");
+        }
+        let second = store.checkpoint_and_wait(CheckpointKind::FoldOver).expect("checkpoint");
+        assert!(second.version > first.version, "versions keep increasing");
+        second
+    };
+    // ...whose log went past the old one: both checkpoints recover intact.
+    for (token, offset) in [(&first.token, 0), (&second.token, 7)] {
+        let store: Store<u64, u64> = builder(dir.path()).recover(token.as_str()).expect("recover");
+        let mut session = store.start_session().expect("session");
+        for key in (0..5_000u64).step_by(7) {
+            assert_eq!(session.read_blocking(&key).expect("read"), Some(key + offset));
+        }
+    }
+    let latest: Store<u64, u64> = builder(dir.path()).recover_latest().expect("latest");
+    assert_eq!(latest.recovered().expect("recovered").token, second.token);
+}

@@ -314,12 +314,28 @@ pub(crate) struct StoreInner<K, V, D> {
 }
 
 impl<K: Key, V: Value, D: Device> StoreInner<K, V, D> {
+    /// A new, empty store. On a device that already holds a log (a store
+    /// directory opened instead of recovered), the new log starts past
+    /// everything on it and the version past every checkpoint in the
+    /// directory, so opening never overwrites what a checkpoint needs.
     pub(crate) fn new(config: StoreConfig, device: D) -> Result<Self> {
         config.validate()?;
         let geometry = config.geometry()?;
         let index = HashIndex::new(config.table_size)?;
-        let log = HybridLog::new(geometry, device)?;
-        let mut inner = Self::with_parts(config, index, log, 1)?;
+        let end = device
+            .end_offset()
+            .map_err(|source| Error::Io { context: "sizing the log device".into(), source })?;
+        let log = if end == 0 {
+            HybridLog::new(geometry, device)?
+        } else {
+            let start = end.next_multiple_of(1u64 << geometry.page_bits);
+            HybridLog::recovered(geometry, device, start, start)?
+        };
+        let version = match &config.dir {
+            Some(dir) => crate::checkpoint::list(dir)?.iter().map(|c| c.version + 1).max(),
+            None => None,
+        };
+        let mut inner = Self::with_parts(config, index, log, version.unwrap_or(1))?;
         inner.dir = inner.config.dir.clone();
         Ok(inner)
     }
