@@ -11,7 +11,7 @@ use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use oxifaster::checkpoint::{CheckpointInfo, CheckpointKind};
+use oxifaster::checkpoint::{CheckpointInfo, CheckpointKind, CommitPoint};
 use oxifaster::store::RmwStatus;
 use oxifaster::{Store, StoreBuilder};
 use oxifaster_cli::workload::Rng;
@@ -97,23 +97,33 @@ fn every_checkpoint_recovers_exactly_its_commit_points() {
         checkpoints.iter().flat_map(|c| c.sessions.iter()).map(|(_, p)| p.excluded.len()).sum();
     eprintln!("{} checkpoints; {excluded} parked operations excluded in all", checkpoints.len());
 
-    let last = checkpoints.last().expect("last");
-    for &id in &ids {
-        assert_eq!(
-            last.commit_point(id).expect("point").until,
-            ops,
-            "the final checkpoint has all"
-        );
-    }
+    // A checkpoint lists every session open at it, and a closed session
+    // once (with its final point): carry each session's last listed point.
+    let mut points: BTreeMap<u64, CommitPoint> = BTreeMap::new();
     for info in &checkpoints {
-        verify(dir.path(), info, &ids, seed, ops);
+        for (id, point) in &info.sessions {
+            points.insert(*id, point.clone());
+        }
+        let current: Vec<CommitPoint> = ids
+            .iter()
+            .map(|id| points.get(id).cloned().expect("every session was listed"))
+            .collect();
+        verify(dir.path(), info, &current, seed, ops);
+    }
+    for &id in &ids {
+        assert_eq!(points[&id].until, ops, "the final checkpoint has all");
     }
 }
 
-fn verify(dir: &std::path::Path, info: &CheckpointInfo, ids: &[u64], seed: u64, ops: u64) {
+fn verify(
+    dir: &std::path::Path,
+    info: &CheckpointInfo,
+    points: &[CommitPoint],
+    seed: u64,
+    ops: u64,
+) {
     let mut expected: BTreeMap<u64, u64> = BTreeMap::new();
-    for (thread, id) in ids.iter().enumerate() {
-        let point = info.commit_point(*id).expect("every session has a commit point");
+    for (thread, point) in points.iter().enumerate() {
         assert!(point.until <= ops);
         for i in 0..point.until {
             if point.includes(i + 1) {

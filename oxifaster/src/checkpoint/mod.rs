@@ -158,7 +158,10 @@ pub struct CheckpointInfo {
     pub final_address: u64,
     /// Recovery replays the log from here.
     pub log_start: u64,
-    /// Every session's commit point: `(session id, point)`.
+    /// Commit points, `(session id, point)`, of every session open when the
+    /// checkpoint was taken, recovered and not yet continued, or closed
+    /// since the previous checkpoint (a closed session is listed once, with
+    /// its final point, and then forgotten).
     pub sessions: Vec<(u64, CommitPoint)>,
     /// The checkpoint whose index file it uses (itself, unless log-only
     /// or incremental).

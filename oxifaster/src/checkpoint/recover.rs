@@ -304,6 +304,25 @@ pub(crate) fn recover<K: Key, V: Value, D: Device>(
         None => (final_address, 0, base),
     };
     let relocate = |a: u64| if a >= snap_from && a < final_address { a + delta } else { a };
+    // A snapshot's pages go back into memory (as FASTER loads the log's
+    // last pages), unless they do not fit this store's log memory; then
+    // they are written to the device.
+    let in_memory = meta.snapshot.is_some() && {
+        let pages = ((final_address + delta - 1) / page_size) - (base / page_size) + 1;
+        pages + 2 <= geometry.frames
+    };
+    let log = if in_memory {
+        HybridLog::recovered_in_memory(
+            geometry,
+            device,
+            meta.begin_address,
+            base,
+            final_address + delta,
+        )?
+    } else {
+        HybridLog::recovered(geometry, device, meta.begin_address, tail)?
+    };
+    let device = log.device();
 
     // Index entries: in range, and moved with the snapshot.
     let mut bad_entry = None;
@@ -364,7 +383,7 @@ pub(crate) fn recover<K: Key, V: Value, D: Device>(
         }
         None => (None, Default::default(), final_address),
     };
-    let source = Source { device: &device, snapshot, delta: delta_file };
+    let source = Source { device, snapshot, delta: delta_file };
     let mut hash = xxhash_rust::xxh3::Xxh3Default::new();
     let mut batches = [Vec::new(), Vec::new()];
     let total = final_address.saturating_sub(replay_from);
@@ -435,7 +454,20 @@ pub(crate) fn recover<K: Key, V: Value, D: Device>(
                 in_snapshot,
                 &mut batches,
             )?;
-            if in_snapshot {
+            if in_snapshot && in_memory {
+                let mut from = at;
+                let mut rest = &chunk[..];
+                while !rest.is_empty() {
+                    let room = (page_size - from % page_size) as usize;
+                    let (piece, more) = rest.split_at(room.min(rest.len()));
+                    let to = Address::new(from + delta).ok_or(Error::LogFull)?;
+                    // SAFETY: the log is not shared yet (no session exists),
+                    // and `piece` lies in one page of `[base, final + delta)`.
+                    unsafe { log.load(to, piece) };
+                    from += piece.len() as u64;
+                    rest = more;
+                }
+            } else if in_snapshot {
                 device.write_at(at + delta, &chunk).map_err(|source| Error::Io {
                     context: format!("writing the recovered snapshot at {:#x}", at + delta),
                     source,
@@ -451,9 +483,9 @@ pub(crate) fn recover<K: Key, V: Value, D: Device>(
     // device holds, and the relocated snapshot's, are padded to their end.
     // Both pads lie past everything the device held, so they overwrite
     // nothing.
-    pad_to_page(&device, device_end, page_size)?;
-    if meta.snapshot.is_some() {
-        pad_to_page(&device, final_address + delta, page_size)?;
+    pad_to_page(device, device_end, page_size)?;
+    if meta.snapshot.is_some() && !in_memory {
+        pad_to_page(device, final_address + delta, page_size)?;
     }
     if let Some(snapshot) = &meta.snapshot
         && hash.digest() != snapshot.checksum
@@ -469,7 +501,6 @@ pub(crate) fn recover<K: Key, V: Value, D: Device>(
     // tokens keep sorting by version across incarnations.
     let newest = super::list(dir)?.iter().map(|c| c.version).max().unwrap_or(meta.version);
     let version = newest.max(meta.version) + 1;
-    let log = HybridLog::recovered(geometry, device, meta.begin_address, tail)?;
     let mut inner = StoreInner::with_parts(config, index, log, version)?;
     inner.dir = Some(dir.to_path_buf());
     for session in &meta.sessions {

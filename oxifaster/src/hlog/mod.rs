@@ -151,7 +151,7 @@ fn split(word: u64) -> (u64, u64) {
 impl<D: Device> HybridLog<D> {
     /// A new, empty log.
     pub fn new(geometry: LogGeometry, device: D) -> Result<Self> {
-        Self::with_regions(geometry, device, FIRST_ADDRESS, FIRST_ADDRESS)
+        Self::with_regions(geometry, device, FIRST_ADDRESS, FIRST_ADDRESS, FIRST_ADDRESS)
     }
 
     /// A log whose records below `tail` are on the device (a recovered
@@ -165,10 +165,66 @@ impl<D: Device> HybridLog<D> {
                 what: format!("a recovered log cannot start at {tail:#x} (begin {begin:#x})"),
             });
         }
-        Self::with_regions(geometry, device, begin, tail)
+        Self::with_regions(geometry, device, begin, tail, tail)
     }
 
-    fn with_regions(geometry: LogGeometry, device: D, begin: u64, tail: u64) -> Result<Self> {
+    /// A recovered log whose records in `[head, tail)` are in memory, not
+    /// yet on the device: the caller fills those pages with [`Self::load`]
+    /// before sharing the log. They start in the mutable region (read-only
+    /// at `head`), so that the read-only address, and with it the flush,
+    /// advance as the log grows, as for any page; their records are all of
+    /// older versions, which the store never updates in place. `head` is a
+    /// page boundary; the range must leave two frames free.
+    pub fn recovered_in_memory(
+        geometry: LogGeometry,
+        device: D,
+        begin: u64,
+        head: u64,
+        tail: u64,
+    ) -> Result<Self> {
+        let bits = geometry.page_bits;
+        let pages = (tail.saturating_sub(1) >> bits).saturating_sub(head >> bits) + 1;
+        if !head.is_multiple_of(1 << bits)
+            || head > tail
+            || begin > head
+            || pages + 2 > geometry.frames
+        {
+            return Err(Error::Corruption {
+                address: head,
+                what: format!("cannot hold [{head:#x}, {tail:#x}) in {} frames", geometry.frames),
+            });
+        }
+        Self::with_regions(geometry, device, begin, head, tail)
+    }
+
+    /// Copies `bytes` into the log's memory at `address`.
+    ///
+    /// # Safety
+    ///
+    /// Only while the log is being recovered and not yet shared (no other
+    /// thread can read or write its frames), for a range of one page inside
+    /// `[head, tail)` of [`Self::recovered_in_memory`].
+    pub unsafe fn load(&self, address: Address, bytes: &[u8]) {
+        debug_assert!(
+            address.offset(self.shared.geometry.page_bits) as usize + bytes.len()
+                <= self.shared.page_size as usize
+        );
+        // SAFETY: per the contract, the range is inside one live frame and
+        // nothing else accesses the frames yet.
+        unsafe {
+            std::ptr::copy_nonoverlapping(bytes.as_ptr(), self.record_ptr(address), bytes.len())
+        }
+    }
+
+    /// `[head, tail)` are in memory (unflushed); everything from `tail` on
+    /// is free.
+    fn with_regions(
+        geometry: LogGeometry,
+        device: D,
+        begin: u64,
+        head: u64,
+        tail: u64,
+    ) -> Result<Self> {
         geometry.validate()?;
         let page_size = 1u64 << geometry.page_bits;
         let bytes =
@@ -178,7 +234,7 @@ impl<D: Device> HybridLog<D> {
             })?;
         let frames = LargeBuffer::zeroed(bytes, FRAME_ALIGN)?;
         let base = NonNull::new(frames.as_ptr()).ok_or(Error::OutOfMemory { bytes })?;
-        let first = Address::new(tail).ok_or(Error::LogFull)?;
+        let first = Address::new(head).ok_or(Error::LogFull)?;
         let begin = Address::new(begin).unwrap_or(Address::INVALID);
         let page = tail >> geometry.page_bits;
         if page >= 1 << 32 {
