@@ -685,7 +685,21 @@ impl<K: Key, V: Value, D: Device> Store<K, V, D> {
             finished: Condvar::new(),
         });
         let control = &self.inner.checkpoints;
-        control.tasks.lock().unwrap_or_else(|p| p.into_inner()).push(task.clone());
+        {
+            // Results of finished checkpoints are kept for the last 64 of
+            // them (for `wait_for_checkpoint`), not forever.
+            let mut tasks = control.tasks.lock().unwrap_or_else(|p| p.into_inner());
+            let finished =
+                |t: &Arc<Task>| t.result.lock().unwrap_or_else(|p| p.into_inner()).is_some();
+            let done = tasks.iter().filter(|t| finished(t)).count();
+            let mut excess = done.saturating_sub(64);
+            tasks.retain(|t| {
+                let drop = excess > 0 && finished(t);
+                excess -= usize::from(drop);
+                !drop
+            });
+            tasks.push(task.clone());
+        }
         let inner = self.inner.clone();
         let thread = std::thread::Builder::new()
             .name("oxifaster-checkpoint".into())
