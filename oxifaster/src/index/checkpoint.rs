@@ -17,7 +17,8 @@
 
 use std::collections::HashMap;
 use std::fs::File;
-use std::io::{BufReader, Read, Write};
+use std::io::Write;
+use std::os::unix::fs::FileExt;
 use std::path::Path;
 use std::sync::atomic::Ordering;
 
@@ -91,11 +92,14 @@ impl IndexFileHeader {
     }
 }
 
-/// The trailer: XXH3 of the header and of the buckets' own XXH3.
-fn checksum(header: &[u8; HEADER_SIZE], body: u64) -> u64 {
+/// The trailer: XXH3 of the header and of the XXH3 of each 1 MiB chunk of
+/// the buckets (so that chunks can be read and checked in parallel).
+fn checksum(header: &[u8; HEADER_SIZE], chunk_hashes: &[u64]) -> u64 {
     let mut hash = Xxh3Default::new();
     hash.update(header);
-    hash.update(&body.to_le_bytes());
+    for h in chunk_hashes {
+        hash.update(&h.to_le_bytes());
+    }
     hash.digest()
 }
 
@@ -121,7 +125,7 @@ impl HashIndex {
         out.write_all(&[0u8; HEADER_SIZE])?;
         // Buckets are encoded into a chunk, which is hashed and written
         // whole: hashing 64 bytes at a time costs more than the copy.
-        let mut body_hash = Xxh3Default::new();
+        let mut chunk_hashes: Vec<u64> = Vec::new();
         let mut chunk: Vec<u8> = Vec::with_capacity(CHUNK);
         let mut write_bucket = |bucket: Option<&HashBucket>, out: &mut dyn Write| {
             if let Some(bucket) = bucket {
@@ -136,7 +140,7 @@ impl HashIndex {
                 chunk.extend_from_slice(&next.to_le_bytes());
             }
             if chunk.len() >= CHUNK || (bucket.is_none() && !chunk.is_empty()) {
-                body_hash.update(&chunk);
+                chunk_hashes.push(xxhash_rust::xxh3::xxh3_64(&chunk));
                 out.write_all(&chunk)?;
                 chunk.clear();
             }
@@ -157,7 +161,7 @@ impl HashIndex {
         };
         drop(overflow);
         let header_bytes = header.encode();
-        let trailer = checksum(&header_bytes, body_hash.digest());
+        let trailer = checksum(&header_bytes, &chunk_hashes);
         out.write_all(&trailer.to_le_bytes())?;
         Ok((header, header_bytes))
     }
@@ -172,12 +176,11 @@ impl HashIndex {
             |what: String| Error::CheckpointCorrupt { path: path.display().to_string(), what };
         let file = File::open(path).map_err(io)?;
         let len = file.metadata().map_err(io)?.len();
-        let mut input = BufReader::with_capacity(1 << 20, file);
         if len < (HEADER_SIZE + 8) as u64 {
             return Err(corrupt(format!("{len} bytes is too short for an index checkpoint")));
         }
         let mut header_bytes = [0u8; HEADER_SIZE];
-        input.read_exact(&mut header_bytes).map_err(io)?;
+        file.read_exact_at(&mut header_bytes, 0).map_err(io)?;
         let header = IndexFileHeader::decode(&header_bytes, path)?;
         let buckets = header.table_size + header.overflow_buckets;
         let expected = buckets
@@ -189,19 +192,51 @@ impl HashIndex {
             )));
         }
         let index = HashIndex::new(header.table_size)?;
-        let mut body_hash = Xxh3Default::new();
-        // The main buckets are read straight into the table: the file's
-        // bucket layout is the in-memory one (little-endian), except for the
-        // overflow word, fixed below.
+        let body_len = (buckets as usize) * BUCKET_SIZE;
+        let mut chunk_hashes = vec![0u64; body_len.div_ceil(CHUNK)];
+        // The main buckets are read straight into the table (the file's
+        // bucket layout is the in-memory one, little-endian, except for the
+        // overflow word, fixed below), whole chunks by two threads at once.
         let main_bytes = header.table_size as usize * BUCKET_SIZE;
         // SAFETY: the index was just created and is not shared, so nothing
         // else refers to its table; the table is `main_bytes` long, and any
         // bytes are a valid bucket (atomics only).
         let table = unsafe { std::slice::from_raw_parts_mut(index.table.as_ptr(), main_bytes) };
-        for piece in table.chunks_mut(CHUNK) {
-            input.read_exact(piece).map_err(io)?;
-            body_hash.update(piece);
+        let whole = main_bytes / CHUNK;
+        let (direct, partial) = table.split_at_mut(whole * CHUNK);
+        let (hashes_direct, _) = chunk_hashes.split_at_mut(whole);
+        std::thread::scope(|scope| -> std::io::Result<()> {
+            let mut work: [Vec<(usize, &mut [u8], &mut u64)>; 2] = [Vec::new(), Vec::new()];
+            for (k, (piece, hash)) in
+                direct.chunks_mut(CHUNK).zip(hashes_direct.iter_mut()).enumerate()
+            {
+                work[k % 2].push((k, piece, hash));
+            }
+            let [even, odd] = work;
+            let file = &file;
+            let read = move |jobs: Vec<(usize, &mut [u8], &mut u64)>| -> std::io::Result<()> {
+                for (k, piece, hash) in jobs {
+                    file.read_exact_at(piece, (HEADER_SIZE + k * CHUNK) as u64)?;
+                    *hash = xxhash_rust::xxh3::xxh3_64(piece);
+                }
+                Ok(())
+            };
+            let other = scope.spawn(move || read(odd));
+            let mine = read(even);
+            other.join().unwrap_or_else(|_| Err(std::io::Error::other("reader panicked")))?;
+            mine
+        })
+        .map_err(io)?;
+        // The rest of the body (a main region smaller than a chunk, and the
+        // overflow buckets), chunk by chunk.
+        let mut rest = vec![0u8; body_len - whole * CHUNK];
+        let rest_at = HEADER_SIZE + whole * CHUNK;
+        file.read_exact_at(&mut rest, rest_at as u64).map_err(io)?;
+        for (k, piece) in rest.chunks(CHUNK).enumerate() {
+            chunk_hashes[whole + k] = xxhash_rust::xxh3::xxh3_64(piece);
         }
+        let (main_rest, overflow_bytes) = rest.split_at(partial.len());
+        partial.copy_from_slice(main_rest);
         let mut overflow: Vec<Box<HashBucket>> =
             (0..header.overflow_buckets).map(|_| Box::new(HashBucket::default())).collect();
         let mut links: Vec<(u64, u64)> = Vec::new(); // (bucket number, next)
@@ -225,11 +260,10 @@ impl HashIndex {
                 link(number, next)?;
             }
         }
-        let mut bytes = [0u8; BUCKET_SIZE];
-        for (i, bucket) in overflow.iter().enumerate() {
+        for (i, (bucket, bytes)) in
+            overflow.iter().zip(overflow_bytes.chunks_exact(BUCKET_SIZE)).enumerate()
+        {
             let number = header.table_size + i as u64;
-            input.read_exact(&mut bytes).map_err(io)?;
-            body_hash.update(&bytes);
             for (i, slot) in bucket.entries.iter().enumerate() {
                 let raw = u64::from_le_bytes(bytes[i * 8..i * 8 + 8].try_into().unwrap_or([0; 8]));
                 let raw = if HashBucketEntry::from_raw(raw).is_tentative() { 0 } else { raw };
@@ -241,8 +275,8 @@ impl HashIndex {
             }
         }
         let mut trailer = [0u8; 8];
-        input.read_exact(&mut trailer).map_err(io)?;
-        if checksum(&header_bytes, body_hash.digest()) != u64::from_le_bytes(trailer) {
+        file.read_exact_at(&mut trailer, (HEADER_SIZE + body_len) as u64).map_err(io)?;
+        if checksum(&header_bytes, &chunk_hashes) != u64::from_le_bytes(trailer) {
             return Err(corrupt("checksum mismatch".into()));
         }
         // Every overflow bucket is linked from exactly one bucket, so no
@@ -323,6 +357,44 @@ mod tests {
             let hash = (i << 48) | (i % 4);
             let found = back.find_entry(hash).expect("entry survives");
             assert_eq!(found.entry.address().raw(), 64 + i * 8);
+        }
+    }
+
+    #[test]
+    fn a_table_of_many_chunks_is_read_in_parallel_and_checked() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("index");
+        // 2^15 buckets: 2 MiB, two chunks read by two threads, plus a
+        // partial chunk of overflow buckets.
+        let index = HashIndex::new(1 << 15).expect("index");
+        for i in 0..300_000u64 {
+            let hash = crate::record::hash_bytes(&i.to_le_bytes());
+            let slot = index.find_or_create_entry(hash);
+            let entry = HashBucketEntry::new(
+                Address::new(64 + i * 8).expect("address"),
+                HashBucketEntry::tag_of(hash),
+                false,
+            );
+            slot.slot.store(entry.raw(), Ordering::Release);
+        }
+        assert!(index.overflow_buckets() > 0);
+        write(&index, &path, 64, 1 << 30);
+        let (back, _) = HashIndex::read_checkpoint(&path).expect("read");
+        for i in 0..300_000u64 {
+            let hash = crate::record::hash_bytes(&i.to_le_bytes());
+            let found = back.find_entry(hash).expect("entry survives");
+            let original = index.find_entry(hash).expect("entry");
+            assert_eq!(found.entry.raw(), original.entry.raw(), "key {i}");
+        }
+        let mut bytes = std::fs::read(&path).expect("read");
+        for at in [HEADER_SIZE + 5, HEADER_SIZE + CHUNK + 77, bytes.len() - 100] {
+            bytes[at] ^= 4;
+            std::fs::write(&path, &bytes).expect("write");
+            assert!(
+                matches!(HashIndex::read_checkpoint(&path), Err(Error::CheckpointCorrupt { .. })),
+                "a flip at {at} is caught"
+            );
+            bytes[at] ^= 4;
         }
     }
 
