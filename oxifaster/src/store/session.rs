@@ -802,11 +802,18 @@ impl<'s, K: Key, V: Value, D: Device> Session<'s, K, V, D> {
                     expected_entry,
                     op.serial,
                 );
+                // The operation leaves the parked set while the session is
+                // still protected: a checkpoint's version change cannot
+                // complete (and claim this session's commit point) in
+                // between, which would list as excluded an operation whose
+                // record is already in the old version.
+                if matches!(status, Ok(RmwStatus::Done)) {
+                    self.slot.finished(op.serial);
+                }
                 // Unprotect on every path, errors included: a session left
                 // protected would hold back every page flush.
                 self.end();
                 if status? == RmwStatus::Done {
-                    self.slot.finished(op.serial);
                     done.push(Completed { serial: op.serial, op: CompletedOp::Rmw });
                 }
             }
@@ -893,11 +900,12 @@ impl<K: Key, V: Value, D: Device> Session<'_, K, V, D> {
         loop {
             self.begin();
             let status = self.rmw_inner(key, input, serial);
+            if parked && matches!(status, Ok(RmwStatus::Done)) {
+                // While still protected: see `complete_one`.
+                self.slot.finished(serial);
+            }
             self.end();
             if let RmwStatus::Done = status? {
-                if parked {
-                    self.slot.finished(serial);
-                }
                 return Ok(());
             }
             parked = true;
@@ -920,9 +928,12 @@ impl<K: Key, V: Value, D: Device> Session<'_, K, V, D> {
             } else {
                 Ok(false)
             };
+            if matches!(published, Ok(true)) {
+                // While still protected: see `complete_one`.
+                self.slot.finished(serial);
+            }
             self.end();
             if published? {
-                self.slot.finished(serial);
                 return Ok(());
             }
             // The chain changed while we read: run the RMW again.
