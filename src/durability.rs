@@ -70,7 +70,7 @@ fn mib_per_s(bytes: u64, elapsed: Duration) -> f64 {
 
 fn drop_caches(enabled: bool) -> BoxResult<()> {
     if enabled {
-        // SAFETY-free: sync, then ask the kernel to drop clean pages.
+        // Write back dirty pages, then ask the kernel to drop clean ones.
         std::process::Command::new("sync").status()?;
         std::fs::write("/proc/sys/vm/drop_caches", "3\n")?;
     }
@@ -146,17 +146,8 @@ pub fn run(args: DurabilityArgs) -> BoxResult<()> {
             );
         }
     }
-    drop_caches(args.drop_caches)?;
-    let start = Instant::now();
-    let store = builder(&dir).recover_latest::<u64, u64>()?;
-    let elapsed = start.elapsed();
-    let info = store.recovered().ok_or("no recovered checkpoint")?;
     let index_bytes = table_size * 64;
-    // A snapshot's file is replayed too.
-    let snapshot =
-        std::fs::metadata(dir.join("checkpoints").join(info.token.as_str()).join("snapshot"))
-            .map_or(0, |m| m.len());
-    let replayed = info.final_address - info.log_start + snapshot;
+    let (elapsed, info, replayed) = timed_recovery(&builder(&dir), &dir, &args)?;
     println!(
         "recovery ({:?}): {:.2} s: index {} MiB + log replay {} MiB ({:.0} MiB/s)",
         info.kind,
@@ -165,8 +156,6 @@ pub fn run(args: DurabilityArgs) -> BoxResult<()> {
         replayed >> 20,
         mib_per_s(index_bytes + replayed, elapsed)
     );
-    check_some(&store, args.keys)?;
-    drop(store);
 
     // 3: recovery that replays the whole log.
     let dir = temp.path().join("replay");
@@ -176,12 +165,7 @@ pub fn run(args: DurabilityArgs) -> BoxResult<()> {
         crate::load(&store, args.keys, threads)?;
         store.checkpoint_and_wait(CheckpointKind::LogOnly)?;
     }
-    drop_caches(args.drop_caches)?;
-    let start = Instant::now();
-    let store = builder(&dir).recover_latest::<u64, u64>()?;
-    let elapsed = start.elapsed();
-    let info = store.recovered().ok_or("no recovered checkpoint")?;
-    let replayed = info.final_address - info.log_start;
+    let (elapsed, _, replayed) = timed_recovery(&builder(&dir), &dir, &args)?;
     println!(
         "recovery replaying the whole log: {:.2} s for {} MiB of log + {} MiB of index ({:.0} MiB/s)",
         elapsed.as_secs_f64(),
@@ -189,8 +173,6 @@ pub fn run(args: DurabilityArgs) -> BoxResult<()> {
         index_bytes >> 20,
         mib_per_s(replayed + index_bytes, elapsed)
     );
-    check_some(&store, args.keys)?;
-    drop(store);
 
     // 4: the yardstick.
     std::process::Command::new("sync").status()?;
@@ -211,6 +193,27 @@ pub fn run(args: DurabilityArgs) -> BoxResult<()> {
         if args.drop_caches { " (cold)" } else { " (page cache warm)" }
     );
     Ok(())
+}
+
+/// Recovers the newest checkpoint in `dir` (after emptying the page cache
+/// if asked), checks a sample of keys, and returns the time it took, the
+/// checkpoint, and the log bytes replayed (a snapshot's file included).
+fn timed_recovery(
+    builder: &oxifaster::StoreBuilder,
+    dir: &Path,
+    args: &DurabilityArgs,
+) -> BoxResult<(Duration, oxifaster::checkpoint::CheckpointInfo, u64)> {
+    drop_caches(args.drop_caches)?;
+    let start = Instant::now();
+    let store = builder.clone().recover_latest::<u64, u64>()?;
+    let elapsed = start.elapsed();
+    let info = store.recovered().ok_or("no recovered checkpoint")?;
+    let snapshot =
+        std::fs::metadata(dir.join("checkpoints").join(info.token.as_str()).join("snapshot"))
+            .map_or(0, |m| m.len());
+    let replayed = info.final_address - info.log_start + snapshot;
+    check_some(&store, args.keys)?;
+    Ok((elapsed, info, replayed))
 }
 
 /// Writes `bytes` to a new file in 1 MiB requests and syncs it; returns

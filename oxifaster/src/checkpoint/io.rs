@@ -208,9 +208,8 @@ impl CheckpointIo for FaultIo {
     fn create(&self, path: &Path) -> io::Result<Box<dyn CheckpointFile>> {
         self.clock.tick("create file")?;
         self.log(Step::Wrote(path.to_path_buf()));
-        let RealFile(file) = RealFile(File::create(path)?);
         Ok(Box::new(FaultFile {
-            inner: RealFile(file),
+            inner: RealFile(File::create(path)?),
             path: path.to_path_buf(),
             io: self.clone(),
         }))

@@ -353,12 +353,15 @@ pub(crate) fn recover<K: Key, V: Value, D: Device>(
                 context: format!("opening {}", path.display()),
                 source,
             })?;
-            let len = file.metadata().map_err(|source| Error::Io {
-                context: format!("reading {}", path.display()),
-                source,
-            })?;
-            if len.len() != s.len {
-                return Err(corrupt(&path, format!("{} bytes, expected {}", len.len(), s.len)));
+            let len = file
+                .metadata()
+                .map_err(|source| Error::Io {
+                    context: format!("reading {}", path.display()),
+                    source,
+                })?
+                .len();
+            if len != s.len {
+                return Err(corrupt(&path, format!("{len} bytes, expected {}", s.len)));
             }
             Some((file, s.from, path))
         }

@@ -236,8 +236,7 @@ impl<'s, K: Key, V: Value, D: Device> Session<'s, K, V, D> {
     /// at a version a checkpoint has already left behind.
     #[inline]
     fn refresh_in_op(&mut self) {
-        self.handle.refresh();
-        self.observe_version();
+        self.begin();
     }
 
     #[inline(always)]
@@ -352,10 +351,6 @@ impl<'s, K: Key, V: Value, D: Device> Session<'s, K, V, D> {
             None => format.tombstone_value_len(),
         };
         let previous = slot.entry.address();
-        if self.store.cpr.load().0 != self.version && self.chains_to_newer(previous) {
-            self.pivot();
-            return Ok(false);
-        }
         let size = format.record_size(key.key_size(), value_len) as u64;
         let address = self.store.log.allocate(size, &self.handle)?;
         // SAFETY: just allocated by this session, which is protected.
@@ -363,9 +358,11 @@ impl<'s, K: Key, V: Value, D: Device> Session<'s, K, V, D> {
         let info = RecordInfo::new(previous, self.version_bits, tombstone);
         record.initialize(info, key, value, value_len);
         if self.store.cpr.load().0 != self.version {
-            // `allocate` may have refreshed while a page turned, and a
-            // checkpoint moved on meanwhile: this record's version is stale.
-            // Abandon it and run the operation at the new version.
+            // A checkpoint moved the version on: `allocate` may have
+            // refreshed while a page turned, or `previous` may be a record
+            // of the new version (`cpr` invariant 3). Either way this
+            // record's version is stale: abandon it and run the operation
+            // at the new version (which it has not written anything at).
             record.set_info_bits(RecordInfo::INVALID_BIT);
             self.pivot();
             return Ok(false);
@@ -393,18 +390,6 @@ impl<'s, K: Key, V: Value, D: Device> Session<'s, K, V, D> {
     #[cold]
     fn is_newer_than_me(&self, bits: u32) -> bool {
         is_newer(bits, self.version) && self.store.cpr.load().0 != self.version
-    }
-
-    /// Whether the record at `previous` (the one a new record would chain
-    /// to) is of a newer version than this session's.
-    #[cold]
-    fn chains_to_newer(&self, previous: Address) -> bool {
-        if !previous.is_valid() || previous < self.store.log.head_address() {
-            return false;
-        }
-        // SAFETY: protected, and `previous >= head` observed after protecting.
-        let record = unsafe { self.record(previous) };
-        is_newer(record.info().version(), self.version)
     }
 
     /// Reads `key`.
