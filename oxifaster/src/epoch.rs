@@ -110,7 +110,17 @@ impl Epoch {
 
     /// Takes a free entry; the handle starts unprotected.
     pub fn register(&self) -> Result<EpochHandle<'_>> {
-        for (index, entry) in self.entries.iter().enumerate() {
+        self.register_near(0)
+    }
+
+    /// Takes a free entry, searching from `hint` (modulo the table size), so
+    /// that threads registering and releasing entries at a high rate each
+    /// start on their own cache line rather than all contending for the
+    /// first.
+    pub fn register_near(&self, hint: usize) -> Result<EpochHandle<'_>> {
+        let n = self.entries.len();
+        for index in (0..n).map(|i| (i + hint) % n) {
+            let entry = &self.entries[index];
             if !entry.taken.load(Ordering::Relaxed)
                 && entry
                     .taken

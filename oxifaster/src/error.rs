@@ -148,4 +148,21 @@ pub enum Error {
         /// The session id.
         id: u64,
     },
+    /// A log address that names no readable entry: below the log's begin
+    /// (truncated), inside a range dropped by `truncate_after`, not yet
+    /// committed, or not 8-byte aligned.
+    #[error("no readable log entry at {address:#x}: {why}")]
+    InvalidAddress {
+        /// The address given.
+        address: u64,
+        /// Why it cannot be read.
+        why: &'static str,
+    },
+    /// Another process (or another instance in this one) has the directory
+    /// open.
+    #[error("{path} is locked: another process has it open")]
+    Locked {
+        /// The lock file.
+        path: String,
+    },
 }

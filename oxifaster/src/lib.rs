@@ -45,6 +45,7 @@
 //! | [`index`] | the latch-free hash index |
 //! | [`store`] | `Store<K, V>`, sessions, pending I/O, the async API |
 //! | [`checkpoint`] | CPR checkpoints, recovery, session commit points |
+//! | [`log`] | `FasterLog`: a durable, concurrent append-only log |
 
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
@@ -60,6 +61,7 @@ pub mod epoch;
 mod error;
 pub mod hlog;
 pub mod index;
+pub mod log;
 mod mem;
 pub mod record;
 pub mod store;

@@ -151,7 +151,14 @@ fn split(word: u64) -> (u64, u64) {
 impl<D: Device> HybridLog<D> {
     /// A new, empty log.
     pub fn new(geometry: LogGeometry, device: D) -> Result<Self> {
-        Self::with_regions(geometry, device, FIRST_ADDRESS, FIRST_ADDRESS, FIRST_ADDRESS)
+        Self::with_regions(
+            geometry,
+            device,
+            FIRST_ADDRESS,
+            FIRST_ADDRESS,
+            FIRST_ADDRESS,
+            FIRST_ADDRESS,
+        )
     }
 
     /// A log whose records below `tail` are on the device (a recovered
@@ -165,7 +172,26 @@ impl<D: Device> HybridLog<D> {
                 what: format!("a recovered log cannot start at {tail:#x} (begin {begin:#x})"),
             });
         }
-        Self::with_regions(geometry, device, begin, tail, tail)
+        Self::with_regions(geometry, device, begin, tail, tail, tail)
+    }
+
+    /// A recovered log that resumes appending at `tail`, which may fall
+    /// inside a page: the bytes `[head, tail)` of that page (`head` is the
+    /// page's start, or [`FIRST_ADDRESS`] on page 0) are already on the
+    /// device and are immutable; the caller copies them into memory with
+    /// [`Self::load`] before sharing the log, so that reads find them. The
+    /// next flush writes from `tail` on, so the bytes before it are never
+    /// rewritten.
+    pub fn resumed(geometry: LogGeometry, device: D, begin: u64, tail: u64) -> Result<Self> {
+        let page_start = tail >> geometry.page_bits << geometry.page_bits;
+        let head = page_start.max(FIRST_ADDRESS);
+        if tail < FIRST_ADDRESS || begin > tail {
+            return Err(Error::Corruption {
+                address: tail,
+                what: format!("a log cannot resume at {tail:#x} (begin {begin:#x})"),
+            });
+        }
+        Self::with_regions(geometry, device, begin.min(head), head, tail, tail)
     }
 
     /// A recovered log whose records in `[head, tail)` are in memory, not
@@ -194,7 +220,7 @@ impl<D: Device> HybridLog<D> {
                 what: format!("cannot hold [{head:#x}, {tail:#x}) in {} frames", geometry.frames),
             });
         }
-        Self::with_regions(geometry, device, begin, head, tail)
+        Self::with_regions(geometry, device, begin, head, head, tail)
     }
 
     /// Copies `bytes` into the log's memory at `address`.
@@ -203,7 +229,7 @@ impl<D: Device> HybridLog<D> {
     ///
     /// Only while the log is being recovered and not yet shared (no other
     /// thread can read or write its frames), for a range of one page inside
-    /// `[head, tail)` of [`Self::recovered_in_memory`].
+    /// `[head, tail)` of [`Self::recovered_in_memory`] or [`Self::resumed`].
     pub unsafe fn load(&self, address: Address, bytes: &[u8]) {
         debug_assert!(
             address.offset(self.shared.geometry.page_bits) as usize + bytes.len()
@@ -216,13 +242,14 @@ impl<D: Device> HybridLog<D> {
         }
     }
 
-    /// `[head, tail)` are in memory (unflushed); everything from `tail` on
-    /// is free.
+    /// `[head, tail)` are in memory, `[head, immutable)` of them read-only
+    /// and already on the device; everything from `tail` on is free.
     fn with_regions(
         geometry: LogGeometry,
         device: D,
         begin: u64,
         head: u64,
+        immutable: u64,
         tail: u64,
     ) -> Result<Self> {
         geometry.validate()?;
@@ -235,6 +262,7 @@ impl<D: Device> HybridLog<D> {
         let frames = LargeBuffer::zeroed(bytes, FRAME_ALIGN)?;
         let base = NonNull::new(frames.as_ptr()).ok_or(Error::OutOfMemory { bytes })?;
         let first = Address::new(head).ok_or(Error::LogFull)?;
+        let immutable = Address::new(immutable).ok_or(Error::LogFull)?;
         let begin = Address::new(begin).unwrap_or(Address::INVALID);
         let page = tail >> geometry.page_bits;
         if page >= 1 << 32 {
@@ -250,9 +278,9 @@ impl<D: Device> HybridLog<D> {
                 begin: AtomicAddress::new(begin),
                 head: AtomicAddress::new(first),
                 closed_until: AtomicAddress::new(first),
-                safe_read_only: AtomicAddress::new(first),
-                read_only: AtomicAddress::new(first),
-                flushed_until: AtomicAddress::new(first),
+                safe_read_only: AtomicAddress::new(immutable),
+                read_only: AtomicAddress::new(immutable),
+                flushed_until: AtomicAddress::new(immutable),
                 tail: AtomicU64::new(page << 32 | (tail & (page_size - 1))),
                 flush_lock: Mutex::new(()),
                 poisoned: AtomicBool::new(false),
@@ -362,6 +390,49 @@ impl<D: Device> HybridLog<D> {
                 handle.refresh();
                 backoff(&mut spins);
             }
+        }
+    }
+
+    /// [`Self::allocate`] that never waits: `Ok(None)` when another thread
+    /// is turning the page, or when this allocation would turn it and the
+    /// next page's frame is not free yet (its old page is not flushed and
+    /// closed). The tail moves by a CAS rather than a fetch-add, so that a
+    /// refused allocation leaves no trace; the thread whose CAS crosses the
+    /// page end turns the page, which then cannot wait (its frame was seen
+    /// closed, and `closed_until` only grows).
+    pub fn try_allocate(&self, size: u64, handle: &EpochHandle<'_>) -> Result<Option<Address>> {
+        let s = &self.shared;
+        debug_assert!(size.is_multiple_of(8) && size > 0);
+        if size > s.page_size - FIRST_ADDRESS {
+            return Err(Error::RecordTooLarge { size, max: s.page_size - FIRST_ADDRESS });
+        }
+        s.check_poisoned()?;
+        loop {
+            let word = s.tail.load(Ordering::Acquire);
+            let (page, offset) = split(word);
+            if offset > s.page_size {
+                return Ok(None);
+            }
+            let crosses = offset + size > s.page_size;
+            if crosses && page + 1 >= s.geometry.frames {
+                let needed = self.page_start(page + 2 - s.geometry.frames);
+                if s.closed_until.load(Ordering::Acquire) < needed {
+                    if s.flushed_until.load(Ordering::Acquire) >= needed {
+                        self.shift_head(needed, handle);
+                    }
+                    return Ok(None);
+                }
+            }
+            if s.tail
+                .compare_exchange_weak(word, word + size, Ordering::AcqRel, Ordering::Acquire)
+                .is_err()
+            {
+                continue;
+            }
+            if !crosses {
+                return Ok(Some(self.address(page, offset)));
+            }
+            return self.turn_page(page, size, handle).map(Some);
         }
     }
 

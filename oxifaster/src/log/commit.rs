@@ -1,0 +1,297 @@
+//! Commit records: what a commit makes durable besides the entries.
+//!
+//! The commit device holds two slots, at offsets 0 and [`SLOT_SIZE`];
+//! commit number `n` overwrites slot `n % 2`, so the previous commit's slot
+//! is intact while the new one is written. Recovery decodes both and takes
+//! the valid one with the higher number: a torn or lost slot write (the
+//! power failed during a commit, which was therefore never acknowledged)
+//! falls back to the commit before it.
+//!
+//! ```text
+//! slot:    magic "OXLOGCMT" | format u32 | payload len u32 | commit number u64
+//!          | crc32c u32 | 0 u32 | payload
+//! payload: begin u64 | committed until u64
+//!          | cookie len u32 | cookie
+//!          | iterator count u32 | (name len u16 | name (UTF-8) | position u64)*
+//!          | dropped-range count u32 | (from u64 | to u64)*
+//! ```
+//!
+//! All integers are little-endian; the checksum covers the header (with the
+//! checksum field zero) and the payload. Every length is checked against
+//! the bytes that remain before anything is allocated.
+
+use std::collections::BTreeMap;
+
+/// The size of one slot; a commit record (cookie and iterators included)
+/// must fit.
+pub const SLOT_SIZE: u64 = 64 * 1024;
+const MAGIC: &[u8; 8] = b"OXLOGCMT";
+/// The format version written and read.
+pub const FORMAT: u32 = 1;
+const HEADER: usize = 32;
+/// The largest commit cookie.
+pub const MAX_COOKIE: usize = 16 * 1024;
+/// The longest iterator name.
+pub const MAX_NAME: usize = 255;
+
+/// A committed state of the log.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct CommitRecord {
+    /// The commit's number (1 for the first).
+    pub seq: u64,
+    /// Entries below this address were released by `truncate_until`.
+    pub begin: u64,
+    /// Every entry below this address is durable.
+    pub committed: u64,
+    /// The user's bytes stored with the commit.
+    pub cookie: Vec<u8>,
+    /// Named iterators' positions.
+    pub iterators: BTreeMap<String, u64>,
+    /// Ranges `[from, to)` dropped by `truncate_after`, in order.
+    pub dropped: Vec<(u64, u64)>,
+}
+
+/// Why a slot is not a valid commit record.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SlotError {
+    /// Never written (all zero or too short).
+    Empty,
+    /// Written, but damaged or torn.
+    Corrupt(&'static str),
+    /// Written by a newer format.
+    Format(u32),
+}
+
+impl CommitRecord {
+    /// Encodes the record as a slot's bytes, or says why it is too large.
+    pub fn encode(&self) -> Result<Vec<u8>, String> {
+        if self.cookie.len() > MAX_COOKIE {
+            return Err(format!(
+                "a commit cookie of {} bytes is larger than {MAX_COOKIE}",
+                self.cookie.len()
+            ));
+        }
+        let mut p = Vec::with_capacity(64 + self.cookie.len());
+        p.extend_from_slice(&self.begin.to_le_bytes());
+        p.extend_from_slice(&self.committed.to_le_bytes());
+        p.extend_from_slice(&(self.cookie.len() as u32).to_le_bytes());
+        p.extend_from_slice(&self.cookie);
+        p.extend_from_slice(&(self.iterators.len() as u32).to_le_bytes());
+        for (name, position) in &self.iterators {
+            if name.len() > MAX_NAME {
+                return Err(format!("iterator name {name:?} is longer than {MAX_NAME} bytes"));
+            }
+            p.extend_from_slice(&(name.len() as u16).to_le_bytes());
+            p.extend_from_slice(name.as_bytes());
+            p.extend_from_slice(&position.to_le_bytes());
+        }
+        p.extend_from_slice(&(self.dropped.len() as u32).to_le_bytes());
+        for (from, to) in &self.dropped {
+            p.extend_from_slice(&from.to_le_bytes());
+            p.extend_from_slice(&to.to_le_bytes());
+        }
+        if (HEADER + p.len()) as u64 > SLOT_SIZE {
+            return Err(format!(
+                "the commit record ({} bytes: cookie, {} iterators, {} dropped ranges) does not \
+                 fit its {SLOT_SIZE}-byte slot",
+                HEADER + p.len(),
+                self.iterators.len(),
+                self.dropped.len()
+            ));
+        }
+        let mut out = Vec::with_capacity(HEADER + p.len());
+        out.extend_from_slice(MAGIC);
+        out.extend_from_slice(&FORMAT.to_le_bytes());
+        out.extend_from_slice(&(p.len() as u32).to_le_bytes());
+        out.extend_from_slice(&self.seq.to_le_bytes());
+        out.extend_from_slice(&[0u8; 8]);
+        out.extend_from_slice(&p);
+        let crc = slot_checksum(&out);
+        out[24..28].copy_from_slice(&crc.to_le_bytes());
+        Ok(out)
+    }
+
+    /// Decodes a slot's bytes (any length; bytes past the record are
+    /// ignored). Never panics and allocates no more than `bytes.len()`.
+    pub fn decode(bytes: &[u8]) -> Result<Self, SlotError> {
+        if bytes.len() < HEADER || bytes[..HEADER].iter().all(|b| *b == 0) {
+            return Err(SlotError::Empty);
+        }
+        if &bytes[..8] != MAGIC {
+            return Err(SlotError::Corrupt("bad magic"));
+        }
+        let mut r = Reader { bytes, at: 8 };
+        let format = r.u32()?;
+        let len = r.u32()? as usize;
+        let seq = r.u64()?;
+        let crc = r.u32()?;
+        if HEADER + len > bytes.len() {
+            return Err(SlotError::Corrupt("the payload length runs past the slot"));
+        }
+        if slot_checksum(&bytes[..HEADER + len]) != crc {
+            return Err(SlotError::Corrupt("checksum mismatch"));
+        }
+        // The header's layout is the same in every format version.
+        if format > FORMAT {
+            return Err(SlotError::Format(format));
+        }
+        let mut r = Reader { bytes: &bytes[..HEADER + len], at: HEADER };
+        let begin = r.u64()?;
+        let committed = r.u64()?;
+        let cookie_len = r.u32()? as usize;
+        let cookie = r.take(cookie_len)?.to_vec();
+        let mut iterators = BTreeMap::new();
+        for _ in 0..r.u32()? {
+            let name_len = r.u16()? as usize;
+            let name = std::str::from_utf8(r.take(name_len)?)
+                .map_err(|_| SlotError::Corrupt("an iterator name is not UTF-8"))?
+                .to_owned();
+            iterators.insert(name, r.u64()?);
+        }
+        let count = r.u32()? as usize;
+        if count > r.remaining() / 16 {
+            return Err(SlotError::Corrupt("the dropped-range count runs past the slot"));
+        }
+        let mut dropped = Vec::with_capacity(count);
+        for _ in 0..count {
+            dropped.push((r.u64()?, r.u64()?));
+        }
+        if begin > committed || dropped.iter().any(|(f, t)| f >= t) {
+            return Err(SlotError::Corrupt("inconsistent addresses"));
+        }
+        Ok(Self { seq, begin, committed, cookie, iterators, dropped })
+    }
+}
+
+/// The checksum of a slot's record, its checksum field read as zero.
+fn slot_checksum(record: &[u8]) -> u32 {
+    let crc = crc32c::crc32c(&record[..24]);
+    let crc = crc32c::crc32c_append(crc, &[0u8; 4]);
+    crc32c::crc32c_append(crc, &record[28..])
+}
+
+struct Reader<'a> {
+    bytes: &'a [u8],
+    at: usize,
+}
+
+impl<'a> Reader<'a> {
+    fn remaining(&self) -> usize {
+        self.bytes.len() - self.at
+    }
+
+    fn take(&mut self, n: usize) -> Result<&'a [u8], SlotError> {
+        if n > self.remaining() {
+            return Err(SlotError::Corrupt("a length runs past the record"));
+        }
+        let out = &self.bytes[self.at..self.at + n];
+        self.at += n;
+        Ok(out)
+    }
+
+    fn u16(&mut self) -> Result<u16, SlotError> {
+        Ok(u16::from_le_bytes(self.take(2)?.try_into().unwrap_or_default()))
+    }
+
+    fn u32(&mut self) -> Result<u32, SlotError> {
+        Ok(u32::from_le_bytes(self.take(4)?.try_into().unwrap_or_default()))
+    }
+
+    fn u64(&mut self) -> Result<u64, SlotError> {
+        Ok(u64::from_le_bytes(self.take(8)?.try_into().unwrap_or_default()))
+    }
+}
+
+/// Picks the newest valid record of the two slots. `Ok(None)`: no commit
+/// was ever made durable. Both slots written but neither valid is
+/// corruption (a single torn write can damage only one of them).
+pub fn newest(a: &[u8], b: &[u8]) -> Result<Option<CommitRecord>, String> {
+    let ra = CommitRecord::decode(a);
+    let rb = CommitRecord::decode(b);
+    for r in [&ra, &rb] {
+        if let Err(SlotError::Format(found)) = r {
+            return Err(format!("commit format version {found}; this build reads {FORMAT}"));
+        }
+    }
+    match (ra, rb) {
+        (Ok(a), Ok(b)) => Ok(Some(if a.seq >= b.seq { a } else { b })),
+        (Ok(r), Err(_)) | (Err(_), Ok(r)) => Ok(Some(r)),
+        // At most one commit was ever attempted, and it did not complete.
+        (Err(_), Err(SlotError::Empty)) | (Err(SlotError::Empty), Err(_)) => Ok(None),
+        (Err(SlotError::Corrupt(a)), Err(SlotError::Corrupt(b))) => {
+            Err(format!("both commit slots are damaged ({a}; {b})"))
+        }
+        (Err(_), Err(_)) => Err("both commit slots are damaged".into()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample() -> CommitRecord {
+        CommitRecord {
+            seq: 7,
+            begin: 64,
+            committed: 1 << 20,
+            cookie: b"term=3 vote=2".to_vec(),
+            iterators: [("apply".to_string(), 4096u64), ("ship".into(), 8192)].into(),
+            dropped: vec![(10_000, 20_000)],
+        }
+    }
+
+    #[test]
+    fn round_trip_and_every_bit_flip_is_caught() {
+        let record = sample();
+        let bytes = record.encode().expect("encode");
+        assert_eq!(CommitRecord::decode(&bytes), Ok(record.clone()));
+        for bit in 0..bytes.len() * 8 {
+            let mut bad = bytes.clone();
+            bad[bit / 8] ^= 1 << (bit % 8);
+            assert!(
+                CommitRecord::decode(&bad).is_err(),
+                "flip of bit {bit} went unnoticed"
+            );
+        }
+        // Every truncation is caught.
+        for len in 0..bytes.len() {
+            assert!(CommitRecord::decode(&bytes[..len]).is_err(), "truncated to {len}");
+        }
+    }
+
+    #[test]
+    fn newest_of_two_slots() {
+        let old = sample();
+        let new = CommitRecord { seq: 8, committed: 2 << 20, ..sample() };
+        let (a, b) = (old.encode().expect("a"), new.encode().expect("b"));
+        assert_eq!(newest(&a, &b), Ok(Some(new.clone())));
+        assert_eq!(newest(&b, &a), Ok(Some(new.clone())));
+        let mut torn = b.clone();
+        torn[40..].fill(0);
+        assert_eq!(newest(&a, &torn), Ok(Some(old.clone())));
+        assert_eq!(newest(&[], &[]), Ok(None));
+        assert_eq!(newest(&torn, &[]), Ok(None));
+        let mut bad = a.clone();
+        bad[50] ^= 1;
+        assert!(newest(&bad, &torn).is_err());
+        let mut future = a.clone();
+        future[8] = 9;
+        let crc = slot_checksum(&future);
+        future[24..28].copy_from_slice(&crc.to_le_bytes());
+        assert_eq!(CommitRecord::decode(&future), Err(SlotError::Format(9)));
+        assert!(newest(&future, &b).is_err());
+    }
+
+    #[test]
+    fn oversized_records_are_refused() {
+        let big = CommitRecord { cookie: vec![0; MAX_COOKIE + 1], ..sample() };
+        assert!(big.encode().is_err());
+        let long = CommitRecord {
+            iterators: [("x".repeat(MAX_NAME + 1), 1u64)].into(),
+            ..sample()
+        };
+        assert!(long.encode().is_err());
+        let many = CommitRecord { dropped: vec![(1, 2); 5000], ..sample() };
+        assert!(many.encode().is_err());
+    }
+}
