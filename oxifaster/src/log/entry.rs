@@ -5,8 +5,9 @@
 //! ```
 //!
 //! The checksum (CRC-32C, Castagnoli) covers the entry's own log address
-//! (u64 LE), the length word and the payload, so that an entry written to
-//! the wrong place, a torn write and a flipped bit are all caught. Entries
+//! (u64 LE), the length word, the payload and its padding, so that an entry
+//! written to the wrong place, a torn write and any flipped bit in the
+//! entry's bytes are all caught. Entries
 //! are 8-byte aligned and never span a page. A zero header word means "no
 //! entry here": the rest of the page is padding (the tail moved to the next
 //! page) or was never written; the `PRESENT` bit keeps a zero-length entry
@@ -23,11 +24,13 @@ pub fn entry_size(len: usize) -> u64 {
     HEADER + (len as u64).next_multiple_of(8)
 }
 
+/// The checksum of an entry whose padded body (payload and padding) is
+/// `body`.
 #[inline]
-fn checksum(address: u64, word: u32, payload: &[u8]) -> u32 {
+fn checksum(address: u64, word: u32, body: &[u8]) -> u32 {
     let crc = crc32c::crc32c(&address.to_le_bytes());
     let crc = crc32c::crc32c_append(crc, &word.to_le_bytes());
-    crc32c::crc32c_append(crc, payload)
+    crc32c::crc32c_append(crc, body)
 }
 
 /// Writes the entry for `payload` at log address `address` into `out`,
@@ -37,11 +40,11 @@ pub fn encode(address: u64, payload: &[u8], out: &mut [u8]) {
     debug_assert_eq!(out.len() as u64, entry_size(payload.len()));
     debug_assert!(payload.len() < PRESENT as usize);
     let word = payload.len() as u32 | PRESENT;
-    out[..4].copy_from_slice(&word.to_le_bytes());
-    out[4..8].copy_from_slice(&checksum(address, word, payload).to_le_bytes());
-    let body = &mut out[HEADER as usize..];
+    let (header, body) = out.split_at_mut(HEADER as usize);
     body[..payload.len()].copy_from_slice(payload);
     body[payload.len()..].fill(0);
+    header[..4].copy_from_slice(&word.to_le_bytes());
+    header[4..].copy_from_slice(&checksum(address, word, body).to_le_bytes());
 }
 
 /// What the bytes at an entry position hold.
@@ -100,11 +103,12 @@ pub fn decode_header(bytes: [u8; 8], room: u64) -> Result<Header, Invalid> {
     Ok(Header::Entry { len, crc })
 }
 
-/// Checks a decoded header's checksum against its payload.
+/// Checks a decoded header's checksum against the entry's padded body
+/// (`entry_size(len) - HEADER` bytes).
 #[inline]
-pub fn verify(address: u64, len: u32, crc: u32, payload: &[u8]) -> Result<(), Invalid> {
-    debug_assert_eq!(payload.len(), len as usize);
-    if checksum(address, len | PRESENT, payload) != crc {
+pub fn verify(address: u64, len: u32, crc: u32, body: &[u8]) -> Result<(), Invalid> {
+    debug_assert_eq!(body.len() as u64, entry_size(len as usize) - HEADER);
+    if checksum(address, len | PRESENT, body) != crc {
         return Err(Invalid::Checksum);
     }
     Ok(())
@@ -124,11 +128,9 @@ pub fn decode(address: u64, bytes: &[u8], room: u64) -> Result<Option<(&[u8], u6
         Header::Empty => Ok(None),
         Header::Entry { len, crc } => {
             let size = entry_size(len as usize);
-            let payload = bytes
-                .get(HEADER as usize..HEADER as usize + len as usize)
-                .ok_or(Invalid::TooLong)?;
-            verify(address, len, crc, payload)?;
-            Ok(Some((payload, size)))
+            let body = bytes.get(HEADER as usize..size as usize).ok_or(Invalid::TooLong)?;
+            verify(address, len, crc, body)?;
+            Ok(Some((&body[..len as usize], size)))
         }
     }
 }
@@ -147,13 +149,12 @@ mod tests {
             assert_eq!((back, size), (payload.as_slice(), buf.len() as u64));
             // The same bytes at another address are not an entry there.
             assert_eq!(decode(4104, &buf, 1 << 20), Err(Invalid::Checksum));
-            // Every flip of a header or payload bit is detected (padding
-            // bits are not part of the entry).
-            for bit in 0..(HEADER as usize + len) * 8 {
+            // Every flip of a header, payload or padding bit is detected.
+            for bit in 0..buf.len() * 8 {
                 let mut bad = buf.clone();
                 bad[bit / 8] ^= 1 << (bit % 8);
                 assert!(
-                    !matches!(decode(4096, &bad, 1 << 20), Ok(Some((p, _))) if p == payload),
+                    decode(4096, &bad, 1 << 20).is_err(),
                     "flip of bit {bit} (len {len}) went unnoticed"
                 );
             }

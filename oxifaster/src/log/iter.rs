@@ -47,8 +47,9 @@ pub struct LogIter<D: Device> {
     /// Holds the log bytes `[buf_start, buf_start + buf.len())`.
     buf: Vec<u8>,
     buf_start: u64,
-    /// Verification walks dropped ranges too.
-    skip_dropped: bool,
+    /// Verification walks dropped ranges too, and checks that every page's
+    /// unused end is zero.
+    verify: bool,
     /// A named iterator's name.
     name: Option<String>,
 }
@@ -71,13 +72,13 @@ impl<D: Device> LogIter<D> {
             end,
             buf: Vec::new(),
             buf_start: 0,
-            skip_dropped: true,
+            verify: false,
             name,
         }
     }
 
-    pub(crate) fn include_dropped(&mut self) {
-        self.skip_dropped = false;
+    pub(crate) fn verifying(&mut self) {
+        self.verify = true;
     }
 
     /// Where the next entry would start: everything before it was returned.
@@ -176,7 +177,7 @@ impl<D: Device> LogIter<D> {
             if self.next >= limit {
                 return Ok(None);
             }
-            if self.skip_dropped
+            if !self.verify
                 && let Some((_, to)) =
                     self.inner.dropped_ranges().iter().find(|(f, t)| (*f..*t).contains(&self.next))
             {
@@ -194,6 +195,9 @@ impl<D: Device> LogIter<D> {
             let corrupt = |what: &str| Error::Corruption { address: at, what: what.into() };
             let len = match decode_header(header, room) {
                 Ok(Header::Empty) => {
+                    if self.verify {
+                        self.check_zero(at, readable)?;
+                    }
                     self.next = page_end;
                     continue;
                 }
@@ -220,6 +224,24 @@ impl<D: Device> LogIter<D> {
             }
             return Ok(Some((at, rel + HEADER as usize, len as usize)));
         }
+    }
+
+    /// Checks that the log bytes `[from, to)` (in one page) are all zero.
+    fn check_zero(&mut self, from: u64, to: u64) -> Result<()> {
+        let mut at = from;
+        while at < to {
+            let n = (to - at).min(CHUNK);
+            self.fill(at, n, to)?;
+            let rel = (at - self.buf_start) as usize;
+            if let Some(i) = self.buf[rel..rel + n as usize].iter().position(|b| *b != 0) {
+                return Err(Error::Corruption {
+                    address: at + i as u64,
+                    what: "a non-zero byte in a page's unused end".into(),
+                });
+            }
+            at += n;
+        }
+        Ok(())
     }
 
     /// Makes the buffer hold `[at, at + need)`, reading from `at` up to

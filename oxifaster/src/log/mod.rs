@@ -527,12 +527,13 @@ impl<D: Device> FasterLog<D> {
         }
     }
 
-    /// Checks every committed entry's checksum; returns how many entries
+    /// Checks every committed entry's checksum (dropped ranges included)
+    /// and that every page's unused end is zero; returns how many entries
     /// there are, or the first corruption with its address.
     pub fn verify(&self) -> Result<u64> {
         let mut count = 0;
         let mut it = LogIter::new(self.inner.clone(), 0, self.committed_until().0, None);
-        it.include_dropped();
+        it.verifying();
         while it.next_ref()?.is_some() {
             count += 1;
         }
@@ -902,7 +903,7 @@ impl<D: Device> Inner<D> {
             }
             Err(invalid) => return Err(corrupt(invalid.describe())),
         };
-        let whole = HEADER as usize + len;
+        let whole = entry_size(len) as usize;
         if whole > buf.len() {
             let have = buf.len();
             buf.resize(whole, 0);
