@@ -70,7 +70,11 @@ fn run_model(seed: u64) {
     for step in 0..400 {
         let choice = rng.below(100);
         if trace {
-            eprintln!("step {step}: {choice} ({} entries, {} committed)", model.entries.len(), model.committed);
+            eprintln!(
+                "step {step}: {choice} ({} entries, {} committed)",
+                model.entries.len(),
+                model.committed
+            );
         }
         match choice {
             0..=49 => {
@@ -253,8 +257,9 @@ fn group_commit_and_waiters() {
 #[test]
 fn auto_commit_by_time_and_by_size() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let log = FasterLog::open(LogConfig::new(dir.path()).auto_commit_every(Duration::from_millis(5)))
-        .expect("open");
+    let log =
+        FasterLog::open(LogConfig::new(dir.path()).auto_commit_every(Duration::from_millis(5)))
+            .expect("open");
     let address = log.enqueue(b"tick").expect("enqueue");
     log.wait_for_commit(address).expect("auto-committed by time");
     drop(log);
@@ -420,18 +425,12 @@ fn bad_configuration_and_input_are_errors() {
         assert!(matches!(FasterLog::open(config), Err(Error::InvalidConfig { .. })));
     }
     let log = FasterLog::open(LogConfig::default()).expect("temporary log");
-    assert!(matches!(
-        log.commit_with_cookie(&vec![0; 20_000]),
-        Err(Error::InvalidConfig { .. })
-    ));
+    assert!(matches!(log.commit_with_cookie(&vec![0; 20_000]), Err(Error::InvalidConfig { .. })));
     assert!(matches!(
         log.enqueue(&vec![0; log.max_entry_size() + 1]),
         Err(Error::RecordTooLarge { .. })
     ));
-    assert!(matches!(
-        log.read(LogAddress::from_raw(1 << 40)),
-        Err(Error::InvalidAddress { .. })
-    ));
+    assert!(matches!(log.read(LogAddress::from_raw(1 << 40)), Err(Error::InvalidAddress { .. })));
     assert!(matches!(
         log.truncate_after(LogAddress::from_raw(3)),
         Err(Error::InvalidAddress { .. })

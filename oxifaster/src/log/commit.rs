@@ -248,10 +248,7 @@ mod tests {
         for bit in 0..bytes.len() * 8 {
             let mut bad = bytes.clone();
             bad[bit / 8] ^= 1 << (bit % 8);
-            assert!(
-                CommitRecord::decode(&bad).is_err(),
-                "flip of bit {bit} went unnoticed"
-            );
+            assert!(CommitRecord::decode(&bad).is_err(), "flip of bit {bit} went unnoticed");
         }
         // Every truncation is caught.
         for len in 0..bytes.len() {
@@ -286,10 +283,8 @@ mod tests {
     fn oversized_records_are_refused() {
         let big = CommitRecord { cookie: vec![0; MAX_COOKIE + 1], ..sample() };
         assert!(big.encode().is_err());
-        let long = CommitRecord {
-            iterators: [("x".repeat(MAX_NAME + 1), 1u64)].into(),
-            ..sample()
-        };
+        let long =
+            CommitRecord { iterators: [("x".repeat(MAX_NAME + 1), 1u64)].into(), ..sample() };
         assert!(long.encode().is_err());
         let many = CommitRecord { dropped: vec![(1, 2); 5000], ..sample() };
         assert!(many.encode().is_err());

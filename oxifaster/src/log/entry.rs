@@ -79,7 +79,9 @@ impl Invalid {
         match self {
             Invalid::BadHeader => "the entry header is malformed",
             Invalid::TooLong => "the entry's length runs past the end of its page",
-            Invalid::Checksum => "the entry's checksum does not match (corrupt, torn, misplaced, or not the address of an entry)",
+            Invalid::Checksum => {
+                "the entry's checksum does not match (corrupt, torn, misplaced, or not the address of an entry)"
+            }
         }
     }
 }

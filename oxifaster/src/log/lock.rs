@@ -24,7 +24,10 @@ impl LockFile {
             .create(true)
             .truncate(false)
             .open(path)
-            .map_err(|source| Error::Io { context: format!("opening {}", path.display()), source })?;
+            .map_err(|source| Error::Io {
+                context: format!("opening {}", path.display()),
+                source,
+            })?;
         #[cfg(target_os = "linux")]
         {
             use std::os::fd::AsRawFd;

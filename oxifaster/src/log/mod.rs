@@ -392,6 +392,16 @@ impl<D: Device> FasterLog<D> {
         Ok(Self { inner, auto_commit, _lock: lock })
     }
 
+    /// The device holding the entries.
+    pub fn data_device(&self) -> &D {
+        self.inner.hlog.device()
+    }
+
+    /// The device holding the commit records.
+    pub fn commit_device(&self) -> &D {
+        &self.inner.commits
+    }
+
     /// The largest entry (payload bytes) a page holds; larger ones are
     /// refused with [`Error::RecordTooLarge`].
     pub fn max_entry_size(&self) -> usize {
@@ -727,9 +737,8 @@ impl<D: Device> Inner<D> {
         // its frame is cleared), and we are protected; nobody reads it
         // before it is below the safe read-only address, which needs this
         // thread to leave its protection first (module invariant).
-        let out = unsafe {
-            std::slice::from_raw_parts_mut(self.hlog.record_ptr(address), size as usize)
-        };
+        let out =
+            unsafe { std::slice::from_raw_parts_mut(self.hlog.record_ptr(address), size as usize) };
         entry::encode(address.raw(), data, out);
         drop(handle);
         self.after_enqueue(address.raw() + size);
@@ -758,8 +767,9 @@ impl<D: Device> Inner<D> {
             let start = self.hlog.allocate(run, &handle)?;
             // SAFETY: as in `enqueue`: a fresh allocation in a live frame,
             // written before this thread leaves its protection.
-            let bytes =
-                unsafe { std::slice::from_raw_parts_mut(self.hlog.record_ptr(start), run as usize) };
+            let bytes = unsafe {
+                std::slice::from_raw_parts_mut(self.hlog.record_ptr(start), run as usize)
+            };
             let mut at = 0usize;
             for e in &entries[i..j] {
                 let e = e.as_ref();
