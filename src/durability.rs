@@ -62,9 +62,9 @@ impl From<KindArg> for CheckpointKind {
     }
 }
 
-type BoxResult<T> = Result<T, Box<dyn std::error::Error>>;
+pub(crate) type BoxResult<T> = Result<T, Box<dyn std::error::Error>>;
 
-fn mib_per_s(bytes: u64, elapsed: Duration) -> f64 {
+pub(crate) fn mib_per_s(bytes: u64, elapsed: Duration) -> f64 {
     bytes as f64 / (1 << 20) as f64 / elapsed.as_secs_f64()
 }
 
@@ -218,7 +218,7 @@ fn timed_recovery(
 
 /// Writes `bytes` to a new file in 1 MiB requests and syncs it; returns
 /// MiB/s.
-fn write_probe(path: &Path, bytes: u64) -> BoxResult<f64> {
+pub(crate) fn write_probe(path: &Path, bytes: u64) -> BoxResult<f64> {
     let _ = std::fs::remove_file(path);
     std::process::Command::new("sync").status()?;
     let chunk = vec![0xa5u8; 1 << 20];

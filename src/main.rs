@@ -6,6 +6,7 @@
 //! workloads the sum of all counters must equal the increments issued.
 
 mod durability;
+mod log_bench;
 
 use std::path::PathBuf;
 use std::sync::Barrier;
@@ -33,6 +34,9 @@ enum Command {
     /// Measure checkpoints (time, throughput dip) and recovery against the
     /// disk's sequential bandwidth.
     Durability(durability::DurabilityArgs),
+    /// Measure FasterLog append throughput and commit latency against the
+    /// disk's sequential write bandwidth.
+    LogBench(log_bench::LogBenchArgs),
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -140,6 +144,7 @@ fn main() {
     let result = match cli.command {
         Some(Command::Bench(args)) => bench(args),
         Some(Command::Durability(args)) => durability::run(args),
+        Some(Command::LogBench(args)) => log_bench::run(args),
         None => {
             println!(
                 "oxifaster {}: run `oxifaster bench` or `oxifaster --help`",

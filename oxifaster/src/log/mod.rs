@@ -16,7 +16,7 @@
 //! let log = FasterLog::open(LogConfig::new(dir.path()))?; // recovers
 //! assert_eq!(log.cookie(), b"applied=2");
 //! assert_eq!(log.scan_all().count(), 2);
-//! # Ok::<(), oxifaster::Error>(())
+//! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 //!
 //! ## Design
