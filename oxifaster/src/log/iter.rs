@@ -185,7 +185,7 @@ impl<D: Device> LogIter<D> {
                 continue;
             }
             let at = self.next;
-            let page_end = (at >> bits) + 1 << bits;
+            let page_end = super::page_end(at, bits);
             let room = page_end - at;
             let readable = page_end.min(committed);
             self.fill(at, HEADER, readable)?;

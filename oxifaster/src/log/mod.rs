@@ -637,7 +637,7 @@ fn load_tail_page<D: Device>(hlog: &HybridLog<D>, committed: u64) -> Result<()> 
         address: head,
         what: format!("the committed page cannot be read back: {source}"),
     })?;
-    let page_end = (head >> bits) + 1 << bits;
+    let page_end = page_end(head, bits);
     let mut at = head;
     while at < committed {
         let rel = (at - head) as usize;
@@ -665,6 +665,12 @@ fn load_tail_page<D: Device>(hlog: &HybridLog<D>, committed: u64) -> Result<()> 
     // inside the resumed log's in-memory range.
     unsafe { hlog.load(address, &bytes) };
     Ok(())
+}
+
+/// The end of the page holding `address`.
+#[inline]
+pub(crate) fn page_end(address: u64, page_bits: u32) -> u64 {
+    ((address >> page_bits) + 1) << page_bits
 }
 
 thread_local! {
@@ -722,6 +728,7 @@ impl<D: Device> Inner<D> {
 
     fn enqueue(&self, data: &[u8], try_only: bool) -> Result<Option<LogAddress>> {
         self.check_failed()?;
+        self.hlog.check_poisoned()?;
         let size = entry_size(data.len());
         let handle = self.protect()?;
         let address = if try_only {
@@ -747,7 +754,12 @@ impl<D: Device> Inner<D> {
 
     fn enqueue_batch<T: AsRef<[u8]>>(&self, entries: &[T]) -> Result<Vec<LogAddress>> {
         self.check_failed()?;
+        self.hlog.check_poisoned()?;
         let max = self.hlog.page_size() - FIRST_ADDRESS;
+        // All or nothing: refuse an oversized entry before placing any.
+        if let Some(e) = entries.iter().find(|e| entry_size(e.as_ref().len()) > max) {
+            return Err(Error::RecordTooLarge { size: entry_size(e.as_ref().len()), max });
+        }
         let mut out = Vec::with_capacity(entries.len());
         let handle = self.protect()?;
         let mut i = 0;
@@ -895,7 +907,7 @@ impl<D: Device> Inner<D> {
     fn read(&self, address: u64) -> Result<Vec<u8>> {
         self.check_readable(address)?;
         let bits = self.hlog.geometry().page_bits;
-        let page_end = (address >> bits) + 1 << bits;
+        let page_end = page_end(address, bits);
         let room = page_end - address;
         // One read usually holds the whole entry.
         let mut buf = vec![0u8; room.min(4096) as usize];
