@@ -430,6 +430,10 @@ fn bad_configuration_and_input_are_errors() {
         log.enqueue(&vec![0; log.max_entry_size() + 1]),
         Err(Error::RecordTooLarge { .. })
     ));
+    let tail = log.tail_address();
+    let batch = [vec![1u8; 10], vec![0; log.max_entry_size() + 1]];
+    assert!(matches!(log.enqueue_batch(&batch), Err(Error::RecordTooLarge { .. })));
+    assert_eq!(log.tail_address(), tail, "a refused batch placed nothing");
     assert!(matches!(log.read(LogAddress::from_raw(1 << 40)), Err(Error::InvalidAddress { .. })));
     assert!(matches!(
         log.truncate_after(LogAddress::from_raw(3)),
