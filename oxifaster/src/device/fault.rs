@@ -120,6 +120,8 @@ fn put(image: &mut Vec<u8>, offset: u64, bytes: &[u8]) {
 pub struct FaultDevice {
     images: Mutex<Images>,
     clock: Arc<CrashClock>,
+    /// The write alignment it claims and enforces (1: none).
+    alignment: usize,
 }
 
 impl FaultDevice {
@@ -137,7 +139,16 @@ impl FaultDevice {
                 unsynced: Vec::new(),
             }),
             clock,
+            alignment: 1,
         }
+    }
+
+    /// Claims a write alignment of `bytes` (a power of two), like a direct
+    /// I/O device, and refuses writes that are not aligned to it, so that
+    /// tests check that the hybrid log rounds its flushes correctly.
+    pub fn with_write_alignment(mut self, bytes: usize) -> Self {
+        self.alignment = bytes.max(1);
+        self
     }
 
     fn images(&self) -> std::sync::MutexGuard<'_, Images> {
@@ -182,6 +193,13 @@ impl FaultDevice {
 
 impl Device for FaultDevice {
     fn write_at(&self, offset: u64, buf: &[u8]) -> io::Result<()> {
+        let a = self.alignment as u64;
+        if !offset.is_multiple_of(a) || !(buf.len() as u64).is_multiple_of(a) {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("a write of {} bytes at {offset:#x} is not {a}-byte aligned", buf.len()),
+            ));
+        }
         self.clock.tick("device write")?;
         let mut images = self.images();
         put(&mut images.visible, offset, buf);
@@ -214,6 +232,10 @@ impl Device for FaultDevice {
 
     fn end_offset(&self) -> io::Result<u64> {
         Ok(self.images().visible.len() as u64)
+    }
+
+    fn write_alignment(&self) -> usize {
+        self.alignment
     }
 }
 

@@ -17,12 +17,27 @@ use super::Device;
 /// The default segment size: 1 GiB.
 pub const DEFAULT_SEGMENT_SIZE_BITS: u32 = 30;
 
+/// The block size of direct writes.
+const DIRECT_BLOCK: usize = 4096;
+
+/// One segment file: a buffered handle for reads and unaligned writes, and
+/// (on a direct device) an `O_DIRECT` handle for whole-block writes. Linux
+/// keeps the two coherent: a direct write first writes back and then drops
+/// the page-cache pages it covers.
+#[derive(Debug)]
+pub(crate) struct Segment {
+    pub(crate) file: File,
+    direct: Option<File>,
+}
+
 /// Segment files in a directory.
 #[derive(Debug)]
 pub struct FileDevice {
     dir: PathBuf,
     segment_bits: u32,
-    segments: RwLock<BTreeMap<u64, Arc<File>>>,
+    /// Whether whole-block writes bypass the page cache.
+    direct: bool,
+    segments: RwLock<BTreeMap<u64, Arc<Segment>>>,
 }
 
 impl FileDevice {
@@ -39,8 +54,19 @@ impl FileDevice {
         Ok(Self {
             dir: dir.as_ref().to_path_buf(),
             segment_bits,
+            direct: false,
             segments: RwLock::new(BTreeMap::new()),
         })
+    }
+
+    /// [`Self::open`], writing 4 KiB-aligned requests with `O_DIRECT` (Linux)
+    /// so that page flushes skip the page-cache copy; other requests and all
+    /// reads stay buffered. Where the file system refuses `O_DIRECT`
+    /// (tmpfs, for one) every write is buffered.
+    pub fn open_direct(dir: impl AsRef<Path>, segment_bits: u32) -> io::Result<Self> {
+        let mut device = Self::open(dir, segment_bits)?;
+        device.direct = cfg!(target_os = "linux");
+        Ok(device)
     }
 
     /// The directory.
@@ -52,7 +78,7 @@ impl FileDevice {
         self.dir.join(format!("log.{segment}"))
     }
 
-    pub(crate) fn segment(&self, segment: u64, create: bool) -> io::Result<Arc<File>> {
+    pub(crate) fn segment(&self, segment: u64, create: bool) -> io::Result<Arc<Segment>> {
         if let Some(file) = self.segments.read().map_err(poisoned)?.get(&segment) {
             return Ok(file.clone());
         }
@@ -60,15 +86,12 @@ impl FileDevice {
         if let Some(file) = segments.get(&segment) {
             return Ok(file.clone());
         }
-        let file = Arc::new(
-            OpenOptions::new()
-                .read(true)
-                .write(true)
-                .create(create)
-                .open(self.segment_path(segment))?,
-        );
-        segments.insert(segment, file.clone());
-        Ok(file)
+        let path = self.segment_path(segment);
+        let file = OpenOptions::new().read(true).write(true).create(create).open(&path)?;
+        let direct = if self.direct { open_direct(&path) } else { None };
+        let entry = Arc::new(Segment { file, direct });
+        segments.insert(segment, entry.clone());
+        Ok(entry)
     }
 
     /// Splits `[offset, offset + len)` at segment boundaries.
@@ -97,29 +120,58 @@ fn poisoned<T>(_: T) -> io::Error {
     io::Error::other("segment table lock poisoned")
 }
 
+/// An `O_DIRECT` handle on `path`, if the platform and file system allow.
+fn open_direct(path: &Path) -> Option<File> {
+    #[cfg(target_os = "linux")]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        OpenOptions::new().write(true).custom_flags(libc::O_DIRECT).open(path).ok()
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        let _ = path;
+        None
+    }
+}
+
+fn aligned(at: u64, bytes: &[u8]) -> bool {
+    at.is_multiple_of(DIRECT_BLOCK as u64)
+        && bytes.len().is_multiple_of(DIRECT_BLOCK)
+        && (bytes.as_ptr() as usize).is_multiple_of(DIRECT_BLOCK)
+}
+
 impl Device for FileDevice {
     fn write_at(&self, offset: u64, buf: &[u8]) -> io::Result<()> {
         for (segment, at, from, n) in self.chunks(offset, buf.len()) {
-            self.segment(segment, true)?.write_all_at(&buf[from..from + n], at)?;
+            let segment = self.segment(segment, true)?;
+            let bytes = &buf[from..from + n];
+            match &segment.direct {
+                Some(direct) if aligned(at, bytes) => direct.write_all_at(bytes, at)?,
+                _ => segment.file.write_all_at(bytes, at)?,
+            }
         }
         Ok(())
     }
 
     fn read_at(&self, offset: u64, buf: &mut [u8]) -> io::Result<()> {
         for (segment, at, from, n) in self.chunks(offset, buf.len()) {
-            let file = self.segment(segment, false)?;
-            file.read_exact_at(&mut buf[from..from + n], at)?;
+            let segment = self.segment(segment, false)?;
+            segment.file.read_exact_at(&mut buf[from..from + n], at)?;
         }
         Ok(())
     }
 
     fn sync(&self) -> io::Result<()> {
-        let files: Vec<Arc<File>> =
+        let segments: Vec<Arc<Segment>> =
             self.segments.read().map_err(poisoned)?.values().cloned().collect();
-        for file in files {
-            file.sync_data()?;
+        for segment in segments {
+            segment.file.sync_data()?;
         }
         File::open(&self.dir)?.sync_all()
+    }
+
+    fn write_alignment(&self) -> usize {
+        if self.direct { DIRECT_BLOCK } else { 1 }
     }
 
     fn end_offset(&self) -> io::Result<u64> {

@@ -14,7 +14,8 @@
 //! Page flushes currently run synchronously inside the epoch action that
 //! makes the pages read-only.
 //!
-//! - [`FileDevice`]: segment files in a directory (the default).
+//! - [`FileDevice`]: segment files in a directory (the default);
+//!   [`FileDevice::open_direct`] writes whole blocks with `O_DIRECT`.
 //! - [`MemoryDevice`]: an in-memory device for tests.
 //! - [`NullDevice`]: discards writes; reads fail. For pure in-memory use.
 //! - [`FaultDevice`]: for tests; simulates power loss (unsynced writes
@@ -57,6 +58,15 @@ pub trait Device: Send + Sync + 'static {
     /// Recovery starts a new log incarnation beyond it, so that nothing a
     /// later checkpoint of the old incarnation needs is overwritten.
     fn end_offset(&self) -> io::Result<u64>;
+
+    /// The alignment (offset, length and memory address) that makes a write
+    /// cheapest: a device that writes aligned requests around the page
+    /// cache (`O_DIRECT`) returns its block size, and the hybrid log then
+    /// rounds its flushes out to whole blocks. 1 (the default): any write
+    /// is as good as any other.
+    fn write_alignment(&self) -> usize {
+        1
+    }
 
     /// Fills every buffer from its offset. The default reads one after the
     /// other; a device with a submission queue keeps them all in flight.

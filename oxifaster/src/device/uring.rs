@@ -14,7 +14,6 @@
 //! call returns.
 
 use std::cell::RefCell;
-use std::fs::File;
 use std::io;
 use std::os::fd::AsRawFd;
 use std::path::Path;
@@ -39,7 +38,7 @@ pub struct IoUringDevice {
 
 /// One operation on one segment.
 struct Operation {
-    file: Arc<File>,
+    file: Arc<super::file::Segment>,
     ptr: *mut u8,
     len: usize,
     offset: u64,
@@ -114,7 +113,7 @@ impl IoUringDevice {
                 if in_flight == RING_ENTRIES as usize {
                     break;
                 }
-                let fd = types::Fd(op.file.as_raw_fd());
+                let fd = types::Fd(op.file.file.as_raw_fd());
                 let remaining = (op.len - op.done).min(u32::MAX as usize) as u32;
                 // SAFETY: `done < len`, so the pointer stays inside the buffer.
                 let ptr = unsafe { op.ptr.add(op.done) };

@@ -111,8 +111,9 @@ struct Shared<D> {
     /// `page << 32 | offset`; the offset may pass the page size while a page
     /// turns.
     tail: AtomicU64,
-    /// Serialises flushes so that pages reach the device in order.
-    flush_lock: Mutex<()>,
+    /// Serialises flushes so that pages reach the device in order; holds
+    /// the block buffer for a flush that ends inside a block.
+    flush_lock: Mutex<FlushBlock>,
     /// Set when a device write failed: the log refuses further work.
     poisoned: AtomicBool,
     error: Mutex<Option<String>>,
@@ -260,6 +261,12 @@ impl<D: Device> HybridLog<D> {
                 why: "does not fit this machine's address space".into(),
             })?;
         let frames = LargeBuffer::zeroed(bytes, FRAME_ALIGN)?;
+        // Flushes are rounded out to the device's write alignment when it
+        // has one that divides the page and the frame alignment.
+        let block = match device.write_alignment() {
+            a if a > 1 && a.is_power_of_two() && a as u64 <= page_size && a <= FRAME_ALIGN => a,
+            _ => 1,
+        };
         let base = NonNull::new(frames.as_ptr()).ok_or(Error::OutOfMemory { bytes })?;
         let first = Address::new(head).ok_or(Error::LogFull)?;
         let immutable = Address::new(immutable).ok_or(Error::LogFull)?;
@@ -282,7 +289,7 @@ impl<D: Device> HybridLog<D> {
                 read_only: AtomicAddress::new(immutable),
                 flushed_until: AtomicAddress::new(immutable),
                 tail: AtomicU64::new(page << 32 | (tail & (page_size - 1))),
-                flush_lock: Mutex::new(()),
+                flush_lock: Mutex::new(FlushBlock::new(block)?),
                 poisoned: AtomicBool::new(false),
                 error: Mutex::new(None),
             }),
@@ -671,32 +678,90 @@ impl<D: Device> Shared<D> {
     /// time (`target` may fall inside a page: that page is written up to it,
     /// and in full by a later flush). Runs inside an epoch action: the bytes
     /// are immutable.
+    ///
+    /// With a write alignment `B` > 1 the writes are rounded out to whole
+    /// blocks: each starts at `flushed_until` rounded down to `B` (the bytes
+    /// before it, already written, are written again, unchanged), and a
+    /// last partial block is copied into a zeroed block buffer, so that no
+    /// byte at or past `target` (which other threads may still be writing)
+    /// is ever read. The zeros past `target` on the device are rewritten by
+    /// the next flush.
     fn flush_until(&self, target: Address) {
-        let _guard = self.flush_lock.lock().unwrap_or_else(|p| p.into_inner());
+        let mut block = self.flush_lock.lock().unwrap_or_else(|p| p.into_inner());
         let from = self.flushed_until.load(Ordering::Acquire);
         if from >= target || self.poisoned.load(Ordering::Acquire) {
             return;
         }
         let bits = self.geometry.page_bits;
+        let b = block.size as u64;
         let mut at = from.raw();
         while at < target.raw() {
             let page = at >> bits;
             let end = ((page + 1) << bits).min(target.raw());
-            let frame = page & (self.geometry.frames - 1);
-            let offset = ((frame << bits) + (at & (self.page_size - 1))) as usize;
-            // SAFETY: `[at, end)` is below `safe_read_only` (immutable) and
-            // above `head`'s closing point (its frame is not reused before
-            // `flushed_until` passes it), so its bytes are stable and live.
-            let bytes = unsafe {
-                std::slice::from_raw_parts(self.base.as_ptr().add(offset), (end - at) as usize)
-            };
-            if let Err(e) = self.device.write_at(at, bytes) {
+            let start = at & !(b - 1);
+            let body_end = end & !(b - 1);
+            if body_end > start
+                && let Err(e) = self.device.write_at(start, self.frame_bytes(start, body_end))
+            {
                 self.poison(format!("writing page {page} failed: {e}"));
                 return;
+            }
+            if end > body_end.max(start) {
+                // A partial last block (or, unaligned, the whole range).
+                let from = body_end.max(start);
+                let bytes = self.frame_bytes(from, end);
+                let write = match block.fill(bytes) {
+                    Some(whole_block) => self.device.write_at(from, whole_block),
+                    None => self.device.write_at(from, bytes),
+                };
+                if let Err(e) = write {
+                    self.poison(format!("writing page {page} failed: {e}"));
+                    return;
+                }
             }
             at = end;
             self.flushed_until.store(Address::new(at).unwrap_or(Address::MAX), Ordering::Release);
         }
+    }
+
+    /// The frame bytes of the log range `[from, to)`, inside one page.
+    fn frame_bytes(&self, from: u64, to: u64) -> &[u8] {
+        let bits = self.geometry.page_bits;
+        let frame = (from >> bits) & (self.geometry.frames - 1);
+        let offset = ((frame << bits) + (from & (self.page_size - 1))) as usize;
+        debug_assert!(to >= from && to - from <= self.page_size - (from & (self.page_size - 1)));
+        // SAFETY: only called by `flush_until` for ranges below the flush
+        // target, hence below `safe_read_only` (immutable: no thread writes
+        // them any more), in pages whose frames are not reused before
+        // `flushed_until` passes them; the range lies inside one frame.
+        unsafe { std::slice::from_raw_parts(self.base.as_ptr().add(offset), (to - from) as usize) }
+    }
+}
+
+/// The buffer for a flush's last partial block (when the device has a
+/// write alignment).
+struct FlushBlock {
+    size: usize,
+    buffer: Option<LargeBuffer>,
+}
+
+impl FlushBlock {
+    fn new(size: usize) -> Result<Self> {
+        let buffer = if size > 1 { Some(LargeBuffer::zeroed(size, size)?) } else { None };
+        Ok(Self { size, buffer })
+    }
+
+    /// The block: `bytes` (at most a block) followed by zeros; `None`
+    /// without an alignment (write `bytes` as they are).
+    fn fill(&mut self, bytes: &[u8]) -> Option<&[u8]> {
+        let buffer = self.buffer.as_ref()?;
+        debug_assert!(bytes.len() <= self.size);
+        // SAFETY: the buffer holds `size` bytes and we hold `&mut self`, so
+        // nothing else accesses it.
+        let block = unsafe { std::slice::from_raw_parts_mut(buffer.as_ptr(), self.size) };
+        block[..bytes.len()].copy_from_slice(bytes);
+        block[bytes.len()..].fill(0);
+        Some(block)
     }
 }
 

@@ -119,6 +119,7 @@ pub struct LogConfig {
     auto_commit_interval: Option<Duration>,
     auto_commit_bytes: Option<u64>,
     max_threads: usize,
+    direct_io: bool,
 }
 
 impl Default for LogConfig {
@@ -133,6 +134,7 @@ impl Default for LogConfig {
             auto_commit_interval: None,
             auto_commit_bytes: None,
             max_threads: crate::epoch::DEFAULT_MAX_PARTICIPANTS,
+            direct_io: true,
         }
     }
 }
@@ -176,6 +178,14 @@ impl LogConfig {
     /// last commit.
     pub fn auto_commit_bytes(mut self, bytes: u64) -> Self {
         self.auto_commit_bytes = Some(bytes.max(1));
+        self
+    }
+
+    /// Whether full blocks are written with `O_DIRECT`, skipping the page
+    /// cache (default on; Linux; file systems that refuse it fall back to
+    /// buffered writes). Flushes are rounded out to 4 KiB blocks.
+    pub fn direct_io(mut self, on: bool) -> Self {
+        self.direct_io = on;
         self
     }
 
@@ -307,14 +317,20 @@ impl FasterLog<FileDevice> {
             source,
         })?;
         let lock = lock::LockFile::acquire(&dir.join("LOCK"))?;
-        let device = |sub: &str, bits: u32| {
-            FileDevice::open(dir.join(sub), bits).map_err(|source| Error::Io {
-                context: format!("opening {}", dir.join(sub).display()),
+        let device = |sub: &str, bits: u32, direct: bool| {
+            let path = dir.join(sub);
+            let device = if direct {
+                FileDevice::open_direct(&path, bits)
+            } else {
+                FileDevice::open(&path, bits)
+            };
+            device.map_err(|source| Error::Io {
+                context: format!("opening {}", path.display()),
                 source,
             })
         };
-        let data = device("log", config.segment_size_bits)?;
-        let commits = device("commit", 20)?;
+        let data = device("log", config.segment_size_bits, config.direct_io)?;
+        let commits = device("commit", 20, false)?;
         Self::build(config, data, commits, Some(lock), temp)
     }
 }
