@@ -440,3 +440,115 @@ fn bad_configuration_and_input_are_errors() {
         Err(Error::InvalidAddress { .. })
     ));
 }
+
+#[test]
+fn reopening_with_other_page_or_segment_sizes_is_refused() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    {
+        let log = FasterLog::open(tiny(dir.path())).expect("open");
+        log.enqueue(b"x").expect("enqueue");
+        log.commit().expect("commit");
+    }
+    let other_pages = tiny(dir.path()).page_size_bits(13).log_memory_size_bytes(32 << 10);
+    assert!(matches!(FasterLog::open(other_pages), Err(Error::InvalidConfig { .. })));
+    let other_segments = tiny(dir.path()).segment_size_bits(15);
+    assert!(matches!(FasterLog::open(other_segments), Err(Error::InvalidConfig { .. })));
+    let log = FasterLog::open(tiny(dir.path())).expect("the right sizes open");
+    assert_eq!(log.scan_all().count(), 1);
+}
+
+#[test]
+fn truncation_addresses_must_be_entry_boundaries() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let log = FasterLog::open(tiny(dir.path())).expect("open");
+    let addresses: Vec<LogAddress> =
+        (0..200u32).map(|i| log.enqueue(&[i as u8; 40]).expect("enqueue")).collect();
+    log.commit().expect("commit");
+    let inside = LogAddress::from_raw(addresses[50].raw() + 16);
+    assert!(matches!(log.truncate_until(inside), Err(Error::InvalidAddress { .. })));
+    assert!(matches!(log.truncate_after(inside), Err(Error::InvalidAddress { .. })));
+    // Nothing changed, and proper boundaries work.
+    assert_eq!(log.scan_all().count(), 200);
+    log.truncate_until(addresses[50]).expect("truncate_until");
+    log.truncate_after(addresses[150]).expect("truncate_after");
+    let data: Vec<Vec<u8>> = log.scan_all().map(|e| e.expect("entry").data).collect();
+    assert_eq!(data.len(), 100);
+    assert_eq!(data[0], [50u8; 40]);
+    // The commit point is a boundary too.
+    log.truncate_until(log.committed_until()).expect("truncate everything");
+    assert_eq!(log.scan_all().count(), 0);
+}
+
+#[test]
+fn limits_on_iterators_and_dropped_ranges_are_errors_not_failed_commits() {
+    use oxifaster::device::MemoryDevice;
+    let log = FasterLog::with_devices(
+        LogConfig::default().page_size_bits(12).log_memory_size_bytes(16 << 10),
+        MemoryDevice::new(),
+        MemoryDevice::new(),
+    )
+    .expect("open");
+    let iterators: Vec<_> =
+        (0..256).map(|i| log.named_iterator(&format!("it{i}")).expect("iterator")).collect();
+    assert!(matches!(log.named_iterator("one too many"), Err(Error::InvalidConfig { .. })));
+    log.remove_iterator("it0");
+    log.named_iterator("now there is room").expect("iterator");
+    drop(iterators);
+    let mut last = Ok(());
+    for i in 0..1100u32 {
+        let keep = log.enqueue(&i.to_le_bytes()).expect("enqueue");
+        let drop = log.enqueue(b"dropped").expect("enqueue");
+        log.enqueue(b"kept").expect("enqueue");
+        let _ = keep;
+        last = log.truncate_after(drop);
+        if last.is_err() {
+            break;
+        }
+        log.enqueue(b"after").expect("enqueue");
+    }
+    assert!(matches!(last, Err(Error::InvalidConfig { .. })), "no limit on dropped ranges");
+    // The log still commits and reads.
+    log.commit().expect("commit after the refused truncation");
+    assert!(log.verify().expect("verify") > 1000);
+}
+
+#[test]
+fn a_scan_survives_a_truncation_under_it() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let log = FasterLog::open(tiny(dir.path())).expect("open");
+    let addresses: Vec<LogAddress> =
+        (0..3000u32).map(|i| log.enqueue(&i.to_le_bytes()).expect("enqueue")).collect();
+    log.commit().expect("commit");
+    let mut scan = log.scan_all();
+    assert_eq!(scan.next().expect("first").expect("ok").data, 0u32.to_le_bytes());
+    log.truncate_until(addresses[2500]).expect("truncate");
+    let rest: Vec<u32> = scan
+        .map(|e| {
+            u32::from_le_bytes(
+                e.expect("no error after the truncation").data.try_into().expect("4"),
+            )
+        })
+        .collect();
+    assert_eq!(rest.first(), Some(&2500), "the scan resumes at the new begin");
+    assert_eq!(rest.len(), 500);
+}
+
+#[test]
+fn auto_commit_saves_iterator_positions_while_idle() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = || LogConfig::new(dir.path()).auto_commit_every(Duration::from_millis(5));
+    {
+        let log = FasterLog::open(config()).expect("open");
+        for i in 0..10u32 {
+            log.enqueue(&i.to_le_bytes()).expect("enqueue");
+        }
+        log.commit().expect("commit");
+        let mut it = log.named_iterator("reader").expect("iterator");
+        let e = it.nth(4).expect("fifth").expect("ok");
+        it.complete_until(e.next_address);
+        std::thread::sleep(Duration::from_millis(60));
+    }
+    let log = FasterLog::open(config()).expect("reopen");
+    let mut it = log.named_iterator("reader").expect("iterator");
+    assert_eq!(it.next().expect("sixth").expect("ok").data, 5u32.to_le_bytes());
+}

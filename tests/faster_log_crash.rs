@@ -503,3 +503,27 @@ fn damaged_commit_records_fall_back_or_fail_loudly() {
         assert!(matches!(open(bad), Err(Error::Corruption { .. })), "both slots damaged");
     }
 }
+
+#[test]
+fn one_damaged_slot_after_the_first_commit_is_survived() {
+    let clock = CrashClock::new();
+    let log = fault_log(&clock);
+    log.enqueue(b"only").expect("enqueue");
+    log.commit_with_cookie(b"one").expect("the first commit");
+    let image = log.data_device().power_loss(CrashMode::Drop, 0);
+    let commits = log.commit_device().power_loss(CrashMode::Drop, 0);
+    drop(log);
+    for slot in [0usize, 1] {
+        let mut bad = commits.clone();
+        bad[slot * 64 * 1024 + 40] ^= 4;
+        let clock = CrashClock::new();
+        let log = FasterLog::with_devices(
+            fault_config(),
+            FaultDevice::from_image(image.clone(), clock.clone()).with_write_alignment(512),
+            FaultDevice::from_image(bad, clock),
+        )
+        .expect("one good slot is enough");
+        assert_eq!(log.cookie(), b"one");
+        assert_eq!(log.scan_all().next().expect("entry").expect("ok").data, b"only");
+    }
+}

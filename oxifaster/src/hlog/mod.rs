@@ -114,6 +114,9 @@ struct Shared<D> {
     /// Serialises flushes so that pages reach the device in order; holds
     /// the block buffer for a flush that ends inside a block.
     flush_lock: Mutex<FlushBlock>,
+    /// With a flush thread: the thread, and the highest target handed to it.
+    flusher: std::sync::OnceLock<std::thread::Thread>,
+    flush_target: AtomicU64,
     /// Set when a device write failed: the log refuses further work.
     poisoned: AtomicBool,
     error: Mutex<Option<String>>,
@@ -290,6 +293,8 @@ impl<D: Device> HybridLog<D> {
                 flushed_until: AtomicAddress::new(immutable),
                 tail: AtomicU64::new(page << 32 | (tail & (page_size - 1))),
                 flush_lock: Mutex::new(FlushBlock::new(block)?),
+                flusher: std::sync::OnceLock::new(),
+                flush_target: AtomicU64::new(0),
                 poisoned: AtomicBool::new(false),
                 error: Mutex::new(None),
             }),
@@ -458,6 +463,9 @@ impl<D: Device> HybridLog<D> {
         let g = s.geometry;
         let next = page + 1;
         if next >= (1u64 << 32) || next >= (1u64 << (Address::BITS - g.page_bits)) {
+            // The tail stays past the page end: poison the log, so that
+            // threads waiting for the page to turn get an error, not a hang.
+            s.poison(Error::LogFull.to_string());
             return Err(Error::LogFull);
         }
         // Keep `mutable_pages` pages mutable: everything older becomes
@@ -504,8 +512,58 @@ impl<D: Device> HybridLog<D> {
         let shared = self.shared.clone();
         handle.bump_with_action(move || {
             shared.safe_read_only.fetch_max(target, Ordering::AcqRel);
-            shared.flush_until(target);
+            match shared.flusher.get() {
+                Some(flusher) => {
+                    shared.flush_target.fetch_max(target.raw(), Ordering::AcqRel);
+                    flusher.unpark();
+                }
+                None => shared.flush_until(target),
+            }
         });
+    }
+
+    /// Moves page flushes to a background thread: from now on the epoch
+    /// action that makes pages read-only only hands the target to that
+    /// thread, so the thread that ran the action (an appender, typically)
+    /// goes on filling pages while the device writes. The flushes keep their
+    /// order (one thread, under the flush lock) and their guarantee (the
+    /// target was published by the action, after every thread that could
+    /// still write below it had left). The thread stops when the returned
+    /// handle is dropped.
+    pub fn start_flusher(&self) -> Result<Flusher> {
+        let shared = self.shared.clone();
+        let stop = Arc::new(AtomicBool::new(false));
+        let stop2 = stop.clone();
+        let thread = std::thread::Builder::new()
+            .name("oxifaster-flush".into())
+            .spawn(move || {
+                while !stop2.load(Ordering::Acquire) {
+                    let target = shared.flush_target.load(Ordering::Acquire);
+                    if target > shared.flushed_until.load(Ordering::Acquire).raw()
+                        && !shared.poisoned.load(Ordering::Acquire)
+                    {
+                        shared.flush_until(Address::new(target).unwrap_or(Address::MAX));
+                        continue;
+                    }
+                    std::thread::park_timeout(std::time::Duration::from_millis(50));
+                }
+            })
+            .map_err(|source| Error::Io { context: "starting the flush thread".into(), source })?;
+        if self.shared.flusher.set(thread.thread().clone()).is_err() {
+            stop.store(true, Ordering::Release);
+            thread.thread().unpark();
+            let _ = thread.join();
+            return Err(Error::InvalidConfig {
+                what: "flusher",
+                why: "this log already has a flush thread".into(),
+            });
+        }
+        // A target handed over before the thread was known is flushed now.
+        self.shared
+            .flush_target
+            .fetch_max(self.shared.safe_read_only.load(Ordering::Acquire).raw(), Ordering::AcqRel);
+        thread.thread().unpark();
+        Ok(Flusher { stop, thread: Some(thread) })
     }
 
     /// Moves `head` to `target` (at most `flushed_until`); once every thread
@@ -532,6 +590,14 @@ impl<D: Device> HybridLog<D> {
     /// below it are written, then syncs the device. `target` may fall inside
     /// a page; that page is written up to `target` now and in full later.
     pub fn flush_durable(&self, target: Address, handle: &EpochHandle<'_>) -> Result<()> {
+        self.flush_written(target, handle)?;
+        self.sync_device()
+    }
+
+    /// [`Self::flush_durable`] without the sync: returns once everything
+    /// below `target` is written to the device (not yet durable), so that
+    /// the caller can leave its epoch protection before syncing.
+    pub fn flush_written(&self, target: Address, handle: &EpochHandle<'_>) -> Result<()> {
         self.shift_read_only(target, handle);
         let mut spins = 0u32;
         while self.shared.flushed_until.load(Ordering::Acquire) < target {
@@ -539,8 +605,7 @@ impl<D: Device> HybridLog<D> {
             handle.refresh();
             backoff(&mut spins);
         }
-        self.shared.check_poisoned()?;
-        self.sync_device()
+        self.shared.check_poisoned()
     }
 
     /// Makes every completed device write durable.
@@ -578,6 +643,25 @@ impl<D: Device> HybridLog<D> {
     /// borrow of the log (for I/O moved to a blocking thread).
     pub fn reader(&self) -> LogReader<D> {
         LogReader { shared: self.shared.clone() }
+    }
+}
+
+/// The background flush thread of a hybrid log (see
+/// [`HybridLog::start_flusher`]); dropping it stops the thread after its
+/// current flush.
+#[derive(Debug)]
+pub struct Flusher {
+    stop: Arc<AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Drop for Flusher {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Release);
+        if let Some(thread) = self.thread.take() {
+            thread.thread().unpark();
+            let _ = thread.join();
+        }
     }
 }
 

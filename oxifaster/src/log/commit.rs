@@ -10,7 +10,7 @@
 //! ```text
 //! slot:    magic "OXLOGCMT" | format u32 | payload len u32 | commit number u64
 //!          | crc32c u32 | 0 u32 | payload
-//! payload: begin u64 | committed until u64
+//! payload: begin u64 | committed until u64 | page bits u32 | segment bits u32
 //!          | cookie len u32 | cookie
 //!          | iterator count u32 | (name len u16 | name (UTF-8) | position u64)*
 //!          | dropped-range count u32 | (from u64 | to u64)*
@@ -32,7 +32,17 @@ const HEADER: usize = 32;
 /// The largest commit cookie.
 pub const MAX_COOKIE: usize = 16 * 1024;
 /// The longest iterator name.
-pub const MAX_NAME: usize = 255;
+pub const MAX_NAME: usize = 64;
+/// The most named iterators.
+pub const MAX_ITERATORS: usize = 256;
+/// The most ranges dropped by `truncate_after` that are still above the
+/// log's begin.
+pub const MAX_DROPPED: usize = 1024;
+// With these limits every record fits its slot.
+const _: () = assert!(
+    (HEADER + 32 + MAX_COOKIE + MAX_ITERATORS * (2 + MAX_NAME + 8) + MAX_DROPPED * 16) as u64
+        <= SLOT_SIZE
+);
 
 /// A committed state of the log.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -43,6 +53,10 @@ pub struct CommitRecord {
     pub begin: u64,
     /// Every entry below this address is durable.
     pub committed: u64,
+    /// log2 of the page size the log was written with.
+    pub page_bits: u32,
+    /// log2 of the segment size the log was written with.
+    pub segment_bits: u32,
     /// The user's bytes stored with the commit.
     pub cookie: Vec<u8>,
     /// Named iterators' positions.
@@ -74,6 +88,8 @@ impl CommitRecord {
         let mut p = Vec::with_capacity(64 + self.cookie.len());
         p.extend_from_slice(&self.begin.to_le_bytes());
         p.extend_from_slice(&self.committed.to_le_bytes());
+        p.extend_from_slice(&self.page_bits.to_le_bytes());
+        p.extend_from_slice(&self.segment_bits.to_le_bytes());
         p.extend_from_slice(&(self.cookie.len() as u32).to_le_bytes());
         p.extend_from_slice(&self.cookie);
         p.extend_from_slice(&(self.iterators.len() as u32).to_le_bytes());
@@ -138,6 +154,8 @@ impl CommitRecord {
         let mut r = Reader { bytes: &bytes[..HEADER + len], at: HEADER };
         let begin = r.u64()?;
         let committed = r.u64()?;
+        let page_bits = r.u32()?;
+        let segment_bits = r.u32()?;
         let cookie_len = r.u32()? as usize;
         let cookie = r.take(cookie_len)?.to_vec();
         let mut iterators = BTreeMap::new();
@@ -159,7 +177,10 @@ impl CommitRecord {
         if begin > committed || dropped.iter().any(|(f, t)| f >= t) {
             return Err(SlotError::Corrupt("inconsistent addresses"));
         }
-        Ok(Self { seq, begin, committed, cookie, iterators, dropped })
+        if !(9..=30).contains(&page_bits) || !(page_bits..=40).contains(&segment_bits) {
+            return Err(SlotError::Corrupt("page or segment size out of range"));
+        }
+        Ok(Self { seq, begin, committed, page_bits, segment_bits, cookie, iterators, dropped })
     }
 }
 
@@ -234,6 +255,8 @@ mod tests {
             seq: 7,
             begin: 64,
             committed: 1 << 20,
+            page_bits: 12,
+            segment_bits: 20,
             cookie: b"term=3 vote=2".to_vec(),
             iterators: [("apply".to_string(), 4096u64), ("ship".into(), 8192)].into(),
             dropped: vec![(10_000, 20_000)],
@@ -287,6 +310,13 @@ mod tests {
             CommitRecord { iterators: [("x".repeat(MAX_NAME + 1), 1u64)].into(), ..sample() };
         assert!(long.encode().is_err());
         let many = CommitRecord { dropped: vec![(1, 2); 5000], ..sample() };
+        let most = CommitRecord {
+            cookie: vec![7; MAX_COOKIE],
+            iterators: (0..MAX_ITERATORS).map(|i| (format!("{i:0>64}"), i as u64)).collect(),
+            dropped: vec![(1, 2); MAX_DROPPED],
+            ..sample()
+        };
+        assert!(most.encode().is_ok(), "the largest allowed record fits");
         assert!(many.encode().is_err());
     }
 }

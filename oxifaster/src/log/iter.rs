@@ -34,8 +34,10 @@ pub struct LogEntry {
 /// An iterator over a [`super::FasterLog`]'s committed entries (see
 /// [`super::FasterLog::scan`]).
 ///
-/// `Iterator::next` yields `Result<LogEntry>` and ends at the commit point
-/// (or the scan's end); [`Self::next_blocking`] and [`Self::next_async`]
+/// `Iterator::next` yields `Result<LogEntry>` and returns `None` at the
+/// commit point (or the scan's end); on a log that is still growing, a
+/// later call may yield the entries committed since (the iterator is not
+/// fused, except after an error, which ends it); [`Self::next_blocking`] and [`Self::next_async`]
 /// wait for further commits until the scan's end. [`Self::next_ref`] lends
 /// the payload from the iterator's buffer without copying.
 pub struct LogIter<D: Device> {
@@ -91,8 +93,12 @@ impl<D: Device> LogIter<D> {
     /// iterator of this name resumes there. A no-op for unnamed scans.
     pub fn complete_until(&self, address: LogAddress) {
         if let Some(name) = &self.name {
-            self.inner.lock_iterators().insert(name.clone(), address.0);
-            self.inner.iterators_dirty.store(true, Ordering::Release);
+            let mut iterators = self.inner.lock_iterators();
+            // A name removed meanwhile comes back only while there is room.
+            if iterators.contains_key(name) || iterators.len() < super::commit::MAX_ITERATORS {
+                iterators.insert(name.clone(), address.0);
+                self.inner.iterators_dirty.store(true, Ordering::Release);
+            }
         }
     }
 
@@ -158,11 +164,19 @@ impl<D: Device> LogIter<D> {
     /// the buffer. After an error the scan ends (it does not return the
     /// same error forever).
     fn advance(&mut self) -> Result<Option<(u64, usize, usize)>> {
-        let result = self.advance_inner();
-        if result.is_err() {
-            self.end = self.next;
+        loop {
+            let result = self.advance_inner();
+            if result.is_err() {
+                // `truncate_until` may have deleted what we were reading:
+                // then resume at the new begin.
+                if self.next < self.inner.begin.load(Ordering::Acquire) {
+                    self.buf.clear();
+                    continue;
+                }
+                self.end = self.next;
+            }
+            return result;
         }
-        result
     }
 
     fn advance_inner(&mut self) -> Result<Option<(u64, usize, usize)>> {

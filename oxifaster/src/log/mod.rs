@@ -53,6 +53,16 @@
 //!
 //! Dropping a `FasterLog` does not commit: entries enqueued since the last
 //! commit are lost, as after a crash. Call [`FasterLog::commit`] first.
+//!
+//! Things to know:
+//!
+//! - After a crash the log resumes at the commit point, so the addresses of
+//!   lost (never committed) entries are given to new entries: keep an
+//!   address elsewhere only once its entry is committed.
+//! - Full pages are written in the background by a flush thread, with
+//!   `O_DIRECT` where the file system allows (see [`LogConfig::direct_io`]).
+//! - The page and segment sizes are part of the log: reopening with others
+//!   is [`Error::InvalidConfig`].
 
 pub mod commit;
 pub mod entry;
@@ -248,7 +258,10 @@ pub struct RecoveryInfo {
 pub struct FasterLog<D: Device = FileDevice> {
     inner: Arc<Inner<D>>,
     auto_commit: Option<JoinHandle<()>>,
-    /// Held while this handle lives (iterators may outlive it).
+    /// Writes full pages in the background while appenders fill the next.
+    _flusher: crate::hlog::Flusher,
+    /// Held while this handle lives (iterators may outlive it: they keep
+    /// reading, but nothing can be appended or committed through them).
     _lock: Option<lock::LockFile>,
 }
 
@@ -352,6 +365,17 @@ impl<D: Device> FasterLog<D> {
     ) -> Result<Self> {
         let geometry = config.geometry()?;
         let record = read_commit_record(&commits)?;
+        if let Some(r) = &record
+            && (r.page_bits != config.page_size_bits || r.segment_bits != config.segment_size_bits)
+        {
+            return Err(Error::InvalidConfig {
+                what: "page_size_bits / segment_size_bits",
+                why: format!(
+                    "the log was written with 2^{} pages and 2^{} segments, not 2^{} and 2^{}",
+                    r.page_bits, r.segment_bits, config.page_size_bits, config.segment_size_bits
+                ),
+            });
+        }
         let (hlog, recovery) = match &record {
             None => (HybridLog::new(geometry, data)?, None),
             Some(r) => {
@@ -368,8 +392,11 @@ impl<D: Device> FasterLog<D> {
         let record = record.unwrap_or(CommitRecord {
             begin: FIRST_ADDRESS,
             committed: FIRST_ADDRESS,
+            page_bits: config.page_size_bits,
+            segment_bits: config.segment_size_bits,
             ..CommitRecord::default()
         });
+        let flusher = hlog.start_flusher()?;
         let inner = Arc::new(Inner {
             epoch: Epoch::new(config.max_threads),
             hlog,
@@ -405,7 +432,7 @@ impl<D: Device> FasterLog<D> {
             } else {
                 None
             };
-        Ok(Self { inner, auto_commit, _lock: lock })
+        Ok(Self { inner, auto_commit, _flusher: flusher, _lock: lock })
     }
 
     /// The device holding the entries.
@@ -441,7 +468,9 @@ impl<D: Device> FasterLog<D> {
 
     /// Appends every entry of `entries`, in order and contiguously where
     /// they fit in one page (one tail allocation for many entries), and
-    /// returns their addresses.
+    /// returns their addresses. An oversized entry is refused before any is
+    /// placed; if the log fails part-way (a device error), a prefix of the
+    /// batch may be in the log.
     pub fn enqueue_batch<T: AsRef<[u8]>>(&self, entries: &[T]) -> Result<Vec<LogAddress>> {
         self.inner.enqueue_batch(entries)
     }
@@ -472,7 +501,8 @@ impl<D: Device> FasterLog<D> {
 
     /// Blocks until the entry at `address` is durable (someone commits, or
     /// the auto-commit policy does). Fails if a commit fails, or if the log
-    /// is dropped first.
+    /// is dropped first. (An entry later dropped by `truncate_after` was
+    /// durable: this returns `Ok` for it too.)
     pub fn wait_for_commit(&self, address: LogAddress) -> Result<()> {
         self.inner.wait_for_commit(address.0)
     }
@@ -528,7 +558,9 @@ impl<D: Device> FasterLog<D> {
 
     /// A named, persistent iterator following the log: it starts where the
     /// last [`LogIter::complete_until`] of this name left off (as of the
-    /// last commit, across reopens), or at the log's beginning.
+    /// last commit, across reopens), or at the log's beginning. The name
+    /// (1 to 64 bytes) is registered, and saved at the next commit, until
+    /// [`Self::remove_iterator`]; at most 256 exist at once.
     pub fn named_iterator(&self, name: &str) -> Result<LogIter<D>> {
         if name.is_empty() || name.len() > commit::MAX_NAME {
             return Err(Error::InvalidConfig {
@@ -536,8 +568,28 @@ impl<D: Device> FasterLog<D> {
                 why: format!("{name:?} must be 1..={} bytes", commit::MAX_NAME),
             });
         }
-        let start = self.iterator_position(name).unwrap_or(self.begin_address());
-        Ok(LogIter::new(self.inner.clone(), start.0, u64::MAX, Some(name.to_owned())))
+        let start = {
+            let mut iterators = self.inner.lock_iterators();
+            match iterators.get(name) {
+                Some(position) => *position,
+                None if iterators.len() >= commit::MAX_ITERATORS => {
+                    return Err(Error::InvalidConfig {
+                        what: "named iterators",
+                        why: format!(
+                            "at most {} exist at once; remove_iterator one first",
+                            commit::MAX_ITERATORS
+                        ),
+                    });
+                }
+                None => {
+                    let begin = self.begin_address().0;
+                    iterators.insert(name.to_owned(), begin);
+                    self.inner.iterators_dirty.store(true, Ordering::Release);
+                    begin
+                }
+            }
+        };
+        Ok(LogIter::new(self.inner.clone(), start, u64::MAX, Some(name.to_owned())))
     }
 
     /// A named iterator's position, as recorded by its last
@@ -614,10 +666,11 @@ fn auto_commit<D: Device>(inner: Arc<Inner<D>>, interval: Option<Duration>) {
             continue;
         }
         last = Instant::now();
-        if inner.hlog.tail_address().raw() > inner.committed.load(Ordering::Acquire)
-            && inner.commit(None).is_err()
-        {
-            // The log is poisoned; waiters have the error.
+        let pending = inner.hlog.tail_address().raw() > inner.committed.load(Ordering::Acquire)
+            || inner.iterators_dirty.load(Ordering::Acquire);
+        if pending && inner.commit(None).is_err() && inner.failed.get().is_some() {
+            // The log is poisoned; waiters have the error. Other errors
+            // (say, no free epoch entry for a moment) are retried.
             return;
         }
     }
@@ -853,27 +906,41 @@ impl<D: Device> Inner<D> {
     ) -> Result<LogAddress> {
         self.check_failed()?;
         let target = self.hlog.tail_address();
-        {
-            let handle = self.protect()?;
-            self.hlog.flush_durable(target, &handle).map_err(|e| self.fail(e))?;
-        }
+        // The record first: a record that cannot be written changes nothing.
         let mut next = state.record.clone();
         next.seq += 1;
         next.committed = next.committed.max(target.raw());
-        if self.iterators_dirty.swap(false, Ordering::AcqRel) {
+        let iterators_dirty = self.iterators_dirty.swap(false, Ordering::AcqRel);
+        if iterators_dirty {
             next.iterators = self.lock_iterators().clone();
         }
         change(&mut next);
-        let bytes = next
-            .encode()
-            .map_err(|what| Error::InvalidConfig { what: "commit record", why: what })?;
+        let bytes = next.encode().map_err(|why| {
+            self.iterators_dirty.fetch_or(iterators_dirty, Ordering::AcqRel);
+            Error::InvalidConfig { what: "commit record", why }
+        })?;
+        {
+            let handle = self.protect()?;
+            self.hlog.flush_written(target, &handle).map_err(|e| self.fail(e))?;
+            // Leave the epoch before the sync: page flushes and head shifts
+            // must not wait for it.
+        }
+        self.hlog.sync_device().map_err(|e| self.fail(e))?;
+        let io = |context: &str| {
+            let context = context.to_owned();
+            move |source| self.fail(Error::Io { context, source })
+        };
         let slot = (next.seq % 2) * SLOT_SIZE;
-        self.commits.write_at(slot, &bytes).map_err(|source| {
-            self.fail(Error::Io { context: "writing the commit record".into(), source })
-        })?;
-        self.commits.sync().map_err(|source| {
-            self.fail(Error::Io { context: "syncing the commit record".into(), source })
-        })?;
+        self.commits.write_at(slot, &bytes).map_err(io("writing the commit record"))?;
+        self.commits.sync().map_err(io("syncing the commit record"))?;
+        if next.seq == 1 {
+            // The first commit goes to both slots (before it is
+            // acknowledged), so that from now on one damaged slot always
+            // leaves a valid one: an empty slot beside a damaged one then
+            // means the first commit never completed.
+            self.commits.write_at(0, &bytes).map_err(io("writing the commit record"))?;
+            self.commits.sync().map_err(io("syncing the commit record"))?;
+        }
         let committed = next.committed;
         state.record = next;
         self.committed.store(committed, Ordering::Release);
@@ -925,8 +992,16 @@ impl<D: Device> Inner<D> {
         let bits = self.hlog.geometry().page_bits;
         let page_end = page_end(address, bits);
         let room = page_end - address;
-        // One read usually holds the whole entry.
-        let mut buf = vec![0u8; room.min(4096) as usize];
+        // Never copy bytes at or past the commit point: other threads may be
+        // writing them. One read usually holds the whole entry.
+        let readable = self.committed.load(Ordering::Acquire).min(page_end) - address;
+        let mut buf = vec![0u8; readable.min(4096) as usize];
+        if buf.len() < HEADER as usize {
+            return Err(Error::Corruption {
+                address,
+                what: "the commit point falls inside an entry header".into(),
+            });
+        }
         self.read_bytes(address, &mut buf)?;
         let mut header = [0u8; 8];
         header.copy_from_slice(&buf[..8]);
@@ -942,6 +1017,9 @@ impl<D: Device> Inner<D> {
             Err(invalid) => return Err(corrupt(invalid.describe())),
         };
         let whole = entry_size(len) as usize;
+        if whole as u64 > readable {
+            return Err(corrupt("the entry runs past the commit point"));
+        }
         if whole > buf.len() {
             let have = buf.len();
             buf.resize(whole, 0);
@@ -986,7 +1064,30 @@ impl<D: Device> Inner<D> {
         })
     }
 
-    fn truncate_until(&self, address: u64) -> Result<()> {
+    /// Whether `address` (at most the commit point) is where an entry
+    /// starts, the commit point, or the log's begin: walks the entries of
+    /// its page from the page start (or the begin, if later).
+    fn is_boundary(self: &Arc<Self>, address: u64, begin: u64) -> Result<bool> {
+        let committed = self.committed.load(Ordering::Acquire);
+        if address == committed || address == begin {
+            return Ok(true);
+        }
+        if !address.is_multiple_of(8) || address < FIRST_ADDRESS || address > committed {
+            return Ok(false);
+        }
+        let bits = self.hlog.geometry().page_bits;
+        let page_start = (address >> bits << bits).max(FIRST_ADDRESS).max(begin);
+        let mut walk = LogIter::new(self.clone(), page_start, address + 1, None);
+        walk.verifying();
+        while let Some((at, _)) = walk.next_ref()? {
+            if at.0 >= address {
+                return Ok(at.0 == address);
+            }
+        }
+        Ok(walk.next_address().0 == address)
+    }
+
+    fn truncate_until(self: &Arc<Self>, address: u64) -> Result<()> {
         let mut state = self.lock_state();
         let committed = self.committed.load(Ordering::Acquire);
         if address > committed {
@@ -996,6 +1097,9 @@ impl<D: Device> Inner<D> {
             });
         }
         let address = address.max(state.record.begin);
+        if !self.is_boundary(address, state.record.begin)? {
+            return Err(Error::InvalidAddress { address, why: "no entry starts here" });
+        }
         self.commit_locked(&mut state, |record| {
             record.begin = address;
             record.dropped.retain(|(_, to)| *to > address);
@@ -1010,15 +1114,21 @@ impl<D: Device> Inner<D> {
         })
     }
 
-    fn truncate_after(&self, address: u64) -> Result<()> {
+    fn truncate_after(self: &Arc<Self>, address: u64) -> Result<()> {
         if !address.is_multiple_of(8) || address < FIRST_ADDRESS {
             return Err(Error::InvalidAddress { address, why: "not an entry address" });
         }
         let mut state = self.lock_state();
+        // Commit first: the entries up to the cut become durable and can be
+        // walked to check that the cut falls between two of them.
+        self.commit_locked(&mut state, |_| {})?;
         let address = address.max(state.record.begin);
-        let tail = self.hlog.tail_address().raw();
+        let tail = self.committed.load(Ordering::Acquire);
         if address >= tail {
-            return self.commit_locked(&mut state, |_| {}).map(|_| ());
+            return Ok(());
+        }
+        if !self.is_boundary(address, state.record.begin)? {
+            return Err(Error::InvalidAddress { address, why: "no entry starts here" });
         }
         let mut dropped = state.record.dropped.clone();
         // Ranges inside the new one are absorbed; one overlapping its start
@@ -1028,8 +1138,19 @@ impl<D: Device> Inner<D> {
             Some((_, to)) if *to >= address => *to = tail,
             _ => dropped.push((address, tail)),
         }
-        // Readers stop seeing the range now; the commit makes it durable.
-        *self.dropped.write().unwrap_or_else(|p| p.into_inner()) = dropped.clone().into();
-        self.commit_locked(&mut state, |record| record.dropped = dropped).map(|_| ())
+        if dropped.len() > commit::MAX_DROPPED {
+            return Err(Error::InvalidConfig {
+                what: "truncate_after",
+                why: format!(
+                    "{} dropped ranges are recorded already; truncate_until past some first",
+                    commit::MAX_DROPPED
+                ),
+            });
+        }
+        let published: Arc<[(u64, u64)]> = dropped.clone().into();
+        self.commit_locked(&mut state, |record| record.dropped = dropped)?;
+        // Durable: readers stop seeing the range.
+        *self.dropped.write().unwrap_or_else(|p| p.into_inner()) = published;
+        Ok(())
     }
 }
