@@ -1,4 +1,6 @@
 //! Support code of the `oxifaster` command-line tool, shared with the
-//! benches: YCSB-style key choosers and operation mixes.
+//! benches and tests: YCSB-style key choosers and operation mixes, and the
+//! child-process runner of the kill -9 tests.
 
+pub mod kill9;
 pub mod workload;

@@ -11,12 +11,12 @@
 use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::Path;
-use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use oxifaster::checkpoint::{CheckpointInfo, CheckpointKind};
 use oxifaster::store::RmwStatus;
 use oxifaster::{Store, StoreBuilder};
+use oxifaster_cli::kill9::run_and_kill;
 use oxifaster_cli::workload::Rng;
 
 const THREADS: u64 = 2;
@@ -133,27 +133,19 @@ fn kill9_cycles() {
     let seed = env("OXIFASTER_KILL9_SEED", 0x9e37_79b9);
     eprintln!("OXIFASTER_KILL9_SEED={seed} OXIFASTER_KILL9_CYCLES={cycles}");
     let dir = tempfile::tempdir().expect("tempdir");
-    let exe = std::env::current_exe().expect("test binary");
     let mut rng = Rng::new(seed);
     let mut verified = 0;
+    let seed_text = seed.to_string();
     for cycle in 0..cycles {
-        let mut child = Command::new(&exe)
-            .args(["kill9_child", "--exact", "--ignored", "--nocapture", "--test-threads=1"])
-            .env("OXIFASTER_KILL9_DIR", dir.path())
-            .env("OXIFASTER_KILL9_SEED", seed.to_string())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn child");
-        std::thread::sleep(Duration::from_millis(50 + rng.below(250)));
-        if let Ok(Some(status)) = child.try_wait() {
-            let mut err = String::new();
-            use std::io::Read;
-            child.stderr.take().map(|mut s| s.read_to_string(&mut err));
-            panic!("cycle {cycle}: the child exited by itself ({status}):\n{err}");
-        }
-        child.kill().expect("SIGKILL");
-        child.wait().expect("reap");
+        eprintln!("cycle {cycle}");
+        run_and_kill(
+            "kill9_child",
+            &[
+                ("OXIFASTER_KILL9_DIR", dir.path().as_os_str()),
+                ("OXIFASTER_KILL9_SEED", seed_text.as_ref()),
+            ],
+            Duration::from_millis(50 + rng.below(250)),
+        );
 
         let Some(acked) = last_acked(dir.path()) else {
             // Killed before its first checkpoint: nothing was promised.

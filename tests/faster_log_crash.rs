@@ -8,13 +8,13 @@
 use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::Path;
-use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use oxifaster::Error;
 use oxifaster::device::{CrashClock, CrashMode, FaultDevice};
 use oxifaster::log::{FasterLog, LogAddress, LogConfig};
+use oxifaster_cli::kill9::run_and_kill;
 use oxifaster_cli::workload::Rng;
 
 fn env(name: &str, default: u64) -> u64 {
@@ -105,26 +105,15 @@ fn log_kill9_cycles() {
     let seed = env("OXIFASTER_LOG_KILL9_SEED", 0x5eed);
     eprintln!("OXIFASTER_LOG_KILL9_SEED={seed} OXIFASTER_LOG_KILL9_CYCLES={cycles}");
     let dir = tempfile::tempdir().expect("tempdir");
-    let exe = std::env::current_exe().expect("test binary");
     let mut rng = Rng::new(seed);
     let mut entries_checked = 0u64;
     for cycle in 0..cycles {
-        let mut child = Command::new(&exe)
-            .args(["log_kill9_child", "--exact", "--ignored", "--nocapture", "--test-threads=1"])
-            .env("OXIFASTER_LOG_KILL9_DIR", dir.path())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn child");
-        std::thread::sleep(Duration::from_millis(60 + rng.below(240)));
-        if let Ok(Some(status)) = child.try_wait() {
-            let mut err = String::new();
-            use std::io::Read;
-            child.stderr.take().map(|mut s| s.read_to_string(&mut err));
-            panic!("cycle {cycle}: the child exited by itself ({status}):\n{err}");
-        }
-        child.kill().expect("SIGKILL");
-        child.wait().expect("reap");
+        eprintln!("cycle {cycle}");
+        run_and_kill(
+            "log_kill9_child",
+            &[("OXIFASTER_LOG_KILL9_DIR", dir.path().as_os_str())],
+            Duration::from_millis(60 + rng.below(240)),
+        );
 
         // What the child was told is durable.
         let text = std::fs::read_to_string(dir.path().join("acked")).unwrap_or_default();
