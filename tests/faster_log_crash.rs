@@ -164,8 +164,9 @@ fn log_kill9_cycles() {
         );
         log.verify().unwrap_or_else(|e| panic!("cycle {cycle}: verify: {e}"));
         eprintln!(
-            "cycle {cycle}: recovered {:?}, writers at {next:?}, cookie {cookie:?}",
-            log.recovered().map(|r| r.committed_until)
+            "cycle {cycle}: recovered {:?}, cut {:?} bytes, writers at {next:?}, cookie {cookie:?}",
+            log.recovered().map(|r| r.committed_until),
+            log.recovered().map(|r| r.cut_bytes)
         );
     }
     assert!(entries_checked > 0, "no cycle got an entry committed");

@@ -248,6 +248,10 @@ pub struct RecoveryInfo {
     pub committed_until: LogAddress,
     /// The first readable address.
     pub begin: LogAddress,
+    /// Bytes found on the device past the commit point (an uncommitted or
+    /// torn tail, or the rest of a block a flush rounded out): cut, and
+    /// overwritten by later appends.
+    pub cut_bytes: u64,
 }
 
 /// A durable, concurrent append-only log (see the [module
@@ -381,10 +385,15 @@ impl<D: Device> FasterLog<D> {
             Some(r) => {
                 let hlog = HybridLog::resumed(geometry, data, r.begin, r.committed)?;
                 load_tail_page(&hlog, r.committed)?;
+                let end = hlog.device().end_offset().map_err(|source| Error::Io {
+                    context: "reading the log's length".into(),
+                    source,
+                })?;
                 let info = RecoveryInfo {
                     commit_number: r.seq,
                     committed_until: LogAddress(r.committed),
                     begin: LogAddress(r.begin),
+                    cut_bytes: end.saturating_sub(r.committed),
                 };
                 (hlog, Some(info))
             }
