@@ -367,3 +367,21 @@ fn opening_a_store_directory_afresh_destroys_no_checkpoint() {
     let latest: Store<u64, u64> = builder(dir.path()).recover_latest().expect("latest");
     assert_eq!(latest.recovered().expect("recovered").token, second.token);
 }
+
+#[test]
+fn a_store_directory_is_locked_while_open() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store: Store<u64, u64> = builder(dir.path()).open().expect("open");
+    store.start_session().expect("session").upsert(&1, &1).expect("upsert");
+    let token = store.checkpoint_and_wait(CheckpointKind::FoldOver).expect("checkpoint").token;
+    assert!(matches!(builder(dir.path()).open::<u64, u64>(), Err(Error::Locked { .. })));
+    assert!(matches!(
+        builder(dir.path()).recover::<u64, u64>(token.as_str()),
+        Err(Error::Locked { .. })
+    ));
+    // Reading the directory's checkpoints needs no lock.
+    assert_eq!(Store::<u64, u64>::checkpoints(dir.path()).expect("list").len(), 1);
+    drop(store);
+    let store: Store<u64, u64> = builder(dir.path()).recover(token.as_str()).expect("recover");
+    assert_eq!(store.start_session().expect("session").read_blocking(&1).expect("read"), Some(1));
+}

@@ -59,8 +59,11 @@ pub mod checkpoint;
 pub mod device;
 pub mod epoch;
 mod error;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod hlog;
 pub mod index;
+mod lock;
 pub mod log;
 mod mem;
 pub mod record;

@@ -123,6 +123,20 @@ pub(crate) fn sync_dir(fs: &dyn CheckpointIo, dir: &Path) -> Result<()> {
     })
 }
 
+/// `bytes` (a metadata file, possibly damaged) with the payload length and
+/// checksum fields set to match the payload, so that a fuzzer reaches the
+/// archive validation behind them.
+pub(crate) fn fix_checksum(bytes: &mut [u8]) {
+    if bytes.len() < HEADER_SIZE {
+        return;
+    }
+    let len = (bytes.len() - HEADER_SIZE) as u64;
+    let hash = xxhash_rust::xxh3::xxh3_64(&bytes[HEADER_SIZE..]);
+    bytes[12..16].fill(0);
+    bytes[16..24].copy_from_slice(&len.to_le_bytes());
+    bytes[24..32].copy_from_slice(&hash.to_le_bytes());
+}
+
 impl Meta {
     /// The file's bytes: header and archive.
     pub(crate) fn encode(&self) -> Result<Vec<u8>> {
@@ -142,12 +156,18 @@ impl Meta {
 
     /// Reads and validates a metadata file.
     pub(crate) fn read(path: &Path) -> Result<Self> {
-        let corrupt =
-            |what: String| Error::CheckpointCorrupt { path: path.display().to_string(), what };
         let bytes = std::fs::read(path).map_err(|source| Error::Io {
             context: format!("reading {}", path.display()),
             source,
         })?;
+        Self::decode(&bytes, path)
+    }
+
+    /// Validates and decodes a metadata file's bytes (`path` names it in
+    /// errors).
+    pub(crate) fn decode(bytes: &[u8], path: &Path) -> Result<Self> {
+        let corrupt =
+            |what: String| Error::CheckpointCorrupt { path: path.display().to_string(), what };
         if bytes.len() < HEADER_SIZE {
             return Err(corrupt(format!(
                 "{} bytes is too short for checkpoint metadata",
@@ -186,30 +206,31 @@ impl Meta {
     }
 }
 
+/// A metadata value with every field set (tests and fuzzing seeds).
+pub(crate) fn sample() -> Meta {
+    Meta {
+        token: "0000000002-00ab".into(),
+        version: 2,
+        kind: 1,
+        key_type: "u64".into(),
+        key_fingerprint: 1,
+        value_type: "u64".into(),
+        value_fingerprint: 2,
+        page_size_bits: 12,
+        index: IndexRef { token: "t".into(), log_start: 64, log_end: 128, table_size: 16 },
+        begin_address: 64,
+        final_address: 4096,
+        snapshot: Some(SnapshotRef { token: "t".into(), from: 0, len: 4096, checksum: 7 }),
+        delta: Some(DeltaRef { from: 4096, len: 0, changed: 1, file_len: 24, checksum: 9 }),
+        sessions: vec![SessionPoint { id: 1, until: 10, excluded: vec![3, 4] }],
+        next_session_id: 2,
+        created_unix_ms: 1,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn sample() -> Meta {
-        Meta {
-            token: "0000000002-00ab".into(),
-            version: 2,
-            kind: 1,
-            key_type: "u64".into(),
-            key_fingerprint: 1,
-            value_type: "u64".into(),
-            value_fingerprint: 2,
-            page_size_bits: 12,
-            index: IndexRef { token: "t".into(), log_start: 64, log_end: 128, table_size: 16 },
-            begin_address: 64,
-            final_address: 4096,
-            snapshot: Some(SnapshotRef { token: "t".into(), from: 0, len: 4096, checksum: 7 }),
-            delta: Some(DeltaRef { from: 4096, len: 0, changed: 1, file_len: 24, checksum: 9 }),
-            sessions: vec![SessionPoint { id: 1, until: 10, excluded: vec![3, 4] }],
-            next_session_id: 2,
-            created_unix_ms: 1,
-        }
-    }
 
     #[test]
     fn metadata_round_trips_and_every_bit_flip_is_caught() {

@@ -40,6 +40,24 @@ mod meta;
 mod recover;
 
 pub use io::{CheckpointFile, CheckpointIo, FaultIo, RealIo};
+
+/// Decodes checkpoint metadata bytes (for fuzzing); the error, if any.
+#[doc(hidden)]
+pub fn meta_decode(bytes: &[u8], path: &std::path::Path) -> Result<()> {
+    meta::Meta::decode(bytes, path).map(|_| ())
+}
+
+/// See `meta::fix_checksum` (for fuzzing).
+#[doc(hidden)]
+pub fn meta_fix_checksum(bytes: &mut [u8]) {
+    meta::fix_checksum(bytes)
+}
+
+/// A valid metadata file's bytes (a fuzzing seed).
+#[doc(hidden)]
+pub fn meta_sample() -> Vec<u8> {
+    meta::sample().encode().unwrap_or_default()
+}
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};

@@ -92,6 +92,24 @@ impl IndexFileHeader {
     }
 }
 
+/// `bytes` (an index checkpoint file, possibly damaged) with its trailer
+/// recomputed, so that a fuzzer reaches the checks behind the checksum.
+#[doc(hidden)]
+pub fn fix_checkpoint_trailer(bytes: &[u8]) -> Vec<u8> {
+    let mut out = bytes.to_vec();
+    if out.len() < HEADER_SIZE + 8 {
+        return out;
+    }
+    let mut header = [0u8; HEADER_SIZE];
+    header.copy_from_slice(&out[..HEADER_SIZE]);
+    let body_end = out.len() - 8;
+    let hashes: Vec<u64> =
+        out[HEADER_SIZE..body_end].chunks(CHUNK).map(xxhash_rust::xxh3::xxh3_64).collect();
+    let trailer = checksum(&header, &hashes);
+    out[body_end..].copy_from_slice(&trailer.to_le_bytes());
+    out
+}
+
 /// The trailer: XXH3 of the header and of the XXH3 of each 1 MiB chunk of
 /// the buckets (so that chunks can be read and checked in parallel).
 fn checksum(header: &[u8; HEADER_SIZE], chunk_hashes: &[u64]) -> u64 {

@@ -24,6 +24,8 @@ mod bucket;
 mod checkpoint;
 
 pub use bucket::{HashBucket, HashBucketEntry};
+#[doc(hidden)]
+pub use checkpoint::fix_checkpoint_trailer;
 pub use checkpoint::{HEADER_SIZE as INDEX_HEADER_SIZE, INDEX_FORMAT_VERSION, IndexFileHeader};
 
 use std::sync::Mutex;

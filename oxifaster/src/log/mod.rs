@@ -67,7 +67,6 @@
 pub mod commit;
 pub mod entry;
 mod iter;
-mod lock;
 mod wait;
 
 pub use iter::{LogEntry, LogIter};
@@ -266,7 +265,7 @@ pub struct FasterLog<D: Device = FileDevice> {
     _flusher: crate::hlog::Flusher,
     /// Held while this handle lives (iterators may outlive it: they keep
     /// reading, but nothing can be appended or committed through them).
-    _lock: Option<lock::LockFile>,
+    _lock: Option<crate::lock::LockFile>,
 }
 
 impl<D: Device> std::fmt::Debug for FasterLog<D> {
@@ -333,7 +332,7 @@ impl FasterLog<FileDevice> {
             context: format!("creating {}", dir.display()),
             source,
         })?;
-        let lock = lock::LockFile::acquire(&dir.join("LOCK"))?;
+        let lock = crate::lock::LockFile::acquire(&dir.join("LOCK"))?;
         let device = |sub: &str, bits: u32, direct: bool| {
             let path = dir.join(sub);
             let device = if direct {
@@ -364,7 +363,7 @@ impl<D: Device> FasterLog<D> {
         config: LogConfig,
         data: D,
         commits: D,
-        lock: Option<lock::LockFile>,
+        lock: Option<crate::lock::LockFile>,
         temp_dir: Option<tempfile::TempDir>,
     ) -> Result<Self> {
         let geometry = config.geometry()?;

@@ -262,7 +262,7 @@ impl StoreBuilder {
     ) -> Result<Store<K, V, D>> {
         let dir = self.require_dir()?;
         let inner = crate::checkpoint::recover_store(self.config, device, &dir, token)?;
-        Ok(Store::from_inner(inner, None))
+        Store::from_inner(inner, None)
     }
 
     /// Opens a store on a [`FileDevice`] in the configured directory.
@@ -283,7 +283,7 @@ impl StoreBuilder {
         })?;
         let mut inner = StoreInner::new(self.config, device)?;
         inner.dir = Some(dir);
-        Ok(Store::from_inner(inner, temp))
+        Store::from_inner(inner, temp)
     }
 
     /// Opens a store on the given device.
@@ -291,7 +291,7 @@ impl StoreBuilder {
         self,
         device: D,
     ) -> Result<Store<K, V, D>> {
-        Ok(Store::from_inner(StoreInner::new(self.config, device)?, None))
+        Store::from_inner(StoreInner::new(self.config, device)?, None)
     }
 }
 
@@ -380,6 +380,8 @@ impl<K: Key, V: Value, D: Device> StoreInner<K, V, D> {
 /// ```
 pub struct Store<K, V, D = FileDevice> {
     pub(crate) inner: Arc<StoreInner<K, V, D>>,
+    /// The directory's lock, held while the store is open.
+    _lock: Option<crate::lock::LockFile>,
     /// Removed after `inner` is gone (fields drop in order).
     _temp_dir: Option<tempfile::TempDir>,
 }
@@ -426,11 +428,18 @@ impl<K: Key, V: Value> Store<K, V> {
 }
 
 impl<K: Key, V: Value, D: Device> Store<K, V, D> {
+    /// The store over `inner`, locking its directory (if it has one): a
+    /// second open or recovery of the directory, in this process or
+    /// another, fails with [`Error::Locked`] while this store lives.
     pub(crate) fn from_inner(
         inner: StoreInner<K, V, D>,
         temp_dir: Option<tempfile::TempDir>,
-    ) -> Self {
-        Self { inner: Arc::new(inner), _temp_dir: temp_dir }
+    ) -> Result<Self> {
+        let lock = match &inner.dir {
+            Some(dir) => Some(crate::lock::LockFile::acquire(&dir.join("LOCK"))?),
+            None => None,
+        };
+        Ok(Self { inner: Arc::new(inner), _lock: lock, _temp_dir: temp_dir })
     }
 
     /// Starts a session: the handle through which one thread at a time

@@ -1,4 +1,5 @@
-//! The directory lock: one open log per directory, across processes.
+//! The directory lock: one open store or log per directory, across
+//! processes.
 //!
 //! `flock(LOCK_EX | LOCK_NB)` on a `LOCK` file: the kernel releases it when
 //! the process dies (a crashed writer never blocks recovery), and a second

@@ -1,0 +1,269 @@
+//! Entry points for fuzzing: the targets in `fuzz/` (cargo fuzz) and the CI
+//! smoke test that replays the committed seed corpora call these. Each
+//! takes arbitrary bytes and must not panic, hang or allocate without
+//! bound; where a decoder accepts its input, re-encoding must give back the
+//! same value. Checksums are also fixed up before decoding, so that the
+//! fuzzer explores the structure behind them, not only the checksum
+//! comparison. Not a public API: anything here may change in any release.
+
+use std::path::Path;
+
+use crate::log::commit::CommitRecord;
+use crate::log::entry;
+use crate::record::{Key, Value};
+
+fn word(bytes: &[u8], at: usize) -> u64 {
+    let mut w = [0u8; 8];
+    let end = bytes.len().min(at + 8);
+    if at < end {
+        w[..end - at].copy_from_slice(&bytes[at..end]);
+    }
+    u64::from_le_bytes(w)
+}
+
+/// FasterLog entries: decoding arbitrary bytes at an arbitrary address
+/// and page room, and encode → decode of arbitrary payloads.
+pub fn log_entry(data: &[u8]) {
+    let address = word(data, 0) & !7;
+    let room = word(data, 8) & 0xffff_ffff;
+    let bytes = data.get(16..).unwrap_or_default();
+    if let Ok(Some((payload, size))) = entry::decode(address, bytes, room) {
+        assert!(size <= room && size as usize <= bytes.len());
+        assert_eq!(size, entry::entry_size(payload.len()));
+    }
+    let mut out = vec![0u8; entry::entry_size(bytes.len()) as usize];
+    entry::encode(address, bytes, &mut out);
+    let decoded = entry::decode(address, &out, out.len() as u64);
+    assert_eq!(decoded, Ok(Some((bytes, out.len() as u64))), "an encoded entry must decode");
+}
+
+/// FasterLog commit slots: decoding, choosing the newest of two, and (with
+/// the checksum fixed up) decode → encode → decode.
+pub fn log_commit(data: &[u8]) {
+    let _ = CommitRecord::decode(data);
+    let half = data.len() / 2;
+    let _ = crate::log::commit::newest(&data[..half], &data[half..]);
+    let mut fixed = data.to_vec();
+    crate::log::commit::fix_checksum(&mut fixed);
+    if let Ok(record) = CommitRecord::decode(&fixed) {
+        let again = record.encode().expect("a decoded record re-encodes");
+        assert_eq!(CommitRecord::decode(&again).as_ref(), Ok(&record));
+    }
+}
+
+/// Checkpoint metadata files: decoding, and (with the payload checksum
+/// fixed up) validation of the rkyv archive behind it.
+pub fn checkpoint_meta(data: &[u8]) {
+    let path = Path::new("fuzz/meta");
+    let _ = crate::checkpoint::meta_decode(data, path);
+    let mut fixed = data.to_vec();
+    crate::checkpoint::meta_fix_checksum(&mut fixed);
+    let _ = crate::checkpoint::meta_decode(&fixed, path);
+}
+
+/// Index checkpoint files: the 64-byte header on its own, and whole small
+/// files (written to a temporary file, as recovery reads them), with the
+/// trailer fixed up.
+pub fn index_checkpoint(data: &[u8]) {
+    if data.len() > 1 << 16 {
+        return;
+    }
+    let Ok(dir) = tempfile::tempdir() else { return };
+    let path = dir.path().join("index");
+    for bytes in [data.to_vec(), crate::index::fix_checkpoint_trailer(data)] {
+        if std::fs::write(&path, &bytes).is_ok() {
+            let _ = crate::index::HashIndex::read_checkpoint(&path);
+        }
+    }
+}
+
+/// Record encodings: keys and values of fixed and variable length decoded
+/// from arbitrary bytes (owned and zero-copy), and re-encoded.
+pub fn record(data: &[u8]) {
+    let aligned = crate::record::AlignedBytes::copy_from(data);
+    let bytes = aligned.as_slice();
+    if let Ok(s) = <String as Value>::decode(bytes) {
+        assert_eq!(<String as Value>::decode(s.to_aligned_bytes().as_slice()).ok(), Some(s));
+    }
+    let _ = <String as Value>::view(bytes);
+    if let Ok(v) = <Vec<u64> as Value>::decode(bytes) {
+        assert_eq!(<Vec<u64> as Value>::decode(v.to_aligned_bytes().as_slice()).ok(), Some(v));
+    }
+    let _ = <Vec<u8> as Value>::view(bytes);
+    let _ = <u64 as Value>::decode(bytes);
+    let _ = <[u8; 16] as Value>::view(bytes);
+    if let Ok(k) = <String as Key>::decode_key(bytes) {
+        assert!(k.matches(k.key_to_aligned_bytes().as_slice()));
+    }
+    let _ = <u64 as Key>::decode_key(bytes);
+}
+
+/// The committed state a FasterLog may recover to: its live entries and
+/// its cookie.
+#[derive(Debug, Clone, PartialEq, Default)]
+struct LogState {
+    entries: Vec<Vec<u8>>,
+    cookie: Vec<u8>,
+}
+
+/// FasterLog as a state machine: operation sequences (enqueue, commit with
+/// a cookie, `truncate_until`, `truncate_after`, reads) read from `data`,
+/// with the power cut at an operation count also read from it (unsynced
+/// writes dropped, kept or torn), and at the end of the input. After every
+/// power loss the reopened log must hold exactly the last acknowledged
+/// commit's state, or the state of the commit that was cut short, and then
+/// keep working. The model is a `Vec` of entries.
+pub fn log_ops(data: &[u8]) {
+    use crate::device::{CrashClock, CrashMode, FaultDevice};
+    use crate::log::{FasterLog, LogAddress, LogConfig};
+
+    let config = || LogConfig::default().page_size_bits(12).log_memory_size_bytes(16 << 10);
+    let open = |data: Vec<u8>, commits: Vec<u8>, clock: &std::sync::Arc<CrashClock>| {
+        FasterLog::with_devices(
+            config(),
+            FaultDevice::from_image(data, clock.clone()).with_write_alignment(512),
+            FaultDevice::from_image(commits, clock.clone()),
+        )
+    };
+    let mut input = data.iter().copied();
+    let mut next = move || input.next();
+    let mut clock = CrashClock::new();
+    let mut log = open(Vec::new(), Vec::new(), &clock).expect("a new log opens");
+    // Committed entries (with their addresses) and those enqueued since.
+    let mut acked = LogState::default();
+    let mut addresses: Vec<LogAddress> = Vec::new();
+    let mut pending: Vec<(LogAddress, Vec<u8>)> = Vec::new();
+    // The states the commit cut short may leave (`truncate_after` commits
+    // twice: first everything, then the drop).
+    let mut in_flight: Vec<LogState> = Vec::new();
+    let mut cookie_counter = 0u32;
+    if let Some(countdown) = next() {
+        clock.arm(u64::from(countdown) * 2);
+    }
+    let mut steps = 0;
+    loop {
+        let op = next();
+        steps += 1;
+        let crash = clock.crashed() || op.is_none() || steps > 400;
+        if !crash {
+            let op = op.unwrap_or(0);
+            let arg = next().unwrap_or(0);
+            // The state a committing call leads to, and the call.
+            let mut all: Vec<(LogAddress, Vec<u8>)> =
+                addresses.iter().copied().zip(acked.entries.iter().cloned()).collect();
+            all.extend(pending.iter().cloned());
+            let committed: Option<(LogState, Vec<LogAddress>, crate::Result<()>)> = match op {
+                0..=139 => {
+                    let len = usize::from(arg) * usize::from(op % 8 + 1);
+                    let payload: Vec<u8> = (0..len).map(|i| (i as u8) ^ op).collect();
+                    if let Ok(a) = log.enqueue(&payload) {
+                        pending.push((a, payload));
+                    }
+                    None
+                }
+                140..=179 => {
+                    cookie_counter += 1;
+                    let cookie = cookie_counter.to_le_bytes().to_vec();
+                    let state = LogState {
+                        entries: all.iter().map(|e| e.1.clone()).collect(),
+                        cookie: cookie.clone(),
+                    };
+                    in_flight = vec![state.clone()];
+                    let r = log.commit_with_cookie(&cookie).map(|_| ());
+                    Some((state, all.iter().map(|e| e.0).collect(), r))
+                }
+                180..=199 if !all.is_empty() => {
+                    let cut = usize::from(arg) % all.len();
+                    let kept = &all[..cut];
+                    let state = LogState {
+                        entries: kept.iter().map(|e| e.1.clone()).collect(),
+                        cookie: acked.cookie.clone(),
+                    };
+                    let everything = LogState {
+                        entries: all.iter().map(|e| e.1.clone()).collect(),
+                        cookie: acked.cookie.clone(),
+                    };
+                    in_flight = vec![state.clone(), everything];
+                    let r = log.truncate_after(all[cut].0);
+                    Some((state, kept.iter().map(|e| e.0).collect(), r))
+                }
+                200..=219 if !all.is_empty() => {
+                    let from = usize::from(arg) % all.len().min(acked.entries.len() + 1);
+                    let at = all.get(from).map(|e| e.0).unwrap_or(LogAddress::FIRST);
+                    if from >= acked.entries.len() {
+                        None
+                    } else {
+                        let rest = &all[from..];
+                        let state = LogState {
+                            entries: rest.iter().map(|e| e.1.clone()).collect(),
+                            cookie: acked.cookie.clone(),
+                        };
+                        in_flight = vec![state.clone()];
+                        let r = log.truncate_until(at);
+                        Some((state, rest.iter().map(|e| e.0).collect(), r))
+                    }
+                }
+                _ => {
+                    if !acked.entries.is_empty() {
+                        let i = usize::from(arg) % acked.entries.len();
+                        if let Ok(bytes) = log.read(addresses[i]) {
+                            assert_eq!(bytes, acked.entries[i], "a read returned other bytes");
+                        }
+                    }
+                    None
+                }
+            };
+            match committed {
+                Some((state, new_addresses, Ok(()))) => {
+                    acked = state;
+                    addresses = new_addresses;
+                    pending.clear();
+                    in_flight.clear();
+                }
+                Some((_, _, Err(_))) | None => {}
+            }
+            if !clock.crashed() {
+                continue;
+            }
+        }
+        // The power goes out.
+        let mode = match next().unwrap_or(0) % 3 {
+            0 => CrashMode::Drop,
+            1 => CrashMode::KeepSome,
+            _ => CrashMode::Tear,
+        };
+        let seed = u64::from(next().unwrap_or(0));
+        let data_image = log.data_device().power_loss(mode, seed);
+        let commit_image = log.commit_device().power_loss(mode, seed ^ 1);
+        drop(log);
+        clock = CrashClock::new();
+        log = open(data_image, commit_image, &clock).expect("recovery after a power loss");
+        let recovered: Vec<(LogAddress, Vec<u8>)> = log
+            .scan_all()
+            .map(|e| e.map(|e| (e.address, e.data)))
+            .collect::<crate::Result<_>>()
+            .expect("a recovered log scans");
+        let state = LogState {
+            entries: recovered.iter().map(|e| e.1.clone()).collect(),
+            cookie: log.cookie(),
+        };
+        assert!(
+            state == acked || in_flight.contains(&state),
+            "recovered {} entries; acknowledged {}, in flight {:?}",
+            state.entries.len(),
+            acked.entries.len(),
+            in_flight.iter().map(|s| s.entries.len()).collect::<Vec<_>>()
+        );
+        log.verify().expect("a recovered log verifies");
+        acked = state;
+        addresses = recovered.into_iter().map(|e| e.0).collect();
+        pending.clear();
+        in_flight.clear();
+        if op.is_none() || steps > 400 {
+            return;
+        }
+        if let Some(countdown) = next() {
+            clock.arm(u64::from(countdown) * 2);
+        }
+    }
+}
