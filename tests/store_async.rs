@@ -95,11 +95,28 @@ async fn a_checkpoint_is_awaited_while_async_sessions_write() {
     // sum to exactly its commit point (no RMW was excluded: none was parked
     // when the version changed, or it is listed).
     let point = info.commit_point(id).cloned().unwrap_or_default();
-    let recovered: Store<u64, u64> = Store::recover(&dir, info.token.as_str()).expect("recover");
+    // The (leaked) store keeps its directory locked: recover a copy.
+    let copy = tempfile::tempdir().expect("tempdir");
+    copy_dir(&dir, copy.path());
+    let recovered: Store<u64, u64> =
+        Store::recover(copy.path(), info.token.as_str()).expect("recover");
     let mut session = recovered.start_session().expect("session");
     let mut sum = 0;
     for k in 0..500u64 {
         sum += session.read_blocking(&k).expect("read").unwrap_or(0);
     }
     assert_eq!(sum, point.until - point.excluded.len() as u64);
+}
+
+/// Copies a directory tree (all but the lock file).
+fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
+    std::fs::create_dir_all(to).expect("mkdir");
+    for entry in std::fs::read_dir(from).expect("ls").flatten() {
+        let target = to.join(entry.file_name());
+        if entry.path().is_dir() {
+            copy_dir(&entry.path(), &target);
+        } else if entry.file_name() != "LOCK" {
+            std::fs::copy(entry.path(), target).expect("copy");
+        }
+    }
 }
