@@ -807,7 +807,19 @@ impl<D: Device> Inner<D> {
         self.check_failed()?;
         self.hlog.check_poisoned()?;
         let size = entry_size(data.len());
-        let handle = self.protect()?;
+        let handle = if try_only {
+            // Never wait, not even for a free epoch entry.
+            match self.epoch.register_near(EPOCH_HINT.with(|h| *h)) {
+                Ok(handle) => {
+                    handle.refresh();
+                    handle
+                }
+                Err(Error::TooManySessions { .. }) => return Ok(None),
+                Err(e) => return Err(e),
+            }
+        } else {
+            self.protect()?
+        };
         let address = if try_only {
             match self.hlog.try_allocate(size, &handle)? {
                 Some(a) => a,
