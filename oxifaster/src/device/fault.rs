@@ -13,6 +13,12 @@
 //! the power went out there. Sweeping the crash point over every operation
 //! of a workload is the L2 test of `TESTING.md`.
 //!
+//! Besides power cuts, the clock injects I/O errors ([`CrashClock::inject`],
+//! [`CrashClock::inject_rate`]): EIO, ENOSPC (`ErrorKind::StorageFull`) or
+//! a short transfer (a prefix of the bytes moves, then the call fails), on
+//! the N-th read, write or sync, once (transient) or from then on
+//! (persistent), or at a seeded random rate.
+//!
 //! Everything is seeded and deterministic for a deterministic workload.
 
 use std::io;
@@ -30,6 +36,45 @@ pub struct CrashClock {
     crashed: AtomicBool,
     /// The operation number that fails once, without a crash.
     fail_at: AtomicU64,
+    /// Device reads, writes and syncs counted so far (by [`FaultOp`]).
+    counts: [AtomicU64; 3],
+    injections: Mutex<Vec<Injection>>,
+}
+
+/// A device operation, for [`CrashClock::inject`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FaultOp {
+    /// `read_at` (and each read of a batch).
+    Read,
+    /// `write_at`.
+    Write,
+    /// `sync`.
+    Sync,
+}
+
+/// What an injected fault does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FaultKind {
+    /// The call fails with an I/O error (EIO); nothing moves.
+    Eio,
+    /// The call fails with `ErrorKind::StorageFull` (ENOSPC); nothing moves.
+    NoSpace,
+    /// A prefix of the bytes (whole 512-byte sectors, possibly none) is
+    /// read or written, then the call fails. A short sync is an EIO.
+    Short,
+}
+
+#[derive(Debug)]
+struct Injection {
+    /// The operation it applies to (`None`: any device operation).
+    op: Option<FaultOp>,
+    kind: FaultKind,
+    /// Fires at this count of `op` (for counted injections).
+    at: u64,
+    /// Fires on every later operation too.
+    persistent: bool,
+    /// Fires with this probability per million instead (xorshift state).
+    rate: Option<(u32, u64)>,
 }
 
 impl CrashClock {
@@ -40,6 +85,80 @@ impl CrashClock {
             fail_at: AtomicU64::new(u64::MAX),
             ..Self::default()
         })
+    }
+
+    /// Injects `kind` on the `after`-th `op` from now (0: the next one);
+    /// `persistent`: on every later `op` too (a dead disk), else once.
+    pub fn inject(&self, op: FaultOp, kind: FaultKind, after: u64, persistent: bool) {
+        let at = self.counts[op as usize].load(Ordering::SeqCst).saturating_add(after);
+        self.lock_injections().push(Injection { op: Some(op), kind, at, persistent, rate: None });
+    }
+
+    /// Injects `kind` into each `op` (`None`: every device operation) with
+    /// probability `per_million` / 1 000 000, drawn from `seed`.
+    pub fn inject_rate(&self, op: Option<FaultOp>, kind: FaultKind, per_million: u32, seed: u64) {
+        self.lock_injections().push(Injection {
+            op,
+            kind,
+            at: 0,
+            persistent: false,
+            rate: Some((per_million, seed | 1)),
+        });
+    }
+
+    /// Removes every injected fault (power cuts stay armed).
+    pub fn clear_injections(&self) {
+        self.lock_injections().clear();
+    }
+
+    fn lock_injections(&self) -> std::sync::MutexGuard<'_, Vec<Injection>> {
+        self.injections.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Counts one device operation: the power cut and `fail_once` as for
+    /// [`Self::tick`], then the injected faults. `Ok(Some(Short))` asks the
+    /// device for a short transfer.
+    pub fn device_op(&self, op: FaultOp, what: &str) -> io::Result<Option<FaultKind>> {
+        self.tick(what)?;
+        let n = self.counts[op as usize].fetch_add(1, Ordering::SeqCst);
+        let mut injections = self.lock_injections();
+        let mut fired = None;
+        injections.retain_mut(|i| {
+            if fired.is_some() || i.op.is_some_and(|o| o != op) {
+                return true;
+            }
+            match &mut i.rate {
+                Some((per_million, state)) => {
+                    *state ^= *state >> 12;
+                    *state ^= *state << 25;
+                    *state ^= *state >> 27;
+                    let draw = state.wrapping_mul(0x2545_f491_4f6c_dd1d) % 1_000_000;
+                    if draw < u64::from(*per_million) {
+                        fired = Some(i.kind);
+                    }
+                    true
+                }
+                None if n >= i.at => {
+                    fired = Some(i.kind);
+                    i.persistent
+                }
+                None => true,
+            }
+        });
+        match fired {
+            None => Ok(None),
+            Some(FaultKind::Eio) => {
+                Err(io::Error::other(format!("injected EIO at {what} {n} ({op:?})")))
+            }
+            Some(FaultKind::NoSpace) => Err(io::Error::new(
+                io::ErrorKind::StorageFull,
+                format!("injected ENOSPC at {what} {n} ({op:?})"),
+            )),
+            Some(FaultKind::Short) if op == FaultOp::Sync => {
+                Err(io::Error::other(format!("injected EIO at {what} {n} (short sync)")))
+            }
+            Some(FaultKind::Short) => Ok(Some(FaultKind::Short)),
+        }
     }
 
     /// Cuts the power at the `after`-th operation from now (0: the next one).
@@ -112,6 +231,14 @@ fn put(image: &mut Vec<u8>, offset: u64, bytes: &[u8]) {
         image.resize(end, 0);
     }
     image[offset as usize..end].copy_from_slice(bytes);
+}
+
+/// How many bytes a short transfer of `len` bytes at `offset` moves: the
+/// whole sectors of its first half (possibly none).
+fn short_len(len: usize, offset: u64) -> usize {
+    let half_end = offset + len as u64 / 2;
+    let sector_end = half_end & !511;
+    sector_end.saturating_sub(offset).min(len as u64) as usize
 }
 
 /// A device that remembers which writes are durable (see the module
@@ -200,26 +327,44 @@ impl Device for FaultDevice {
                 format!("a write of {} bytes at {offset:#x} is not {a}-byte aligned", buf.len()),
             ));
         }
-        self.clock.tick("device write")?;
+        let short = self.clock.device_op(FaultOp::Write, "device write")?;
         let mut images = self.images();
-        put(&mut images.visible, offset, buf);
-        images.unsynced.push((offset, buf.to_vec()));
+        let len = match short {
+            Some(_) => short_len(buf.len(), offset),
+            None => buf.len(),
+        };
+        put(&mut images.visible, offset, &buf[..len]);
+        images.unsynced.push((offset, buf[..len].to_vec()));
+        if short.is_some() {
+            return Err(io::Error::new(
+                io::ErrorKind::WriteZero,
+                format!("injected short write: {len} of {} bytes at {offset:#x}", buf.len()),
+            ));
+        }
         Ok(())
     }
 
     fn read_at(&self, offset: u64, buf: &mut [u8]) -> io::Result<()> {
-        self.clock.tick("device read")?;
+        let short = self.clock.device_op(FaultOp::Read, "device read")?;
         let images = self.images();
         let end = offset as usize + buf.len();
         if end > images.visible.len() {
             return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "read past the device's end"));
+        }
+        if short.is_some() {
+            let len = short_len(buf.len(), offset);
+            buf[..len].copy_from_slice(&images.visible[offset as usize..offset as usize + len]);
+            return Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                format!("injected short read: {len} of {} bytes at {offset:#x}", buf.len()),
+            ));
         }
         buf.copy_from_slice(&images.visible[offset as usize..end]);
         Ok(())
     }
 
     fn sync(&self) -> io::Result<()> {
-        self.clock.tick("device sync")?;
+        self.clock.device_op(FaultOp::Sync, "device sync")?;
         let mut images = self.images();
         images.durable = images.visible.clone();
         images.unsynced.clear();
@@ -242,6 +387,43 @@ impl Device for FaultDevice {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn injected_faults_fire_where_asked() {
+        let clock = CrashClock::new();
+        let device = FaultDevice::new(clock.clone());
+        device.write_at(0, &[1; 2048]).expect("write");
+        // The second write fails with ENOSPC, once.
+        clock.inject(FaultOp::Write, FaultKind::NoSpace, 1, false);
+        device.write_at(0, &[2; 8]).expect("first write");
+        let err = device.write_at(0, &[3; 8]).expect_err("ENOSPC");
+        assert_eq!(err.kind(), io::ErrorKind::StorageFull);
+        device.write_at(0, &[4; 8]).expect("transient: the next write works");
+        // A short write moves whole sectors of the first half, then fails.
+        clock.inject(FaultOp::Write, FaultKind::Short, 0, false);
+        assert!(device.write_at(0, &[5; 2048]).is_err());
+        let mut back = [0u8; 2048];
+        device.read_at(0, &mut back).expect("read");
+        assert!(back[..1024].iter().all(|b| *b == 5) && back[1024..].iter().all(|b| *b == 1));
+        // A persistent read fault.
+        clock.inject(FaultOp::Read, FaultKind::Eio, 0, true);
+        assert!(device.read_at(0, &mut back).is_err());
+        assert!(device.read_at(0, &mut back).is_err());
+        device.sync().expect("syncs are unaffected");
+        clock.clear_injections();
+        device.read_at(0, &mut back).expect("cleared");
+        // A seeded rate: the same seed fails the same operations.
+        let fails = |seed| {
+            let clock = CrashClock::new();
+            let device = FaultDevice::new(clock.clone());
+            clock.inject_rate(None, FaultKind::Eio, 200_000, seed);
+            (0..200).map(|i| device.write_at(i * 8, &[1; 8]).is_err()).collect::<Vec<_>>()
+        };
+        let a = fails(9);
+        assert_eq!(a, fails(9));
+        let n = a.iter().filter(|f| **f).count();
+        assert!((20..=70).contains(&n), "{n} of 200 failed at a 20% rate");
+    }
 
     #[test]
     fn unsynced_writes_are_lost_kept_or_torn() {

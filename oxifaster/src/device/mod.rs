@@ -30,7 +30,7 @@ mod memory;
 #[cfg(all(target_os = "linux", feature = "io_uring"))]
 mod uring;
 
-pub use fault::{CrashClock, CrashMode, FaultDevice};
+pub use fault::{CrashClock, CrashMode, FaultDevice, FaultKind, FaultOp};
 pub use file::{DEFAULT_SEGMENT_SIZE_BITS, FileDevice};
 pub use memory::{MemoryDevice, NullDevice};
 #[cfg(all(target_os = "linux", feature = "io_uring"))]
