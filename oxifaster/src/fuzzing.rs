@@ -68,13 +68,25 @@ pub fn index_checkpoint(data: &[u8]) {
     if data.len() > 1 << 16 {
         return;
     }
-    let Ok(dir) = tempfile::tempdir() else { return };
-    let path = dir.path().join("index");
-    for bytes in [data.to_vec(), crate::index::fix_checkpoint_trailer(data)] {
-        if std::fs::write(&path, &bytes).is_ok() {
-            let _ = crate::index::HashIndex::read_checkpoint(&path);
-        }
+    thread_local! {
+        // One scratch file per thread, reused (in memory where /dev/shm is).
+        static SCRATCH: Option<(tempfile::TempDir, std::path::PathBuf)> = {
+            let shm = Path::new("/dev/shm");
+            let dir = if shm.is_dir() { tempfile::tempdir_in(shm) } else { tempfile::tempdir() };
+            dir.ok().map(|d| {
+                let path = d.path().join("index");
+                (d, path)
+            })
+        };
     }
+    SCRATCH.with(|scratch| {
+        let Some((_, path)) = scratch else { return };
+        for bytes in [data.to_vec(), crate::index::fix_checkpoint_trailer(data)] {
+            if std::fs::write(path, &bytes).is_ok() {
+                let _ = crate::index::HashIndex::read_checkpoint(path);
+            }
+        }
+    });
 }
 
 /// Record encodings: keys and values of fixed and variable length decoded

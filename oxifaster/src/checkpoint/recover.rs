@@ -308,7 +308,9 @@ pub(crate) fn recover<K: Key, V: Value, D: Device>(
     // last pages), unless they do not fit this store's log memory; then
     // they are written to the device.
     let in_memory = meta.snapshot.is_some() && {
-        let pages = ((final_address + delta - 1) / page_size) - (base / page_size) + 1;
+        // An empty snapshot (nothing above the flushed address) has no page.
+        let end = final_address + delta;
+        let pages = if end > base { (end - 1) / page_size - base / page_size + 1 } else { 0 };
         pages + 2 <= geometry.frames
     };
     let log = if in_memory {
