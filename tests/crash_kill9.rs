@@ -6,7 +6,9 @@
 //! from there. Nothing acknowledged (a checkpoint that returned) may be
 //! lost, and no key may hold a value that was never written.
 //!
-//! Knobs: `OXIFASTER_KILL9_CYCLES` (default 20), `OXIFASTER_KILL9_SEED`.
+//! Knobs: `OXIFASTER_KILL9_CYCLES` (default 20), `OXIFASTER_KILL9_SEED`,
+//! `OXIFASTER_KILL9_RESET_EVERY` (start a fresh store every N cycles; 0:
+//! never).
 
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -132,11 +134,17 @@ fn kill9_cycles() {
     let cycles = env("OXIFASTER_KILL9_CYCLES", 20);
     let seed = env("OXIFASTER_KILL9_SEED", 0x9e37_79b9);
     eprintln!("OXIFASTER_KILL9_SEED={seed} OXIFASTER_KILL9_CYCLES={cycles}");
-    let dir = tempfile::tempdir().expect("tempdir");
+    // Long runs start a fresh store every `reset` cycles, so that a cycle
+    // stays as short as the first ones (the store grows across cycles).
+    let reset = env("OXIFASTER_KILL9_RESET_EVERY", 0);
+    let mut dir = tempfile::tempdir().expect("tempdir");
     let mut rng = Rng::new(seed);
     let mut verified = 0;
     let seed_text = seed.to_string();
     for cycle in 0..cycles {
+        if reset > 0 && cycle > 0 && cycle % reset == 0 {
+            dir = tempfile::tempdir().expect("tempdir");
+        }
         eprintln!("cycle {cycle}");
         run_and_kill(
             "kill9_child",
