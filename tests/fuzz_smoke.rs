@@ -15,13 +15,14 @@ use oxifaster_cli::workload::Rng;
 
 type Target = fn(&[u8]);
 
-const TARGETS: [(&str, Target); 6] = [
+const TARGETS: [(&str, Target); 7] = [
     ("log_entry", fuzzing::log_entry),
     ("log_commit", fuzzing::log_commit),
     ("checkpoint_meta", fuzzing::checkpoint_meta),
     ("index_checkpoint", fuzzing::index_checkpoint),
     ("record", fuzzing::record),
     ("log_ops", fuzzing::log_ops),
+    ("store_ops", fuzzing::store_ops),
 ];
 
 fn corpus_dir(target: &str) -> PathBuf {
@@ -75,7 +76,7 @@ fn every_target_survives_its_corpus_and_mutations() {
         for seed in &seeds {
             target(seed);
         }
-        let rounds = if name == "log_ops" || name == "index_checkpoint" {
+        let rounds = if name.ends_with("_ops") || name == "index_checkpoint" {
             mutations / 10
         } else {
             mutations
@@ -158,6 +159,17 @@ fn write_seeds() {
             "a string".to_string().to_aligned_bytes().as_slice().to_vec(),
             vec![1u64, 2, 3].to_aligned_bytes().as_slice().to_vec(),
             42u64.to_aligned_bytes().as_slice().to_vec(),
+        ],
+    );
+    // Store sequences: countdown, then op/argument pairs (op % 16: 0-4
+    // upsert, 5-9 RMW, 10-11 delete, 12-13 read, 14-15 checkpoint).
+    write(
+        "store_ops",
+        vec![
+            [&[255u8][..], &[0, 1, 5, 2, 14, 0, 1, 3, 6, 1, 15, 1, 12, 1, 30, 2, 14, 3][..]]
+                .concat(),
+            [&[20u8][..], &[1, 7, 14, 1, 2, 9, 5, 9, 14, 2, 10, 7, 14, 3, 13, 9][..]].concat(),
+            (0..200u8).map(|i| if i % 23 == 22 { 14 } else { i.wrapping_mul(29) }).collect(),
         ],
     );
     // Operation sequences: countdown, then op/argument pairs.

@@ -279,3 +279,109 @@ pub fn log_ops(data: &[u8]) {
         }
     }
 }
+
+/// The store as a state machine: one session's upserts, RMWs, deletes and
+/// reads, and checkpoints of every kind, read from `data`, against a
+/// `BTreeMap`, with the power cut at an operation count read from `data`
+/// (the log on a [`crate::device::FaultDevice`], checkpoint files through
+/// [`crate::checkpoint::FaultIo`]; unsynced writes dropped, kept or torn).
+/// Recovery must give the model as of the last acknowledged checkpoint or
+/// of the one cut short, or (when none completed) no checkpoint at all.
+pub fn store_ops(data: &[u8]) {
+    use std::collections::BTreeMap;
+
+    use crate::checkpoint::{CheckpointKind, FaultIo};
+    use crate::device::{CrashClock, CrashMode, FaultDevice};
+    use crate::store::{RmwStatus, Store};
+
+    let Ok(dir) = tempfile::tempdir() else { return };
+    let builder = |io: FaultIo| {
+        Store::<u64, u64>::builder()
+            .dir(dir.path())
+            .page_size_bits(10)
+            .log_memory_size_bytes(8 << 10)
+            .table_size(1 << 6)
+            .checkpoint_io(io)
+    };
+    let mut input = data.iter().copied();
+    let mut next = move || input.next();
+    let clock = CrashClock::new();
+    let io = FaultIo::new(clock.clone());
+    let store: Store<u64, u64, FaultDevice> =
+        builder(io.clone()).open_with_device(FaultDevice::new(clock.clone())).expect("open");
+    clock.arm(u64::from(next().unwrap_or(255)) * 2);
+    let mut model: BTreeMap<u64, u64> = BTreeMap::new();
+    let mut acked: Option<BTreeMap<u64, u64>> = None;
+    let mut in_flight: Option<BTreeMap<u64, u64>> = None;
+    {
+        let mut session = store.start_session().expect("session");
+        for _ in 0..300 {
+            let (Some(op), Some(arg)) = (next(), next()) else { break };
+            let key = u64::from(arg % 48);
+            let ok = match op % 16 {
+                0..=4 => session.upsert(&key, &u64::from(op)).map(|_| {
+                    model.insert(key, u64::from(op));
+                }),
+                5..=9 => session
+                    .rmw(&key, &u64::from(arg))
+                    .and_then(|status| match status {
+                        RmwStatus::Pending { .. } => session.complete_pending(true).map(|_| ()),
+                        _ => Ok(()),
+                    })
+                    .map(|()| *model.entry(key).or_insert(0) += u64::from(arg)),
+                10 | 11 => session.delete(&key).map(|_| {
+                    model.remove(&key);
+                }),
+                12 | 13 => session.read_blocking(&key).map(|got| {
+                    assert_eq!(got, model.get(&key).copied(), "a read disagrees with the model");
+                }),
+                _ => {
+                    let kind = match arg % 4 {
+                        0 => CheckpointKind::FoldOver,
+                        1 => CheckpointKind::Snapshot,
+                        2 => CheckpointKind::IncrementalSnapshot,
+                        _ => CheckpointKind::LogOnly,
+                    };
+                    in_flight = Some(model.clone());
+                    let r = store.checkpoint_and_wait(kind).map(|_| ());
+                    if r.is_ok() {
+                        acked = in_flight.take();
+                    }
+                    r
+                }
+            };
+            if ok.is_err() {
+                break;
+            }
+        }
+    }
+    let mode = match next().unwrap_or(0) % 3 {
+        0 => CrashMode::Drop,
+        1 => CrashMode::KeepSome,
+        _ => CrashMode::Tear,
+    };
+    let seed = u64::from(next().unwrap_or(0));
+    let image = store.log().device().power_loss(mode, seed);
+    io.power_loss(mode, seed).expect("the simulated file system's loss");
+    drop(store);
+    let recovered: crate::Result<Store<u64, u64, FaultDevice>> =
+        builder(FaultIo::new(CrashClock::new()))
+            .recover_latest_with_device(FaultDevice::from_image(image, CrashClock::new()));
+    let recovered = match recovered {
+        Ok(store) => store,
+        Err(crate::Error::CheckpointNotFound { .. }) => {
+            assert!(acked.is_none(), "an acknowledged checkpoint was lost");
+            return;
+        }
+        Err(e) => panic!("recovery failed: {e}"),
+    };
+    let mut session = recovered.start_session().expect("session");
+    let state: BTreeMap<u64, u64> = (0..48u64)
+        .filter_map(|k| session.read_blocking(&k).expect("read").map(|v| (k, v)))
+        .collect();
+    assert!(
+        Some(&state) == acked.as_ref() || Some(&state) == in_flight.as_ref(),
+        "recovered {} keys: neither the acknowledged checkpoint nor the interrupted one",
+        state.len()
+    );
+}
