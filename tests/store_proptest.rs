@@ -91,7 +91,8 @@ fn run(ops: &[Op], page_bits: u32, memory: u64) -> Result<(), TestCaseError> {
             }
             Op::Recover | Op::Reopen => {
                 drop(session);
-                store = None;
+                // The old store goes first: it holds the directory's lock.
+                drop(store.take());
                 let recover = matches!(op, Op::Recover) && checkpointed.is_some();
                 store = Some(if recover {
                     model = checkpointed.clone().unwrap_or_default();
