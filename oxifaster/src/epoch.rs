@@ -27,8 +27,8 @@
 //! CAS (`LOCKED`), or ready with the epoch it waits for. Only the claimant
 //! touches the action cell, which is what makes the `UnsafeCell` sound.
 
+use crate::sync::{AtomicBool, AtomicU64, AtomicUsize, Ordering, fence};
 use std::cell::UnsafeCell;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering, fence};
 
 use crate::{Error, Result};
 
@@ -43,7 +43,11 @@ const UNPROTECTED: u64 = 0;
 /// The default number of participant entries.
 pub const DEFAULT_MAX_PARTICIPANTS: usize = 128;
 /// The number of pending actions the drain list holds.
+#[cfg(not(oxifaster_loom))]
 pub const DRAIN_LIST_SIZE: usize = 256;
+/// The number of pending actions the drain list holds (small for loom).
+#[cfg(oxifaster_loom)]
+pub const DRAIN_LIST_SIZE: usize = 2;
 
 /// One participant's entry, alone on its cache line so that refreshes of
 /// different threads never contend.
@@ -269,11 +273,21 @@ impl EpochHandle<'_> {
     #[inline]
     pub fn protect(&self) -> u64 {
         let current = self.epoch.current_epoch.load(Ordering::SeqCst);
+        #[cfg(oxifaster_loom)]
+        if crate::sync::broken::weak_protect() {
+            self.entry().local_epoch.store(current, Ordering::Relaxed);
+            return current;
+        }
         // A SeqCst read-modify-write is a full barrier (one `xchg` on x86,
         // cheaper than a store and an `mfence`): it pairs with the fence in
         // `compute_safe_to_reclaim` (module invariant), and no later load of
         // this thread is performed before it.
         self.entry().local_epoch.swap(current, Ordering::SeqCst);
+        // Loom models SeqCst accesses as AcqRel but SeqCst fences exactly:
+        // the model checks the handshake in its fence form, which the swap
+        // implies on every target we build for.
+        #[cfg(oxifaster_loom)]
+        fence(Ordering::SeqCst);
         current
     }
 

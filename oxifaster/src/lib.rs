@@ -68,6 +68,8 @@ pub mod log;
 mod mem;
 pub mod record;
 pub mod store;
+#[doc(hidden)]
+pub mod sync;
 
 pub use error::{Error, Result};
 pub use oxifaster_derive::{FasterKey, FasterValue};

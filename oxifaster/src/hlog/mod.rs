@@ -32,8 +32,8 @@
 //! Every access to frame memory happens under epoch protection, after a
 //! check against `head`, which is what makes the raw frame pointers sound.
 
+use crate::sync::{AtomicBool, AtomicU64, Ordering};
 use std::ptr::NonNull;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use crate::address::{Address, AtomicAddress};
@@ -387,7 +387,7 @@ impl<D: Device> HybridLog<D> {
         }
         let mut spins = 0u32;
         loop {
-            let (page, offset) = split(s.tail.fetch_add(size, Ordering::AcqRel));
+            let (page, offset) = split(self.fetch_add_tail(size));
             let end = offset + size;
             if end <= s.page_size {
                 return Ok(self.address(page, offset));
@@ -446,6 +446,19 @@ impl<D: Device> HybridLog<D> {
             }
             return self.turn_page(page, size, handle).map(Some);
         }
+    }
+
+    /// The tail allocation's one atomic step (under loom, optionally the
+    /// broken load-then-store that the model must catch).
+    #[inline(always)]
+    fn fetch_add_tail(&self, size: u64) -> u64 {
+        #[cfg(oxifaster_loom)]
+        if crate::sync::broken::plain_tail() {
+            let word = self.shared.tail.load(Ordering::Acquire);
+            self.shared.tail.store(word + size, Ordering::Release);
+            return word;
+        }
+        self.shared.tail.fetch_add(size, Ordering::AcqRel)
     }
 
     #[inline(always)]

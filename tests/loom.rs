@@ -1,0 +1,127 @@
+//! L7 (TESTING.md): loom models of the lock-free protocols, on the real
+//! code (its atomics come from `oxifaster::sync`, loom's under
+//! `--cfg oxifaster_loom`). Each model has a deliberately broken variant
+//! (`oxifaster::sync::broken`) that loom must catch.
+//!
+//! ```sh
+//! RUSTFLAGS="--cfg oxifaster_loom" cargo test --release --test loom
+//! ```
+//!
+//! Without the cfg this file is empty.
+#![cfg(oxifaster_loom)]
+
+use loom::sync::Arc;
+use loom::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+
+use oxifaster::epoch::Epoch;
+use oxifaster::sync::broken;
+
+/// Epoch protection (the module invariant of `epoch.rs`): a reader protects
+/// itself and then reads a shared pointer; a writer swaps the pointer and
+/// frees the old target in an action bumped on the epoch. If the reader saw
+/// the old pointer, the free must not have happened while it is
+/// protected.
+fn epoch_model() {
+    loom::model(|| {
+        let epoch = Arc::new(Epoch::new(2));
+        let pointer = Arc::new(AtomicU64::new(0));
+        let freed = Arc::new(AtomicBool::new(false));
+        let reader = {
+            let (epoch, pointer, freed) = (epoch.clone(), pointer.clone(), freed.clone());
+            loom::thread::spawn(move || {
+                let handle = epoch.register().expect("entry");
+                handle.protect();
+                if pointer.load(Ordering::SeqCst) == 0 {
+                    assert!(!freed.load(Ordering::SeqCst), "a protected reader saw a freed object");
+                }
+                handle.unprotect();
+            })
+        };
+        pointer.store(1, Ordering::SeqCst);
+        let f = freed.clone();
+        epoch.bump_with_action(move || f.store(true, Ordering::SeqCst));
+        reader.join().expect("reader");
+    });
+}
+
+#[test]
+fn epoch_protection_holds_back_reclamation() {
+    broken::set_weak_protect(false);
+    epoch_model();
+}
+
+#[test]
+fn a_relaxed_protect_is_caught() {
+    broken::set_weak_protect(true);
+    let caught = std::panic::catch_unwind(epoch_model);
+    broken::set_weak_protect(false);
+    assert_eq!(
+        panic_message(caught.expect_err("loom did not catch a protect without a full barrier")),
+        "a protected reader saw a freed object"
+    );
+}
+
+/// Tail allocation across a page turn: two threads allocate 240 bytes at
+/// once on a 512-byte page whose first 64 bytes are reserved, so the
+/// second allocation turns the page (which shifts the read-only address
+/// with an epoch action). Their ranges never overlap and never span a
+/// page.
+fn tail_model() {
+    use oxifaster::device::MemoryDevice;
+    const SIZE: u64 = 240;
+    use oxifaster::hlog::{HybridLog, LogGeometry};
+    loom::model(|| {
+        let epoch = Arc::new(Epoch::new(2));
+        let log = Arc::new(
+            HybridLog::new(
+                LogGeometry { page_bits: 9, frames: 4, mutable_pages: 1 },
+                MemoryDevice::new(),
+            )
+            .expect("log"),
+        );
+        let take = |epoch: &Epoch, log: &HybridLog<MemoryDevice>| {
+            let handle = epoch.register().expect("entry");
+            handle.protect();
+            let a = log.allocate(SIZE, &handle).expect("allocate").raw();
+            handle.unprotect();
+            a
+        };
+        let other = {
+            let (epoch, log) = (epoch.clone(), log.clone());
+            loom::thread::spawn(move || take(&epoch, &log))
+        };
+        let mine = take(&epoch, &log);
+        let theirs = other.join().expect("allocator");
+        assert!(mine + SIZE <= theirs || theirs + SIZE <= mine, "overlapping allocations");
+        for a in [mine, theirs] {
+            assert_eq!(a >> 9, (a + SIZE - 1) >> 9, "an allocation spans pages");
+        }
+        assert_ne!(mine >> 9, theirs >> 9, "no page turn happened");
+    });
+}
+
+#[test]
+fn tail_allocations_never_overlap() {
+    broken::set_plain_tail(false);
+    tail_model();
+}
+
+#[test]
+fn a_non_atomic_tail_update_is_caught() {
+    broken::set_plain_tail(true);
+    let caught = std::panic::catch_unwind(tail_model);
+    broken::set_plain_tail(false);
+    let message = panic_message(caught.expect_err("loom did not catch a tail without fetch_add"));
+    assert!(
+        message == "overlapping allocations" || message == "an allocation spans pages",
+        "loom failed for another reason: {message}"
+    );
+}
+
+fn panic_message(payload: Box<dyn std::any::Any + Send>) -> String {
+    payload
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| payload.downcast_ref::<String>().cloned())
+        .unwrap_or_default()
+}
