@@ -118,6 +118,54 @@ fn a_non_atomic_tail_update_is_caught() {
     );
 }
 
+/// The FasterLog commit point: one thread enqueues an entry while another
+/// commits. If the entry lies below the commit point, its exact bytes are
+/// on the device when `commit` returns (the flush ran as an epoch action,
+/// only once the writer had left its enqueue).
+fn commit_point_model() {
+    use oxifaster::device::{Device, MemoryDevice};
+    use oxifaster::log::{FasterLog, LogConfig};
+    loom::model(|| {
+        let config =
+            LogConfig::default().page_size_bits(9).log_memory_size_bytes(4 << 9).max_threads(2);
+        let log = Arc::new(
+            FasterLog::with_devices(config, MemoryDevice::new(), MemoryDevice::new()).expect("log"),
+        );
+        let payload = [7u8; 24];
+        let writer = {
+            let log = log.clone();
+            loom::thread::spawn(move || log.enqueue(&payload).expect("enqueue"))
+        };
+        let point = log.commit().expect("commit");
+        let address = writer.join().expect("writer");
+        if address < point {
+            let mut bytes = [0u8; 32];
+            log.data_device().read_at(address.raw(), &mut bytes).expect("on the device");
+            let mut expected = [0u8; 32];
+            oxifaster::log::entry::encode(address.raw(), &payload, &mut expected);
+            assert_eq!(bytes, expected, "a committed entry is not on the device whole");
+        }
+    });
+}
+
+#[test]
+fn committed_entries_are_whole_on_the_device() {
+    broken::set_eager_flush(false);
+    commit_point_model();
+}
+
+#[test]
+fn a_flush_that_does_not_wait_for_writers_is_caught() {
+    broken::set_eager_flush(true);
+    let caught = std::panic::catch_unwind(commit_point_model);
+    broken::set_eager_flush(false);
+    let message = panic_message(caught.expect_err("loom did not catch an eager flush"));
+    assert!(
+        message.contains("not on the device whole"),
+        "loom failed for another reason: {message}"
+    );
+}
+
 fn panic_message(payload: Box<dyn std::any::Any + Send>) -> String {
     payload
         .downcast_ref::<&str>()

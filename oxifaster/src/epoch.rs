@@ -194,8 +194,8 @@ impl Epoch {
                 self.drain();
             }
             spins += 1;
-            if spins.is_multiple_of(64) {
-                std::thread::yield_now();
+            if spins.is_multiple_of(64) || cfg!(oxifaster_loom) {
+                crate::sync::yield_now();
             } else {
                 std::hint::spin_loop();
             }

@@ -10,6 +10,27 @@ pub(crate) use loom::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering
 #[cfg(not(oxifaster_loom))]
 pub(crate) use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering, fence};
 
+/// Gives way to other threads in a wait loop: under loom, a loom yield
+/// (a spin loop must yield for loom to schedule the thread it waits for).
+#[inline]
+pub(crate) fn yield_now() {
+    #[cfg(oxifaster_loom)]
+    loom::thread::yield_now();
+    #[cfg(not(oxifaster_loom))]
+    std::thread::yield_now();
+}
+
+/// Under loom, a point where the model switches to another thread before
+/// the plain (unmodelled) memory writes that follow, such as writing an
+/// entry into a page just allocated: loom does not see plain writes, so
+/// without it no interleaving would put another thread inside that window.
+/// Nothing otherwise.
+#[inline(always)]
+pub(crate) fn schedule_point() {
+    #[cfg(oxifaster_loom)]
+    loom::thread::yield_now();
+}
+
 /// Deliberately broken variants of the protocols, switched on by the loom
 /// tests to check that the models catch them. Compiled only for loom.
 #[cfg(oxifaster_loom)]
@@ -19,6 +40,17 @@ pub mod broken {
 
     static WEAK_PROTECT: AtomicBool = AtomicBool::new(false);
     static PLAIN_TAIL: AtomicBool = AtomicBool::new(false);
+    static EAGER_FLUSH: AtomicBool = AtomicBool::new(false);
+
+    /// `HybridLog::flush_written` writes the pages at once instead of in
+    /// the epoch action (so without waiting for writers to leave).
+    pub fn set_eager_flush(on: bool) {
+        EAGER_FLUSH.store(on, Ordering::SeqCst);
+    }
+
+    pub(crate) fn eager_flush() -> bool {
+        EAGER_FLUSH.load(Ordering::SeqCst)
+    }
 
     /// `EpochHandle::protect` publishes with a Relaxed store and no fence.
     pub fn set_weak_protect(on: bool) {

@@ -611,6 +611,12 @@ impl<D: Device> HybridLog<D> {
     /// below `target` is written to the device (not yet durable), so that
     /// the caller can leave its epoch protection before syncing.
     pub fn flush_written(&self, target: Address, handle: &EpochHandle<'_>) -> Result<()> {
+        #[cfg(oxifaster_loom)]
+        if crate::sync::broken::eager_flush() {
+            self.shared.read_only.fetch_max(target, Ordering::AcqRel);
+            self.shared.safe_read_only.fetch_max(target, Ordering::AcqRel);
+            self.shared.flush_until(target);
+        }
         self.shift_read_only(target, handle);
         let mut spins = 0u32;
         while self.shared.flushed_until.load(Ordering::Acquire) < target {
@@ -867,10 +873,10 @@ impl FlushBlock {
 #[inline]
 fn backoff(spins: &mut u32) {
     *spins = spins.wrapping_add(1);
-    if *spins < 64 {
+    if *spins < 64 && !cfg!(oxifaster_loom) {
         std::hint::spin_loop();
     } else {
-        std::thread::yield_now();
+        crate::sync::yield_now();
     }
 }
 

@@ -262,7 +262,7 @@ pub struct FasterLog<D: Device = FileDevice> {
     inner: Arc<Inner<D>>,
     auto_commit: Option<JoinHandle<()>>,
     /// Writes full pages in the background while appenders fill the next.
-    _flusher: crate::hlog::Flusher,
+    _flusher: Option<crate::hlog::Flusher>,
     /// Held while this handle lives (iterators may outlive it: they keep
     /// reading, but nothing can be appended or committed through them).
     _lock: Option<crate::lock::LockFile>,
@@ -404,7 +404,9 @@ impl<D: Device> FasterLog<D> {
             segment_bits: config.segment_size_bits,
             ..CommitRecord::default()
         });
-        let flusher = hlog.start_flusher()?;
+        // (Loom models run the flushes in the epoch action: a background
+        // thread would be outside the model.)
+        let flusher = if cfg!(oxifaster_loom) { None } else { Some(hlog.start_flusher()?) };
         let inner = Arc::new(Inner {
             epoch: Epoch::new(config.max_threads),
             hlog,
@@ -781,7 +783,7 @@ impl<D: Device> Inner<D> {
                 // More threads than entries: wait for one to leave.
                 Err(Error::TooManySessions { .. }) if spins < 1_000_000 => {
                     spins += 1;
-                    std::thread::yield_now();
+                    crate::sync::yield_now();
                 }
                 Err(e) => return Err(e),
             }
@@ -828,6 +830,7 @@ impl<D: Device> Inner<D> {
         } else {
             self.hlog.allocate(size, &handle)?
         };
+        crate::sync::schedule_point();
         // SAFETY: `[address, address + size)` was just allocated to us, in
         // one page whose frame is live (the tail only enters a page after
         // its frame is cleared), and we are protected; nobody reads it
