@@ -555,7 +555,11 @@ impl<K: Key, V: Value, D: Device> StoreInner<K, V, D> {
         // Every record below the final address is completely written.
         wait_epoch(handle);
         let page_size = 1u64 << self.config.page_size_bits;
-        let from = self.log.flushed_until_address().raw() & !(page_size - 1);
+        // Sessions kept appending while we waited: the flush may have passed
+        // the final address (read before). The snapshot starts at the page
+        // of whichever is lower; the log below it is flushed (and synced
+        // below).
+        let from = self.log.flushed_until_address().raw().min(final_address) & !(page_size - 1);
         let path = dir.join("snapshot");
         let io = |source| Error::Io { context: format!("writing {}", path.display()), source };
         let file = self.io().create(&path).map_err(io)?;
