@@ -157,17 +157,29 @@ impl CommitRecord {
         let page_bits = r.u32()?;
         let segment_bits = r.u32()?;
         let cookie_len = r.u32()? as usize;
+        if cookie_len > MAX_COOKIE {
+            return Err(SlotError::Corrupt("the cookie is longer than allowed"));
+        }
         let cookie = r.take(cookie_len)?.to_vec();
         let mut iterators = BTreeMap::new();
-        for _ in 0..r.u32()? {
+        let count = r.u32()? as usize;
+        if count > MAX_ITERATORS {
+            return Err(SlotError::Corrupt("more named iterators than allowed"));
+        }
+        for _ in 0..count {
             let name_len = r.u16()? as usize;
+            if name_len == 0 || name_len > MAX_NAME {
+                return Err(SlotError::Corrupt("an iterator name's length is out of range"));
+            }
             let name = std::str::from_utf8(r.take(name_len)?)
                 .map_err(|_| SlotError::Corrupt("an iterator name is not UTF-8"))?
                 .to_owned();
-            iterators.insert(name, r.u64()?);
+            if iterators.insert(name, r.u64()?).is_some() {
+                return Err(SlotError::Corrupt("an iterator name appears twice"));
+            }
         }
         let count = r.u32()? as usize;
-        if count > r.remaining() / 16 {
+        if count > MAX_DROPPED || count > r.remaining() / 16 {
             return Err(SlotError::Corrupt("the dropped-range count runs past the slot"));
         }
         let mut dropped = Vec::with_capacity(count);
@@ -290,6 +302,34 @@ mod tests {
         // Every truncation is caught.
         for len in 0..bytes.len() {
             assert!(CommitRecord::decode(&bytes[..len]).is_err(), "truncated to {len}");
+        }
+    }
+
+    /// Found by fuzzing: a record the encoder would refuse (here a
+    /// 255-byte iterator name) must not decode either, or every later
+    /// commit of the log would fail.
+    #[test]
+    fn records_beyond_the_limits_do_not_decode() {
+        let mut long = sample();
+        long.iterators = [("n".repeat(MAX_NAME), 1u64)].into();
+        let bytes = long.encode().expect("encode");
+        // The same record with the name one byte longer than allowed.
+        let at = bytes.windows(MAX_NAME).position(|w| w.iter().all(|b| *b == b'n')).expect("name");
+        let len_at = at - 2;
+        let mut longer = bytes[..len_at].to_vec();
+        longer.extend_from_slice(&((MAX_NAME + 1) as u16).to_le_bytes());
+        longer.extend(std::iter::repeat_n(b'n', MAX_NAME + 1));
+        longer.extend_from_slice(&bytes[at + MAX_NAME..]);
+        let payload_len = (longer.len() - HEADER) as u32;
+        longer[12..16].copy_from_slice(&payload_len.to_le_bytes());
+        fix_checksum(&mut longer);
+        assert!(CommitRecord::decode(&longer).is_err());
+        // And the fuzzer's own find.
+        let found = include_bytes!("../../../fuzz/corpus/log_commit/regression-long-name");
+        let mut fixed = found.to_vec();
+        fix_checksum(&mut fixed);
+        if let Ok(record) = CommitRecord::decode(&fixed) {
+            record.encode().expect("a decoded record re-encodes");
         }
     }
 
