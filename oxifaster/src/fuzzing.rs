@@ -110,6 +110,16 @@ pub fn record(data: &[u8]) {
     let _ = <u64 as Key>::decode_key(bytes);
 }
 
+/// The crash mode an input byte picks.
+fn crash_mode(byte: u8) -> crate::device::CrashMode {
+    use crate::device::CrashMode;
+    match byte % 3 {
+        0 => CrashMode::Drop,
+        1 => CrashMode::KeepSome,
+        _ => CrashMode::Tear,
+    }
+}
+
 /// The committed state a FasterLog may recover to: its live entries and
 /// its cookie.
 #[derive(Debug, Clone, PartialEq, Default)]
@@ -126,7 +136,7 @@ struct LogState {
 /// commit's state, or the state of the commit that was cut short, and then
 /// keep working. The model is a `Vec` of entries.
 pub fn log_ops(data: &[u8]) {
-    use crate::device::{CrashClock, CrashMode, FaultDevice};
+    use crate::device::{CrashClock, FaultDevice};
     use crate::log::{FasterLog, LogAddress, LogConfig};
 
     let config = || LogConfig::default().page_size_bits(12).log_memory_size_bytes(16 << 10);
@@ -239,11 +249,7 @@ pub fn log_ops(data: &[u8]) {
             }
         }
         // The power goes out.
-        let mode = match next().unwrap_or(0) % 3 {
-            0 => CrashMode::Drop,
-            1 => CrashMode::KeepSome,
-            _ => CrashMode::Tear,
-        };
+        let mode = crash_mode(next().unwrap_or(0));
         let seed = u64::from(next().unwrap_or(0));
         let data_image = log.data_device().power_loss(mode, seed);
         let commit_image = log.commit_device().power_loss(mode, seed ^ 1);
@@ -291,7 +297,7 @@ pub fn store_ops(data: &[u8]) {
     use std::collections::BTreeMap;
 
     use crate::checkpoint::{CheckpointKind, FaultIo};
-    use crate::device::{CrashClock, CrashMode, FaultDevice};
+    use crate::device::{CrashClock, FaultDevice};
     use crate::store::{RmwStatus, Store};
 
     let Ok(dir) = tempfile::tempdir() else { return };
@@ -355,11 +361,7 @@ pub fn store_ops(data: &[u8]) {
             }
         }
     }
-    let mode = match next().unwrap_or(0) % 3 {
-        0 => CrashMode::Drop,
-        1 => CrashMode::KeepSome,
-        _ => CrashMode::Tear,
-    };
+    let mode = crash_mode(next().unwrap_or(0));
     let seed = u64::from(next().unwrap_or(0));
     let image = store.log().device().power_loss(mode, seed);
     io.power_loss(mode, seed).expect("the simulated file system's loss");
