@@ -13,7 +13,6 @@ use std::sync::atomic::Ordering;
 
 use super::entry::{self, HEADER, Header, decode_header, entry_size};
 use super::{Inner, LogAddress};
-use crate::address::Address;
 use crate::device::Device;
 use crate::{Error, Result};
 
@@ -275,27 +274,7 @@ impl<D: Device> LogIter<D> {
         let len = (readable - at).min(CHUNK.max(need)) as usize;
         self.buf.resize(len, 0);
         self.buf_start = at;
-        let inner = &self.inner;
-        {
-            let _handle = inner.protect()?;
-            if at >= inner.hlog.head_address().raw() {
-                let address = Address::new(at).ok_or(Error::LogFull)?;
-                // SAFETY: protected, and `at >= head` was seen after
-                // protecting, so the frame stays live until we unprotect;
-                // `[at, at + len)` lies in one page below the commit point:
-                // immutable (the log module's invariant).
-                unsafe {
-                    std::ptr::copy_nonoverlapping(
-                        inner.hlog.record_ptr(address),
-                        self.buf.as_mut_ptr(),
-                        len,
-                    );
-                }
-                return Ok(());
-            }
-        }
-        let address = Address::new(at).ok_or(Error::LogFull)?;
-        let result = inner.hlog.read_from_device(address, &mut self.buf);
+        let result = self.inner.read_bytes(at, &mut self.buf);
         if result.is_err() {
             self.buf.clear();
         }

@@ -1056,8 +1056,9 @@ impl<D: Device> Inner<D> {
     }
 
     /// Copies committed bytes `[at, at + buf.len())` (within one page) from
-    /// memory if the page is there, else from the device.
-    fn read_bytes(&self, at: u64, buf: &mut [u8]) -> Result<()> {
+    /// memory if the page is there, else from the device. Reads and scans
+    /// both come through here.
+    pub(crate) fn read_bytes(&self, at: u64, buf: &mut [u8]) -> Result<()> {
         {
             let _handle = self.protect()?;
             let head = self.hlog.head_address();
