@@ -3,8 +3,9 @@
 //!
 //! `flock(LOCK_EX | LOCK_NB)` on a `LOCK` file: the kernel releases it when
 //! the process dies (a crashed writer never blocks recovery), and a second
-//! open, in this process or another, fails at once with
-//! [`Error::Locked`]. On platforms without `flock` the lock is not taken.
+//! open, in this process or another, fails with [`Error::Locked`] after
+//! retrying for up to 100 ms (a forked child briefly shares a just-released
+//! lock). On platforms without `flock` the lock is not taken.
 
 use std::fs::{File, OpenOptions};
 use std::path::Path;
@@ -32,15 +33,30 @@ impl LockFile {
         #[cfg(target_os = "linux")]
         {
             use std::os::fd::AsRawFd;
-            // SAFETY: `flock` on a file descriptor we own; no memory is
-            // passed.
-            let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
-            if rc != 0 {
+            // A lock just released can still be held for a moment by a
+            // child process this one is forking (it shares the open file
+            // until it execs and closes it): retry briefly before
+            // reporting the directory locked.
+            let mut attempts = 0;
+            loop {
+                // SAFETY: `flock` on a file descriptor we own; no memory is
+                // passed.
+                let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
+                if rc == 0 {
+                    break;
+                }
                 let source = std::io::Error::last_os_error();
-                if source.kind() == std::io::ErrorKind::WouldBlock {
+                if source.kind() != std::io::ErrorKind::WouldBlock {
+                    return Err(Error::Io {
+                        context: format!("locking {}", path.display()),
+                        source,
+                    });
+                }
+                attempts += 1;
+                if attempts >= 20 {
                     return Err(Error::Locked { path: path.display().to_string() });
                 }
-                return Err(Error::Io { context: format!("locking {}", path.display()), source });
+                std::thread::sleep(std::time::Duration::from_millis(5));
             }
         }
         Ok(Self { _file: file })
