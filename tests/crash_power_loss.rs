@@ -12,7 +12,7 @@ use std::collections::BTreeMap;
 
 use std::sync::Arc;
 
-use oxifaster::checkpoint::{CheckpointInfo, CheckpointKind, FaultIo};
+use oxifaster::checkpoint::{self, CheckpointInfo, CheckpointKind, FaultIo};
 use oxifaster::device::{CrashClock, CrashMode, FaultDevice};
 use oxifaster::{Store, StoreBuilder};
 use oxifaster_cli::workload::Rng;
@@ -132,6 +132,15 @@ fn scenario(kind: CheckpointKind, crash_at: Option<u64>, mode: CrashMode, seed: 
         // The interrupted checkpoint got as far as its metadata.
         Err(_) => &model_b,
     };
+    // Every page the recovered checkpoint needs is still sealed (a later,
+    // interrupted flush of its last page never overwrote the durable seal).
+    let report = checkpoint::verify_log(dir.path(), token.as_str(), recovered.log().device())
+        .expect("verify");
+    assert!(
+        report.problems.is_empty(),
+        "{kind:?}, crash at {crash_at:?}, {mode:?}, seed {seed}: {:?}",
+        report.problems
+    );
     let mut session = recovered.start_session().expect("session");
     for key in 0..KEYS {
         assert_eq!(

@@ -15,12 +15,13 @@ use oxifaster_cli::workload::Rng;
 
 type Target = fn(&[u8]);
 
-const TARGETS: [(&str, Target); 7] = [
+const TARGETS: [(&str, Target); 8] = [
     ("log_entry", fuzzing::log_entry),
     ("log_commit", fuzzing::log_commit),
     ("checkpoint_meta", fuzzing::checkpoint_meta),
     ("index_checkpoint", fuzzing::index_checkpoint),
     ("record", fuzzing::record),
+    ("log_page", fuzzing::log_page),
     ("log_ops", fuzzing::log_ops),
     ("store_ops", fuzzing::store_ops),
 ];
@@ -76,11 +77,7 @@ fn every_target_survives_its_corpus_and_mutations() {
         for seed in &seeds {
             target(seed);
         }
-        let rounds = if name.ends_with("_ops") || name == "index_checkpoint" {
-            mutations / 10
-        } else {
-            mutations
-        };
+        let rounds = if name.ends_with("_ops") { mutations / 10 } else { mutations };
         for i in 0..rounds * seeds.len() as u64 {
             let seed = &seeds[(i % seeds.len() as u64) as usize];
             let other = &seeds[rng.below(seeds.len() as u64) as usize];
@@ -161,6 +158,47 @@ fn write_seeds() {
             42u64.to_aligned_bytes().as_slice().to_vec(),
         ],
     );
+    // Store log pages (address, sealed length, page bits, image): fixed
+    // and variable-length records, as flushed.
+    let mut pages = Vec::new();
+    for var_len in [false, true] {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let builder = oxifaster::Store::<u64, u64>::builder()
+            .dir(dir.path())
+            .table_size(64)
+            .log_memory_size_bytes(64 << 10)
+            .page_size_bits(12);
+        let end = if var_len {
+            let store = builder.open::<String, Vec<u8>>().expect("store");
+            let mut session = store.start_session().expect("session");
+            for k in 0..300u64 {
+                session.upsert(&format!("key {k}"), &vec![k as u8; (k % 40) as usize]).expect("up");
+            }
+            let cp = oxifaster::checkpoint::CheckpointKind::FoldOver;
+            store.checkpoint_and_wait(cp).expect("cp").final_address
+        } else {
+            let store = builder.open::<u64, u64>().expect("store");
+            let mut session = store.start_session().expect("session");
+            for k in 0..300u64 {
+                session.upsert(&k, &(k * 7)).expect("upsert");
+            }
+            let cp = oxifaster::checkpoint::CheckpointKind::FoldOver;
+            store.checkpoint_and_wait(cp).expect("cp").final_address
+        };
+        use oxifaster::device::Device;
+        let device = oxifaster::device::FileDevice::open(
+            dir.path(),
+            oxifaster::device::DEFAULT_SEGMENT_SIZE_BITS,
+        )
+        .expect("device");
+        for page in [0u64, end & !4095] {
+            let mut image = vec![0u8; 4096];
+            device.read_at(page, &mut image).expect("read page");
+            let need = (end - page).min(4096 - 16) as u16;
+            pages.push([&page.to_le_bytes()[..], &need.to_le_bytes(), &[3], &image].concat());
+        }
+    }
+    write("log_page", pages);
     // Store sequences: countdown, then op/argument pairs (op % 16: 0-4
     // upsert, 5-9 RMW, 10-11 delete, 12-13 read, 14-15 checkpoint).
     write(

@@ -72,7 +72,7 @@ fn tail_model() {
         let epoch = Arc::new(Epoch::new(2));
         let log = Arc::new(
             HybridLog::new(
-                LogGeometry { page_bits: 9, frames: 4, mutable_pages: 1 },
+                LogGeometry { page_bits: 9, frames: 4, mutable_pages: 1, sealed: false },
                 MemoryDevice::new(),
             )
             .expect("log"),

@@ -61,32 +61,51 @@ pub fn checkpoint_meta(data: &[u8]) {
     let _ = crate::checkpoint::meta_decode(&fixed, path);
 }
 
-/// Index checkpoint files: the 64-byte header on its own, and whole small
-/// files (written to a temporary file, as recovery reads them), with the
-/// trailer fixed up.
+/// Index checkpoint files: whole small files (read from memory, through
+/// the same code as from a file), as they are and with the trailer fixed
+/// up.
 pub fn index_checkpoint(data: &[u8]) {
     if data.len() > 1 << 16 {
         return;
     }
-    thread_local! {
-        // One scratch file per thread, reused (in memory where /dev/shm is).
-        static SCRATCH: Option<(tempfile::TempDir, std::path::PathBuf)> = {
-            let shm = Path::new("/dev/shm");
-            let dir = if shm.is_dir() { tempfile::tempdir_in(shm) } else { tempfile::tempdir() };
-            dir.ok().map(|d| {
-                let path = d.path().join("index");
-                (d, path)
-            })
-        };
+    let path = Path::new("fuzz/index");
+    for bytes in [data.to_vec(), crate::index::fix_checkpoint_trailer(data)] {
+        let _ = crate::index::HashIndex::read_checkpoint_bytes(&bytes, path);
     }
-    SCRATCH.with(|scratch| {
-        let Some((_, path)) = scratch else { return };
-        for bytes in [data.to_vec(), crate::index::fix_checkpoint_trailer(data)] {
-            if std::fs::write(path, &bytes).is_ok() {
-                let _ = crate::index::HashIndex::read_checkpoint(path);
-            }
-        }
-    });
+}
+
+/// Store log pages: the seal check (strict and lenient) of arbitrary bytes
+/// at an arbitrary page address and length, and the record walk recovery
+/// does over them (fixed and variable-length records), once as they are
+/// and once with a seal fixed up, which must then check.
+///
+/// Input: page address u64 ‖ sealed length u16 ‖ log2 page size (9..=12)
+/// ‖ page bytes.
+pub fn log_page(data: &[u8]) {
+    use crate::hlog::seal;
+    if data.len() < 11 {
+        return;
+    }
+    let bits = 9 + u32::from(data[10] % 4);
+    let page_size = 1u64 << bits;
+    let address = u64::from_le_bytes(data[..8].try_into().unwrap_or_default())
+        & ((1u64 << crate::address::Address::BITS) - 1)
+        & !(page_size - 1);
+    let need = u64::from(u16::from_le_bytes([data[8], data[9]])) % (page_size - seal::TRAILER + 1);
+    let mut page = data[11..].to_vec();
+    page.resize(page_size as usize, 0);
+    for strict in [false, true] {
+        let _ = seal::check_page(address, &page, need, strict);
+    }
+    let walk = |page: &mut [u8]| {
+        let _ = crate::checkpoint::walk_page::<u64, u64>(page, address, page_size);
+        let _ = crate::checkpoint::walk_page::<String, Vec<u8>>(page, address, page_size);
+        let _ = crate::checkpoint::walk_page::<[u8; 16], String>(page, address, page_size);
+    };
+    walk(&mut page);
+    seal::seal_image(address, &mut page, need);
+    assert!(seal::check_page(address, &page, need, true).is_ok(), "a fresh seal checks");
+    walk(&mut page);
 }
 
 /// Record encodings: keys and values of fixed and variable length decoded

@@ -20,7 +20,7 @@ use crate::{Error, Result};
 
 const MAGIC: &[u8; 8] = b"OXFMETA\0";
 /// The metadata format this build writes and reads.
-pub const META_FORMAT_VERSION: u32 = 1;
+pub const META_FORMAT_VERSION: u32 = 2;
 const HEADER_SIZE: usize = 32;
 /// No metadata is this large; a larger length field is damage.
 const MAX_PAYLOAD: u64 = 64 << 20;
@@ -74,6 +74,16 @@ pub(crate) struct DeltaRef {
     pub(crate) checksum: u64,
 }
 
+/// A range of the log device that holds no records of the checkpoint's
+/// log: what lay past an older checkpoint's end when the store was
+/// recovered from it (the new incarnation starts past the device's end).
+/// Its pages may be torn; nothing refers to them.
+#[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize, Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Gap {
+    pub(crate) from: u64,
+    pub(crate) to: u64,
+}
+
 /// Everything a checkpoint records.
 #[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize, Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Meta {
@@ -92,6 +102,8 @@ pub(crate) struct Meta {
     pub(crate) begin_address: u64,
     /// The log holds the checkpoint's records below this address.
     pub(crate) final_address: u64,
+    /// The dead ranges inside `[begin_address, final_address)`, in order.
+    pub(crate) gaps: Vec<Gap>,
     pub(crate) snapshot: Option<SnapshotRef>,
     pub(crate) delta: Option<DeltaRef>,
     pub(crate) sessions: Vec<SessionPoint>,
@@ -220,6 +232,7 @@ pub(crate) fn sample() -> Meta {
         index: IndexRef { token: "t".into(), log_start: 64, log_end: 128, table_size: 16 },
         begin_address: 64,
         final_address: 4096,
+        gaps: vec![Gap { from: 600, to: 1024 }],
         snapshot: Some(SnapshotRef { token: "t".into(), from: 0, len: 4096, checksum: 7 }),
         delta: Some(DeltaRef { from: 4096, len: 0, changed: 1, file_len: 24, checksum: 9 }),
         sessions: vec![SessionPoint { id: 1, until: 10, excluded: vec![3, 4] }],
@@ -263,6 +276,6 @@ mod tests {
         let mut bytes = sample().encode().expect("encode");
         bytes[8..12].copy_from_slice(&(META_FORMAT_VERSION + 1).to_le_bytes());
         std::fs::write(&path, &bytes).expect("write");
-        assert!(matches!(Meta::read(&path), Err(Error::UnsupportedFormat { found: 2, .. })));
+        assert!(matches!(Meta::read(&path), Err(Error::UnsupportedFormat { found: 3, .. })));
     }
 }

@@ -280,6 +280,8 @@ pub(crate) struct Control {
     last_snapshot: Mutex<Option<(u32, SnapshotRef)>>,
     /// What recovery found, if the store was recovered.
     pub(crate) recovered: Mutex<Option<CheckpointInfo>>,
+    /// The log's dead ranges (see `meta::Gap`), in order.
+    pub(crate) gaps: Mutex<Vec<(u64, u64)>>,
 }
 
 impl Control {
@@ -446,6 +448,14 @@ impl<K: Key, V: Value, D: Device> StoreInner<K, V, D> {
             index: index.clone(),
             begin_address: self.log.begin_address().raw(),
             final_address,
+            gaps: {
+                let begin = self.log.begin_address().raw();
+                let gaps = self.checkpoints.gaps.lock().unwrap_or_else(|p| p.into_inner());
+                gaps.iter()
+                    .filter(|(_, to)| *to > begin)
+                    .map(|&(from, to)| meta::Gap { from: from.max(begin), to })
+                    .collect()
+            },
             snapshot,
             delta,
             sessions,
@@ -865,6 +875,47 @@ pub(crate) use recover::recover as recover_store;
 /// checksum) without recovering it.
 pub fn verify(dir: impl AsRef<Path>, token: &str) -> Result<CheckpointInfo> {
     recover::verify(dir.as_ref(), token)
+}
+
+/// Walks the records of one log page image at `address` as recovery does;
+/// returns how many there are (for fuzzing).
+pub(crate) fn walk_page<K: Key, V: Value>(
+    page: &mut [u8],
+    address: u64,
+    page_size: u64,
+) -> Result<usize> {
+    let format = crate::store::record::RecordFormat::<K, V>::new();
+    let mut records = 0;
+    recover::for_each_record(&format, page, address, page_size, |_, _, _, _| records += 1)?;
+    Ok(records)
+}
+
+/// What [`verify_log`] found.
+#[derive(Debug, Clone)]
+pub struct LogVerification {
+    /// The checkpoint (its files checked as by [`verify`]).
+    pub checkpoint: CheckpointInfo,
+    /// How many log pages were read.
+    pub pages: u64,
+    /// How many bytes of records and free space their seals cover.
+    pub bytes: u64,
+    /// Every page that failed its check: its address and what is wrong.
+    pub problems: Vec<(u64, String)>,
+}
+
+/// Checks a checkpoint as [`verify`] does, and reads every page of the log
+/// it needs from `device` (for a store opened with
+/// [`StoreBuilder::open`](crate::StoreBuilder::open), a
+/// [`FileDevice`](crate::device::FileDevice) on the store's directory),
+/// checking each page's seal: the CRC-32C over its address and its bytes
+/// (see `docs/FORMAT.md`). Damaged checkpoint files are an error; damaged
+/// pages are listed in [`LogVerification::problems`].
+pub fn verify_log<D: Device>(
+    dir: impl AsRef<Path>,
+    token: &str,
+    device: &D,
+) -> Result<LogVerification> {
+    recover::verify_log(dir.as_ref(), token, device)
 }
 
 /// Deletes one checkpoint.

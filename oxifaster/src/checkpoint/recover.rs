@@ -24,6 +24,7 @@ use super::meta::Meta;
 use super::{CheckpointInfo, CheckpointKind, CheckpointToken, report, root};
 use crate::address::Address;
 use crate::device::Device;
+use crate::hlog::seal::{self, TRAILER as PAGE_TRAILER};
 use crate::hlog::{FIRST_ADDRESS, HybridLog};
 use crate::index::{HashBucketEntry, HashIndex};
 use crate::record::{Key, Value, hash_bytes};
@@ -81,6 +82,13 @@ fn load_meta(dir: &Path, token: &str) -> Result<(Meta, CheckpointKind)> {
             return Err(corrupt(&path, "the snapshot does not end at the final address"));
         }
     }
+    let mut last = meta.begin_address;
+    for gap in &meta.gaps {
+        if gap.from < last || gap.to <= gap.from || gap.to > meta.final_address {
+            return Err(corrupt(&path, "dead log ranges out of order or out of range"));
+        }
+        last = gap.to;
+    }
     CheckpointToken::parse(&meta.index.token)?;
     Ok((meta, kind))
 }
@@ -101,6 +109,55 @@ pub(super) fn verify(dir: &Path, token: &str) -> Result<CheckpointInfo> {
         load_delta(&root(dir).join(token).join("delta"), delta, meta.page_size_bits)?;
     }
     CheckpointInfo::from_meta(&meta).ok_or_else(|| corrupt(dir, "unknown kind"))
+}
+
+/// See [`super::verify_log`].
+pub(super) fn verify_log<D: Device>(
+    dir: &Path,
+    token: &str,
+    device: &D,
+) -> Result<super::LogVerification> {
+    let info = verify(dir, token)?;
+    let (meta, _) = load_meta(dir, token)?;
+    let page_size = 1u64 << meta.page_size_bits;
+    let body = page_size - PAGE_TRAILER;
+    // The log on the device: [begin, end) less the dead ranges.
+    let end = meta.snapshot.as_ref().map_or(meta.final_address, |s| s.from);
+    let mut live = Vec::new();
+    let mut at = meta.begin_address.max(FIRST_ADDRESS).min(end);
+    for gap in &meta.gaps {
+        if gap.from > at {
+            live.push((at, gap.from.min(end)));
+        }
+        at = at.max(gap.to);
+    }
+    if end > at {
+        live.push((at, end));
+    }
+    let mut report =
+        super::LogVerification { checkpoint: info, pages: 0, bytes: 0, problems: Vec::new() };
+    let mut page_bytes = vec![0u8; page_size as usize];
+    for (from, to) in live {
+        let mut page = from & !(page_size - 1);
+        while page < to {
+            let need = to.min(page + body) - page;
+            // A range's last page may have been flushed further, unsynced,
+            // before a crash: only its covering seal must hold.
+            let strict = page + page_size <= to;
+            match device.read_at(page, &mut page_bytes) {
+                Ok(()) => {
+                    if let Err(what) = seal::check_page(page, &page_bytes, need, strict) {
+                        report.problems.push((page, what));
+                    }
+                }
+                Err(e) => report.problems.push((page, format!("unreadable: {e}"))),
+            }
+            report.pages += 1;
+            report.bytes += need;
+            page += page_size;
+        }
+    }
+    Ok(report)
 }
 
 /// Reads a whole file, checking its length and XXH3 checksum, and passes
@@ -408,6 +465,7 @@ pub(crate) fn recover<K: Key, V: Value, D: Device>(
         plan.push((at, end));
         at = end;
     }
+    let mut relocated = SealedWriter::new(snap_from + delta, page_size);
     let _phase = tracing::info_span!("replay", from = replay_from, to = final_address).entered();
     report(&progress, "replay", 0, total);
     // A reader thread keeps the next chunks coming while this one indexes.
@@ -422,8 +480,13 @@ pub(crate) fn recover<K: Key, V: Value, D: Device>(
         scope.spawn(move || {
             for &(at, end) in plan {
                 let Ok(mut buf) = free_rx.recv() else { return };
-                buf.resize((end - at) as usize, 0);
-                let read = source.read(at, &mut buf).map(|()| (at, buf));
+                let read = if at < snap_from {
+                    read_sealed(&mut source, at, end, page_size, &mut buf)
+                } else {
+                    buf.resize((end - at) as usize, 0);
+                    source.read(at, &mut buf)
+                };
+                let read = read.map(|()| (at, buf));
                 let failed = read.is_err();
                 if full_tx.send(read).is_err() || failed {
                     return;
@@ -473,10 +536,7 @@ pub(crate) fn recover<K: Key, V: Value, D: Device>(
                     rest = more;
                 }
             } else if in_snapshot {
-                device.write_at(at + delta, &chunk).map_err(|source| Error::Io {
-                    context: format!("writing the recovered snapshot at {:#x}", at + delta),
-                    source,
-                })?;
+                relocated.write(device, &chunk)?;
             }
             report(&progress, "replay", at + chunk.len() as u64 - replay_from, total);
             let _ = free_tx.send(chunk);
@@ -488,10 +548,9 @@ pub(crate) fn recover<K: Key, V: Value, D: Device>(
     // device holds, and the relocated snapshot's, are padded to their end.
     // Both pads lie past everything the device held, so they overwrite
     // nothing.
+    // (A relocated snapshot written to the device is in whole pages.)
+    relocated.flush(device)?;
     pad_to_page(device, device_end, page_size)?;
-    if meta.snapshot.is_some() && !in_memory {
-        pad_to_page(device, final_address + delta, page_size)?;
-    }
     if let Some(snapshot) = &meta.snapshot
         && hash.digest() != snapshot.checksum
     {
@@ -513,9 +572,90 @@ pub(crate) fn recover<K: Key, V: Value, D: Device>(
         inner.sessions.add_recovered(session.id, &point, version);
     }
     inner.sessions.reserve_ids(meta.next_session_id);
+    // What lay past the checkpoint on the device is dead from now on.
+    let mut gaps: Vec<(u64, u64)> = meta.gaps.iter().map(|g| (g.from, g.to)).collect();
+    if snap_from < base {
+        gaps.push((snap_from, base));
+    }
+    *inner.checkpoints.gaps.lock().unwrap_or_else(|p| p.into_inner()) = gaps;
     let info = CheckpointInfo::from_meta(&meta).ok_or_else(|| corrupt(dir, "unknown kind"))?;
     *inner.checkpoints.recovered.lock().unwrap_or_else(|p| p.into_inner()) = Some(info);
     Ok(inner)
+}
+
+/// Reads the device's log bytes `[at, end)` into `buf`, checking the seal
+/// of every page they touch (each read whole, so that its seal can be
+/// checked over the bytes needed).
+fn read_sealed<D: Device>(
+    source: &mut Source<'_, D>,
+    at: u64,
+    end: u64,
+    page_size: u64,
+    buf: &mut Vec<u8>,
+) -> Result<()> {
+    let low = at & !(page_size - 1);
+    let high = end.next_multiple_of(page_size);
+    buf.resize((high - low) as usize, 0);
+    source.read(low, buf)?;
+    for page in (low..high).step_by(page_size as usize) {
+        let need = end.min(page + page_size - PAGE_TRAILER) - page;
+        let i = (page - low) as usize;
+        seal::check_page(page, &buf[i..i + page_size as usize], need, false)
+            .map_err(|what| Error::Corruption { address: page, what })?;
+    }
+    buf.copy_within((at - low) as usize..(end - low) as usize, 0);
+    buf.truncate((end - at) as usize);
+    Ok(())
+}
+
+/// Writes log bytes that arrive in order (a relocated snapshot) to the
+/// device in whole, sealed pages.
+struct SealedWriter {
+    page: Vec<u8>,
+    /// The address of the page being filled, and how much of it is.
+    at: u64,
+    filled: u64,
+}
+
+impl SealedWriter {
+    /// A writer whose first byte goes to `at`, a page boundary.
+    fn new(at: u64, page_size: u64) -> Self {
+        Self { page: vec![0u8; page_size as usize], at, filled: 0 }
+    }
+
+    /// Appends `bytes`, writing every page they complete.
+    fn write<D: Device>(&mut self, device: &D, mut bytes: &[u8]) -> Result<()> {
+        let page_size = self.page.len() as u64;
+        while !bytes.is_empty() {
+            let take = ((page_size - self.filled) as usize).min(bytes.len());
+            let at = self.filled as usize;
+            self.page[at..at + take].copy_from_slice(&bytes[..take]);
+            self.filled += take as u64;
+            bytes = &bytes[take..];
+            if self.filled == page_size {
+                self.flush(device)?;
+                self.at += page_size;
+                self.filled = 0;
+            }
+        }
+        Ok(())
+    }
+
+    /// Seals and writes the page being filled (whole: zeros past its
+    /// bytes, so that a read near its end finds bytes).
+    fn flush<D: Device>(&mut self, device: &D) -> Result<()> {
+        if self.filled == 0 {
+            return Ok(());
+        }
+        let page_size = self.page.len() as u64;
+        let len = self.filled.min(page_size - PAGE_TRAILER);
+        self.page[len as usize..].fill(0);
+        seal::seal_image(self.at, &mut self.page, len);
+        device.write_at(self.at, &self.page).map_err(|source| Error::Io {
+            context: format!("writing the recovered snapshot at {:#x}", self.at),
+            source,
+        })
+    }
 }
 
 /// Writes zeros from `from` to the end of its page (nothing if `from` is a
@@ -635,7 +775,7 @@ fn parse_records<K: Key, V: Value>(
 /// Calls `f(address, record bytes, header, key length)` for every record in
 /// `chunk`, the log's bytes from `start` (a record boundary): records are
 /// packed from a page's start (page 0: from `FIRST_ADDRESS`) until a zero
-/// header, and never cross a page. A record that would cross its page or
+/// header, and never cross into the page's seal. A record that would cross its page or
 /// the chunk's end is corruption.
 pub(super) fn for_each_record<K: Key, V: Value>(
     format: &RecordFormat<K, V>,
@@ -648,14 +788,16 @@ pub(super) fn for_each_record<K: Key, V: Value>(
     let mut at = start;
     while at < end {
         let page_end = ((at / page_size) + 1) * page_size;
+        // The page's seal follows its records.
+        let body_end = page_end - PAGE_TRAILER;
         if at < FIRST_ADDRESS {
             // The reserved start of page 0.
             at = FIRST_ADDRESS;
             continue;
         }
-        let limit = page_end.min(end);
+        let limit = body_end.min(end);
         if at + 8 > limit {
-            at = limit;
+            at = if end < body_end { end } else { page_end };
             continue;
         }
         let i = (at - start) as usize;
@@ -675,7 +817,7 @@ pub(super) fn for_each_record<K: Key, V: Value>(
         }
         let (key_len, value_len) = format.lengths_in(&chunk[i..i + format.header_size]);
         let size = format.record_size(key_len, value_len) as u64;
-        if at + size > page_end {
+        if at + size > body_end {
             return Err(Error::Corruption {
                 address: at,
                 what: format!("record of {size} bytes crosses its page"),

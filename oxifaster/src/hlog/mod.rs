@@ -42,6 +42,8 @@ use crate::epoch::EpochHandle;
 use crate::mem::LargeBuffer;
 use crate::{Error, Result};
 
+pub mod seal;
+
 /// The first address of the log: the start of page 0 is reserved, so that
 /// address 0 means "no record".
 pub const FIRST_ADDRESS: u64 = 64;
@@ -62,6 +64,9 @@ pub struct LogGeometry {
     pub frames: u64,
     /// How many of the newest pages stay mutable.
     pub mutable_pages: u64,
+    /// Whether every page ends in a seal (its checksum, see [`seal`]); the
+    /// store's log is sealed, FasterLog's entries carry their own.
+    pub sealed: bool,
 }
 
 impl LogGeometry {
@@ -98,6 +103,8 @@ impl LogGeometry {
 struct Shared<D> {
     geometry: LogGeometry,
     page_size: u64,
+    /// The bytes of a page that records may use: the page less its seal.
+    body: u64,
     base: NonNull<u8>,
     /// Owns the frames that `base` points into.
     _frames: LargeBuffer,
@@ -282,6 +289,7 @@ impl<D: Device> HybridLog<D> {
             shared: Arc::new(Shared {
                 geometry,
                 page_size,
+                body: page_size - if geometry.sealed { seal::TRAILER } else { 0 },
                 base,
                 _frames: frames,
                 device,
@@ -305,6 +313,12 @@ impl<D: Device> HybridLog<D> {
     #[inline(always)]
     pub fn page_size(&self) -> u64 {
         self.shared.page_size
+    }
+
+    /// The bytes of a page that records may use (the page less its seal).
+    #[inline(always)]
+    pub fn page_body(&self) -> u64 {
+        self.shared.body
     }
 
     /// The geometry.
@@ -382,17 +396,17 @@ impl<D: Device> HybridLog<D> {
     pub fn allocate(&self, size: u64, handle: &EpochHandle<'_>) -> Result<Address> {
         let s = &self.shared;
         debug_assert!(size.is_multiple_of(8) && size > 0);
-        if size > s.page_size - FIRST_ADDRESS {
-            return Err(Error::RecordTooLarge { size, max: s.page_size - FIRST_ADDRESS });
+        if size > s.body - FIRST_ADDRESS {
+            return Err(Error::RecordTooLarge { size, max: s.body - FIRST_ADDRESS });
         }
         let mut spins = 0u32;
         loop {
             let (page, offset) = split(self.fetch_add_tail(size));
             let end = offset + size;
-            if end <= s.page_size {
+            if end <= s.body {
                 return Ok(self.address(page, offset));
             }
-            if offset <= s.page_size {
+            if offset <= s.body {
                 // This allocation crossed the page end: turn the page.
                 return self.turn_page(page, size, handle);
             }
@@ -415,17 +429,17 @@ impl<D: Device> HybridLog<D> {
     pub fn try_allocate(&self, size: u64, handle: &EpochHandle<'_>) -> Result<Option<Address>> {
         let s = &self.shared;
         debug_assert!(size.is_multiple_of(8) && size > 0);
-        if size > s.page_size - FIRST_ADDRESS {
-            return Err(Error::RecordTooLarge { size, max: s.page_size - FIRST_ADDRESS });
+        if size > s.body - FIRST_ADDRESS {
+            return Err(Error::RecordTooLarge { size, max: s.body - FIRST_ADDRESS });
         }
         s.check_poisoned()?;
         loop {
             let word = s.tail.load(Ordering::Acquire);
             let (page, offset) = split(word);
-            if offset > s.page_size {
+            if offset > s.body {
                 return Ok(None);
             }
-            let crosses = offset + size > s.page_size;
+            let crosses = offset + size > s.body;
             if crosses && page + 1 >= s.geometry.frames {
                 let needed = self.page_start(page + 2 - s.geometry.frames);
                 if s.closed_until.load(Ordering::Acquire) < needed {
@@ -627,9 +641,24 @@ impl<D: Device> HybridLog<D> {
         self.shared.check_poisoned()
     }
 
-    /// Makes every completed device write durable.
+    /// Makes every completed device write durable. In a sealed log the
+    /// flush lock is held across the sync, so that no flush writes a seal
+    /// meanwhile, and the seal written last becomes the page's durable one
+    /// (see [`seal`]).
     pub fn sync_device(&self) -> Result<()> {
-        self.shared.device.sync().map_err(|source| {
+        let mut block = if self.shared.geometry.sealed {
+            Some(self.shared.flush_lock.lock().unwrap_or_else(|p| p.into_inner()))
+        } else {
+            None
+        };
+        let synced = self.shared.device.sync();
+        if synced.is_ok()
+            && let Some(seal) = block.as_mut().and_then(|b| b.seal.as_mut())
+        {
+            seal.synced();
+        }
+        drop(block);
+        synced.map_err(|source| {
             // A failed sync may have lost writes: nothing after it may be
             // reported durable.
             self.shared.poison(format!("syncing the log device failed: {source}"));
@@ -731,6 +760,11 @@ impl<D: Device> LogReader<D> {
         self.shared.page_size
     }
 
+    /// The bytes of a page that records may use (the page less its seal).
+    pub fn page_body(&self) -> u64 {
+        self.shared.body
+    }
+
     /// log2 of the page size.
     pub fn page_bits(&self) -> u32 {
         self.shared.geometry.page_bits
@@ -800,31 +834,74 @@ impl<D: Device> Shared<D> {
         let mut at = from.raw();
         while at < target.raw() {
             let page = at >> bits;
-            let end = ((page + 1) << bits).min(target.raw());
-            let start = at & !(b - 1);
-            let body_end = end & !(b - 1);
+            let page_start = page << bits;
+            let page_end = page_start + self.page_size;
+            let end = page_end.min(target.raw());
+            // A sealed page's last bytes are its seal, not records.
+            let data_end = end.min(page_start + self.body);
+            let trailer_block = page_end - b;
+            let start = at.min(data_end) & !(b - 1);
+            let body_end = data_end & !(b - 1);
             if body_end > start
                 && let Err(e) = self.device.write_at(start, self.frame_bytes(start, body_end))
             {
                 self.poison(format!("writing page {page} failed: {e}"));
                 return;
             }
-            if end > body_end.max(start) {
-                // A partial last block (or, unaligned, the whole range).
-                let from = body_end.max(start);
-                let bytes = self.frame_bytes(from, end);
+            let partial_from = body_end.max(start);
+            // A partial last block; in a sealed log with an alignment, the
+            // block that holds the seal is written with it, below.
+            if data_end > partial_from
+                && !(self.geometry.sealed && b > 1 && partial_from == trailer_block)
+            {
+                let bytes = self.frame_bytes(partial_from, data_end);
                 let write = match block.fill(bytes) {
-                    Some(whole_block) => self.device.write_at(from, whole_block),
-                    None => self.device.write_at(from, bytes),
+                    Some(whole_block) => self.device.write_at(partial_from, whole_block),
+                    None => self.device.write_at(partial_from, bytes),
                 };
                 if let Err(e) = write {
                     self.poison(format!("writing page {page} failed: {e}"));
                     return;
                 }
             }
+            if self.geometry.sealed
+                && let Err(e) = self.write_seal(&mut block, page, data_end)
+            {
+                self.poison(format!("writing the seal of page {page} failed: {e}"));
+                return;
+            }
             at = end;
             self.flushed_until.store(Address::new(at).unwrap_or(Address::MAX), Ordering::Release);
         }
+    }
+
+    /// Extends the seal of `page` over its bytes up to `data_end` and
+    /// writes the page's trailer (with a write alignment: the whole last
+    /// block, with the page's bytes below `data_end` and zeros up to the
+    /// trailer).
+    fn write_seal(&self, block: &mut FlushBlock, page: u64, data_end: u64) -> std::io::Result<()> {
+        let bits = self.geometry.page_bits;
+        let page_start = page << bits;
+        let page_end = page_start + self.page_size;
+        let state = match &mut block.seal {
+            Some(state) if state.page() == page => state,
+            other => other.insert(seal::SealState::new(page, page_start)),
+        };
+        let sealed_until = page_start + state.covered();
+        let more =
+            if data_end > sealed_until { self.frame_bytes(sealed_until, data_end) } else { &[] };
+        let trailer = state.extend(more);
+        let b = block.size as u64;
+        if b <= seal::TRAILER {
+            return self.device.write_at(page_end - seal::TRAILER, &trailer);
+        }
+        let trailer_block = page_end - b;
+        let data =
+            if data_end > trailer_block { self.frame_bytes(trailer_block, data_end) } else { &[] };
+        let Some(whole) = block.fill_with_trailer(data, &trailer) else {
+            return self.device.write_at(page_end - seal::TRAILER, &trailer);
+        };
+        self.device.write_at(trailer_block, whole)
     }
 
     /// The frame bytes of the log range `[from, to)`, inside one page.
@@ -846,25 +923,44 @@ impl<D: Device> Shared<D> {
 struct FlushBlock {
     size: usize,
     buffer: Option<LargeBuffer>,
+    /// In a sealed log: the seal of the page being flushed.
+    seal: Option<seal::SealState>,
 }
 
 impl FlushBlock {
     fn new(size: usize) -> Result<Self> {
         let buffer = if size > 1 { Some(LargeBuffer::zeroed(size, size)?) } else { None };
-        Ok(Self { size, buffer })
+        Ok(Self { size, buffer, seal: None })
+    }
+
+    /// The block: `bytes` (the block's first bytes), zeros, and `trailer`
+    /// at its end; `None` without an alignment.
+    fn fill_with_trailer(&mut self, bytes: &[u8], trailer: &[u8]) -> Option<&[u8]> {
+        debug_assert!(bytes.len() + trailer.len() <= self.size);
+        let block = self.block_mut()?;
+        let at = block.len() - trailer.len();
+        block[..bytes.len()].copy_from_slice(bytes);
+        block[bytes.len()..at].fill(0);
+        block[at..].copy_from_slice(trailer);
+        Some(block)
     }
 
     /// The block: `bytes` (at most a block) followed by zeros; `None`
     /// without an alignment (write `bytes` as they are).
     fn fill(&mut self, bytes: &[u8]) -> Option<&[u8]> {
-        let buffer = self.buffer.as_ref()?;
         debug_assert!(bytes.len() <= self.size);
-        // SAFETY: the buffer holds `size` bytes and we hold `&mut self`, so
-        // nothing else accesses it.
-        let block = unsafe { std::slice::from_raw_parts_mut(buffer.as_ptr(), self.size) };
+        let block = self.block_mut()?;
         block[..bytes.len()].copy_from_slice(bytes);
         block[bytes.len()..].fill(0);
         Some(block)
+    }
+
+    /// The block buffer, if there is one.
+    fn block_mut(&mut self) -> Option<&mut [u8]> {
+        let buffer = self.buffer.as_ref()?;
+        // SAFETY: the buffer holds `size` bytes and we hold `&mut self`, so
+        // nothing else accesses it for the returned borrow's life.
+        Some(unsafe { std::slice::from_raw_parts_mut(buffer.as_ptr(), self.size) })
     }
 }
 
@@ -887,7 +983,7 @@ mod tests {
     use crate::epoch::Epoch;
 
     fn geometry() -> LogGeometry {
-        LogGeometry { page_bits: 9, frames: 4, mutable_pages: 1 }
+        LogGeometry { page_bits: 9, frames: 4, mutable_pages: 1, sealed: false }
     }
 
     #[test]
@@ -927,7 +1023,7 @@ mod tests {
         let log = HybridLog::new(geometry(), MemoryDevice::new()).expect("log");
         handle.refresh();
         assert!(matches!(log.allocate(512, &handle), Err(Error::RecordTooLarge { .. })));
-        let bad = LogGeometry { page_bits: 9, frames: 3, mutable_pages: 1 };
+        let bad = LogGeometry { page_bits: 9, frames: 3, mutable_pages: 1, sealed: false };
         assert!(matches!(
             HybridLog::new(bad, crate::device::NullDevice),
             Err(Error::InvalidConfig { .. })

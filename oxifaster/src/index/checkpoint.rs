@@ -112,6 +112,33 @@ pub fn fix_checkpoint_trailer(bytes: &[u8]) -> Vec<u8> {
 
 /// The trailer: XXH3 of the header and of the XXH3 of each 1 MiB chunk of
 /// the buckets (so that chunks can be read and checked in parallel).
+/// Positional reads of an index checkpoint: from its file, or (fuzzing)
+/// from memory.
+trait ReadAt: Sync {
+    fn read_exact_at(&self, buf: &mut [u8], offset: u64) -> std::io::Result<()>;
+}
+
+impl ReadAt for File {
+    fn read_exact_at(&self, buf: &mut [u8], offset: u64) -> std::io::Result<()> {
+        FileExt::read_exact_at(self, buf, offset)
+    }
+}
+
+/// A file image in memory.
+struct Bytes<'a>(&'a [u8]);
+
+impl ReadAt for Bytes<'_> {
+    fn read_exact_at(&self, buf: &mut [u8], offset: u64) -> std::io::Result<()> {
+        let at = usize::try_from(offset).map_err(std::io::Error::other)?;
+        let src = at
+            .checked_add(buf.len())
+            .and_then(|end| self.0.get(at..end))
+            .ok_or_else(|| std::io::Error::from(std::io::ErrorKind::UnexpectedEof))?;
+        buf.copy_from_slice(src);
+        Ok(())
+    }
+}
+
 fn checksum(header: &[u8; HEADER_SIZE], chunk_hashes: &[u64]) -> u64 {
     let mut hash = Xxh3Default::new();
     hash.update(header);
@@ -190,10 +217,30 @@ impl HashIndex {
     pub fn read_checkpoint(path: &Path) -> Result<(HashIndex, IndexFileHeader)> {
         let display = path.display().to_string();
         let io = |source| Error::Io { context: format!("reading {display}"), source };
-        let corrupt =
-            |what: String| Error::CheckpointCorrupt { path: path.display().to_string(), what };
         let file = File::open(path).map_err(io)?;
         let len = file.metadata().map_err(io)?.len();
+        Self::read_checkpoint_from(&file, len, path)
+    }
+
+    /// [`Self::read_checkpoint`] of a file image held in memory (for
+    /// fuzzing); `path` names it in errors.
+    pub(crate) fn read_checkpoint_bytes(
+        bytes: &[u8],
+        path: &Path,
+    ) -> Result<(HashIndex, IndexFileHeader)> {
+        Self::read_checkpoint_from(&Bytes(bytes), bytes.len() as u64, path)
+    }
+
+    /// Loads an index checkpoint of `len` bytes from `file`.
+    fn read_checkpoint_from(
+        file: &impl ReadAt,
+        len: u64,
+        path: &Path,
+    ) -> Result<(HashIndex, IndexFileHeader)> {
+        let display = path.display().to_string();
+        let io = |source| Error::Io { context: format!("reading {display}"), source };
+        let corrupt =
+            |what: String| Error::CheckpointCorrupt { path: path.display().to_string(), what };
         if len < (HEADER_SIZE + 8) as u64 {
             return Err(corrupt(format!("{len} bytes is too short for an index checkpoint")));
         }
@@ -231,7 +278,6 @@ impl HashIndex {
                 work[k % 2].push((k, piece, hash));
             }
             let [even, odd] = work;
-            let file = &file;
             let read = move |jobs: Vec<(usize, &mut [u8], &mut u64)>| -> std::io::Result<()> {
                 for (k, piece, hash) in jobs {
                     file.read_exact_at(piece, (HEADER_SIZE + k * CHUNK) as u64)?;

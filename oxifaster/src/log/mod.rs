@@ -226,6 +226,7 @@ impl LogConfig {
             page_bits: bits,
             frames: self.log_memory_size_bytes >> bits,
             mutable_pages: 1,
+            sealed: false,
         };
         geometry.validate()?;
         if geometry.frames << bits != self.log_memory_size_bytes {

@@ -152,7 +152,7 @@ impl<K: Key, V: Value, D: Device> DiskReader<K, V, D> {
         buf: &mut AlignedBytes,
     ) -> Result<(RecordInfo, usize, usize)> {
         let format = self.format;
-        let page_left = self.log.page_size() - address.offset(self.log.page_bits());
+        let page_left = self.log.page_body().saturating_sub(address.offset(self.log.page_bits()));
         let word = |bytes: &[u8], i: usize| {
             let mut w = [0u8; 8];
             w.copy_from_slice(&bytes[i * 8..i * 8 + 8]);

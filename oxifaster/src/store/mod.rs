@@ -121,7 +121,8 @@ impl StoreConfig {
         let frames = if pages == 0 { 0 } else { 1u64 << pages.ilog2() };
         let mutable_pages = ((frames as f64 * self.mutable_fraction) as u64)
             .clamp(1, frames.saturating_sub(2).max(1));
-        let geometry = LogGeometry { page_bits: self.page_size_bits, frames, mutable_pages };
+        let geometry =
+            LogGeometry { page_bits: self.page_size_bits, frames, mutable_pages, sealed: true };
         geometry.validate()?;
         Ok(geometry)
     }
