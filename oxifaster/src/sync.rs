@@ -41,6 +41,17 @@ pub mod broken {
     static WEAK_PROTECT: AtomicBool = AtomicBool::new(false);
     static PLAIN_TAIL: AtomicBool = AtomicBool::new(false);
     static EAGER_FLUSH: AtomicBool = AtomicBool::new(false);
+    static NO_RESCAN: AtomicBool = AtomicBool::new(false);
+
+    /// `HashIndex::find_or_create_entry` makes its claimed slot final
+    /// without rescanning the chain for a racing insert of the same tag.
+    pub fn set_no_rescan(on: bool) {
+        NO_RESCAN.store(on, Ordering::SeqCst);
+    }
+
+    pub(crate) fn no_rescan() -> bool {
+        NO_RESCAN.load(Ordering::SeqCst)
+    }
 
     /// `HybridLog::flush_written` writes the pages at once instead of in
     /// the epoch action (so without waiting for writers to leave).

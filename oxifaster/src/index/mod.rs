@@ -29,16 +29,21 @@ pub use checkpoint::fix_checkpoint_trailer;
 pub use checkpoint::{HEADER_SIZE as INDEX_HEADER_SIZE, INDEX_FORMAT_VERSION, IndexFileHeader};
 
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicU64, Ordering};
 
 use crate::address::Address;
+#[cfg(not(oxifaster_loom))]
 use crate::mem::LargeBuffer;
+use crate::sync::{AtomicU64, Ordering};
 
 /// The hash index.
 pub struct HashIndex {
     /// `mask + 1` zero-initialised buckets (all-zero is a valid, empty
     /// bucket).
+    #[cfg(not(oxifaster_loom))]
     table: LargeBuffer,
+    /// Under loom, whose atomics cannot be zero-initialised: built ones.
+    #[cfg(oxifaster_loom)]
+    table: Box<[HashBucket]>,
     mask: u64,
     /// Owns every overflow bucket; only allocation takes the lock. Boxed so
     /// that a bucket's address never changes when the vector grows.
@@ -77,7 +82,13 @@ impl HashIndex {
             .ok()
             .and_then(|n| n.checked_mul(size_of::<HashBucket>()))
             .ok_or(crate::Error::OutOfMemory { bytes: usize::MAX })?;
+        #[cfg(not(oxifaster_loom))]
         let table = LargeBuffer::zeroed(bytes, align_of::<HashBucket>())?;
+        #[cfg(oxifaster_loom)]
+        let table = {
+            let _ = bytes;
+            (0..table_size).map(|_| HashBucket::default()).collect()
+        };
         Ok(Self { table, mask: table_size - 1, overflow: Mutex::new(Vec::new()) })
     }
 
@@ -96,6 +107,12 @@ impl HashIndex {
         self.bucket_at(hash & self.mask)
     }
 
+    #[cfg(oxifaster_loom)]
+    fn bucket_at(&self, index: u64) -> &HashBucket {
+        &self.table[(index & self.mask) as usize]
+    }
+
+    #[cfg(not(oxifaster_loom))]
     #[inline(always)]
     fn bucket_at(&self, index: u64) -> &HashBucket {
         let index = (index & self.mask) as usize;
@@ -154,9 +171,16 @@ impl HashIndex {
             {
                 continue;
             }
-            if self.has_other_entry(hash, tag, slot) {
+            // Loom models SeqCst accesses as AcqRel (too weak for Dekker);
+            // its SeqCst fences are exact. On hardware the SeqCst CAS is a
+            // full barrier already.
+            #[cfg(oxifaster_loom)]
+            crate::sync::fence(Ordering::SeqCst);
+            if !Self::skip_rescan() && self.has_other_entry(hash, tag, slot) {
                 // Another insert of this tag raced us: back out and retry.
                 slot.store(0, Ordering::Release);
+                #[cfg(oxifaster_loom)]
+                crate::sync::yield_now();
                 std::hint::spin_loop();
                 continue;
             }
@@ -164,6 +188,16 @@ impl HashIndex {
             slot.store(entry.raw(), Ordering::Release);
             return EntrySlot { slot, entry };
         }
+    }
+
+    /// Whether inserts skip the rescan (only under loom, as the broken
+    /// variant its model must catch: a claim that is final at once).
+    #[inline(always)]
+    fn skip_rescan() -> bool {
+        #[cfg(oxifaster_loom)]
+        return crate::sync::broken::no_rescan();
+        #[cfg(not(oxifaster_loom))]
+        false
     }
 
     /// Points the entry of `hash`'s (bucket, tag) at `address`, creating
