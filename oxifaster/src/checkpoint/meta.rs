@@ -96,6 +96,10 @@ pub(crate) struct Meta {
     pub(crate) key_fingerprint: u64,
     pub(crate) value_type: String,
     pub(crate) value_fingerprint: u64,
+    /// The key's and the value's encoded sizes when fixed (the record
+    /// shape, so that tools can walk the log without the types).
+    pub(crate) key_size: Option<u32>,
+    pub(crate) value_size: Option<u32>,
     pub(crate) page_size_bits: u32,
     /// The index checkpoint to load (for an index-only checkpoint, its own).
     pub(crate) index: IndexRef,
@@ -228,6 +232,8 @@ pub(crate) fn sample() -> Meta {
         key_fingerprint: 1,
         value_type: "u64".into(),
         value_fingerprint: 2,
+        key_size: Some(8),
+        value_size: None,
         page_size_bits: 12,
         index: IndexRef { token: "t".into(), log_start: 64, log_end: 128, table_size: 16 },
         begin_address: 64,

@@ -189,6 +189,29 @@ pub struct CheckpointInfo {
     pub snapshot_token: Option<String>,
     /// When it finished (milliseconds since the Unix epoch).
     pub created_unix_ms: u64,
+    /// The key type's name (`std::any::type_name`) and layout fingerprint.
+    pub key_type: String,
+    /// See `key_type`.
+    pub key_fingerprint: u64,
+    /// The value type's name and layout fingerprint.
+    pub value_type: String,
+    /// See `value_type`.
+    pub value_fingerprint: u64,
+    /// The encoded key size, if fixed.
+    pub key_size: Option<u32>,
+    /// The encoded value size, if fixed.
+    pub value_size: Option<u32>,
+    /// log2 of the log's page size.
+    pub page_size_bits: u32,
+    /// The index's number of main buckets.
+    pub table_size: u64,
+    /// The log's begin address: nothing below it is needed.
+    pub begin_address: u64,
+    /// Where the snapshot file takes over from the device, if any.
+    pub snapshot_from: Option<u64>,
+    /// Dead ranges of the device inside `[begin_address, final_address)`
+    /// (left behind by recoveries).
+    pub gaps: Vec<(u64, u64)>,
 }
 
 impl CheckpointInfo {
@@ -207,6 +230,17 @@ impl CheckpointInfo {
             index_token: meta.index.token.clone(),
             snapshot_token: meta.snapshot.as_ref().map(|s| s.token.clone()),
             created_unix_ms: meta.created_unix_ms,
+            key_type: meta.key_type.clone(),
+            key_fingerprint: meta.key_fingerprint,
+            value_type: meta.value_type.clone(),
+            value_fingerprint: meta.value_fingerprint,
+            key_size: meta.key_size,
+            value_size: meta.value_size,
+            page_size_bits: meta.page_size_bits,
+            table_size: meta.index.table_size,
+            begin_address: meta.begin_address,
+            snapshot_from: meta.snapshot.as_ref().map(|s| s.from),
+            gaps: meta.gaps.iter().map(|g| (g.from, g.to)).collect(),
         })
     }
 
@@ -444,6 +478,8 @@ impl<K: Key, V: Value, D: Device> StoreInner<K, V, D> {
             key_fingerprint: K::key_layout_fingerprint(),
             value_type: std::any::type_name::<V>().into(),
             value_fingerprint: V::layout_fingerprint(),
+            key_size: K::FIXED_KEY_SIZE.map(|n| n as u32),
+            value_size: V::FIXED_SIZE.map(|n| n as u32),
             page_size_bits: self.config.page_size_bits,
             index: index.clone(),
             begin_address: self.log.begin_address().raw(),
@@ -629,10 +665,10 @@ impl<K: Key, V: Value, D: Device> StoreInner<K, V, D> {
             Ok(())
         })?;
         let mut changed = 0u64;
-        let format = self.format;
+        let shape = crate::store::record::RecordFormat::<K, V>::shape();
         self.copy_log(handle, base.from, base_end, |at, bytes| {
             let mut found = Vec::new();
-            recover::for_each_record(&format, bytes, at, page_size, |address, record, info, _| {
+            recover::for_each_record(&shape, bytes, at, page_size, |address, record, info, _| {
                 if !info.is_invalid() && crate::store::cpr::is_newer(info.version(), *base_version)
                 {
                     found.push((address, record.to_vec()));
@@ -884,10 +920,46 @@ pub(crate) fn walk_page<K: Key, V: Value>(
     address: u64,
     page_size: u64,
 ) -> Result<usize> {
-    let format = crate::store::record::RecordFormat::<K, V>::new();
+    let format = crate::store::record::RecordFormat::<K, V>::shape();
     let mut records = 0;
     recover::for_each_record(&format, page, address, page_size, |_, _, _, _| records += 1)?;
     Ok(records)
+}
+
+/// A record of the log, as [`scan_log`] found it (its bytes, with no
+/// type).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RawRecord {
+    /// Its log address.
+    pub address: u64,
+    /// The previous record of its hash chain (0: none).
+    pub previous: u64,
+    /// The store version that wrote it.
+    pub version: u32,
+    /// Whether it is a tombstone (a delete).
+    pub tombstone: bool,
+    /// Whether it was abandoned (never published).
+    pub invalid: bool,
+    /// The key's encoding.
+    pub key: Vec<u8>,
+    /// The value's encoding.
+    pub value: Vec<u8>,
+}
+
+/// Walks the records of checkpoint `token`'s log, oldest first, from its
+/// begin address (device pages, skipping dead ranges, then the snapshot
+/// file), calling `f` with each until it returns `false`. The log is read
+/// with the record shape stored in the checkpoint, so no types are needed.
+/// An incremental snapshot's later changes are not applied (records show
+/// as the base snapshot holds them). Page seals are not checked here (see
+/// [`verify_log`]); a malformed record is an error naming its address.
+pub fn scan_log<D: Device>(
+    dir: impl AsRef<Path>,
+    token: &str,
+    device: &D,
+    f: impl FnMut(RawRecord) -> bool,
+) -> Result<()> {
+    recover::scan_log(dir.as_ref(), token, device, f)
 }
 
 /// What [`verify_log`] found.

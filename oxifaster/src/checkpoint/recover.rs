@@ -29,7 +29,7 @@ use crate::hlog::{FIRST_ADDRESS, HybridLog};
 use crate::index::{HashBucketEntry, HashIndex};
 use crate::record::{Key, Value, hash_bytes};
 use crate::store::cpr::{self, is_newer};
-use crate::store::record::{RecordFormat, RecordInfo};
+use crate::store::record::{RecordFormat, RecordInfo, RecordShape};
 use crate::store::{StoreConfig, StoreInner};
 use crate::{Error, Result};
 
@@ -111,17 +111,9 @@ pub(super) fn verify(dir: &Path, token: &str) -> Result<CheckpointInfo> {
     CheckpointInfo::from_meta(&meta).ok_or_else(|| corrupt(dir, "unknown kind"))
 }
 
-/// See [`super::verify_log`].
-pub(super) fn verify_log<D: Device>(
-    dir: &Path,
-    token: &str,
-    device: &D,
-) -> Result<super::LogVerification> {
-    let info = verify(dir, token)?;
-    let (meta, _) = load_meta(dir, token)?;
-    let page_size = 1u64 << meta.page_size_bits;
-    let body = page_size - PAGE_TRAILER;
-    // The log on the device: [begin, end) less the dead ranges.
+/// The live ranges of the device for a checkpoint: `[begin, end)` less
+/// its dead ranges, `end` being where the snapshot file takes over.
+fn live_ranges(meta: &Meta) -> Vec<(u64, u64)> {
     let end = meta.snapshot.as_ref().map_or(meta.final_address, |s| s.from);
     let mut live = Vec::new();
     let mut at = meta.begin_address.max(FIRST_ADDRESS).min(end);
@@ -134,6 +126,72 @@ pub(super) fn verify_log<D: Device>(
     if end > at {
         live.push((at, end));
     }
+    live
+}
+
+/// See [`super::scan_log`].
+pub(super) fn scan_log<D: Device>(
+    dir: &Path,
+    token: &str,
+    device: &D,
+    mut f: impl FnMut(super::RawRecord) -> bool,
+) -> Result<()> {
+    let (meta, _) = load_meta(dir, token)?;
+    let page_size = 1u64 << meta.page_size_bits;
+    let shape =
+        RecordShape::new(meta.key_size.map(|n| n as usize), meta.value_size.map(|n| n as usize));
+    let mut ranges = live_ranges(&meta);
+    let mut source = Source { device, snapshot: None, delta: None };
+    if let Some(s) = &meta.snapshot {
+        let path = root(dir).join(&s.token).join("snapshot");
+        let file = File::open(&path).map_err(|source| Error::Io {
+            context: format!("opening {}", path.display()),
+            source,
+        })?;
+        source.snapshot = Some((file, s.from, path));
+        ranges.push((s.from, s.from + s.len));
+    }
+    let mut page = vec![0u8; page_size as usize];
+    let mut go_on = true;
+    for (from, to) in ranges {
+        let mut at = from;
+        while at < to && go_on {
+            let end = ((at & !(page_size - 1)) + page_size).min(to);
+            let bytes = &mut page[..(end - at) as usize];
+            source.read(at, bytes)?;
+            for_each_record(&shape, bytes, at, page_size, |address, record, info, key_len| {
+                if !go_on {
+                    return;
+                }
+                let (_, value_len) = shape.lengths_in(record);
+                let value_at = shape.header_size + crate::store::record::pad8(key_len);
+                go_on = f(super::RawRecord {
+                    address,
+                    previous: info.previous().raw(),
+                    version: info.version(),
+                    tombstone: info.is_tombstone(),
+                    invalid: info.is_invalid(),
+                    key: record[shape.header_size..shape.header_size + key_len].to_vec(),
+                    value: record[value_at..value_at + value_len].to_vec(),
+                });
+            })?;
+            at = end;
+        }
+    }
+    Ok(())
+}
+
+/// See [`super::verify_log`].
+pub(super) fn verify_log<D: Device>(
+    dir: &Path,
+    token: &str,
+    device: &D,
+) -> Result<super::LogVerification> {
+    let info = verify(dir, token)?;
+    let (meta, _) = load_meta(dir, token)?;
+    let page_size = 1u64 << meta.page_size_bits;
+    let body = page_size - PAGE_TRAILER;
+    let live = live_ranges(&meta);
     let mut report =
         super::LogVerification { checkpoint: info, pages: 0, bytes: 0, problems: Vec::new() };
     let mut page_bytes = vec![0u8; page_size as usize];
@@ -756,20 +814,26 @@ fn parse_records<K: Key, V: Value>(
     in_snapshot: bool,
     batch: &mut Vec<(u64, u64)>,
 ) -> Result<()> {
-    for_each_record(format, chunk, start, page_size, |at, record, info, key_len| {
-        if in_snapshot {
-            let previous = info.previous().raw();
-            let moved = relocate(previous);
-            if moved != previous {
-                let raw = (info.raw() & !((1u64 << Address::BITS) - 1)) | moved;
-                record[..8].copy_from_slice(&raw.to_le_bytes());
+    for_each_record(
+        &RecordFormat::<K, V>::shape(),
+        chunk,
+        start,
+        page_size,
+        |at, record, info, key_len| {
+            if in_snapshot {
+                let previous = info.previous().raw();
+                let moved = relocate(previous);
+                if moved != previous {
+                    let raw = (info.raw() & !((1u64 << Address::BITS) - 1)) | moved;
+                    record[..8].copy_from_slice(&raw.to_le_bytes());
+                }
             }
-        }
-        if !info.is_invalid() && !is_newer(info.version(), version) {
-            let key = &record[format.header_size..format.header_size + key_len];
-            batch.push((hash_bytes(key), relocate(at)));
-        }
-    })
+            if !info.is_invalid() && !is_newer(info.version(), version) {
+                let key = &record[format.header_size..format.header_size + key_len];
+                batch.push((hash_bytes(key), relocate(at)));
+            }
+        },
+    )
 }
 
 /// Calls `f(address, record bytes, header, key length)` for every record in
@@ -777,8 +841,8 @@ fn parse_records<K: Key, V: Value>(
 /// packed from a page's start (page 0: from `FIRST_ADDRESS`) until a zero
 /// header, and never cross into the page's seal. A record that would cross its page or
 /// the chunk's end is corruption.
-pub(super) fn for_each_record<K: Key, V: Value>(
-    format: &RecordFormat<K, V>,
+pub(super) fn for_each_record(
+    format: &RecordShape,
     chunk: &mut [u8],
     start: u64,
     page_size: u64,

@@ -117,6 +117,53 @@ pub const fn pad8(n: usize) -> usize {
     (n + 7) & !7
 }
 
+/// The shape of records whose keys and values have these fixed sizes
+/// (`None`: variable length): what a reader needs to walk them without
+/// knowing the types (recovery's replay, `checkpoint::scan_log`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RecordShape {
+    /// The key size, if fixed.
+    pub key_size: Option<usize>,
+    /// The value size, if fixed.
+    pub value_size: Option<usize>,
+    /// Whether the value is one atomic word (no seqlock).
+    pub atomic_value: bool,
+    /// Whether the record stores its key and value lengths.
+    pub has_lengths: bool,
+    /// The header size in bytes.
+    pub header_size: usize,
+}
+
+impl RecordShape {
+    /// The shape for these sizes.
+    pub const fn new(key_size: Option<usize>, value_size: Option<usize>) -> Self {
+        let atomic_value = matches!(value_size, Some(8));
+        let has_lengths = key_size.is_none() || value_size.is_none();
+        let header_size = 8 + if atomic_value { 0 } else { 8 } + if has_lengths { 8 } else { 0 };
+        Self { key_size, value_size, atomic_value, has_lengths, header_size }
+    }
+
+    /// The size of a record with these key and value lengths.
+    #[inline(always)]
+    pub fn record_size(&self, key_len: usize, value_len: usize) -> usize {
+        self.header_size + pad8(key_len) + pad8(value_len)
+    }
+
+    /// The key and value lengths of the record whose first `header_size`
+    /// bytes are `header`.
+    pub fn lengths_in(&self, header: &[u8]) -> (usize, usize) {
+        if self.has_lengths {
+            let at = self.header_size - 8;
+            let mut word = [0u8; 8];
+            word.copy_from_slice(&header[at..at + 8]);
+            let word = u64::from_le_bytes(word);
+            ((word & 0xffff_ffff) as usize, (word >> 32) as usize)
+        } else {
+            (self.key_size.unwrap_or(0), self.value_size.unwrap_or(0))
+        }
+    }
+}
+
 /// The record format for a key type and a value type.
 #[derive(Debug)]
 pub struct RecordFormat<K, V> {
@@ -139,10 +186,18 @@ impl<K, V> Copy for RecordFormat<K, V> {}
 impl<K: Key, V: Value> RecordFormat<K, V> {
     /// The format for `K` and `V`.
     pub const fn new() -> Self {
-        let atomic_value = matches!(V::FIXED_SIZE, Some(8));
-        let has_lengths = K::FIXED_KEY_SIZE.is_none() || V::FIXED_SIZE.is_none();
-        let header_size = 8 + if atomic_value { 0 } else { 8 } + if has_lengths { 8 } else { 0 };
-        Self { atomic_value, has_lengths, header_size, types: PhantomData }
+        let shape = Self::shape();
+        Self {
+            atomic_value: shape.atomic_value,
+            has_lengths: shape.has_lengths,
+            header_size: shape.header_size,
+            types: PhantomData,
+        }
+    }
+
+    /// The shape of `K`/`V` records.
+    pub const fn shape() -> RecordShape {
+        RecordShape::new(K::FIXED_KEY_SIZE, V::FIXED_SIZE)
     }
 
     /// The size of a record with these key and value lengths.
@@ -160,15 +215,7 @@ impl<K: Key, V: Value> RecordFormat<K, V> {
     /// The key and value lengths of the record whose first `header_size`
     /// bytes are `header` (read back from the device).
     pub fn lengths_in(&self, header: &[u8]) -> (usize, usize) {
-        if self.has_lengths {
-            let at = self.header_size - 8;
-            let mut word = [0u8; 8];
-            word.copy_from_slice(&header[at..at + 8]);
-            let word = u64::from_le_bytes(word);
-            ((word & 0xffff_ffff) as usize, (word >> 32) as usize)
-        } else {
-            (K::FIXED_KEY_SIZE.unwrap_or(0), V::FIXED_SIZE.unwrap_or(0))
-        }
+        Self::shape().lengths_in(header)
     }
 
     #[inline(always)]
