@@ -4,8 +4,11 @@
 //! in a temporary directory (or `--dir`) and prints throughput, checking
 //! every result: reads must find every loaded key, and after read/RMW
 //! workloads the sum of all counters must equal the increments issued.
+//! `oxifaster info`, `verify` and `checkpoints` inspect, check and prune a
+//! store directory of any types.
 
 mod durability;
+mod inspect;
 mod log_bench;
 
 use std::path::PathBuf;
@@ -37,6 +40,14 @@ enum Command {
     /// Measure FasterLog append throughput and commit latency against the
     /// disk's sequential write bandwidth.
     LogBench(log_bench::LogBenchArgs),
+    /// Describe a store directory: checkpoints, layout, log regions and
+    /// sizes (any key and value types; records shown as hex).
+    Info(inspect::InfoArgs),
+    /// Check every checksum of a store directory (checkpoint files and the
+    /// log pages each checkpoint needs); exits non-zero on damage.
+    Verify(inspect::VerifyArgs),
+    /// List a store's checkpoints, or keep only the newest N.
+    Checkpoints(inspect::CheckpointsArgs),
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -145,6 +156,9 @@ fn main() {
         Some(Command::Bench(args)) => bench(args),
         Some(Command::Durability(args)) => durability::run(args),
         Some(Command::LogBench(args)) => log_bench::run(args),
+        Some(Command::Info(args)) => inspect::info(args),
+        Some(Command::Verify(args)) => inspect::verify(args),
+        Some(Command::Checkpoints(args)) => inspect::checkpoints(args),
         None => {
             println!(
                 "oxifaster {}: run `oxifaster bench` or `oxifaster --help`",

@@ -1,0 +1,293 @@
+//! `oxifaster info`, `oxifaster verify` and `oxifaster checkpoints`: look
+//! into a store directory of any key and value types. Everything comes
+//! from the checkpoints' metadata (type names, layout fingerprints, record
+//! shape) and the log's segment files, so no types are needed; keys and
+//! values are shown as hex.
+
+use std::path::{Path, PathBuf};
+
+use oxifaster::checkpoint::{self, CheckpointInfo};
+use oxifaster::device::{DEFAULT_SEGMENT_SIZE_BITS, FileDevice};
+
+type Result<T> = std::result::Result<T, Box<dyn std::error::Error>>;
+
+/// Arguments of `oxifaster info`.
+#[derive(Debug, clap::Args)]
+pub struct InfoArgs {
+    /// The store directory.
+    dir: PathBuf,
+    /// The checkpoint to describe in detail (default: the newest).
+    #[arg(long)]
+    token: Option<String>,
+    /// Show the first N records of that checkpoint's log (keys and values
+    /// in hex).
+    #[arg(long, default_value_t = 0)]
+    records: usize,
+}
+
+/// Arguments of `oxifaster verify`.
+#[derive(Debug, clap::Args)]
+pub struct VerifyArgs {
+    /// The store directory.
+    dir: PathBuf,
+    /// Verify only this checkpoint (default: every checkpoint directory).
+    #[arg(long)]
+    token: Option<String>,
+}
+
+/// Arguments of `oxifaster checkpoints`.
+#[derive(Debug, clap::Args)]
+pub struct CheckpointsArgs {
+    /// The store directory.
+    dir: PathBuf,
+    /// Keep the newest N recoverable checkpoints (and what they use);
+    /// delete every other checkpoint directory.
+    #[arg(long)]
+    keep: Option<usize>,
+}
+
+/// The store's log device (its segment files), opened only if the
+/// directory exists (opening never creates a store).
+fn log_device(dir: &Path) -> Result<FileDevice> {
+    if !dir.is_dir() {
+        return Err(format!("{} is not a directory", dir.display()).into());
+    }
+    Ok(FileDevice::open(dir, DEFAULT_SEGMENT_SIZE_BITS)?)
+}
+
+/// The log's segment files: count and bytes.
+fn segments(dir: &Path) -> (usize, u64) {
+    let mut count = 0;
+    let mut bytes = 0;
+    if let Ok(entries) = std::fs::read_dir(dir) {
+        for entry in entries.flatten() {
+            let name = entry.file_name();
+            let name = name.to_string_lossy();
+            if name.starts_with("log.") && name[4..].chars().all(|c| c.is_ascii_digit()) {
+                count += 1;
+                bytes += entry.metadata().map(|m| m.len()).unwrap_or(0);
+            }
+        }
+    }
+    (count, bytes)
+}
+
+fn size(bytes: u64) -> String {
+    match bytes {
+        b if b >= 1 << 30 => format!("{:.1} GiB", b as f64 / (1u64 << 30) as f64),
+        b if b >= 1 << 20 => format!("{:.1} MiB", b as f64 / (1u64 << 20) as f64),
+        b if b >= 1 << 10 => format!("{:.1} KiB", b as f64 / 1024.0),
+        b => format!("{b} B"),
+    }
+}
+
+fn hex(bytes: &[u8], max: usize) -> String {
+    let mut out: String = bytes.iter().take(max).map(|b| format!("{b:02x}")).collect();
+    if bytes.len() > max {
+        out.push_str(&format!("… ({} bytes)", bytes.len()));
+    }
+    out
+}
+
+fn shape(size: Option<u32>) -> String {
+    size.map_or_else(|| "variable length".into(), |n| format!("{n} bytes"))
+}
+
+fn kind(info: &CheckpointInfo) -> String {
+    format!("{:?}", info.kind)
+}
+
+/// `oxifaster info DIR`.
+pub fn info(args: InfoArgs) -> Result<()> {
+    let device = log_device(&args.dir)?;
+    let (files, bytes) = segments(&args.dir);
+    println!("store        {}", args.dir.display());
+    println!("log files    {files} segment files, {}", size(bytes));
+    let all = checkpoint::list(&args.dir)?;
+    println!("checkpoints  {}", all.len());
+    if !all.is_empty() {
+        println!(
+            "  {:<28} {:<20} {:>8} {:>14} {:>14} {:>8}",
+            "token", "kind", "version", "final", "replay from", "sessions"
+        );
+    }
+    for c in &all {
+        println!(
+            "  {:<28} {:<20} {:>8} {:>#14x} {:>#14x} {:>8}",
+            c.token.as_str(),
+            kind(c),
+            c.version,
+            c.final_address,
+            c.log_start,
+            c.sessions.len()
+        );
+    }
+    let chosen = match &args.token {
+        Some(token) => checkpoint::verify(&args.dir, token)?,
+        None => match all.iter().rev().find(|c| c.kind != checkpoint::CheckpointKind::IndexOnly) {
+            Some(c) => c.clone(),
+            None => return Ok(()),
+        },
+    };
+    println!("checkpoint   {} ({})", chosen.token, kind(&chosen));
+    println!(
+        "  key        {} ({}, layout fingerprint {:#018x})",
+        chosen.key_type,
+        shape(chosen.key_size),
+        chosen.key_fingerprint
+    );
+    println!(
+        "  value      {} ({}, layout fingerprint {:#018x})",
+        chosen.value_type,
+        shape(chosen.value_size),
+        chosen.value_fingerprint
+    );
+    println!(
+        "  pages      {} (2^{}); index of {} buckets (from {})",
+        size(1 << chosen.page_size_bits),
+        chosen.page_size_bits,
+        chosen.table_size,
+        chosen.index_token
+    );
+    println!(
+        "  log        begin {:#x}, replay from {:#x}, final {:#x} ({} of log)",
+        chosen.begin_address,
+        chosen.log_start,
+        chosen.final_address,
+        size(chosen.final_address.saturating_sub(chosen.begin_address))
+    );
+    if let Some(from) = chosen.snapshot_from {
+        println!(
+            "  snapshot   {:#x}..{:#x} in {}",
+            from,
+            chosen.final_address,
+            chosen.snapshot_token.as_deref().unwrap_or("?")
+        );
+    }
+    for (from, to) in &chosen.gaps {
+        println!("  dead range {from:#x}..{to:#x} (left by a recovery)");
+    }
+    for (id, point) in &chosen.sessions {
+        println!(
+            "  session    {id}: serials up to {} ({} excluded)",
+            point.until,
+            point.excluded.len()
+        );
+    }
+    if args.records > 0 {
+        println!("records (first {}, oldest first)", args.records);
+        let mut shown = 0;
+        checkpoint::scan_log(&args.dir, chosen.token.as_str(), &device, |r| {
+            let flags = match (r.tombstone, r.invalid) {
+                (_, true) => " invalid",
+                (true, _) => " tombstone",
+                _ => "",
+            };
+            println!(
+                "  {:#014x} v{:<4} key {} value {}{flags}",
+                r.address,
+                r.version,
+                hex(&r.key, 32),
+                hex(&r.value, 32)
+            );
+            shown += 1;
+            shown < args.records
+        })?;
+    }
+    Ok(())
+}
+
+/// The checkpoint directories under `dir`, complete or not.
+fn checkpoint_dirs(dir: &Path) -> Result<Vec<String>> {
+    let root = dir.join("checkpoints");
+    let mut tokens = Vec::new();
+    match std::fs::read_dir(&root) {
+        Ok(entries) => {
+            for entry in entries {
+                let entry = entry?;
+                if entry.path().is_dir() {
+                    tokens.push(entry.file_name().to_string_lossy().into_owned());
+                }
+            }
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(format!("listing {}: {e}", root.display()).into()),
+    }
+    tokens.sort();
+    Ok(tokens)
+}
+
+/// `oxifaster verify DIR`: every checksum of every checkpoint (metadata,
+/// index, snapshot and delta files) and of every log page each needs.
+/// Returns an error (a non-zero exit) if anything is damaged.
+pub fn verify(args: VerifyArgs) -> Result<()> {
+    let device = log_device(&args.dir)?;
+    let tokens = match &args.token {
+        Some(token) => vec![token.clone()],
+        None => checkpoint_dirs(&args.dir)?,
+    };
+    if tokens.is_empty() {
+        println!("{}: no checkpoints", args.dir.display());
+    }
+    let mut damaged = 0usize;
+    for token in &tokens {
+        match checkpoint::verify_log(&args.dir, token, &device) {
+            Ok(report) if report.problems.is_empty() => println!(
+                "ok       {token} ({:?}): {} log pages, {} checked",
+                report.checkpoint.kind,
+                report.pages,
+                size(report.bytes)
+            ),
+            Ok(report) => {
+                damaged += 1;
+                println!(
+                    "DAMAGED  {token}: {} of {} log pages",
+                    report.problems.len(),
+                    report.pages
+                );
+                for (address, what) in &report.problems {
+                    println!("         page at {address:#x}: {what}");
+                }
+            }
+            Err(oxifaster::Error::Io { context, source })
+                if source.kind() == std::io::ErrorKind::NotFound =>
+            {
+                damaged += 1;
+                println!("DAMAGED  {token}: missing file ({context})");
+            }
+            Err(e) => {
+                damaged += 1;
+                println!("DAMAGED  {token}: {e}");
+            }
+        }
+    }
+    if damaged > 0 {
+        return Err(format!("{damaged} of {} checkpoints damaged", tokens.len()).into());
+    }
+    Ok(())
+}
+
+/// `oxifaster checkpoints DIR [--keep N]`.
+pub fn checkpoints(args: CheckpointsArgs) -> Result<()> {
+    if !args.dir.is_dir() {
+        return Err(format!("{} is not a directory", args.dir.display()).into());
+    }
+    if let Some(keep) = args.keep {
+        if keep == 0 {
+            return Err("--keep must be at least 1 (a store needs a checkpoint to recover)".into());
+        }
+        for token in checkpoint::retain(&args.dir, keep)? {
+            println!("deleted  {token}");
+        }
+    }
+    for c in checkpoint::list(&args.dir)? {
+        println!(
+            "{:<28} {:<20} version {:<6} final {:#x}",
+            c.token.as_str(),
+            kind(&c),
+            c.version,
+            c.final_address
+        );
+    }
+    Ok(())
+}

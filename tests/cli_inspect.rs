@@ -1,0 +1,112 @@
+//! `oxifaster info`, `verify` and `checkpoints` on real store directories:
+//! verify passes on a healthy store and finds a bit flipped in a log page
+//! (naming the page) and in checkpoint metadata, exiting non-zero; info
+//! describes a store of any types; checkpoints prunes.
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+use oxifaster::Store;
+use oxifaster::checkpoint::{self, CheckpointKind};
+use oxifaster::device::{DEFAULT_SEGMENT_SIZE_BITS, Device, FileDevice};
+
+fn oxifaster(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_oxifaster")).args(args).output().expect("run oxifaster")
+}
+
+fn text(output: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    )
+}
+
+/// A store of `String` keys and `u64` values with three checkpoints.
+fn make_store(dir: &Path) {
+    let store = Store::<String, u64>::builder()
+        .dir(dir)
+        .page_size_bits(12)
+        .log_memory_size_bytes(64 << 10)
+        .table_size(1 << 10)
+        .open::<String, u64>()
+        .expect("open");
+    let mut session = store.start_session().expect("session");
+    for round in 0..3u64 {
+        for k in 0..1500u64 {
+            session.upsert(&format!("user:{k}"), &(k + round)).expect("upsert");
+        }
+        let kind = [CheckpointKind::FoldOver, CheckpointKind::Snapshot, CheckpointKind::LogOnly];
+        store.checkpoint_and_wait(kind[round as usize]).expect("checkpoint");
+    }
+}
+
+fn flip(dir: &Path, address: u64) {
+    let device = FileDevice::open(dir, DEFAULT_SEGMENT_SIZE_BITS).expect("device");
+    let mut byte = [0u8; 1];
+    device.read_at(address, &mut byte).expect("read");
+    byte[0] ^= 0x10;
+    device.write_at(address, &byte).expect("write");
+    device.sync().expect("sync");
+}
+
+#[test]
+fn verify_passes_on_a_healthy_store_and_finds_a_flipped_log_bit() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    make_store(dir.path());
+    let d = dir.path().to_str().expect("utf-8");
+    let healthy = oxifaster(&["verify", d]);
+    assert!(healthy.status.success(), "{}", text(&healthy));
+    assert_eq!(text(&healthy).matches("ok ").count(), 3, "{}", text(&healthy));
+
+    // A bit in the middle of the second page of the log.
+    flip(dir.path(), 4096 + 1000);
+    let damaged = oxifaster(&["verify", d]);
+    assert!(!damaged.status.success(), "{}", text(&damaged));
+    let out = text(&damaged);
+    assert!(out.contains("page at 0x1000"), "{out}");
+    assert!(out.contains("checksum"), "{out}");
+    flip(dir.path(), 4096 + 1000);
+    assert!(oxifaster(&["verify", d]).status.success());
+}
+
+#[test]
+fn verify_finds_a_flipped_bit_in_checkpoint_metadata() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    make_store(dir.path());
+    let newest = checkpoint::list(dir.path()).expect("list").pop().expect("a checkpoint");
+    let meta = dir.path().join("checkpoints").join(newest.token.as_str()).join("meta");
+    let mut bytes = std::fs::read(&meta).expect("read meta");
+    let at = bytes.len() / 2;
+    bytes[at] ^= 0x01;
+    std::fs::write(&meta, bytes).expect("write meta");
+    let out = oxifaster(&["verify", dir.path().to_str().expect("utf-8")]);
+    assert!(!out.status.success(), "{}", text(&out));
+    let out = text(&out);
+    assert!(out.contains(&format!("DAMAGED  {}", newest.token)), "{out}");
+    assert!(out.contains("meta"), "{out}");
+}
+
+#[test]
+fn info_describes_a_store_of_any_types_and_checkpoints_prunes() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    make_store(dir.path());
+    let d = dir.path().to_str().expect("utf-8");
+    let info = oxifaster(&["info", d, "--records", "2"]);
+    assert!(info.status.success(), "{}", text(&info));
+    let out = text(&info);
+    assert!(out.contains("checkpoints  3"), "{out}");
+    assert!(out.contains("alloc::string::String (variable length"), "{out}");
+    assert!(out.contains("u64 (8 bytes"), "{out}");
+    // The first record: key "user:0" (length-prefixed), value 0.
+    assert!(out.contains(&"user:0".bytes().map(|b| format!("{b:02x}")).collect::<String>()));
+    assert!(out.contains("value 0000000000000000"), "{out}");
+
+    let pruned = oxifaster(&["checkpoints", d, "--keep", "1"]);
+    assert!(pruned.status.success(), "{}", text(&pruned));
+    // The log-only checkpoint is kept with the fold-over whose index it uses.
+    assert_eq!(text(&pruned).matches("deleted").count(), 1, "{}", text(&pruned));
+    assert_eq!(checkpoint::list(dir.path()).expect("list").len(), 2);
+    assert!(!oxifaster(&["checkpoints", d, "--keep", "0"]).status.success());
+    assert!(!oxifaster(&["info", "/nonexistent/oxifaster"]).status.success());
+}
