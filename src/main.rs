@@ -13,10 +13,12 @@ mod log_bench;
 
 use std::path::PathBuf;
 use std::sync::Barrier;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use clap::{Parser, Subcommand, ValueEnum};
+use hdrhistogram::Histogram;
+use indicatif::{ProgressBar, ProgressStyle};
 use oxifaster::Store;
 use oxifaster::device::{Device, NullDevice};
 use oxifaster::store::{CompletedOp, ReadStatus, RmwStatus};
@@ -62,6 +64,8 @@ enum WorkloadArg {
     Rmw,
     /// 50% read, 50% read-modify-write.
     F,
+    /// Only the load (every run starts with it).
+    Load,
 }
 
 impl From<WorkloadArg> for Workload {
@@ -72,6 +76,7 @@ impl From<WorkloadArg> for Workload {
             WorkloadArg::C => Workload::C,
             WorkloadArg::Rmw => Workload::Rmw,
             WorkloadArg::F => Workload::F,
+            WorkloadArg::Load => unreachable!("the load is not a run"),
         }
     }
 }
@@ -127,6 +132,10 @@ struct BenchArgs {
     /// Keep the store in this directory (default: a temporary directory).
     #[arg(long)]
     dir: Option<PathBuf>,
+    /// Take a fold-over checkpoint every this many seconds during runs
+    /// (file and io_uring devices).
+    #[arg(long)]
+    checkpoint_every: Option<f64>,
     /// Print results as JSON lines.
     #[arg(long)]
     json: bool,
@@ -179,6 +188,65 @@ struct RunResult {
     pending: u64,
     not_found: u64,
     elapsed: Duration,
+    /// Sampled operation latencies, in nanoseconds.
+    latency: Histogram<u64>,
+    /// Bytes this process caused to be written to storage during the run.
+    write_bytes: u64,
+    /// Checkpoints taken during the run.
+    checkpoints: u64,
+}
+
+impl RunResult {
+    fn new() -> Self {
+        Self {
+            ops: 0,
+            rmws: 0,
+            pending: 0,
+            not_found: 0,
+            elapsed: Duration::ZERO,
+            latency: latency_histogram(),
+            write_bytes: 0,
+            checkpoints: 0,
+        }
+    }
+}
+
+/// Latencies from 1 ns to 100 s at 3 significant digits.
+fn latency_histogram() -> Histogram<u64> {
+    Histogram::new_with_bounds(1, 100_000_000_000, 3)
+        .unwrap_or_else(|_| Histogram::new(3).expect("histogram"))
+}
+
+/// The process's resident set, from `/proc/self/status` (0 where there is
+/// none).
+fn rss_bytes() -> u64 {
+    proc_field("/proc/self/status", "VmRSS:").map_or(0, |kib| kib * 1024)
+}
+
+/// Bytes this process has caused to be written to storage so far.
+fn write_bytes() -> u64 {
+    proc_field("/proc/self/io", "write_bytes:").unwrap_or(0)
+}
+
+fn proc_field(path: &str, name: &str) -> Option<u64> {
+    let text = std::fs::read_to_string(path).ok()?;
+    let line = text.lines().find(|l| l.starts_with(name))?;
+    line[name.len()..].split_whitespace().next()?.parse().ok()
+}
+
+/// A progress bar on stderr (hidden when it is not a terminal, or with
+/// `--json`).
+fn progress_bar(args: &BenchArgs, len: u64, what: &str) -> ProgressBar {
+    if args.json {
+        return ProgressBar::hidden();
+    }
+    let bar = ProgressBar::new(len);
+    let style = ProgressStyle::with_template("{msg:>12} [{bar:40}] {percent:>3}% {elapsed} ")
+        .map(|s| s.progress_chars("=> "))
+        .unwrap_or_else(|_| ProgressStyle::default_bar());
+    bar.set_style(style);
+    bar.set_message(what.to_string());
+    bar
 }
 
 fn bench(args: BenchArgs) -> Result<(), Box<dyn std::error::Error>> {
@@ -241,15 +309,22 @@ fn run_all<D: Device>(
     args: &BenchArgs,
     threads: usize,
 ) -> Result<(), Box<dyn std::error::Error>> {
-    let loaded = load(store, args.keys, threads)?;
+    if args.checkpoint_every.is_some() && matches!(args.device, DeviceArg::Null) {
+        return Err("--checkpoint-every needs the file or io_uring device".into());
+    }
+    report_header(args);
+    let loaded = load(store, args.keys, threads, &progress_bar(args, args.keys, "load"))?;
     report(args, "load", "-", threads, &loaded);
     let mut counters_valid = true;
     let mut increments = 0u64;
     for &dist in &args.dist {
         for &workload in &args.workload {
+            if matches!(workload, WorkloadArg::Load) {
+                continue;
+            }
             let workload = Workload::from(workload);
             if workload.only_increments() && !counters_valid {
-                load(store, args.keys, threads)?;
+                load(store, args.keys, threads, &progress_bar(args, args.keys, "reload"))?;
                 counters_valid = true;
                 increments = 0;
             }
@@ -283,20 +358,54 @@ fn run_all<D: Device>(
 
 fn report(args: &BenchArgs, workload: &str, dist: &str, threads: usize, r: &RunResult) {
     let mops = r.ops as f64 / r.elapsed.as_secs_f64() / 1e6;
+    let us = |q: f64| r.latency.value_at_quantile(q) as f64 / 1000.0;
+    let max = r.latency.max() as f64 / 1000.0;
+    let rss = rss_bytes();
     if args.json {
         println!(
-            "{{\"workload\":\"{workload}\",\"dist\":\"{dist}\",\"threads\":{threads},\"keys\":{},\"ops\":{},\"secs\":{:.3},\"mops\":{mops:.3},\"pending\":{}}}",
+            "{{\"workload\":\"{workload}\",\"dist\":\"{dist}\",\"threads\":{threads},\"keys\":{},\"ops\":{},\"secs\":{:.3},\"mops\":{mops:.3},\"p50_us\":{:.3},\"p99_us\":{:.3},\"p999_us\":{:.3},\"max_us\":{max:.3},\"latency_samples\":{},\"pending\":{},\"rss_bytes\":{rss},\"write_bytes\":{},\"checkpoints\":{}}}",
             args.keys,
             r.ops,
             r.elapsed.as_secs_f64(),
-            r.pending
+            us(0.5),
+            us(0.99),
+            us(0.999),
+            r.latency.len(),
+            r.pending,
+            r.write_bytes,
+            r.checkpoints,
         );
     } else {
         println!(
-            "{workload:>5} {dist:>8} {threads:>2} thr  {mops:>8.2} Mops/s  {:>11} ops  {:>7.2} s  pending {}",
+            "{workload:>5} {dist:>8} {threads:>3} {mops:>9.2} {:>8.2} {:>8.2} {:>8.2} {max:>9.1} {:>9} {:>9} {:>10} {:>12}",
+            us(0.5),
+            us(0.99),
+            us(0.999),
+            r.pending,
+            format!("{} MiB", rss >> 20),
+            format!("{} MiB", r.write_bytes >> 20),
             r.ops,
-            r.elapsed.as_secs_f64(),
-            r.pending
+        );
+    }
+}
+
+/// The table's header (latencies in microseconds, sampled).
+fn report_header(args: &BenchArgs) {
+    if !args.json {
+        println!(
+            "{:>5} {:>8} {:>3} {:>9} {:>8} {:>8} {:>8} {:>9} {:>9} {:>9} {:>10} {:>12}",
+            "work",
+            "dist",
+            "thr",
+            "Mops/s",
+            "p50 µs",
+            "p99 µs",
+            "p99.9 µs",
+            "max µs",
+            "pending",
+            "RSS",
+            "written",
+            "ops"
         );
     }
 }
@@ -305,26 +414,62 @@ fn load<D: Device>(
     store: &Store<u64, u64, D>,
     keys: u64,
     threads: usize,
+    bar: &ProgressBar,
 ) -> oxifaster::Result<RunResult> {
+    let done = AtomicU64::new(0);
+    let written = write_bytes();
     let start = Instant::now();
+    let mut latency = latency_histogram();
     std::thread::scope(|scope| {
         let workers: Vec<_> = (0..threads as u64)
             .map(|t| {
-                scope.spawn(move || -> oxifaster::Result<()> {
+                let done = &done;
+                scope.spawn(move || -> oxifaster::Result<Histogram<u64>> {
                     let mut session = store.start_session()?;
+                    let mut latency = latency_histogram();
                     let mut i = t;
+                    let mut n = 0u64;
                     while i < keys {
-                        session.upsert(&fnv64(i), &0)?;
+                        if n.is_multiple_of(SAMPLE_EVERY) {
+                            let at = Instant::now();
+                            session.upsert(&fnv64(i), &0)?;
+                            let _ = latency.record(at.elapsed().as_nanos() as u64);
+                        } else {
+                            session.upsert(&fnv64(i), &0)?;
+                        }
+                        n += 1;
+                        if n.is_multiple_of(4096) {
+                            done.fetch_add(4096, Ordering::Relaxed);
+                        }
                         i += threads as u64;
                     }
-                    Ok(())
+                    Ok(latency)
                 })
             })
             .collect();
-        workers.into_iter().try_for_each(|w| w.join().unwrap_or_else(|_| panic!("loader panicked")))
+        while !workers.iter().all(|w| w.is_finished()) {
+            bar.set_position(done.load(Ordering::Relaxed));
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        for w in workers {
+            let h = w.join().unwrap_or_else(|_| panic!("loader panicked"))?;
+            let _ = latency.add(&h);
+        }
+        Ok::<_, oxifaster::Error>(())
     })?;
-    Ok(RunResult { ops: keys, rmws: 0, pending: 0, not_found: 0, elapsed: start.elapsed() })
+    bar.finish_and_clear();
+    Ok(RunResult {
+        ops: keys,
+        elapsed: start.elapsed(),
+        latency,
+        write_bytes: write_bytes().saturating_sub(written),
+        ..RunResult::new()
+    })
 }
+
+/// One operation in this many is timed (the clock reads cost more than
+/// an in-memory operation).
+const SAMPLE_EVERY: u64 = 64;
 
 fn run<D: Device>(
     store: &Store<u64, u64, D>,
@@ -337,33 +482,72 @@ fn run<D: Device>(
     let stop = AtomicBool::new(false);
     let duration = Duration::from_secs_f64(args.secs);
     let ready = Barrier::new(threads + 1);
+    let done = AtomicU64::new(0);
+    let bar = match args.ops {
+        Some(ops) => progress_bar(args, ops * threads as u64, workload.name()),
+        None => progress_bar(args, (args.secs * 10.0) as u64, workload.name()),
+    };
+    let written = write_bytes();
     let (totals, start) = std::thread::scope(|scope| {
         let workers: Vec<_> = (0..threads as u64)
             .map(|t| {
-                let (chooser, stop, ready) = (&chooser, &stop, &ready);
-                scope.spawn(move || worker(store, chooser, workload, t, args.ops, stop, ready))
+                let (chooser, stop, ready, done) = (&chooser, &stop, &ready, &done);
+                scope
+                    .spawn(move || worker(store, chooser, workload, t, args.ops, stop, ready, done))
             })
             .collect();
         ready.wait();
         let start = Instant::now();
-        if args.ops.is_none() {
-            std::thread::sleep(duration);
-            stop.store(true, Ordering::Relaxed);
+        let mut checkpoints = 0u64;
+        let mut next_checkpoint = args.checkpoint_every.map(|s| start + Duration::from_secs_f64(s));
+        loop {
+            let finished = match args.ops {
+                Some(_) => workers.iter().all(|w| w.is_finished()),
+                None => start.elapsed() >= duration,
+            };
+            if finished {
+                break;
+            }
+            if let Some(at) = next_checkpoint
+                && Instant::now() >= at
+            {
+                store.checkpoint_and_wait(oxifaster::checkpoint::CheckpointKind::FoldOver)?;
+                checkpoints += 1;
+                next_checkpoint =
+                    args.checkpoint_every.map(|s| Instant::now() + Duration::from_secs_f64(s));
+            }
+            bar.set_position(match args.ops {
+                Some(_) => done.load(Ordering::Relaxed),
+                None => (start.elapsed().as_secs_f64() * 10.0) as u64,
+            });
+            std::thread::sleep(
+                Duration::from_millis(20)
+                    .min(duration.saturating_sub(start.elapsed()))
+                    .max(Duration::from_millis(1)),
+            );
         }
-        let mut total =
-            RunResult { ops: 0, rmws: 0, pending: 0, not_found: 0, elapsed: Duration::ZERO };
+        stop.store(true, Ordering::Relaxed);
+        let mut total = RunResult::new();
+        total.checkpoints = checkpoints;
         for w in workers {
             let r = w.join().unwrap_or_else(|_| panic!("worker panicked"))?;
             total.ops += r.ops;
             total.rmws += r.rmws;
             total.pending += r.pending;
             total.not_found += r.not_found;
+            let _ = total.latency.add(&r.latency);
         }
         Ok::<_, oxifaster::Error>((total, start))
     })?;
-    Ok(RunResult { elapsed: start.elapsed(), ..totals })
+    bar.finish_and_clear();
+    Ok(RunResult {
+        elapsed: start.elapsed(),
+        write_bytes: write_bytes().saturating_sub(written),
+        ..totals
+    })
 }
 
+#[allow(clippy::too_many_arguments)]
 fn worker<D: Device>(
     store: &Store<u64, u64, D>,
     chooser: &KeyChooser,
@@ -372,21 +556,28 @@ fn worker<D: Device>(
     ops_limit: Option<u64>,
     stop: &AtomicBool,
     ready: &Barrier,
+    done: &AtomicU64,
 ) -> oxifaster::Result<RunResult> {
     const TRACE_KEYS: u64 = 1 << 22;
     let session = store.start_session();
     let mut rng = Rng::new(0x5eed ^ (thread + 1).wrapping_mul(0x9e37_79b9_7f4a_7c15));
     let trace =
         key_trace(chooser, &mut rng, ops_limit.unwrap_or(TRACE_KEYS).min(TRACE_KEYS) as usize);
-    let mut r = RunResult { ops: 0, rmws: 0, pending: 0, not_found: 0, elapsed: Duration::ZERO };
+    let mut r = RunResult::new();
     let mut next = 0usize;
+    let mut batch = 0u64;
     // Every worker reaches the barrier, even one that failed to start.
     ready.wait();
     let mut session = session?;
     loop {
-        for _ in 0..256 {
+        // One operation of every `SAMPLE_EVERY` is timed, at a place in
+        // the batch that moves from batch to batch.
+        let sampled = (batch.wrapping_mul(37) % SAMPLE_EVERY) as usize;
+        batch += 1;
+        for i in 0..256usize {
             let key = trace[next];
             next = if next + 1 == trace.len() { 0 } else { next + 1 };
+            let timed = (i % SAMPLE_EVERY as usize == sampled).then(Instant::now);
             match workload.next_op(&mut rng) {
                 Op::Read => match session.read(&key)? {
                     ReadStatus::Found(_) => {}
@@ -401,8 +592,12 @@ fn worker<D: Device>(
                     }
                 }
             }
+            if let Some(at) = timed {
+                let _ = r.latency.record(at.elapsed().as_nanos() as u64);
+            }
             r.ops += 1;
         }
+        done.fetch_add(256, Ordering::Relaxed);
         if session.pending_count() > 0 {
             for done in session.complete_pending(true)? {
                 if done.op == CompletedOp::Read(None) {

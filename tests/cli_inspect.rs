@@ -110,3 +110,43 @@ fn info_describes_a_store_of_any_types_and_checkpoints_prunes() {
     assert!(!oxifaster(&["checkpoints", d, "--keep", "0"]).status.success());
     assert!(!oxifaster(&["info", "/nonexistent/oxifaster"]).status.success());
 }
+
+#[test]
+fn bench_reports_latencies_and_checkpoints_and_its_store_verifies() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let d = dir.path().to_str().expect("utf-8");
+    let out = oxifaster(&[
+        "bench",
+        "--keys",
+        "20000",
+        "--secs",
+        "0.2",
+        "--workload",
+        "c,rmw",
+        "--dist",
+        "uniform,zipf",
+        "--threads",
+        "2",
+        "--checkpoint-every",
+        "0.05",
+        "--json",
+        "--dir",
+        d,
+    ]);
+    assert!(out.status.success(), "{}", text(&out));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert_eq!(lines.len(), 5, "load and four runs: {stdout}");
+    for line in &lines {
+        for field in ["\"mops\":", "\"p50_us\":", "\"p99_us\":", "\"p999_us\":", "\"rss_bytes\":"] {
+            assert!(line.contains(field), "{field} missing: {line}");
+        }
+        assert!(!line.contains("\"latency_samples\":0,"), "no latency samples: {line}");
+    }
+    assert!(lines[2].contains("\"workload\":\"RMW\""), "{}", lines[2]);
+    assert!(!lines[2].contains("\"checkpoints\":0,"), "no checkpoint taken: {}", lines[2]);
+    // The checkpoints the run took verify.
+    let verify = oxifaster(&["verify", d]);
+    assert!(verify.status.success(), "{}", text(&verify));
+    assert!(text(&verify).contains("ok "), "{}", text(&verify));
+}
