@@ -1,22 +1,36 @@
-//! Side-by-side comparison with oxifaster 0.1.3 (the earlier Rust port, from
-//! crates.io), in one process and one run: the same keys, threads,
-//! workloads and key traces on both stores, alternating store by store for
-//! every point, both in memory (null devices). After every RMW run each
-//! store's counters are summed and compared with the increments issued; a
-//! difference is reported as LOST UPDATES.
+//! The peer comparison (BENCHMARKS.md): the same YCSB workloads, keys,
+//! threads and key traces on oxifaster 0.2 and on the embedded stores a
+//! Rust user would otherwise pick, in one process and one run, store by
+//! store for every point: `dashmap` (an in-memory hash map: the upper
+//! bound), oxifaster 0.1.3 (crates.io), RocksDB (the system's librocksdb,
+//! WAL off, a merge operator for RMW), `redb` (durability none, one write
+//! transaction per batch of 256 operations), `fjall` (its optimistic
+//! transactional keyspace, `fetch_update` for RMW) and `sled`
+//! (`update_and_fetch` for RMW). After the RMW runs each store's counters
+//! are summed and compared with the increments issued; a difference is
+//! reported as LOST UPDATES, and a read of a loaded key that finds nothing
+//! as WRONG NOT-FOUND.
 //!
 //! ```sh
-//! cargo bench --features compare --bench compare             # 1 M and 10 M keys
-//! OXIFASTER_COMPARE_KEYS=1000000 OXIFASTER_COMPARE_SECS=2 cargo bench --features compare --bench compare
+//! scripts/compare.sh                                  # installs librocksdb-dev, runs 1 M and 10 M keys
+//! OXIFASTER_COMPARE_KEYS=50000000 scripts/compare.sh  # one key count
+//! OXIFASTER_COMPARE_LTM=1 scripts/compare.sh          # larger than memory: 1/10 of the data cached
 //! ```
+//!
+//! Knobs: `OXIFASTER_COMPARE_SECS` (per point, default 3),
+//! `OXIFASTER_COMPARE_STORES` (comma-separated names), `OXIFASTER_COMPARE_THREADS`
+//! (default `1,2`), `OXIFASTER_COMPARE_CHART` (write a PNG chart of the
+//! results there).
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Barrier};
 use std::time::{Duration, Instant};
 
+use hdrhistogram::Histogram;
 use oxifaster_cli::workload::{Distribution, KeyChooser, Op, Rng, Workload, fnv64, key_trace};
 
-/// One session of a store under test.
+/// One session of a store under test. `settle` ends a batch of 256
+/// operations (completes pending I/O, commits a transaction).
 trait Worker {
     fn read(&mut self, key: u64) -> bool;
     fn upsert(&mut self, key: u64, value: u64);
@@ -26,20 +40,43 @@ trait Worker {
 }
 
 /// A store under test.
-trait System: Sync {
-    type W<'a>: Worker
-    where
-        Self: 'a;
-    fn name(&self) -> &'static str;
-    fn worker(&self) -> Self::W<'_>;
+trait System: Send + Sync {
+    fn name(&self) -> String;
+    fn worker(&self) -> Box<dyn Worker + '_>;
+}
+
+/// How much of the data a store may cache: all of it, or (larger than
+/// memory) a tenth.
+#[derive(Clone, Copy)]
+struct Sizing {
+    keys: u64,
+    cache_bytes: u64,
+    larger_than_memory: bool,
+}
+
+fn temp_dir(name: &str) -> tempfile::TempDir {
+    tempfile::Builder::new()
+        .prefix(&format!("oxifaster-compare-{name}-"))
+        .tempdir()
+        .expect("tempdir")
+}
+
+fn be(key: u64) -> [u8; 8] {
+    key.to_be_bytes()
+}
+
+fn le_value(bytes: &[u8]) -> u64 {
+    let mut word = [0u8; 8];
+    word.copy_from_slice(&bytes[..8]);
+    u64::from_le_bytes(word)
 }
 
 // ---- oxifaster 0.2 (this crate) ----
 
-struct Ours(oxifaster::Store<u64, u64, oxifaster::device::NullDevice>);
-struct OursWorker<'a>(oxifaster::Session<'a, u64, u64, oxifaster::device::NullDevice>);
+struct Ours<D: oxifaster::device::Device>(oxifaster::Store<u64, u64, D>, &'static str);
+struct OursWorker<'a, D: oxifaster::device::Device>(oxifaster::Session<'a, u64, u64, D>);
 
-impl Worker for OursWorker<'_> {
+impl<D: oxifaster::device::Device> Worker for OursWorker<'_, D> {
     fn read(&mut self, key: u64) -> bool {
         use oxifaster::store::ReadStatus;
         match self.0.read(&key).expect("read") {
@@ -55,33 +92,74 @@ impl Worker for OursWorker<'_> {
         self.0.rmw(&key, &1).expect("rmw");
     }
     fn settle(&mut self) {
-        self.0.complete_pending(true).expect("complete_pending");
+        if self.0.pending_count() > 0 {
+            self.0.complete_pending(true).expect("complete_pending");
+        }
     }
     fn get(&mut self, key: u64) -> Option<u64> {
         self.0.read_blocking(&key).expect("read")
     }
 }
 
-impl System for Ours {
-    type W<'a> = OursWorker<'a>;
-    fn name(&self) -> &'static str {
-        "oxifaster 0.2"
+impl<D: oxifaster::device::Device> System for Ours<D> {
+    fn name(&self) -> String {
+        self.1.into()
     }
-    fn worker(&self) -> OursWorker<'_> {
-        OursWorker(self.0.start_session().expect("session"))
+    fn worker(&self) -> Box<dyn Worker + '_> {
+        Box::new(OursWorker(self.0.start_session().expect("session")))
     }
 }
 
-fn ours(keys: u64) -> Ours {
-    Ours(
-        oxifaster::Store::<u64, u64>::builder()
-            .table_size((keys / 2).next_power_of_two())
-            .log_memory_size_bytes((keys * 24 * 8).next_power_of_two().max(64 << 20))
-            .page_size_bits(22)
-            .max_sessions(8)
+fn ours(s: Sizing) -> Box<dyn System> {
+    let builder = oxifaster::Store::<u64, u64>::builder()
+        .table_size((s.keys / 2).next_power_of_two())
+        .page_size_bits(22)
+        .max_sessions(8);
+    if s.larger_than_memory {
+        let dir = Box::leak(Box::new(temp_dir("oxifaster")));
+        let store = builder
+            .dir(dir.path())
+            .log_memory_size_bytes(s.cache_bytes.next_power_of_two() / 2)
+            .open::<u64, u64>()
+            .expect("store");
+        Box::new(Ours(store, "oxifaster 0.2"))
+    } else {
+        let store = builder
+            .log_memory_size_bytes((s.keys * 24 * 8).next_power_of_two().max(64 << 20))
             .open_with_device(oxifaster::device::NullDevice)
-            .expect("store"),
-    )
+            .expect("store");
+        Box::new(Ours(store, "oxifaster 0.2"))
+    }
+}
+
+// ---- dashmap: the in-memory upper bound ----
+
+struct Dash(dashmap::DashMap<u64, u64>);
+struct DashWorker<'a>(&'a dashmap::DashMap<u64, u64>);
+
+impl Worker for DashWorker<'_> {
+    fn read(&mut self, key: u64) -> bool {
+        self.0.get(&key).is_some()
+    }
+    fn upsert(&mut self, key: u64, value: u64) {
+        self.0.insert(key, value);
+    }
+    fn rmw(&mut self, key: u64) {
+        *self.0.entry(key).or_insert(0) += 1;
+    }
+    fn settle(&mut self) {}
+    fn get(&mut self, key: u64) -> Option<u64> {
+        self.0.get(&key).map(|v| *v)
+    }
+}
+
+impl System for Dash {
+    fn name(&self) -> String {
+        "dashmap".into()
+    }
+    fn worker(&self) -> Box<dyn Worker + '_> {
+        Box::new(DashWorker(&self.0))
+    }
 }
 
 // ---- oxifaster 0.1.3 ----
@@ -135,58 +213,312 @@ impl Worker for PreviousWorker {
 }
 
 impl System for Previous {
-    type W<'a> = PreviousWorker;
-    fn name(&self) -> &'static str {
-        "oxifaster 0.1.3"
+    fn name(&self) -> String {
+        "oxifaster 0.1.3".into()
     }
-    fn worker(&self) -> PreviousWorker {
-        PreviousWorker(self.0.start_session().expect("session"), false)
+    fn worker(&self) -> Box<dyn Worker + '_> {
+        Box::new(PreviousWorker(self.0.start_session().expect("session"), false))
     }
 }
 
-fn previous(keys: u64) -> Previous {
+fn previous(s: Sizing) -> Box<dyn System> {
     let config = oxifaster_0_1::store::FasterKvConfig {
-        table_size: (keys / 2).next_power_of_two(),
-        log_memory_size: (keys * 64 * 4).next_power_of_two().max(64 << 20),
+        table_size: (s.keys / 2).next_power_of_two(),
+        log_memory_size: (s.keys * 64 * 4).next_power_of_two().max(64 << 20),
         page_size_bits: 22,
         mutable_fraction: 0.9,
     };
-    Previous(Arc::new(Old::new(config, oxifaster_0_1::device::NullDisk::new())))
+    Box::new(Previous(Arc::new(Old::new(config, oxifaster_0_1::device::NullDisk::new()))))
+}
+
+// ---- RocksDB (the system library) ----
+
+// The directory (and the database handle) live as long as the store.
+#[allow(dead_code)]
+struct Rocks(rocksdb::DB, rocksdb::WriteOptions, tempfile::TempDir);
+struct RocksWorker<'a>(&'a Rocks);
+
+fn add_operator(
+    _key: &[u8],
+    existing: Option<&[u8]>,
+    operands: &rocksdb::MergeOperands,
+) -> Option<Vec<u8>> {
+    let mut sum = existing.map_or(0, le_value);
+    for op in operands {
+        sum = sum.wrapping_add(le_value(op));
+    }
+    Some(sum.to_le_bytes().to_vec())
+}
+
+impl Worker for RocksWorker<'_> {
+    fn read(&mut self, key: u64) -> bool {
+        self.0.0.get_pinned(be(key)).expect("get").is_some()
+    }
+    fn upsert(&mut self, key: u64, value: u64) {
+        self.0.0.put_opt(be(key), value.to_le_bytes(), &self.0.1).expect("put");
+    }
+    fn rmw(&mut self, key: u64) {
+        self.0.0.merge_opt(be(key), 1u64.to_le_bytes(), &self.0.1).expect("merge");
+    }
+    fn settle(&mut self) {}
+    fn get(&mut self, key: u64) -> Option<u64> {
+        self.0.0.get_pinned(be(key)).expect("get").map(|v| le_value(&v))
+    }
+}
+
+impl System for Rocks {
+    fn name(&self) -> String {
+        "RocksDB".into()
+    }
+    fn worker(&self) -> Box<dyn Worker + '_> {
+        Box::new(RocksWorker(self))
+    }
+}
+
+fn rocks(s: Sizing) -> Box<dyn System> {
+    let dir = temp_dir("rocksdb");
+    let mut options = rocksdb::Options::default();
+    options.create_if_missing(true);
+    options.set_merge_operator_associative("add", add_operator);
+    options.increase_parallelism(2);
+    let mut table = rocksdb::BlockBasedOptions::default();
+    table.set_block_cache(&rocksdb::Cache::new_lru_cache(s.cache_bytes as usize).expect("cache"));
+    options.set_block_based_table_factory(&table);
+    let db = rocksdb::DB::open(&options, dir.path()).expect("rocksdb");
+    let mut write = rocksdb::WriteOptions::default();
+    write.disable_wal(true);
+    Box::new(Rocks(db, write, dir))
+}
+
+// ---- redb ----
+
+const REDB_TABLE: redb::TableDefinition<'_, u64, u64> = redb::TableDefinition::new("kv");
+
+// The directory (and the database handle) live as long as the store.
+#[allow(dead_code)]
+struct Redb(redb::Database, tempfile::TempDir);
+/// Reads go through a read transaction per batch; writes through one write
+/// transaction per batch (redb has one writer at a time), committed with
+/// durability none at `settle`.
+struct RedbWorker<'a> {
+    db: &'a redb::Database,
+    read: Option<redb::ReadTransaction>,
+    write: Option<redb::WriteTransaction>,
+}
+
+impl RedbWorker<'_> {
+    fn write_tx(&mut self) -> &redb::WriteTransaction {
+        if self.write.is_none() {
+            self.read = None;
+            let mut tx = self.db.begin_write().expect("begin_write");
+            let _ = tx.set_durability(redb::Durability::None);
+            self.write = Some(tx);
+        }
+        self.write.as_ref().expect("write transaction")
+    }
+}
+
+impl Worker for RedbWorker<'_> {
+    fn read(&mut self, key: u64) -> bool {
+        self.get(key).is_some()
+    }
+    fn upsert(&mut self, key: u64, value: u64) {
+        let tx = self.write_tx();
+        tx.open_table(REDB_TABLE).expect("table").insert(key, value).expect("insert");
+    }
+    fn rmw(&mut self, key: u64) {
+        use redb::ReadableTable;
+        let tx = self.write_tx();
+        let mut table = tx.open_table(REDB_TABLE).expect("table");
+        let old = table.get(key).expect("get").map_or(0, |v| v.value());
+        table.insert(key, old + 1).expect("insert");
+    }
+    fn settle(&mut self) {
+        self.read = None;
+        if let Some(tx) = self.write.take() {
+            tx.commit().expect("commit");
+        }
+    }
+    fn get(&mut self, key: u64) -> Option<u64> {
+        use redb::{ReadableDatabase, ReadableTable};
+        if let Some(tx) = &self.write {
+            return tx
+                .open_table(REDB_TABLE)
+                .expect("table")
+                .get(key)
+                .expect("get")
+                .map(|v| v.value());
+        }
+        if self.read.is_none() {
+            self.read = Some(self.db.begin_read().expect("begin_read"));
+        }
+        let tx = self.read.as_ref().expect("read transaction");
+        tx.open_table(REDB_TABLE).expect("table").get(key).expect("get").map(|v| v.value())
+    }
+}
+
+impl System for Redb {
+    fn name(&self) -> String {
+        "redb".into()
+    }
+    fn worker(&self) -> Box<dyn Worker + '_> {
+        Box::new(RedbWorker { db: &self.0, read: None, write: None })
+    }
+}
+
+fn redb_store(s: Sizing) -> Box<dyn System> {
+    let dir = temp_dir("redb");
+    let db = redb::Database::builder()
+        .set_cache_size(s.cache_bytes as usize)
+        .create(dir.path().join("db.redb"))
+        .expect("redb");
+    Box::new(Redb(db, dir))
+}
+
+// ---- fjall ----
+
+// The directory (and the database handle) live as long as the store.
+#[allow(dead_code)]
+struct Fjall(fjall::OptimisticTxDatabase, fjall::OptimisticTxKeyspace, tempfile::TempDir);
+struct FjallWorker<'a>(&'a fjall::OptimisticTxKeyspace);
+
+impl Worker for FjallWorker<'_> {
+    fn read(&mut self, key: u64) -> bool {
+        self.0.get(be(key)).expect("get").is_some()
+    }
+    fn upsert(&mut self, key: u64, value: u64) {
+        self.0.insert(be(key), value.to_le_bytes()).expect("insert");
+    }
+    fn rmw(&mut self, key: u64) {
+        self.0
+            .fetch_update(be(key), |old| {
+                Some((old.map_or(0, |v| le_value(v)) + 1).to_le_bytes().to_vec().into())
+            })
+            .expect("fetch_update");
+    }
+    fn settle(&mut self) {}
+    fn get(&mut self, key: u64) -> Option<u64> {
+        self.0.get(be(key)).expect("get").map(|v| le_value(&v))
+    }
+}
+
+impl System for Fjall {
+    fn name(&self) -> String {
+        "fjall".into()
+    }
+    fn worker(&self) -> Box<dyn Worker + '_> {
+        Box::new(FjallWorker(&self.1))
+    }
+}
+
+fn fjall_store(s: Sizing) -> Box<dyn System> {
+    let dir = temp_dir("fjall");
+    let db = fjall::OptimisticTxDatabase::builder(dir.path())
+        .cache_size(s.cache_bytes)
+        .open()
+        .expect("fjall");
+    let keyspace = db.keyspace("kv", fjall::KeyspaceCreateOptions::default).expect("keyspace");
+    Box::new(Fjall(db, keyspace, dir))
+}
+
+// ---- sled ----
+
+// The directory (and the database handle) live as long as the store.
+#[allow(dead_code)]
+struct Sled(sled::Db, tempfile::TempDir);
+struct SledWorker<'a>(&'a sled::Db);
+
+impl Worker for SledWorker<'_> {
+    fn read(&mut self, key: u64) -> bool {
+        self.0.get(be(key)).expect("get").is_some()
+    }
+    fn upsert(&mut self, key: u64, value: u64) {
+        self.0.insert(be(key), &value.to_le_bytes()).expect("insert");
+    }
+    fn rmw(&mut self, key: u64) {
+        self.0
+            .update_and_fetch(be(key), |old| {
+                Some((old.map_or(0, le_value) + 1).to_le_bytes().to_vec())
+            })
+            .expect("update");
+    }
+    fn settle(&mut self) {}
+    fn get(&mut self, key: u64) -> Option<u64> {
+        self.0.get(be(key)).expect("get").map(|v| le_value(&v))
+    }
+}
+
+impl System for Sled {
+    fn name(&self) -> String {
+        "sled".into()
+    }
+    fn worker(&self) -> Box<dyn Worker + '_> {
+        Box::new(SledWorker(&self.0))
+    }
+}
+
+fn sled_store(s: Sizing) -> Box<dyn System> {
+    let dir = temp_dir("sled");
+    let db =
+        sled::Config::new().path(dir.path()).cache_capacity(s.cache_bytes).open().expect("sled");
+    Box::new(Sled(db, dir))
 }
 
 // ---- the harness ----
 
-fn load<S: System>(system: &S, keys: u64) {
+type Maker = fn(Sizing) -> Box<dyn System>;
+
+/// Every store, by name, with whether it can run larger than memory.
+const STORES: [(&str, Maker, bool); 7] = [
+    ("oxifaster", ours, true),
+    ("dashmap", |_| Box::new(Dash(dashmap::DashMap::new())), false),
+    ("oxifaster-0.1.3", previous, false),
+    ("rocksdb", rocks, true),
+    ("redb", redb_store, true),
+    ("fjall", fjall_store, true),
+    ("sled", sled_store, true),
+];
+
+fn load(system: &dyn System, keys: u64) -> f64 {
+    let start = Instant::now();
     let mut w = system.worker();
     for i in 0..keys {
         w.upsert(fnv64(i), 0);
+        if i % 256 == 255 {
+            w.settle();
+        }
     }
     w.settle();
+    keys as f64 / start.elapsed().as_secs_f64() / 1e6
 }
 
 struct Outcome {
     mops: f64,
     not_found: u64,
     rmws: u64,
+    latency: Histogram<u64>,
 }
 
 /// One worker's run: replays `trace` with `workload`'s mix until `stop`;
-/// returns (operations, reads that found nothing, RMWs).
-fn drive<W: Worker>(
-    mut w: W,
+/// times one operation in 64.
+fn drive(
+    mut w: Box<dyn Worker + '_>,
     workload: Workload,
     trace: &[u64],
     thread: usize,
     stop: &AtomicBool,
     ready: &Barrier,
-) -> (u64, u64, u64) {
+) -> (u64, u64, u64, Histogram<u64>) {
     let mut rng = Rng::new(thread as u64 + 1);
+    let mut latency = Histogram::<u64>::new(3).expect("histogram");
     let (mut ops, mut not_found, mut rmws, mut next) = (0u64, 0u64, 0u64, 0usize);
     ready.wait();
     while !stop.load(Ordering::Relaxed) {
-        for _ in 0..256 {
+        let sampled = (ops / 256 * 37 % 64) as usize;
+        for i in 0..256usize {
             let key = trace[next];
             next = (next + 1) % trace.len();
+            let timed = (i % 64 == sampled).then(Instant::now);
             match workload.next_op(&mut rng) {
                 Op::Read => not_found += u64::from(!w.read(key)),
                 Op::Upsert => w.upsert(key, ops),
@@ -195,65 +527,34 @@ fn drive<W: Worker>(
                     rmws += 1;
                 }
             }
+            if let Some(at) = timed {
+                let _ = latency.record(at.elapsed().as_nanos() as u64);
+            }
             ops += 1;
         }
         w.settle();
     }
-    (ops, not_found, rmws)
+    (ops, not_found, rmws, latency)
 }
 
-fn run<S: System>(
-    system: &S,
-    threads: usize,
+/// Runs a point on detached threads under a watchdog: `None` if the workers
+/// have not stopped `grace` after the run's end (oxifaster 0.1.3 can hang);
+/// their threads are then left behind and the store is not measured
+/// further.
+fn run(
+    system: &Arc<dyn System>,
     workload: Workload,
-    traces: &[Vec<u64>],
-    secs: f64,
-) -> Outcome {
-    let stop = AtomicBool::new(false);
-    let ready = Barrier::new(threads + 1);
-    let (counts, elapsed) = std::thread::scope(|scope| {
-        let handles: Vec<_> = traces
-            .iter()
-            .enumerate()
-            .map(|(t, trace)| {
-                let (stop, ready) = (&stop, &ready);
-                scope.spawn(move || drive(system.worker(), workload, trace, t, stop, ready))
-            })
-            .collect();
-        ready.wait();
-        let start = Instant::now();
-        std::thread::sleep(Duration::from_secs_f64(secs));
-        stop.store(true, Ordering::Relaxed);
-        let counts: Vec<_> = handles.into_iter().map(|h| h.join().expect("worker")).collect();
-        (counts, start.elapsed())
-    });
-    let ops: u64 = counts.iter().map(|c| c.0).sum();
-    Outcome {
-        mops: ops as f64 / elapsed.as_secs_f64() / 1e6,
-        not_found: counts.iter().map(|c| c.1).sum(),
-        rmws: counts.iter().map(|c| c.2).sum(),
-    }
-}
-
-/// `run` for oxifaster 0.1.3 under a watchdog: its workers run on detached
-/// threads, and if they have not stopped `grace` after the run ends (0.1.3
-/// can hang), `None` — the threads are left behind, and the caller stops
-/// measuring 0.1.3.
-fn run_watched(
-    system: &Arc<Previous>,
-    threads: usize,
-    workload: Workload,
-    traces: &[Vec<u64>],
+    traces: &[Arc<Vec<u64>>],
     secs: f64,
     grace: Duration,
 ) -> Option<Outcome> {
+    let threads = traces.len();
     let stop = Arc::new(AtomicBool::new(false));
     let ready = Arc::new(Barrier::new(threads + 1));
     let (done_tx, done_rx) = std::sync::mpsc::channel();
-    for (t, trace) in traces.iter().enumerate().take(threads) {
-        let (system, stop, ready, done_tx) =
-            (system.clone(), stop.clone(), ready.clone(), done_tx.clone());
-        let trace = trace.clone();
+    for (t, trace) in traces.iter().enumerate() {
+        let (system, stop, ready, done_tx, trace) =
+            (system.clone(), stop.clone(), ready.clone(), done_tx.clone(), trace.clone());
         std::thread::spawn(move || {
             let counts = drive(system.worker(), workload, &trace, t, &stop, &ready);
             let _ = done_tx.send(counts);
@@ -274,110 +575,232 @@ fn run_watched(
         }
     }
     let elapsed = start.elapsed();
-    let ops: u64 = counts.iter().map(|c| c.0).sum();
+    let mut latency = Histogram::<u64>::new(3).expect("histogram");
+    for c in &counts {
+        let _ = latency.add(&c.3);
+    }
     Some(Outcome {
-        mops: ops as f64 / elapsed.as_secs_f64() / 1e6,
+        mops: counts.iter().map(|c| c.0).sum::<u64>() as f64 / elapsed.as_secs_f64() / 1e6,
         not_found: counts.iter().map(|c| c.1).sum(),
         rmws: counts.iter().map(|c| c.2).sum(),
+        latency,
     })
 }
 
-fn sum<S: System>(system: &S, keys: u64) -> u64 {
+fn sum(system: &dyn System, keys: u64) -> u64 {
     let mut w = system.worker();
-    (0..keys).map(|i| w.get(fnv64(i)).unwrap_or(0)).sum()
+    let total = (0..keys).map(|i| w.get(fnv64(i)).unwrap_or(0)).sum();
+    w.settle();
+    total
 }
 
-fn env(name: &str) -> Option<u64> {
-    std::env::var(name).ok().and_then(|s| s.parse().ok())
+fn env(name: &str) -> Option<String> {
+    std::env::var(name).ok()
+}
+
+/// One row of the results.
+struct Row {
+    keys: u64,
+    workload: &'static str,
+    dist: &'static str,
+    threads: usize,
+    store: String,
+    mops: Option<f64>,
+    p99_us: f64,
+    notes: String,
 }
 
 fn main() {
     let key_counts: Vec<u64> = match env("OXIFASTER_COMPARE_KEYS") {
-        Some(k) => vec![k],
+        Some(k) => k.split(',').filter_map(|k| k.trim().parse().ok()).collect(),
         None => vec![1_000_000, 10_000_000],
     };
-    let secs = env("OXIFASTER_COMPARE_SECS").unwrap_or(3) as f64;
+    let secs: f64 = env("OXIFASTER_COMPARE_SECS").and_then(|s| s.parse().ok()).unwrap_or(3.0);
+    let ltm = env("OXIFASTER_COMPARE_LTM").is_some_and(|v| v != "0");
+    let wanted: Option<Vec<String>> = env("OXIFASTER_COMPARE_STORES")
+        .map(|s| s.split(',').map(|n| n.trim().to_string()).collect());
+    let thread_counts: Vec<usize> = env("OXIFASTER_COMPARE_THREADS")
+        .map(|s| s.split(',').filter_map(|t| t.trim().parse().ok()).collect())
+        .unwrap_or_else(|| vec![1, 2]);
+    let mut rows = Vec::new();
     println!(
-        "| keys | workload | dist | threads | oxifaster 0.2 Mops/s | oxifaster 0.1.3 Mops/s | ratio |"
+        "| keys | workload | dist | threads | store | Mops/s | p99 µs | load Mops/s | notes |"
     );
-    println!("|---|---|---|---|---|---|---|");
-    for keys in key_counts {
-        let new = ours(keys);
-        let old = Arc::new(previous(keys));
-        let mut old_hung: Option<String> = None;
-        load(&new, keys);
-        load(&*old, keys);
-        let (mut new_increments, mut old_increments) = (0u64, 0u64);
+    println!("|---|---|---|---|---|---|---|---|---|");
+    for &keys in &key_counts {
+        let sizing = Sizing {
+            keys,
+            // 16 bytes of key and value per record; a tenth of that when
+            // larger than memory, else room for all of it and then some.
+            cache_bytes: if ltm {
+                (keys * 16 / 10).max(1 << 20)
+            } else {
+                (keys * 64).max(64 << 20)
+            },
+            larger_than_memory: ltm,
+        };
         let mut points = Vec::new();
         for dist in [Distribution::Uniform, Distribution::Zipf] {
             let chooser = KeyChooser::new(keys, dist);
-            for threads in [1usize, 2] {
-                let traces: Vec<Vec<u64>> = (0..threads)
-                    .map(|t| key_trace(&chooser, &mut Rng::new(100 + t as u64), 1 << 22))
+            for &threads in &thread_counts {
+                let traces: Vec<Arc<Vec<u64>>> = (0..threads)
+                    .map(|t| Arc::new(key_trace(&chooser, &mut Rng::new(100 + t as u64), 1 << 22)))
                     .collect();
                 points.push((dist, threads, traces));
             }
         }
-        // A (with upserts) runs last, so that the counters of the RMW runs
-        // can be checked.
-        for workload in [Workload::C, Workload::Rmw, Workload::A] {
-            for (dist, threads, traces) in &points {
-                let (dist, threads) = (*dist, *threads);
-                let dist_name = if dist == Distribution::Uniform { "uniform" } else { "zipf" };
-                let a = run(&new, threads, workload, traces, secs);
-                new_increments += a.rmws;
-                let b = match &old_hung {
-                    Some(_) => None,
-                    None => {
-                        let grace = Duration::from_secs(30);
-                        let b = run_watched(&old, threads, workload, traces, secs, grace);
-                        if b.is_none() {
-                            old_hung =
-                                Some(format!("{} {dist_name} {threads} thr", workload.name()));
+        for (name, make, can_ltm) in STORES {
+            if wanted.as_ref().is_some_and(|w| !w.iter().any(|n| n == name)) || (ltm && !can_ltm) {
+                continue;
+            }
+            let system: Arc<dyn System> = Arc::from(make(sizing));
+            let load_mops = load(&*system, keys);
+            let mut increments = 0u64;
+            let mut hung = false;
+            // A (with upserts) runs last, so that the counters of the RMW
+            // runs can be checked.
+            for workload in [Workload::C, Workload::Rmw, Workload::A] {
+                for (dist, threads, traces) in &points {
+                    let dist_name = if *dist == Distribution::Uniform { "uniform" } else { "zipf" };
+                    let mut row = Row {
+                        keys,
+                        workload: workload.name(),
+                        dist: dist_name,
+                        threads: *threads,
+                        store: system.name(),
+                        mops: None,
+                        p99_us: 0.0,
+                        notes: String::new(),
+                    };
+                    if hung {
+                        row.notes = "not measured (hung earlier)".into();
+                    } else {
+                        match run(&system, workload, traces, secs, Duration::from_secs(30)) {
+                            Some(o) => {
+                                increments += o.rmws;
+                                row.mops = Some(o.mops);
+                                row.p99_us = o.latency.value_at_quantile(0.99) as f64 / 1000.0;
+                                if o.not_found > 0 {
+                                    row.notes += &format!("{} WRONG NOT-FOUND; ", o.not_found);
+                                }
+                            }
+                            None => {
+                                hung = true;
+                                row.notes = "HUNG: no progress 30 s after the run".into();
+                            }
                         }
-                        b
                     }
-                };
-                let mut notes = String::new();
-                if a.not_found > 0 {
-                    notes += &format!(" 0.2: {} WRONG NOT-FOUND;", a.not_found);
-                }
-                if let Some(b) = &b {
-                    old_increments += b.rmws;
-                    if b.not_found > 0 {
-                        notes += &format!(" 0.1.3: {} WRONG NOT-FOUND;", b.not_found);
-                    }
-                }
-                if workload == Workload::Rmw {
-                    let new_sum = sum(&new, keys);
-                    if new_sum != new_increments {
-                        notes += &format!(" 0.2: LOST UPDATES ({new_sum} of {new_increments});");
-                    }
-                    if b.is_some() {
-                        let old_sum = sum(&*old, keys);
-                        if old_sum != old_increments {
-                            notes +=
-                                &format!(" 0.1.3: LOST UPDATES ({old_sum} of {old_increments});");
+                    let last_rmw = workload == Workload::Rmw
+                        && std::ptr::eq(&points[points.len() - 1].2, traces);
+                    if last_rmw && !hung {
+                        let total = sum(&*system, keys);
+                        if total != increments {
+                            row.notes +=
+                                &format!("LOST UPDATES ({total} of {increments} increments); ");
+                        } else {
+                            row.notes += &format!("counters checked ({increments} increments); ");
                         }
                     }
-                }
-                match (&b, &old_hung) {
-                    (Some(b), _) => println!(
-                        "| {keys} | {} | {dist_name} | {threads} | {:.2} | {:.2} | {:.2}×{notes} |",
-                        workload.name(),
-                        a.mops,
-                        b.mops,
-                        a.mops / b.mops
-                    ),
-                    (None, Some(at)) => println!(
-                        "| {keys} | {} | {dist_name} | {threads} | {:.2} | HUNG (no progress 30 s after the run, at {at}; not measured further) | — |{notes}",
-                        workload.name(),
-                        a.mops,
-                    ),
-                    (None, None) => {}
+                    println!(
+                        "| {} | {} | {} | {} | {} | {} | {:.2} | {load_mops:.2} | {} |",
+                        row.keys,
+                        row.workload,
+                        row.dist,
+                        row.threads,
+                        row.store,
+                        row.mops.map_or("—".into(), |m| format!("{m:.2}")),
+                        row.p99_us,
+                        row.notes
+                    );
+                    rows.push(row);
                 }
             }
+            if hung {
+                // Its threads are still spinning: leak the store rather
+                // than drop it under them.
+                std::mem::forget(system);
+            }
         }
-        let _ = (new.name(), old.name());
     }
+    if let Some(path) = env("OXIFASTER_COMPARE_CHART") {
+        match chart(&rows, &path) {
+            Ok(()) => println!("chart: {path}"),
+            Err(e) => eprintln!("chart: {e}"),
+        }
+    }
+}
+
+/// A grouped bar chart of the results (Mops/s per store, one group per
+/// workload × dist × threads), for each key count, stacked vertically.
+fn chart(rows: &[Row], path: &str) -> Result<(), Box<dyn std::error::Error>> {
+    use plotters::prelude::*;
+    // The font (ab_glyph draws text from a TrueType file; Debian's DejaVu).
+    let font = std::fs::read("/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf")
+        .map_err(|e| format!("DejaVuSans.ttf (apt-get install fonts-dejavu-core): {e}"))?;
+    plotters::style::register_font(
+        "sans-serif",
+        FontStyle::Normal,
+        Box::leak(font.into_boxed_slice()),
+    )
+    .map_err(|_| "the font does not load")?;
+    let mut keys: Vec<u64> = rows.iter().map(|r| r.keys).collect();
+    keys.dedup();
+    let mut stores: Vec<String> = Vec::new();
+    for r in rows {
+        if !stores.contains(&r.store) {
+            stores.push(r.store.clone());
+        }
+    }
+    let root = BitMapBackend::new(path, (1600, 520 * keys.len() as u32)).into_drawing_area();
+    root.fill(&WHITE)?;
+    let panels = root.split_evenly((keys.len(), 1));
+    for (panel, &k) in panels.iter().zip(&keys) {
+        let mine: Vec<&Row> = rows.iter().filter(|r| r.keys == k).collect();
+        let mut groups: Vec<String> = Vec::new();
+        for r in &mine {
+            let g = format!("{} {} {}t", r.workload, r.dist, r.threads);
+            if !groups.contains(&g) {
+                groups.push(g);
+            }
+        }
+        let high = mine.iter().filter_map(|r| r.mops).fold(1.0f64, f64::max);
+        // Headroom above the bars for the group names and the legend.
+        let top = high * 40.0;
+        let bottom = 0.01;
+        let n = stores.len() as f64 + 1.0;
+        let mut c = ChartBuilder::on(panel)
+            .caption(
+                format!("{k} keys, 8-byte keys and values: Mops/s (log scale)"),
+                ("sans-serif", 24),
+            )
+            .margin(12)
+            .x_label_area_size(10)
+            .y_label_area_size(60)
+            .build_cartesian_2d(0.0..groups.len() as f64, (bottom..top).log_scale())?;
+        c.configure_mesh().disable_x_mesh().disable_x_axis().y_desc("Mops/s").draw()?;
+        // The group names, under each group's bars.
+        c.draw_series(groups.iter().enumerate().map(|(i, g)| {
+            Text::new(g.clone(), (i as f64 + 0.1, high * 1.6), ("sans-serif", 15).into_font())
+        }))?;
+        for (si, store) in stores.iter().enumerate() {
+            let color = Palette99::pick(si).mix(0.9);
+            let bars = mine.iter().filter(|r| &r.store == store).filter_map(|r| {
+                let g = groups
+                    .iter()
+                    .position(|g| *g == format!("{} {} {}t", r.workload, r.dist, r.threads))?;
+                let x0 = g as f64 + (si as f64 + 0.5) / n;
+                Some(Rectangle::new([(x0, bottom), (x0 + 1.0 / n, r.mops?)], color.filled()))
+            });
+            c.draw_series(bars)?.label(store.clone()).legend(move |(x, y)| {
+                Rectangle::new([(x, y - 5), (x + 12, y + 5)], Palette99::pick(si).filled())
+            });
+        }
+        c.configure_series_labels()
+            .position(SeriesLabelPosition::UpperLeft)
+            .background_style(WHITE.mix(0.8))
+            .border_style(BLACK)
+            .draw()?;
+    }
+    root.present()?;
+    Ok(())
 }
