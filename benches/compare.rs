@@ -113,7 +113,9 @@ impl<D: oxifaster::device::Device> System for Ours<D> {
 fn ours(s: Sizing) -> Box<dyn System> {
     let builder = oxifaster::Store::<u64, u64>::builder()
         .table_size((s.keys / 2).next_power_of_two())
-        .page_size_bits(22)
+        // Smaller pages when larger than memory, so that the ring holds
+        // enough of them.
+        .page_size_bits(if s.larger_than_memory { 20 } else { 22 })
         .max_sessions(8);
     if s.larger_than_memory {
         let dir = Box::leak(Box::new(temp_dir("oxifaster")));
