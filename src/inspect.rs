@@ -123,7 +123,14 @@ pub fn info(args: InfoArgs) -> Result<()> {
         );
     }
     let chosen = match &args.token {
-        Some(token) => checkpoint::verify(&args.dir, token)?,
+        Some(token) => match all.iter().find(|c| c.token.as_str() == token) {
+            Some(c) => c.clone(),
+            None => {
+                return Err(
+                    format!("no complete checkpoint {token} in {}", args.dir.display()).into()
+                );
+            }
+        },
         None => match all.iter().rev().find(|c| c.kind != checkpoint::CheckpointKind::IndexOnly) {
             Some(c) => c.clone(),
             None => return Ok(()),

@@ -41,6 +41,16 @@ fn build(dir: &Path, keys: u64) -> String {
     info.token.to_string()
 }
 
+/// The final address of checkpoint `token`.
+fn final_address(dir: &Path, token: &str) -> u64 {
+    checkpoint::list(dir)
+        .expect("list")
+        .into_iter()
+        .find(|c| c.token.as_str() == token)
+        .expect("checkpoint")
+        .final_address
+}
+
 fn flip(dir: &Path, address: u64, bit: u8) {
     let device = device(dir);
     let mut byte = [0u8; 1];
@@ -68,12 +78,7 @@ fn a_healthy_log_verifies_and_recovers() {
 fn sampled_bit_flips_in_log_pages_are_all_detected() {
     let dir = tempfile::tempdir().expect("tempdir");
     let token = build(dir.path(), 3000);
-    let end = checkpoint::list(dir.path())
-        .expect("list")
-        .into_iter()
-        .find(|c| c.token.as_str() == token)
-        .expect("checkpoint")
-        .final_address;
+    let end = final_address(dir.path(), &token);
     let mut rng = Rng::new(0x5ea1);
     for _ in 0..60 {
         // Any byte of the log below the final address: records, free space
@@ -119,12 +124,7 @@ fn a_page_written_at_the_wrong_address_is_detected() {
 fn dead_ranges_left_by_a_recovery_are_not_damage() {
     let dir = tempfile::tempdir().expect("tempdir");
     let token = build(dir.path(), 1000);
-    let end = checkpoint::list(dir.path())
-        .expect("list")
-        .into_iter()
-        .find(|c| c.token.as_str() == token)
-        .expect("checkpoint")
-        .final_address;
+    let end = final_address(dir.path(), &token);
     {
         // More writes after the checkpoint, flushed but never checkpointed.
         let store = builder(dir.path()).recover::<u64, u64>(&token).expect("recover");

@@ -95,6 +95,11 @@ fn load_meta(dir: &Path, token: &str) -> Result<(Meta, CheckpointKind)> {
 
 /// See [`super::verify`].
 pub(super) fn verify(dir: &Path, token: &str) -> Result<CheckpointInfo> {
+    verify_files(dir, token).map(|(_, info)| info)
+}
+
+/// Checks a checkpoint's metadata and files; returns the metadata too.
+fn verify_files(dir: &Path, token: &str) -> Result<(Meta, CheckpointInfo)> {
     let (meta, _) = load_meta(dir, token)?;
     let index_path = root(dir).join(&meta.index.token).join("index");
     let (_, header) = HashIndex::read_checkpoint(&index_path)?;
@@ -108,7 +113,8 @@ pub(super) fn verify(dir: &Path, token: &str) -> Result<CheckpointInfo> {
     if let Some(delta) = &meta.delta {
         load_delta(&root(dir).join(token).join("delta"), delta, meta.page_size_bits)?;
     }
-    CheckpointInfo::from_meta(&meta).ok_or_else(|| corrupt(dir, "unknown kind"))
+    let info = CheckpointInfo::from_meta(&meta).ok_or_else(|| corrupt(dir, "unknown kind"))?;
+    Ok((meta, info))
 }
 
 /// The live ranges of the device for a checkpoint: `[begin, end)` less
@@ -187,8 +193,7 @@ pub(super) fn verify_log<D: Device>(
     token: &str,
     device: &D,
 ) -> Result<super::LogVerification> {
-    let info = verify(dir, token)?;
-    let (meta, _) = load_meta(dir, token)?;
+    let (meta, info) = verify_files(dir, token)?;
     let page_size = 1u64 << meta.page_size_bits;
     let body = page_size - PAGE_TRAILER;
     let live = live_ranges(&meta);
