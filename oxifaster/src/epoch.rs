@@ -131,7 +131,7 @@ impl Epoch {
                     .compare_exchange(false, true, Ordering::Acquire, Ordering::Relaxed)
                     .is_ok()
             {
-                return Ok(EpochHandle { epoch: self, index });
+                return Ok(EpochHandle { epoch: self, entry });
             }
         }
         Err(Error::TooManySessions { max: self.entries.len() })
@@ -260,12 +260,15 @@ impl Epoch {
 #[derive(Debug)]
 pub struct EpochHandle<'a> {
     epoch: &'a Epoch,
-    index: usize,
+    /// This participant's entry in `epoch.entries`, held by reference so
+    /// that the per-operation protect and unprotect touch it directly.
+    entry: &'a Entry,
 }
 
 impl EpochHandle<'_> {
+    #[inline(always)]
     fn entry(&self) -> &Entry {
-        &self.epoch.entries[self.index]
+        self.entry
     }
 
     /// Protects at the current epoch and returns it. While protected at `E`,

@@ -82,3 +82,19 @@ pub mod broken {
         PLAIN_TAIL.load(Ordering::SeqCst)
     }
 }
+
+/// A value alone on its own pair of cache lines (128 bytes, so that the
+/// adjacent-line prefetcher does not pair it with a neighbour): a word that
+/// one thread writes often must not slow down readers of the fields beside
+/// it.
+#[derive(Debug, Default)]
+#[repr(align(128))]
+pub(crate) struct CachePadded<T>(pub(crate) T);
+
+impl<T> std::ops::Deref for CachePadded<T> {
+    type Target = T;
+    #[inline(always)]
+    fn deref(&self) -> &T {
+        &self.0
+    }
+}

@@ -834,7 +834,7 @@ fn parse_records<K: Key, V: Value>(
                 }
             }
             if !info.is_invalid() && !is_newer(info.version(), version) {
-                let key = &record[format.header_size..format.header_size + key_len];
+                let key = &record[format.header_size()..format.header_size() + key_len];
                 batch.push((hash_bytes(key), relocate(at)));
             }
         },

@@ -32,7 +32,7 @@
 //! Every access to frame memory happens under epoch protection, after a
 //! check against `head`, which is what makes the raw frame pointers sound.
 
-use crate::sync::{AtomicBool, AtomicU64, Ordering};
+use crate::sync::{AtomicBool, AtomicU64, CachePadded, Ordering};
 use std::ptr::NonNull;
 use std::sync::{Arc, Mutex};
 
@@ -105,6 +105,10 @@ struct Shared<D> {
     page_size: u64,
     /// The bytes of a page that records may use: the page less its seal.
     body: u64,
+    /// `frames * page_size - 1`: masking an address with it gives the
+    /// record's offset in the frames (page `p` lives in frame
+    /// `p mod frames`, and both counts are powers of two).
+    ring_mask: u64,
     base: NonNull<u8>,
     /// Owns the frames that `base` points into.
     _frames: LargeBuffer,
@@ -116,8 +120,9 @@ struct Shared<D> {
     read_only: AtomicAddress,
     flushed_until: AtomicAddress,
     /// `page << 32 | offset`; the offset may pass the page size while a page
-    /// turns.
-    tail: AtomicU64,
+    /// turns. On its own cache lines: every append writes it, and readers
+    /// load the region addresses beside it on every operation.
+    tail: CachePadded<AtomicU64>,
     /// Serialises flushes so that pages reach the device in order; holds
     /// the block buffer for a flush that ends inside a block.
     flush_lock: Mutex<FlushBlock>,
@@ -290,6 +295,7 @@ impl<D: Device> HybridLog<D> {
                 geometry,
                 page_size,
                 body: page_size - if geometry.sealed { seal::TRAILER } else { 0 },
+                ring_mask: (geometry.frames << geometry.page_bits) - 1,
                 base,
                 _frames: frames,
                 device,
@@ -299,7 +305,7 @@ impl<D: Device> HybridLog<D> {
                 safe_read_only: AtomicAddress::new(immutable),
                 read_only: AtomicAddress::new(immutable),
                 flushed_until: AtomicAddress::new(immutable),
-                tail: AtomicU64::new(page << 32 | (tail & (page_size - 1))),
+                tail: CachePadded(AtomicU64::new(page << 32 | (tail & (page_size - 1)))),
                 flush_lock: Mutex::new(FlushBlock::new(block)?),
                 flusher: std::sync::OnceLock::new(),
                 flush_target: AtomicU64::new(0),
@@ -382,11 +388,12 @@ impl<D: Device> HybridLog<D> {
     #[inline(always)]
     pub unsafe fn record_ptr(&self, address: Address) -> *mut u8 {
         let s = &self.shared;
-        let page = address.page(s.geometry.page_bits);
-        let frame = page & (s.geometry.frames - 1);
-        let offset = (frame << s.geometry.page_bits) + address.offset(s.geometry.page_bits);
-        // SAFETY: `frame < frames` and `offset < page size`, so the result is
-        // inside the frames allocation.
+        // Page `p`'s frame is `p mod frames`, so its byte `o` is at
+        // `(p mod frames) * page_size + o`, which is the address masked by
+        // `frames * page_size - 1` (both powers of two).
+        let offset = address.raw() & s.ring_mask;
+        // SAFETY: `offset <= ring_mask`, the last byte of the frames
+        // allocation.
         unsafe { s.base.as_ptr().add(offset as usize) }
     }
 

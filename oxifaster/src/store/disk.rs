@@ -101,7 +101,7 @@ impl<K: Key, V: Value, D: Device> DiskReader<K, V, D> {
                     }
                 };
                 let Ok(buffer) = &buffers[slot] else { continue };
-                let header = self.format.header_size;
+                let header = self.format.header_size();
                 if !info.is_invalid() && &buffer[header..header + key_len] == walks[index].0 {
                     let value_at = header + pad8(key_len);
                     let value = AlignedBytes::copy_from(&buffer[value_at..value_at + value_len]);
@@ -135,7 +135,7 @@ impl<K: Key, V: Value, D: Device> DiskReader<K, V, D> {
             (Some(k), Some(v)) => format.record_size(k, v) as u64,
             _ => FIRST_READ_BYTES.min(page_left),
         };
-        if guess < format.header_size as u64 || guess > page_left {
+        if guess < format.header_size() as u64 || guess > page_left {
             return Err(Error::Corruption {
                 address: address.raw(),
                 what: "record header crosses its page".into(),

@@ -164,15 +164,11 @@ impl RecordShape {
     }
 }
 
-/// The record format for a key type and a value type.
+/// The record format for a key type and a value type. Zero-sized: every
+/// property is a constant of the types, so the hot paths branch on nothing
+/// that the compiler cannot resolve.
 #[derive(Debug)]
 pub struct RecordFormat<K, V> {
-    /// Whether the value is one atomic word (no seqlock).
-    pub atomic_value: bool,
-    /// Whether the record stores its key and value lengths.
-    pub has_lengths: bool,
-    /// The header size in bytes.
-    pub header_size: usize,
     types: PhantomData<fn(K, V)>,
 }
 
@@ -183,16 +179,36 @@ impl<K, V> Clone for RecordFormat<K, V> {
 }
 impl<K, V> Copy for RecordFormat<K, V> {}
 
+impl<K: Key, V: Value> Default for RecordFormat<K, V> {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
 impl<K: Key, V: Value> RecordFormat<K, V> {
+    const SHAPE: RecordShape = Self::shape();
+
     /// The format for `K` and `V`.
     pub const fn new() -> Self {
-        let shape = Self::shape();
-        Self {
-            atomic_value: shape.atomic_value,
-            has_lengths: shape.has_lengths,
-            header_size: shape.header_size,
-            types: PhantomData,
-        }
+        Self { types: PhantomData }
+    }
+
+    /// Whether the value is one atomic word (no seqlock).
+    #[inline(always)]
+    pub const fn atomic_value(&self) -> bool {
+        Self::SHAPE.atomic_value
+    }
+
+    /// Whether the record stores its key and value lengths.
+    #[inline(always)]
+    pub const fn has_lengths(&self) -> bool {
+        Self::SHAPE.has_lengths
+    }
+
+    /// The header size in bytes.
+    #[inline(always)]
+    pub const fn header_size(&self) -> usize {
+        Self::SHAPE.header_size
     }
 
     /// The shape of `K`/`V` records.
@@ -203,7 +219,7 @@ impl<K: Key, V: Value> RecordFormat<K, V> {
     /// The size of a record with these key and value lengths.
     #[inline(always)]
     pub fn record_size(&self, key_len: usize, value_len: usize) -> usize {
-        self.header_size + pad8(key_len) + pad8(value_len)
+        self.header_size() + pad8(key_len) + pad8(value_len)
     }
 
     /// The value length of a tombstone record.
@@ -220,7 +236,7 @@ impl<K: Key, V: Value> RecordFormat<K, V> {
 
     #[inline(always)]
     fn lengths_offset(&self) -> usize {
-        if self.atomic_value { 8 } else { 16 }
+        if self.atomic_value() { 8 } else { 16 }
     }
 }
 
@@ -266,7 +282,7 @@ impl<K: Key, V: Value> RecordPtr<K, V> {
     /// The key and value lengths.
     #[inline(always)]
     pub fn lengths(&self) -> (usize, usize) {
-        if self.format.has_lengths {
+        if self.format.has_lengths() {
             let word = self.word(self.format.lengths_offset()).load(Ordering::Relaxed);
             ((word & 0xffff_ffff) as usize, (word >> 32) as usize)
         } else {
@@ -278,13 +294,13 @@ impl<K: Key, V: Value> RecordPtr<K, V> {
     #[inline(always)]
     pub fn key_bytes(&self, key_len: usize) -> &[u8] {
         // SAFETY: the key follows the header inside the record.
-        unsafe { std::slice::from_raw_parts(self.ptr.add(self.format.header_size), key_len) }
+        unsafe { std::slice::from_raw_parts(self.ptr.add(self.format.header_size()), key_len) }
     }
 
     #[inline(always)]
     fn value_ptr(&self, key_len: usize) -> *mut u8 {
         // SAFETY: the value follows the padded key inside the record.
-        unsafe { self.ptr.add(self.format.header_size + pad8(key_len)) }
+        unsafe { self.ptr.add(self.format.header_size() + pad8(key_len)) }
     }
 
     /// The value bytes of an immutable record (below `safe_read_only`),
@@ -300,17 +316,17 @@ impl<K: Key, V: Value> RecordPtr<K, V> {
     /// visible to anyone).
     pub fn initialize(&self, info: RecordInfo, key: &K, value: Option<&V>, value_len: usize) {
         let key_len = key.key_size();
-        if !self.format.atomic_value {
+        if !self.format.atomic_value() {
             self.word(8).store(0, Ordering::Relaxed);
         }
-        if self.format.has_lengths {
+        if self.format.has_lengths() {
             let word = (key_len as u64) | ((value_len as u64) << 32);
             self.word(self.format.lengths_offset()).store(word, Ordering::Relaxed);
         }
         // SAFETY: the record's space was allocated for these lengths and is
         // not yet shared: plain writes are fine.
         let key_dst = unsafe {
-            std::slice::from_raw_parts_mut(self.ptr.add(self.format.header_size), pad8(key_len))
+            std::slice::from_raw_parts_mut(self.ptr.add(self.format.header_size()), pad8(key_len))
         };
         let _ = key.encode_key_into(&mut key_dst[..key_len]);
         key_dst[key_len..].fill(0);
@@ -325,6 +341,14 @@ impl<K: Key, V: Value> RecordPtr<K, V> {
             None => value_dst.fill(0),
         }
         self.info_word().store(info.raw(), Ordering::Release);
+    }
+
+    /// The value of a record whose value is one atomic word.
+    #[inline(always)]
+    pub fn load_atomic_value(&self, key_len: usize) -> u64 {
+        debug_assert!(self.format.atomic_value());
+        // SAFETY: the value is one 8-byte aligned word inside the record.
+        unsafe { &*self.value_ptr(key_len).cast::<AtomicU64>() }.load(Ordering::Acquire)
     }
 
     /// Copies the value into `out` (whole 8-byte words), consistently with
@@ -342,7 +366,7 @@ impl<K: Key, V: Value> RecordPtr<K, V> {
             out.resize(words, 0);
         }
         let src = self.value_ptr(key_len).cast::<AtomicU64>();
-        if self.format.atomic_value {
+        if self.format.atomic_value() {
             // SAFETY: an 8-byte aligned word inside the record.
             out[0] = unsafe { &*src }.load(Ordering::Acquire);
         } else {
@@ -382,7 +406,7 @@ impl<K: Key, V: Value> RecordPtr<K, V> {
         mut update: impl FnMut(&mut [u8]) -> bool,
     ) -> bool {
         let dst = self.value_ptr(key_len).cast::<AtomicU64>();
-        if self.format.atomic_value {
+        if self.format.atomic_value() {
             // SAFETY: an 8-byte aligned word inside the record.
             let cell = unsafe { &*dst };
             let mut current = cell.load(Ordering::Acquire);
@@ -458,7 +482,7 @@ impl<K: Key, V: Value> RecordPtr<K, V> {
         value_len: usize,
         out: &'b mut Vec<u64>,
     ) -> (bool, &'b [u8]) {
-        if self.format.atomic_value {
+        if self.format.atomic_value() {
             let tombstone = self.info().is_tombstone();
             return (tombstone, self.copy_value(key_len, value_len, out));
         }
@@ -479,7 +503,7 @@ impl<K: Key, V: Value> RecordPtr<K, V> {
     /// Marks the record a tombstone in place, unless it is sealed (then the
     /// caller appends a tombstone). Returns whether it did.
     pub fn tombstone_in_place(&self) -> bool {
-        if self.format.atomic_value {
+        if self.format.atomic_value() {
             self.set_info_bits(TOMBSTONE_BIT);
             return true;
         }
@@ -515,7 +539,7 @@ mod tests {
     #[test]
     fn formats_follow_the_types() {
         let f = RecordFormat::<u64, u64>::new();
-        assert!(f.atomic_value && !f.has_lengths);
+        assert!(f.atomic_value() && !f.has_lengths());
         assert_eq!(f.record_size(8, 8), 24);
         let f = RecordFormat::<u64, [u8; 16]>::new();
         assert_eq!(f.record_size(8, 16), 40);

@@ -401,6 +401,7 @@ impl<'s, K: Key, V: Value, D: Device> Session<'s, K, V, D> {
         result
     }
 
+    #[inline(always)]
     fn read_inner(&mut self, key: &K, serial: u64) -> Result<ReadStatus<V>> {
         self.store.log.check_poisoned()?;
         let hash = key.hash64();
@@ -415,8 +416,12 @@ impl<'s, K: Key, V: Value, D: Device> Session<'s, K, V, D> {
                     return Ok(ReadStatus::NotFound);
                 }
                 let (key_len, value_len) = record.lengths();
-                let bytes = record.copy_value(key_len, value_len, &mut self.scratch);
-                Ok(ReadStatus::Found(V::decode(bytes)?))
+                let value = if self.format().atomic_value() {
+                    V::decode(&record.load_atomic_value(key_len).to_ne_bytes())?
+                } else {
+                    V::decode(record.copy_value(key_len, value_len, &mut self.scratch))?
+                };
+                Ok(ReadStatus::Found(value))
             }
             Location::Disk(address) => {
                 self.pending.push_back(PendingOp {
