@@ -71,6 +71,22 @@ impl HashBucketEntry {
         ((self.0 >> TAG_SHIFT) & TAG_MASK) as u16
     }
 
+    /// The bits above the address that a final (not tentative) entry with
+    /// `tag` carries: an entry is that entry exactly when
+    /// `raw & !ADDRESS_MASK == final_bits(tag)`, one compare per slot. (The
+    /// tag is never 0, so an unused slot never matches.)
+    #[inline(always)]
+    pub fn final_bits(tag: u16) -> u64 {
+        (u64::from(tag) & TAG_MASK) << TAG_SHIFT
+    }
+
+    /// Whether this is the final entry whose bits above the address are
+    /// `final_bits` (from [`Self::final_bits`]).
+    #[inline(always)]
+    pub fn is_final_with(self, final_bits: u64) -> bool {
+        self.0 & !ADDRESS_MASK == final_bits
+    }
+
     /// Whether the entry is still being inserted.
     #[inline(always)]
     pub fn is_tentative(self) -> bool {

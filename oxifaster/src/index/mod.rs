@@ -140,12 +140,12 @@ impl HashIndex {
     /// The final (non-tentative) entry for `hash`'s bucket and tag, if any.
     #[inline]
     pub fn find_entry(&self, hash: u64) -> Option<EntrySlot<'_>> {
-        let tag = HashBucketEntry::tag_of(hash);
+        let wanted = HashBucketEntry::final_bits(HashBucketEntry::tag_of(hash));
         let mut bucket = self.bucket(hash);
         loop {
             for slot in &bucket.entries {
                 let entry = HashBucketEntry::from_raw(slot.load(Ordering::Acquire));
-                if !entry.is_unused() && !entry.is_tentative() && entry.tag() == tag {
+                if entry.is_final_with(wanted) {
                     return Some(EntrySlot { slot, entry });
                 }
             }
@@ -155,39 +155,57 @@ impl HashIndex {
 
     /// The entry for `hash`'s bucket and tag, created (with an invalid
     /// address) if there is none. Latch-free; see the module invariant.
+    #[inline]
     pub fn find_or_create_entry(&self, hash: u64) -> EntrySlot<'_> {
+        match self.find_entry(hash) {
+            Some(found) => found,
+            None => self.create_entry(hash),
+        }
+    }
+
+    /// [`Self::find_or_create_entry`] for a caller whose own
+    /// [`Self::find_entry`] of `hash` just found nothing: it goes straight
+    /// to claiming a slot. (Skipping the lookup is safe because the claim's
+    /// rescan, not the lookup, is what keeps a tag from getting two
+    /// entries: an entry created since the caller looked is seen there.)
+    #[inline(never)]
+    pub fn create_entry(&self, hash: u64) -> EntrySlot<'_> {
         let tag = HashBucketEntry::tag_of(hash);
         loop {
+            if let Some(created) = self.try_claim(hash, tag) {
+                return created;
+            }
             if let Some(found) = self.find_entry(hash) {
                 return found;
             }
-            let slot = self.free_slot(hash);
-            let tentative = HashBucketEntry::new(Address::INVALID, tag, true);
-            if slot
-                // SeqCst with the SeqCst loads of `has_other_entry`: of two
-                // racing inserts, at least one sees the other's slot (Dekker).
-                .compare_exchange(0, tentative.raw(), Ordering::SeqCst, Ordering::Relaxed)
-                .is_err()
-            {
-                continue;
-            }
-            // Loom models SeqCst accesses as AcqRel (too weak for Dekker);
-            // its SeqCst fences are exact. On hardware the SeqCst CAS is a
-            // full barrier already.
-            #[cfg(oxifaster_loom)]
-            crate::sync::fence(Ordering::SeqCst);
-            if !Self::skip_rescan() && self.has_other_entry(hash, tag, slot) {
-                // Another insert of this tag raced us: back out and retry.
-                slot.store(0, Ordering::Release);
-                #[cfg(oxifaster_loom)]
-                crate::sync::yield_now();
-                std::hint::spin_loop();
-                continue;
-            }
-            let entry = HashBucketEntry::new(Address::INVALID, tag, false);
-            slot.store(entry.raw(), Ordering::Release);
-            return EntrySlot { slot, entry };
         }
+    }
+
+    /// One attempt to claim a free slot of `hash`'s chain for `tag`: a
+    /// tentative CAS, then the rescan. `None` if the CAS lost or another
+    /// insert of the tag raced us (the caller looks the tag up again).
+    fn try_claim(&self, hash: u64, tag: u16) -> Option<EntrySlot<'_>> {
+        let slot = self.free_slot(hash);
+        let tentative = HashBucketEntry::new(Address::INVALID, tag, true);
+        // SeqCst with the SeqCst loads of `has_other_entry`: of two racing
+        // inserts, at least one sees the other's slot (Dekker).
+        slot.compare_exchange(0, tentative.raw(), Ordering::SeqCst, Ordering::Relaxed).ok()?;
+        // Loom models SeqCst accesses as AcqRel (too weak for Dekker); its
+        // SeqCst fences are exact. On hardware the SeqCst CAS is a full
+        // barrier already.
+        #[cfg(oxifaster_loom)]
+        crate::sync::fence(Ordering::SeqCst);
+        if !Self::skip_rescan() && self.has_other_entry(hash, tag, slot) {
+            // Another insert of this tag raced us: back out and retry.
+            slot.store(0, Ordering::Release);
+            #[cfg(oxifaster_loom)]
+            crate::sync::yield_now();
+            std::hint::spin_loop();
+            return None;
+        }
+        let entry = HashBucketEntry::new(Address::INVALID, tag, false);
+        slot.store(entry.raw(), Ordering::Release);
+        Some(EntrySlot { slot, entry })
     }
 
     /// Whether inserts skip the rescan (only under loom, as the broken

@@ -351,6 +351,14 @@ impl<K: Key, V: Value> RecordPtr<K, V> {
         unsafe { &*self.value_ptr(key_len).cast::<AtomicU64>() }.load(Ordering::Acquire)
     }
 
+    /// Replaces the value of a record whose value is one atomic word.
+    #[inline(always)]
+    pub fn store_atomic_value(&self, key_len: usize, word: u64) {
+        debug_assert!(self.format.atomic_value());
+        // SAFETY: the value is one 8-byte aligned word inside the record.
+        unsafe { &*self.value_ptr(key_len).cast::<AtomicU64>() }.store(word, Ordering::Release)
+    }
+
     /// Copies the value into `out` (whole 8-byte words), consistently with
     /// concurrent in-place writers. Returns the value's bytes in `out`.
     #[inline(always)]

@@ -154,6 +154,18 @@ struct PendingOp<V> {
     kind: PendingKind<V>,
 }
 
+/// What an inlined fast path did.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum FastPath {
+    /// The operation is done.
+    Done,
+    /// The index has no entry for the key's tag (the full protocol may go
+    /// straight to creating one).
+    NoEntry,
+    /// Nothing was written: the full protocol must run.
+    Fallback,
+}
+
 /// Where a key's newest record is.
 enum Location {
     Memory(Address),
@@ -504,17 +516,78 @@ impl<'s, K: Key, V: Value, D: Device> Session<'s, K, V, D> {
     pub fn upsert(&mut self, key: &K, value: &V) -> Result<()> {
         self.next_serial();
         self.begin();
-        let result = self.upsert_inner(key, value);
+        let hash = key.hash64();
+        let result = match self.try_upsert_in_place(key, hash, value) {
+            FastPath::Done => Ok(()),
+            fast => self.upsert_inner(key, hash, value, fast == FastPath::NoEntry),
+        };
         self.end();
         result
     }
 
-    fn upsert_inner(&mut self, key: &K, value: &V) -> Result<()> {
+    /// The common case of an upsert, inlined: the key's newest record is
+    /// mutable, at this session's version, live and of the same length, so
+    /// the value is replaced in place. Returns false, having written
+    /// nothing, when `upsert_inner`'s full protocol must run (whose first
+    /// branch is this same case).
+    #[inline(always)]
+    fn try_upsert_in_place(&mut self, key: &K, hash: u64, value: &V) -> FastPath {
+        if self.store.log.check_poisoned().is_err() {
+            return FastPath::Fallback;
+        }
+        let Some(slot) = self.store.index.find_entry(hash) else {
+            return FastPath::NoEntry;
+        };
+        let start = slot.entry.address();
+        if !start.is_valid() || start < self.store.log.read_only_address() {
+            return FastPath::Fallback;
+        }
+        let Location::Memory(address) = self.locate(key, start) else {
+            return FastPath::Fallback;
+        };
+        if address < self.store.log.read_only_address() {
+            return FastPath::Fallback;
+        }
+        // SAFETY: found at or above head while protected.
+        let record = unsafe { self.record(address) };
+        let info = record.info();
+        let (key_len, stored_len) = record.lengths();
+        if info.version() != self.version_bits
+            || info.is_tombstone()
+            || stored_len != value.encoded_size()
+        {
+            return FastPath::Fallback;
+        }
+        if self.format().atomic_value() {
+            let mut word = 0u64;
+            if value.encode_into(bytemuck::bytes_of_mut(&mut word)).is_err() {
+                return FastPath::Fallback;
+            }
+            record.store_atomic_value(key_len, word);
+            return FastPath::Done;
+        }
+        if record.update_value(key_len, stored_len, &mut self.scratch, |bytes| {
+            value.encode_into(bytes).is_ok()
+        }) {
+            FastPath::Done
+        } else {
+            FastPath::Fallback
+        }
+    }
+
+    /// The upsert protocol. `no_entry`: the caller's lookup of `hash` just
+    /// found no index entry.
+    #[inline(never)]
+    fn upsert_inner(&mut self, key: &K, hash: u64, value: &V, no_entry: bool) -> Result<()> {
         self.store.log.check_poisoned()?;
-        let hash = key.hash64();
         let value_len = value.encoded_size();
+        let mut no_entry = no_entry;
         loop {
-            let slot = self.store.index.find_or_create_entry(hash);
+            let slot = if std::mem::take(&mut no_entry) {
+                self.store.index.create_entry(hash)
+            } else {
+                self.store.index.find_or_create_entry(hash)
+            };
             let start = slot.entry.address();
             let read_only = self.store.log.read_only_address();
             if start.is_valid()
@@ -594,16 +667,52 @@ impl<'s, K: Key, V: Value, D: Device> Session<'s, K, V, D> {
     {
         let serial = self.next_serial();
         self.begin();
-        let result = self.rmw_inner(key, input, serial);
+        let update = MergeUpdate(input);
+        let hash = key.hash64();
+        let result = match self.try_rmw_in_place(key, hash, &update) {
+            FastPath::Done => Ok(RmwStatus::Done),
+            fast => self.rmw_core(key, hash, &update, serial, fast == FastPath::NoEntry),
+        };
         self.end();
         result
     }
 
-    fn rmw_inner(&mut self, key: &K, input: &V, serial: u64) -> Result<RmwStatus>
-    where
-        V: Merge + Clone,
-    {
-        self.rmw_core(key, &MergeUpdate(input), serial)
+    /// The common case of an RMW, inlined: the key's newest record is
+    /// mutable, at this session's version and live, and the merge fits in
+    /// place. Returns false, having written nothing, when `rmw_core`'s full
+    /// protocol must run (whose first in-place branch is this same case).
+    #[inline(always)]
+    fn try_rmw_in_place<U: RmwUpdate<V>>(&mut self, key: &K, hash: u64, update: &U) -> FastPath {
+        if self.store.log.check_poisoned().is_err() {
+            return FastPath::Fallback;
+        }
+        let Some(slot) = self.store.index.find_entry(hash) else {
+            return FastPath::NoEntry;
+        };
+        let start = slot.entry.address();
+        if !start.is_valid() {
+            return FastPath::Fallback;
+        }
+        let Location::Memory(address) = self.locate(key, start) else {
+            return FastPath::Fallback;
+        };
+        // SAFETY: found at or above head while protected.
+        let record = unsafe { self.record(address) };
+        let info = record.info();
+        if info.version() != self.version_bits
+            || info.is_tombstone()
+            || address < self.store.log.read_only_address()
+        {
+            return FastPath::Fallback;
+        }
+        let (key_len, value_len) = record.lengths();
+        if record
+            .update_value(key_len, value_len, &mut self.scratch, |bytes| update.in_place(bytes))
+        {
+            FastPath::Done
+        } else {
+            FastPath::Fallback
+        }
     }
 
     /// Read-modify-write with a closure: `update` gets the current value
@@ -614,17 +723,38 @@ impl<'s, K: Key, V: Value, D: Device> Session<'s, K, V, D> {
     pub fn rmw_with(&mut self, key: &K, update: impl Fn(Option<V>) -> V) -> Result<()> {
         let serial = self.next_serial();
         self.begin();
-        let result = self.rmw_core(key, &ClosureUpdate(update), serial);
+        let result = self.rmw_core(key, key.hash64(), &ClosureUpdate(update), serial, false);
         self.end();
         result.map(|_| ())
     }
 
+    /// The whole RMW protocol with the derived merge.
+    fn rmw_inner(&mut self, key: &K, input: &V, serial: u64) -> Result<RmwStatus>
+    where
+        V: Merge + Clone,
+    {
+        self.rmw_core(key, key.hash64(), &MergeUpdate(input), serial, false)
+    }
+
     /// The RMW protocol, for any way of computing the new value.
-    fn rmw_core<U: RmwUpdate<V>>(&mut self, key: &K, update: &U, serial: u64) -> Result<RmwStatus> {
+    /// `no_entry`: the caller's lookup of `hash` just found no index entry.
+    #[inline(never)]
+    fn rmw_core<U: RmwUpdate<V>>(
+        &mut self,
+        key: &K,
+        hash: u64,
+        update: &U,
+        serial: u64,
+        no_entry: bool,
+    ) -> Result<RmwStatus> {
         self.store.log.check_poisoned()?;
-        let hash = key.hash64();
+        let mut no_entry = no_entry;
         loop {
-            let slot = self.store.index.find_or_create_entry(hash);
+            let slot = if std::mem::take(&mut no_entry) {
+                self.store.index.create_entry(hash)
+            } else {
+                self.store.index.find_or_create_entry(hash)
+            };
             let start = slot.entry.address();
             let location =
                 if start.is_valid() { self.locate(key, start) } else { Location::Absent };
