@@ -122,7 +122,13 @@ pub fn run(args: DurabilityArgs) -> BoxResult<()> {
     let dir = temp.path().join("store");
     {
         let store = builder(&dir).open::<u64, u64>()?;
-        let loaded = crate::load(&store, args.keys, threads, &indicatif::ProgressBar::hidden())?;
+        let loaded = crate::bench::load(
+            &store,
+            args.keys,
+            threads,
+            &crate::bench::Values::<u64>::counters(),
+            &indicatif::ProgressBar::hidden(),
+        )?;
         println!("load: {:.2} Mops/s", args.keys as f64 / loaded.elapsed.as_secs_f64() / 1e6);
         dip(&store, &args, threads)?;
         for &kind in &args.kind {
@@ -162,7 +168,13 @@ pub fn run(args: DurabilityArgs) -> BoxResult<()> {
     {
         let store = builder(&dir).open::<u64, u64>()?;
         store.checkpoint_and_wait(CheckpointKind::IndexOnly)?;
-        crate::load(&store, args.keys, threads, &indicatif::ProgressBar::hidden())?;
+        crate::bench::load(
+            &store,
+            args.keys,
+            threads,
+            &crate::bench::Values::<u64>::counters(),
+            &indicatif::ProgressBar::hidden(),
+        )?;
         store.checkpoint_and_wait(CheckpointKind::LogOnly)?;
     }
     let (elapsed, _, replayed) = timed_recovery(&builder(&dir), &dir, &args)?;

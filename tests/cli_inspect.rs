@@ -1,7 +1,8 @@
 //! `oxifaster info`, `verify` and `checkpoints` on real store directories:
 //! verify passes on a healthy store and finds a bit flipped in a log page
 //! (naming the page) and in checkpoint metadata, exiting non-zero; info
-//! describes a store of any types; checkpoints prunes.
+//! describes a store of any types; checkpoints prunes; the bench runs
+//! variable-length values and refuses sizes it cannot run.
 
 use std::path::Path;
 use std::process::{Command, Output};
@@ -149,4 +150,69 @@ fn bench_reports_latencies_and_checkpoints_and_its_store_verifies() {
     let verify = oxifaster(&["verify", d]);
     assert!(verify.status.success(), "{}", text(&verify));
     assert!(text(&verify).contains("ok "), "{}", text(&verify));
+}
+
+#[test]
+fn bench_runs_variable_length_values_and_refuses_bad_sizes() {
+    // Payloads of sizes over a range, through a small log so that records
+    // go to the device and pending reads and RMWs run: every read must find
+    // its key and the counters must sum to the increments (the bench
+    // checks both and fails otherwise).
+    let dir = tempfile::tempdir().expect("tempdir");
+    let d = dir.path().to_str().expect("utf-8");
+    let out = oxifaster(&[
+        "bench",
+        "--keys",
+        "20000",
+        "--ops",
+        "20000",
+        "--workload",
+        "c,a,rmw,f",
+        "--value-size",
+        "16-600",
+        "--log-memory",
+        "1MiB",
+        "--page-size-bits",
+        "16",
+        "--threads",
+        "2",
+        "--json",
+        "--dir",
+        d,
+    ]);
+    assert!(out.status.success(), "{}", text(&out));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert_eq!(lines.len(), 5, "load and four runs: {stdout}");
+    assert!(lines.iter().all(|l| l.contains("\"value_size\":\"16-600\"")), "{stdout}");
+    assert!(
+        lines[1..].iter().any(|l| !l.contains("\"pending\":0,")),
+        "no operation went to the device: {stdout}"
+    );
+    // One size, in memory.
+    let out = oxifaster(&[
+        "bench",
+        "--keys",
+        "5000",
+        "--ops",
+        "5000",
+        "--workload",
+        "rmw",
+        "--value-size",
+        "100",
+        "--device",
+        "null",
+        "--json",
+    ]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("\"value_size\":\"100\""));
+    // Sizes the bench cannot run are refused with a reason, not a panic.
+    for (size, says) in
+        [("9", "at least"), ("600-16", "empty"), ("x", "not a size"), ("2000000", "larger than")]
+    {
+        let out = oxifaster(&["bench", "--keys", "100", "--value-size", size]);
+        assert!(!out.status.success(), "--value-size {size} accepted");
+        assert!(text(&out).contains(says), "--value-size {size}: {}", text(&out));
+        assert!(!text(&out).contains("panicked"), "{}", text(&out));
+    }
 }

@@ -200,3 +200,25 @@ fn primitive_merges() {
     assert_eq!(&*merge_both_ways(&boxed, &boxed), &[1, 2, 1, 2]);
     assert_eq!(u64::initial(&9), 9);
 }
+
+#[test]
+fn eight_byte_integers_merge_with_one_atomic_add_and_others_decline() {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    // The word holds the value's encoding in native byte order.
+    let word = AtomicU64::new(u64::MAX - 1);
+    assert!(u64::in_place_atomic(&word, &3));
+    assert_eq!(word.load(Ordering::Relaxed), 1, "wraps like `sum`");
+    let word = AtomicU64::new((-5i64) as u64);
+    assert!(i64::in_place_atomic(&word, &7));
+    assert_eq!(word.load(Ordering::Relaxed) as i64, 2);
+    // The same result as the byte-level merge.
+    let mut stored = 40i64.to_ne_bytes();
+    assert!(i64::in_place(&mut stored, &-50));
+    let word = AtomicU64::new(u64::from_ne_bytes(40i64.to_ne_bytes()));
+    assert!(i64::in_place_atomic(&word, &-50));
+    assert_eq!(word.load(Ordering::Relaxed).to_ne_bytes(), stored);
+    // Floats do not add bitwise, and derived values keep the default.
+    let word = AtomicU64::new(1.5f64.to_bits());
+    assert!(!f64::in_place_atomic(&word, &1.0));
+    assert_eq!(word.load(Ordering::Relaxed), 1.5f64.to_bits());
+}

@@ -11,6 +11,8 @@
 //! counter; saturating or checked sums belong in a `merge_with` function);
 //! on floats it is IEEE addition.
 
+use std::sync::atomic::AtomicU64;
+
 use super::Value;
 
 /// Read-modify-write of a stored value with an input of type `I`.
@@ -34,6 +36,19 @@ pub trait Merge<I: ?Sized = Self>: Value {
 
     /// Builds the new value from a view of the old one.
     fn copy_update(old: Self::View<'_>, input: &I) -> Self;
+
+    /// For a value whose encoding is one 8-byte word (the engine calls it
+    /// for no other): merges `input` into the stored `word` with a single
+    /// atomic read-modify-write, such as `fetch_add`, and returns `true`;
+    /// or returns `false` (the default) to merge with `in_place` through a
+    /// compare-and-swap loop. Counters that many threads increment at once
+    /// never retry this way. The word holds the value's encoding in native
+    /// byte order.
+    #[inline(always)]
+    fn in_place_atomic(word: &AtomicU64, input: &I) -> bool {
+        let _ = (word, input);
+        false
+    }
 }
 
 /// `merge = "sum"`: wrapping addition for integers, addition for floats.

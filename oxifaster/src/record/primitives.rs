@@ -6,6 +6,8 @@
 //! the platform, and encodings must not. Every plain-old-data impl is checked
 //! against `bytemuck::Pod` at compile time.
 
+use std::sync::atomic::{AtomicU64, Ordering};
+
 use super::pod::{self, PodKey, PodValue};
 use super::varlen::{Tail, TailElem};
 use super::{CodecError, Key, Layout, Merge, Sink, Value, hash_bytes};
@@ -100,8 +102,32 @@ macro_rules! sum_merge {
             fn copy_update($old: Self::View<'_>, input: &Self) -> Self {
                 ($own).$add(*input)
             }
+            #[inline(always)]
+            fn in_place_atomic(word: &AtomicU64, input: &Self) -> bool {
+                sum_atomic!($add, word, input)
+            }
         }
     };
+}
+
+/// One `fetch_add` for 8-byte integers (wrapping addition of their bits is
+/// wrapping addition of the integers, signed or not); floats do not add
+/// that way.
+macro_rules! sum_atomic {
+    (wrapping_add, $word:ident, $input:ident) => {{
+        if size_of::<Self>() == 8 {
+            let mut bits = [0u8; 8];
+            bits.copy_from_slice(&pod::value_bytes($input)[..8]);
+            $word.fetch_add(u64::from_ne_bytes(bits), Ordering::AcqRel);
+            true
+        } else {
+            false
+        }
+    }};
+    (float_add, $word:ident, $input:ident) => {{
+        let _ = ($word, $input);
+        false
+    }};
 }
 
 trait FloatAdd {

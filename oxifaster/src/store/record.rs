@@ -343,20 +343,25 @@ impl<K: Key, V: Value> RecordPtr<K, V> {
         self.info_word().store(info.raw(), Ordering::Release);
     }
 
+    /// The value word of a record whose value is one atomic word.
+    #[inline(always)]
+    pub fn atomic_value(&self, key_len: usize) -> &AtomicU64 {
+        debug_assert!(self.format.atomic_value());
+        // SAFETY: the value is one 8-byte aligned word inside the record,
+        // valid per `new`'s contract.
+        unsafe { &*self.value_ptr(key_len).cast::<AtomicU64>() }
+    }
+
     /// The value of a record whose value is one atomic word.
     #[inline(always)]
     pub fn load_atomic_value(&self, key_len: usize) -> u64 {
-        debug_assert!(self.format.atomic_value());
-        // SAFETY: the value is one 8-byte aligned word inside the record.
-        unsafe { &*self.value_ptr(key_len).cast::<AtomicU64>() }.load(Ordering::Acquire)
+        self.atomic_value(key_len).load(Ordering::Acquire)
     }
 
     /// Replaces the value of a record whose value is one atomic word.
     #[inline(always)]
     pub fn store_atomic_value(&self, key_len: usize, word: u64) {
-        debug_assert!(self.format.atomic_value());
-        // SAFETY: the value is one 8-byte aligned word inside the record.
-        unsafe { &*self.value_ptr(key_len).cast::<AtomicU64>() }.store(word, Ordering::Release)
+        self.atomic_value(key_len).store(word, Ordering::Release)
     }
 
     /// Copies the value into `out` (whole 8-byte words), consistently with

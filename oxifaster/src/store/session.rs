@@ -9,7 +9,7 @@
 
 use std::collections::VecDeque;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use super::cpr::{self, SessionSlot, is_newer, version_bits};
 use super::disk::{DiskReader, DiskRecord};
@@ -53,6 +53,13 @@ trait RmwUpdate<V: Value> {
     /// The input to park for a pending completion, or `None` to read the
     /// device right away.
     fn park(&self) -> Option<V>;
+    /// Merges into a one-word value with one atomic read-modify-write, or
+    /// returns false (see `Merge::in_place_atomic`).
+    #[inline(always)]
+    fn in_place_atomic(&self, word: &AtomicU64) -> bool {
+        let _ = word;
+        false
+    }
 }
 
 /// `Merge<V>` with an input.
@@ -73,6 +80,10 @@ impl<V: Merge + Clone> RmwUpdate<V> for MergeUpdate<'_, V> {
     }
     fn park(&self) -> Option<V> {
         Some(self.0.clone())
+    }
+    #[inline(always)]
+    fn in_place_atomic(&self, word: &AtomicU64) -> bool {
+        V::in_place_atomic(word, self.0)
     }
 }
 
@@ -527,9 +538,9 @@ impl<'s, K: Key, V: Value, D: Device> Session<'s, K, V, D> {
 
     /// The common case of an upsert, inlined: the key's newest record is
     /// mutable, at this session's version, live and of the same length, so
-    /// the value is replaced in place. Returns false, having written
-    /// nothing, when `upsert_inner`'s full protocol must run (whose first
-    /// branch is this same case).
+    /// the value is replaced in place. Anything else returns `NoEntry` or
+    /// `Fallback` having written nothing, and `upsert_inner`'s full
+    /// protocol runs (its first branch is this same case).
     #[inline(always)]
     fn try_upsert_in_place(&mut self, key: &K, hash: u64, value: &V) -> FastPath {
         if self.store.log.check_poisoned().is_err() {
@@ -679,8 +690,9 @@ impl<'s, K: Key, V: Value, D: Device> Session<'s, K, V, D> {
 
     /// The common case of an RMW, inlined: the key's newest record is
     /// mutable, at this session's version and live, and the merge fits in
-    /// place. Returns false, having written nothing, when `rmw_core`'s full
-    /// protocol must run (whose first in-place branch is this same case).
+    /// place. Anything else returns `NoEntry` or `Fallback` having written
+    /// nothing, and `rmw_core`'s full protocol runs (its first in-place
+    /// branch is this same case).
     #[inline(always)]
     fn try_rmw_in_place<U: RmwUpdate<V>>(&mut self, key: &K, hash: u64, update: &U) -> FastPath {
         if self.store.log.check_poisoned().is_err() {
@@ -706,6 +718,9 @@ impl<'s, K: Key, V: Value, D: Device> Session<'s, K, V, D> {
             return FastPath::Fallback;
         }
         let (key_len, value_len) = record.lengths();
+        if self.format().atomic_value() && update.in_place_atomic(record.atomic_value(key_len)) {
+            return FastPath::Done;
+        }
         if record
             .update_value(key_len, value_len, &mut self.scratch, |bytes| update.in_place(bytes))
         {

@@ -1,0 +1,610 @@
+//! `oxifaster bench`: YCSB-style runs on a typed store, checked as they go
+//! (every read of a loaded key must find it; after RMW runs the counters
+//! must sum to the increments issued).
+
+mod value;
+
+use std::path::PathBuf;
+use std::sync::Barrier;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use clap::ValueEnum;
+use hdrhistogram::Histogram;
+use indicatif::{ProgressBar, ProgressStyle};
+use oxifaster::Store;
+use oxifaster::device::{Device, NullDevice};
+use oxifaster::store::{CompletedOp, ReadStatus, RmwStatus};
+use oxifaster_cli::workload::{Distribution, KeyChooser, Op, Rng, Workload, fnv64, key_trace};
+
+pub(crate) use value::Values;
+use value::{BenchValue, Payload, ValueSize, parse_value_size};
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub(crate) enum WorkloadArg {
+    /// 50% read, 50% upsert.
+    A,
+    /// 95% read, 5% upsert.
+    B,
+    /// 100% read.
+    C,
+    /// 100% read-modify-write (add 1).
+    Rmw,
+    /// 50% read, 50% read-modify-write.
+    F,
+    /// Only the load (every run starts with it).
+    Load,
+}
+
+impl From<WorkloadArg> for Workload {
+    fn from(w: WorkloadArg) -> Self {
+        match w {
+            WorkloadArg::A => Workload::A,
+            WorkloadArg::B => Workload::B,
+            WorkloadArg::C => Workload::C,
+            WorkloadArg::Rmw => Workload::Rmw,
+            WorkloadArg::F => Workload::F,
+            WorkloadArg::Load => unreachable!("the load is not a run"),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub(crate) enum DistArg {
+    Uniform,
+    Zipf,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub(crate) enum DeviceArg {
+    /// Segment files in the store's directory.
+    File,
+    /// Segment files, I/O through io_uring (Linux).
+    IoUring,
+    /// No device: evicted pages are dropped (keep --log-memory above the data).
+    Null,
+}
+
+#[derive(Debug, clap::Args)]
+pub(crate) struct BenchArgs {
+    /// Number of keys loaded.
+    #[arg(long, default_value_t = 1_000_000)]
+    keys: u64,
+    /// Worker threads (default: every core).
+    #[arg(long)]
+    threads: Option<usize>,
+    /// Seconds per workload run.
+    #[arg(long, default_value_t = 3.0)]
+    secs: f64,
+    /// Operations per thread per run (instead of --secs).
+    #[arg(long)]
+    ops: Option<u64>,
+    /// Workloads to run, in order.
+    #[arg(long, value_delimiter = ',', default_value = "c,a,rmw")]
+    workload: Vec<WorkloadArg>,
+    /// Value size in bytes: 8 (a `u64` counter, fixed-size records), or
+    /// a variable-length payload of N bytes (a counter and filler), or
+    /// MIN-MAX for payloads of sizes drawn from that range (upserts then
+    /// change record sizes).
+    #[arg(long, value_parser = parse_value_size, default_value = "8")]
+    value_size: ValueSize,
+    /// Key distributions to run each workload with.
+    #[arg(long, value_delimiter = ',', default_value = "uniform")]
+    dist: Vec<DistArg>,
+    /// Log memory, e.g. 512MiB, 2GiB (default: enough for the keys).
+    #[arg(long, value_parser = parse_bytes)]
+    log_memory: Option<u64>,
+    /// Hash buckets, a power of two (default: keys / 2, rounded up).
+    #[arg(long)]
+    table_size: Option<u64>,
+    /// log2 of the page size.
+    #[arg(long, default_value_t = 22)]
+    page_size_bits: u32,
+    /// The device under the log.
+    #[arg(long, value_enum, default_value = "file")]
+    device: DeviceArg,
+    /// Keep the store in this directory (default: a temporary directory).
+    #[arg(long)]
+    dir: Option<PathBuf>,
+    /// Take a fold-over checkpoint every this many seconds during runs
+    /// (file and io_uring devices).
+    #[arg(long)]
+    checkpoint_every: Option<f64>,
+    /// Print results as JSON lines.
+    #[arg(long)]
+    json: bool,
+}
+
+pub(crate) fn parse_bytes(s: &str) -> Result<u64, String> {
+    let s = s.trim();
+    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let (number, unit) = s.split_at(split);
+    let number: u64 = number.parse().map_err(|_| format!("`{s}` is not a size like 512MiB"))?;
+    let shift = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 0,
+        "k" | "kib" | "kb" => 10,
+        "m" | "mib" | "mb" => 20,
+        "g" | "gib" | "gb" => 30,
+        other => return Err(format!("unknown unit `{other}`: use KiB, MiB or GiB")),
+    };
+    number
+        .checked_shl(shift)
+        .filter(|v| v >> shift == number)
+        .ok_or_else(|| "size overflows".into())
+}
+
+pub(crate) struct RunResult {
+    ops: u64,
+    rmws: u64,
+    pending: u64,
+    not_found: u64,
+    pub(crate) elapsed: Duration,
+    /// Sampled operation latencies, in nanoseconds.
+    latency: Histogram<u64>,
+    /// Bytes this process caused to be written to storage during the run.
+    write_bytes: u64,
+    /// Checkpoints taken during the run.
+    checkpoints: u64,
+}
+
+impl RunResult {
+    fn new() -> Self {
+        Self {
+            ops: 0,
+            rmws: 0,
+            pending: 0,
+            not_found: 0,
+            elapsed: Duration::ZERO,
+            latency: latency_histogram(),
+            write_bytes: 0,
+            checkpoints: 0,
+        }
+    }
+}
+
+/// Latencies from 1 ns to 100 s at 3 significant digits.
+fn latency_histogram() -> Histogram<u64> {
+    Histogram::new_with_bounds(1, 100_000_000_000, 3)
+        .unwrap_or_else(|_| Histogram::new(3).expect("histogram"))
+}
+
+/// The process's resident set, from `/proc/self/status` (0 where there is
+/// none).
+fn rss_bytes() -> u64 {
+    proc_field("/proc/self/status", "VmRSS:").map_or(0, |kib| kib * 1024)
+}
+
+/// Bytes this process has caused to be written to storage so far.
+fn write_bytes() -> u64 {
+    proc_field("/proc/self/io", "write_bytes:").unwrap_or(0)
+}
+
+fn proc_field(path: &str, name: &str) -> Option<u64> {
+    let text = std::fs::read_to_string(path).ok()?;
+    let line = text.lines().find(|l| l.starts_with(name))?;
+    line[name.len()..].split_whitespace().next()?.parse().ok()
+}
+
+/// A progress bar on stderr (hidden when it is not a terminal, or with
+/// `--json`).
+fn progress_bar(args: &BenchArgs, len: u64, what: &str) -> ProgressBar {
+    if args.json {
+        return ProgressBar::hidden();
+    }
+    let bar = ProgressBar::new(len);
+    let style = ProgressStyle::with_template("{msg:>12} [{bar:40}] {percent:>3}% {elapsed} ")
+        .map(|s| s.progress_chars("=> "))
+        .unwrap_or_else(|_| ProgressStyle::default_bar());
+    bar.set_style(style);
+    bar.set_message(what.to_string());
+    bar
+}
+
+pub(crate) fn bench(args: BenchArgs) -> Result<(), Box<dyn std::error::Error>> {
+    if args.value_size.is_counter() {
+        bench_values::<u64>(args)
+    } else {
+        bench_values::<Payload>(args)
+    }
+}
+
+/// The bytes a record of `value_size` takes in the log: the header (a
+/// payload's record also holds its seqlock and lengths), the key and the
+/// value, padded to 8.
+fn record_bytes(value_size: ValueSize) -> u64 {
+    if value_size.is_counter() { 24 } else { 8 * 4 + value_size.max.div_ceil(8) as u64 * 8 }
+}
+
+fn bench_values<V: BenchValue>(args: BenchArgs) -> Result<(), Box<dyn std::error::Error>> {
+    let threads =
+        args.threads.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+    let values = Values::<V>::new(args.value_size)?;
+    let page_size = 1u64 << args.page_size_bits;
+    let record = record_bytes(args.value_size);
+    if record > page_size / 2 {
+        return Err(format!(
+            "--value-size {} needs pages larger than {page_size} bytes (--page-size-bits)",
+            args.value_size
+        )
+        .into());
+    }
+    let data_bytes = args.keys * record;
+    // Default: twice the loaded data (updates append), at least 16 pages.
+    let log_memory =
+        args.log_memory.unwrap_or_else(|| (data_bytes * 2).next_power_of_two().max(16 * page_size));
+    let table_size = args.table_size.unwrap_or_else(|| (args.keys / 2).next_power_of_two().max(64));
+    let builder = Store::<u64, V>::builder()
+        .table_size(table_size)
+        .log_memory_size_bytes(log_memory)
+        .page_size_bits(args.page_size_bits)
+        .max_sessions(threads + 2);
+    let builder = match &args.dir {
+        Some(dir) => builder.dir(dir),
+        None => builder,
+    };
+    if !args.json {
+        println!(
+            "oxifaster bench: {} keys, {}-byte values, {threads} threads, log memory {} MiB, {} buckets, {:?} device",
+            args.keys,
+            args.value_size,
+            log_memory >> 20,
+            table_size,
+            args.device
+        );
+    }
+    match args.device {
+        DeviceArg::File => {
+            let store = builder.open::<u64, V>()?;
+            run_all(&store, &args, threads, &values)
+        }
+        DeviceArg::IoUring => {
+            let dir = match &args.dir {
+                Some(dir) => dir.clone(),
+                None => {
+                    std::env::temp_dir().join(format!("oxifaster-bench-{}", std::process::id()))
+                }
+            };
+            let device = oxifaster::device::IoUringDevice::open(&dir, 30)?;
+            let store = builder.open_with_device::<u64, V, _>(device)?;
+            let result = run_all(&store, &args, threads, &values);
+            if args.dir.is_none() {
+                drop(store);
+                let _ = std::fs::remove_dir_all(&dir);
+            }
+            result
+        }
+        DeviceArg::Null => {
+            let store = builder.open_with_device::<u64, V, _>(NullDevice)?;
+            run_all(&store, &args, threads, &values)
+        }
+    }
+}
+
+fn run_all<V: BenchValue, D: Device>(
+    store: &Store<u64, V, D>,
+    args: &BenchArgs,
+    threads: usize,
+    values: &Values<V>,
+) -> Result<(), Box<dyn std::error::Error>> {
+    if args.checkpoint_every.is_some() && matches!(args.device, DeviceArg::Null) {
+        return Err("--checkpoint-every needs the file or io_uring device".into());
+    }
+    report_header(args);
+    let loaded = load(store, args.keys, threads, values, &progress_bar(args, args.keys, "load"))?;
+    report(args, "load", "-", threads, &loaded);
+    let mut counters_valid = true;
+    let mut increments = 0u64;
+    for &dist in &args.dist {
+        for &workload in &args.workload {
+            if matches!(workload, WorkloadArg::Load) {
+                continue;
+            }
+            let workload = Workload::from(workload);
+            if workload.only_increments() && !counters_valid {
+                load(store, args.keys, threads, values, &progress_bar(args, args.keys, "reload"))?;
+                counters_valid = true;
+                increments = 0;
+            }
+            let distribution = match dist {
+                DistArg::Uniform => Distribution::Uniform,
+                DistArg::Zipf => Distribution::Zipf,
+            };
+            let result = run(store, args, threads, workload, distribution, values)?;
+            report(args, workload.name(), &format!("{dist:?}").to_lowercase(), threads, &result);
+            if result.not_found > 0 {
+                return Err(
+                    format!("{} reads of loaded keys found nothing", result.not_found).into()
+                );
+            }
+            if workload.only_increments() {
+                increments += result.rmws;
+                let sum = sum_all(store, args.keys)?;
+                if sum != increments {
+                    return Err(format!(
+                        "LOST UPDATES: counters sum to {sum}, but {increments} increments were issued"
+                    )
+                    .into());
+                }
+            } else {
+                counters_valid = false;
+            }
+        }
+    }
+    Ok(())
+}
+
+fn report(args: &BenchArgs, workload: &str, dist: &str, threads: usize, r: &RunResult) {
+    let mops = r.ops as f64 / r.elapsed.as_secs_f64() / 1e6;
+    let us = |q: f64| r.latency.value_at_quantile(q) as f64 / 1000.0;
+    let max = r.latency.max() as f64 / 1000.0;
+    let rss = rss_bytes();
+    if args.json {
+        println!(
+            "{{\"workload\":\"{workload}\",\"dist\":\"{dist}\",\"threads\":{threads},\"keys\":{},\"value_size\":\"{}\",\"ops\":{},\"secs\":{:.3},\"mops\":{mops:.3},\"p50_us\":{:.3},\"p99_us\":{:.3},\"p999_us\":{:.3},\"max_us\":{max:.3},\"latency_samples\":{},\"pending\":{},\"rss_bytes\":{rss},\"write_bytes\":{},\"checkpoints\":{}}}",
+            args.keys,
+            args.value_size,
+            r.ops,
+            r.elapsed.as_secs_f64(),
+            us(0.5),
+            us(0.99),
+            us(0.999),
+            r.latency.len(),
+            r.pending,
+            r.write_bytes,
+            r.checkpoints,
+        );
+    } else {
+        println!(
+            "{workload:>5} {dist:>8} {threads:>3} {mops:>9.2} {:>8.2} {:>8.2} {:>8.2} {max:>9.1} {:>9} {:>9} {:>10} {:>12}",
+            us(0.5),
+            us(0.99),
+            us(0.999),
+            r.pending,
+            format!("{} MiB", rss >> 20),
+            format!("{} MiB", r.write_bytes >> 20),
+            r.ops,
+        );
+    }
+}
+
+/// The table's header (latencies in microseconds, sampled).
+fn report_header(args: &BenchArgs) {
+    if !args.json {
+        println!(
+            "{:>5} {:>8} {:>3} {:>9} {:>8} {:>8} {:>8} {:>9} {:>9} {:>9} {:>10} {:>12}",
+            "work",
+            "dist",
+            "thr",
+            "Mops/s",
+            "p50 µs",
+            "p99 µs",
+            "p99.9 µs",
+            "max µs",
+            "pending",
+            "RSS",
+            "written",
+            "ops"
+        );
+    }
+}
+
+pub(crate) fn load<V: BenchValue, D: Device>(
+    store: &Store<u64, V, D>,
+    keys: u64,
+    threads: usize,
+    values: &Values<V>,
+    bar: &ProgressBar,
+) -> oxifaster::Result<RunResult> {
+    let done = AtomicU64::new(0);
+    let written = write_bytes();
+    let start = Instant::now();
+    let mut latency = latency_histogram();
+    std::thread::scope(|scope| {
+        let workers: Vec<_> = (0..threads as u64)
+            .map(|t| {
+                let done = &done;
+                scope.spawn(move || -> oxifaster::Result<Histogram<u64>> {
+                    let mut session = store.start_session()?;
+                    let mut latency = latency_histogram();
+                    let mut i = t;
+                    let mut n = 0u64;
+                    while i < keys {
+                        let key = fnv64(i);
+                        if n.is_multiple_of(SAMPLE_EVERY) {
+                            let at = Instant::now();
+                            session.upsert(&key, values.for_key(key))?;
+                            let _ = latency.record(at.elapsed().as_nanos() as u64);
+                        } else {
+                            session.upsert(&key, values.for_key(key))?;
+                        }
+                        n += 1;
+                        if n.is_multiple_of(4096) {
+                            done.fetch_add(4096, Ordering::Relaxed);
+                        }
+                        i += threads as u64;
+                    }
+                    Ok(latency)
+                })
+            })
+            .collect();
+        while !workers.iter().all(|w| w.is_finished()) {
+            bar.set_position(done.load(Ordering::Relaxed));
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        for w in workers {
+            let h = w.join().unwrap_or_else(|_| panic!("loader panicked"))?;
+            let _ = latency.add(&h);
+        }
+        Ok::<_, oxifaster::Error>(())
+    })?;
+    bar.finish_and_clear();
+    Ok(RunResult {
+        ops: keys,
+        elapsed: start.elapsed(),
+        latency,
+        write_bytes: write_bytes().saturating_sub(written),
+        ..RunResult::new()
+    })
+}
+
+/// One operation in this many is timed (the clock reads cost more than
+/// an in-memory operation).
+const SAMPLE_EVERY: u64 = 64;
+
+fn run<V: BenchValue, D: Device>(
+    store: &Store<u64, V, D>,
+    args: &BenchArgs,
+    threads: usize,
+    workload: Workload,
+    distribution: Distribution,
+    values: &Values<V>,
+) -> oxifaster::Result<RunResult> {
+    let chooser = KeyChooser::new(args.keys, distribution);
+    let stop = AtomicBool::new(false);
+    let duration = Duration::from_secs_f64(args.secs);
+    let ready = Barrier::new(threads + 1);
+    let done = AtomicU64::new(0);
+    let bar = match args.ops {
+        Some(ops) => progress_bar(args, ops * threads as u64, workload.name()),
+        None => progress_bar(args, (args.secs * 10.0) as u64, workload.name()),
+    };
+    let written = write_bytes();
+    let (totals, start) = std::thread::scope(|scope| {
+        let workers: Vec<_> = (0..threads as u64)
+            .map(|t| {
+                let (chooser, stop, ready, done) = (&chooser, &stop, &ready, &done);
+                scope.spawn(move || {
+                    worker(store, chooser, workload, t, args.ops, stop, ready, done, values)
+                })
+            })
+            .collect();
+        ready.wait();
+        let start = Instant::now();
+        let mut checkpoints = 0u64;
+        let mut next_checkpoint = args.checkpoint_every.map(|s| start + Duration::from_secs_f64(s));
+        loop {
+            let finished = match args.ops {
+                Some(_) => workers.iter().all(|w| w.is_finished()),
+                None => start.elapsed() >= duration,
+            };
+            if finished {
+                break;
+            }
+            if let Some(at) = next_checkpoint
+                && Instant::now() >= at
+            {
+                store.checkpoint_and_wait(oxifaster::checkpoint::CheckpointKind::FoldOver)?;
+                checkpoints += 1;
+                next_checkpoint =
+                    args.checkpoint_every.map(|s| Instant::now() + Duration::from_secs_f64(s));
+            }
+            bar.set_position(match args.ops {
+                Some(_) => done.load(Ordering::Relaxed),
+                None => (start.elapsed().as_secs_f64() * 10.0) as u64,
+            });
+            std::thread::sleep(
+                Duration::from_millis(20)
+                    .min(duration.saturating_sub(start.elapsed()))
+                    .max(Duration::from_millis(1)),
+            );
+        }
+        stop.store(true, Ordering::Relaxed);
+        let mut total = RunResult::new();
+        total.checkpoints = checkpoints;
+        for w in workers {
+            let r = w.join().unwrap_or_else(|_| panic!("worker panicked"))?;
+            total.ops += r.ops;
+            total.rmws += r.rmws;
+            total.pending += r.pending;
+            total.not_found += r.not_found;
+            let _ = total.latency.add(&r.latency);
+        }
+        Ok::<_, oxifaster::Error>((total, start))
+    })?;
+    bar.finish_and_clear();
+    Ok(RunResult {
+        elapsed: start.elapsed(),
+        write_bytes: write_bytes().saturating_sub(written),
+        ..totals
+    })
+}
+
+#[allow(clippy::too_many_arguments)]
+fn worker<V: BenchValue, D: Device>(
+    store: &Store<u64, V, D>,
+    chooser: &KeyChooser,
+    workload: Workload,
+    thread: u64,
+    ops_limit: Option<u64>,
+    stop: &AtomicBool,
+    ready: &Barrier,
+    done: &AtomicU64,
+    values: &Values<V>,
+) -> oxifaster::Result<RunResult> {
+    const TRACE_KEYS: u64 = 1 << 22;
+    let session = store.start_session();
+    let mut rng = Rng::new(0x5eed ^ (thread + 1).wrapping_mul(0x9e37_79b9_7f4a_7c15));
+    let trace =
+        key_trace(chooser, &mut rng, ops_limit.unwrap_or(TRACE_KEYS).min(TRACE_KEYS) as usize);
+    let mut r = RunResult::new();
+    let mut next = 0usize;
+    let mut batch = 0u64;
+    // Every worker reaches the barrier, even one that failed to start.
+    ready.wait();
+    let mut session = session?;
+    loop {
+        // One operation of every `SAMPLE_EVERY` is timed, at a place in
+        // the batch that moves from batch to batch.
+        let sampled = (batch.wrapping_mul(37) % SAMPLE_EVERY) as usize;
+        batch += 1;
+        for i in 0..256usize {
+            let key = trace[next];
+            next = if next + 1 == trace.len() { 0 } else { next + 1 };
+            let timed = (i % SAMPLE_EVERY as usize == sampled).then(Instant::now);
+            match workload.next_op(&mut rng) {
+                Op::Read => match session.read(&key)? {
+                    ReadStatus::Found(_) => {}
+                    ReadStatus::NotFound => r.not_found += 1,
+                    ReadStatus::Pending { .. } => r.pending += 1,
+                },
+                Op::Upsert => session.upsert(&key, values.upsert(r.ops))?,
+                Op::Rmw => {
+                    r.rmws += 1;
+                    if let RmwStatus::Pending { .. } =
+                        session.rmw(&key, values.increment_for(key))?
+                    {
+                        r.pending += 1;
+                    }
+                }
+            }
+            if let Some(at) = timed {
+                let _ = r.latency.record(at.elapsed().as_nanos() as u64);
+            }
+            r.ops += 1;
+        }
+        done.fetch_add(256, Ordering::Relaxed);
+        if session.pending_count() > 0 {
+            for done in session.complete_pending(true)? {
+                if matches!(done.op, CompletedOp::Read(None)) {
+                    r.not_found += 1;
+                }
+            }
+        }
+        let limit_reached = ops_limit.is_some_and(|limit| r.ops >= limit);
+        if limit_reached || (ops_limit.is_none() && stop.load(Ordering::Relaxed)) {
+            return Ok(r);
+        }
+    }
+}
+
+fn sum_all<V: BenchValue, D: Device>(
+    store: &Store<u64, V, D>,
+    keys: u64,
+) -> oxifaster::Result<u64> {
+    let mut session = store.start_session()?;
+    let mut sum = 0u64;
+    for i in 0..keys {
+        sum += session.read_blocking(&fnv64(i))?.map_or(0, |v| v.counter());
+    }
+    Ok(sum)
+}
