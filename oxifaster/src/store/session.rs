@@ -528,10 +528,12 @@ impl<'s, K: Key, V: Value, D: Device> Session<'s, K, V, D> {
         self.next_serial();
         self.begin();
         let hash = key.hash64();
-        let result = match self.try_upsert_in_place(key, hash, value) {
-            FastPath::Done => Ok(()),
-            fast => self.upsert_inner(key, hash, value, fast == FastPath::NoEntry),
-        };
+        let fast = self.try_upsert_in_place(key, hash, value);
+        if fast == FastPath::Done {
+            self.end();
+            return Ok(());
+        }
+        let result = self.upsert_inner(key, hash, value, fast == FastPath::NoEntry);
         self.end();
         result
     }
@@ -680,10 +682,12 @@ impl<'s, K: Key, V: Value, D: Device> Session<'s, K, V, D> {
         self.begin();
         let update = MergeUpdate(input);
         let hash = key.hash64();
-        let result = match self.try_rmw_in_place(key, hash, &update) {
-            FastPath::Done => Ok(RmwStatus::Done),
-            fast => self.rmw_core(key, hash, &update, serial, fast == FastPath::NoEntry),
-        };
+        let fast = self.try_rmw_in_place(key, hash, &update);
+        if fast == FastPath::Done {
+            self.end();
+            return Ok(RmwStatus::Done);
+        }
+        let result = self.rmw_core(key, hash, &update, serial, fast == FastPath::NoEntry);
         self.end();
         result
     }
