@@ -122,13 +122,7 @@ pub fn run(args: DurabilityArgs) -> BoxResult<()> {
     let dir = temp.path().join("store");
     {
         let store = builder(&dir).open::<u64, u64>()?;
-        let loaded = crate::bench::load(
-            &store,
-            args.keys,
-            threads,
-            &crate::bench::Values::<u64>::counters(),
-            &indicatif::ProgressBar::hidden(),
-        )?;
+        let loaded = load_counters(&store, args.keys, threads)?;
         println!("load: {:.2} Mops/s", args.keys as f64 / loaded.elapsed.as_secs_f64() / 1e6);
         dip(&store, &args, threads)?;
         for &kind in &args.kind {
@@ -168,13 +162,7 @@ pub fn run(args: DurabilityArgs) -> BoxResult<()> {
     {
         let store = builder(&dir).open::<u64, u64>()?;
         store.checkpoint_and_wait(CheckpointKind::IndexOnly)?;
-        crate::bench::load(
-            &store,
-            args.keys,
-            threads,
-            &crate::bench::Values::<u64>::counters(),
-            &indicatif::ProgressBar::hidden(),
-        )?;
+        load_counters(&store, args.keys, threads)?;
         store.checkpoint_and_wait(CheckpointKind::LogOnly)?;
     }
     let (elapsed, _, replayed) = timed_recovery(&builder(&dir), &dir, &args)?;
@@ -354,4 +342,15 @@ fn dip(store: &Store<u64, u64>, args: &DurabilityArgs, threads: usize) -> BoxRes
         );
     }
     Ok(())
+}
+
+/// Loads `keys` counters (value 0) with `threads` sessions, without a
+/// progress bar.
+fn load_counters<D: oxifaster::device::Device>(
+    store: &Store<u64, u64, D>,
+    keys: u64,
+    threads: usize,
+) -> oxifaster::Result<crate::bench::RunResult> {
+    let values = crate::bench::Values::<u64>::counters();
+    crate::bench::load(store, keys, threads, &values, &indicatif::ProgressBar::hidden())
 }
