@@ -4,12 +4,14 @@
 //! describes a store of any types; checkpoints prunes; the bench runs
 //! variable-length values and refuses sizes it cannot run.
 
+mod common;
+
 use std::path::Path;
 use std::process::{Command, Output};
 
 use oxifaster::Store;
 use oxifaster::checkpoint::{self, CheckpointKind};
-use oxifaster::device::{DEFAULT_SEGMENT_SIZE_BITS, Device, FileDevice};
+use oxifaster::device::{DEFAULT_SEGMENT_SIZE_BITS, FileDevice};
 
 fn oxifaster(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_oxifaster")).args(args).output().expect("run oxifaster")
@@ -44,11 +46,7 @@ fn make_store(dir: &Path) {
 
 fn flip(dir: &Path, address: u64) {
     let device = FileDevice::open(dir, DEFAULT_SEGMENT_SIZE_BITS).expect("device");
-    let mut byte = [0u8; 1];
-    device.read_at(address, &mut byte).expect("read");
-    byte[0] ^= 0x10;
-    device.write_at(address, &byte).expect("write");
-    device.sync().expect("sync");
+    common::flip_bit(&device, address, 4);
 }
 
 #[test]

@@ -4,6 +4,8 @@
 //! the whole log a checkpoint needs), and the dead ranges a recovery leaves
 //! behind are not mistaken for damage.
 
+mod common;
+
 use std::path::Path;
 
 use oxifaster::checkpoint::{self, CheckpointKind};
@@ -52,12 +54,7 @@ fn final_address(dir: &Path, token: &str) -> u64 {
 }
 
 fn flip(dir: &Path, address: u64, bit: u8) {
-    let device = device(dir);
-    let mut byte = [0u8; 1];
-    device.read_at(address, &mut byte).expect("read");
-    byte[0] ^= 1 << bit;
-    device.write_at(address, &byte).expect("write");
-    device.sync().expect("sync");
+    common::flip_bit(&device(dir), address, bit);
 }
 
 #[test]
