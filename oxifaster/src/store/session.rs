@@ -538,6 +538,56 @@ impl<'s, K: Key, V: Value, D: Device> Session<'s, K, V, D> {
         result
     }
 
+    /// The front of the in-place fast paths: `key`'s newest record with its
+    /// key and value lengths, if it is in the mutable region, at this
+    /// session's version and live; otherwise what the caller returns
+    /// (`NoEntry` when the index has no entry for the tag). A chain whose
+    /// head is below the read-only address has no mutable record, so it is
+    /// not walked.
+    #[inline(always)]
+    fn live_mutable_record(
+        &self,
+        key: &K,
+        hash: u64,
+    ) -> std::result::Result<(RecordPtr<K, V>, usize, usize), FastPath> {
+        if self.store.log.check_poisoned().is_err() {
+            return Err(FastPath::Fallback);
+        }
+        let Some(slot) = self.store.index.find_entry(hash) else {
+            return Err(FastPath::NoEntry);
+        };
+        let start = slot.entry.address();
+        if !start.is_valid() || start < self.store.log.read_only_address() {
+            return Err(FastPath::Fallback);
+        }
+        let Location::Memory(address) = self.locate(key, start) else {
+            return Err(FastPath::Fallback);
+        };
+        // SAFETY: found at or above head while protected.
+        let record = unsafe { self.record(address) };
+        let info = record.info();
+        if info.version() != self.version_bits
+            || info.is_tombstone()
+            || address < self.store.log.read_only_address()
+        {
+            return Err(FastPath::Fallback);
+        }
+        let (key_len, value_len) = record.lengths();
+        Ok((record, key_len, value_len))
+    }
+
+    /// The index entry of `hash` for a full protocol's attempt: created
+    /// without a second lookup on the first attempt after a fast path
+    /// found no entry (`no_entry`, cleared here), looked up otherwise.
+    #[inline(always)]
+    fn entry_for_attempt(&self, hash: u64, no_entry: &mut bool) -> EntrySlot<'s> {
+        if std::mem::take(no_entry) {
+            self.store.index.create_entry(hash)
+        } else {
+            self.store.index.find_or_create_entry(hash)
+        }
+    }
+
     /// The common case of an upsert, inlined: the key's newest record is
     /// mutable, at this session's version, live and of the same length, so
     /// the value is replaced in place. Anything else returns `NoEntry` or
@@ -545,30 +595,11 @@ impl<'s, K: Key, V: Value, D: Device> Session<'s, K, V, D> {
     /// protocol runs (its first branch is this same case).
     #[inline(always)]
     fn try_upsert_in_place(&mut self, key: &K, hash: u64, value: &V) -> FastPath {
-        if self.store.log.check_poisoned().is_err() {
-            return FastPath::Fallback;
-        }
-        let Some(slot) = self.store.index.find_entry(hash) else {
-            return FastPath::NoEntry;
+        let (record, key_len, stored_len) = match self.live_mutable_record(key, hash) {
+            Ok(found) => found,
+            Err(fast) => return fast,
         };
-        let start = slot.entry.address();
-        if !start.is_valid() || start < self.store.log.read_only_address() {
-            return FastPath::Fallback;
-        }
-        let Location::Memory(address) = self.locate(key, start) else {
-            return FastPath::Fallback;
-        };
-        if address < self.store.log.read_only_address() {
-            return FastPath::Fallback;
-        }
-        // SAFETY: found at or above head while protected.
-        let record = unsafe { self.record(address) };
-        let info = record.info();
-        let (key_len, stored_len) = record.lengths();
-        if info.version() != self.version_bits
-            || info.is_tombstone()
-            || stored_len != value.encoded_size()
-        {
+        if stored_len != value.encoded_size() {
             return FastPath::Fallback;
         }
         if self.format().atomic_value() {
@@ -596,11 +627,7 @@ impl<'s, K: Key, V: Value, D: Device> Session<'s, K, V, D> {
         let value_len = value.encoded_size();
         let mut no_entry = no_entry;
         loop {
-            let slot = if std::mem::take(&mut no_entry) {
-                self.store.index.create_entry(hash)
-            } else {
-                self.store.index.find_or_create_entry(hash)
-            };
+            let slot = self.entry_for_attempt(hash, &mut no_entry);
             let start = slot.entry.address();
             let read_only = self.store.log.read_only_address();
             if start.is_valid()
@@ -699,29 +726,10 @@ impl<'s, K: Key, V: Value, D: Device> Session<'s, K, V, D> {
     /// branch is this same case).
     #[inline(always)]
     fn try_rmw_in_place<U: RmwUpdate<V>>(&mut self, key: &K, hash: u64, update: &U) -> FastPath {
-        if self.store.log.check_poisoned().is_err() {
-            return FastPath::Fallback;
-        }
-        let Some(slot) = self.store.index.find_entry(hash) else {
-            return FastPath::NoEntry;
+        let (record, key_len, value_len) = match self.live_mutable_record(key, hash) {
+            Ok(found) => found,
+            Err(fast) => return fast,
         };
-        let start = slot.entry.address();
-        if !start.is_valid() {
-            return FastPath::Fallback;
-        }
-        let Location::Memory(address) = self.locate(key, start) else {
-            return FastPath::Fallback;
-        };
-        // SAFETY: found at or above head while protected.
-        let record = unsafe { self.record(address) };
-        let info = record.info();
-        if info.version() != self.version_bits
-            || info.is_tombstone()
-            || address < self.store.log.read_only_address()
-        {
-            return FastPath::Fallback;
-        }
-        let (key_len, value_len) = record.lengths();
         if self.format().atomic_value() && update.in_place_atomic(record.atomic_value(key_len)) {
             return FastPath::Done;
         }
@@ -769,11 +777,7 @@ impl<'s, K: Key, V: Value, D: Device> Session<'s, K, V, D> {
         self.store.log.check_poisoned()?;
         let mut no_entry = no_entry;
         loop {
-            let slot = if std::mem::take(&mut no_entry) {
-                self.store.index.create_entry(hash)
-            } else {
-                self.store.index.find_or_create_entry(hash)
-            };
+            let slot = self.entry_for_attempt(hash, &mut no_entry);
             let start = slot.entry.address();
             let location =
                 if start.is_valid() { self.locate(key, start) } else { Location::Absent };
