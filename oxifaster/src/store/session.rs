@@ -416,6 +416,7 @@ impl<'s, K: Key, V: Value, D: Device> Session<'s, K, V, D> {
     }
 
     /// Reads `key`.
+    #[inline(always)]
     pub fn read(&mut self, key: &K) -> Result<ReadStatus<V>> {
         let serial = self.next_serial();
         self.begin();
@@ -446,18 +447,24 @@ impl<'s, K: Key, V: Value, D: Device> Session<'s, K, V, D> {
                 };
                 Ok(ReadStatus::Found(value))
             }
-            Location::Disk(address) => {
-                self.pending.push_back(PendingOp {
-                    serial,
-                    hash,
-                    key: key.key_to_aligned_bytes(),
-                    address,
-                    kind: PendingKind::Read,
-                });
-                Ok(ReadStatus::Pending { serial })
-            }
+            Location::Disk(address) => Ok(self.park_read(key, hash, serial, address)),
             Location::Absent => Ok(ReadStatus::NotFound),
         }
+    }
+
+    /// Queues a read whose record is on the device (kept out of the
+    /// inlined read).
+    #[cold]
+    #[inline(never)]
+    fn park_read(&mut self, key: &K, hash: u64, serial: u64, address: Address) -> ReadStatus<V> {
+        self.pending.push_back(PendingOp {
+            serial,
+            hash,
+            key: key.key_to_aligned_bytes(),
+            address,
+            kind: PendingKind::Read,
+        });
+        ReadStatus::Pending { serial }
     }
 
     /// Reads `key`, doing any device I/O right away; other pending
@@ -524,6 +531,11 @@ impl<'s, K: Key, V: Value, D: Device> Session<'s, K, V, D> {
     }
 
     /// Inserts or replaces `key`'s value.
+    // `read`, `upsert` and `rmw` are inlined into the caller's loop (their
+    // full protocols and parked I/O stay out of line). Called out of line,
+    // an upsert-only loop ran at 5.6 Mops/s instead of 7.3 (1 M keys, one
+    // thread, in memory), and the 50:50 mix lost 10%.
+    #[inline(always)]
     pub fn upsert(&mut self, key: &K, value: &V) -> Result<()> {
         self.next_serial();
         self.begin();
@@ -701,6 +713,7 @@ impl<'s, K: Key, V: Value, D: Device> Session<'s, K, V, D> {
 
     /// Read-modify-write: merges `input` into `key`'s value with
     /// `V::Merge`, or stores `Merge::initial(input)` if the key has none.
+    #[inline(always)]
     pub fn rmw(&mut self, key: &K, input: &V) -> Result<RmwStatus>
     where
         V: Merge + Clone,
