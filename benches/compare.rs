@@ -81,7 +81,7 @@ fn le_value(bytes: &[u8]) -> u64 {
 // ---- oxifaster 0.2 (this crate) ----
 
 struct Ours<D: oxifaster::device::Device>(oxifaster::Store<u64, u64, D>, &'static str);
-struct OursWorker<'a, D: oxifaster::device::Device>(oxifaster::Session<'a, u64, u64, D>);
+struct OursWorker<'a, D: oxifaster::device::Device>(oxifaster::Session<u64, u64, D>);
 
 impl<D: oxifaster::device::Device> Worker for OursWorker<'_, D> {
     fn read(&mut self, key: u64) -> bool {
@@ -129,7 +129,7 @@ fn ours(s: Sizing) -> Box<dyn System> {
         let store = builder
             .dir(dir.path())
             .log_memory_size_bytes(s.cache_bytes.next_power_of_two() / 2)
-            .open::<u64, u64>()
+            .open()
             .expect("store");
         Box::new(Ours(store, "oxifaster 0.2"))
     } else {

@@ -21,7 +21,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     // A store with a session that counts page views, and a checkpoint taken
     // while a second session keeps writing on another thread.
     let (id, info) = {
-        let store = builder().open::<u64, u64>()?;
+        let store = builder().open()?;
         let mut views = store.start_session()?;
         for page in 0..50_000u64 {
             views.rmw(&(page % 1000), &1)?; // u64 merges by adding
@@ -52,7 +52,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     };
 
     // Recover it, continue the session, and check.
-    let store = builder().recover::<u64, u64>(info.token.as_str())?;
+    let store = builder().recover(info.token.as_str())?;
     let (mut views, point) = store.continue_session(id)?;
     println!("recovered; session {id} resumes after serial {}", point.until);
     assert_eq!(views.read_blocking(&7)?, Some(50)); // 50 views, not the later 0

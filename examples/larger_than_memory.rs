@@ -30,12 +30,8 @@ fn main() -> Result<(), oxifaster::Error> {
         session.upsert(&k, &(k * 2))?;
     }
     println!("load: {:.2} Mops/s", keys as f64 / start.elapsed().as_secs_f64() / 1e6);
-    let log = store.log();
-    println!(
-        "log: head {} tail {} (below head is on disk)",
-        log.head_address(),
-        log.tail_address()
-    );
+    let log = store.log_regions();
+    println!("log: head {} tail {} (below head is on disk)", log.head_address, log.tail_address);
 
     // Read everything back, batching the reads that go to disk.
     let start = Instant::now();

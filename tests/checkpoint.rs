@@ -10,17 +10,20 @@ use oxifaster::{Error, Store, StoreBuilder};
 use oxifaster_cli::workload::Rng;
 
 /// Small pages and memory: most of the data lives on the device.
-fn builder(dir: &Path) -> StoreBuilder {
+fn builder(dir: &Path) -> StoreBuilder<u64, u64> {
     Store::<u64, u64>::builder()
         .dir(dir)
         .page_size_bits(12)
         .log_memory_size_bytes(64 << 10)
         .table_size(1 << 10)
+        // Checkpoints here are taken by hand, and a drop is a crash.
+        .checkpoint_every(None)
+        .checkpoint_on_close(false)
 }
 
 /// Random upserts, RMWs and deletes on `keys` keys, applied to the model.
 fn random_ops(
-    session: &mut oxifaster::Session<'_, u64, u64, oxifaster::device::FileDevice>,
+    session: &mut oxifaster::Session<u64, u64, oxifaster::device::FileDevice>,
     model: &mut BTreeMap<u64, u64>,
     rng: &mut Rng,
     ops: usize,
@@ -242,18 +245,30 @@ fn bad_checkpoints_and_tokens_are_named_errors() {
         }
         store.checkpoint_and_wait(CheckpointKind::FoldOver).expect("checkpoint").token.to_string()
     };
-    let recover = |token: &str| builder(dir.path()).recover::<u64, u64>(token).map(|_| ());
+    let recover = |token: &str| builder(dir.path()).recover(token).map(|_| ());
     assert!(matches!(recover("0000000001-nope"), Err(Error::CheckpointNotFound { .. })));
     for hostile in ["../etc", "a/b", "", ".", "x\0y", &"a".repeat(65)] {
         assert!(matches!(recover(hostile), Err(Error::InvalidToken { .. })), "{hostile:?}");
     }
     // Other key and value types.
-    let err = builder(dir.path()).recover::<u32, u64>(&token).map(|_| ()).expect_err("u32 keys");
+    let err = builder(dir.path())
+        .for_types::<u32, u64>()
+        .recover(&token)
+        .map(|_| ())
+        .expect_err("u32 keys");
     assert!(matches!(err, Error::LayoutMismatch { what: "key", .. }), "{err}");
     assert!(err.to_string().contains("u32"), "{err}");
-    let err = builder(dir.path()).recover::<u64, [u8; 16]>(&token).map(|_| ()).expect_err("arrays");
+    let err = builder(dir.path())
+        .for_types::<u64, [u8; 16]>()
+        .recover(&token)
+        .map(|_| ())
+        .expect_err("arrays");
     assert!(matches!(err, Error::LayoutMismatch { what: "value", .. }), "{err}");
-    let err = builder(dir.path()).recover::<u64, String>(&token).map(|_| ()).expect_err("strings");
+    let err = builder(dir.path())
+        .for_types::<u64, String>()
+        .recover(&token)
+        .map(|_| ())
+        .expect_err("strings");
     assert!(matches!(err, Error::LayoutMismatch { what: "value", .. }), "{err}");
 
     // Damaged files.
@@ -281,10 +296,7 @@ fn bad_checkpoints_and_tokens_are_named_errors() {
     // A checkpoint whose metadata never landed is not a checkpoint.
     std::fs::remove_file(cp.join("meta")).expect("remove");
     assert!(matches!(recover(&token), Err(Error::CheckpointNotFound { .. })));
-    assert!(matches!(
-        builder(dir.path()).recover_latest::<u64, u64>(),
-        Err(Error::CheckpointNotFound { .. })
-    ));
+    assert!(matches!(builder(dir.path()).recover_latest(), Err(Error::CheckpointNotFound { .. })));
 }
 
 #[test]
@@ -305,7 +317,7 @@ fn progress_reaches_the_total_of_every_phase() {
         }
         store.checkpoint_and_wait(CheckpointKind::Snapshot).expect("checkpoint").token
     };
-    builder(dir.path()).on_progress(record).recover::<u64, u64>(token.as_str()).expect("recover");
+    builder(dir.path()).on_progress(record).recover(token.as_str()).expect("recover");
     let seen = seen.lock().expect("lock");
     for phase in ["index", "snapshot", "metadata", "replay"] {
         let events: Vec<_> = seen.iter().filter(|p| p.phase == phase).collect();
@@ -334,7 +346,7 @@ fn closed_sessions_are_listed_once_then_forgotten() {
 }
 
 #[test]
-fn opening_a_store_directory_afresh_destroys_no_checkpoint() {
+fn reopening_a_store_directory_recovers_it_and_destroys_no_checkpoint() {
     let dir = tempfile::tempdir().expect("tempdir");
     let first = {
         let store: Store<u64, u64> = builder(dir.path()).open().expect("open");
@@ -344,11 +356,12 @@ fn opening_a_store_directory_afresh_destroys_no_checkpoint() {
         }
         store.checkpoint_and_wait(CheckpointKind::FoldOver).expect("checkpoint")
     };
-    // `open` (not `recover`) on the same directory: an empty store...
+    // `open` on the same directory reopens the store...
     let second = {
         let store: Store<u64, u64> = builder(dir.path()).open().expect("open again");
+        assert_eq!(store.recovered().expect("recovered").token, first.token);
         let mut session = store.start_session().expect("session");
-        assert_eq!(session.read_blocking(&1).expect("read"), None, "a fresh store is empty");
+        assert_eq!(session.read_blocking(&1).expect("read"), Some(1), "open reopens");
         for key in 0..5_000u64 {
             session.upsert(&key, &(key + 7)).expect("upsert");
         }
@@ -356,7 +369,8 @@ fn opening_a_store_directory_afresh_destroys_no_checkpoint() {
         assert!(second.version > first.version, "versions keep increasing");
         second
     };
-    // ...whose log went past the old one: both checkpoints recover intact.
+    // ...whose new incarnation went past the old log: both checkpoints
+    // recover intact.
     for (token, offset) in [(&first.token, 0), (&second.token, 7)] {
         let store: Store<u64, u64> = builder(dir.path()).recover(token.as_str()).expect("recover");
         let mut session = store.start_session().expect("session");
@@ -374,11 +388,8 @@ fn a_store_directory_is_locked_while_open() {
     let store: Store<u64, u64> = builder(dir.path()).open().expect("open");
     store.start_session().expect("session").upsert(&1, &1).expect("upsert");
     let token = store.checkpoint_and_wait(CheckpointKind::FoldOver).expect("checkpoint").token;
-    assert!(matches!(builder(dir.path()).open::<u64, u64>(), Err(Error::Locked { .. })));
-    assert!(matches!(
-        builder(dir.path()).recover::<u64, u64>(token.as_str()),
-        Err(Error::Locked { .. })
-    ));
+    assert!(matches!(builder(dir.path()).open(), Err(Error::Locked { .. })));
+    assert!(matches!(builder(dir.path()).recover(token.as_str()), Err(Error::Locked { .. })));
     // Reading the directory's checkpoints needs no lock.
     assert_eq!(Store::<u64, u64>::checkpoints(dir.path()).expect("list").len(), 1);
     drop(store);
@@ -464,7 +475,8 @@ fn scan_log_walks_the_records_without_their_types() {
         .page_size_bits(12)
         .log_memory_size_bytes(64 << 10)
         .table_size(1 << 10)
-        .open::<String, Vec<u8>>()
+        .for_types::<String, Vec<u8>>()
+        .open()
         .expect("open");
     let mut session = store.start_session().expect("session");
     for k in 0..2000u64 {

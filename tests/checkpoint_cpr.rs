@@ -23,7 +23,7 @@ fn env(name: &str, default: u64) -> u64 {
     std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
 }
 
-fn builder(dir: &std::path::Path) -> StoreBuilder {
+fn builder(dir: &std::path::Path) -> StoreBuilder<u64, u64> {
     // 64 KiB of log memory for ~500 KiB of records: most RMWs on cold keys
     // go pending.
     Store::<u64, u64>::builder()

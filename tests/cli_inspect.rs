@@ -32,7 +32,8 @@ fn make_store(dir: &Path) {
         .page_size_bits(12)
         .log_memory_size_bytes(64 << 10)
         .table_size(1 << 10)
-        .open::<String, u64>()
+        .for_types::<String, u64>()
+        .open()
         .expect("open");
     let mut session = store.start_session().expect("session");
     for round in 0..3u64 {

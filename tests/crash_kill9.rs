@@ -32,12 +32,15 @@ fn env(name: &str, default: u64) -> u64 {
     std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
 }
 
-fn builder(dir: &Path) -> StoreBuilder {
+fn builder(dir: &Path) -> StoreBuilder<u64, u64> {
     Store::<u64, u64>::builder()
         .dir(dir)
         .page_size_bits(12)
         .log_memory_size_bytes(128 << 10)
         .table_size(1 << 12)
+        // Checkpoints here are taken by hand, and a drop is a crash.
+        .checkpoint_every(None)
+        .checkpoint_on_close(false)
 }
 
 #[derive(Debug, Clone, Copy)]

@@ -19,17 +19,20 @@ use oxifaster_cli::workload::Rng;
 
 const KEYS: u64 = 800;
 
-fn builder(dir: &std::path::Path, io: FaultIo) -> StoreBuilder {
+fn builder(dir: &std::path::Path, io: FaultIo) -> StoreBuilder<u64, u64> {
     Store::<u64, u64>::builder()
         .dir(dir)
         .page_size_bits(12)
         .log_memory_size_bytes(32 << 10)
         .table_size(1 << 8)
         .checkpoint_io(io)
+        // A drop here is a crash: no policy checkpoints behind its back.
+        .checkpoint_every(None)
+        .checkpoint_on_close(false)
 }
 
 fn ops(
-    session: &mut oxifaster::Session<'_, u64, u64, FaultDevice>,
+    session: &mut oxifaster::Session<u64, u64, FaultDevice>,
     model: &mut BTreeMap<u64, u64>,
     rng: &mut Rng,
     n: usize,
@@ -112,13 +115,15 @@ fn scenario(kind: CheckpointKind, crash_at: Option<u64>, mode: CrashMode, seed: 
     let checkpoint_ops = clock.ops() - before;
     assert_eq!(b.is_err(), clock.crashed(), "a checkpoint fails exactly when the power is cut");
     // The power goes out (after the checkpoint, if it finished).
-    let image = store.log().device().power_loss(mode, seed);
+    let image = store.device().power_loss(mode, seed);
     io.power_loss(mode, seed).expect("simulate the file system's loss");
     drop(store);
 
     let recovered: Store<u64, u64, FaultDevice> =
         builder(dir.path(), FaultIo::new(CrashClock::new()))
-            .recover_latest_with_device(FaultDevice::from_image(image, CrashClock::new()))
+            .recover_latest_with_device(|| {
+                FaultDevice::from_image(image.clone(), CrashClock::new())
+            })
             .unwrap_or_else(|e| {
                 panic!(
                     "{kind:?}, crash at {crash_at:?}, {mode:?}, seed {seed}: recovery failed: {e}"
@@ -134,8 +139,8 @@ fn scenario(kind: CheckpointKind, crash_at: Option<u64>, mode: CrashMode, seed: 
     };
     // Every page the recovered checkpoint needs is still sealed (a later,
     // interrupted flush of its last page never overwrote the durable seal).
-    let report = checkpoint::verify_log(dir.path(), token.as_str(), recovered.log().device())
-        .expect("verify");
+    let report =
+        checkpoint::verify_log(dir.path(), token.as_str(), recovered.device()).expect("verify");
     assert!(
         report.problems.is_empty(),
         "{kind:?}, crash at {crash_at:?}, {mode:?}, seed {seed}: {:?}",
@@ -212,13 +217,15 @@ fn an_io_error_at_any_operation_of_a_checkpoint_is_reported_and_contained() {
                 }
                 Err(e) => panic!("{kind:?} at {fail_at}: {e}"),
             }
-            let image = store.log().device().power_loss(CrashMode::Drop, 1);
+            let image = store.device().power_loss(CrashMode::Drop, 1);
             io.power_loss(CrashMode::Drop, 1).expect("power loss");
             drop(session);
             drop(store);
             let recovered: Store<u64, u64, FaultDevice> =
                 builder(dir.path(), FaultIo::new(CrashClock::new()))
-                    .recover_latest_with_device(FaultDevice::from_image(image, CrashClock::new()))
+                    .recover_latest_with_device(|| {
+                        FaultDevice::from_image(image.clone(), CrashClock::new())
+                    })
                     .expect("recovery");
             assert_eq!(recovered.recovered().expect("recovered").token, latest.0);
             let mut session = recovered.start_session().expect("session");

@@ -169,7 +169,7 @@ fn write_seeds() {
             .log_memory_size_bytes(64 << 10)
             .page_size_bits(12);
         let end = if var_len {
-            let store = builder.open::<String, Vec<u8>>().expect("store");
+            let store = builder.for_types::<String, Vec<u8>>().open().expect("store");
             let mut session = store.start_session().expect("session");
             for k in 0..300u64 {
                 session.upsert(&format!("key {k}"), &vec![k as u8; (k % 40) as usize]).expect("up");
@@ -177,7 +177,7 @@ fn write_seeds() {
             let cp = oxifaster::checkpoint::CheckpointKind::FoldOver;
             store.checkpoint_and_wait(cp).expect("cp").final_address
         } else {
-            let store = builder.open::<u64, u64>().expect("store");
+            let store = builder.open().expect("store");
             let mut session = store.start_session().expect("session");
             for k in 0..300u64 {
                 session.upsert(&k, &(k * 7)).expect("upsert");

@@ -16,7 +16,7 @@ use oxifaster_cli::workload::Rng;
 const PAGE_BITS: u32 = 12;
 const PAGE: u64 = 1 << PAGE_BITS;
 
-fn builder(dir: &Path) -> StoreBuilder {
+fn builder(dir: &Path) -> StoreBuilder<u64, u64> {
     Store::<u64, u64>::builder()
         .dir(dir)
         .page_size_bits(PAGE_BITS)
@@ -32,7 +32,7 @@ fn device(dir: &Path) -> FileDevice {
 /// starts low) and whose log-only checkpoint then covers many pages: the
 /// returned token's recovery replays `[low, final)`.
 fn build(dir: &Path, keys: u64) -> String {
-    let store = builder(dir).open::<u64, u64>().expect("open");
+    let store = builder(dir).open().expect("open");
     let mut session = store.start_session().expect("session");
     session.upsert(&0, &0).expect("upsert");
     store.checkpoint_and_wait(CheckpointKind::FoldOver).expect("fold-over");
@@ -64,7 +64,7 @@ fn a_healthy_log_verifies_and_recovers() {
     let report = checkpoint::verify_log(dir.path(), &token, &device(dir.path())).expect("verify");
     assert!(report.problems.is_empty(), "{:?}", report.problems);
     assert!(report.pages >= 3000 * 16 / PAGE, "only {} pages checked", report.pages);
-    let store = builder(dir.path()).recover::<u64, u64>(&token).expect("recover");
+    let store = builder(dir.path()).recover(&token).expect("recover");
     let mut session = store.start_session().expect("session");
     for key in (0..3000).step_by(7) {
         assert_eq!(session.read_blocking(&key).expect("read"), Some(key * 3));
@@ -94,7 +94,7 @@ fn sampled_bit_flips_in_log_pages_are_all_detected() {
     // there fails it with the page's address.
     let address = end - 40;
     flip(dir.path(), address, 3);
-    match builder(dir.path()).recover::<u64, u64>(&token) {
+    match builder(dir.path()).recover(&token) {
         Err(Error::Corruption { address: at, what }) => {
             assert_eq!(at, address & !(PAGE - 1), "{what}");
             assert!(what.contains("checksum"), "{what}");
@@ -124,7 +124,7 @@ fn dead_ranges_left_by_a_recovery_are_not_damage() {
     let end = final_address(dir.path(), &token);
     {
         // More writes after the checkpoint, flushed but never checkpointed.
-        let store = builder(dir.path()).recover::<u64, u64>(&token).expect("recover");
+        let store = builder(dir.path()).recover(&token).expect("recover");
         let mut session = store.start_session().expect("session");
         for key in 0..3000u64 {
             session.upsert(&key, &(key + 1)).expect("upsert");
@@ -138,7 +138,7 @@ fn dead_ranges_left_by_a_recovery_are_not_damage() {
     }
     // Recovering the old checkpoint again, then checkpointing: the new
     // checkpoint's log spans the dead range, which verify skips.
-    let store = builder(dir.path()).recover::<u64, u64>(&token).expect("recover again");
+    let store = builder(dir.path()).recover(&token).expect("recover again");
     let mut session = store.start_session().expect("session");
     session.upsert(&7, &70).expect("upsert");
     let info = store.checkpoint_and_wait(CheckpointKind::FoldOver).expect("fold-over");

@@ -16,7 +16,7 @@ fn small_store() -> &'static Store<u64, u64, FileDevice> {
         .table_size(1 << 10)
         .page_size_bits(12)
         .log_memory_size_bytes(32 << 10)
-        .open_with_device::<u64, u64, _>(device)
+        .open_with_device(device)
         .expect("store");
     // Tasks spawned on the runtime need a 'static store.
     Box::leak(Box::new(store))
@@ -29,7 +29,10 @@ async fn async_operations_read_back_from_disk() {
     for k in 0..20_000u64 {
         assert_send(session.upsert_async(&k, &(k + 1))).await.expect("upsert");
     }
-    assert!(store.log().head_address() > store.log().begin_address(), "nothing on disk");
+    assert!(
+        store.log_regions().head_address > store.log_regions().begin_address,
+        "nothing on disk"
+    );
     for k in (0..20_000u64).step_by(7) {
         let value = assert_send(session.read_async(&k)).await.expect("read");
         assert_eq!(value, Some(k + 1), "key {k}");

@@ -26,7 +26,7 @@ fn seeds() -> Vec<u64> {
     }
 }
 
-fn tiny() -> StoreBuilder {
+fn tiny() -> StoreBuilder<u64, u64> {
     Store::<u64, u64>::builder()
         .table_size(64)
         .page_size_bits(10)
@@ -45,7 +45,7 @@ fn merged<V: Merge + Clone>(old: Option<&V>, input: &V) -> V {
 }
 
 fn check_read<K: Key + Debug, V: Value + Merge + Clone + PartialEq + Debug, D: Device>(
-    session: &mut Session<'_, K, V, D>,
+    session: &mut Session<K, V, D>,
     key: &K,
     expected: Option<&V>,
     seed: u64,
@@ -124,12 +124,12 @@ fn run<K, V, D>(
             "seed {seed}: final {k:?}"
         );
     }
-    let log = store.log();
+    let log = store.log_regions();
     println!(
         "seed {seed}: {} keys, pending reads {pending_reads}, pending rmws {pending_rmws}, head {}, tail {}",
         model.len(),
-        log.head_address(),
-        log.tail_address()
+        log.head_address,
+        log.tail_address
     );
     assert!(pending_reads > 0 && pending_rmws > 0, "seed {seed}: the pending paths did not run");
 }
@@ -137,7 +137,7 @@ fn run<K, V, D>(
 #[test]
 fn fixed_keys_and_values_on_a_memory_device() {
     for seed in seeds() {
-        let store = tiny().open_with_device::<u64, u64, _>(MemoryDevice::new()).expect("store");
+        let store = tiny().open_with_device(MemoryDevice::new()).expect("store");
         run(&store, seed, |r| r.below(500), |r| r.below(1000));
     }
 }
@@ -147,7 +147,7 @@ fn fixed_keys_and_values_on_a_file_device() {
     for seed in seeds() {
         let dir = tempfile::tempdir().expect("tempdir");
         let device = FileDevice::open(dir.path(), 16).expect("device");
-        let store = tiny().open_with_device::<u64, u64, _>(device).expect("store");
+        let store = tiny().open_with_device(device).expect("store");
         run(&store, seed, |r| r.below(500), |r| r.below(1000));
     }
 }
@@ -157,7 +157,7 @@ fn fixed_keys_and_values_on_an_io_uring_device() {
     for seed in seeds() {
         let dir = tempfile::tempdir().expect("tempdir");
         let device = oxifaster::device::IoUringDevice::open(dir.path(), 16).expect("io_uring");
-        let store = tiny().open_with_device::<u64, u64, _>(device).expect("store");
+        let store = tiny().open_with_device(device).expect("store");
         run(&store, seed, |r| r.below(500), |r| r.below(1000));
     }
 }
@@ -165,8 +165,10 @@ fn fixed_keys_and_values_on_an_io_uring_device() {
 #[test]
 fn variable_length_keys_and_values() {
     for seed in seeds() {
-        let store =
-            tiny().open_with_device::<Vec<u8>, String, _>(MemoryDevice::new()).expect("store");
+        let store = tiny()
+            .for_types::<Vec<u8>, String>()
+            .open_with_device(MemoryDevice::new())
+            .expect("store");
         run(
             &store,
             seed,
@@ -203,8 +205,10 @@ struct Profile {
 #[test]
 fn derived_fixed_values() {
     for seed in seeds() {
-        let store =
-            tiny().open_with_device::<u64, Counters, _>(MemoryDevice::new()).expect("store");
+        let store = tiny()
+            .for_types::<u64, Counters>()
+            .open_with_device(MemoryDevice::new())
+            .expect("store");
         run(
             &store,
             seed,
@@ -217,8 +221,10 @@ fn derived_fixed_values() {
 #[test]
 fn derived_variable_length_keys_and_values() {
     for seed in seeds() {
-        let store =
-            tiny().open_with_device::<Account, Profile, _>(MemoryDevice::new()).expect("store");
+        let store = tiny()
+            .for_types::<Account, Profile>()
+            .open_with_device(MemoryDevice::new())
+            .expect("store");
         run(
             &store,
             seed,
@@ -230,7 +236,8 @@ fn derived_variable_length_keys_and_values() {
 
 #[test]
 fn oversized_records_are_errors_not_crashes() {
-    let store = tiny().open_with_device::<u64, Vec<u8>, _>(MemoryDevice::new()).expect("store");
+    let store =
+        tiny().for_types::<u64, Vec<u8>>().open_with_device(MemoryDevice::new()).expect("store");
     let mut session = store.start_session().expect("session");
     let err = session.upsert(&1, &vec![0u8; 2000]).expect_err("a record larger than a page");
     assert!(matches!(err, oxifaster::Error::RecordTooLarge { .. }), "{err}");
@@ -241,7 +248,8 @@ fn oversized_records_are_errors_not_crashes() {
 #[test]
 fn closure_rmw_follows_the_model_in_memory_and_on_disk() {
     for seed in seeds() {
-        let store = tiny().open_with_device::<u64, String, _>(MemoryDevice::new()).expect("store");
+        let store =
+            tiny().for_types::<u64, String>().open_with_device(MemoryDevice::new()).expect("store");
         let mut session = store.start_session().expect("session");
         let mut model: BTreeMap<u64, String> = BTreeMap::new();
         let mut rng = Rng::new(seed);
@@ -280,14 +288,17 @@ fn closure_rmw_follows_the_model_in_memory_and_on_disk() {
                 "seed {seed}: final {k}"
             );
         }
-        assert!(store.log().head_address() > store.log().begin_address(), "nothing went to disk");
+        assert!(
+            store.log_regions().head_address > store.log_regions().begin_address,
+            "nothing went to disk"
+        );
     }
 }
 
 #[test]
 fn bad_configurations_are_named_errors() {
     let small = Store::<u64, u64>::builder().log_memory_size_bytes(1 << 20).page_size_bits(22);
-    let err = small.open_with_device::<u64, u64, _>(MemoryDevice::new()).expect_err("too small");
+    let err = small.open_with_device(MemoryDevice::new()).expect_err("too small");
     assert!(
         matches!(err, oxifaster::Error::InvalidConfig { what: "log_memory_size_bytes", .. }),
         "{err}"
@@ -298,7 +309,7 @@ fn bad_configurations_are_named_errors() {
         (Store::<u64, u64>::builder().mutable_fraction(1.5), "mutable_fraction"),
         (Store::<u64, u64>::builder().max_sessions(0), "max_sessions"),
     ] {
-        let err = builder.open_with_device::<u64, u64, _>(MemoryDevice::new()).expect_err(what);
+        let err = builder.open_with_device(MemoryDevice::new()).expect_err(what);
         assert!(
             matches!(err, oxifaster::Error::InvalidConfig { what: w, .. } if w == what),
             "{what}: {err}"

@@ -38,7 +38,7 @@ fn counters(threads: usize) {
         .page_size_bits(12)
         .log_memory_size_bytes(48 << 10)
         .mutable_fraction(0.5)
-        .open_with_device::<u64, u64, _>(device)
+        .open_with_device(device)
         .expect("store");
     let ops = ops();
     let stop = AtomicBool::new(false);
@@ -103,12 +103,11 @@ fn counters(threads: usize) {
         total += value;
     }
     assert_eq!(total, ops * threads as u64);
-    let log = store.log();
-    assert!(log.head_address() > log.begin_address(), "nothing was evicted");
+    let log = store.log_regions();
+    assert!(log.head_address > log.begin_address, "nothing was evicted");
     println!(
         "threads {threads}: total {total}, log tail {}, head {}",
-        log.tail_address(),
-        log.head_address()
+        log.tail_address, log.head_address
     );
 }
 

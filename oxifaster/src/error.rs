@@ -87,6 +87,10 @@ pub enum Error {
         token: String,
         /// Why.
         message: String,
+        /// The error it failed with (an I/O error keeps its `io::Error`
+        /// there: a full disk is recognisable); `None` for a panic.
+        #[source]
+        source: Option<std::sync::Arc<Error>>,
     },
     /// A checkpoint token is malformed (it names a directory, so it may not
     /// contain path separators or be empty).
@@ -158,6 +162,35 @@ pub enum Error {
         /// Why it cannot be read.
         why: &'static str,
     },
+    /// `open` was given a directory that holds something other than a
+    /// store (a `FasterLog`, or files the store did not write).
+    #[error("{path} is not a store directory: {why}")]
+    NotAStore {
+        /// The directory.
+        path: std::path::PathBuf,
+        /// What it holds instead.
+        why: String,
+    },
+    /// [`Store::close`](crate::Store::close) while sessions or other
+    /// handles of the store are still alive.
+    #[error(
+        "the store is still in use by {handles} other handle(s) or session(s); \
+         drop them before closing it"
+    )]
+    StillInUse {
+        /// How many other handles and sessions are alive.
+        handles: usize,
+    },
+    /// A session already has the most parked (pending) operations it may
+    /// hold; complete them with `complete_pending` first.
+    #[error(
+        "the session has {limit} pending operations, the most it may hold: \
+         call complete_pending before issuing more"
+    )]
+    TooManyPending {
+        /// The configured bound.
+        limit: usize,
+    },
     /// Another process (or another instance in this one) has the directory
     /// open.
     #[error("{path} is locked: another process has it open")]
@@ -165,4 +198,20 @@ pub enum Error {
         /// The lock file.
         path: String,
     },
+}
+
+impl Error {
+    /// Whether the error reports damaged data (a corrupt file or log
+    /// page), as opposed to a wrong request, a configuration or an I/O
+    /// failure: `recover_latest` skips a checkpoint that fails this way and
+    /// tries an older one.
+    pub fn is_damage(&self) -> bool {
+        matches!(
+            self,
+            Error::Corruption { .. }
+                | Error::CheckpointCorrupt { .. }
+                | Error::Codec(_)
+                | Error::UnsupportedFormat { .. }
+        )
+    }
 }

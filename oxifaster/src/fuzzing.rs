@@ -327,6 +327,9 @@ pub fn store_ops(data: &[u8]) {
             .log_memory_size_bytes(8 << 10)
             .table_size(1 << 6)
             .checkpoint_io(io)
+            // A drop here is a crash: no policy checkpoints behind its back.
+            .checkpoint_every(None)
+            .checkpoint_on_close(false)
     };
     let mut input = data.iter().copied();
     let mut next = move || input.next();
@@ -382,12 +385,13 @@ pub fn store_ops(data: &[u8]) {
     }
     let mode = crash_mode(next().unwrap_or(0));
     let seed = u64::from(next().unwrap_or(0));
-    let image = store.log().device().power_loss(mode, seed);
+    let image = store.device().power_loss(mode, seed);
     io.power_loss(mode, seed).expect("the simulated file system's loss");
     drop(store);
     let recovered: crate::Result<Store<u64, u64, FaultDevice>> =
-        builder(FaultIo::new(CrashClock::new()))
-            .recover_latest_with_device(FaultDevice::from_image(image, CrashClock::new()));
+        builder(FaultIo::new(CrashClock::new())).recover_latest_with_device(|| {
+            FaultDevice::from_image(image.clone(), CrashClock::new())
+        });
     let recovered = match recovered {
         Ok(store) => store,
         Err(crate::Error::CheckpointNotFound { .. }) => {

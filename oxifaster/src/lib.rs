@@ -38,14 +38,32 @@
 //! | module | owns |
 //! |---|---|
 //! | [`address`] | 48-bit log addresses |
-//! | [`epoch`] | epoch protection, bump-with-action, drain list |
+//! | `epoch` (internal) | epoch protection, bump-with-action, drain list |
 //! | [`device`] | file, io_uring, memory and null devices |
-//! | [`hlog`] | the hybrid log: page ring, tail, regions, flush, eviction |
+//! | `hlog` (internal) | the hybrid log: page ring, tail, regions, flush, eviction |
 //! | [`record`] | the `Key`/`Value`/`Merge` traits and codecs |
-//! | [`index`] | the latch-free hash index |
+//! | `index` (internal) | the latch-free hash index |
 //! | [`store`] | `Store<K, V>`, sessions, pending I/O, the async API |
 //! | [`checkpoint`] | CPR checkpoints, recovery, session commit points |
 //! | [`log`] | `FasterLog`: a durable, concurrent append-only log |
+
+//!
+//! # Features
+//!
+//! - `tokio`: the async API (`read_async`, `rmw_async`, `checkpoint_async`,
+//!   FasterLog's commit futures) on tokio.
+//! - `io_uring` (Linux): the io_uring device.
+//! - `testing`: test doubles (fault-injecting devices and checkpoint I/O),
+//!   fuzz entry points and the engine's internals, for this project's own
+//!   tests. Not for applications: nothing under it is a stable API, and
+//!   its internals can break the store's invariants.
+//!
+//! # Platform
+//!
+//! Linux (x86-64, aarch64) is what is built and tested. The file device
+//! uses positional I/O and `flock`, and builds on other Unix systems; the
+//! io_uring device and huge pages are Linux-only. Big-endian targets are
+//! refused at compile time.
 
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
@@ -54,27 +72,65 @@ compile_error!(
     "oxifaster stores records in little-endian byte order and supports little-endian targets only"
 );
 
+/// Declares an engine-internal module: crate-private, or public (hidden
+/// from the docs) under the `testing` feature, for the project's own
+/// tests, benches and fuzz targets. Nothing here is reachable from a
+/// normal build's safe code (`tests/ui_internals` checks it).
+macro_rules! internal_mod {
+    ($(#[$meta:meta])* mod $name:ident;) => {
+        #[cfg(feature = "testing")]
+        #[doc(hidden)]
+        $(#[$meta])*
+        pub mod $name;
+        #[cfg(not(feature = "testing"))]
+        $(#[$meta])*
+        #[allow(dead_code, unreachable_pub)]
+        pub(crate) mod $name;
+    };
+}
+
 pub mod address;
 pub mod checkpoint;
 pub mod device;
-pub mod epoch;
+internal_mod!(
+    mod epoch;
+);
 mod error;
+#[cfg(feature = "testing")]
 #[doc(hidden)]
 pub mod fuzzing;
-pub mod hlog;
-pub mod index;
+internal_mod!(
+    mod hlog;
+);
+internal_mod!(
+    mod index;
+);
 mod lock;
 pub mod log;
 mod mem;
 pub mod record;
 pub mod store;
-#[doc(hidden)]
-pub mod sync;
+internal_mod!(
+    mod sync;
+);
 
 pub use error::{Error, Result};
 pub use oxifaster_derive::{FasterKey, FasterValue};
 pub use record::{Key, Merge, Value};
-pub use store::{FasterKv, Session, Store, StoreBuilder, StoreConfig};
+pub use store::{
+    CloseReport, FasterKv, IndexStats, LogRegions, Session, Store, StoreBuilder, StoreConfig,
+};
+
+// A store is shared across threads; a session moves to one.
+const _: () = {
+    const fn send_sync<T: Send + Sync>() {}
+    const fn send<T: Send + 'static>() {}
+    send_sync::<Store<u64, u64>>();
+    send_sync::<Store<Vec<u8>, String, device::MemoryDevice>>();
+    send::<Session<u64, u64, device::FileDevice>>();
+    send::<Session<String, Vec<u8>, device::NullDevice>>();
+    send_sync::<log::FasterLog>();
+};
 
 /// The README's examples, compiled and run as doc tests.
 #[cfg(doctest)]

@@ -237,7 +237,10 @@ fn bench_values<V: BenchValue>(args: BenchArgs) -> Result<(), Box<dyn std::error
         .table_size(table_size)
         .log_memory_size_bytes(log_memory)
         .page_size_bits(args.page_size_bits)
-        .max_sessions(threads + 2);
+        .max_sessions(threads + 2)
+        // `--checkpoint-every` is the bench's own policy.
+        .checkpoint_every(None)
+        .checkpoint_on_close(false);
     let builder = match &args.dir {
         Some(dir) => builder.dir(dir),
         None => builder,
@@ -254,7 +257,7 @@ fn bench_values<V: BenchValue>(args: BenchArgs) -> Result<(), Box<dyn std::error
     }
     match args.device {
         DeviceArg::File => {
-            let store = builder.open::<u64, V>()?;
+            let store = builder.open()?;
             run_all(&store, &args, threads, &values)
         }
         DeviceArg::IoUring => {
@@ -265,7 +268,7 @@ fn bench_values<V: BenchValue>(args: BenchArgs) -> Result<(), Box<dyn std::error
                 }
             };
             let device = oxifaster::device::IoUringDevice::open(&dir, 30)?;
-            let store = builder.open_with_device::<u64, V, _>(device)?;
+            let store = builder.open_with_device(device)?;
             let result = run_all(&store, &args, threads, &values);
             if args.dir.is_none() {
                 drop(store);
@@ -274,7 +277,7 @@ fn bench_values<V: BenchValue>(args: BenchArgs) -> Result<(), Box<dyn std::error
             result
         }
         DeviceArg::Null => {
-            let store = builder.open_with_device::<u64, V, _>(NullDevice)?;
+            let store = builder.open_with_device(NullDevice)?;
             run_all(&store, &args, threads, &values)
         }
     }

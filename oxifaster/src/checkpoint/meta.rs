@@ -142,6 +142,7 @@ pub(crate) fn sync_dir(fs: &dyn CheckpointIo, dir: &Path) -> Result<()> {
 /// `bytes` (a metadata file, possibly damaged) with the payload length and
 /// checksum fields set to match the payload, so that a fuzzer reaches the
 /// archive validation behind them.
+#[cfg(any(test, feature = "testing"))]
 pub(crate) fn fix_checksum(bytes: &mut [u8]) {
     if bytes.len() < HEADER_SIZE {
         return;
@@ -223,6 +224,7 @@ impl Meta {
 }
 
 /// A metadata value with every field set (tests and fuzzing seeds).
+#[cfg(any(test, feature = "testing"))]
 pub(crate) fn sample() -> Meta {
     Meta {
         token: "0000000002-00ab".into(),

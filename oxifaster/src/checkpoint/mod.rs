@@ -35,25 +35,33 @@
 //! checkpoints/<token>/snapshot   log pages of a snapshot checkpoint
 //! ```
 
+#[cfg(feature = "testing")]
+mod fault_io;
 mod io;
 mod meta;
 mod recover;
 
-pub use io::{CheckpointFile, CheckpointIo, FaultIo, RealIo};
+#[cfg(feature = "testing")]
+#[doc(hidden)]
+pub use fault_io::FaultIo;
+pub use io::{CheckpointFile, CheckpointIo, RealIo};
 
 /// Decodes checkpoint metadata bytes (for fuzzing); the error, if any.
+#[cfg(feature = "testing")]
 #[doc(hidden)]
 pub fn meta_decode(bytes: &[u8], path: &std::path::Path) -> Result<()> {
     meta::Meta::decode(bytes, path).map(|_| ())
 }
 
 /// See `meta::fix_checksum` (for fuzzing).
+#[cfg(feature = "testing")]
 #[doc(hidden)]
 pub fn meta_fix_checksum(bytes: &mut [u8]) {
     meta::fix_checksum(bytes)
 }
 
 /// A valid metadata file's bytes (a fuzzing seed).
+#[cfg(feature = "testing")]
 #[doc(hidden)]
 pub fn meta_sample() -> Vec<u8> {
     meta::sample().encode().unwrap_or_default()
@@ -295,7 +303,7 @@ fn report(progress: &Option<ProgressFn>, phase: &'static str, done: u64, total: 
 #[derive(Debug)]
 struct Task {
     token: CheckpointToken,
-    result: Mutex<Option<std::result::Result<CheckpointInfo, String>>>,
+    result: Mutex<Option<std::result::Result<CheckpointInfo, Arc<Error>>>>,
     finished: Condvar,
 }
 
@@ -316,9 +324,19 @@ pub(crate) struct Control {
     pub(crate) recovered: Mutex<Option<CheckpointInfo>>,
     /// The log's dead ranges (see `meta::Gap`), in order.
     pub(crate) gaps: Mutex<Vec<(u64, u64)>>,
+    /// Damaged checkpoints that recovery skipped: (token, why).
+    pub(crate) skipped: Mutex<Vec<(String, String)>>,
+    /// The store's write count and tail when the last checkpoint
+    /// started (see `StoreInner::changed_since_checkpoint`).
+    pub(crate) started_at: Mutex<Option<(u64, u64)>>,
 }
 
 impl Control {
+    /// Where this incarnation's last index checkpoint ends, if it has one.
+    pub(crate) fn last_index_end(&self) -> Option<u64> {
+        self.last_index.lock().unwrap_or_else(|p| p.into_inner()).as_ref().map(|i| i.log_end)
+    }
+
     /// Waits for background checkpoints (the store is being dropped).
     pub(crate) fn join_running(&self) {
         let threads = std::mem::take(&mut *self.threads.lock().unwrap_or_else(|p| p.into_inner()));
@@ -381,6 +399,56 @@ impl<K: Key, V: Value, D: Device> StoreInner<K, V, D> {
         })
     }
 
+    /// The store's write count and tail address now.
+    pub(crate) fn change_mark(&self) -> (u64, u64) {
+        (self.sessions.writes(), self.log.tail_address().raw())
+    }
+
+    /// Whether any write ran since the last checkpoint of this
+    /// incarnation started (or, before the first, since the store opened:
+    /// `Store::from_inner` records the mark then).
+    pub(crate) fn changed_since_checkpoint(&self) -> bool {
+        let started = *self.checkpoints.started_at.lock().unwrap_or_else(|p| p.into_inner());
+        started != Some(self.change_mark())
+    }
+
+    /// Claims the right to run the one checkpoint at a time.
+    fn claim_checkpoint(&self) -> Result<CheckpointToken> {
+        let control = &self.checkpoints;
+        self.checkpoint_dir()?;
+        if control.busy.compare_exchange(false, true, Ordering::AcqRel, Ordering::Acquire).is_err()
+        {
+            let running = control.tasks.lock().unwrap_or_else(|p| p.into_inner());
+            let token = running
+                .iter()
+                .rev()
+                .find(|t| t.result.lock().unwrap_or_else(|p| p.into_inner()).is_none())
+                .map_or_else(
+                    || "(one taken on another thread)".to_string(),
+                    |t| t.token.to_string(),
+                );
+            return Err(Error::CheckpointInProgress { token });
+        }
+        Ok(CheckpointToken::new(self.cpr.load().0))
+    }
+
+    /// Takes a checkpoint on this thread (claiming it first).
+    pub(crate) fn checkpoint_now(&self, kind: CheckpointKind) -> Result<CheckpointInfo> {
+        let token = self.claim_checkpoint()?;
+        let _busy = Busy(&self.checkpoints.busy);
+        self.run_checkpoint(kind, &token)
+    }
+
+    /// Makes the whole log durable on the device: read-only up to the
+    /// tail, written, synced.
+    pub(crate) fn flush_log(&self) -> Result<()> {
+        let handle = self.epoch.register()?;
+        let tail = self.log.tail_address();
+        let flushed = self.log.flush_durable(tail, &handle);
+        handle.unprotect();
+        flushed
+    }
+
     /// Runs a whole checkpoint on this thread.
     fn run_checkpoint(
         &self,
@@ -396,6 +464,8 @@ impl<K: Key, V: Value, D: Device> StoreInner<K, V, D> {
             |what: &str, source| Error::Io { context: format!("{what} {}", dir.display()), source };
         self.io().create_dir_all(&dir).map_err(|e| io("creating", e))?;
         meta::sync_dir(self.io(), &root)?;
+        *self.checkpoints.started_at.lock().unwrap_or_else(|p| p.into_inner()) =
+            Some(self.change_mark());
         let handle = self.epoch.register()?;
         let (version, phase) = self.cpr.load();
         debug_assert_eq!(phase, REST);
@@ -723,22 +793,7 @@ impl<K: Key, V: Value, D: Device> Store<K, V, D> {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn checkpoint_and_wait(&self, kind: CheckpointKind) -> Result<CheckpointInfo> {
-        let control = &self.inner.checkpoints;
-        let token = self.claim_checkpoint()?;
-        let _busy = Busy(&control.busy);
-        self.inner.run_checkpoint(kind, &token)
-    }
-
-    fn claim_checkpoint(&self) -> Result<CheckpointToken> {
-        let control = &self.inner.checkpoints;
-        self.inner.checkpoint_dir()?;
-        if control.busy.compare_exchange(false, true, Ordering::AcqRel, Ordering::Acquire).is_err()
-        {
-            let running = control.tasks.lock().unwrap_or_else(|p| p.into_inner());
-            let token = running.last().map(|t| t.token.to_string()).unwrap_or_default();
-            return Err(Error::CheckpointInProgress { token });
-        }
-        Ok(CheckpointToken::new(self.inner.cpr.load().0))
+        self.inner.checkpoint_now(kind)
     }
 
     /// Starts a checkpoint on a background thread and returns its token at
@@ -746,7 +801,7 @@ impl<K: Key, V: Value, D: Device> Store<K, V, D> {
     /// it. One checkpoint runs at a time: starting another meanwhile is
     /// [`Error::CheckpointInProgress`].
     pub fn checkpoint(&self, kind: CheckpointKind) -> Result<CheckpointToken> {
-        let token = self.claim_checkpoint()?;
+        let token = self.inner.claim_checkpoint()?;
         let task = Arc::new(Task {
             token: token.clone(),
             result: Mutex::new(None),
@@ -774,7 +829,19 @@ impl<K: Key, V: Value, D: Device> Store<K, V, D> {
             .spawn(move || {
                 let result = {
                     let _busy = Busy(&inner.checkpoints.busy);
-                    inner.run_checkpoint(kind, &task.token).map_err(|e| e.to_string())
+                    // A panic inside the checkpoint (a user callback, a
+                    // bug) is reported to every waiter, never a hang.
+                    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                        inner.run_checkpoint(kind, &task.token)
+                    }))
+                    .unwrap_or_else(|panic| {
+                        Err(Error::CheckpointFailed {
+                            token: task.token.to_string(),
+                            message: format!("the checkpoint panicked: {}", panic_message(&*panic)),
+                            source: None,
+                        })
+                    })
+                    .map_err(Arc::new)
                 };
                 *task.result.lock().unwrap_or_else(|p| p.into_inner()) = Some(result);
                 task.finished.notify_all();
@@ -837,7 +904,7 @@ impl<K: Key, V: Value, D: Device> Store<K, V, D> {
     /// Resumes a recovered session: returns it, with its serial number set
     /// to its commit point's `until`, and the commit point (reissue the
     /// operations after `until` and those in `excluded`).
-    pub fn continue_session(&self, id: u64) -> Result<(crate::Session<'_, K, V, D>, CommitPoint)> {
+    pub fn continue_session(&self, id: u64) -> Result<(crate::Session<K, V, D>, CommitPoint)> {
         let point = self
             .recovered_sessions()
             .into_iter()
@@ -846,8 +913,19 @@ impl<K: Key, V: Value, D: Device> Store<K, V, D> {
             .ok_or(Error::UnknownSession { id })?;
         let (version, _) = self.inner.cpr.load();
         let slot = self.inner.sessions.reopen(id, version).ok_or(Error::UnknownSession { id })?;
-        let session = crate::Session::new(&self.inner, slot, point.until)?;
+        let session = crate::Session::new(self.open.clone(), slot, point.until)?;
         Ok((session, point))
+    }
+}
+
+/// The text of a caught panic's payload.
+fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
+    if let Some(s) = panic.downcast_ref::<&str>() {
+        (*s).to_string()
+    } else if let Some(s) = panic.downcast_ref::<String>() {
+        s.clone()
+    } else {
+        "(no message)".into()
     }
 }
 
@@ -858,12 +936,15 @@ fn wait_task(task: &Task) -> Result<CheckpointInfo> {
     }
     match result.clone() {
         Some(Ok(info)) => Ok(info),
-        Some(Err(message)) => {
-            Err(Error::CheckpointFailed { token: task.token.to_string(), message })
-        }
+        Some(Err(message)) => Err(Error::CheckpointFailed {
+            token: task.token.to_string(),
+            message: message.to_string(),
+            source: Some(message),
+        }),
         None => Err(Error::CheckpointFailed {
             token: task.token.to_string(),
             message: "no result".into(),
+            source: None,
         }),
     }
 }
@@ -915,6 +996,7 @@ pub fn verify(dir: impl AsRef<Path>, token: &str) -> Result<CheckpointInfo> {
 
 /// Walks the records of one log page image at `address` as recovery does;
 /// returns how many there are (for fuzzing).
+#[cfg(any(test, feature = "testing"))]
 pub(crate) fn walk_page<K: Key, V: Value>(
     page: &mut [u8],
     address: u64,
@@ -998,15 +1080,51 @@ pub fn delete(dir: impl AsRef<Path>, token: &str) -> Result<()> {
         .map_err(|source| Error::Io { context: format!("deleting {}", path.display()), source })
 }
 
-/// Keeps the newest `keep` recoverable checkpoints (and the index
-/// checkpoints they use) and deletes every other checkpoint directory,
-/// including incomplete ones. Returns the tokens deleted.
+/// Keeps the newest `keep` *intact* recoverable checkpoints and deletes
+/// every older checkpoint directory (incomplete ones included) that none of
+/// them needs. A checkpoint is intact when everything its recovery reads
+/// checks: metadata, index, snapshot files and every log page it replays
+/// ([`verify_log`] on the directory's log files). Nothing newer than the
+/// oldest kept checkpoint is deleted, so a checkpoint being written (or a
+/// damaged newest one, kept for inspection) survives, and when no
+/// checkpoint is intact nothing is deleted. Returns the tokens deleted.
 pub fn retain(dir: impl AsRef<Path>, keep: usize) -> Result<Vec<String>> {
     let dir = dir.as_ref();
+    let device =
+        crate::device::FileDevice::open(dir, crate::device::DEFAULT_SEGMENT_SIZE_BITS).map_err(
+            |source| Error::Io { context: format!("opening the log in {}", dir.display()), source },
+        )?;
+    let intact = |info: &CheckpointInfo| {
+        verify_log(dir, info.token.as_str(), &device).is_ok_and(|report| report.problems.is_empty())
+    };
+    prune(dir, keep, intact)
+}
+
+/// [`retain`] for checkpoints this process just wrote (the automatic
+/// policy's): the newest `keep` complete ones are kept without reading
+/// their log again.
+pub(crate) fn retain_older(dir: &Path, keep: usize) -> Result<Vec<String>> {
+    prune(dir, keep, |_| true)
+}
+
+fn prune(
+    dir: &Path,
+    keep: usize,
+    mut intact: impl FnMut(&CheckpointInfo) -> bool,
+) -> Result<Vec<String>> {
     let all = list(dir)?;
-    let recoverable: Vec<&CheckpointInfo> =
-        all.iter().filter(|c| c.kind != CheckpointKind::IndexOnly).collect();
-    let kept: Vec<&CheckpointInfo> = recoverable.iter().rev().take(keep).copied().collect();
+    let mut kept: Vec<&CheckpointInfo> = Vec::new();
+    for info in all.iter().rev().filter(|c| c.kind != CheckpointKind::IndexOnly) {
+        if kept.len() >= keep.max(1) {
+            break;
+        }
+        if intact(info) {
+            kept.push(info);
+        }
+    }
+    let Some(oldest_kept) = kept.last().map(|c| c.version) else {
+        return Ok(Vec::new());
+    };
     let mut needed: std::collections::BTreeSet<String> =
         kept.iter().map(|c| c.token.to_string()).collect();
     needed.extend(kept.iter().map(|c| c.index_token.clone()));
@@ -1023,6 +1141,12 @@ pub fn retain(dir: impl AsRef<Path>, keep: usize) -> Result<Vec<String>> {
     for entry in entries.flatten() {
         let Some(name) = entry.file_name().to_str().map(String::from) else { continue };
         if CheckpointToken::parse(&name).is_err() || needed.contains(&name) {
+            continue;
+        }
+        // Tokens start with their version: never touch one at or past the
+        // oldest kept (it may be being written right now).
+        let version = name.split('-').next().and_then(|v| v.parse::<u32>().ok());
+        if version.is_none_or(|v| v >= oldest_kept) {
             continue;
         }
         delete(dir, &name)?;

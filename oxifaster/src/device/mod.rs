@@ -24,12 +24,16 @@
 //!   `FileDevice`, with I/O submitted through io_uring so that a batch of
 //!   reads is in flight at once.
 
+#[cfg(feature = "testing")]
+#[doc(hidden)]
 pub mod fault;
 mod file;
 mod memory;
 #[cfg(all(target_os = "linux", feature = "io_uring"))]
 mod uring;
 
+#[cfg(feature = "testing")]
+#[doc(hidden)]
 pub use fault::{CrashClock, CrashMode, FaultDevice, FaultKind, FaultOp};
 pub use file::{DEFAULT_SEGMENT_SIZE_BITS, FileDevice};
 pub use memory::{MemoryDevice, NullDevice};

@@ -25,8 +25,11 @@ mod checkpoint;
 
 pub use bucket::{HashBucket, HashBucketEntry};
 #[doc(hidden)]
+#[cfg(feature = "testing")]
 pub use checkpoint::fix_checkpoint_trailer;
-pub use checkpoint::{HEADER_SIZE as INDEX_HEADER_SIZE, INDEX_FORMAT_VERSION, IndexFileHeader};
+#[cfg(feature = "testing")]
+pub use checkpoint::{HEADER_SIZE as INDEX_HEADER_SIZE, INDEX_FORMAT_VERSION};
+pub use checkpoint::IndexFileHeader;
 
 use std::sync::Mutex;
 
@@ -58,6 +61,23 @@ impl std::fmt::Debug for HashIndex {
             .field("overflow_buckets", &self.overflow_buckets())
             .finish()
     }
+}
+
+/// The hash index's size and fill at one moment
+/// ([`Store::index_stats`](crate::Store::index_stats)).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct IndexStats {
+    /// Main buckets (the configured table size).
+    pub buckets: u64,
+    /// Overflow buckets allocated by chains that outgrew their bucket.
+    pub overflow_buckets: u64,
+    /// Entries in use (one per distinct (bucket, tag) of the keys).
+    pub entries: u64,
+    /// Entry slots in all buckets.
+    pub slots: u64,
+    /// Memory of the buckets, in bytes.
+    pub bytes: u64,
 }
 
 /// The result of a lookup: the slot that holds the entry, and the entry.
@@ -95,6 +115,21 @@ impl HashIndex {
     /// The number of main buckets.
     pub fn table_size(&self) -> u64 {
         self.mask + 1
+    }
+
+    /// The table's size and fill, counted now (walks every bucket).
+    pub fn stats(&self) -> IndexStats {
+        let mut entries = 0u64;
+        self.for_each_entry(|_| entries += 1);
+        let overflow_buckets = self.overflow_buckets() as u64;
+        let bucket_bytes = size_of::<HashBucket>() as u64;
+        IndexStats {
+            buckets: self.table_size(),
+            overflow_buckets,
+            entries,
+            slots: (self.table_size() + overflow_buckets) * bucket::ENTRIES_PER_BUCKET as u64,
+            bytes: (self.table_size() + overflow_buckets) * bucket_bytes,
+        }
     }
 
     /// The number of overflow buckets allocated so far.

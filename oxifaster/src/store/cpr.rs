@@ -145,6 +145,9 @@ pub(crate) struct SessionSlot {
     /// operation that went pending counts as finished here: it is in
     /// `pending_rmws`). Written by the session at the end of each operation.
     pub(crate) serial: AtomicU64,
+    /// How many operations of the session may have written (see
+    /// `Registry::writes`); on the same cache line as `serial`.
+    pub(crate) writes: AtomicU64,
     state: Mutex<SlotState>,
 }
 
@@ -231,11 +234,19 @@ impl SessionSlot {
 pub(crate) struct Registry {
     slots: Mutex<BTreeMap<u64, Arc<SessionSlot>>>,
     next_id: AtomicU64,
+    /// The write counts of every session forgotten so far, summed: with
+    /// the live sessions' counts, a counter that grows with every write
+    /// (see [`Registry::writes`]).
+    forgotten_writes: AtomicU64,
 }
 
 impl Registry {
     pub(crate) fn new() -> Self {
-        Self { slots: Mutex::new(BTreeMap::new()), next_id: AtomicU64::new(1) }
+        Self {
+            slots: Mutex::new(BTreeMap::new()),
+            next_id: AtomicU64::new(1),
+            forgotten_writes: AtomicU64::new(0),
+        }
     }
 
     fn slots(&self) -> MutexGuard<'_, BTreeMap<u64, Arc<SessionSlot>>> {
@@ -248,6 +259,7 @@ impl Registry {
         let slot = Arc::new(SessionSlot {
             id,
             serial: AtomicU64::new(0),
+            writes: AtomicU64::new(0),
             state: Mutex::new(SlotState { version, open: true, ..SlotState::default() }),
         });
         self.slots().insert(id, slot.clone());
@@ -275,6 +287,7 @@ impl Registry {
         let slot = Arc::new(SessionSlot {
             id,
             serial: AtomicU64::new(point.until),
+            writes: AtomicU64::new(0),
             state: Mutex::new(SlotState {
                 version,
                 // The excluded operations never ran in this incarnation:
@@ -304,8 +317,19 @@ impl Registry {
     pub(crate) fn forget(&self, ids: &[u64]) {
         let mut slots = self.slots();
         for id in ids {
-            slots.remove(id);
+            if let Some(slot) = slots.remove(id) {
+                self.forgotten_writes
+                    .fetch_add(slot.writes.load(Ordering::Acquire), Ordering::AcqRel);
+            }
         }
+    }
+
+    /// A count that grows with every write of every session (forgotten
+    /// sessions included): equal values mean no write ran in between.
+    pub(crate) fn writes(&self) -> u64 {
+        let slots = self.slots();
+        let live: u64 = slots.values().map(|s| s.writes.load(Ordering::Acquire)).sum();
+        live.wrapping_add(self.forgotten_writes.load(Ordering::Acquire))
     }
 
     /// Every slot, by id.

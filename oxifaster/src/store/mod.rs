@@ -33,7 +33,8 @@ pub use session::{Completed, CompletedOp, ReadStatus, RmwStatus, Session};
 
 use std::marker::PhantomData;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 
 use crate::device::{DEFAULT_SEGMENT_SIZE_BITS, Device, FileDevice};
 use crate::epoch::{DEFAULT_MAX_PARTICIPANTS, Epoch};
@@ -44,9 +45,13 @@ use crate::{Error, Result};
 
 use record::RecordFormat;
 
+/// The default interval of the automatic checkpoint policy.
+pub const DEFAULT_CHECKPOINT_INTERVAL: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// The configuration of a store. Every field has a default; see the setters
 /// of [`StoreBuilder`] for units and defaults.
 #[derive(Debug, Clone)]
+#[non_exhaustive]
 pub struct StoreConfig {
     /// Hash buckets (a power of two). Default 2^20 (64 MiB of index).
     pub table_size: u64,
@@ -68,6 +73,12 @@ pub struct StoreConfig {
     pub checkpoint_io: Option<crate::checkpoint::IoHandle>,
     /// Called when a checkpoint is durable (the persistence callback).
     pub on_checkpoint: Option<crate::checkpoint::CheckpointFn>,
+    /// The automatic checkpoint interval (`None`: off). Default 5 s.
+    pub checkpoint_every: Option<std::time::Duration>,
+    /// Whether closing takes a final checkpoint. Default true.
+    pub checkpoint_on_close: bool,
+    /// Automatic checkpoints kept. Default 2.
+    pub keep_checkpoints: usize,
 }
 
 impl Default for StoreConfig {
@@ -82,6 +93,9 @@ impl Default for StoreConfig {
             progress: None,
             checkpoint_io: None,
             on_checkpoint: None,
+            checkpoint_every: Some(DEFAULT_CHECKPOINT_INTERVAL),
+            checkpoint_on_close: true,
+            keep_checkpoints: 2,
         }
     }
 }
@@ -142,19 +156,71 @@ impl StoreConfig {
                 why: "must be at least 1".into(),
             });
         }
+        if self.keep_checkpoints == 0 {
+            return Err(Error::InvalidConfig {
+                what: "keep_checkpoints",
+                why: "must be at least 1: the newest checkpoint is what a reopen recovers".into(),
+            });
+        }
+        if self.checkpoint_every.is_some_and(|d| d.is_zero()) {
+            return Err(Error::InvalidConfig {
+                what: "checkpoint_every",
+                why: "an interval of zero; use None to turn the policy off".into(),
+            });
+        }
         Ok(())
     }
 }
 
-/// Builds a [`Store`].
-#[derive(Debug, Clone, Default)]
-pub struct StoreBuilder {
+/// Builds a [`Store<K, V>`]: `Store::<K, V>::builder()` returns one that
+/// already knows the key and value types, so `open()` builds exactly that
+/// store.
+pub struct StoreBuilder<K, V> {
     config: StoreConfig,
+    types: PhantomData<fn(K, V)>,
 }
 
-impl StoreBuilder {
-    /// Hash buckets, a power of two (default 2^20). Aim for one bucket per
-    /// 4–8 keys.
+impl<K, V> std::fmt::Debug for StoreBuilder<K, V> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StoreBuilder")
+            .field("key", &std::any::type_name::<K>())
+            .field("value", &std::any::type_name::<V>())
+            .field("config", &self.config)
+            .finish()
+    }
+}
+
+impl<K, V> Clone for StoreBuilder<K, V> {
+    fn clone(&self) -> Self {
+        Self { config: self.config.clone(), types: PhantomData }
+    }
+}
+
+impl<K: Key, V: Value> Default for StoreBuilder<K, V> {
+    fn default() -> Self {
+        Self { config: StoreConfig::default(), types: PhantomData }
+    }
+}
+
+impl<K: Key, V: Value> StoreBuilder<K, V> {
+    /// A builder with every default.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// A builder over `config`.
+    pub fn from_config(config: StoreConfig) -> Self {
+        Self { config, types: PhantomData }
+    }
+
+    /// The same settings for a store of other key and value types (for
+    /// code that prepares a configuration before it knows the types).
+    pub fn for_types<K2: Key, V2: Value>(self) -> StoreBuilder<K2, V2> {
+        StoreBuilder { config: self.config, types: PhantomData }
+    }
+
+    /// Hash buckets, a power of two (default 2^20, 64 MiB of index). Aim
+    /// for one bucket per 4–8 keys.
     pub fn table_size(mut self, buckets: u64) -> Self {
         self.config.table_size = buckets;
         self
@@ -166,7 +232,8 @@ impl StoreBuilder {
         self
     }
     /// log2 of the page size in bytes, 9..=30 (default 22, 4 MiB). A record
-    /// must fit in a page.
+    /// must fit in a page: this is the setting that raises the largest
+    /// record.
     pub fn page_size_bits(mut self, bits: u32) -> Self {
         self.config.page_size_bits = bits;
         self
@@ -177,15 +244,40 @@ impl StoreBuilder {
         self.config.mutable_fraction = fraction;
         self
     }
-    /// The directory for the log files (default: a temporary directory
-    /// removed on drop).
+    /// The store directory (default: a temporary directory removed when the
+    /// store closes).
     pub fn dir(mut self, dir: impl Into<PathBuf>) -> Self {
         self.config.dir = Some(dir.into());
         self
     }
-    /// The most sessions open at once (default 128).
+    /// The most sessions open at once (default 128). Checkpoints have
+    /// their own epoch entries on top of these.
     pub fn max_sessions(mut self, sessions: usize) -> Self {
         self.config.max_sessions = sessions;
+        self
+    }
+    /// Takes a checkpoint every `interval` while anything changed, in the
+    /// background (default: every 5 s for a store in a directory of its
+    /// own; never for a temporary store). `None` turns the policy off:
+    /// then only [`Store::checkpoint`] and [`Store::close`] (and a clean
+    /// drop) make writes durable. See the crate's durability model.
+    pub fn checkpoint_every(mut self, interval: Option<std::time::Duration>) -> Self {
+        self.config.checkpoint_every = interval;
+        self
+    }
+    /// Whether [`Store::close`] and the drop of the last handle take a
+    /// final checkpoint when anything changed since the last one (default
+    /// true; only for a store in a directory).
+    pub fn checkpoint_on_close(mut self, enabled: bool) -> Self {
+        self.config.checkpoint_on_close = enabled;
+        self
+    }
+    /// How many automatic checkpoints the background policy keeps (default
+    /// 2, at least 1): after each one it deletes older checkpoints that no
+    /// kept one needs. Checkpoints taken by hand are pruned only by
+    /// [`crate::checkpoint::retain`].
+    pub fn keep_checkpoints(mut self, keep: usize) -> Self {
+        self.config.keep_checkpoints = keep;
         self
     }
     /// Calls `f` with the progress (bytes done of bytes in the phase) of
@@ -208,8 +300,7 @@ impl StoreBuilder {
         self.config.on_checkpoint = Some(crate::checkpoint::CheckpointFn(Arc::new(f)));
         self
     }
-    /// Writes checkpoint files through `io` (for fault injection in
-    /// tests: [`crate::checkpoint::FaultIo`]).
+    /// Writes checkpoint files through `io` (for fault injection in tests).
     pub fn checkpoint_io(mut self, io: impl crate::checkpoint::CheckpointIo + 'static) -> Self {
         self.config.checkpoint_io = Some(crate::checkpoint::IoHandle(Arc::new(io)));
         self
@@ -222,78 +313,233 @@ impl StoreBuilder {
     fn require_dir(&self) -> Result<PathBuf> {
         self.config.dir.clone().ok_or(Error::InvalidConfig {
             what: "dir",
-            why: "recovery needs the store directory".into(),
+            why: "recovery needs the store directory (set it with `dir`)".into(),
         })
     }
 
     /// Recovers the store in the configured directory from checkpoint
-    /// `token`. Settings the checkpoint fixes (page size, table size) come
-    /// from it; the others (log memory, sessions) from this builder.
-    pub fn recover<K: Key, V: Value>(self, token: &str) -> Result<Store<K, V>> {
+    /// `token` (a [`CheckpointToken`](crate::checkpoint::CheckpointToken)
+    /// or its string). Settings the checkpoint fixes (page size, table
+    /// size) come from it; the others (log memory, sessions) from this
+    /// builder.
+    pub fn recover(self, token: impl AsRef<str>) -> Result<Store<K, V>> {
         let dir = self.require_dir()?;
-        let device = FileDevice::open(&dir, DEFAULT_SEGMENT_SIZE_BITS).map_err(|source| {
-            Error::Io { context: format!("opening the log in {}", dir.display()), source }
+        let lock = lock_store_dir(&dir)?;
+        let device = open_file_device(&dir)?;
+        let inner = crate::checkpoint::recover_store(self.config, device, &dir, token.as_ref())?;
+        Store::from_inner(inner, Some(lock), None)
+    }
+
+    /// Recovers from the newest intact checkpoint in the configured
+    /// directory: a checkpoint whose files or log pages turn out damaged
+    /// is skipped (logged, and listed by [`Store::skipped_checkpoints`])
+    /// and the next older one is tried.
+    pub fn recover_latest(self) -> Result<Store<K, V>> {
+        let dir = self.require_dir()?;
+        let lock = lock_store_dir(&dir)?;
+        self.recover_latest_locked(dir, lock)
+    }
+
+    fn recover_latest_locked(self, dir: PathBuf, lock: LockFile) -> Result<Store<K, V>> {
+        let inner = recover_newest_intact(&dir, |token| {
+            let device = open_file_device(&dir)?;
+            crate::checkpoint::recover_store(self.config.clone(), device, &dir, token)
         })?;
-        self.recover_with_device(device, token)
+        Store::from_inner(inner, Some(lock), None)
     }
 
-    /// Recovers from the newest complete checkpoint in the configured
-    /// directory.
-    pub fn recover_latest<K: Key, V: Value>(self) -> Result<Store<K, V>> {
-        let token = crate::checkpoint::latest_token(&self.require_dir()?)?;
-        self.recover(&token)
-    }
-
-    /// Recovers from the newest complete checkpoint, with the log on
-    /// `device`.
-    pub fn recover_latest_with_device<K: Key, V: Value, D: Device>(
+    /// Recovers from the newest intact checkpoint, with the log on the
+    /// device that `device` opens (called once per checkpoint tried; see
+    /// [`StoreBuilder::recover_latest`]).
+    pub fn recover_latest_with_device<D: Device>(
         self,
-        device: D,
+        mut device: impl FnMut() -> D,
     ) -> Result<Store<K, V, D>> {
-        let token = crate::checkpoint::latest_token(&self.require_dir()?)?;
-        self.recover_with_device(device, &token)
+        let dir = self.require_dir()?;
+        let lock = lock_store_dir(&dir)?;
+        let inner = recover_newest_intact(&dir, |token| {
+            crate::checkpoint::recover_store(self.config.clone(), device(), &dir, token)
+        })?;
+        Store::from_inner(inner, Some(lock), None)
     }
 
     /// Recovers with the log on `device` (checkpoint files in the
     /// configured directory).
-    pub fn recover_with_device<K: Key, V: Value, D: Device>(
+    pub fn recover_with_device<D: Device>(
         self,
         device: D,
-        token: &str,
+        token: impl AsRef<str>,
     ) -> Result<Store<K, V, D>> {
         let dir = self.require_dir()?;
-        let inner = crate::checkpoint::recover_store(self.config, device, &dir, token)?;
-        Store::from_inner(inner, None)
+        let lock = lock_store_dir(&dir)?;
+        let inner = crate::checkpoint::recover_store(self.config, device, &dir, token.as_ref())?;
+        Store::from_inner(inner, Some(lock), None)
     }
 
-    /// Opens a store on a [`FileDevice`] in the configured directory.
-    pub fn open<K: Key, V: Value>(self) -> Result<Store<K, V>> {
+    /// Opens the store: in the configured directory, it **reopens** the
+    /// store there (recovering its newest intact checkpoint), starts a new
+    /// one if the directory is empty, new or holds a store that never
+    /// checkpointed, and refuses a directory that holds something else
+    /// ([`Error::NotAStore`]) or a store of other types
+    /// ([`Error::LayoutMismatch`]). Without a directory, the store lives
+    /// in a temporary directory removed when it closes.
+    pub fn open(self) -> Result<Store<K, V>> {
         self.config.validate()?;
-        let (dir, temp) = match &self.config.dir {
-            Some(dir) => (dir.clone(), None),
-            None => {
-                let temp =
-                    tempfile::Builder::new().prefix("oxifaster-").tempdir().map_err(|source| {
-                        Error::Io { context: "creating a temporary store directory".into(), source }
-                    })?;
-                (temp.path().to_path_buf(), Some(temp))
-            }
+        let Some(dir) = self.config.dir.clone() else {
+            let temp =
+                tempfile::Builder::new().prefix("oxifaster-").tempdir().map_err(|source| {
+                    Error::Io { context: "creating a temporary store directory".into(), source }
+                })?;
+            let dir = temp.path().to_path_buf();
+            let lock = lock_store_dir(&dir)?;
+            let mut config = self.config;
+            // Nothing outlives a temporary store: no durability policy.
+            config.checkpoint_every = None;
+            config.checkpoint_on_close = false;
+            let mut inner = StoreInner::new(config, open_file_device(&dir)?)?;
+            inner.dir = Some(dir);
+            return Store::from_inner(inner, Some(lock), Some(temp));
         };
-        let device = FileDevice::open(&dir, DEFAULT_SEGMENT_SIZE_BITS).map_err(|source| {
-            Error::Io { context: format!("opening the log in {}", dir.display()), source }
-        })?;
-        let mut inner = StoreInner::new(self.config, device)?;
-        inner.dir = Some(dir);
-        Store::from_inner(inner, temp)
+        match classify_dir(&dir)? {
+            DirContents::Checkpointed => {
+                let lock = lock_store_dir(&dir)?;
+                self.recover_latest_locked(dir, lock)
+            }
+            DirContents::Empty | DirContents::UncheckpointedStore => {
+                let lock = lock_store_dir(&dir)?;
+                let inner = StoreInner::new(self.config, open_file_device(&dir)?)?;
+                Store::from_inner(inner, Some(lock), None)
+            }
+        }
     }
 
-    /// Opens a store on the given device.
-    pub fn open_with_device<K: Key, V: Value, D: Device>(
-        self,
-        device: D,
-    ) -> Result<Store<K, V, D>> {
-        Store::from_inner(StoreInner::new(self.config, device)?, None)
+    /// Opens a new store on the given device (for a device other than
+    /// files in a directory: memory, null, fault-injecting). The
+    /// configured directory, if any, holds its checkpoints.
+    pub fn open_with_device<D: Device>(self, device: D) -> Result<Store<K, V, D>> {
+        let lock = match &self.config.dir {
+            Some(dir) => Some(lock_store_dir(dir)?),
+            None => None,
+        };
+        let inner = StoreInner::new(self.config, device)?;
+        Store::from_inner(inner, lock, None)
     }
+}
+
+use crate::lock::LockFile;
+
+/// What a directory handed to `open` holds.
+enum DirContents {
+    /// Nothing (or it does not exist yet).
+    Empty,
+    /// A store's files, with at least one complete checkpoint.
+    Checkpointed,
+    /// A store's files without a checkpoint (it crashed or was dropped
+    /// before its first one): a new incarnation starts past its log.
+    UncheckpointedStore,
+}
+
+/// Whether `dir` holds nothing, a store, or something else (an error that
+/// names it).
+fn classify_dir(dir: &Path) -> Result<DirContents> {
+    let not_a_store = |why: String| Error::NotAStore { path: dir.to_path_buf(), why };
+    let entries = match std::fs::read_dir(dir) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(DirContents::Empty),
+        Err(e) if e.kind() == std::io::ErrorKind::NotADirectory => {
+            return Err(not_a_store("it is a file, not a directory".into()));
+        }
+        Err(source) => {
+            return Err(Error::Io { context: format!("listing {}", dir.display()), source });
+        }
+    };
+    let mut store_files = false;
+    for entry in entries {
+        let entry = entry.map_err(|source| Error::Io {
+            context: format!("listing {}", dir.display()),
+            source,
+        })?;
+        let name = entry.file_name();
+        let name = name.to_string_lossy();
+        let is_segment = name
+            .strip_prefix("log.")
+            .is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()));
+        match &*name {
+            "LOCK" => {}
+            "checkpoints" => store_files = true,
+            "log" | "commit" => {
+                return Err(not_a_store("it holds a FasterLog (open it with FasterLog)".into()));
+            }
+            _ if is_segment => store_files = true,
+            other => {
+                return Err(not_a_store(format!(
+                    "it holds `{other}`, which is not a store file; use an empty directory"
+                )));
+            }
+        }
+    }
+    if !store_files {
+        return Ok(DirContents::Empty);
+    }
+    let any_checkpoint = crate::checkpoint::list(dir)?
+        .iter()
+        .any(|c| c.kind != crate::checkpoint::CheckpointKind::IndexOnly);
+    Ok(if any_checkpoint { DirContents::Checkpointed } else { DirContents::UncheckpointedStore })
+}
+
+fn lock_store_dir(dir: &Path) -> Result<LockFile> {
+    std::fs::create_dir_all(dir).map_err(|source| Error::Io {
+        context: format!("creating the store directory {}", dir.display()),
+        source,
+    })?;
+    LockFile::acquire(&dir.join("LOCK"))
+}
+
+fn open_file_device(dir: &Path) -> Result<FileDevice> {
+    FileDevice::open(dir, DEFAULT_SEGMENT_SIZE_BITS).map_err(|source| Error::Io {
+        context: format!("opening the log in {}", dir.display()),
+        source,
+    })
+}
+
+/// Recovers the newest checkpoint of `dir` that `recover` accepts, skipping
+/// (and reporting) damaged ones; any other error ends the search.
+fn recover_newest_intact<K: Key, V: Value, D: Device>(
+    dir: &Path,
+    mut recover: impl FnMut(&str) -> Result<StoreInner<K, V, D>>,
+) -> Result<StoreInner<K, V, D>> {
+    let candidates: Vec<String> = crate::checkpoint::list(dir)?
+        .into_iter()
+        .rev()
+        .filter(|c| c.kind != crate::checkpoint::CheckpointKind::IndexOnly)
+        .map(|c| c.token.to_string())
+        .collect();
+    if candidates.is_empty() {
+        return Err(Error::CheckpointNotFound {
+            token: "(latest)".into(),
+            dir: dir.display().to_string(),
+        });
+    }
+    let mut skipped = Vec::new();
+    let mut last_error = None;
+    for token in candidates {
+        match recover(&token) {
+            Ok(inner) => {
+                *inner.checkpoints.skipped.lock().unwrap_or_else(|p| p.into_inner()) = skipped;
+                return Ok(inner);
+            }
+            Err(e) if e.is_damage() => {
+                tracing::warn!(%token, error = %e, "skipping a damaged checkpoint");
+                skipped.push((token, e.to_string()));
+                last_error = Some(e);
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    Err(last_error.unwrap_or(Error::CheckpointNotFound {
+        token: "(latest)".into(),
+        dir: dir.display().to_string(),
+    }))
 }
 
 /// The shared state of a store: what sessions and a running checkpoint
@@ -352,8 +598,9 @@ impl<K: Key, V: Value, D: Device> StoreInner<K, V, D> {
         Ok(Self {
             index,
             log,
-            // One more entry than sessions: the checkpoint's own.
-            epoch: Epoch::new(config.max_sessions + 1),
+            // Two more entries than sessions: the running checkpoint's and
+            // the store's own (flush at close).
+            epoch: Epoch::new(config.max_sessions + 2),
             format: RecordFormat::new(),
             config,
             dir: None,
@@ -367,6 +614,11 @@ impl<K: Key, V: Value, D: Device> StoreInner<K, V, D> {
 
 /// A typed, concurrent key-value store over a device `D`.
 ///
+/// `Store` is a cheap handle: clones share one store, and so do the
+/// sessions started from them ([`Session`] owns a handle too, so it can move
+/// into a spawned thread or task). The store closes when the last handle
+/// and the last session are gone — or explicitly with [`Store::close`].
+///
 /// ```
 /// use oxifaster::store::{ReadStatus, Store};
 ///
@@ -379,18 +631,21 @@ impl<K: Key, V: Value, D: Device> StoreInner<K, V, D> {
 /// assert_eq!(session.read_blocking(&1)?, None);
 /// # Ok::<(), oxifaster::Error>(())
 /// ```
-pub struct Store<K, V, D = FileDevice> {
+pub struct Store<K: Key, V: Value, D: Device = FileDevice> {
     pub(crate) inner: Arc<StoreInner<K, V, D>>,
-    /// The directory's lock, held while the store is open.
-    _lock: Option<crate::lock::LockFile>,
-    /// Removed after `inner` is gone (fields drop in order).
-    _temp_dir: Option<tempfile::TempDir>,
+    pub(crate) open: Arc<OpenStore<K, V, D>>,
 }
 
 /// FASTER's name for the store.
 pub type FasterKv<K, V, D = FileDevice> = Store<K, V, D>;
 
-impl<K, V, D> std::fmt::Debug for Store<K, V, D> {
+impl<K: Key, V: Value, D: Device> Clone for Store<K, V, D> {
+    fn clone(&self) -> Self {
+        Self { inner: self.inner.clone(), open: self.open.clone() }
+    }
+}
+
+impl<K: Key, V: Value, D: Device> std::fmt::Debug for Store<K, V, D> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Store")
             .field("index", &self.inner.index)
@@ -400,24 +655,99 @@ impl<K, V, D> std::fmt::Debug for Store<K, V, D> {
     }
 }
 
+/// What [`Store::close`] did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct CloseReport {
+    /// The final checkpoint, if one was taken (nothing had changed, or the
+    /// store has no directory, or the policy is off: `None`).
+    pub checkpoint: Option<crate::checkpoint::CheckpointToken>,
+    /// The log's tail address when it closed.
+    pub tail_address: u64,
+    /// How far the log was on the device when it closed.
+    pub flushed_until_address: u64,
+}
+
+/// The open store: held by every [`Store`] handle and every [`Session`].
+/// Dropping the last one stops the checkpoint policy, takes the final
+/// checkpoint (if the store changed and the policy asks for it), waits for
+/// background checkpoints, then releases the directory's lock and removes
+/// a temporary directory (fields drop in order).
+pub(crate) struct OpenStore<K: Key, V: Value, D: Device> {
+    pub(crate) inner: Arc<StoreInner<K, V, D>>,
+    auto: Mutex<Option<auto::AutoCheckpoint>>,
+    /// Set by `close`, which did the final work itself.
+    closed: AtomicBool,
+    /// The log's page writer: page flushes run here, never on a session's
+    /// thread.
+    _flusher: Option<crate::hlog::Flusher>,
+    _lock: Option<LockFile>,
+    _temp_dir: Option<tempfile::TempDir>,
+}
+
+impl<K: Key, V: Value, D: Device> OpenStore<K, V, D> {
+    /// Stops the policy, takes the final checkpoint if due, and waits for
+    /// background checkpoints.
+    fn shut_down(&self) -> Result<Option<crate::checkpoint::CheckpointToken>> {
+        if let Some(auto) = self.auto.lock().unwrap_or_else(|p| p.into_inner()).take() {
+            auto.stop();
+        }
+        let inner = &self.inner;
+        inner.checkpoints.join_running();
+        let mut token = None;
+        if inner.config.checkpoint_on_close
+            && inner.dir.is_some()
+            && inner.log.check_poisoned().is_ok()
+            && inner.changed_since_checkpoint()
+        {
+            let info = inner.checkpoint_now(crate::checkpoint::CheckpointKind::FoldOver)?;
+            token = Some(info.token);
+        }
+        inner.flush_log()?;
+        Ok(token)
+    }
+}
+
+impl<K: Key, V: Value, D: Device> Drop for OpenStore<K, V, D> {
+    fn drop(&mut self) {
+        if self.closed.load(Ordering::Acquire) {
+            return;
+        }
+        if let Err(e) = self.shut_down() {
+            tracing::error!(error = %e, "closing the store failed; it recovers from its last checkpoint");
+        }
+    }
+}
+
 impl<K: Key, V: Value> Store<K, V> {
-    /// A builder with every default.
-    pub fn builder() -> StoreBuilder {
+    /// A builder with every default, for this key and value type.
+    ///
+    /// ```
+    /// use oxifaster::Store;
+    ///
+    /// // The builder carries the types: this is a Store<u64, u64>.
+    /// let store = Store::<u64, u64>::builder().log_memory_size_bytes(1 << 24).open()?;
+    /// let _: &Store<u64, u64> = &store;
+    /// # Ok::<(), oxifaster::Error>(())
+    /// ```
+    pub fn builder() -> StoreBuilder<K, V> {
         StoreBuilder::default()
     }
 
-    /// Opens a store in `dir` with the default configuration.
+    /// Opens the store in `dir` with the default configuration: reopens
+    /// the store there (its newest intact checkpoint), or starts a new one
+    /// in an empty or new directory (see [`StoreBuilder::open`]).
     pub fn open(dir: impl AsRef<Path>) -> Result<Self> {
         Self::builder().dir(dir.as_ref()).open()
     }
 
     /// Recovers the store in `dir` from checkpoint `token`, with the
     /// default configuration (see [`StoreBuilder::recover`]).
-    pub fn recover(dir: impl AsRef<Path>, token: &str) -> Result<Self> {
+    pub fn recover(dir: impl AsRef<Path>, token: impl AsRef<str>) -> Result<Self> {
         Self::builder().dir(dir.as_ref()).recover(token)
     }
 
-    /// Recovers the store in `dir` from its newest complete checkpoint.
+    /// Recovers the store in `dir` from its newest intact checkpoint.
     pub fn recover_latest(dir: impl AsRef<Path>) -> Result<Self> {
         Self::builder().dir(dir.as_ref()).recover_latest()
     }
@@ -429,27 +759,47 @@ impl<K: Key, V: Value> Store<K, V> {
 }
 
 impl<K: Key, V: Value, D: Device> Store<K, V, D> {
-    /// The store over `inner`, locking its directory (if it has one): a
-    /// second open or recovery of the directory, in this process or
-    /// another, fails with [`Error::Locked`] while this store lives.
+    /// The store over `inner`, holding its directory's lock (a second open
+    /// or recovery of the directory, in this process or another, fails
+    /// with [`Error::Locked`] while the store is open).
     pub(crate) fn from_inner(
         inner: StoreInner<K, V, D>,
+        lock: Option<LockFile>,
         temp_dir: Option<tempfile::TempDir>,
     ) -> Result<Self> {
-        let lock = match &inner.dir {
-            Some(dir) => Some(crate::lock::LockFile::acquire(&dir.join("LOCK"))?),
-            None => None,
+        *inner.checkpoints.started_at.lock().unwrap_or_else(|p| p.into_inner()) =
+            Some(inner.change_mark());
+        let inner = Arc::new(inner);
+        let flusher = inner.log.start_flusher()?;
+        let auto = match (inner.config.checkpoint_every, &inner.dir) {
+            (Some(interval), Some(_)) if temp_dir.is_none() => {
+                Some(auto::AutoCheckpoint::start(inner.clone(), interval)?)
+            }
+            _ => None,
         };
-        Ok(Self { inner: Arc::new(inner), _lock: lock, _temp_dir: temp_dir })
+        let open = Arc::new(OpenStore {
+            inner: inner.clone(),
+            auto: Mutex::new(auto),
+            closed: AtomicBool::new(false),
+            _flusher: Some(flusher),
+            _lock: lock,
+            _temp_dir: temp_dir,
+        });
+        Ok(Self { inner, open })
     }
 
-    /// Starts a session: the handle through which one thread at a time
-    /// operates on the store. Each session has an id (see
-    /// [`Session::id`]) under which checkpoints record its commit point.
-    pub fn start_session(&self) -> Result<Session<'_, K, V, D>> {
+    /// Starts a session: the handle through which one thread (or task) at
+    /// a time operates on the store. A session owns a handle to the store,
+    /// so it can be moved into `std::thread::spawn` or `tokio::spawn`.
+    /// Each session has an id (see [`Session::id`]) under which
+    /// checkpoints record its commit point.
+    ///
+    /// At most [`StoreConfig::max_sessions`] are open at once; one more is
+    /// [`Error::TooManySessions`].
+    pub fn start_session(&self) -> Result<Session<K, V, D>> {
         let (version, _) = self.inner.cpr.load();
         let slot = self.inner.sessions.open_new(version);
-        Session::new(&self.inner, slot, 0)
+        Session::new(self.open.clone(), slot, 0)
     }
 
     /// The configuration.
@@ -457,31 +807,100 @@ impl<K: Key, V: Value, D: Device> Store<K, V, D> {
         &self.inner.config
     }
 
-    /// The directory of the log files, if the store is on a file device.
+    /// The store directory (a temporary one if none was configured).
     pub fn dir(&self) -> Option<&Path> {
         self.inner.dir.as_deref()
     }
 
-    /// The hybrid log (its region addresses, for statistics and tests).
-    pub fn log(&self) -> &HybridLog<D> {
-        &self.inner.log
+    /// The log's region addresses now (for statistics and tests).
+    pub fn log_regions(&self) -> LogRegions {
+        let log = &self.inner.log;
+        LogRegions {
+            begin_address: log.begin_address().raw(),
+            head_address: log.head_address().raw(),
+            safe_read_only_address: log.safe_read_only_address().raw(),
+            read_only_address: log.read_only_address().raw(),
+            tail_address: log.tail_address().raw(),
+            flushed_until_address: log.flushed_until_address().raw(),
+            page_size_bytes: 1u64 << log.geometry().page_bits,
+        }
     }
 
-    /// The hash index.
-    pub fn index(&self) -> &HashIndex {
-        &self.inner.index
+    /// The hash index's size and fill now (it walks the table: not for a
+    /// hot path).
+    pub fn index_stats(&self) -> IndexStats {
+        self.inner.index.stats()
+    }
+
+    /// The device the log lives on.
+    pub fn device(&self) -> &D {
+        self.inner.log.device()
     }
 
     /// The store's current version: the version of the next checkpoint.
     pub fn version(&self) -> u32 {
         self.inner.cpr.load().0
     }
-}
 
-impl<K, V, D> Drop for Store<K, V, D> {
-    fn drop(&mut self) {
-        // A running checkpoint holds the shared state; let it finish before
-        // the temporary directory (if any) goes.
-        self.inner.checkpoints.join_running();
+    /// Checkpoints that [`StoreBuilder::recover_latest`] (or `open`)
+    /// skipped because they were damaged, newest first, with the reason.
+    pub fn skipped_checkpoints(&self) -> Vec<(String, String)> {
+        self.inner.checkpoints.skipped.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Writes every page of the log up to its tail to the device and syncs
+    /// it. This does not make the writes recoverable by itself — only a
+    /// checkpoint does (see [`Store::checkpoint_and_wait`]) — but it puts
+    /// the bytes on the device, e.g. before copying the directory.
+    pub fn flush(&self) -> Result<()> {
+        self.inner.flush_log()
+    }
+
+    /// Closes the store: stops the automatic checkpoint policy, waits for
+    /// background checkpoints, takes a final fold-over checkpoint if
+    /// anything changed since the last one (and the policy asks for it),
+    /// flushes the log and releases the directory's lock. Every session
+    /// and every other handle must be gone first: otherwise this is
+    /// [`Error::StillInUse`] and the store stays open. Dropping the last
+    /// handle does the same, logging instead of returning an error.
+    pub fn close(self) -> Result<CloseReport> {
+        let handles = Arc::strong_count(&self.open);
+        if handles > 1 {
+            return Err(Error::StillInUse { handles: handles - 1 });
+        }
+        let checkpoint = self.open.shut_down()?;
+        self.open.closed.store(true, Ordering::Release);
+        let regions = self.log_regions();
+        Ok(CloseReport {
+            checkpoint,
+            tail_address: regions.tail_address,
+            flushed_until_address: regions.flushed_until_address,
+        })
     }
 }
+
+/// The log's region addresses at one moment (see `docs/FORMAT.md` and the
+/// design's "Addresses and regions"): `begin <= head <= safe_read_only <=
+/// read_only <= tail`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct LogRegions {
+    /// The oldest address still in the log.
+    pub begin_address: u64,
+    /// Below this, records are on the device only.
+    pub head_address: u64,
+    /// Below this, no session still updates records in place.
+    pub safe_read_only_address: u64,
+    /// Below this, records are immutable (updates copy to the tail).
+    pub read_only_address: u64,
+    /// The next address to be allocated.
+    pub tail_address: u64,
+    /// Everything below this is on the device.
+    pub flushed_until_address: u64,
+    /// The log page size.
+    pub page_size_bytes: u64,
+}
+
+pub use crate::index::IndexStats;
+
+pub(crate) mod auto;

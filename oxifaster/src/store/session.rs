@@ -186,10 +186,22 @@ enum Location {
 
 /// A session of a store: one thread at a time, with its own serial numbers
 /// and pending operations.
-pub struct Session<'s, K, V, D> {
-    store: &'s StoreInner<K, V, D>,
-    handle: EpochHandle<'s>,
+///
+/// A session owns a handle to its store (it is `Send + 'static`): move it
+/// into `std::thread::spawn` or `tokio::spawn`; the store stays open while
+/// it lives.
+pub struct Session<K: Key, V: Value, D: Device> {
+    /// The store's shared state, reached without a reference count on the
+    /// hot path. The `'static` is this module's own: the reference is
+    /// valid because `open` (dropped last, see below) keeps the state
+    /// alive and in place; it never leaves the session.
+    store: &'static StoreInner<K, V, D>,
+    /// This session's epoch entry (in `store.epoch`; same lifetime rule).
+    handle: EpochHandle<'static>,
     serial: u64,
+    /// Operations that may have written (upserts, RMWs, deletes and their
+    /// completions), counted for `SessionSlot::writes`.
+    writes: u64,
     pending: VecDeque<PendingOp<V>>,
     scratch: Vec<u64>,
     /// The CPR version this session runs at, and its 13 record bits.
@@ -197,9 +209,13 @@ pub struct Session<'s, K, V, D> {
     version_bits: u32,
     /// Shared with checkpoints: commit points, parked RMWs.
     slot: Arc<SessionSlot>,
+    /// The open store. Declared last: fields drop in declaration order, so
+    /// `handle` (and everything above) is gone before this reference,
+    /// possibly the last, is released.
+    _open: Arc<super::OpenStore<K, V, D>>,
 }
 
-impl<K, V, D> std::fmt::Debug for Session<'_, K, V, D> {
+impl<K: Key, V: Value, D: Device> std::fmt::Debug for Session<K, V, D> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Session")
             .field("id", &self.slot.id)
@@ -210,12 +226,19 @@ impl<K, V, D> std::fmt::Debug for Session<'_, K, V, D> {
     }
 }
 
-impl<'s, K: Key, V: Value, D: Device> Session<'s, K, V, D> {
+impl<K: Key, V: Value, D: Device> Session<K, V, D> {
     pub(crate) fn new(
-        store: &'s StoreInner<K, V, D>,
+        open: Arc<super::OpenStore<K, V, D>>,
         slot: Arc<SessionSlot>,
         serial: u64,
     ) -> Result<Self> {
+        // SAFETY: the state lives in an `Arc` that `open` holds and the
+        // session keeps (its last field) until every field that borrows
+        // from the state is dropped; an `Arc`'s contents never move. The
+        // reference is private to the session, and nothing derived from it
+        // with the `'static` lifetime is handed out (every public method
+        // returns owned values).
+        let store: &'static StoreInner<K, V, D> = unsafe { &*Arc::as_ptr(&open.inner) };
         let handle = match store.epoch.register() {
             Ok(handle) => handle,
             Err(e) => {
@@ -228,11 +251,13 @@ impl<'s, K: Key, V: Value, D: Device> Session<'s, K, V, D> {
             store,
             handle,
             serial,
+            writes: 0,
             pending: VecDeque::new(),
             scratch: Vec::new(),
             version,
             version_bits: version_bits(version),
             slot,
+            _open: open,
         })
     }
 
@@ -285,6 +310,16 @@ impl<'s, K: Key, V: Value, D: Device> Session<'s, K, V, D> {
     fn pivot(&mut self) {
         let (version, _) = self.store.cpr.load();
         self.switch_version(version);
+    }
+
+    /// [`Self::end`] for an operation that may have written: it also
+    /// publishes the session's write count (what the checkpoint policy
+    /// reads to tell whether anything changed).
+    #[inline(always)]
+    fn end_write(&mut self) {
+        self.writes += 1;
+        self.slot.writes.store(self.writes, Ordering::Release);
+        self.end();
     }
 
     /// Publishes the finished operation's serial number and unprotects.
@@ -542,11 +577,11 @@ impl<'s, K: Key, V: Value, D: Device> Session<'s, K, V, D> {
         let hash = key.hash64();
         let fast = self.try_upsert_in_place(key, hash, value);
         if fast == FastPath::Done {
-            self.end();
+            self.end_write();
             return Ok(());
         }
         let result = self.upsert_inner(key, hash, value, fast == FastPath::NoEntry);
-        self.end();
+        self.end_write();
         result
     }
 
@@ -592,7 +627,7 @@ impl<'s, K: Key, V: Value, D: Device> Session<'s, K, V, D> {
     /// without a second lookup on the first attempt after a fast path
     /// found no entry (`no_entry`, cleared here), looked up otherwise.
     #[inline(always)]
-    fn entry_for_attempt(&self, hash: u64, no_entry: &mut bool) -> EntrySlot<'s> {
+    fn entry_for_attempt(&self, hash: u64, no_entry: &mut bool) -> EntrySlot<'static> {
         if std::mem::take(no_entry) {
             self.store.index.create_entry(hash)
         } else {
@@ -677,7 +712,7 @@ impl<'s, K: Key, V: Value, D: Device> Session<'s, K, V, D> {
         self.next_serial();
         self.begin();
         let result = self.delete_inner(key);
-        self.end();
+        self.end_write();
         result
     }
 
@@ -724,11 +759,11 @@ impl<'s, K: Key, V: Value, D: Device> Session<'s, K, V, D> {
         let hash = key.hash64();
         let fast = self.try_rmw_in_place(key, hash, &update);
         if fast == FastPath::Done {
-            self.end();
+            self.end_write();
             return Ok(RmwStatus::Done);
         }
         let result = self.rmw_core(key, hash, &update, serial, fast == FastPath::NoEntry);
-        self.end();
+        self.end_write();
         result
     }
 
@@ -764,7 +799,7 @@ impl<'s, K: Key, V: Value, D: Device> Session<'s, K, V, D> {
         let serial = self.next_serial();
         self.begin();
         let result = self.rmw_core(key, key.hash64(), &ClosureUpdate(update), serial, false);
-        self.end();
+        self.end_write();
         result.map(|_| ())
     }
 
@@ -968,7 +1003,7 @@ impl<'s, K: Key, V: Value, D: Device> Session<'s, K, V, D> {
                 }
                 // Unprotect on every path, errors included: a session left
                 // protected would hold back every page flush.
-                self.end();
+                self.end_write();
                 if status? == RmwStatus::Done {
                     done.push(Completed { serial: op.serial, op: CompletedOp::Rmw });
                 }
@@ -1007,7 +1042,7 @@ impl<'s, K: Key, V: Value, D: Device> Session<'s, K, V, D> {
     }
 }
 
-impl<K, V, D> Drop for Session<'_, K, V, D> {
+impl<K: Key, V: Value, D: Device> Drop for Session<K, V, D> {
     fn drop(&mut self) {
         // Parked operations that were never completed stay excluded from
         // every later commit point of this session.
@@ -1019,7 +1054,7 @@ impl<K, V, D> Drop for Session<'_, K, V, D> {
 /// tokio's blocking pool; a future never holds epoch protection while it
 /// waits, so a suspended task never holds back the log.
 #[cfg(feature = "tokio")]
-impl<K: Key, V: Value, D: Device> Session<'_, K, V, D> {
+impl<K: Key, V: Value, D: Device> Session<K, V, D> {
     /// Reads `key`, awaiting the device if the record is there.
     pub async fn read_async(&mut self, key: &K) -> Result<Option<V>> {
         match self.read(key)? {
@@ -1060,7 +1095,7 @@ impl<K: Key, V: Value, D: Device> Session<'_, K, V, D> {
                 // While still protected: see `complete_one`.
                 self.slot.finished(serial);
             }
-            self.end();
+            self.end_write();
             if let RmwStatus::Done = status? {
                 return Ok(());
             }
@@ -1088,7 +1123,7 @@ impl<K: Key, V: Value, D: Device> Session<'_, K, V, D> {
                 // While still protected: see `complete_one`.
                 self.slot.finished(serial);
             }
-            self.end();
+            self.end_write();
             if published? {
                 return Ok(());
             }

@@ -1,0 +1,6 @@
+// The epoch table is internal.
+use oxifaster::epoch::Epoch;
+
+fn main() {
+    let _ = Epoch::new(4);
+}
