@@ -32,9 +32,10 @@ fn env(name: &str, default: u64) -> u64 {
     std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
 }
 
+/// The store lives in `dir/store`; the child's `acked` file beside it.
 fn builder(dir: &Path) -> StoreBuilder<u64, u64> {
     Store::<u64, u64>::builder()
-        .dir(dir)
+        .dir(dir.join("store"))
         .page_size_bits(12)
         .log_memory_size_bytes(128 << 10)
         .table_size(1 << 12)

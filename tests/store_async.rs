@@ -1,5 +1,6 @@
 //! The async API on tokio: futures are `Send` (they run on a multi-threaded
-//! runtime via `tokio::spawn`), reads and RMWs of records on disk await the
+//! runtime via `tokio::spawn`), sessions move into spawned tasks (they own
+//! a handle to the store), reads and RMWs of records on disk await the
 //! device on the blocking pool, and concurrent async RMWs lose no update.
 
 use oxifaster::Store;
@@ -9,22 +10,20 @@ fn assert_send<F: std::future::Future + Send>(future: F) -> F {
     future
 }
 
-fn small_store() -> &'static Store<u64, u64, FileDevice> {
-    let dir = tempfile::tempdir().expect("tempdir").keep();
-    let device = FileDevice::open(&dir, 20).expect("device");
-    let store = Store::<u64, u64>::builder()
+fn small_store(dir: &std::path::Path) -> Store<u64, u64, FileDevice> {
+    let device = FileDevice::open(dir, 20).expect("device");
+    Store::<u64, u64>::builder()
         .table_size(1 << 10)
         .page_size_bits(12)
         .log_memory_size_bytes(32 << 10)
         .open_with_device(device)
-        .expect("store");
-    // Tasks spawned on the runtime need a 'static store.
-    Box::leak(Box::new(store))
+        .expect("store")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn async_operations_read_back_from_disk() {
-    let store = small_store();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = small_store(dir.path());
     let mut session = store.start_session().expect("session");
     for k in 0..20_000u64 {
         assert_send(session.upsert_async(&k, &(k + 1))).await.expect("upsert");
@@ -46,14 +45,16 @@ async fn async_operations_read_back_from_disk() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_async_rmws_lose_nothing() {
-    let store = small_store();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = small_store(dir.path());
     const TASKS: u64 = 4;
     const INCREMENTS: u64 = 5_000;
     const KEYS: u64 = 3_000;
     let tasks: Vec<_> = (0..TASKS)
         .map(|t| {
+            // The session moves into the task: no borrow of the store.
+            let mut session = store.start_session().expect("session");
             tokio::spawn(async move {
-                let mut session = store.start_session().expect("session");
                 for i in 0..INCREMENTS {
                     let key = (i * 7 + t * 13) % KEYS;
                     session.rmw_async(&key, &1).await.expect("rmw");
@@ -74,17 +75,16 @@ async fn concurrent_async_rmws_lose_nothing() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_checkpoint_is_awaited_while_async_sessions_write() {
-    let dir = tempfile::tempdir().expect("tempdir").keep();
-    let store: &'static Store<u64, u64> = Box::leak(Box::new(
-        Store::<u64, u64>::builder()
-            .dir(&dir)
-            .page_size_bits(12)
-            .log_memory_size_bytes(64 << 10)
-            .open()
-            .expect("store"),
-    ));
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store: Store<u64, u64> = Store::<u64, u64>::builder()
+        .dir(dir.path())
+        .page_size_bits(12)
+        .log_memory_size_bytes(64 << 10)
+        .checkpoint_every(None)
+        .open()
+        .expect("store");
+    let mut session = store.start_session().expect("session");
     let writer = tokio::spawn(async move {
-        let mut session = store.start_session().expect("session");
         for k in 0..20_000u64 {
             session.rmw_async(&(k % 500), &1).await.expect("rmw");
         }
@@ -98,9 +98,9 @@ async fn a_checkpoint_is_awaited_while_async_sessions_write() {
     // sum to exactly its commit point (no RMW was excluded: none was parked
     // when the version changed, or it is listed).
     let point = info.commit_point(id).cloned().unwrap_or_default();
-    // The (leaked) store keeps its directory locked: recover a copy.
+    // The store keeps its directory locked while open: recover a copy.
     let copy = tempfile::tempdir().expect("tempdir");
-    copy_dir(&dir, copy.path());
+    copy_dir(dir.path(), copy.path());
     let recovered: Store<u64, u64> =
         Store::recover(copy.path(), info.token.as_str()).expect("recover");
     let mut session = recovered.start_session().expect("session");

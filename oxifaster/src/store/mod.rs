@@ -557,6 +557,8 @@ pub(crate) struct StoreInner<K, V, D> {
     pub(crate) sessions: cpr::Registry,
     /// Checkpoint bookkeeping (the running one, the last index checkpoint).
     pub(crate) checkpoints: crate::checkpoint::Control,
+    /// Sessions open now (at most `config.max_sessions`).
+    pub(crate) open_sessions: std::sync::atomic::AtomicUsize,
     types: PhantomData<fn(K, V)>,
 }
 
@@ -607,6 +609,7 @@ impl<K: Key, V: Value, D: Device> StoreInner<K, V, D> {
             cpr: cpr::CprState::new(version),
             sessions: cpr::Registry::new(),
             checkpoints: crate::checkpoint::Control::default(),
+            open_sessions: std::sync::atomic::AtomicUsize::new(0),
             types: PhantomData,
         })
     }

@@ -239,9 +239,18 @@ impl<K: Key, V: Value, D: Device> Session<K, V, D> {
         // with the `'static` lifetime is handed out (every public method
         // returns owned values).
         let store: &'static StoreInner<K, V, D> = unsafe { &*Arc::as_ptr(&open.inner) };
+        // `max_sessions` counts user sessions; the epoch table has entries
+        // for checkpoints on top (see `StoreInner::with_parts`).
+        let max = store.config.max_sessions;
+        if store.open_sessions.fetch_add(1, Ordering::AcqRel) >= max {
+            store.open_sessions.fetch_sub(1, Ordering::AcqRel);
+            slot.close();
+            return Err(crate::Error::TooManySessions { max });
+        }
         let handle = match store.epoch.register() {
             Ok(handle) => handle,
             Err(e) => {
+                store.open_sessions.fetch_sub(1, Ordering::AcqRel);
                 slot.close();
                 return Err(e);
             }
@@ -1047,6 +1056,7 @@ impl<K: Key, V: Value, D: Device> Drop for Session<K, V, D> {
         // Parked operations that were never completed stay excluded from
         // every later commit point of this session.
         self.slot.close();
+        self.store.open_sessions.fetch_sub(1, Ordering::AcqRel);
     }
 }
 
