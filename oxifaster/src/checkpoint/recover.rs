@@ -392,6 +392,28 @@ pub(crate) fn recover<K: Key, V: Value, D: Device>(
         std::any::type_name::<V>(),
         V::layout_fingerprint(),
     )?;
+    // The record shape too: a fixed-size type's records are read back with
+    // its fixed size, so it must be the size they were written with (a
+    // hand-written `Layout` may match while `FIXED_SIZE` does not).
+    let stored_shape = (meta.key_size.map(|n| n as usize), meta.value_size.map(|n| n as usize));
+    if stored_shape.0 != K::FIXED_KEY_SIZE {
+        return Err(Error::LayoutMismatch {
+            what: "key size",
+            stored: format!("{:?}", stored_shape.0),
+            stored_fingerprint: meta.key_fingerprint,
+            opened: format!("{:?}", K::FIXED_KEY_SIZE),
+            opened_fingerprint: K::key_layout_fingerprint(),
+        });
+    }
+    if stored_shape.1 != V::FIXED_SIZE {
+        return Err(Error::LayoutMismatch {
+            what: "value size",
+            stored: format!("{:?}", stored_shape.1),
+            stored_fingerprint: meta.value_fingerprint,
+            opened: format!("{:?}", V::FIXED_SIZE),
+            opened_fingerprint: V::layout_fingerprint(),
+        });
+    }
 
     // The index.
     let index_path = root(dir).join(&meta.index.token).join("index");

@@ -94,6 +94,21 @@ pub enum CodecError {
         /// The limit.
         max: usize,
     },
+    /// An instance's `encoded_size` (or `key_size`) disagrees with the
+    /// type's `FIXED_SIZE` (or `FIXED_KEY_SIZE`): a hand-written
+    /// implementation is inconsistent.
+    #[error(
+        "`{type_name}` declares a fixed encoding of {fixed} bytes, but an instance \
+         announced {announced}"
+    )]
+    FixedSizeMismatch {
+        /// The type being encoded.
+        type_name: &'static str,
+        /// Its `FIXED_SIZE`.
+        fixed: usize,
+        /// What the instance announced.
+        announced: usize,
+    },
     /// An encoder wrote a different number of bytes than it announced: a
     /// hand-written `Key`/`Value` implementation is inconsistent.
     #[error("`{type_name}` announced {announced} encoded bytes but wrote {written}")]

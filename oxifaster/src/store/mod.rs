@@ -597,6 +597,21 @@ impl<K: Key, V: Value, D: Device> StoreInner<K, V, D> {
         version: u32,
     ) -> Result<Self> {
         config.validate()?;
+        // A fixed-size record must fit in a page: records are read with the
+        // fixed sizes, so a type whose `FIXED_SIZE` is larger than a page
+        // is refused here rather than read past a frame.
+        let format = RecordFormat::<K, V>::new();
+        let fixed = (K::FIXED_KEY_SIZE, V::FIXED_SIZE);
+        if fixed.0.is_some() || fixed.1.is_some() {
+            let record = format.record_size(
+                fixed.0.unwrap_or(0).min(u32::MAX as usize),
+                fixed.1.unwrap_or(0).min(u32::MAX as usize),
+            ) as u64;
+            let max = log.page_body();
+            if record > max {
+                return Err(Error::RecordTooLarge { size: record, max });
+            }
+        }
         Ok(Self {
             index,
             log,

@@ -33,7 +33,7 @@ use std::marker::PhantomData;
 use std::sync::atomic::{AtomicU64, Ordering, fence};
 
 use crate::address::Address;
-use crate::record::{Key, Value};
+use crate::record::{CodecError, Key, Value};
 
 const PREVIOUS_MASK: u64 = (1 << Address::BITS) - 1;
 const VERSION_SHIFT: u32 = 48;
@@ -222,6 +222,57 @@ impl<K: Key, V: Value> RecordFormat<K, V> {
         self.header_size() + pad8(key_len) + pad8(value_len)
     }
 
+    /// The key and value lengths of a new record for `key` and `value`
+    /// (`None`: a tombstone), each asked of the user's types once: the
+    /// record is allocated for exactly these, and every write into it is
+    /// bounded by them. A length that disagrees with the type's fixed size
+    /// is an error (records of a fixed-size type are read back with the
+    /// fixed size, so it must be the truth).
+    #[inline(always)]
+    pub fn checked_lengths(
+        &self,
+        key: &K,
+        value: Option<&V>,
+    ) -> Result<(usize, usize), CodecError> {
+        let key_len = key.key_size();
+        if let Some(fixed) = K::FIXED_KEY_SIZE
+            && key_len != fixed
+        {
+            return Err(CodecError::FixedSizeMismatch {
+                type_name: std::any::type_name::<K>(),
+                fixed,
+                announced: key_len,
+            });
+        }
+        let value_len = match value {
+            Some(v) => v.encoded_size(),
+            None => return Ok((key_len, self.tombstone_value_len())),
+        };
+        if let Some(fixed) = V::FIXED_SIZE
+            && value_len != fixed
+        {
+            return Err(CodecError::FixedSizeMismatch {
+                type_name: std::any::type_name::<V>(),
+                fixed,
+                announced: value_len,
+            });
+        }
+        // Lengths are stored as u32 (and a record fits in a page, which
+        // `allocate` checks).
+        for (len, name) in
+            [(key_len, std::any::type_name::<K>()), (value_len, std::any::type_name::<V>())]
+        {
+            if len > crate::record::MAX_ENCODED_SIZE_BYTES {
+                return Err(CodecError::TooLarge {
+                    type_name: name,
+                    size: len,
+                    max: crate::record::MAX_ENCODED_SIZE_BYTES,
+                });
+            }
+        }
+        Ok((key_len, value_len))
+    }
+
     /// The value length of a tombstone record.
     #[inline(always)]
     pub fn tombstone_value_len(&self) -> usize {
@@ -237,6 +288,19 @@ impl<K: Key, V: Value> RecordFormat<K, V> {
     #[inline(always)]
     fn lengths_offset(&self) -> usize {
         if self.atomic_value() { 8 } else { 16 }
+    }
+}
+
+/// Releases a record's seqlock when dropped (see `RecordPtr::update_value`).
+struct SeqUnlock<'a> {
+    seq: &'a AtomicU64,
+    locked: u64,
+}
+
+impl Drop for SeqUnlock<'_> {
+    #[inline(always)]
+    fn drop(&mut self) {
+        self.seq.store(self.locked + 1, Ordering::Release);
     }
 }
 
@@ -313,9 +377,19 @@ impl<K: Key, V: Value> RecordPtr<K, V> {
     }
 
     /// Writes a new record's header, lengths, key and value (not yet
-    /// visible to anyone).
-    pub fn initialize(&self, info: RecordInfo, key: &K, value: Option<&V>, value_len: usize) {
-        let key_len = key.key_size();
+    /// visible to anyone). `key_len` and `value_len` are the lengths the
+    /// record was allocated for (`RecordFormat::checked_lengths`): every
+    /// write is bounded by them, whatever the user's encoder does. An
+    /// encoder that writes another number of bytes leaves the record
+    /// marked invalid (never published) and is an error.
+    pub fn initialize(
+        &self,
+        info: RecordInfo,
+        key: &K,
+        key_len: usize,
+        value: Option<&V>,
+        value_len: usize,
+    ) -> Result<(), CodecError> {
         if !self.format.atomic_value() {
             self.word(8).store(0, Ordering::Relaxed);
         }
@@ -328,19 +402,23 @@ impl<K: Key, V: Value> RecordPtr<K, V> {
         let key_dst = unsafe {
             std::slice::from_raw_parts_mut(self.ptr.add(self.format.header_size()), pad8(key_len))
         };
-        let _ = key.encode_key_into(&mut key_dst[..key_len]);
+        let mut encoded = key.encode_key_into(&mut key_dst[..key_len]);
         key_dst[key_len..].fill(0);
         // SAFETY: as above, for the value.
         let value_dst =
             unsafe { std::slice::from_raw_parts_mut(self.value_ptr(key_len), pad8(value_len)) };
         match value {
             Some(value) => {
-                let _ = value.encode_into(&mut value_dst[..value_len]);
+                if encoded.is_ok() {
+                    encoded = value.encode_into(&mut value_dst[..value_len]);
+                }
                 value_dst[value_len..].fill(0);
             }
             None => value_dst.fill(0),
         }
-        self.info_word().store(info.raw(), Ordering::Release);
+        let info = if encoded.is_ok() { info.raw() } else { info.raw() | INVALID_BIT };
+        self.info_word().store(info, Ordering::Release);
+        encoded
     }
 
     /// The value word of a record whose value is one atomic word.
@@ -435,11 +513,13 @@ impl<K: Key, V: Value> RecordPtr<K, V> {
                 }
             }
         }
-        let seq = self.word(8);
-        let locked = self.lock();
+        // Released when this guard drops: on return, and also when `update`
+        // (user code: a merge, a closure) panics. The update works on a copy
+        // of the value, written back only after it returned, so a panic
+        // leaves the old value in place and the record unlocked.
+        let _unlock = SeqUnlock { seq: self.word(8), locked: self.lock() };
         fence(Ordering::Release);
         if self.info().is_sealed() {
-            seq.store(locked + 1, Ordering::Release);
             return false;
         }
         let words = pad8(value_len) / 8;
@@ -455,7 +535,6 @@ impl<K: Key, V: Value> RecordPtr<K, V> {
                 unsafe { &*dst.add(i) }.store(*word, Ordering::Relaxed);
             }
         }
-        seq.store(locked + 1, Ordering::Release);
         changed
     }
 

@@ -413,17 +413,17 @@ impl<K: Key, V: Value, D: Device> Session<K, V, D> {
         tombstone: bool,
     ) -> Result<bool> {
         let format = self.format();
-        let value_len = match value {
-            Some(v) => v.encoded_size(),
-            None => format.tombstone_value_len(),
-        };
+        let (key_len, value_len) = format.checked_lengths(key, value)?;
         let previous = slot.entry.address();
-        let size = format.record_size(key.key_size(), value_len) as u64;
+        let size = format.record_size(key_len, value_len) as u64;
         let address = self.store.log.allocate(size, &self.handle)?;
         // SAFETY: just allocated by this session, which is protected.
         let record = unsafe { self.record(address) };
         let info = RecordInfo::new(previous, self.version_bits, tombstone);
-        record.initialize(info, key, value, value_len);
+        // An encoder that broke its word leaves the record invalid (its
+        // header says so: recovery and the chain walks skip it) and the
+        // operation fails; nothing was published.
+        record.initialize(info, key, key_len, value, value_len)?;
         if self.store.cpr.load().0 != self.version {
             // A checkpoint moved the version on: `allocate` may have
             // refreshed while a page turned, or `previous` may be a record
