@@ -22,7 +22,7 @@ struct ShapeShiftingKey(u64);
 impl Key for ShapeShiftingKey {
     const FIXED_KEY_SIZE: Option<usize> = None;
     fn key_size(&self) -> usize {
-        if KEY_SIZE_CALLS.fetch_add(1, Ordering::Relaxed) % 2 == 0 { 8 } else { 64 << 20 }
+        if KEY_SIZE_CALLS.fetch_add(1, Ordering::Relaxed).is_multiple_of(2) { 8 } else { 64 << 20 }
     }
     fn encode_key<S: Sink + ?Sized>(&self, sink: &mut S) {
         sink.put(&self.0.to_le_bytes());

@@ -164,6 +164,12 @@ impl CheckpointToken {
     }
 }
 
+impl AsRef<str> for CheckpointToken {
+    fn as_ref(&self) -> &str {
+        &self.0
+    }
+}
+
 impl std::fmt::Display for CheckpointToken {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(&self.0)
