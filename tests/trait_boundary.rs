@@ -99,6 +99,13 @@ fn a_key_size_that_changes_between_calls_is_bounded() {
 }
 
 #[test]
+fn a_log_memory_that_overflows_the_address_space_is_refused() {
+    let result =
+        Store::<u64, u64>::builder().page_size_bits(30).log_memory_size_bytes(u64::MAX).open();
+    assert!(matches!(result, Err(Error::InvalidConfig { what: "log_memory_size_bytes", .. })));
+}
+
+#[test]
 fn a_fixed_size_larger_than_a_page_is_refused_at_open() {
     match small_store::<u64, Liar<{ 64 << 20 }, 8, 8>>() {
         Err(Error::RecordTooLarge { size, max }) => assert!(size > max),

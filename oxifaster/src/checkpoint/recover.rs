@@ -645,6 +645,10 @@ pub(crate) fn recover<K: Key, V: Value, D: Device>(
     device
         .sync()
         .map_err(|source| Error::Io { context: "syncing the recovered log".into(), source })?;
+    // The addresses the recovered store will follow in memory must be
+    // records the log's own walk found (untrusted files may point anywhere).
+    let in_memory_range = if in_memory { Some((base, final_address + delta)) } else { None };
+    check_addresses(&log, &RecordFormat::<K, V>::shape(), &index, in_memory_range, &index_path)?;
 
     // The new version is past every checkpoint in the directory, so that
     // tokens keep sorting by version across incarnations.
@@ -666,6 +670,93 @@ pub(crate) fn recover<K: Key, V: Value, D: Device>(
     let info = CheckpointInfo::from_meta(&meta).ok_or_else(|| corrupt(dir, "unknown kind"))?;
     *inner.checkpoints.recovered.lock().unwrap_or_else(|p| p.into_inner()) = Some(info);
     Ok(inner)
+}
+
+/// Checks every address a recovered store follows from memory. Index
+/// entries must be 8-byte aligned (records are; reads of a misaligned one
+/// would be misaligned atomics). In the range `[from, to)` held in memory
+/// (a snapshot loaded back), index entries and records' previous pointers
+/// that land in the range must be record starts found by walking its pages
+/// (whose headers `for_each_record` bounds to their page); anything else
+/// would make a read take arbitrary bytes for a header. Below the range,
+/// records are read from the device, whose reader bounds every length.
+fn check_addresses<D: Device>(
+    log: &HybridLog<D>,
+    shape: &RecordShape,
+    index: &HashIndex,
+    in_memory: Option<(u64, u64)>,
+    index_path: &Path,
+) -> Result<()> {
+    let mut starts: Vec<u64> = Vec::new();
+    let (from, to) = in_memory.unwrap_or((0, 0));
+    let is_start = |starts: &[u64], a: u64| {
+        let bit = (a - from) / 8;
+        starts.get((bit / 64) as usize).is_some_and(|w| w >> (bit % 64) & 1 == 1)
+    };
+    if from < to {
+        starts = vec![0; ((to - from) / 8).div_ceil(64) as usize];
+        let page_size = log.page_size();
+        let mut words = Vec::new();
+        for pass in 0..2 {
+            let mut page = from & !(page_size - 1);
+            while page < to {
+                let start = page.max(from);
+                let end = (page + page_size).min(to);
+                let end_body = end.min(page + log.page_body());
+                if start < end_body {
+                    let (Some(a), Some(b)) = (Address::new(start), Address::new(end_body)) else {
+                        return Err(Error::LogFull);
+                    };
+                    // SAFETY: the log is not shared yet (no session, no
+                    // flush); `[start, end_body)` lies in one page of the
+                    // range just loaded into memory, 8-byte aligned.
+                    unsafe { log.copy_live(a, b, &mut words) };
+                    let bytes: &mut [u8] = bytemuck::cast_slice_mut(&mut words);
+                    let mut bad = None;
+                    for_each_record(shape, bytes, start, page_size, |address, _, info, _| {
+                        if pass == 0 {
+                            let bit = (address - from) / 8;
+                            starts[(bit / 64) as usize] |= 1 << (bit % 64);
+                        } else {
+                            let previous = info.previous().raw();
+                            let wrong = previous % 8 != 0
+                                || (previous >= from
+                                    && previous < to
+                                    && !is_start(&starts, previous));
+                            if wrong && bad.is_none() {
+                                bad = Some((address, previous));
+                            }
+                        }
+                    })?;
+                    if let Some((address, previous)) = bad {
+                        return Err(Error::Corruption {
+                            address,
+                            what: format!(
+                                "the record's previous pointer {previous:#x} is not a record"
+                            ),
+                        });
+                    }
+                }
+                page += page_size;
+            }
+        }
+    }
+    let mut bad = None;
+    index.for_each_entry(|slot| {
+        let address = HashBucketEntry::from_raw(slot.load(Ordering::Relaxed)).address().raw();
+        let wrong =
+            address % 8 != 0 || (address >= from && address < to && !is_start(&starts, address));
+        if wrong && bad.is_none() {
+            bad = Some(address);
+        }
+    });
+    match bad {
+        Some(address) => Err(corrupt(
+            index_path,
+            format!("an entry points at {address:#x}, which is not a record's start"),
+        )),
+        None => Ok(()),
+    }
 }
 
 /// Reads the device's log bytes `[at, end)` into `buf`, checking the seal

@@ -84,6 +84,21 @@ impl LogGeometry {
                 why: format!("holds {} pages; a power of two, at least 4, is needed", self.frames),
             });
         }
+        // The frames' bytes and the ring mask must be representable (and
+        // addressable: the ring lives in one allocation, and addresses are
+        // 48 bits).
+        let bytes = self.frames.checked_shl(self.page_bits).filter(|b| {
+            b >> self.page_bits == self.frames && *b <= 1 << 47 && usize::try_from(*b).is_ok()
+        });
+        if bytes.is_none() {
+            return Err(Error::InvalidConfig {
+                what: "log_memory_size_bytes",
+                why: format!(
+                    "{} pages of 2^{} bytes do not fit in this machine's address space",
+                    self.frames, self.page_bits
+                ),
+            });
+        }
         if self.mutable_pages == 0 || self.mutable_pages > self.frames - 2 {
             return Err(Error::InvalidConfig {
                 what: "mutable_fraction",
@@ -271,7 +286,7 @@ impl<D: Device> HybridLog<D> {
         geometry.validate()?;
         let page_size = 1u64 << geometry.page_bits;
         let bytes =
-            usize::try_from(page_size * geometry.frames).map_err(|_| Error::InvalidConfig {
+            usize::try_from(page_size.saturating_mul(geometry.frames)).map_err(|_| Error::InvalidConfig {
                 what: "log_memory_size_bytes",
                 why: "does not fit this machine's address space".into(),
             })?;
@@ -991,6 +1006,18 @@ mod tests {
 
     fn geometry() -> LogGeometry {
         LogGeometry { page_bits: 9, frames: 4, mutable_pages: 1, sealed: false }
+    }
+
+    #[test]
+    fn geometries_that_overflow_are_refused() {
+        for (page_bits, frames) in [(30, 1u64 << 34), (30, 1 << 40), (20, 1 << 60), (9, 1 << 63)] {
+            let g = LogGeometry { page_bits, frames, mutable_pages: 1, sealed: true };
+            assert!(
+                matches!(g.validate(), Err(Error::InvalidConfig { what: "log_memory_size_bytes", .. })),
+                "2^{page_bits} x {frames}"
+            );
+            assert!(HybridLog::new(g, MemoryDevice::new()).is_err());
+        }
     }
 
     #[test]

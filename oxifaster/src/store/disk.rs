@@ -48,7 +48,9 @@ impl<K: Key, V: Value, D: Device> DiskReader<K, V, D> {
         // (walk, current address, hops so far)
         let mut active: Vec<(usize, Address, u64)> = Vec::with_capacity(walks.len());
         for (index, (_, address)) in walks.iter().enumerate() {
-            if address.is_valid() && *address >= begin {
+            if address.raw() % 8 != 0 {
+                results[index] = Some(Err(misaligned(*address)));
+            } else if address.is_valid() && *address >= begin {
                 active.push((index, *address, 0));
             } else {
                 results[index] = Some(Ok(None));
@@ -109,7 +111,9 @@ impl<K: Key, V: Value, D: Device> DiskReader<K, V, D> {
                     continue;
                 }
                 let previous = info.previous();
-                if previous >= address || hops + 1 > MAX_DISK_HOPS {
+                if previous.raw() % 8 != 0 {
+                    results[index] = Some(Err(misaligned(previous)));
+                } else if previous >= address || hops + 1 > MAX_DISK_HOPS {
                     results[index] = Some(Err(Error::Corruption {
                         address: address.raw(),
                         what: format!("record chain goes forward to {previous}"),
@@ -182,5 +186,14 @@ impl<K: Key, V: Value, D: Device> DiskReader<K, V, D> {
             *buf = whole;
         }
         Ok((info, key_len, value_len))
+    }
+}
+
+/// Records start on 8-byte boundaries: an address that does not came from
+/// damaged (or forged) bytes.
+fn misaligned(address: Address) -> Error {
+    Error::Corruption {
+        address: address.raw(),
+        what: "a record address that is not 8-byte aligned".into(),
     }
 }
