@@ -9,9 +9,14 @@
 //! ## Invariant
 //!
 //! Every buffer handed to the kernel stays borrowed by the running call
-//! until its completion has been reaped; if the ring fails mid-batch, it is
-//! dropped (which waits for or cancels every in-flight operation) before the
-//! call returns.
+//! until its completion has been reaped. A wait interrupted by a signal
+//! (`EINTR`) is retried; any other failure of `io_uring_enter` is retried
+//! (with a pause) for as long as an entry of the batch may still be in the
+//! kernel, and only then reported: dropping the ring does *not* cancel
+//! what is in flight (io-uring's `Drop` unmaps the rings and closes the
+//! descriptor while the kernel's workers may still write into the
+//! buffers). Entries that never left the submission queue are discarded
+//! with the ring.
 
 use std::cell::RefCell;
 use std::io;
@@ -93,8 +98,8 @@ impl IoUringDevice {
             let Some(ring) = slot.as_mut() else { return Err(io::Error::other("no ring")) };
             let result = Self::drive(ring, operations);
             if result.is_err() {
-                // Dropping the ring waits for or cancels whatever is in
-                // flight, so no buffer outlives this call in the kernel.
+                // `drive` reaped every entry that reached the kernel; what
+                // is left in the submission queue goes with the ring.
                 *slot = None;
             }
             result
@@ -135,11 +140,28 @@ impl IoUringDevice {
             if in_flight == 0 {
                 return Ok(());
             }
-            ring.submit_and_wait(in_flight)?;
             let mut reaped = 0;
+            let mut failure: Option<io::Error> = None;
+            let mut pauses = 0u32;
             while reaped < in_flight {
                 let Some(cqe) = ring.completion().next() else {
-                    ring.submit_and_wait(in_flight - reaped)?;
+                    // Entries still in the submission queue never reached
+                    // the kernel; the others must be reaped before return.
+                    let unsubmitted = ring.submission().len();
+                    if failure.is_some() && in_flight - reaped <= unsubmitted {
+                        break;
+                    }
+                    match ring.submit_and_wait(in_flight - reaped) {
+                        Ok(_) => {}
+                        Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                        Err(e) => {
+                            failure.get_or_insert(e);
+                            pauses += 1;
+                            std::thread::sleep(std::time::Duration::from_millis(
+                                pauses.min(100) as u64
+                            ));
+                        }
+                    }
                     continue;
                 };
                 reaped += 1;
@@ -161,6 +183,9 @@ impl IoUringDevice {
                         op.result = Some(Ok(()));
                     }
                 }
+            }
+            if let Some(e) = failure {
+                return Err(e);
             }
         }
     }
