@@ -410,8 +410,26 @@ fn varlen_codec(model: &Model, api: &Api, fields: &[Field], view: Option<bool>) 
         None => TokenStream::new(),
         Some(_) => into_owned_impl(model, fields, tuple),
     };
+    // A key compares as bytes: its variable-length fields may hold no
+    // floats (nor anything else whose equality is not byte equality).
+    let key_tail_checks = match api.derive {
+        Derive::Key => {
+            let checks = fields.iter().filter(|f| f.is_tail).map(|f| {
+                let ty = &f.ty;
+                quote_spanned!(ty.span()=> __oxifaster_key_tail::<#ty>();)
+            });
+            quote! {
+                const _: fn() = || {
+                    fn __oxifaster_key_tail<T: #varlen::KeyTail>() {}
+                    #(#checks)*
+                };
+            }
+        }
+        Derive::Value => TokenStream::new(),
+    };
     quote! {
         #consts
+        #key_tail_checks
         impl #trait_path for #ident {
             const #fixed_size: #core::option::Option<usize> = #core::option::Option::None;
             #[inline]

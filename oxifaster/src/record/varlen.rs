@@ -193,6 +193,22 @@ pub trait Tail: Sized {
     }
 }
 
+/// A variable-length field that may be part of a key: its bytes compare
+/// equal exactly when its values do (no floats).
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` cannot be a variable-length field of a key",
+    label = "not a key field",
+    note = "variable-length fields of a `#[derive(FasterKey)]` struct must be `String`, \
+            `Vec<u8>`, `Box<[u8]>` or a `Vec` of integers",
+    note = "floats are not allowed in keys: keys compare as bytes, so `0.0` and `-0.0` would be \
+            two keys and `NAN` would find itself; store an integer instead"
+)]
+pub trait KeyTail: Tail {}
+
+impl<T: TailElem + super::PodKey> KeyTail for Vec<T> {}
+impl KeyTail for Box<[u8]> {}
+impl KeyTail for String {}
+
 impl<T: TailElem> Tail for Vec<T> {
     type Ref<'a> = T::SliceRef<'a>;
     const ELEMENT_SIZE: usize = size_of::<T>();
