@@ -100,7 +100,7 @@ impl<D: oxifaster::device::Device> Worker for OursWorker<'_, D> {
     }
     fn settle(&mut self) {
         if self.0.pending_count() > 0 {
-            self.0.complete_pending(true).expect("complete_pending");
+            self.0.complete_pending().expect("complete_pending");
         }
     }
     fn get(&mut self, key: u64) -> Option<u64> {

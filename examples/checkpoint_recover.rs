@@ -26,7 +26,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         for page in 0..50_000u64 {
             views.rmw(&(page % 1000), &1)?; // u64 merges by adding
         }
-        views.complete_pending(true)?;
+        views.complete_pending()?;
         let info = std::thread::scope(|scope| {
             scope.spawn(|| -> oxifaster::Result<()> {
                 let mut writer = store.start_session()?;
@@ -58,7 +58,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     assert_eq!(views.read_blocking(&7)?, Some(50)); // 50 views, not the later 0
     // Recovered records start on disk: the RMW reads the old value (pending).
     if let RmwStatus::Pending { .. } = views.rmw(&7, &1)? {
-        views.complete_pending(true)?;
+        views.complete_pending()?;
     }
     assert_eq!(views.read_blocking(&7)?, Some(51));
 

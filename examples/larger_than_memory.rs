@@ -50,7 +50,7 @@ fn main() -> Result<(), oxifaster::Error> {
             }
         }
         if waiting.len() >= 256 || k + 1 == keys {
-            for done in session.complete_pending(true)? {
+            for done in session.complete_pending()? {
                 let k = waiting.remove(&done.serial).expect("a pending read");
                 assert_eq!(done.op, CompletedOp::Read(Some(k * 2)), "key {k}");
                 checked += 1;
@@ -66,7 +66,7 @@ fn main() -> Result<(), oxifaster::Error> {
     // RMW on keys that are on disk: the old value is read and merged.
     for k in 0..1000 {
         if let RmwStatus::Pending { .. } = session.rmw(&k, &1)? {
-            session.complete_pending(true)?;
+            session.complete_pending()?;
         }
     }
     for k in 0..1000 {

@@ -34,7 +34,7 @@ fn main() -> Result<(), oxifaster::Error> {
         ReadStatus::Found(profile) => println!("read: {profile:?}"),
         ReadStatus::NotFound => println!("read: not found"),
         ReadStatus::Pending { serial } => {
-            let done = session.complete_pending(true)?;
+            let done = session.complete_pending()?;
             println!("read from disk (serial {serial}): {done:?}");
         }
     }
@@ -42,7 +42,7 @@ fn main() -> Result<(), oxifaster::Error> {
     // RMW merges with the derived merge: visits add up, last_seen keeps its max.
     let visit = Profile { visits: 1, last_seen: 250, name: "Ada".into() };
     if let RmwStatus::Pending { .. } = session.rmw(&ada, &visit)? {
-        session.complete_pending(true)?;
+        session.complete_pending()?;
     }
     let after = session.read_blocking(&ada)?;
     println!("after rmw: {after:?}");

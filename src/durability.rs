@@ -274,7 +274,7 @@ fn dip(store: &Store<u64, u64>, args: &DurabilityArgs, threads: usize) -> BoxRes
                     }
                     done.fetch_add(256, Ordering::Relaxed);
                     if session.pending_count() > 0 {
-                        session.complete_pending(true)?;
+                        session.complete_pending()?;
                     }
                 }
                 Ok(())

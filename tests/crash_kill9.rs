@@ -105,12 +105,12 @@ fn kill9_child() {
                             if let RmwStatus::Pending { .. } = session.rmw(&k, &v).expect("rmw")
                                 && serial % 8 == 0
                             {
-                                session.complete_pending(true).expect("complete");
+                                session.complete_pending().expect("complete");
                             }
                         }
                     }
                     if serial % 64 == 0 {
-                        session.complete_pending(true).expect("complete");
+                        session.complete_pending().expect("complete");
                     }
                 }
             });

@@ -50,7 +50,7 @@ fn ops(
                 if let oxifaster::store::RmwStatus::Pending { .. } =
                     session.rmw(&key, &input).expect("rmw")
                 {
-                    session.complete_pending(true).expect("complete");
+                    session.complete_pending().expect("complete");
                 }
                 *model.entry(key).or_insert(0) += input;
             }

@@ -1,5 +1,6 @@
 //! Device failures surface as errors, never as panics, hangs or wrong
-//! values: a failed read leaves the operation pending and reports the error;
+//! values: a failed read is reported for its operation (not applied, not
+//! retried);
 //! a failed page write poisons the store, and every later operation that
 //! needs the log says so.
 
@@ -53,7 +54,7 @@ fn store(device: Flaky) -> Store<u64, u64, Flaky> {
 }
 
 #[test]
-fn a_failed_read_is_reported_and_the_operation_kept() {
+fn a_failed_read_is_reported_for_its_operation() {
     let device = Flaky::default();
     let store = store(device.clone());
     let mut session = store.start_session().expect("session");
@@ -64,15 +65,20 @@ fn a_failed_read_is_reported_and_the_operation_kept() {
         panic!("key 0 should be on the device");
     };
     device.fail_reads.store(true, Ordering::SeqCst);
-    let err = session.complete_pending(true).expect_err("the read must fail");
-    assert!(matches!(err, Error::Io { .. }), "{err}");
-    assert_eq!(session.pending_count(), 1, "the failed operation was dropped");
-    assert!(session.read_blocking(&1).is_err());
-    device.fail_reads.store(false, Ordering::SeqCst);
-    let done = session.complete_pending(true).expect("the retry succeeds");
+    let done = session.complete_pending().expect("complete");
     assert_eq!(done.len(), 1);
     assert_eq!(done[0].serial, serial);
-    assert_eq!(done[0].op, oxifaster::store::CompletedOp::Read(Some(0)));
+    match &done[0].op {
+        oxifaster::store::CompletedOp::Failed(e) => {
+            assert!(matches!(*e.0, Error::Io { .. }), "{e}");
+        }
+        other => panic!("a failed read: {other:?}"),
+    }
+    assert_eq!(session.pending_count(), 0, "reported once, not kept");
+    assert!(session.read_blocking(&1).is_err());
+    device.fail_reads.store(false, Ordering::SeqCst);
+    assert_eq!(session.read_blocking(&0).expect("read"), Some(0));
+    assert!(session.complete_pending().expect("complete").is_empty(), "reported once");
 }
 
 #[test]

@@ -61,7 +61,7 @@ fn check_read<K: Key + Debug, V: Value + Merge + Clone + PartialEq + Debug, D: D
             false
         }
         ReadStatus::Pending { serial } => {
-            let done = session.complete_pending(true).expect("complete_pending");
+            let done = session.complete_pending().expect("complete_pending");
             let mine = done.iter().find(|c| c.serial == serial).expect("completion");
             assert_eq!(
                 mine.op,
@@ -106,7 +106,7 @@ fn run<K, V, D>(
                 let expected = merged(model.get(&k), &input);
                 if let RmwStatus::Pending { serial } = session.rmw(&k, &input).expect("rmw") {
                     pending_rmws += 1;
-                    let done = session.complete_pending(true).expect("complete_pending");
+                    let done = session.complete_pending().expect("complete_pending");
                     assert!(done.iter().any(|c| c.serial == serial && c.op == CompletedOp::Rmw));
                 }
                 model.insert(k, expected);

@@ -73,7 +73,7 @@ fn run(ops: &[Op], page_bits: u32, memory: u64) -> Result<(), TestCaseError> {
             }
             Op::Rmw(k, d) => {
                 session.rmw(k, d).expect("rmw");
-                session.complete_pending(true).expect("complete");
+                session.complete_pending().expect("complete");
                 *model.entry(*k).or_insert(0) += d;
             }
             Op::Delete(k) => {

@@ -79,11 +79,11 @@ fn counters(threads: usize) {
                             pending += 1;
                         }
                         if i % 64 == 0 || session.pending_count() > 32 {
-                            let done = session.complete_pending(true).expect("complete");
+                            let done = session.complete_pending().expect("complete");
                             assert!(done.iter().all(|c| c.op == CompletedOp::Rmw));
                         }
                     }
-                    session.complete_pending(true).expect("complete");
+                    session.complete_pending().expect("complete");
                     println!("writer {t}: {ops} rmws, {pending} went to disk");
                     mine
                 })
@@ -168,7 +168,7 @@ fn torn(threads: usize) {
                     } else if let RmwStatus::Pending { .. } =
                         session.rmw(&key, &Shape::of(1)).expect("rmw")
                     {
-                        session.complete_pending(true).expect("complete");
+                        session.complete_pending().expect("complete");
                     }
                 }
             });
@@ -182,7 +182,7 @@ fn torn(threads: usize) {
                         ReadStatus::Found(v) => assert!(v.is_whole(), "torn read: {v:?}"),
                         ReadStatus::NotFound => {}
                         ReadStatus::Pending { .. } => {
-                            for c in session.complete_pending(true).expect("complete") {
+                            for c in session.complete_pending().expect("complete") {
                                 if let CompletedOp::Read(Some(v)) = c.op {
                                     assert!(v.is_whole(), "torn read from disk: {v:?}");
                                 }
@@ -245,7 +245,7 @@ fn mixed_in_place_and_copy(threads: usize) {
                     let len = 1 + usize::from(splitmix(&mut state).is_multiple_of(8));
                     let input = Tally { count: 1, name: "n".repeat(len) };
                     if let RmwStatus::Pending { .. } = session.rmw(&key, &input).expect("rmw") {
-                        session.complete_pending(true).expect("complete");
+                        session.complete_pending().expect("complete");
                     }
                 }
             });

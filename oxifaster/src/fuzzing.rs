@@ -353,7 +353,7 @@ pub fn store_ops(data: &[u8]) {
                 5..=9 => session
                     .rmw(&key, &u64::from(arg))
                     .and_then(|status| match status {
-                        RmwStatus::Pending { .. } => session.complete_pending(true).map(|_| ()),
+                        RmwStatus::Pending { .. } => session.complete_pending().map(|_| ()),
                         _ => Ok(()),
                     })
                     .map(|()| *model.entry(key).or_insert(0) += u64::from(arg)),

@@ -587,7 +587,7 @@ fn worker<V: BenchValue, D: Device>(
         }
         done.fetch_add(256, Ordering::Relaxed);
         if session.pending_count() > 0 {
-            for done in session.complete_pending(true)? {
+            for done in session.complete_pending()? {
                 if matches!(done.op, CompletedOp::Read(None)) {
                     r.not_found += 1;
                 }

@@ -445,7 +445,10 @@ pub(crate) fn recover<K: Key, V: Value, D: Device>(
         Some(s) => (s.from, base - s.from, round_up(final_address + (base - s.from))),
         None => (final_address, 0, base),
     };
-    let relocate = |a: u64| if a >= snap_from && a < final_address { a + delta } else { a };
+    // Address 0 is "no record" (a chain's end): it never moves, even when
+    // a snapshot starts at page 0.
+    let relocate =
+        |a: u64| if a != 0 && a >= snap_from && a < final_address { a + delta } else { a };
     // A snapshot's pages go back into memory (as FASTER loads the log's
     // last pages), unless they do not fit this store's log memory; then
     // they are written to the device.
@@ -647,7 +650,13 @@ pub(crate) fn recover<K: Key, V: Value, D: Device>(
         .map_err(|source| Error::Io { context: "syncing the recovered log".into(), source })?;
     // The addresses the recovered store will follow in memory must be
     // records the log's own walk found (untrusted files may point anywhere).
-    let in_memory_range = if in_memory { Some((base, final_address + delta)) } else { None };
+    // The first record in memory: a snapshot from page 0 brings that
+    // page's reserved start along.
+    let in_memory_range = if in_memory {
+        Some((base, snap_from.max(FIRST_ADDRESS) + delta, final_address + delta))
+    } else {
+        None
+    };
     check_addresses(&log, &RecordFormat::<K, V>::shape(), &index, in_memory_range, &index_path)?;
 
     // The new version is past every checkpoint in the directory, so that
@@ -672,7 +681,9 @@ pub(crate) fn recover<K: Key, V: Value, D: Device>(
     Ok(inner)
 }
 
-/// Checks every address a recovered store follows from memory. Index
+/// Checks every address a recovered store follows from memory
+/// (`in_memory`: the range `[from, to)` held in memory and its first
+/// record's address). Index
 /// entries must be 8-byte aligned (records are; reads of a misaligned one
 /// would be misaligned atomics). In the range `[from, to)` held in memory
 /// (a snapshot loaded back), index entries and records' previous pointers
@@ -684,11 +695,11 @@ fn check_addresses<D: Device>(
     log: &HybridLog<D>,
     shape: &RecordShape,
     index: &HashIndex,
-    in_memory: Option<(u64, u64)>,
+    in_memory: Option<(u64, u64, u64)>,
     index_path: &Path,
 ) -> Result<()> {
     let mut starts: Vec<u64> = Vec::new();
-    let (from, to) = in_memory.unwrap_or((0, 0));
+    let (from, first_record, to) = in_memory.unwrap_or((0, 0, 0));
     let is_start = |starts: &[u64], a: u64| {
         let bit = (a - from) / 8;
         starts.get((bit / 64) as usize).is_some_and(|w| w >> (bit % 64) & 1 == 1)
@@ -700,7 +711,7 @@ fn check_addresses<D: Device>(
         for pass in 0..2 {
             let mut page = from & !(page_size - 1);
             while page < to {
-                let start = page.max(from);
+                let start = page.max(first_record);
                 let end = (page + page_size).min(to);
                 let end_body = end.min(page + log.page_body());
                 if start < end_body {
@@ -719,7 +730,7 @@ fn check_addresses<D: Device>(
                             starts[(bit / 64) as usize] |= 1 << (bit % 64);
                         } else {
                             let previous = info.previous().raw();
-                            let wrong = previous % 8 != 0
+                            let wrong = !previous.is_multiple_of(8)
                                 || (previous >= from
                                     && previous < to
                                     && !is_start(&starts, previous));
@@ -744,8 +755,8 @@ fn check_addresses<D: Device>(
     let mut bad = None;
     index.for_each_entry(|slot| {
         let address = HashBucketEntry::from_raw(slot.load(Ordering::Relaxed)).address().raw();
-        let wrong =
-            address % 8 != 0 || (address >= from && address < to && !is_start(&starts, address));
+        let wrong = !address.is_multiple_of(8)
+            || (address >= from && address < to && !is_start(&starts, address));
         if wrong && bad.is_none() {
             bad = Some(address);
         }
@@ -987,8 +998,18 @@ pub(super) fn for_each_record(
         word.copy_from_slice(&chunk[i..i + 8]);
         let info = RecordInfo::from_raw(u64::from_le_bytes(word));
         if info.is_empty() {
-            // The rest of the page was never allocated.
-            at = page_end;
+            // A snapshot taken from page 0 and relocated by a recovery
+            // brings page 0's reserved start along: that page of the new
+            // incarnation opens with `FIRST_ADDRESS` zero bytes, then
+            // records. Anywhere else, an empty header means the rest of the
+            // page was never allocated (a record's header is never 0).
+            let gap_end = at + FIRST_ADDRESS;
+            let j = i + FIRST_ADDRESS as usize;
+            let relocated_start = at.is_multiple_of(page_size)
+                && gap_end + 8 <= limit
+                && chunk[i..j].iter().all(|b| *b == 0)
+                && chunk[j..j + 8].iter().any(|b| *b != 0);
+            at = if relocated_start { gap_end } else { page_end };
             continue;
         }
         if at + format.header_size as u64 > limit {

@@ -48,7 +48,7 @@ impl<K: Key, V: Value, D: Device> DiskReader<K, V, D> {
         // (walk, current address, hops so far)
         let mut active: Vec<(usize, Address, u64)> = Vec::with_capacity(walks.len());
         for (index, (_, address)) in walks.iter().enumerate() {
-            if address.raw() % 8 != 0 {
+            if !address.raw().is_multiple_of(8) {
                 results[index] = Some(Err(misaligned(*address)));
             } else if address.is_valid() && *address >= begin {
                 active.push((index, *address, 0));
@@ -111,7 +111,7 @@ impl<K: Key, V: Value, D: Device> DiskReader<K, V, D> {
                     continue;
                 }
                 let previous = info.previous();
-                if previous.raw() % 8 != 0 {
+                if !previous.raw().is_multiple_of(8) {
                     results[index] = Some(Err(misaligned(previous)));
                 } else if previous >= address || hops + 1 > MAX_DISK_HOPS {
                     results[index] = Some(Err(Error::Corruption {

@@ -29,7 +29,7 @@ pub(crate) mod record;
 mod session;
 
 pub use cpr::CommitPoint;
-pub use session::{Completed, CompletedOp, ReadStatus, RmwStatus, Session};
+pub use session::{Completed, CompletedOp, OpError, ReadStatus, RmwStatus, Session};
 
 use std::marker::PhantomData;
 use std::path::{Path, PathBuf};
@@ -79,6 +79,9 @@ pub struct StoreConfig {
     pub checkpoint_on_close: bool,
     /// Automatic checkpoints kept. Default 2.
     pub keep_checkpoints: usize,
+    /// The most operations one session may hold parked (pending) at once.
+    /// Default 65,536.
+    pub max_pending: usize,
 }
 
 impl Default for StoreConfig {
@@ -96,6 +99,7 @@ impl Default for StoreConfig {
             checkpoint_every: Some(DEFAULT_CHECKPOINT_INTERVAL),
             checkpoint_on_close: true,
             keep_checkpoints: 2,
+            max_pending: 1 << 16,
         }
     }
 }
@@ -153,6 +157,12 @@ impl StoreConfig {
         if self.max_sessions == 0 {
             return Err(Error::InvalidConfig {
                 what: "max_sessions",
+                why: "must be at least 1".into(),
+            });
+        }
+        if self.max_pending == 0 {
+            return Err(Error::InvalidConfig {
+                what: "max_pending",
                 why: "must be at least 1".into(),
             });
         }
@@ -278,6 +288,14 @@ impl<K: Key, V: Value> StoreBuilder<K, V> {
     /// [`crate::checkpoint::retain`].
     pub fn keep_checkpoints(mut self, keep: usize) -> Self {
         self.config.keep_checkpoints = keep;
+        self
+    }
+    /// The most operations one session may hold parked at once (default
+    /// 65,536): a `read` or `rmw` that would park one more returns
+    /// [`Error::TooManyPending`]; `complete_pending` makes room. A parked
+    /// operation holds its key, its input and about 80 bytes.
+    pub fn max_pending(mut self, operations: usize) -> Self {
+        self.config.max_pending = operations;
         self
     }
     /// Calls `f` with the progress (bytes done of bytes in the phase) of

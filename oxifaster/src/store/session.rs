@@ -145,11 +145,34 @@ pub struct Completed<V> {
 
 /// What a completed pending operation was, with its result.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum CompletedOp<V> {
     /// A read and the value it found, if any.
     Read(Option<V>),
-    /// A read-modify-write.
+    /// A read-modify-write, applied.
     Rmw,
+    /// The operation could not finish (its record could not be read from
+    /// the device, or its update could not be written): it was **not**
+    /// applied, and is not retried. Reissue it if it still matters.
+    Failed(OpError),
+}
+
+/// Why a pending operation failed (see [`CompletedOp::Failed`]); compares
+/// by its message.
+#[derive(Debug, Clone)]
+pub struct OpError(pub std::sync::Arc<crate::Error>);
+
+impl PartialEq for OpError {
+    fn eq(&self, other: &Self) -> bool {
+        self.0.to_string() == other.0.to_string()
+    }
+}
+impl Eq for OpError {}
+
+impl std::fmt::Display for OpError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.fmt(f)
+    }
 }
 
 enum PendingKind<V> {
@@ -203,6 +226,10 @@ pub struct Session<K: Key, V: Value, D: Device> {
     /// completions), counted for `SessionSlot::writes`.
     writes: u64,
     pending: VecDeque<PendingOp<V>>,
+    /// Completions not yet handed to the caller (reads that `read_blocking`
+    /// finished for a parked read of the same key); `complete_pending`
+    /// returns them first.
+    ready: Vec<Completed<V>>,
     scratch: Vec<u64>,
     /// The CPR version this session runs at, and its 13 record bits.
     version: u32,
@@ -262,6 +289,7 @@ impl<K: Key, V: Value, D: Device> Session<K, V, D> {
             serial,
             writes: 0,
             pending: VecDeque::new(),
+            ready: Vec::new(),
             scratch: Vec::new(),
             version,
             version_bits: version_bits(version),
@@ -491,7 +519,7 @@ impl<K: Key, V: Value, D: Device> Session<K, V, D> {
                 };
                 Ok(ReadStatus::Found(value))
             }
-            Location::Disk(address) => Ok(self.park_read(key, hash, serial, address)),
+            Location::Disk(address) => self.park_read(key, hash, serial, address),
             Location::Absent => Ok(ReadStatus::NotFound),
         }
     }
@@ -500,7 +528,14 @@ impl<K: Key, V: Value, D: Device> Session<K, V, D> {
     /// inlined read).
     #[cold]
     #[inline(never)]
-    fn park_read(&mut self, key: &K, hash: u64, serial: u64, address: Address) -> ReadStatus<V> {
+    fn park_read(
+        &mut self,
+        key: &K,
+        hash: u64,
+        serial: u64,
+        address: Address,
+    ) -> Result<ReadStatus<V>> {
+        self.check_pending_room()?;
         self.pending.push_back(PendingOp {
             serial,
             hash,
@@ -508,14 +543,48 @@ impl<K: Key, V: Value, D: Device> Session<K, V, D> {
             address,
             kind: PendingKind::Read,
         });
-        ReadStatus::Pending { serial }
+        Ok(ReadStatus::Pending { serial })
+    }
+
+    /// Refuses to park one more operation past the session's bound.
+    fn check_pending_room(&self) -> Result<()> {
+        let limit = self.store.config.max_pending;
+        if self.pending.len() + self.ready.len() >= limit {
+            return Err(crate::Error::TooManyPending { limit });
+        }
+        Ok(())
     }
 
     /// Reads `key`, doing any device I/O right away; other pending
-    /// operations stay queued.
+    /// operations stay queued. Reads of `key` parked earlier in this
+    /// session finish with this one (their results come from the next
+    /// `complete_pending`), so a caller that retries a `Pending` read this
+    /// way leaves nothing behind.
     pub fn read_blocking(&mut self, key: &K) -> Result<Option<V>> {
-        let decoded = self.read_with_inner(key, |bytes| bytes.map(V::decode).transpose())?;
-        Ok(decoded?)
+        if !self.pending.iter().any(|op| matches!(op.kind, PendingKind::Read)) {
+            let decoded = self.read_with_inner(key, |bytes| bytes.map(V::decode).transpose())?;
+            return Ok(decoded?);
+        }
+        let key_bytes = key.key_to_aligned_bytes();
+        let same_key = |op: &PendingOp<V>| {
+            matches!(op.kind, PendingKind::Read) && op.key.as_slice() == key_bytes.as_slice()
+        };
+        let parked: Vec<u64> =
+            self.pending.iter().filter(|op| same_key(op)).map(|op| op.serial).collect();
+        let (value, parked) = self.read_with_inner(key, |bytes| {
+            let decode = || bytes.map(V::decode).transpose();
+            let parked: Vec<_> = parked.iter().map(|&serial| (serial, decode())).collect();
+            (decode(), parked)
+        })?;
+        for (serial, result) in parked {
+            let op = match result {
+                Ok(value) => CompletedOp::Read(value),
+                Err(e) => CompletedOp::Failed(OpError(std::sync::Arc::new(e.into()))),
+            };
+            self.ready.push(Completed { serial, op });
+        }
+        self.pending.retain(|op| !same_key(op));
+        Ok(value?)
     }
 
     /// Reads `key` and calls `f` with a zero-copy view of its value (or
@@ -895,6 +964,7 @@ impl<K: Key, V: Value, D: Device> Session<K, V, D> {
                 }
                 Location::Disk(address) => match update.park() {
                     Some(input) => {
+                        self.check_pending_room()?;
                         self.slot.parked(serial);
                         self.pending.push_back(PendingOp {
                             serial,
@@ -932,17 +1002,29 @@ impl<K: Key, V: Value, D: Device> Session<K, V, D> {
         }
     }
 
-    /// Finishes every pending operation and returns their results. Device
-    /// reads are positional and issued by this session's thread, so sessions
-    /// on different threads read in parallel; `wait` is accepted for
-    /// FASTER's signature: every parked operation finishes before this
-    /// returns.
-    pub fn complete_pending(&mut self, wait: bool) -> Result<Vec<Completed<V>>>
+    /// Finishes every pending operation of this session and returns each
+    /// one's result exactly once, by serial number: a read with its value,
+    /// an RMW applied, or — when its record could not be read back or its
+    /// update not written — [`CompletedOp::Failed`] with the error (that
+    /// operation was not applied and is not retried; the others finish
+    /// regardless). Device reads are positional and issued on this thread
+    /// in batches, so sessions on different threads read in parallel;
+    /// every parked operation has finished when this returns (FASTER's
+    /// `CompletePending(true)`; reads here are synchronous, so there is no
+    /// non-waiting form).
+    ///
+    /// Ordering: a pending RMW is applied when it completes here, after
+    /// any operation the session issued on the same key in between (an
+    /// `rmw` that went pending, then a `delete` of the key, then
+    /// `complete_pending`: the RMW applies to the deleted key, giving its
+    /// initial value) — as in FASTER. Complete pending RMWs before a later
+    /// write of the same key where that order matters.
+    pub fn complete_pending(&mut self) -> Result<Vec<Completed<V>>>
     where
         V: Merge + Clone,
     {
-        let _ = wait;
-        let mut done = Vec::with_capacity(self.pending.len());
+        let mut done = std::mem::take(&mut self.ready);
+        done.reserve(self.pending.len());
         // Operations parked again (an RMW whose chain changed) wait for the
         // next round, so the loop ends.
         while !self.pending.is_empty() {
@@ -950,23 +1032,18 @@ impl<K: Key, V: Value, D: Device> Session<K, V, D> {
             let disk = self.disk();
             let found =
                 disk.find_batch(ops.iter().map(|op| (op.key.as_slice(), op.address)).collect());
-            let mut first_error = None;
             for (op, found) in ops.into_iter().zip(found) {
-                let result = match found {
-                    Ok(found) => self.complete_one(op, found, &mut done),
-                    Err(e) => {
-                        // Keep the operation: a later call may succeed, and
-                        // nothing the user asked for is silently dropped.
-                        self.pending.push_back(op);
-                        Err(e)
-                    }
-                };
+                let (serial, rmw) = (op.serial, matches!(op.kind, PendingKind::Rmw { .. }));
+                let result = found.and_then(|found| self.complete_one(op, found, &mut done));
                 if let Err(e) = result {
-                    first_error.get_or_insert(e);
+                    // Not applied: it leaves the parked set (it is no
+                    // longer the session's to finish) and is reported.
+                    if rmw {
+                        self.slot.finished(serial);
+                    }
+                    let op = CompletedOp::Failed(OpError(std::sync::Arc::new(e)));
+                    done.push(Completed { serial, op });
                 }
-            }
-            if let Some(e) = first_error {
-                return Err(e);
             }
         }
         Ok(done)
@@ -1054,9 +1131,29 @@ impl<K: Key, V: Value, D: Device> Session<K, V, D> {
 impl<K: Key, V: Value, D: Device> Drop for Session<K, V, D> {
     fn drop(&mut self) {
         // Parked operations that were never completed stay excluded from
-        // every later commit point of this session.
+        // the commit points of a checkpoint in flight; with no checkpoint
+        // in flight the session is forgotten at once (a store that opens a
+        // session per request stays flat), else by that checkpoint.
         self.slot.close();
+        if self.store.cpr.load().1 == cpr::REST {
+            self.store.sessions.forget(&[self.slot.id]);
+        }
         self.store.open_sessions.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+#[cfg(feature = "tokio")]
+/// Takes a parked RMW out of its session's parked set when dropped (see
+/// `rmw_async`).
+struct Unpark {
+    slot: Arc<SessionSlot>,
+    serial: u64,
+}
+
+#[cfg(feature = "tokio")]
+impl Drop for Unpark {
+    fn drop(&mut self) {
+        self.slot.finished(self.serial);
     }
 }
 
@@ -1098,6 +1195,10 @@ impl<K: Key, V: Value, D: Device> Session<K, V, D> {
         // it takes: commit points count it once.
         let serial = self.next_serial();
         let mut parked = false;
+        // If this future is dropped at an await (cancelled) or fails, the
+        // operation leaves the parked set: it was not applied, and nothing
+        // of it stays behind in later checkpoints.
+        let mut _unpark: Option<Unpark> = None;
         loop {
             self.begin();
             let status = self.rmw_inner(key, input, serial);
@@ -1110,6 +1211,7 @@ impl<K: Key, V: Value, D: Device> Session<K, V, D> {
                 return Ok(());
             }
             parked = true;
+            _unpark.get_or_insert_with(|| Unpark { slot: self.slot.clone(), serial });
             let op = self.pop_pending()?;
             let PendingKind::Rmw { expected_entry, .. } = op.kind else {
                 return Err(Error::Corruption {
@@ -1141,7 +1243,8 @@ impl<K: Key, V: Value, D: Device> Session<K, V, D> {
         }
     }
 
-    /// The operation that the last `read`/`rmw` queued.
+    /// The operation that the last `read`/`rmw` queued (the async forms
+    /// take it back at once: an async operation is never left parked).
     fn pop_pending(&mut self) -> Result<PendingOp<V>> {
         self.pending.pop_back().ok_or(Error::Corruption {
             address: 0,
