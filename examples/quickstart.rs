@@ -21,7 +21,8 @@ struct Profile {
 
 fn main() -> Result<(), oxifaster::Error> {
     // No directory given: the store lives in a temporary directory that is
-    // removed when it is dropped.
+    // removed when it closes. `Store::open(dir)` opens (or reopens) a store
+    // that lasts, durable by default.
     let store = Store::<UserId, Profile>::builder().log_memory_size_bytes(16 << 20).open()?;
     let mut session = store.start_session()?;
 
@@ -50,7 +51,9 @@ fn main() -> Result<(), oxifaster::Error> {
 
     // A zero-copy read: the closure sees a view into the record.
     let name_len = session.read_with(&ada, |view| view.map(|p| p.name.len()))?;
-    println!("zero-copy read: name is {name_len:?} bytes");
+    if let Some(len) = name_len {
+        println!("zero-copy read: the name is {len} bytes long");
+    }
 
     session.delete(&ada)?;
     assert_eq!(session.read_blocking(&ada)?, None);

@@ -40,19 +40,37 @@ pub struct VerifyArgs {
 pub struct CheckpointsArgs {
     /// The store directory.
     dir: PathBuf,
-    /// Keep the newest N recoverable checkpoints (and what they use);
-    /// delete every other checkpoint directory.
+    /// Keep the newest N intact checkpoints (and what they use), verified
+    /// with their log pages; delete the older checkpoint directories (never
+    /// a newer one, which may be being written).
     #[arg(long)]
     keep: Option<usize>,
 }
 
 /// The store's log device (its segment files), opened only if the
-/// directory exists (opening never creates a store).
+/// directory holds a store (opening never creates one).
 fn log_device(dir: &Path) -> Result<FileDevice> {
-    if !dir.is_dir() {
-        return Err(format!("{} is not a directory", dir.display()).into());
-    }
+    require_store(dir)?;
     Ok(FileDevice::open(dir, DEFAULT_SEGMENT_SIZE_BITS)?)
+}
+
+/// Refuses (exit status 2) a path that does not exist, is not a directory,
+/// or holds no store (neither `checkpoints/` nor `log.N` segment files).
+fn require_store(dir: &Path) -> Result<()> {
+    if !dir.exists() {
+        return Err(crate::usage(format!("{} does not exist", dir.display())));
+    }
+    if !dir.is_dir() {
+        return Err(crate::usage(format!("{} is not a directory", dir.display())));
+    }
+    let (segment_files, _) = segments(dir);
+    if segment_files == 0 && !dir.join("checkpoints").is_dir() {
+        return Err(crate::usage(format!(
+            "{} is not a store directory (it has no checkpoints/ and no log.N files)",
+            dir.display()
+        )));
+    }
+    Ok(())
 }
 
 /// The log's segment files: count and bytes.
@@ -104,7 +122,15 @@ pub fn info(args: InfoArgs) -> Result<()> {
     println!("store        {}", args.dir.display());
     println!("log files    {files} segment files, {}", size(bytes));
     let all = checkpoint::list(&args.dir)?;
-    println!("checkpoints  {}", all.len());
+    let incomplete = checkpoint_dirs(&args.dir)?.len().saturating_sub(all.len());
+    if incomplete > 0 {
+        println!(
+            "checkpoints  {} complete, {incomplete} damaged or incomplete (`oxifaster verify` says which)",
+            all.len()
+        );
+    } else {
+        println!("checkpoints  {}", all.len());
+    }
     if !all.is_empty() {
         println!(
             "  {:<28} {:<20} {:>8} {:>14} {:>14} {:>8}",
@@ -126,9 +152,10 @@ pub fn info(args: InfoArgs) -> Result<()> {
         Some(token) => match all.iter().find(|c| c.token.as_str() == token) {
             Some(c) => c.clone(),
             None => {
-                return Err(
-                    format!("no complete checkpoint {token} in {}", args.dir.display()).into()
-                );
+                return Err(crate::usage(format!(
+                    "no complete checkpoint {token} in {}",
+                    args.dir.display()
+                )));
             }
         },
         None => match all.iter().rev().find(|c| c.kind != checkpoint::CheckpointKind::IndexOnly) {
@@ -230,7 +257,16 @@ fn checkpoint_dirs(dir: &Path) -> Result<Vec<String>> {
 pub fn verify(args: VerifyArgs) -> Result<()> {
     let device = log_device(&args.dir)?;
     let tokens = match &args.token {
-        Some(token) => vec![token.clone()],
+        Some(token) => {
+            if !checkpoint_dirs(&args.dir)?.contains(token) {
+                return Err(crate::usage(format!(
+                    "no checkpoint {token} in {} (`oxifaster checkpoints {}` lists them)",
+                    args.dir.display(),
+                    args.dir.display()
+                )));
+            }
+            vec![token.clone()]
+        }
         None => checkpoint_dirs(&args.dir)?,
     };
     if tokens.is_empty() {
@@ -269,6 +305,12 @@ pub fn verify(args: VerifyArgs) -> Result<()> {
         }
     }
     if damaged > 0 {
+        println!(
+            "next: a damaged checkpoint is skipped when the store opens (the newest intact one \
+             is recovered); `oxifaster checkpoints {} --keep N` prunes around the intact ones; \
+             restore the directory from a backup if none is intact",
+            args.dir.display()
+        );
         return Err(format!("{damaged} of {} checkpoints damaged", tokens.len()).into());
     }
     Ok(())
@@ -276,9 +318,7 @@ pub fn verify(args: VerifyArgs) -> Result<()> {
 
 /// `oxifaster checkpoints DIR [--keep N]`.
 pub fn checkpoints(args: CheckpointsArgs) -> Result<()> {
-    if !args.dir.is_dir() {
-        return Err(format!("{} is not a directory", args.dir.display()).into());
-    }
+    require_store(&args.dir)?;
     if let Some(keep) = args.keep {
         if keep == 0 {
             return Err("--keep must be at least 1 (a store needs a checkpoint to recover)".into());

@@ -44,7 +44,37 @@ enum Command {
     Checkpoints(inspect::CheckpointsArgs),
 }
 
+/// A failure with its exit status: 1 for damage found (or a failed run),
+/// 2 for a request that cannot be carried out (no such directory or
+/// checkpoint, not a store).
+#[derive(Debug)]
+pub(crate) struct Exit {
+    pub(crate) code: i32,
+    pub(crate) message: String,
+}
+
+impl std::fmt::Display for Exit {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for Exit {}
+
+/// A request that cannot be carried out (exit status 2).
+pub(crate) fn usage(message: impl Into<String>) -> Box<dyn std::error::Error> {
+    Box::new(Exit { code: 2, message: message.into() })
+}
+
 fn main() {
+    // Like every Unix tool: a closed pipe (`oxifaster info D | head -2`)
+    // ends the process quietly instead of a panic in `println!`.
+    #[cfg(unix)]
+    // SAFETY: restores the default action of SIGPIPE before any thread
+    // starts; no handler runs our code.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
     let cli = Cli::parse();
     let result = match cli.command {
         Some(Command::Bench(args)) => bench::bench(args),
@@ -63,6 +93,7 @@ fn main() {
     };
     if let Err(e) = result {
         eprintln!("error: {e}");
-        std::process::exit(1);
+        let code = e.downcast_ref::<Exit>().map_or(1, |exit| exit.code);
+        std::process::exit(code);
     }
 }

@@ -67,11 +67,11 @@ pub(crate) enum DeviceArg {
 
 #[derive(Debug, clap::Args)]
 pub(crate) struct BenchArgs {
-    /// Number of keys loaded.
-    #[arg(long, default_value_t = 1_000_000)]
+    /// Number of keys loaded (at least 1).
+    #[arg(long, default_value_t = 1_000_000, value_parser = clap::value_parser!(u64).range(1..))]
     keys: u64,
-    /// Worker threads (default: every core).
-    #[arg(long)]
+    /// Worker threads (default: every core; at least 1).
+    #[arg(long, value_parser = at_least_one)]
     threads: Option<usize>,
     /// Seconds per workload run.
     #[arg(long, default_value_t = 3.0)]
@@ -115,12 +115,41 @@ pub(crate) struct BenchArgs {
     json: bool,
 }
 
+fn at_least_one(s: &str) -> Result<usize, String> {
+    match s.parse::<usize>() {
+        Ok(0) => Err("must be at least 1".into()),
+        Ok(n) => Ok(n),
+        Err(_) => Err(format!("`{s}` is not a number")),
+    }
+}
+
+/// An engine configuration error, in the tool's own terms: the flag that
+/// sets the value, not the builder setter.
+pub(crate) fn flag_error(e: oxifaster::Error) -> Box<dyn std::error::Error> {
+    if let oxifaster::Error::InvalidConfig { what, why } = &e {
+        let flag = match *what {
+            "log_memory_size_bytes" => "--log-memory",
+            "page_size_bits" => "--page-size-bits",
+            "table_size" => "--table-size",
+            "max_sessions" => "--threads",
+            _ => return e.into(),
+        };
+        return format!("{flag}: {why}").into();
+    }
+    e.into()
+}
+
 pub(crate) fn parse_bytes(s: &str) -> Result<u64, String> {
     let s = s.trim();
     let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
     let (number, unit) = s.split_at(split);
     let number: u64 = number.parse().map_err(|_| format!("`{s}` is not a size like 512MiB"))?;
     let shift = match unit.trim().to_ascii_lowercase().as_str() {
+        // A bare number is bytes, but a log memory of a few KiB is never
+        // meant: ask for the unit.
+        "" if number < 1 << 16 => {
+            return Err(format!("`{s}` would be {number} bytes: give a unit, e.g. {number}MiB"));
+        }
         "" | "b" => 0,
         "k" | "kib" | "kb" => 10,
         "m" | "mib" | "mb" => 20,
@@ -257,7 +286,7 @@ fn bench_values<V: BenchValue>(args: BenchArgs) -> Result<(), Box<dyn std::error
     }
     match args.device {
         DeviceArg::File => {
-            let store = builder.open()?;
+            let store = builder.open().map_err(flag_error)?;
             run_all(&store, &args, threads, &values)
         }
         DeviceArg::IoUring => {
@@ -268,7 +297,7 @@ fn bench_values<V: BenchValue>(args: BenchArgs) -> Result<(), Box<dyn std::error
                 }
             };
             let device = oxifaster::device::IoUringDevice::open(&dir, 30)?;
-            let store = builder.open_with_device(device)?;
+            let store = builder.open_with_device(device).map_err(flag_error)?;
             let result = run_all(&store, &args, threads, &values);
             if args.dir.is_none() {
                 drop(store);
@@ -277,7 +306,7 @@ fn bench_values<V: BenchValue>(args: BenchArgs) -> Result<(), Box<dyn std::error
             result
         }
         DeviceArg::Null => {
-            let store = builder.open_with_device(NullDevice)?;
+            let store = builder.open_with_device(NullDevice).map_err(flag_error)?;
             run_all(&store, &args, threads, &values)
         }
     }
@@ -485,6 +514,10 @@ fn run<V: BenchValue, D: Device>(
         let start = Instant::now();
         let mut checkpoints = 0u64;
         let mut next_checkpoint = args.checkpoint_every.map(|s| start + Duration::from_secs_f64(s));
+        // A failed checkpoint ends the run, but only after the workers have
+        // been told to stop and have finished: returning from the scope
+        // first would wait for them for ever.
+        let mut failed = None;
         loop {
             let finished = match args.ops {
                 Some(_) => workers.iter().all(|w| w.is_finished()),
@@ -496,7 +529,12 @@ fn run<V: BenchValue, D: Device>(
             if let Some(at) = next_checkpoint
                 && Instant::now() >= at
             {
-                store.checkpoint_and_wait(oxifaster::checkpoint::CheckpointKind::FoldOver)?;
+                if let Err(e) =
+                    store.checkpoint_and_wait(oxifaster::checkpoint::CheckpointKind::FoldOver)
+                {
+                    failed = Some(e);
+                    break;
+                }
                 checkpoints += 1;
                 next_checkpoint =
                     args.checkpoint_every.map(|s| Instant::now() + Duration::from_secs_f64(s));
@@ -514,8 +552,15 @@ fn run<V: BenchValue, D: Device>(
         stop.store(true, Ordering::Relaxed);
         let mut total = RunResult::new();
         total.checkpoints = checkpoints;
-        for w in workers {
-            let r = w.join().unwrap_or_else(|_| panic!("worker panicked"))?;
+        let results: Vec<_> = workers
+            .into_iter()
+            .map(|w| w.join().unwrap_or_else(|_| panic!("worker panicked")))
+            .collect();
+        if let Some(e) = failed {
+            return Err(e);
+        }
+        for r in results {
+            let r = r?;
             total.ops += r.ops;
             total.rmws += r.rmws;
             total.pending += r.pending;
