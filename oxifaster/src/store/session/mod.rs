@@ -7,16 +7,17 @@
 //! and `complete_pending` finishes every parked operation, walking further
 //! down the record chain on the device where the key differs.
 
+#[cfg(feature = "tokio")]
+mod asynk;
+mod pending;
+
 use std::collections::VecDeque;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use super::cpr::{self, SessionSlot, is_newer, version_bits};
-use super::disk::{DiskReader, DiskRecord};
 use super::record::{RecordInfo, RecordPtr};
 use super::{StoreInner, record::RecordFormat};
-#[cfg(feature = "tokio")]
-use crate::Error;
 use crate::Result;
 use crate::address::Address;
 use crate::device::Device;
@@ -1014,131 +1015,6 @@ impl<K: Key, V: Value, D: Device> Session<K, V, D> {
             }
         }
     }
-
-    /// Finishes every pending operation of this session and returns each
-    /// one's result exactly once, by serial number: a read with its value,
-    /// an RMW applied, or — when its record could not be read back or its
-    /// update not written — [`CompletedOp::Failed`] with the error (that
-    /// operation was not applied and is not retried; the others finish
-    /// regardless). Device reads are positional and issued on this thread
-    /// in batches, so sessions on different threads read in parallel;
-    /// every parked operation has finished when this returns (FASTER's
-    /// `CompletePending(true)`; reads here are synchronous, so there is no
-    /// non-waiting form).
-    ///
-    /// Ordering: a pending RMW is applied when it completes here, after
-    /// any operation the session issued on the same key in between (an
-    /// `rmw` that went pending, then a `delete` of the key, then
-    /// `complete_pending`: the RMW applies to the deleted key, giving its
-    /// initial value) — as in FASTER. Complete pending RMWs before a later
-    /// write of the same key where that order matters.
-    pub fn complete_pending(&mut self) -> Result<Vec<Completed<V>>>
-    where
-        V: Merge + Clone,
-    {
-        let mut done = std::mem::take(&mut self.ready);
-        done.reserve(self.pending.len());
-        // Operations parked again (an RMW whose chain changed) wait for the
-        // next round, so the loop ends.
-        while !self.pending.is_empty() {
-            let ops: Vec<PendingOp<V>> = self.pending.drain(..).collect();
-            let disk = self.disk();
-            let found =
-                disk.find_batch(ops.iter().map(|op| (op.key.as_slice(), op.address)).collect());
-            for (op, found) in ops.into_iter().zip(found) {
-                let (serial, rmw) = (op.serial, matches!(op.kind, PendingKind::Rmw { .. }));
-                let result = found.and_then(|found| self.complete_one(op, found, &mut done));
-                if let Err(e) = result {
-                    // Not applied: it leaves the parked set (it is no
-                    // longer the session's to finish) and is reported.
-                    if rmw {
-                        self.slot.finished(serial);
-                    }
-                    let op = CompletedOp::Failed(OpError(std::sync::Arc::new(e)));
-                    done.push(Completed { serial, op });
-                }
-            }
-        }
-        Ok(done)
-    }
-
-    fn complete_one(
-        &mut self,
-        op: PendingOp<V>,
-        found: Option<DiskRecord>,
-        done: &mut Vec<Completed<V>>,
-    ) -> Result<()>
-    where
-        V: Merge + Clone,
-    {
-        let old = found.filter(|r| !r.info.is_tombstone());
-        match op.kind {
-            PendingKind::Read => {
-                let value = old.map(|r| V::decode(&r.value)).transpose()?;
-                done.push(Completed { serial: op.serial, op: CompletedOp::Read(value) });
-            }
-            PendingKind::Rmw { input, expected_entry } => {
-                let key = K::decode_key(&op.key)?;
-                let new_value = match &old {
-                    Some(record) => V::copy_update(V::view(&record.value)?, &input),
-                    None => V::initial(&input),
-                };
-                self.begin();
-                let status = self.publish_pending_rmw(
-                    &key,
-                    &input,
-                    &new_value,
-                    op.hash,
-                    expected_entry,
-                    op.serial,
-                );
-                // The operation leaves the parked set while the session is
-                // still protected: a checkpoint's version change cannot
-                // complete (and claim this session's commit point) in
-                // between, which would list as excluded an operation whose
-                // record is already in the old version.
-                if matches!(status, Ok(RmwStatus::Done)) {
-                    self.slot.finished(op.serial);
-                }
-                // Unprotect on every path, errors included: a session left
-                // protected would hold back every page flush.
-                self.end_write();
-                if status? == RmwStatus::Done {
-                    done.push(Completed { serial: op.serial, op: CompletedOp::Rmw });
-                }
-            }
-        }
-        Ok(())
-    }
-
-    /// Publishes the result of a pending RMW if the key's chain is as it was
-    /// when the RMW went pending; otherwise runs the RMW again. Protected.
-    fn publish_pending_rmw(
-        &mut self,
-        key: &K,
-        input: &V,
-        new_value: &V,
-        hash: u64,
-        expected_entry: u64,
-        serial: u64,
-    ) -> Result<RmwStatus>
-    where
-        V: Merge + Clone,
-    {
-        let slot = self.store.index.find_or_create_entry(hash);
-        if slot.entry.raw() == expected_entry
-            && self.append(&slot, hash, key, Some(new_value), false)?
-        {
-            return Ok(RmwStatus::Done);
-        }
-        // The chain changed while we read: redo the whole RMW.
-        self.rmw_inner(key, input, serial)
-    }
-
-    /// A reader of records on the device, detached from this session.
-    pub(super) fn disk(&self) -> DiskReader<K, V, D> {
-        DiskReader::new(self.store.log.reader(), self.format())
-    }
 }
 
 impl<K: Key, V: Value, D: Device> Drop for Session<K, V, D> {
@@ -1152,130 +1028,5 @@ impl<K: Key, V: Value, D: Device> Drop for Session<K, V, D> {
             self.store.sessions.forget(&[self.slot.id]);
         }
         self.store.open_sessions.fetch_sub(1, Ordering::AcqRel);
-    }
-}
-
-#[cfg(feature = "tokio")]
-/// Takes a parked RMW out of its session's parked set when dropped (see
-/// `rmw_async`).
-struct Unpark {
-    slot: Arc<SessionSlot>,
-    serial: u64,
-}
-
-#[cfg(feature = "tokio")]
-impl Drop for Unpark {
-    fn drop(&mut self) {
-        self.slot.finished(self.serial);
-    }
-}
-
-/// The async API: futures that are `Send`, for tokio. Device reads run on
-/// tokio's blocking pool; a future never holds epoch protection while it
-/// waits, so a suspended task never holds back the log.
-#[cfg(feature = "tokio")]
-impl<K: Key, V: Value, D: Device> Session<K, V, D> {
-    /// Reads `key`, awaiting the device if the record is there.
-    pub async fn read_async(&mut self, key: &K) -> Result<Option<V>> {
-        match self.read(key)? {
-            ReadStatus::Found(value) => Ok(Some(value)),
-            ReadStatus::NotFound => Ok(None),
-            ReadStatus::Pending { .. } => {
-                let op = self.pop_pending()?;
-                let found = self.find_async(op.key, op.address).await?;
-                let live = found.filter(|r| !r.info.is_tombstone());
-                Ok(live.map(|r| V::decode(&r.value)).transpose()?)
-            }
-        }
-    }
-
-    /// Inserts or replaces `key`'s value (never waits for the device).
-    pub async fn upsert_async(&mut self, key: &K, value: &V) -> Result<()> {
-        self.upsert(key, value)
-    }
-
-    /// Deletes `key` (never waits for the device).
-    pub async fn delete_async(&mut self, key: &K) -> Result<()> {
-        self.delete(key)
-    }
-
-    /// Read-modify-write, awaiting the device if the old value is there.
-    pub async fn rmw_async(&mut self, key: &K, input: &V) -> Result<()>
-    where
-        V: Merge + Clone,
-    {
-        // One serial number for the whole operation, however many rounds
-        // it takes: commit points count it once.
-        let serial = self.next_serial();
-        let mut parked = false;
-        // If this future is dropped at an await (cancelled) or fails, the
-        // operation leaves the parked set: it was not applied, and nothing
-        // of it stays behind in later checkpoints.
-        let mut _unpark: Option<Unpark> = None;
-        loop {
-            self.begin();
-            let status = self.rmw_inner(key, input, serial);
-            if parked && matches!(status, Ok(RmwStatus::Done)) {
-                // While still protected: see `complete_one`.
-                self.slot.finished(serial);
-            }
-            self.end_write();
-            if let RmwStatus::Done = status? {
-                return Ok(());
-            }
-            parked = true;
-            _unpark.get_or_insert_with(|| Unpark { slot: self.slot.clone(), serial });
-            let op = self.pop_pending()?;
-            let PendingKind::Rmw { expected_entry, .. } = op.kind else {
-                return Err(Error::Corruption {
-                    address: op.address.raw(),
-                    what: "pending kind".into(),
-                });
-            };
-            let found = self.find_async(op.key, op.address).await?;
-            let new_value = match found.filter(|r| !r.info.is_tombstone()) {
-                Some(record) => V::copy_update(V::view(&record.value)?, input),
-                None => V::initial(input),
-            };
-            self.begin();
-            let slot = self.store.index.find_or_create_entry(op.hash);
-            let published = if slot.entry.raw() == expected_entry {
-                self.append(&slot, op.hash, key, Some(&new_value), false)
-            } else {
-                Ok(false)
-            };
-            if matches!(published, Ok(true)) {
-                // While still protected: see `complete_one`.
-                self.slot.finished(serial);
-            }
-            self.end_write();
-            if published? {
-                return Ok(());
-            }
-            // The chain changed while we read: run the RMW again.
-        }
-    }
-
-    /// The operation that the last `read`/`rmw` queued (the async forms
-    /// take it back at once: an async operation is never left parked).
-    fn pop_pending(&mut self) -> Result<PendingOp<V>> {
-        self.pending.pop_back().ok_or(Error::Corruption {
-            address: 0,
-            what: "a pending operation vanished from its session".into(),
-        })
-    }
-
-    async fn find_async(
-        &self,
-        key: AlignedBytes,
-        address: Address,
-    ) -> Result<Option<super::disk::DiskRecord>> {
-        let disk = self.disk();
-        tokio::task::spawn_blocking(move || disk.find(&key, address)).await.map_err(|e| {
-            Error::Io {
-                context: "in a blocking read task".into(),
-                source: std::io::Error::other(e),
-            }
-        })?
     }
 }

@@ -1,0 +1,135 @@
+//! The async API on tokio (the `tokio` feature): `read_async`,
+//! `rmw_async`, `upsert_async`, `delete_async`. A future never holds epoch
+//! protection while it waits, and one dropped at an await leaves nothing
+//! parked.
+
+use std::sync::Arc;
+
+use super::{PendingKind, PendingOp, ReadStatus, RmwStatus, Session};
+use crate::address::Address;
+use crate::device::Device;
+use crate::record::{AlignedBytes, Key, Merge, Value};
+use crate::store::cpr::SessionSlot;
+use crate::{Error, Result};
+
+/// Takes a parked RMW out of its session's parked set when dropped (see
+/// `rmw_async`).
+struct Unpark {
+    slot: Arc<SessionSlot>,
+    serial: u64,
+}
+
+impl Drop for Unpark {
+    fn drop(&mut self) {
+        self.slot.finished(self.serial);
+    }
+}
+
+/// The async API: futures that are `Send`, for tokio. Device reads run on
+/// tokio's blocking pool; a future never holds epoch protection while it
+/// waits, so a suspended task never holds back the log.
+impl<K: Key, V: Value, D: Device> Session<K, V, D> {
+    /// Reads `key`, awaiting the device if the record is there.
+    pub async fn read_async(&mut self, key: &K) -> Result<Option<V>> {
+        match self.read(key)? {
+            ReadStatus::Found(value) => Ok(Some(value)),
+            ReadStatus::NotFound => Ok(None),
+            ReadStatus::Pending { .. } => {
+                let op = self.pop_pending()?;
+                let found = self.find_async(op.key, op.address).await?;
+                let live = found.filter(|r| !r.info.is_tombstone());
+                Ok(live.map(|r| V::decode(&r.value)).transpose()?)
+            }
+        }
+    }
+
+    /// Inserts or replaces `key`'s value (never waits for the device).
+    pub async fn upsert_async(&mut self, key: &K, value: &V) -> Result<()> {
+        self.upsert(key, value)
+    }
+
+    /// Deletes `key` (never waits for the device).
+    pub async fn delete_async(&mut self, key: &K) -> Result<()> {
+        self.delete(key)
+    }
+
+    /// Read-modify-write, awaiting the device if the old value is there.
+    pub async fn rmw_async(&mut self, key: &K, input: &V) -> Result<()>
+    where
+        V: Merge + Clone,
+    {
+        // One serial number for the whole operation, however many rounds
+        // it takes: commit points count it once.
+        let serial = self.next_serial();
+        let mut parked = false;
+        // If this future is dropped at an await (cancelled) or fails, the
+        // operation leaves the parked set: it was not applied, and nothing
+        // of it stays behind in later checkpoints.
+        let mut _unpark: Option<Unpark> = None;
+        loop {
+            self.begin();
+            let status = self.rmw_inner(key, input, serial);
+            if parked && matches!(status, Ok(RmwStatus::Done)) {
+                // While still protected: see `complete_one`.
+                self.slot.finished(serial);
+            }
+            self.end_write();
+            if let RmwStatus::Done = status? {
+                return Ok(());
+            }
+            parked = true;
+            _unpark.get_or_insert_with(|| Unpark { slot: self.slot.clone(), serial });
+            let op = self.pop_pending()?;
+            let PendingKind::Rmw { expected_entry, .. } = op.kind else {
+                return Err(Error::Corruption {
+                    address: op.address.raw(),
+                    what: "pending kind".into(),
+                });
+            };
+            let found = self.find_async(op.key, op.address).await?;
+            let new_value = match found.filter(|r| !r.info.is_tombstone()) {
+                Some(record) => V::copy_update(V::view(&record.value)?, input),
+                None => V::initial(input),
+            };
+            self.begin();
+            let slot = self.store.index.find_or_create_entry(op.hash);
+            let published = if slot.entry.raw() == expected_entry {
+                self.append(&slot, op.hash, key, Some(&new_value), false)
+            } else {
+                Ok(false)
+            };
+            if matches!(published, Ok(true)) {
+                // While still protected: see `complete_one`.
+                self.slot.finished(serial);
+            }
+            self.end_write();
+            if published? {
+                return Ok(());
+            }
+            // The chain changed while we read: run the RMW again.
+        }
+    }
+
+    /// The operation that the last `read`/`rmw` queued (the async forms
+    /// take it back at once: an async operation is never left parked).
+    fn pop_pending(&mut self) -> Result<PendingOp<V>> {
+        self.pending.pop_back().ok_or(Error::Corruption {
+            address: 0,
+            what: "a pending operation vanished from its session".into(),
+        })
+    }
+
+    async fn find_async(
+        &self,
+        key: AlignedBytes,
+        address: Address,
+    ) -> Result<Option<crate::store::disk::DiskRecord>> {
+        let disk = self.disk();
+        tokio::task::spawn_blocking(move || disk.find(&key, address)).await.map_err(|e| {
+            Error::Io {
+                context: "in a blocking read task".into(),
+                source: std::io::Error::other(e),
+            }
+        })?
+    }
+}

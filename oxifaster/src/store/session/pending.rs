@@ -1,0 +1,136 @@
+//! Completing parked operations: `complete_pending` reads the parked
+//! operations' records from the device in batches and finishes each,
+//! reporting every one exactly once (see `Session::complete_pending`).
+
+use super::{Completed, CompletedOp, OpError, PendingKind, PendingOp, RmwStatus, Session};
+use crate::Result;
+use crate::device::Device;
+use crate::record::{Key, Merge, Value};
+use crate::store::disk::{DiskReader, DiskRecord};
+
+impl<K: Key, V: Value, D: Device> Session<K, V, D> {
+    /// Finishes every pending operation of this session and returns each
+    /// one's result exactly once, by serial number: a read with its value,
+    /// an RMW applied, or — when its record could not be read back or its
+    /// update not written — [`CompletedOp::Failed`] with the error (that
+    /// operation was not applied and is not retried; the others finish
+    /// regardless). Device reads are positional and issued on this thread
+    /// in batches, so sessions on different threads read in parallel;
+    /// every parked operation has finished when this returns (FASTER's
+    /// `CompletePending(true)`; reads here are synchronous, so there is no
+    /// non-waiting form).
+    ///
+    /// Ordering: a pending RMW is applied when it completes here, after
+    /// any operation the session issued on the same key in between (an
+    /// `rmw` that went pending, then a `delete` of the key, then
+    /// `complete_pending`: the RMW applies to the deleted key, giving its
+    /// initial value) — as in FASTER. Complete pending RMWs before a later
+    /// write of the same key where that order matters.
+    pub fn complete_pending(&mut self) -> Result<Vec<Completed<V>>>
+    where
+        V: Merge + Clone,
+    {
+        let mut done = std::mem::take(&mut self.ready);
+        done.reserve(self.pending.len());
+        // Operations parked again (an RMW whose chain changed) wait for the
+        // next round, so the loop ends.
+        while !self.pending.is_empty() {
+            let ops: Vec<PendingOp<V>> = self.pending.drain(..).collect();
+            let disk = self.disk();
+            let found =
+                disk.find_batch(ops.iter().map(|op| (op.key.as_slice(), op.address)).collect());
+            for (op, found) in ops.into_iter().zip(found) {
+                let (serial, rmw) = (op.serial, matches!(op.kind, PendingKind::Rmw { .. }));
+                let result = found.and_then(|found| self.complete_one(op, found, &mut done));
+                if let Err(e) = result {
+                    // Not applied: it leaves the parked set (it is no
+                    // longer the session's to finish) and is reported.
+                    if rmw {
+                        self.slot.finished(serial);
+                    }
+                    let op = CompletedOp::Failed(OpError(std::sync::Arc::new(e)));
+                    done.push(Completed { serial, op });
+                }
+            }
+        }
+        Ok(done)
+    }
+
+    fn complete_one(
+        &mut self,
+        op: PendingOp<V>,
+        found: Option<DiskRecord>,
+        done: &mut Vec<Completed<V>>,
+    ) -> Result<()>
+    where
+        V: Merge + Clone,
+    {
+        let old = found.filter(|r| !r.info.is_tombstone());
+        match op.kind {
+            PendingKind::Read => {
+                let value = old.map(|r| V::decode(&r.value)).transpose()?;
+                done.push(Completed { serial: op.serial, op: CompletedOp::Read(value) });
+            }
+            PendingKind::Rmw { input, expected_entry } => {
+                let key = K::decode_key(&op.key)?;
+                let new_value = match &old {
+                    Some(record) => V::copy_update(V::view(&record.value)?, &input),
+                    None => V::initial(&input),
+                };
+                self.begin();
+                let status = self.publish_pending_rmw(
+                    &key,
+                    &input,
+                    &new_value,
+                    op.hash,
+                    expected_entry,
+                    op.serial,
+                );
+                // The operation leaves the parked set while the session is
+                // still protected: a checkpoint's version change cannot
+                // complete (and claim this session's commit point) in
+                // between, which would list as excluded an operation whose
+                // record is already in the old version.
+                if matches!(status, Ok(RmwStatus::Done)) {
+                    self.slot.finished(op.serial);
+                }
+                // Unprotect on every path, errors included: a session left
+                // protected would hold back every page flush.
+                self.end_write();
+                if status? == RmwStatus::Done {
+                    done.push(Completed { serial: op.serial, op: CompletedOp::Rmw });
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Publishes the result of a pending RMW if the key's chain is as it was
+    /// when the RMW went pending; otherwise runs the RMW again. Protected.
+    fn publish_pending_rmw(
+        &mut self,
+        key: &K,
+        input: &V,
+        new_value: &V,
+        hash: u64,
+        expected_entry: u64,
+        serial: u64,
+    ) -> Result<RmwStatus>
+    where
+        V: Merge + Clone,
+    {
+        let slot = self.store.index.find_or_create_entry(hash);
+        if slot.entry.raw() == expected_entry
+            && self.append(&slot, hash, key, Some(new_value), false)?
+        {
+            return Ok(RmwStatus::Done);
+        }
+        // The chain changed while we read: redo the whole RMW.
+        self.rmw_inner(key, input, serial)
+    }
+
+    /// A reader of records on the device, detached from this session.
+    pub(super) fn disk(&self) -> DiskReader<K, V, D> {
+        DiskReader::new(self.store.log.reader(), self.format())
+    }
+}
