@@ -441,3 +441,35 @@ fn max_sessions_counts_user_sessions_and_leaves_checkpoints_their_own() {
     let mut again = store.start_session().expect("a dropped session frees its place");
     assert_eq!(again.read_blocking(&1).expect("read"), Some(1));
 }
+
+/// Bytes a directory tree takes on disk (allocated blocks, not lengths).
+fn disk_usage(path: &Path) -> u64 {
+    use std::os::unix::fs::MetadataExt;
+    let mut total = 0;
+    for entry in std::fs::read_dir(path).expect("ls").flatten() {
+        let meta = entry.metadata().expect("metadata");
+        total += if meta.is_dir() { disk_usage(&entry.path()) } else { meta.blocks() * 512 };
+    }
+    total
+}
+
+#[test]
+fn a_small_store_stays_small_on_disk() {
+    // Default settings: a 2^20-bucket table (64 MiB in memory), whose
+    // checkpoint file is written sparse: its empty buckets take no disk.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = Store::<u64, u64>::open(dir.path()).expect("open");
+    let mut session = store.start_session().expect("session");
+    session.upsert(&1, &1).expect("upsert");
+    for _ in 0..3 {
+        store.checkpoint_and_wait(CheckpointKind::FoldOver).expect("checkpoint");
+    }
+    drop(session);
+    drop(store);
+    let used = disk_usage(dir.path());
+    eprintln!("a 1-key store after three checkpoints: {used} bytes on disk");
+    assert!(used < 256 << 10, "{used} bytes on disk for one key");
+    let store = Store::<u64, u64>::open(dir.path()).expect("reopen");
+    let mut session = store.start_session().expect("session");
+    assert_eq!(session.read_blocking(&1).expect("read"), Some(1));
+}

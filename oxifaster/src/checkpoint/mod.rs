@@ -600,13 +600,14 @@ impl<K: Key, V: Value, D: Device> StoreInner<K, V, D> {
     fn write_index(&self, path: &Path, log_start: u64) -> Result<crate::index::IndexFileHeader> {
         let io = |source| Error::Io { context: format!("writing {}", path.display()), source };
         let file = self.io().create(path).map_err(io)?;
-        let mut out =
-            std::io::BufWriter::with_capacity(1 << 20, io::Appender { file, position: 0 });
+        let mut out = std::io::BufWriter::with_capacity(1 << 20, io::Appender::new(file, true));
         let (header, header_bytes) = self
             .index
             .write_checkpoint(&mut out, log_start, || self.log.tail_address().raw())
             .map_err(io)?;
-        let mut file = out.into_inner().map_err(|e| io(e.into_error()))?.file;
+        let mut appender = out.into_inner().map_err(|e| io(e.into_error()))?;
+        appender.finish().map_err(io)?;
+        let mut file = appender.file;
         file.write_at(0, &header_bytes).map_err(io)?;
         file.sync().map_err(io)?;
         Ok(header)
@@ -686,8 +687,7 @@ impl<K: Key, V: Value, D: Device> StoreInner<K, V, D> {
         let path = dir.join("snapshot");
         let io = |source| Error::Io { context: format!("writing {}", path.display()), source };
         let file = self.io().create(&path).map_err(io)?;
-        let mut out =
-            std::io::BufWriter::with_capacity(1 << 20, io::Appender { file, position: 0 });
+        let mut out = std::io::BufWriter::with_capacity(1 << 20, io::Appender::new(file, false));
         let mut hash = xxhash_rust::xxh3::Xxh3Default::new();
         let total = final_address - from;
         self.copy_log(handle, from, final_address, |at, bytes| {
@@ -726,8 +726,7 @@ impl<K: Key, V: Value, D: Device> StoreInner<K, V, D> {
         let path = dir.join("delta");
         let io = |source| Error::Io { context: format!("writing {}", path.display()), source };
         let file = self.io().create(&path).map_err(io)?;
-        let mut out =
-            std::io::BufWriter::with_capacity(1 << 20, io::Appender { file, position: 0 });
+        let mut out = std::io::BufWriter::with_capacity(1 << 20, io::Appender::new(file, false));
         let mut hash = xxhash_rust::xxh3::Xxh3Default::new();
         let mut file_len = 0u64;
         let mut write = |bytes: &[u8]| -> Result<()> {
