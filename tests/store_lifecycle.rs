@@ -473,3 +473,27 @@ fn a_small_store_stays_small_on_disk() {
     let mut session = store.start_session().expect("session");
     assert_eq!(session.read_blocking(&1).expect("read"), Some(1));
 }
+
+#[test]
+fn a_missing_directory_and_an_oversized_value_are_named() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let missing = dir.path().join("nope");
+    match Store::<u64, u64>::recover_latest(&missing) {
+        Err(Error::NotAStore { path, why }) => {
+            assert_eq!(path, missing);
+            assert!(why.contains("does not exist"), "{why}");
+        }
+        other => panic!("recovering a missing directory: {:?}", other.map(|_| ())),
+    }
+    assert!(!missing.exists(), "recovery created nothing");
+    let store = Store::<u64, Vec<u8>>::builder()
+        .page_size_bits(12)
+        .log_memory_size_bytes(64 << 10)
+        .open()
+        .expect("open");
+    let mut session = store.start_session().expect("session");
+    let err = session.upsert(&1, &vec![7u8; 8192]).expect_err("larger than a page");
+    assert!(matches!(err, Error::RecordTooLarge { .. }), "{err}");
+    assert!(err.to_string().contains("page_size_bits"), "the message names the setting: {err}");
+    session.upsert(&1, &vec![7u8; 1024]).expect("a value that fits");
+}

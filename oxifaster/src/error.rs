@@ -20,7 +20,10 @@ pub enum Error {
     #[error(transparent)]
     Codec(#[from] CodecError),
     /// A record (header, key and value) is larger than a log page allows.
-    #[error("a record of {size} bytes does not fit in a log page (at most {max} bytes)")]
+    #[error(
+        "a record of {size} bytes does not fit in a log page, which holds at most {max}: \
+         raise `page_size_bits` (each step doubles the page)"
+    )]
     RecordTooLarge {
         /// The record's size.
         size: u64,
@@ -102,19 +105,19 @@ pub enum Error {
         why: &'static str,
     },
     /// No (complete) checkpoint with this token exists.
-    #[error("no checkpoint {token:?} in {dir}")]
+    #[error("no checkpoint {token:?} in {}", dir.display())]
     CheckpointNotFound {
         /// The token looked for.
         token: String,
         /// The store directory.
-        dir: String,
+        dir: std::path::PathBuf,
     },
     /// A checkpoint file is damaged: truncated, bit-flipped, or not a
     /// checkpoint file at all.
-    #[error("checkpoint file {path} is corrupt: {what}")]
+    #[error("checkpoint file {} is corrupt: {what}", path.display())]
     CheckpointCorrupt {
         /// The file.
-        path: String,
+        path: std::path::PathBuf,
         /// What is wrong.
         what: String,
     },
@@ -136,10 +139,13 @@ pub enum Error {
         opened_fingerprint: u64,
     },
     /// A checkpoint uses a format this version cannot read.
-    #[error("checkpoint {path} has format version {found}; this build reads version {supported}")]
+    #[error(
+        "checkpoint {} has format version {found}; this build reads version {supported}",
+        path.display()
+    )]
     UnsupportedFormat {
         /// The file.
-        path: String,
+        path: std::path::PathBuf,
         /// Its format version.
         found: u32,
         /// The version this build reads and writes.
@@ -193,10 +199,10 @@ pub enum Error {
     },
     /// Another process (or another instance in this one) has the directory
     /// open.
-    #[error("{path} is locked: another process has it open")]
+    #[error("{} is locked: another process has it open", path.display())]
     Locked {
         /// The lock file.
-        path: String,
+        path: std::path::PathBuf,
     },
 }
 

@@ -54,7 +54,7 @@ impl LockFile {
                 }
                 attempts += 1;
                 if attempts >= 20 {
-                    return Err(Error::Locked { path: path.display().to_string() });
+                    return Err(Error::Locked { path: path.to_path_buf() });
                 }
                 std::thread::sleep(std::time::Duration::from_millis(5));
             }

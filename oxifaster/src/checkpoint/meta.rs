@@ -183,8 +183,7 @@ impl Meta {
     /// Validates and decodes a metadata file's bytes (`path` names it in
     /// errors).
     pub(crate) fn decode(bytes: &[u8], path: &Path) -> Result<Self> {
-        let corrupt =
-            |what: String| Error::CheckpointCorrupt { path: path.display().to_string(), what };
+        let corrupt = |what: String| Error::CheckpointCorrupt { path: path.to_path_buf(), what };
         if bytes.len() < HEADER_SIZE {
             return Err(corrupt(format!(
                 "{} bytes is too short for checkpoint metadata",
@@ -198,7 +197,7 @@ impl Meta {
         let version = u32::from_le_bytes(bytes[8..12].try_into().unwrap_or([0; 4]));
         if version != META_FORMAT_VERSION {
             return Err(Error::UnsupportedFormat {
-                path: path.display().to_string(),
+                path: path.to_path_buf(),
                 found: version,
                 supported: META_FORMAT_VERSION,
             });

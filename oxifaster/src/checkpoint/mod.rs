@@ -586,7 +586,7 @@ impl<K: Key, V: Value, D: Device> StoreInner<K, V, D> {
                 Some((captured, snapshot.clone()));
         }
         let info = CheckpointInfo::from_meta(&meta).ok_or(Error::CheckpointCorrupt {
-            path: dir.display().to_string(),
+            path: dir.to_path_buf(),
             what: "unknown kind".into(),
         })?;
         // The persistence callback: the checkpoint is durable.
@@ -871,7 +871,7 @@ impl<K: Key, V: Value, D: Device> Store<K, V, D> {
         let Some(task) = task else {
             return Err(Error::CheckpointNotFound {
                 token: token.to_string(),
-                dir: self.dir().map(|d| d.display().to_string()).unwrap_or_default(),
+                dir: self.dir().map(Path::to_path_buf).unwrap_or_default(),
             });
         };
         wait_task(&task)
@@ -887,7 +887,10 @@ impl<K: Key, V: Value, D: Device> Store<K, V, D> {
             tasks.iter().find(|t| t.token == token).cloned()
         };
         let Some(task) = task else {
-            return Err(Error::CheckpointNotFound { token: token.to_string(), dir: String::new() });
+            return Err(Error::CheckpointNotFound {
+                token: token.to_string(),
+                dir: self.dir().map(Path::to_path_buf).unwrap_or_default(),
+            });
         };
         tokio::task::spawn_blocking(move || wait_task(&task)).await.map_err(|e| Error::Io {
             context: "waiting for a checkpoint".into(),

@@ -37,7 +37,7 @@ use crate::{Error, Result};
 const REPLAY_CHUNK: u64 = 8 << 20;
 
 fn corrupt(path: &Path, what: impl Into<String>) -> Error {
-    Error::CheckpointCorrupt { path: path.display().to_string(), what: what.into() }
+    Error::CheckpointCorrupt { path: path.to_path_buf(), what: what.into() }
 }
 
 /// Reads a checkpoint's metadata, checking that it is a complete log
@@ -46,10 +46,7 @@ fn load_meta(dir: &Path, token: &str) -> Result<(Meta, CheckpointKind)> {
     let token = CheckpointToken::parse(token)?;
     let path = root(dir).join(token.as_str()).join("meta");
     if !path.exists() {
-        return Err(Error::CheckpointNotFound {
-            token: token.to_string(),
-            dir: dir.display().to_string(),
-        });
+        return Err(Error::CheckpointNotFound { token: token.to_string(), dir: dir.to_path_buf() });
     }
     let meta = Meta::read(&path)?;
     if meta.token != token.as_str() {
@@ -311,7 +308,7 @@ pub(crate) fn latest(dir: &Path) -> Result<String> {
         .map(|c| c.token.to_string())
         .ok_or_else(|| Error::CheckpointNotFound {
             token: "(latest)".into(),
-            dir: dir.display().to_string(),
+            dir: dir.to_path_buf(),
         })
 }
 

@@ -65,7 +65,7 @@ impl IndexFileHeader {
 
     fn decode(h: &[u8; HEADER_SIZE], path: &Path) -> Result<Self> {
         let corrupt =
-            |what: String| Error::CheckpointCorrupt { path: path.display().to_string(), what };
+            |what: String| Error::CheckpointCorrupt { path: path.to_path_buf(), what };
         if &h[0..8] != MAGIC {
             return Err(corrupt("not an index checkpoint (bad magic)".into()));
         }
@@ -73,7 +73,7 @@ impl IndexFileHeader {
         let version = u32::from_le_bytes(h[8..12].try_into().unwrap_or([0; 4]));
         if version != INDEX_FORMAT_VERSION {
             return Err(Error::UnsupportedFormat {
-                path: path.display().to_string(),
+                path: path.to_path_buf(),
                 found: version,
                 supported: INDEX_FORMAT_VERSION,
             });
@@ -242,7 +242,7 @@ impl HashIndex {
         path: &Path,
     ) -> Result<(HashIndex, IndexFileHeader)> {
         Err(Error::CheckpointCorrupt {
-            path: path.display().to_string(),
+            path: path.to_path_buf(),
             what: "index checkpoints are not read under loom".into(),
         })
     }
@@ -257,7 +257,7 @@ impl HashIndex {
         let display = path.display().to_string();
         let io = |source| Error::Io { context: format!("reading {display}"), source };
         let corrupt =
-            |what: String| Error::CheckpointCorrupt { path: path.display().to_string(), what };
+            |what: String| Error::CheckpointCorrupt { path: path.to_path_buf(), what };
         if len < (HEADER_SIZE + 8) as u64 {
             return Err(corrupt(format!("{len} bytes is too short for an index checkpoint")));
         }

@@ -328,11 +328,17 @@ impl<K: Key, V: Value> StoreBuilder<K, V> {
         &self.config
     }
 
+    /// The configured directory, which must exist (recovery never
+    /// creates one).
     fn require_dir(&self) -> Result<PathBuf> {
-        self.config.dir.clone().ok_or(Error::InvalidConfig {
+        let dir = self.config.dir.clone().ok_or(Error::InvalidConfig {
             what: "dir",
             why: "recovery needs the store directory (set it with `dir`)".into(),
-        })
+        })?;
+        if !dir.exists() {
+            return Err(Error::NotAStore { path: dir, why: "it does not exist".into() });
+        }
+        Ok(dir)
     }
 
     /// Recovers the store in the configured directory from checkpoint
@@ -533,10 +539,7 @@ fn recover_newest_intact<K: Key, V: Value, D: Device>(
         .map(|c| c.token.to_string())
         .collect();
     if candidates.is_empty() {
-        return Err(Error::CheckpointNotFound {
-            token: "(latest)".into(),
-            dir: dir.display().to_string(),
-        });
+        return Err(Error::CheckpointNotFound { token: "(latest)".into(), dir: dir.to_path_buf() });
     }
     let mut skipped = Vec::new();
     let mut last_error = None;
@@ -554,10 +557,8 @@ fn recover_newest_intact<K: Key, V: Value, D: Device>(
             Err(e) => return Err(e),
         }
     }
-    Err(last_error.unwrap_or(Error::CheckpointNotFound {
-        token: "(latest)".into(),
-        dir: dir.display().to_string(),
-    }))
+    Err(last_error
+        .unwrap_or(Error::CheckpointNotFound { token: "(latest)".into(), dir: dir.to_path_buf() }))
 }
 
 /// The shared state of a store: what sessions and a running checkpoint
