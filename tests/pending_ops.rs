@@ -246,3 +246,136 @@ fn a_pending_rmw_applies_after_a_later_delete_of_its_key() {
     assert!(done.iter().any(|c| c.serial == serial && c.op == CompletedOp::Rmw));
     assert_eq!(session.read_blocking(&key).expect("read"), Some(6), "the RMW's initial value");
 }
+
+/// A model of one session against a `BTreeMap`, with the steps that go
+/// wrong in a server: async RMWs and reads cancelled after one poll, and
+/// a device whose reads fail at times. A cancelled RMW (dropped at its
+/// first await, before it could publish) is applied zero times; a pending
+/// RMW reported `Failed` is not applied; everything else is exact.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_model_with_cancellations_and_device_errors() {
+    use oxifaster_cli::workload::Rng;
+    let seed: u64 =
+        std::env::var("OXIFASTER_PENDING_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or(0x5eed);
+    let steps: u64 = std::env::var("OXIFASTER_PENDING_STEPS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(20_000);
+    eprintln!("OXIFASTER_PENDING_SEED={seed} OXIFASTER_PENDING_STEPS={steps}");
+    let device = EveryOtherRead::default();
+    let store = small().max_pending(64).open_with_device(device.clone()).expect("store");
+    let mut session = store.start_session().expect("session");
+    let mut model: BTreeMap<u64, u64> = BTreeMap::new();
+    // Pending RMWs by serial: (key, increment).
+    let mut parked: BTreeMap<u64, (u64, u64)> = BTreeMap::new();
+    // Pending reads by serial: (key, the value when the read was issued,
+    // unless an RMW of the key was pending then). A parked read returns
+    // the record it was parked on: the value at its issue.
+    let mut parked_reads: BTreeMap<u64, (u64, Option<Option<u64>>)> = BTreeMap::new();
+    let mut rng = Rng::new(seed);
+    let mut cx = Context::from_waker(Waker::noop());
+    const KEYS: u64 = 3_000;
+    let (mut cancelled, mut failed) = (0u64, 0u64);
+    let apply = |model: &mut BTreeMap<u64, u64>, k: u64, d: u64| {
+        *model.entry(k).or_insert(0) += d;
+    };
+    for step in 0..steps {
+        let k = rng.below(KEYS);
+        match rng.below(100) {
+            0..=29 => {
+                let v = rng.next_u64() >> 8;
+                session.upsert(&k, &v).expect("upsert");
+                // An upsert after a pending RMW of the key: the RMW applies
+                // when it completes (the documented order), so complete
+                // first to keep the model exact.
+                model.insert(k, v);
+            }
+            30..=49 => {
+                if parked.values().any(|(pk, _)| *pk == k) {
+                    continue;
+                }
+                let d = 1 + rng.below(9);
+                match session.rmw(&k, &d) {
+                    Ok(RmwStatus::Done) => apply(&mut model, k, d),
+                    Ok(RmwStatus::Pending { serial }) => {
+                        parked.insert(serial, (k, d));
+                    }
+                    Ok(_) => unreachable!("RmwStatus has two outcomes"),
+                    Err(Error::TooManyPending { .. }) => {}
+                    Err(e) => panic!("step {step}: rmw: {e}"),
+                }
+            }
+            50..=64 => match session.read(&k) {
+                Ok(ReadStatus::Found(v)) => {
+                    let pending_rmw = parked.values().any(|(pk, _)| *pk == k);
+                    if !pending_rmw {
+                        assert_eq!(Some(v), model.get(&k).copied(), "step {step}: read {k}");
+                    }
+                }
+                Ok(ReadStatus::NotFound) => {
+                    if !parked.values().any(|(pk, _)| *pk == k) {
+                        assert_eq!(model.get(&k), None, "step {step}: read {k}");
+                    }
+                }
+                Ok(ReadStatus::Pending { serial }) => {
+                    let known = !parked.values().any(|(pk, _)| *pk == k);
+                    parked_reads.insert(serial, (k, known.then(|| model.get(&k).copied())));
+                }
+                Err(Error::TooManyPending { .. }) => {}
+                Err(e) => panic!("step {step}: read: {e}"),
+            },
+            65..=72 if !parked.values().any(|(pk, _)| *pk == k) => {
+                // An async RMW cancelled after one poll.
+                let d = 1 + rng.below(9);
+                let mut rmw = pin!(session.rmw_async(&k, &d));
+                match rmw.as_mut().poll(&mut cx) {
+                    std::task::Poll::Ready(Ok(())) => apply(&mut model, k, d),
+                    // Its read of the old value failed: not applied.
+                    std::task::Poll::Ready(Err(Error::Io { .. })) => failed += 1,
+                    std::task::Poll::Ready(Err(e)) => panic!("step {step}: rmw_async: {e}"),
+                    std::task::Poll::Pending => cancelled += 1,
+                }
+            }
+            73..=76 => {
+                let mut read = pin!(session.read_async(&k));
+                let _ = read.as_mut().poll(&mut cx);
+            }
+            77..=79 => {
+                device.flaky.store(rng.below(2) == 0, Ordering::SeqCst);
+            }
+            _ => {
+                for done in session.complete_pending().expect("complete") {
+                    match (parked.remove(&done.serial), done.op) {
+                        (Some((k, d)), CompletedOp::Rmw) => apply(&mut model, k, d),
+                        (Some(_), CompletedOp::Failed(_)) => failed += 1,
+                        (None, CompletedOp::Read(v)) => {
+                            let (k, expected) =
+                                parked_reads.remove(&done.serial).expect("a parked read");
+                            if let Some(expected) = expected {
+                                assert_eq!(v, expected, "step {step}: read {k}");
+                            }
+                        }
+                        (None, CompletedOp::Failed(_)) => {
+                            parked_reads.remove(&done.serial).expect("a parked read");
+                        }
+                        (parked_rmw, op) => {
+                            panic!("step {step}: serial {} as {op:?} ({parked_rmw:?})", done.serial)
+                        }
+                    }
+                }
+                assert!(parked.is_empty() && parked_reads.is_empty(), "step {step}: unreported");
+            }
+        }
+    }
+    device.flaky.store(false, Ordering::SeqCst);
+    for done in session.complete_pending().expect("complete") {
+        if let (Some((k, d)), CompletedOp::Rmw) = (parked.remove(&done.serial), done.op) {
+            apply(&mut model, k, d);
+        }
+    }
+    for k in 0..KEYS {
+        assert_eq!(session.read_blocking(&k).expect("read"), model.get(&k).copied(), "key {k}");
+    }
+    eprintln!("{steps} steps: {cancelled} cancelled async RMWs, {failed} failed pending RMWs");
+    assert!(cancelled > 0 && failed > 0, "the model never cancelled or failed anything");
+}
