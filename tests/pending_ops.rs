@@ -300,7 +300,6 @@ async fn a_model_with_cancellations_and_device_errors() {
                     Ok(RmwStatus::Pending { serial }) => {
                         parked.insert(serial, (k, d));
                     }
-                    Ok(_) => unreachable!("RmwStatus has two outcomes"),
                     Err(Error::TooManyPending { .. }) => {}
                     Err(e) => panic!("step {step}: rmw: {e}"),
                 }
