@@ -69,11 +69,9 @@ fn kill9_child() {
     let Ok(dir) = std::env::var("OXIFASTER_KILL9_DIR") else { return };
     let dir = Path::new(&dir);
     let seed = env("OXIFASTER_KILL9_SEED", 0);
-    let store: Store<u64, u64> = match builder(dir).recover_latest() {
-        Ok(store) => store,
-        Err(oxifaster::Error::CheckpointNotFound { .. }) => builder(dir).open().expect("open"),
-        Err(e) => panic!("child recovery failed: {e}"),
-    };
+    // `open` reopens the store (its newest intact checkpoint), or starts
+    // one in the new directory.
+    let store: Store<u64, u64> = builder(dir).open().expect("child open");
     let mut recovered = store.recovered_sessions();
     recovered.sort_by_key(|(id, _)| *id);
     let mut sessions: Vec<_> = if recovered.is_empty() {

@@ -143,6 +143,9 @@ struct Shared<D> {
     flush_lock: Mutex<FlushBlock>,
     /// With a flush thread: the thread, and the highest target handed to it.
     flusher: std::sync::OnceLock<std::thread::Thread>,
+    /// For each page read back from the device, how many of its bytes
+    /// have been checked against its seal (see `LogReader::verify`).
+    verified: std::sync::Mutex<std::collections::HashMap<u64, u64>>,
     flush_target: AtomicU64,
     /// Set when a device write failed: the log refuses further work.
     poisoned: AtomicBool,
@@ -323,6 +326,7 @@ impl<D: Device> HybridLog<D> {
                 tail: CachePadded(AtomicU64::new(page << 32 | (tail & (page_size - 1)))),
                 flush_lock: Mutex::new(FlushBlock::new(block)?),
                 flusher: std::sync::OnceLock::new(),
+                verified: std::sync::Mutex::new(std::collections::HashMap::new()),
                 flush_target: AtomicU64::new(0),
                 poisoned: AtomicBool::new(false),
                 error: Mutex::new(None),
@@ -780,6 +784,43 @@ impl<D: Device> LogReader<D> {
     /// The page size in bytes.
     pub fn page_size(&self) -> u64 {
         self.shared.page_size
+    }
+
+    /// Checks the bytes `[address, end)` that a reader took from the device
+    /// against their page's seal (integrity on every read: a flipped bit is
+    /// `Error::Corruption`, never a wrong value). The first read of a page
+    /// reads the page whole and checks its seal; the length checked is
+    /// remembered, so later reads of the page cost nothing more. Pages on
+    /// the device below `head` never change again (their final seal was
+    /// written before `head` passed them), which is what makes the memo
+    /// sound. A log without seals (FasterLog's, whose entries carry their
+    /// own checksums) checks nothing here.
+    pub fn verify(&self, address: Address, end: u64) -> Result<()> {
+        let s = &self.shared;
+        if !s.geometry.sealed {
+            return Ok(());
+        }
+        let page = address.raw() & !(s.page_size - 1);
+        let need = end.saturating_sub(page);
+        let known = |verified: &std::collections::HashMap<u64, u64>| {
+            verified.get(&page).is_some_and(|len| *len >= need)
+        };
+        if known(&s.verified.lock().unwrap_or_else(|p| p.into_inner())) {
+            return Ok(());
+        }
+        let corrupt = |what: String| Error::Corruption { address: page, what };
+        if need > s.body {
+            return Err(corrupt(format!("a record reaches {need} bytes into a page of {}", s.body)));
+        }
+        let mut buf = crate::record::AlignedBytes::zeroed(s.page_size as usize);
+        let start = Address::new(page).ok_or(Error::LogFull)?;
+        s.read_from_device(start, buf.as_mut_slice())?;
+        seal::check_page(page, buf.as_slice(), need, false)
+            .map_err(|what| corrupt(format!("the page's seal does not check: {what}")))?;
+        let mut verified = s.verified.lock().unwrap_or_else(|p| p.into_inner());
+        let len = verified.entry(page).or_insert(0);
+        *len = (*len).max(need);
+        Ok(())
     }
 
     /// The bytes of a page that records may use (the page less its seal).

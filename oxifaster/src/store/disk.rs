@@ -185,6 +185,9 @@ impl<K: Key, V: Value, D: Device> DiskReader<K, V, D> {
             self.log.read_from_device(rest_at, &mut whole.as_mut_slice()[guess as usize..])?;
             *buf = whole;
         }
+        // Integrity on every read: the record's bytes are checked against
+        // its page's seal before anything of them is used.
+        self.log.verify(address, address.raw() + size)?;
         Ok((info, key_len, value_len))
     }
 }
