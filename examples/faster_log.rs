@@ -55,7 +55,7 @@ fn main() -> Result<(), oxifaster::Error> {
         let mut apply = log.named_iterator("apply")?;
         for _ in 0..1500 {
             let entry = apply.next().expect("an entry")?;
-            apply.complete_until(entry.next_address);
+            apply.complete_until(entry.next_address)?;
         }
 
         // Release the first 1000 entries (whole segment files are deleted).

@@ -287,13 +287,13 @@ fn named_iterators_persist_their_position() {
         for expected in 0..40u32 {
             let e = it.next().expect("entry").expect("ok");
             assert_eq!(e.data, expected.to_le_bytes());
-            it.complete_until(e.next_address);
+            it.complete_until(e.next_address).expect("complete_until");
         }
         // Positions are saved by the next commit, even with nothing new.
         log.commit().expect("commit");
         let mut other = log.named_iterator("ship").expect("iterator");
         other.next().expect("entry").expect("ok");
-        other.complete_until(other.next_address());
+        other.complete_until(other.next_address()).expect("complete_until");
         // Not committed: lost at the crash below.
     }
     let log = FasterLog::open(tiny(dir.path())).expect("reopen");
@@ -387,9 +387,10 @@ fn truncate_until_deletes_segments_and_truncate_after_is_durable() {
             log.read(LogAddress::from_raw(addresses[1500].raw() + 3)),
             Err(Error::InvalidAddress { .. })
         ));
+        // Inside an entry: a wrong address, not damage.
         assert!(matches!(
             log.read(LogAddress::from_raw(addresses[1500].raw() + 8)),
-            Err(Error::Corruption { .. })
+            Err(Error::InvalidAddress { .. })
         ));
         assert!(matches!(
             log.truncate_until(LogAddress::from_raw(tail.raw() + 4096)),
@@ -545,10 +546,48 @@ fn auto_commit_saves_iterator_positions_while_idle() {
         log.commit().expect("commit");
         let mut it = log.named_iterator("reader").expect("iterator");
         let e = it.nth(4).expect("fifth").expect("ok");
-        it.complete_until(e.next_address);
+        it.complete_until(e.next_address).expect("complete_until");
         std::thread::sleep(Duration::from_millis(60));
     }
     let log = FasterLog::open(config()).expect("reopen");
     let mut it = log.named_iterator("reader").expect("iterator");
     assert_eq!(it.next().expect("sixth").expect("ok").data, 5u32.to_le_bytes());
+}
+
+#[test]
+fn an_entry_planted_inside_another_entrys_payload_is_never_returned() {
+    use oxifaster::log::entry;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let log = FasterLog::open(LogConfig::new(dir.path()).page_size_bits(16)).expect("open");
+    log.enqueue(b"first").expect("enqueue");
+    // A payload that holds, 16 bytes in, a valid encoding of an entry at
+    // exactly the address where those bytes will lie.
+    let at = log.tail_address().raw();
+    let planted_at = at + entry::HEADER + 16;
+    let forged = b"forged";
+    let mut planted = vec![0u8; entry::entry_size(forged.len()) as usize];
+    entry::encode(planted_at, forged, &mut planted);
+    let mut payload = vec![7u8; 16];
+    payload.extend_from_slice(&planted);
+    payload.extend_from_slice(&[9u8; 24]);
+    let carrier = log.enqueue(&payload).expect("enqueue");
+    assert_eq!(carrier.raw(), at, "the carrier landed where planned");
+    log.enqueue(b"after").expect("enqueue");
+    log.commit().expect("commit");
+
+    let planted = LogAddress::from_raw(planted_at);
+    match log.read(planted) {
+        Err(Error::InvalidAddress { .. }) => {}
+        other => panic!("read of a planted entry: {other:?}"),
+    }
+    let mut scan = log.scan(planted, LogAddress::MAX);
+    assert!(matches!(scan.next(), Some(Err(Error::InvalidAddress { .. }))));
+    assert!(scan.next().is_none(), "a refused scan ends");
+    let it = log.named_iterator("apply").expect("iterator");
+    assert!(matches!(it.complete_until(planted), Err(Error::InvalidAddress { .. })));
+    assert!(matches!(it.complete_until(LogAddress::MAX), Err(Error::InvalidAddress { .. })));
+    // The real entries read as always.
+    assert_eq!(log.read(carrier).expect("read"), payload);
+    let all: Vec<Vec<u8>> = log.scan_all().map(|e| e.expect("entry").data).collect();
+    assert_eq!(all, vec![b"first".to_vec(), payload, b"after".to_vec()]);
 }

@@ -53,6 +53,9 @@ pub struct LogIter<D: Device> {
     verify: bool,
     /// A named iterator's name.
     name: Option<String>,
+    /// Whether the start must still be checked to be an entry boundary (a
+    /// scan from a caller's address; see `Inner::is_boundary`).
+    check_start: bool,
 }
 
 impl<D: Device> std::fmt::Debug for LogIter<D> {
@@ -75,7 +78,16 @@ impl<D: Device> LogIter<D> {
             buf_start: 0,
             verify: false,
             name,
+            check_start: false,
         }
+    }
+
+    /// Refuses (on the first `next`) a start that is not where an entry
+    /// starts: bytes inside an entry's payload may look like an entry (its
+    /// checksum is public), and must never be returned as one.
+    pub(crate) fn checking_start(mut self) -> Self {
+        self.check_start = true;
+        self
     }
 
     pub(crate) fn verifying(&mut self) {
@@ -90,7 +102,14 @@ impl<D: Device> LogIter<D> {
     /// For a named iterator: records that every entry before `address` is
     /// processed, so that after the next commit (and across reopens) the
     /// iterator of this name resumes there. A no-op for unnamed scans.
-    pub fn complete_until(&self, address: LogAddress) {
+    pub fn complete_until(&self, address: LogAddress) -> Result<()> {
+        let begin = self.inner.begin.load(Ordering::Acquire);
+        if !self.inner.is_boundary(address.0, begin)? {
+            return Err(Error::InvalidAddress {
+                address: address.0,
+                why: "an iterator's position must be where an entry starts (or the commit point)",
+            });
+        }
         if let Some(name) = &self.name {
             let mut iterators = self.inner.lock_iterators();
             // A name removed meanwhile comes back only while there is room.
@@ -99,6 +118,7 @@ impl<D: Device> LogIter<D> {
                 self.inner.iterators_dirty.store(true, Ordering::Release);
             }
         }
+        Ok(())
     }
 
     /// The next committed entry, its payload borrowed from the iterator's
@@ -163,6 +183,17 @@ impl<D: Device> LogIter<D> {
     /// the buffer. After an error the scan ends (it does not return the
     /// same error forever).
     fn advance(&mut self) -> Result<Option<(u64, usize, usize)>> {
+        if std::mem::take(&mut self.check_start) {
+            let committed = self.inner.committed.load(Ordering::Acquire);
+            let begin = self.inner.begin.load(Ordering::Acquire);
+            if self.next < committed && !self.inner.is_boundary(self.next, begin)? {
+                self.end = self.next;
+                return Err(Error::InvalidAddress {
+                    address: self.next,
+                    why: "no entry starts here",
+                });
+            }
+        }
         loop {
             let result = self.advance_inner();
             if result.is_err() {

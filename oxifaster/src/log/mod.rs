@@ -551,6 +551,14 @@ impl<D: Device> FasterLog<D> {
     /// Reads the committed entry at `address` (from memory or the device),
     /// checking its checksum.
     pub fn read(&self, address: LogAddress) -> Result<Vec<u8>> {
+        self.inner.check_readable(address.0)?;
+        // Bytes inside another entry's payload can look like an entry (its
+        // checksum is public): the address must be one the log's own walk
+        // of its page reaches.
+        let begin = self.inner.begin.load(Ordering::Acquire);
+        if !self.inner.is_boundary(address.0, begin)? {
+            return Err(Error::InvalidAddress { address: address.0, why: "no entry starts here" });
+        }
         self.inner.read(address.0)
     }
 
@@ -559,7 +567,7 @@ impl<D: Device> FasterLog<D> {
     /// `next()` stops at the commit point, `next_blocking()` and
     /// `next_async()` wait for the next commit.
     pub fn scan(&self, from: LogAddress, to: LogAddress) -> LogIter<D> {
-        LogIter::new(self.inner.clone(), from.0, to.0, None)
+        LogIter::new(self.inner.clone(), from.0, to.0, None).checking_start()
     }
 
     /// An iterator over every committed entry.
@@ -1092,7 +1100,7 @@ impl<D: Device> Inner<D> {
     /// Whether `address` (at most the commit point) is where an entry
     /// starts, the commit point, or the log's begin: walks the entries of
     /// its page from the page start (or the begin, if later).
-    fn is_boundary(self: &Arc<Self>, address: u64, begin: u64) -> Result<bool> {
+    pub(crate) fn is_boundary(self: &Arc<Self>, address: u64, begin: u64) -> Result<bool> {
         let committed = self.committed.load(Ordering::Acquire);
         if address == committed || address == begin {
             return Ok(true);
