@@ -591,3 +591,27 @@ fn an_entry_planted_inside_another_entrys_payload_is_never_returned() {
     let all: Vec<Vec<u8>> = log.scan_all().map(|e| e.expect("entry").data).collect();
     assert_eq!(all, vec![b"first".to_vec(), payload, b"after".to_vec()]);
 }
+
+#[test]
+fn sizes_are_payload_bytes_and_a_store_directory_is_refused() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let log =
+        FasterLog::open(LogConfig::new(dir.path().join("log")).page_size_bits(12)).expect("open");
+    let max = log.max_entry_size();
+    log.enqueue(&vec![1u8; max]).expect("the largest entry fits");
+    match log.enqueue(&vec![1u8; max + 1]) {
+        Err(Error::RecordTooLarge { size, max: limit }) => {
+            assert_eq!((size, limit), ((max + 1) as u64, max as u64), "payload bytes");
+        }
+        other => panic!("an entry one byte too large: {other:?}"),
+    }
+    drop(log);
+    // A store's directory is not a log's.
+    let store_dir = dir.path().join("store");
+    drop(oxifaster::Store::<u64, u64>::open(&store_dir).expect("store"));
+    std::fs::write(store_dir.join("log.0"), b"").ok();
+    assert!(matches!(
+        FasterLog::open(LogConfig::new(&store_dir)),
+        Err(Error::InvalidConfig { what: "dir", .. })
+    ));
+}

@@ -50,7 +50,7 @@ pub enum Error {
     },
     /// An earlier device failure left the store unable to make progress
     /// safely; reopen it to recover.
-    #[error("the store is poisoned by an earlier failure: {message}")]
+    #[error("poisoned by an earlier failure (reopen to recover): {message}")]
     Poisoned {
         /// The original failure.
         message: String,

@@ -333,6 +333,7 @@ impl FasterLog<FileDevice> {
             context: format!("creating {}", dir.display()),
             source,
         })?;
+        refuse_a_store(&dir)?;
         let lock = crate::lock::LockFile::acquire(&dir.join("LOCK"))?;
         let device = |sub: &str, bits: u32, direct: bool| {
             let path = dir.join(sub);
@@ -350,6 +351,29 @@ impl FasterLog<FileDevice> {
         let commits = device("commit", 20, false)?;
         Self::build(config, data, commits, Some(lock), temp)
     }
+}
+
+/// A store's directory (its `checkpoints/` or `log.N` segment files) is not
+/// a log's: opening one as a log would mix the two formats.
+fn refuse_a_store(dir: &Path) -> Result<()> {
+    let Ok(entries) = std::fs::read_dir(dir) else { return Ok(()) };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let name = name.to_string_lossy();
+        let segment = name
+            .strip_prefix("log.")
+            .is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()));
+        if name == "checkpoints" || segment {
+            return Err(Error::InvalidConfig {
+                what: "dir",
+                why: format!(
+                    "{} holds a Store (`{name}`); a FasterLog needs a directory of its own",
+                    dir.display()
+                ),
+            });
+        }
+    }
+    Ok(())
 }
 
 impl<D: Device> FasterLog<D> {
@@ -799,6 +823,14 @@ impl<D: Device> Inner<D> {
         }
     }
 
+    /// An entry too large for a page, in payload bytes (what the caller
+    /// gave, against `max_entry_size`).
+    #[cold]
+    fn too_large(&self, payload: usize) -> Error {
+        let max = self.hlog.page_size() - FIRST_ADDRESS - HEADER;
+        Error::RecordTooLarge { size: payload as u64, max }
+    }
+
     #[inline]
     fn check_failed(&self) -> Result<()> {
         if let Some(message) = self.failed.get() {
@@ -809,7 +841,13 @@ impl<D: Device> Inner<D> {
 
     /// Records the first failure, wakes every waiter, and returns the error.
     fn fail(&self, error: Error) -> Error {
-        let _ = self.failed.set(error.to_string());
+        // The first failure's own words, once (a poisoning error already
+        // carries them).
+        let message = match &error {
+            Error::Poisoned { message } => message.clone(),
+            other => other.to_string(),
+        };
+        let _ = self.failed.set(message);
         self.signal.notify();
         error
     }
@@ -818,6 +856,9 @@ impl<D: Device> Inner<D> {
         self.check_failed()?;
         self.hlog.check_poisoned()?;
         let size = entry_size(data.len());
+        if size > self.hlog.page_size() - FIRST_ADDRESS {
+            return Err(self.too_large(data.len()));
+        }
         let handle = if try_only {
             // Never wait, not even for a free epoch entry.
             match self.epoch.register_near(EPOCH_HINT.with(|h| *h)) {
@@ -859,7 +900,7 @@ impl<D: Device> Inner<D> {
         let max = self.hlog.page_size() - FIRST_ADDRESS;
         // All or nothing: refuse an oversized entry before placing any.
         if let Some(e) = entries.iter().find(|e| entry_size(e.as_ref().len()) > max) {
-            return Err(Error::RecordTooLarge { size: entry_size(e.as_ref().len()), max });
+            return Err(self.too_large(e.as_ref().len()));
         }
         let mut out = Vec::with_capacity(entries.len());
         let handle = self.protect()?;
