@@ -90,6 +90,7 @@ impl<D: oxifaster::device::Device> Worker for OursWorker<'_, D> {
             ReadStatus::Found(_) => true,
             ReadStatus::NotFound => false,
             ReadStatus::Pending { .. } => self.get(key).is_some(),
+            other => panic!("read: {other:?}"),
         }
     }
     fn upsert(&mut self, key: u64, value: u64) {

@@ -48,6 +48,7 @@ fn main() -> Result<(), oxifaster::Error> {
                 waiting.insert(serial, k);
                 on_disk += 1;
             }
+            other => panic!("key {k}: {other:?}"),
         }
         if waiting.len() >= 256 || k + 1 == keys {
             for done in session.complete_pending()? {

@@ -38,6 +38,7 @@ fn main() -> Result<(), oxifaster::Error> {
             let done = session.complete_pending()?;
             println!("read from disk (serial {serial}): {done:?}");
         }
+        other => println!("read: {other:?}"),
     }
 
     // RMW merges with the derived merge: visits add up, last_seen keeps its max.

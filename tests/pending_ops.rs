@@ -300,6 +300,7 @@ async fn a_model_with_cancellations_and_device_errors() {
                     Ok(RmwStatus::Pending { serial }) => {
                         parked.insert(serial, (k, d));
                     }
+                    Ok(other) => panic!("step {step}: rmw: {other:?}"),
                     Err(Error::TooManyPending { .. }) => {}
                     Err(e) => panic!("step {step}: rmw: {e}"),
                 }
@@ -320,6 +321,7 @@ async fn a_model_with_cancellations_and_device_errors() {
                     let known = !parked.values().any(|(pk, _)| *pk == k);
                     parked_reads.insert(serial, (k, known.then(|| model.get(&k).copied())));
                 }
+                Ok(other) => panic!("step {step}: read: {other:?}"),
                 Err(Error::TooManyPending { .. }) => {}
                 Err(e) => panic!("step {step}: read: {e}"),
             },

@@ -70,6 +70,7 @@ fn check_read<K: Key + Debug, V: Value + Merge + Clone + PartialEq + Debug, D: D
             );
             true
         }
+        other => panic!("seed {seed} step {step}: read {key:?}: {other:?}"),
     };
     assert_eq!(session.read_blocking(key).expect("read_blocking").as_ref(), expected);
     went_pending

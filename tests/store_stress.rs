@@ -188,6 +188,7 @@ fn torn(threads: usize) {
                                 }
                             }
                         }
+                        other => panic!("read: {other:?}"),
                     }
                     session
                         .read_with(&key, |view| {

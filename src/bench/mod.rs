@@ -614,6 +614,7 @@ fn worker<V: BenchValue, D: Device>(
                     ReadStatus::Found(_) => {}
                     ReadStatus::NotFound => r.not_found += 1,
                     ReadStatus::Pending { .. } => r.pending += 1,
+                    _ => {}
                 },
                 Op::Upsert => session.upsert(&key, values.upsert(r.ops))?,
                 Op::Rmw => {

@@ -110,6 +110,7 @@ impl<V: Value, F: Fn(Option<V>) -> V> RmwUpdate<V> for ClosureUpdate<F> {
 
 /// The outcome of a read.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum ReadStatus<V> {
     /// The key's value.
     Found(V),
@@ -125,6 +126,7 @@ pub enum ReadStatus<V> {
 
 /// The outcome of a read-modify-write.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum RmwStatus {
     /// The update is done.
     Done,
