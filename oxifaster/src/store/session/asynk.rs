@@ -30,6 +30,9 @@ impl Drop for Unpark {
 /// waits, so a suspended task never holds back the log.
 impl<K: Key, V: Value, D: Device> Session<K, V, D> {
     /// Reads `key`, awaiting the device if the record is there.
+    ///
+    /// Cancel safety: dropping the future at its `.await` leaves nothing
+    /// behind (no parked read, no epoch protection held).
     pub async fn read_async(&mut self, key: &K) -> Result<Option<V>> {
         match self.read(key)? {
             ReadStatus::Found(value) => Ok(Some(value)),
@@ -43,7 +46,8 @@ impl<K: Key, V: Value, D: Device> Session<K, V, D> {
         }
     }
 
-    /// Inserts or replaces `key`'s value (never waits for the device).
+    /// Inserts or replaces `key`'s value (never waits for the device; the
+    /// future completes on its first poll).
     pub async fn upsert_async(&mut self, key: &K, value: &V) -> Result<()> {
         self.upsert(key, value)
     }
@@ -54,6 +58,13 @@ impl<K: Key, V: Value, D: Device> Session<K, V, D> {
     }
 
     /// Read-modify-write, awaiting the device if the old value is there.
+    ///
+    /// Cancel safety: the future may be dropped at any `.await`; the update
+    /// is then applied zero or one times — zero if it was waiting for the
+    /// old value (it publishes only after the read), one if it had already
+    /// published before the drop. Either way nothing stays parked and no
+    /// later checkpoint lists it under `excluded`. An error leaves it
+    /// unapplied too.
     pub async fn rmw_async(&mut self, key: &K, input: &V) -> Result<()>
     where
         V: Merge + Clone,
