@@ -15,7 +15,7 @@ use oxifaster_cli::workload::Rng;
 
 type Target = fn(&[u8]);
 
-const TARGETS: [(&str, Target); 8] = [
+const TARGETS: [(&str, Target); 9] = [
     ("log_entry", fuzzing::log_entry),
     ("log_commit", fuzzing::log_commit),
     ("checkpoint_meta", fuzzing::checkpoint_meta),
@@ -24,6 +24,7 @@ const TARGETS: [(&str, Target); 8] = [
     ("log_page", fuzzing::log_page),
     ("log_ops", fuzzing::log_ops),
     ("store_ops", fuzzing::store_ops),
+    ("store_dir", fuzzing::store_dir),
 ];
 
 fn corpus_dir(target: &str) -> PathBuf {
@@ -208,6 +209,15 @@ fn write_seeds() {
                 .concat(),
             [&[20u8][..], &[1, 7, 14, 1, 2, 9, 5, 9, 14, 2, 10, 7, 14, 3, 13, 9][..]].concat(),
             (0..200u8).map(|i| if i % 23 == 22 { 14 } else { i.wrapping_mul(29) }).collect(),
+        ],
+    );
+    // Store directories: (file, offset u32, xor) triples.
+    write(
+        "store_dir",
+        vec![
+            vec![0, 40, 0, 0, 0, 4, 1, 200, 0, 0, 0, 1],
+            vec![2, 8, 1, 0, 0, 128, 3, 100, 0, 0, 0, 2, 4, 64, 2, 0, 0, 16],
+            (0..60u8).map(|i| i.wrapping_mul(53)).collect(),
         ],
     );
     // Operation sequences: countdown, then op/argument pairs.
