@@ -37,4 +37,5 @@ fi
 cargo test --target "$host" -p oxifaster --lib
 cargo test --target "$host" \
     --test epoch_stress --test index_stress --test store_stress --test store_model \
-    --test faster_log --test faster_log_crash --test checkpoint --test fuzz_smoke
+    --test faster_log --test faster_log_crash --test checkpoint --test fuzz_smoke \
+    --test trait_boundary --test hostile_index --test read_integrity --test pending_ops
