@@ -105,3 +105,52 @@ fn unaligned_entries_into_the_device_are_refused() {
     shift_an_entry(dir.path(), &token, &records, 4, false);
     assert_refused(builder(dir.path()).recover(&token), "unaligned, on the device");
 }
+
+#[test]
+fn a_previous_pointer_into_the_middle_of_a_record_is_refused() {
+    // A snapshot comes back into memory; one of its records' previous
+    // pointer is moved 8 bytes into the record it names (its checksums then
+    // recomputed, as a forger would).
+    let dir = tempfile::tempdir().expect("tempdir");
+    let token = {
+        let store = builder(dir.path()).open().expect("open");
+        let mut session = store.start_session().expect("session");
+        for round in 0..2u8 {
+            for k in 0..100u64 {
+                session.upsert(&k, &vec![round; 40]).expect("upsert");
+            }
+        }
+        store.checkpoint_and_wait(CheckpointKind::Snapshot).expect("checkpoint").token
+    };
+    let info = checkpoint::list(dir.path())
+        .expect("list")
+        .into_iter()
+        .find(|c| c.token == token)
+        .expect("the checkpoint");
+    let from = info.snapshot_from.expect("a snapshot");
+    let device = FileDevice::open(dir.path(), DEFAULT_SEGMENT_SIZE_BITS).expect("device");
+    let mut target = None;
+    checkpoint::scan_log(dir.path(), token.as_str(), &device, |r| {
+        if r.previous >= from && r.address >= from && target.is_none() {
+            target = Some((r.address, r.previous));
+        }
+        true
+    })
+    .expect("scan");
+    let (address, previous) = target.expect("a record whose predecessor is in the snapshot");
+    let path = dir.path().join("checkpoints").join(token.as_str()).join("snapshot");
+    let mut bytes = std::fs::read(&path).expect("read snapshot");
+    let at = (address - from) as usize;
+    let word = u64::from_le_bytes(bytes[at..at + 8].try_into().expect("header"));
+    const ADDRESS: u64 = (1 << 48) - 1;
+    assert_eq!(word & ADDRESS, previous);
+    let forged = (word & !ADDRESS) | (previous + 8);
+    bytes[at..at + 8].copy_from_slice(&forged.to_le_bytes());
+    std::fs::write(&path, &bytes).expect("write snapshot");
+    checkpoint::snapshot_fix_checksum(dir.path(), token.as_str()).expect("fix checksums");
+    match builder(dir.path()).recover(&token) {
+        Err(Error::Corruption { what, .. }) => assert!(what.contains("not a record"), "{what}"),
+        Err(e) => panic!("unexpected {e}"),
+        Ok(_) => panic!("recovery accepted a forged previous pointer"),
+    }
+}

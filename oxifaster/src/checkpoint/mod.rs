@@ -61,6 +61,26 @@ pub fn meta_fix_checksum(bytes: &mut [u8]) {
     meta::fix_checksum(bytes)
 }
 
+/// Recomputes the snapshot checksum that checkpoint `token`'s metadata
+/// records (after a test changed the snapshot file on purpose), and the
+/// metadata's own checksum.
+#[cfg(feature = "testing")]
+#[doc(hidden)]
+pub fn snapshot_fix_checksum(dir: &Path, token: &str) -> Result<()> {
+    let path = root(dir).join(token).join("meta");
+    let mut meta = Meta::read(&path)?;
+    if let Some(snapshot) = &mut meta.snapshot {
+        let file = root(dir).join(&snapshot.token).join("snapshot");
+        let bytes = std::fs::read(&file).map_err(|source| Error::Io {
+            context: format!("reading {}", file.display()),
+            source,
+        })?;
+        snapshot.checksum = xxhash_rust::xxh3::xxh3_64(&bytes);
+    }
+    std::fs::write(&path, meta.encode()?)
+        .map_err(|source| Error::Io { context: format!("writing {}", path.display()), source })
+}
+
 /// A valid metadata file's bytes (a fuzzing seed).
 #[cfg(feature = "testing")]
 #[doc(hidden)]
