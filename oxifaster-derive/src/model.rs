@@ -230,7 +230,26 @@ fn enum_shape(
     derive: Derive,
     errors: &mut Errors,
 ) -> Option<Shape> {
-    let repr = reprs(&input.attrs).into_iter().find(|r| INT_REPRS.iter().any(|i| r == i));
+    let all = reprs(&input.attrs);
+    if let Some(other) =
+        all.iter().find(|r| ["usize", "isize", "u128", "i128"].iter().any(|i| *r == i))
+    {
+        errors.push(
+            other.span(),
+            format!(
+                "`#[repr({other})]` is not supported for `{}`: {}; use a fixed-width repr: \
+                 u8, u16, u32, u64, i8, i16, i32 or i64",
+                input.ident,
+                if other == "usize" || other == "isize" {
+                    "its size depends on the platform, and the stored bytes must not"
+                } else {
+                    "a 128-bit discriminant is not stored"
+                }
+            ),
+        );
+        return None;
+    }
+    let repr = all.into_iter().find(|r| INT_REPRS.iter().any(|i| r == i));
     let Some(repr) = repr else {
         errors.push(
             input.ident.span(),

@@ -32,7 +32,9 @@ use super::{CodecError, Key, Value};
     note = "fields of a fixed-size `#[derive(FasterValue)]` struct must be integers, floats, \
             arrays of them, or `#[repr(C)]` structs that derive `FasterValue` themselves",
     note = "`bool`, `char` and enums are not allowed there, because not every byte pattern is \
-            one of their values: store a `u8`, or make the struct variable-length"
+            one of their values: store a `u8` for a `bool` (or make the struct variable-length, \
+            where a `bool` may be), a `u32` for a `char`, and an enum's discriminant as \
+            an integer (`as u8`)"
 )]
 pub unsafe trait PodValue: Value + Copy {}
 
