@@ -100,6 +100,21 @@ impl Model {
                 None
             }
         };
+        // A fixed-size value is viewed as `&Self`: a `view` name would be
+        // silently unused.
+        if derive == Derive::Value
+            && let (Some(view), Some(Shape::Fixed { .. } | Shape::Enum { .. })) =
+                (&attrs.view, &shape)
+        {
+            errors.push(
+                view.span(),
+                format!(
+                    "`view` names the generated view of a variable-length value; `{}` is \
+                     fixed-size and is viewed as `&{}`: remove the `view` attribute",
+                    input.ident, input.ident
+                ),
+            );
+        }
         errors.finish()?;
         let krate = match attrs.krate {
             Some(path) => path.into_token_stream(),
