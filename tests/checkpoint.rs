@@ -2,6 +2,8 @@
 //! commit points, recovery is non-destructive, and bad checkpoints are
 //! named errors.
 
+mod common;
+
 use std::collections::BTreeMap;
 use std::path::Path;
 
@@ -345,7 +347,7 @@ fn sessions_closed_at_rest_are_forgotten_and_their_writes_kept() {
     assert_eq!(a.sessions.iter().map(|(id, _)| *id).collect::<Vec<_>>(), vec![live.id()]);
     let recovered: Store<u64, u64> = {
         let copy = tempfile::tempdir().expect("tempdir");
-        copy_store(dir.path(), copy.path());
+        common::copy_dir(dir.path(), copy.path());
         let store = builder(copy.path()).recover(&a.token).expect("recover");
         let mut session = store.start_session().expect("session");
         for key in 0..100u64 {
@@ -529,20 +531,6 @@ fn scan_log_walks_the_records_without_their_types() {
     })
     .expect("scan");
     assert_eq!(n, 10);
-}
-
-/// Copies a store directory (all but its lock file), to recover it while
-/// the original stays open.
-fn copy_store(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).expect("mkdir");
-    for entry in std::fs::read_dir(from).expect("ls").flatten() {
-        let target = to.join(entry.file_name());
-        if entry.path().is_dir() {
-            copy_store(&entry.path(), &target);
-        } else if entry.file_name() != "LOCK" {
-            std::fs::copy(entry.path(), target).expect("copy");
-        }
-    }
 }
 
 #[test]

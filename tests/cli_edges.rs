@@ -4,24 +4,16 @@
 //! that tells them apart (0 ok, 1 damage or a failed run, 2 a request that
 //! cannot be carried out), never a panic, a hang or a false "ok".
 
+mod common;
+
 use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Stdio};
+
+use common::{oxifaster, text};
 
 use oxifaster::Store;
 use oxifaster::checkpoint::CheckpointKind;
-
-fn oxifaster(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_oxifaster")).args(args).output().expect("run oxifaster")
-}
-
-fn text(output: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    )
-}
 
 fn make_store(dir: &Path) {
     let store = Store::<u64, u64>::builder()

@@ -6,24 +6,13 @@
 
 mod common;
 
+use common::{oxifaster, text};
+
 use std::path::Path;
-use std::process::{Command, Output};
 
 use oxifaster::Store;
 use oxifaster::checkpoint::{self, CheckpointKind};
 use oxifaster::device::{DEFAULT_SEGMENT_SIZE_BITS, FileDevice};
-
-fn oxifaster(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_oxifaster")).args(args).output().expect("run oxifaster")
-}
-
-fn text(output: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    )
-}
 
 /// A store of `String` keys and `u64` values with three checkpoints.
 fn make_store(dir: &Path) {

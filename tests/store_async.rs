@@ -3,6 +3,8 @@
 //! a handle to the store), reads and RMWs of records on disk await the
 //! device on the blocking pool, and concurrent async RMWs lose no update.
 
+mod common;
+
 use oxifaster::Store;
 use oxifaster::device::FileDevice;
 
@@ -100,7 +102,7 @@ async fn a_checkpoint_is_awaited_while_async_sessions_write() {
     let point = info.commit_point(id).cloned().unwrap_or_default();
     // The store keeps its directory locked while open: recover a copy.
     let copy = tempfile::tempdir().expect("tempdir");
-    copy_dir(dir.path(), copy.path());
+    common::copy_dir(dir.path(), copy.path());
     let recovered: Store<u64, u64> =
         Store::recover(copy.path(), info.token.as_str()).expect("recover");
     let mut session = recovered.start_session().expect("session");
@@ -109,17 +111,4 @@ async fn a_checkpoint_is_awaited_while_async_sessions_write() {
         sum += session.read_blocking(&k).expect("read").unwrap_or(0);
     }
     assert_eq!(sum, point.until - point.excluded.len() as u64);
-}
-
-/// Copies a directory tree (all but the lock file).
-fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
-    std::fs::create_dir_all(to).expect("mkdir");
-    for entry in std::fs::read_dir(from).expect("ls").flatten() {
-        let target = to.join(entry.file_name());
-        if entry.path().is_dir() {
-            copy_dir(&entry.path(), &target);
-        } else if entry.file_name() != "LOCK" {
-            std::fs::copy(entry.path(), target).expect("copy");
-        }
-    }
 }

@@ -1,5 +1,6 @@
 //! Helpers shared by the integration tests (each test crate that needs them
-//! declares `mod common;`).
+//! declares `mod common;`; each uses some of them).
+#![allow(dead_code)]
 
 use oxifaster::device::Device;
 
@@ -11,4 +12,35 @@ pub fn flip_bit<D: Device>(device: &D, address: u64, bit: u8) {
     byte[0] ^= 1 << bit;
     device.write_at(address, &byte).expect("write");
     device.sync().expect("sync");
+}
+
+/// Runs the `oxifaster` tool with `args`.
+pub fn oxifaster(args: &[&str]) -> std::process::Output {
+    std::process::Command::new(env!("CARGO_BIN_EXE_oxifaster"))
+        .args(args)
+        .output()
+        .expect("run oxifaster")
+}
+
+/// A run's stdout and stderr, for assertions and their messages.
+pub fn text(output: &std::process::Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    )
+}
+
+/// Copies a store directory (all but its lock file), to recover it while
+/// the original stays open.
+pub fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
+    std::fs::create_dir_all(to).expect("mkdir");
+    for entry in std::fs::read_dir(from).expect("ls").flatten() {
+        let target = to.join(entry.file_name());
+        if entry.path().is_dir() {
+            copy_dir(&entry.path(), &target);
+        } else if entry.file_name() != "LOCK" {
+            std::fs::copy(entry.path(), target).expect("copy");
+        }
+    }
 }

@@ -392,25 +392,33 @@ pub(crate) fn recover<K: Key, V: Value, D: Device>(
     // The record shape too: a fixed-size type's records are read back with
     // its fixed size, so it must be the size they were written with (a
     // hand-written `Layout` may match while `FIXED_SIZE` does not).
-    let stored_shape = (meta.key_size.map(|n| n as usize), meta.value_size.map(|n| n as usize));
-    if stored_shape.0 != K::FIXED_KEY_SIZE {
-        return Err(Error::LayoutMismatch {
-            what: "key size",
-            stored: format!("{:?}", stored_shape.0),
-            stored_fingerprint: meta.key_fingerprint,
-            opened: format!("{:?}", K::FIXED_KEY_SIZE),
-            opened_fingerprint: K::key_layout_fingerprint(),
-        });
-    }
-    if stored_shape.1 != V::FIXED_SIZE {
-        return Err(Error::LayoutMismatch {
-            what: "value size",
-            stored: format!("{:?}", stored_shape.1),
-            stored_fingerprint: meta.value_fingerprint,
-            opened: format!("{:?}", V::FIXED_SIZE),
-            opened_fingerprint: V::layout_fingerprint(),
-        });
-    }
+    let check_size = |what, stored: Option<u32>, stored_fp, opened: Option<usize>, opened_fp| {
+        let stored = stored.map(|n| n as usize);
+        if stored == opened {
+            return Ok(());
+        }
+        Err(Error::LayoutMismatch {
+            what,
+            stored: format!("{stored:?}"),
+            stored_fingerprint: stored_fp,
+            opened: format!("{opened:?}"),
+            opened_fingerprint: opened_fp,
+        })
+    };
+    check_size(
+        "key size",
+        meta.key_size,
+        meta.key_fingerprint,
+        K::FIXED_KEY_SIZE,
+        K::key_layout_fingerprint(),
+    )?;
+    check_size(
+        "value size",
+        meta.value_size,
+        meta.value_fingerprint,
+        V::FIXED_SIZE,
+        V::layout_fingerprint(),
+    )?;
 
     // The index.
     let index_path = root(dir).join(&meta.index.token).join("index");
