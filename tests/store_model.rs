@@ -9,9 +9,10 @@
 use std::collections::BTreeMap;
 use std::fmt::Debug;
 
+use oxifaster::StoreBuilder;
 use oxifaster::device::{Device, FileDevice, MemoryDevice};
 use oxifaster::record::{Key, Merge, Value};
-use oxifaster::store::{CompletedOp, ReadStatus, RmwStatus, Session, Store, StoreBuilder};
+use oxifaster::store::{CompletedOp, ReadStatus, RmwStatus, Session, Store};
 use oxifaster::{FasterKey, FasterValue};
 use oxifaster_cli::workload::Rng;
 

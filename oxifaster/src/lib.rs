@@ -91,6 +91,8 @@ macro_rules! internal_mod {
 
 pub mod address;
 pub mod checkpoint;
+pub mod config;
+mod cpr;
 pub mod device;
 internal_mod!(
     mod epoch;
@@ -114,12 +116,11 @@ internal_mod!(
     mod sync;
 );
 
+pub use config::{StoreBuilder, StoreConfig};
 pub use error::{Error, Result};
 pub use oxifaster_derive::{FasterKey, FasterValue};
 pub use record::{Key, Merge, Value};
-pub use store::{
-    CloseReport, FasterKv, IndexStats, LogRegions, Session, Store, StoreBuilder, StoreConfig,
-};
+pub use store::{CloseReport, FasterKv, IndexStats, LogRegions, Session, Store};
 
 // A store is shared across threads; a session moves to one.
 const _: () = {

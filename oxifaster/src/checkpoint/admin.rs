@@ -5,7 +5,9 @@
 use std::path::Path;
 
 use super::meta::Meta;
-use super::{CheckpointInfo, CheckpointKind, CheckpointToken, recover, root};
+#[cfg(any(test, feature = "testing"))]
+use super::walk;
+use super::{CheckpointInfo, CheckpointKind, CheckpointToken, root};
 use crate::device::Device;
 #[cfg(any(test, feature = "testing"))]
 use crate::record::{Key, Value};
@@ -45,13 +47,13 @@ pub fn list(dir: impl AsRef<Path>) -> Result<Vec<CheckpointInfo>> {
 
 /// The token of the newest recoverable checkpoint in `dir`.
 pub fn latest_token(dir: impl AsRef<Path>) -> Result<String> {
-    recover::latest(dir.as_ref())
+    super::verify::latest(dir.as_ref())
 }
 
 /// Checks a checkpoint's metadata and files (index checksum, snapshot
 /// checksum) without recovering it.
 pub fn verify(dir: impl AsRef<Path>, token: &str) -> Result<CheckpointInfo> {
-    recover::verify(dir.as_ref(), token)
+    super::verify::verify(dir.as_ref(), token)
 }
 
 /// Walks the records of one log page image at `address` as recovery does;
@@ -64,7 +66,7 @@ pub(crate) fn walk_page<K: Key, V: Value>(
 ) -> Result<usize> {
     let format = crate::store::record::RecordFormat::<K, V>::shape();
     let mut records = 0;
-    recover::for_each_record(&format, page, address, page_size, |_, _, _, _| records += 1)?;
+    walk::for_each_record(&format, page, address, page_size, |_, _, _, _| records += 1)?;
     Ok(records)
 }
 
@@ -101,7 +103,7 @@ pub fn scan_log<D: Device>(
     device: &D,
     f: impl FnMut(RawRecord) -> bool,
 ) -> Result<()> {
-    recover::scan_log(dir.as_ref(), token, device, f)
+    super::verify::scan_log(dir.as_ref(), token, device, f)
 }
 
 /// What [`verify_log`] found.
@@ -129,7 +131,7 @@ pub fn verify_log<D: Device>(
     token: &str,
     device: &D,
 ) -> Result<LogVerification> {
-    recover::verify_log(dir.as_ref(), token, device)
+    super::verify::verify_log(dir.as_ref(), token, device)
 }
 
 /// Deletes one checkpoint.

@@ -6,7 +6,7 @@ use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
-use super::io::{CheckpointFile, CheckpointIo, RealFile, RealIo};
+use crate::cpr::{CheckpointFile, CheckpointIo, RealFile, RealIo};
 use crate::device::{CrashClock, CrashMode};
 
 #[derive(Debug, Clone)]

@@ -15,7 +15,8 @@ use std::path::Path;
 use rkyv::rancor;
 use rkyv::util::AlignedVec;
 
-use super::io::CheckpointIo;
+use crate::cpr::{CheckpointInfo, CheckpointKind, CheckpointToken, CommitPoint};
+use crate::cpr::{CheckpointIo, IndexRef, SnapshotRef};
 use crate::{Error, Result};
 
 const MAGIC: &[u8; 8] = b"OXFMETA\0";
@@ -31,30 +32,6 @@ pub(crate) struct SessionPoint {
     pub(crate) id: u64,
     pub(crate) until: u64,
     pub(crate) excluded: Vec<u64>,
-}
-
-/// Where the index checkpoint a log checkpoint builds on is.
-#[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize, Debug, Clone, PartialEq, Eq)]
-pub(crate) struct IndexRef {
-    /// The checkpoint directory that holds the `index` file.
-    pub(crate) token: String,
-    pub(crate) log_start: u64,
-    pub(crate) log_end: u64,
-    pub(crate) table_size: u64,
-}
-
-/// The part of the log a snapshot checkpoint wrote to its own file.
-#[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize, Debug, Clone, PartialEq, Eq)]
-pub(crate) struct SnapshotRef {
-    /// The checkpoint directory holding the `snapshot` file (the
-    /// checkpoint's own, or for an incremental snapshot its base's).
-    pub(crate) token: String,
-    /// The log address of the file's first byte (a page boundary).
-    pub(crate) from: u64,
-    /// The file's length: it ends at the (base) checkpoint's final address.
-    pub(crate) len: u64,
-    /// XXH3-64 of the file.
-    pub(crate) checksum: u64,
 }
 
 /// What an incremental snapshot wrote on top of its base snapshot: the log
@@ -248,6 +225,38 @@ pub(crate) fn sample() -> Meta {
     }
 }
 
+impl CheckpointInfo {
+    /// What `meta` describes; `None` for an unknown kind.
+    pub(crate) fn from_meta(meta: &Meta) -> Option<Self> {
+        Some(Self {
+            token: CheckpointToken::from_stored(meta.token.clone()),
+            version: meta.version,
+            kind: CheckpointKind::from_code(meta.kind)?,
+            final_address: meta.final_address,
+            log_start: meta.index.log_start,
+            sessions: meta
+                .sessions
+                .iter()
+                .map(|s| (s.id, CommitPoint { until: s.until, excluded: s.excluded.clone() }))
+                .collect(),
+            index_token: meta.index.token.clone(),
+            snapshot_token: meta.snapshot.as_ref().map(|s| s.token.clone()),
+            created_unix_ms: meta.created_unix_ms,
+            key_type: meta.key_type.clone(),
+            key_fingerprint: meta.key_fingerprint,
+            value_type: meta.value_type.clone(),
+            value_fingerprint: meta.value_fingerprint,
+            key_size: meta.key_size,
+            value_size: meta.value_size,
+            page_size_bits: meta.page_size_bits,
+            table_size: meta.index.table_size,
+            begin_address: meta.begin_address,
+            snapshot_from: meta.snapshot.as_ref().map(|s| s.from),
+            gaps: meta.gaps.iter().map(|g| (g.from, g.to)).collect(),
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -257,7 +266,7 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("meta");
         let meta = sample();
-        write_atomic(&super::super::RealIo, &path, &meta.encode().expect("encode")).expect("write");
+        write_atomic(&crate::cpr::RealIo, &path, &meta.encode().expect("encode")).expect("write");
         assert_eq!(Meta::read(&path).expect("read"), meta);
         let good = std::fs::read(&path).expect("read");
         for bit in 0..good.len() * 8 {

@@ -18,7 +18,7 @@
 //!   [`FileDevice::open_direct`] writes whole blocks with `O_DIRECT`.
 //! - [`MemoryDevice`]: an in-memory device for tests.
 //! - [`NullDevice`]: discards writes; reads fail. For pure in-memory use.
-//! - [`FaultDevice`]: for tests; simulates power loss (unsynced writes
+//! - `FaultDevice` (with the `testing` feature): for tests; simulates power loss (unsynced writes
 //!   dropped, kept or torn) at a chosen operation.
 //! - `IoUringDevice` (Linux, feature `io_uring`): the file layout of
 //!   `FileDevice`, with I/O submitted through io_uring so that a batch of

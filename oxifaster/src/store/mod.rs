@@ -1,6 +1,6 @@
 //! `Store<K, V>`: the typed concurrent key-value store.
 //!
-//! A store is a [`HashIndex`] in front of a [`HybridLog`]. Each key's
+//! A store is a hash index in front of a hybrid log. Each key's
 //! records form a chain through their previous addresses, newest first; the
 //! index entry of the key's (bucket, tag) points at the newest record of the
 //! chain. Operations run in a [`Session`], one thread at a time, under epoch
@@ -23,23 +23,24 @@
 //! address the operation started from; a failed CAS marks the new record
 //! invalid and retries the operation, so concurrent updates are never lost.
 
-pub(crate) mod cpr;
 pub(crate) mod disk;
 pub(crate) mod record;
 mod session;
 
-pub use cpr::CommitPoint;
+pub use crate::cpr::CommitPoint;
 pub use session::{Completed, CompletedOp, OpError, ReadStatus, RmwStatus, Session};
 
 use std::marker::PhantomData;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
 
-use crate::device::{DEFAULT_SEGMENT_SIZE_BITS, Device, FileDevice};
+use crate::cpr;
+use crate::device::{Device, FileDevice};
 use crate::epoch::{DEFAULT_MAX_PARTICIPANTS, Epoch};
 use crate::hlog::{HybridLog, LogGeometry};
 use crate::index::HashIndex;
+use crate::lock::LockFile;
 use crate::record::{Key, Value};
 use crate::{Error, Result};
 
@@ -49,7 +50,7 @@ use record::RecordFormat;
 pub const DEFAULT_CHECKPOINT_INTERVAL: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// The configuration of a store. Every field has a default; see the setters
-/// of [`StoreBuilder`] for units and defaults.
+/// of [`StoreBuilder`](crate::StoreBuilder) for units and defaults.
 #[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct StoreConfig {
@@ -68,11 +69,11 @@ pub struct StoreConfig {
     /// The most sessions open at once. Default 128.
     pub max_sessions: usize,
     /// Called with the progress of checkpoints and recovery.
-    pub progress: Option<crate::checkpoint::ProgressFn>,
+    pub progress: Option<cpr::ProgressFn>,
     /// How checkpoint files are written (default: the real file system).
-    pub checkpoint_io: Option<crate::checkpoint::IoHandle>,
+    pub checkpoint_io: Option<cpr::IoHandle>,
     /// Called when a checkpoint is durable (the persistence callback).
-    pub on_checkpoint: Option<crate::checkpoint::CheckpointFn>,
+    pub on_checkpoint: Option<cpr::CheckpointFn>,
     /// The automatic checkpoint interval (`None`: off). Default 5 s.
     pub checkpoint_every: Option<std::time::Duration>,
     /// Whether closing takes a final checkpoint. Default true.
@@ -182,385 +183,6 @@ impl StoreConfig {
     }
 }
 
-/// Builds a [`Store<K, V>`]: `Store::<K, V>::builder()` returns one that
-/// already knows the key and value types, so `open()` builds exactly that
-/// store.
-pub struct StoreBuilder<K, V> {
-    config: StoreConfig,
-    types: PhantomData<fn(K, V)>,
-}
-
-impl<K, V> std::fmt::Debug for StoreBuilder<K, V> {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("StoreBuilder")
-            .field("key", &std::any::type_name::<K>())
-            .field("value", &std::any::type_name::<V>())
-            .field("config", &self.config)
-            .finish()
-    }
-}
-
-impl<K, V> Clone for StoreBuilder<K, V> {
-    fn clone(&self) -> Self {
-        Self { config: self.config.clone(), types: PhantomData }
-    }
-}
-
-impl<K: Key, V: Value> Default for StoreBuilder<K, V> {
-    fn default() -> Self {
-        Self { config: StoreConfig::default(), types: PhantomData }
-    }
-}
-
-impl<K: Key, V: Value> StoreBuilder<K, V> {
-    /// A builder with every default.
-    pub fn new() -> Self {
-        Self::default()
-    }
-
-    /// A builder over `config`.
-    pub fn from_config(config: StoreConfig) -> Self {
-        Self { config, types: PhantomData }
-    }
-
-    /// The same settings for a store of other key and value types (for
-    /// code that prepares a configuration before it knows the types).
-    pub fn for_types<K2: Key, V2: Value>(self) -> StoreBuilder<K2, V2> {
-        StoreBuilder { config: self.config, types: PhantomData }
-    }
-
-    /// Hash buckets, a power of two (default 2^20, 64 MiB of index). Aim
-    /// for one bucket per 4–8 keys.
-    pub fn table_size(mut self, buckets: u64) -> Self {
-        self.config.table_size = buckets;
-        self
-    }
-    /// Bytes of log memory (default 256 MiB), rounded down to a power of two
-    /// of pages; at least 4 pages.
-    pub fn log_memory_size_bytes(mut self, bytes: u64) -> Self {
-        self.config.log_memory_size_bytes = bytes;
-        self
-    }
-    /// log2 of the page size in bytes, 9..=30 (default 22, 4 MiB). A record
-    /// must fit in a page: this is the setting that raises the largest
-    /// record.
-    pub fn page_size_bits(mut self, bits: u32) -> Self {
-        self.config.page_size_bits = bits;
-        self
-    }
-    /// The fraction of log memory updated in place, 0.0..=1.0 (default 0.9);
-    /// at least one page is mutable and two are not.
-    pub fn mutable_fraction(mut self, fraction: f64) -> Self {
-        self.config.mutable_fraction = fraction;
-        self
-    }
-    /// The store directory (default: a temporary directory removed when the
-    /// store closes).
-    pub fn dir(mut self, dir: impl Into<PathBuf>) -> Self {
-        self.config.dir = Some(dir.into());
-        self
-    }
-    /// The most sessions open at once (default 128). Checkpoints have
-    /// their own epoch entries on top of these.
-    pub fn max_sessions(mut self, sessions: usize) -> Self {
-        self.config.max_sessions = sessions;
-        self
-    }
-    /// Takes a checkpoint every `interval` while anything changed, in the
-    /// background (default: every 5 s for a store in a directory of its
-    /// own; never for a temporary store). `None` turns the policy off:
-    /// then only [`Store::checkpoint`] and [`Store::close`] (and a clean
-    /// drop) make writes durable. See the crate's durability model.
-    pub fn checkpoint_every(mut self, interval: Option<std::time::Duration>) -> Self {
-        self.config.checkpoint_every = interval;
-        self
-    }
-    /// Whether [`Store::close`] and the drop of the last handle take a
-    /// final checkpoint when anything changed since the last one (default
-    /// true; only for a store in a directory).
-    pub fn checkpoint_on_close(mut self, enabled: bool) -> Self {
-        self.config.checkpoint_on_close = enabled;
-        self
-    }
-    /// How many automatic checkpoints the background policy keeps (default
-    /// 2, at least 1): after each one it deletes older checkpoints that no
-    /// kept one needs. Checkpoints taken by hand are pruned only by
-    /// [`crate::checkpoint::retain`].
-    pub fn keep_checkpoints(mut self, keep: usize) -> Self {
-        self.config.keep_checkpoints = keep;
-        self
-    }
-    /// The most operations one session may hold parked at once (default
-    /// 65,536): a `read` or `rmw` that would park one more returns
-    /// [`Error::TooManyPending`]; `complete_pending` makes room. A parked
-    /// operation holds its key, its input and about 80 bytes.
-    pub fn max_pending(mut self, operations: usize) -> Self {
-        self.config.max_pending = operations;
-        self
-    }
-    /// Calls `f` with the progress (bytes done of bytes in the phase) of
-    /// every checkpoint and recovery phase.
-    pub fn on_progress(
-        mut self,
-        f: impl Fn(crate::checkpoint::Progress) + Send + Sync + 'static,
-    ) -> Self {
-        self.config.progress = Some(crate::checkpoint::ProgressFn(Arc::new(f)));
-        self
-    }
-    /// Calls `f` with every checkpoint once it is durable — FASTER's
-    /// persistence callback: each session's commit point is in it (see
-    /// [`crate::checkpoint::CheckpointInfo::commit_point`]). It runs on the
-    /// thread that ran the checkpoint; keep it short.
-    pub fn on_checkpoint(
-        mut self,
-        f: impl Fn(&crate::checkpoint::CheckpointInfo) + Send + Sync + 'static,
-    ) -> Self {
-        self.config.on_checkpoint = Some(crate::checkpoint::CheckpointFn(Arc::new(f)));
-        self
-    }
-    /// Writes checkpoint files through `io` (for fault injection in tests).
-    pub fn checkpoint_io(mut self, io: impl crate::checkpoint::CheckpointIo + 'static) -> Self {
-        self.config.checkpoint_io = Some(crate::checkpoint::IoHandle(Arc::new(io)));
-        self
-    }
-    /// The configuration so far.
-    pub fn config(&self) -> &StoreConfig {
-        &self.config
-    }
-
-    /// The configured directory, which must exist (recovery never
-    /// creates one).
-    fn require_dir(&self) -> Result<PathBuf> {
-        let dir = self.config.dir.clone().ok_or(Error::InvalidConfig {
-            what: "dir",
-            why: "recovery needs the store directory (set it with `dir`)".into(),
-        })?;
-        if !dir.exists() {
-            return Err(Error::NotAStore { path: dir, why: "it does not exist".into() });
-        }
-        Ok(dir)
-    }
-
-    /// Recovers the store in the configured directory from checkpoint
-    /// `token` (a [`CheckpointToken`](crate::checkpoint::CheckpointToken)
-    /// or its string). Settings the checkpoint fixes (page size, table
-    /// size) come from it; the others (log memory, sessions) from this
-    /// builder.
-    pub fn recover(self, token: impl AsRef<str>) -> Result<Store<K, V>> {
-        let dir = self.require_dir()?;
-        let lock = lock_store_dir(&dir)?;
-        let device = open_file_device(&dir)?;
-        let inner = crate::checkpoint::recover_store(self.config, device, &dir, token.as_ref())?;
-        Store::from_inner(inner, Some(lock), None)
-    }
-
-    /// Recovers from the newest intact checkpoint in the configured
-    /// directory: a checkpoint whose files or log pages turn out damaged
-    /// is skipped (logged, and listed by [`Store::skipped_checkpoints`])
-    /// and the next older one is tried.
-    pub fn recover_latest(self) -> Result<Store<K, V>> {
-        let dir = self.require_dir()?;
-        let lock = lock_store_dir(&dir)?;
-        self.recover_latest_locked(dir, lock)
-    }
-
-    fn recover_latest_locked(self, dir: PathBuf, lock: LockFile) -> Result<Store<K, V>> {
-        let inner = recover_newest_intact(&dir, |token| {
-            let device = open_file_device(&dir)?;
-            crate::checkpoint::recover_store(self.config.clone(), device, &dir, token)
-        })?;
-        Store::from_inner(inner, Some(lock), None)
-    }
-
-    /// Recovers from the newest intact checkpoint, with the log on the
-    /// device that `device` opens (called once per checkpoint tried; see
-    /// [`StoreBuilder::recover_latest`]).
-    pub fn recover_latest_with_device<D: Device>(
-        self,
-        mut device: impl FnMut() -> D,
-    ) -> Result<Store<K, V, D>> {
-        let dir = self.require_dir()?;
-        let lock = lock_store_dir(&dir)?;
-        let inner = recover_newest_intact(&dir, |token| {
-            crate::checkpoint::recover_store(self.config.clone(), device(), &dir, token)
-        })?;
-        Store::from_inner(inner, Some(lock), None)
-    }
-
-    /// Recovers with the log on `device` (checkpoint files in the
-    /// configured directory).
-    pub fn recover_with_device<D: Device>(
-        self,
-        device: D,
-        token: impl AsRef<str>,
-    ) -> Result<Store<K, V, D>> {
-        let dir = self.require_dir()?;
-        let lock = lock_store_dir(&dir)?;
-        let inner = crate::checkpoint::recover_store(self.config, device, &dir, token.as_ref())?;
-        Store::from_inner(inner, Some(lock), None)
-    }
-
-    /// Opens the store: in the configured directory, it **reopens** the
-    /// store there (recovering its newest intact checkpoint), starts a new
-    /// one if the directory is empty, new or holds a store that never
-    /// checkpointed, and refuses a directory that holds something else
-    /// ([`Error::NotAStore`]) or a store of other types
-    /// ([`Error::LayoutMismatch`]). Without a directory, the store lives
-    /// in a temporary directory removed when it closes.
-    pub fn open(self) -> Result<Store<K, V>> {
-        self.config.validate()?;
-        let Some(dir) = self.config.dir.clone() else {
-            let temp =
-                tempfile::Builder::new().prefix("oxifaster-").tempdir().map_err(|source| {
-                    Error::Io { context: "creating a temporary store directory".into(), source }
-                })?;
-            let dir = temp.path().to_path_buf();
-            let lock = lock_store_dir(&dir)?;
-            let mut config = self.config;
-            // Nothing outlives a temporary store: no durability policy.
-            config.checkpoint_every = None;
-            config.checkpoint_on_close = false;
-            let mut inner = StoreInner::new(config, open_file_device(&dir)?)?;
-            inner.dir = Some(dir);
-            return Store::from_inner(inner, Some(lock), Some(temp));
-        };
-        match classify_dir(&dir)? {
-            DirContents::Checkpointed => {
-                let lock = lock_store_dir(&dir)?;
-                self.recover_latest_locked(dir, lock)
-            }
-            DirContents::Empty | DirContents::UncheckpointedStore => {
-                let lock = lock_store_dir(&dir)?;
-                let inner = StoreInner::new(self.config, open_file_device(&dir)?)?;
-                Store::from_inner(inner, Some(lock), None)
-            }
-        }
-    }
-
-    /// Opens a new store on the given device (for a device other than
-    /// files in a directory: memory, null, fault-injecting). The
-    /// configured directory, if any, holds its checkpoints.
-    pub fn open_with_device<D: Device>(self, device: D) -> Result<Store<K, V, D>> {
-        let lock = match &self.config.dir {
-            Some(dir) => Some(lock_store_dir(dir)?),
-            None => None,
-        };
-        let inner = StoreInner::new(self.config, device)?;
-        Store::from_inner(inner, lock, None)
-    }
-}
-
-use crate::lock::LockFile;
-
-/// What a directory handed to `open` holds.
-enum DirContents {
-    /// Nothing (or it does not exist yet).
-    Empty,
-    /// A store's files, with at least one complete checkpoint.
-    Checkpointed,
-    /// A store's files without a checkpoint (it crashed or was dropped
-    /// before its first one): a new incarnation starts past its log.
-    UncheckpointedStore,
-}
-
-/// Whether `dir` holds nothing, a store, or something else (an error that
-/// names it).
-fn classify_dir(dir: &Path) -> Result<DirContents> {
-    let not_a_store = |why: String| Error::NotAStore { path: dir.to_path_buf(), why };
-    let entries = match std::fs::read_dir(dir) {
-        Ok(entries) => entries,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(DirContents::Empty),
-        Err(e) if e.kind() == std::io::ErrorKind::NotADirectory => {
-            return Err(not_a_store("it is a file, not a directory".into()));
-        }
-        Err(source) => {
-            return Err(Error::Io { context: format!("listing {}", dir.display()), source });
-        }
-    };
-    let mut store_files = false;
-    for entry in entries {
-        let entry = entry.map_err(|source| Error::Io {
-            context: format!("listing {}", dir.display()),
-            source,
-        })?;
-        let name = entry.file_name();
-        let name = name.to_string_lossy();
-        let is_segment = name
-            .strip_prefix("log.")
-            .is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()));
-        match &*name {
-            "LOCK" => {}
-            "checkpoints" => store_files = true,
-            "log" | "commit" => {
-                return Err(not_a_store("it holds a FasterLog (open it with FasterLog)".into()));
-            }
-            _ if is_segment => store_files = true,
-            other => {
-                return Err(not_a_store(format!(
-                    "it holds `{other}`, which is not a store file; use an empty directory"
-                )));
-            }
-        }
-    }
-    if !store_files {
-        return Ok(DirContents::Empty);
-    }
-    let any_checkpoint = crate::checkpoint::list(dir)?
-        .iter()
-        .any(|c| c.kind != crate::checkpoint::CheckpointKind::IndexOnly);
-    Ok(if any_checkpoint { DirContents::Checkpointed } else { DirContents::UncheckpointedStore })
-}
-
-fn lock_store_dir(dir: &Path) -> Result<LockFile> {
-    std::fs::create_dir_all(dir).map_err(|source| Error::Io {
-        context: format!("creating the store directory {}", dir.display()),
-        source,
-    })?;
-    LockFile::acquire(&dir.join("LOCK"))
-}
-
-fn open_file_device(dir: &Path) -> Result<FileDevice> {
-    FileDevice::open(dir, DEFAULT_SEGMENT_SIZE_BITS).map_err(|source| Error::Io {
-        context: format!("opening the log in {}", dir.display()),
-        source,
-    })
-}
-
-/// Recovers the newest checkpoint of `dir` that `recover` accepts, skipping
-/// (and reporting) damaged ones; any other error ends the search.
-fn recover_newest_intact<K: Key, V: Value, D: Device>(
-    dir: &Path,
-    mut recover: impl FnMut(&str) -> Result<StoreInner<K, V, D>>,
-) -> Result<StoreInner<K, V, D>> {
-    let candidates: Vec<String> = crate::checkpoint::list(dir)?
-        .into_iter()
-        .rev()
-        .filter(|c| c.kind != crate::checkpoint::CheckpointKind::IndexOnly)
-        .map(|c| c.token.to_string())
-        .collect();
-    if candidates.is_empty() {
-        return Err(Error::CheckpointNotFound { token: "(latest)".into(), dir: dir.to_path_buf() });
-    }
-    let mut skipped = Vec::new();
-    let mut last_error = None;
-    for token in candidates {
-        match recover(&token) {
-            Ok(inner) => {
-                *inner.checkpoints.skipped.lock().unwrap_or_else(|p| p.into_inner()) = skipped;
-                return Ok(inner);
-            }
-            Err(e) if e.is_damage() => {
-                tracing::warn!(%token, error = %e, "skipping a damaged checkpoint");
-                skipped.push((token, e.to_string()));
-                last_error = Some(e);
-            }
-            Err(e) => return Err(e),
-        }
-    }
-    Err(last_error
-        .unwrap_or(Error::CheckpointNotFound { token: "(latest)".into(), dir: dir.to_path_buf() }))
-}
-
 /// The shared state of a store: what sessions and a running checkpoint
 /// reach.
 pub(crate) struct StoreInner<K, V, D> {
@@ -575,7 +197,7 @@ pub(crate) struct StoreInner<K, V, D> {
     /// Every session's commit-point bookkeeping.
     pub(crate) sessions: cpr::Registry,
     /// Checkpoint bookkeeping (the running one, the last index checkpoint).
-    pub(crate) checkpoints: crate::checkpoint::Control,
+    pub(crate) checkpoints: cpr::Control,
     /// Sessions open now (at most `config.max_sessions`).
     pub(crate) open_sessions: std::sync::atomic::AtomicUsize,
     types: PhantomData<fn(K, V)>,
@@ -584,9 +206,9 @@ pub(crate) struct StoreInner<K, V, D> {
 impl<K: Key, V: Value, D: Device> StoreInner<K, V, D> {
     /// A new, empty store. On a device that already holds a log (a store
     /// directory opened instead of recovered), the new log starts past
-    /// everything on it and the version past every checkpoint in the
+    /// everything on it; `version` is past every checkpoint in the
     /// directory, so opening never overwrites what a checkpoint needs.
-    pub(crate) fn new(config: StoreConfig, device: D) -> Result<Self> {
+    pub(crate) fn new(config: StoreConfig, device: D, version: u32) -> Result<Self> {
         config.validate()?;
         let geometry = config.geometry()?;
         let index = HashIndex::new(config.table_size)?;
@@ -599,13 +221,32 @@ impl<K: Key, V: Value, D: Device> StoreInner<K, V, D> {
             let start = end.next_multiple_of(1u64 << geometry.page_bits);
             HybridLog::recovered(geometry, device, start, start)?
         };
-        let version = match &config.dir {
-            Some(dir) => crate::checkpoint::list(dir)?.iter().map(|c| c.version + 1).max(),
-            None => None,
-        };
-        let mut inner = Self::with_parts(config, index, log, version.unwrap_or(1))?;
+        let mut inner = Self::with_parts(config, index, log, version)?;
         inner.dir = inner.config.dir.clone();
         Ok(inner)
+    }
+
+    /// The store's write count and tail address now.
+    pub(crate) fn change_mark(&self) -> (u64, u64) {
+        (self.sessions.writes(), self.log.tail_address().raw())
+    }
+
+    /// Whether any write ran since the last checkpoint of this
+    /// incarnation started (or, before the first, since the store opened:
+    /// `Store::from_inner` records the mark then).
+    pub(crate) fn changed_since_checkpoint(&self) -> bool {
+        let started = *self.checkpoints.started_at.lock().unwrap_or_else(|p| p.into_inner());
+        started != Some(self.change_mark())
+    }
+
+    /// Makes the whole log durable on the device: read-only up to the
+    /// tail, written, synced.
+    pub(crate) fn flush_log(&self) -> Result<()> {
+        let handle = self.epoch.register()?;
+        let tail = self.log.tail_address();
+        let flushed = self.log.flush_durable(tail, &handle);
+        handle.unprotect();
+        flushed
     }
 
     /// A store over an index and a log (new or recovered) at `version`.
@@ -642,7 +283,7 @@ impl<K: Key, V: Value, D: Device> StoreInner<K, V, D> {
             dir: None,
             cpr: cpr::CprState::new(version),
             sessions: cpr::Registry::new(),
-            checkpoints: crate::checkpoint::Control::default(),
+            checkpoints: cpr::Control::default(),
             open_sessions: std::sync::atomic::AtomicUsize::new(0),
             types: PhantomData,
         })
@@ -698,21 +339,25 @@ impl<K: Key, V: Value, D: Device> std::fmt::Debug for Store<K, V, D> {
 pub struct CloseReport {
     /// The final checkpoint, if one was taken (nothing had changed, or the
     /// store has no directory, or the policy is off: `None`).
-    pub checkpoint: Option<crate::checkpoint::CheckpointToken>,
+    pub checkpoint: Option<cpr::CheckpointToken>,
     /// The log's tail address when it closed.
     pub tail_address: u64,
     /// How far the log was on the device when it closed.
     pub flushed_until_address: u64,
 }
 
+/// What closing a store does before its log is flushed, installed by the
+/// layer that opened it (the builder: stop the checkpoint policy, take the
+/// final checkpoint). It returns the final checkpoint's token, if any.
+pub(crate) type CloseHook = Box<dyn Fn() -> Result<Option<cpr::CheckpointToken>> + Send + Sync>;
+
 /// The open store: held by every [`Store`] handle and every [`Session`].
-/// Dropping the last one stops the checkpoint policy, takes the final
-/// checkpoint (if the store changed and the policy asks for it), waits for
-/// background checkpoints, then releases the directory's lock and removes
-/// a temporary directory (fields drop in order).
+/// Dropping the last one runs the close hook, waits for background
+/// checkpoints and flushes the log, then releases the directory's lock and
+/// removes a temporary directory (fields drop in order).
 pub(crate) struct OpenStore<K: Key, V: Value, D: Device> {
     pub(crate) inner: Arc<StoreInner<K, V, D>>,
-    auto: Mutex<Option<auto::AutoCheckpoint>>,
+    on_close: Option<CloseHook>,
     /// Set by `close`, which did the final work itself.
     closed: AtomicBool,
     /// The log's page writer: page flushes run here, never on a session's
@@ -723,24 +368,15 @@ pub(crate) struct OpenStore<K: Key, V: Value, D: Device> {
 }
 
 impl<K: Key, V: Value, D: Device> OpenStore<K, V, D> {
-    /// Stops the policy, takes the final checkpoint if due, and waits for
-    /// background checkpoints.
-    fn shut_down(&self) -> Result<Option<crate::checkpoint::CheckpointToken>> {
-        if let Some(auto) = self.auto.lock().unwrap_or_else(|p| p.into_inner()).take() {
-            auto.stop();
-        }
-        let inner = &self.inner;
-        inner.checkpoints.join_running();
-        let mut token = None;
-        if inner.config.checkpoint_on_close
-            && inner.dir.is_some()
-            && inner.log.check_poisoned().is_ok()
-            && inner.changed_since_checkpoint()
-        {
-            let info = inner.checkpoint_now(crate::checkpoint::CheckpointKind::FoldOver)?;
-            token = Some(info.token);
-        }
-        inner.flush_log()?;
+    /// Runs the close hook, waits for background checkpoints and flushes
+    /// the log.
+    fn shut_down(&self) -> Result<Option<cpr::CheckpointToken>> {
+        let token = match &self.on_close {
+            Some(hook) => hook()?,
+            None => None,
+        };
+        self.inner.checkpoints.join_running();
+        self.inner.flush_log()?;
         Ok(token)
     }
 }
@@ -756,67 +392,27 @@ impl<K: Key, V: Value, D: Device> Drop for OpenStore<K, V, D> {
     }
 }
 
-impl<K: Key, V: Value> Store<K, V> {
-    /// A builder with every default, for this key and value type.
-    ///
-    /// ```
-    /// use oxifaster::Store;
-    ///
-    /// // The builder carries the types: this is a Store<u64, u64>.
-    /// let store = Store::<u64, u64>::builder().log_memory_size_bytes(1 << 24).open()?;
-    /// let _: &Store<u64, u64> = &store;
-    /// # Ok::<(), oxifaster::Error>(())
-    /// ```
-    pub fn builder() -> StoreBuilder<K, V> {
-        StoreBuilder::default()
-    }
-
-    /// Opens the store in `dir` with the default configuration: reopens
-    /// the store there (its newest intact checkpoint), or starts a new one
-    /// in an empty or new directory (see [`StoreBuilder::open`]).
-    pub fn open(dir: impl AsRef<Path>) -> Result<Self> {
-        Self::builder().dir(dir.as_ref()).open()
-    }
-
-    /// Recovers the store in `dir` from checkpoint `token`, with the
-    /// default configuration (see [`StoreBuilder::recover`]).
-    pub fn recover(dir: impl AsRef<Path>, token: impl AsRef<str>) -> Result<Self> {
-        Self::builder().dir(dir.as_ref()).recover(token)
-    }
-
-    /// Recovers the store in `dir` from its newest intact checkpoint.
-    pub fn recover_latest(dir: impl AsRef<Path>) -> Result<Self> {
-        Self::builder().dir(dir.as_ref()).recover_latest()
-    }
-
-    /// Every complete checkpoint in `dir`, oldest first.
-    pub fn checkpoints(dir: impl AsRef<Path>) -> Result<Vec<crate::checkpoint::CheckpointInfo>> {
-        crate::checkpoint::list(dir)
-    }
-}
-
 impl<K: Key, V: Value, D: Device> Store<K, V, D> {
     /// The store over `inner`, holding its directory's lock (a second open
     /// or recovery of the directory, in this process or another, fails
     /// with [`Error::Locked`] while the store is open).
+    ///
+    /// `on_close` is called once with the shared state, after the page
+    /// writer started; the hook it returns runs when the store closes.
     pub(crate) fn from_inner(
         inner: StoreInner<K, V, D>,
         lock: Option<LockFile>,
         temp_dir: Option<tempfile::TempDir>,
+        on_close: impl FnOnce(&Arc<StoreInner<K, V, D>>) -> Result<Option<CloseHook>>,
     ) -> Result<Self> {
         *inner.checkpoints.started_at.lock().unwrap_or_else(|p| p.into_inner()) =
             Some(inner.change_mark());
         let inner = Arc::new(inner);
         let flusher = inner.log.start_flusher()?;
-        let auto = match (inner.config.checkpoint_every, &inner.dir) {
-            (Some(interval), Some(_)) if temp_dir.is_none() => {
-                Some(auto::AutoCheckpoint::start(inner.clone(), interval)?)
-            }
-            _ => None,
-        };
+        let on_close = on_close(&inner)?;
         let open = Arc::new(OpenStore {
             inner: inner.clone(),
-            auto: Mutex::new(auto),
+            on_close,
             closed: AtomicBool::new(false),
             _flusher: Some(flusher),
             _lock: lock,
@@ -879,7 +475,7 @@ impl<K: Key, V: Value, D: Device> Store<K, V, D> {
         self.inner.cpr.load().0
     }
 
-    /// Checkpoints that [`StoreBuilder::recover_latest`] (or `open`)
+    /// Checkpoints that [`StoreBuilder::recover_latest`](crate::StoreBuilder::recover_latest) (or `open`)
     /// skipped because they were damaged, newest first, with the reason.
     pub fn skipped_checkpoints(&self) -> Vec<(String, String)> {
         self.inner.checkpoints.skipped.lock().unwrap_or_else(|p| p.into_inner()).clone()
@@ -939,5 +535,3 @@ pub struct LogRegions {
 }
 
 pub use crate::index::IndexStats;
-
-pub(crate) mod auto;

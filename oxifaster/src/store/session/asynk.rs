@@ -7,9 +7,9 @@ use std::sync::Arc;
 
 use super::{PendingKind, PendingOp, ReadStatus, RmwStatus, Session};
 use crate::address::Address;
+use crate::cpr::SessionSlot;
 use crate::device::Device;
 use crate::record::{AlignedBytes, Key, Merge, Value};
-use crate::store::cpr::SessionSlot;
 use crate::{Error, Result};
 
 /// Takes a parked RMW out of its session's parked set when dropped (see

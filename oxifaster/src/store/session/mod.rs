@@ -15,11 +15,11 @@ use std::collections::VecDeque;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use super::cpr::{self, SessionSlot, is_newer, version_bits};
 use super::record::{RecordInfo, RecordPtr};
 use super::{StoreInner, record::RecordFormat};
 use crate::Result;
 use crate::address::Address;
+use crate::cpr::{self, SessionSlot, is_newer, version_bits};
 use crate::device::Device;
 use crate::epoch::EpochHandle;
 use crate::index::{EntrySlot, HashBucketEntry};

@@ -19,10 +19,10 @@ use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use super::StoreInner;
 use crate::checkpoint::CheckpointKind;
 use crate::device::Device;
 use crate::record::{Key, Value};
+use crate::store::StoreInner;
 use crate::{Error, Result};
 
 /// The running policy; [`AutoCheckpoint::stop`] ends it.

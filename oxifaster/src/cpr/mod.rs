@@ -1,4 +1,11 @@
-//! The session side of concurrent prefix recovery (CPR).
+//! Concurrent prefix recovery (CPR): the versions and phases sessions
+//! follow, their commit points, and the checkpoint vocabulary (kinds,
+//! tokens, callbacks, bookkeeping) that the store carries and the
+//! `checkpoint` layer above it fills in. This layer sits between the
+//! index and the store, so that the store never calls the checkpoint
+//! layer: it only holds these types.
+//!
+//! ## The session side
 //!
 //! The store has a version `v` (starting at 1) and a phase, packed in one
 //! atomic word. A checkpoint of version `v` captures, for every session,
@@ -58,6 +65,19 @@
 //! Versions live in 13 bits of each record header; they compare on a ring
 //! (see [`version_bits`]), which is sound while a log replay spans fewer
 //! than 4095 checkpoints.
+
+mod control;
+mod io;
+mod types;
+
+pub(crate) use control::{Busy, Control, IndexRef, SnapshotRef, Task};
+#[cfg(feature = "testing")]
+pub(crate) use io::RealFile;
+pub use io::{CheckpointFile, CheckpointIo, RealIo};
+pub(crate) use types::report;
+pub use types::{
+    CheckpointFn, CheckpointInfo, CheckpointKind, CheckpointToken, IoHandle, Progress, ProgressFn,
+};
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicU64, Ordering};

@@ -1,0 +1,408 @@
+//! The checkpoint state machine: the phases a checkpoint runs through
+//! (see the module documentation of `checkpoint`), on the thread that
+//! takes it.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use super::appender::Appender;
+use super::meta::{self, DeltaRef, Meta, SessionPoint};
+use super::root;
+use super::walk;
+
+use crate::address::Address;
+use crate::cpr::{
+    Busy, CheckpointInfo, CheckpointIo, CheckpointKind, CheckpointToken, IN_PROGRESS, IndexRef,
+    ProgressFn, REST, RealIo, SnapshotRef, WAIT_FLUSH, report,
+};
+use crate::device::Device;
+use crate::epoch::EpochHandle;
+use crate::record::{Key, Value};
+use crate::store::StoreInner;
+use crate::{Error, Result};
+
+/// Runs one epoch: bumps with an action and waits, unprotected (refreshing
+/// only to drain), until every session protected before the bump has
+/// refreshed.
+fn wait_epoch(handle: &EpochHandle<'_>) {
+    let done = Arc::new(AtomicBool::new(false));
+    let flag = done.clone();
+    handle.bump_with_action(move || flag.store(true, Ordering::Release));
+    let mut spins = 0u32;
+    while !done.load(Ordering::Acquire) {
+        handle.refresh();
+        handle.unprotect();
+        spins += 1;
+        if spins < 64 {
+            std::thread::yield_now();
+        } else {
+            std::thread::sleep(Duration::from_micros(50));
+        }
+    }
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
+}
+
+impl<K: Key, V: Value, D: Device> StoreInner<K, V, D> {
+    fn io(&self) -> &dyn CheckpointIo {
+        match &self.config.checkpoint_io {
+            Some(io) => &*io.0,
+            None => &RealIo,
+        }
+    }
+
+    fn checkpoint_dir(&self) -> Result<PathBuf> {
+        self.dir.as_ref().map(|d| root(d)).ok_or(Error::InvalidConfig {
+            what: "dir",
+            why: "checkpoints need a store directory".into(),
+        })
+    }
+
+    /// Claims the right to run the one checkpoint at a time.
+    pub(super) fn claim_checkpoint(&self) -> Result<CheckpointToken> {
+        let control = &self.checkpoints;
+        self.checkpoint_dir()?;
+        if control.busy.compare_exchange(false, true, Ordering::AcqRel, Ordering::Acquire).is_err()
+        {
+            let running = control.tasks.lock().unwrap_or_else(|p| p.into_inner());
+            let token = running
+                .iter()
+                .rev()
+                .find(|t| t.result.lock().unwrap_or_else(|p| p.into_inner()).is_none())
+                .map_or_else(
+                    || "(one taken on another thread)".to_string(),
+                    |t| t.token.to_string(),
+                );
+            return Err(Error::CheckpointInProgress { token });
+        }
+        Ok(CheckpointToken::new(self.cpr.load().0))
+    }
+
+    /// Takes a checkpoint on this thread (claiming it first).
+    pub(crate) fn checkpoint_now(&self, kind: CheckpointKind) -> Result<CheckpointInfo> {
+        let token = self.claim_checkpoint()?;
+        let _busy = Busy(&self.checkpoints.busy);
+        self.run_checkpoint(kind, &token)
+    }
+
+    /// Runs a whole checkpoint on this thread.
+    pub(super) fn run_checkpoint(
+        &self,
+        kind: CheckpointKind,
+        token: &CheckpointToken,
+    ) -> Result<CheckpointInfo> {
+        let span = tracing::info_span!("checkpoint", token = %token, ?kind);
+        let _enter = span.enter();
+        let progress = self.config.progress.clone();
+        let root = self.checkpoint_dir()?;
+        let dir = root.join(token.as_str());
+        let io =
+            |what: &str, source| Error::Io { context: format!("{what} {}", dir.display()), source };
+        self.io().create_dir_all(&dir).map_err(|e| io("creating", e))?;
+        meta::sync_dir(self.io(), &root)?;
+        *self.checkpoints.started_at.lock().unwrap_or_else(|p| p.into_inner()) =
+            Some(self.change_mark());
+        let handle = self.epoch.register()?;
+        let (version, phase) = self.cpr.load();
+        debug_assert_eq!(phase, REST);
+
+        // 1. The index.
+        let last_index =
+            self.checkpoints.last_index.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        let base = self.checkpoints.last_snapshot.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        // Without a base, an incremental snapshot is a full one.
+        let kind = match (kind, &base, &last_index) {
+            (CheckpointKind::IncrementalSnapshot, Some(_), Some(_)) => kind,
+            (CheckpointKind::IncrementalSnapshot, _, _) => CheckpointKind::Snapshot,
+            _ => kind,
+        };
+        let index = match (kind, last_index) {
+            (CheckpointKind::LogOnly | CheckpointKind::IncrementalSnapshot, Some(index)) => index,
+            _ => {
+                let _phase = tracing::info_span!("index").entered();
+                let log_start = self.log.tail_address().raw();
+                wait_epoch(&handle);
+                let total = self.index.table_size() * 64;
+                report(&progress, "index", 0, total);
+                let header = self.write_index(&dir.join("index"), log_start)?;
+                meta::sync_dir(self.io(), &dir)?;
+                report(&progress, "index", total, total);
+                IndexRef {
+                    token: token.as_str().into(),
+                    log_start: header.log_start,
+                    log_end: header.log_end,
+                    table_size: header.table_size,
+                }
+            }
+        };
+        let index_only = kind == CheckpointKind::IndexOnly;
+        let mut retired: Vec<u64> = Vec::new();
+        let (final_address, snapshot, delta, sessions, captured) = if index_only {
+            (index.log_end, None, None, Vec::new(), version)
+        } else {
+            // 2. The version change.
+            {
+                let _phase = tracing::info_span!("version_change", to = version + 1).entered();
+                self.cpr.store(version + 1, IN_PROGRESS);
+                wait_epoch(&handle);
+                self.cpr.store(version + 1, WAIT_FLUSH);
+            }
+            let slots = self.sessions.all();
+            // Closed before this point: their final commit point is in
+            // this checkpoint, so later ones need not list them.
+            retired = slots.iter().filter(|s| s.is_retired()).map(|s| s.id).collect();
+            let sessions: Vec<SessionPoint> = slots
+                .iter()
+                .map(|slot| {
+                    let point = slot.commit_point(version);
+                    SessionPoint { id: slot.id, until: point.until, excluded: point.excluded }
+                })
+                .collect();
+            // 3. The log. The store returns to rest whatever happens.
+            let written = match (kind, base) {
+                (CheckpointKind::Snapshot, _) => self
+                    .write_snapshot(&handle, &dir, token, &progress)
+                    .map(|(f, s)| (f, Some(s), None)),
+                (CheckpointKind::IncrementalSnapshot, Some(base)) => self
+                    .write_delta(&handle, &dir, &base, &progress)
+                    .map(|(f, d)| (f, Some(base.1.clone()), Some(d))),
+                _ => self.fold_over(&handle, &progress).map(|f| (f, None, None)),
+            };
+            handle.unprotect();
+            self.cpr.store(version + 1, REST);
+            let (final_address, snapshot, delta) = written?;
+            (final_address, snapshot, delta, sessions, version)
+        };
+
+        // 4. The metadata.
+        let _phase = tracing::info_span!("metadata").entered();
+        let meta = Meta {
+            token: token.as_str().into(),
+            version: captured,
+            kind: kind.code(),
+            key_type: std::any::type_name::<K>().into(),
+            key_fingerprint: K::key_layout_fingerprint(),
+            value_type: std::any::type_name::<V>().into(),
+            value_fingerprint: V::layout_fingerprint(),
+            key_size: K::FIXED_KEY_SIZE.map(|n| n as u32),
+            value_size: V::FIXED_SIZE.map(|n| n as u32),
+            page_size_bits: self.config.page_size_bits,
+            index: index.clone(),
+            begin_address: self.log.begin_address().raw(),
+            final_address,
+            gaps: {
+                let begin = self.log.begin_address().raw();
+                let gaps = self.checkpoints.gaps.lock().unwrap_or_else(|p| p.into_inner());
+                gaps.iter()
+                    .filter(|(_, to)| *to > begin)
+                    .map(|&(from, to)| meta::Gap { from: from.max(begin), to })
+                    .collect()
+            },
+            snapshot,
+            delta,
+            sessions,
+            next_session_id: self.sessions.next_id(),
+            created_unix_ms: now_ms(),
+        };
+        meta::write_atomic(self.io(), &dir.join("meta"), &meta.encode()?)?;
+        report(&progress, "metadata", 1, 1);
+        *self.checkpoints.last_index.lock().unwrap_or_else(|p| p.into_inner()) = Some(index);
+        self.sessions.forget(&retired);
+        if kind == CheckpointKind::Snapshot
+            && let Some(snapshot) = &meta.snapshot
+        {
+            *self.checkpoints.last_snapshot.lock().unwrap_or_else(|p| p.into_inner()) =
+                Some((captured, snapshot.clone()));
+        }
+        let info = CheckpointInfo::from_meta(&meta).ok_or(Error::CheckpointCorrupt {
+            path: dir.to_path_buf(),
+            what: "unknown kind".into(),
+        })?;
+        // The persistence callback: the checkpoint is durable.
+        if let Some(callback) = &self.config.on_checkpoint {
+            (callback.0)(&info);
+        }
+        Ok(info)
+    }
+
+    /// Dumps the index into `path` (synced).
+    fn write_index(&self, path: &Path, log_start: u64) -> Result<crate::index::IndexFileHeader> {
+        let io = |source| Error::Io { context: format!("writing {}", path.display()), source };
+        let file = self.io().create(path).map_err(io)?;
+        let mut out = std::io::BufWriter::with_capacity(1 << 20, Appender::new(file, true));
+        let (header, header_bytes) = self
+            .index
+            .write_checkpoint(&mut out, log_start, || self.log.tail_address().raw())
+            .map_err(io)?;
+        let mut appender = out.into_inner().map_err(|e| io(e.into_error()))?;
+        appender.finish().map_err(io)?;
+        let mut file = appender.file;
+        file.write_at(0, &header_bytes).map_err(io)?;
+        file.sync().map_err(io)?;
+        Ok(header)
+    }
+
+    /// Flushes the log up to its tail and syncs it; returns the final address.
+    fn fold_over(&self, handle: &EpochHandle<'_>, progress: &Option<ProgressFn>) -> Result<u64> {
+        let _phase = tracing::info_span!("fold_over").entered();
+        let final_address = self.log.tail_address();
+        let from = self.log.flushed_until_address().raw();
+        report(progress, "flush", 0, final_address.raw() - from);
+        self.log.flush_durable(final_address, handle)?;
+        handle.unprotect();
+        report(progress, "flush", final_address.raw() - from, final_address.raw() - from);
+        Ok(final_address.raw())
+    }
+
+    /// Calls `f` with the log's bytes in `[from, to)`, a page (or the part
+    /// of one in range) at a time: from memory where the page is still
+    /// there (with atomic loads: other records in it may be updated in place
+    /// meanwhile), else from the device (it was written before eviction).
+    fn copy_log(
+        &self,
+        handle: &EpochHandle<'_>,
+        from: u64,
+        to: u64,
+        mut f: impl FnMut(u64, &mut [u8]) -> Result<()>,
+    ) -> Result<()> {
+        let bits = self.config.page_size_bits;
+        let mut words = Vec::new();
+        let mut bytes = Vec::new();
+        let mut at = from;
+        while at < to {
+            let end = (((at >> bits) + 1) << bits).min(to);
+            let start = Address::new(at).ok_or(Error::LogFull)?;
+            let stop = Address::new(end).ok_or(Error::LogFull)?;
+            handle.refresh();
+            // Page 0's first bytes are reserved: the log's head starts past them.
+            let first = Address::new(at.max(crate::hlog::FIRST_ADDRESS)).ok_or(Error::LogFull)?;
+            if first >= self.log.head_address() {
+                // SAFETY: protected, and the page is at or above head
+                // (checked after protecting).
+                unsafe { self.log.copy_live(start, stop, &mut words) };
+                handle.unprotect();
+                bytes.clear();
+                bytes.extend(words.iter().flat_map(|w| w.to_le_bytes()));
+            } else {
+                handle.unprotect();
+                bytes.resize((end - at) as usize, 0);
+                self.log.read_from_device(start, &mut bytes)?;
+            }
+            f(at, &mut bytes)?;
+            at = end;
+        }
+        Ok(())
+    }
+
+    /// Copies the log above the flushed address into `dir/snapshot` and
+    /// syncs the log below it; returns the final address and the snapshot.
+    fn write_snapshot(
+        &self,
+        handle: &EpochHandle<'_>,
+        dir: &Path,
+        token: &CheckpointToken,
+        progress: &Option<ProgressFn>,
+    ) -> Result<(u64, SnapshotRef)> {
+        let _phase = tracing::info_span!("snapshot").entered();
+        let final_address = self.log.tail_address().raw();
+        // Every record below the final address is completely written.
+        wait_epoch(handle);
+        let page_size = 1u64 << self.config.page_size_bits;
+        // Sessions kept appending while we waited: the flush may have passed
+        // the final address (read before). The snapshot starts at the page
+        // of whichever is lower; the log below it is flushed (and synced
+        // below).
+        let from = self.log.flushed_until_address().raw().min(final_address) & !(page_size - 1);
+        let path = dir.join("snapshot");
+        let io = |source| Error::Io { context: format!("writing {}", path.display()), source };
+        let file = self.io().create(&path).map_err(io)?;
+        let mut out = std::io::BufWriter::with_capacity(1 << 20, Appender::new(file, false));
+        let mut hash = xxhash_rust::xxh3::Xxh3Default::new();
+        let total = final_address - from;
+        self.copy_log(handle, from, final_address, |at, bytes| {
+            hash.update(bytes);
+            out.write_all(bytes).map_err(io)?;
+            report(progress, "snapshot", at + bytes.len() as u64 - from, total);
+            Ok(())
+        })?;
+        let mut file = out.into_inner().map_err(|e| io(e.into_error()))?.file;
+        file.sync().map_err(io)?;
+        meta::sync_dir(self.io(), dir)?;
+        // The log below the snapshot must be durable too.
+        self.log.sync_device()?;
+        let snapshot =
+            SnapshotRef { token: token.as_str().into(), from, len: total, checksum: hash.digest() };
+        Ok((final_address, snapshot))
+    }
+
+    /// Writes `dir/delta` on top of the base snapshot `(version, base)`:
+    /// the log from the base's end to the final address, then every valid
+    /// record in the base's range of a version newer than the base's (by
+    /// CPR invariant 1, older records there cannot have changed), each as
+    /// `address u64 ‖ length u64 ‖ bytes`. Returns the final address.
+    fn write_delta(
+        &self,
+        handle: &EpochHandle<'_>,
+        dir: &Path,
+        (base_version, base): &(u32, SnapshotRef),
+        progress: &Option<ProgressFn>,
+    ) -> Result<(u64, DeltaRef)> {
+        let _phase = tracing::info_span!("incremental_snapshot").entered();
+        let final_address = self.log.tail_address().raw();
+        wait_epoch(handle);
+        let page_size = 1u64 << self.config.page_size_bits;
+        let base_end = base.from + base.len;
+        let path = dir.join("delta");
+        let io = |source| Error::Io { context: format!("writing {}", path.display()), source };
+        let file = self.io().create(&path).map_err(io)?;
+        let mut out = std::io::BufWriter::with_capacity(1 << 20, Appender::new(file, false));
+        let mut hash = xxhash_rust::xxh3::Xxh3Default::new();
+        let mut file_len = 0u64;
+        let mut write = |bytes: &[u8]| -> Result<()> {
+            hash.update(bytes);
+            file_len += bytes.len() as u64;
+            out.write_all(bytes).map_err(io)
+        };
+        let total = final_address - base.from;
+        self.copy_log(handle, base_end, final_address, |at, bytes| {
+            write(bytes)?;
+            report(progress, "snapshot", at + bytes.len() as u64 - base_end, total);
+            Ok(())
+        })?;
+        let mut changed = 0u64;
+        let shape = crate::store::record::RecordFormat::<K, V>::shape();
+        self.copy_log(handle, base.from, base_end, |at, bytes| {
+            let mut found = Vec::new();
+            walk::for_each_record(&shape, bytes, at, page_size, |address, record, info, _| {
+                if !info.is_invalid() && crate::cpr::is_newer(info.version(), *base_version) {
+                    found.push((address, record.to_vec()));
+                }
+            })?;
+            for (address, record) in found {
+                write(&address.to_le_bytes())?;
+                write(&(record.len() as u64).to_le_bytes())?;
+                write(&record)?;
+                changed += 1;
+            }
+            report(progress, "snapshot", final_address - base_end + at - base.from, total);
+            Ok(())
+        })?;
+        let mut file = out.into_inner().map_err(|e| io(e.into_error()))?.file;
+        file.sync().map_err(io)?;
+        meta::sync_dir(self.io(), dir)?;
+        report(progress, "snapshot", total, total);
+        let delta = DeltaRef {
+            from: base_end,
+            len: final_address - base_end,
+            changed,
+            file_len,
+            checksum: hash.digest(),
+        };
+        Ok((final_address, delta))
+    }
+}
