@@ -119,7 +119,7 @@ internal_mod!(
 pub use config::{StoreBuilder, StoreConfig};
 pub use error::{Error, Result};
 pub use oxifaster_derive::{FasterKey, FasterValue};
-pub use record::{Key, Merge, Value};
+pub use record::{Key, KeyArg, Merge, Value, ValueArg};
 pub use store::{CloseReport, FasterKv, IndexStats, LogRegions, Session, Store};
 
 // A store is shared across threads; a session moves to one.

@@ -37,6 +37,7 @@
 //! used, and bad bytes come back as a [`CodecError`] naming the type.
 
 mod aligned;
+mod arg;
 mod error;
 mod layout;
 pub mod merge;
@@ -48,6 +49,7 @@ mod sink;
 pub mod varlen;
 
 pub use aligned::AlignedBytes;
+pub use arg::{KeyArg, ValueArg};
 pub use error::CodecError;
 pub use layout::{FieldLayout, LAYOUT_FORMAT_VERSION, Layout, LayoutKind};
 pub use merge::Merge;

@@ -33,7 +33,7 @@ use std::marker::PhantomData;
 use std::sync::atomic::{AtomicU64, Ordering, fence};
 
 use crate::address::Address;
-use crate::record::{CodecError, Key, Value};
+use crate::record::{CodecError, Key, KeyArg, Value, ValueArg};
 
 const PREVIOUS_MASK: u64 = (1 << Address::BITS) - 1;
 const VERSION_SHIFT: u32 = 48;
@@ -229,12 +229,12 @@ impl<K: Key, V: Value> RecordFormat<K, V> {
     /// is an error (records of a fixed-size type are read back with the
     /// fixed size, so it must be the truth).
     #[inline(always)]
-    pub fn checked_lengths(
+    pub fn checked_lengths<Q: KeyArg<K> + ?Sized, W: ValueArg<V> + ?Sized>(
         &self,
-        key: &K,
-        value: Option<&V>,
+        key: &Q,
+        value: Option<&W>,
     ) -> Result<(usize, usize), CodecError> {
-        let key_len = key.key_size();
+        let key_len = key.key_arg_size();
         if let Some(fixed) = K::FIXED_KEY_SIZE
             && key_len != fixed
         {
@@ -245,7 +245,7 @@ impl<K: Key, V: Value> RecordFormat<K, V> {
             });
         }
         let value_len = match value {
-            Some(v) => v.encoded_size(),
+            Some(v) => v.value_arg_size(),
             None => return Ok((key_len, self.tombstone_value_len())),
         };
         if let Some(fixed) = V::FIXED_SIZE
@@ -382,12 +382,12 @@ impl<K: Key, V: Value> RecordPtr<K, V> {
     /// write is bounded by them, whatever the user's encoder does. An
     /// encoder that writes another number of bytes leaves the record
     /// marked invalid (never published) and is an error.
-    pub fn initialize(
+    pub fn initialize<Q: KeyArg<K> + ?Sized, W: ValueArg<V> + ?Sized>(
         &self,
         info: RecordInfo,
-        key: &K,
+        key: &Q,
         key_len: usize,
-        value: Option<&V>,
+        value: Option<&W>,
         value_len: usize,
     ) -> Result<(), CodecError> {
         if !self.format.atomic_value() {
@@ -402,7 +402,7 @@ impl<K: Key, V: Value> RecordPtr<K, V> {
         let key_dst = unsafe {
             std::slice::from_raw_parts_mut(self.ptr.add(self.format.header_size()), pad8(key_len))
         };
-        let mut encoded = key.encode_key_into(&mut key_dst[..key_len]);
+        let mut encoded = key.encode_key_arg_into(&mut key_dst[..key_len]);
         key_dst[key_len..].fill(0);
         // SAFETY: as above, for the value.
         let value_dst =
@@ -410,7 +410,7 @@ impl<K: Key, V: Value> RecordPtr<K, V> {
         match value {
             Some(value) => {
                 if encoded.is_ok() {
-                    encoded = value.encode_into(&mut value_dst[..value_len]);
+                    encoded = value.encode_value_arg_into(&mut value_dst[..value_len]);
                 }
                 value_dst[value_len..].fill(0);
             }

@@ -9,7 +9,7 @@ use super::{PendingKind, PendingOp, ReadStatus, RmwStatus, Session};
 use crate::address::Address;
 use crate::cpr::SessionSlot;
 use crate::device::Device;
-use crate::record::{AlignedBytes, Key, Merge, Value};
+use crate::record::{AlignedBytes, Key, KeyArg, Merge, Value, ValueArg};
 use crate::{Error, Result};
 
 /// Takes a parked RMW out of its session's parked set when dropped (see
@@ -33,7 +33,7 @@ impl<K: Key, V: Value, D: Device> Session<K, V, D> {
     ///
     /// Cancel safety: dropping the future at its `.await` leaves nothing
     /// behind (no parked read, no epoch protection held).
-    pub async fn read_async(&mut self, key: &K) -> Result<Option<V>> {
+    pub async fn read_async<Q: KeyArg<K> + ?Sized>(&mut self, key: &Q) -> Result<Option<V>> {
         match self.read(key)? {
             ReadStatus::Found(value) => Ok(Some(value)),
             ReadStatus::NotFound => Ok(None),
@@ -48,12 +48,16 @@ impl<K: Key, V: Value, D: Device> Session<K, V, D> {
 
     /// Inserts or replaces `key`'s value (never waits for the device; the
     /// future completes on its first poll).
-    pub async fn upsert_async(&mut self, key: &K, value: &V) -> Result<()> {
+    pub async fn upsert_async<Q: KeyArg<K> + ?Sized, W: ValueArg<V> + ?Sized>(
+        &mut self,
+        key: &Q,
+        value: &W,
+    ) -> Result<()> {
         self.upsert(key, value)
     }
 
     /// Deletes `key` (never waits for the device).
-    pub async fn delete_async(&mut self, key: &K) -> Result<()> {
+    pub async fn delete_async<Q: KeyArg<K> + ?Sized>(&mut self, key: &Q) -> Result<()> {
         self.delete(key)
     }
 
@@ -65,7 +69,7 @@ impl<K: Key, V: Value, D: Device> Session<K, V, D> {
     /// published before the drop. Either way nothing stays parked and no
     /// later checkpoint lists it under `excluded`. An error leaves it
     /// unapplied too.
-    pub async fn rmw_async(&mut self, key: &K, input: &V) -> Result<()>
+    pub async fn rmw_async<Q: KeyArg<K> + ?Sized>(&mut self, key: &Q, input: &V) -> Result<()>
     where
         V: Merge + Clone,
     {

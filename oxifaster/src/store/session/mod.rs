@@ -23,7 +23,7 @@ use crate::cpr::{self, SessionSlot, is_newer, version_bits};
 use crate::device::Device;
 use crate::epoch::EpochHandle;
 use crate::index::{EntrySlot, HashBucketEntry};
-use crate::record::{AlignedBytes, Key, Merge, Value};
+use crate::record::{AlignedBytes, Key, KeyArg, Merge, Value, ValueArg};
 
 /// Merges `input` into the stored bytes in place: `Merge::in_place`, or for
 /// a fixed-size value whose `in_place` declines, its copy-update written back
@@ -412,7 +412,7 @@ impl<K: Key, V: Value, D: Device> Session<K, V, D> {
 
     /// Walks the chain from `from` for `key`'s newest record in memory.
     #[inline]
-    fn locate(&self, key: &K, from: Address) -> Location {
+    fn locate<Q: KeyArg<K> + ?Sized>(&self, key: &Q, from: Address) -> Location {
         let log = &self.store.log;
         let head = log.head_address();
         let mut address = from;
@@ -421,7 +421,7 @@ impl<K: Key, V: Value, D: Device> Session<K, V, D> {
             let record = unsafe { self.record(address) };
             let info = record.info();
             let (key_len, _) = record.lengths();
-            if !info.is_invalid() && key.matches(record.key_bytes(key_len)) {
+            if !info.is_invalid() && key.key_arg_matches(record.key_bytes(key_len)) {
                 return Location::Memory(address);
             }
             address = info.previous();
@@ -435,12 +435,12 @@ impl<K: Key, V: Value, D: Device> Session<K, V, D> {
 
     /// Appends a record and publishes it with a CAS of `slot` from the entry
     /// it held. Returns whether the CAS won.
-    fn append(
+    fn append<Q: KeyArg<K> + ?Sized, W: ValueArg<V> + ?Sized>(
         &mut self,
         slot: &EntrySlot<'_>,
         hash: u64,
-        key: &K,
-        value: Option<&V>,
+        key: &Q,
+        value: Option<&W>,
         tombstone: bool,
     ) -> Result<bool> {
         let format = self.format();
@@ -492,7 +492,7 @@ impl<K: Key, V: Value, D: Device> Session<K, V, D> {
 
     /// Reads `key`.
     #[inline(always)]
-    pub fn read(&mut self, key: &K) -> Result<ReadStatus<V>> {
+    pub fn read<Q: KeyArg<K> + ?Sized>(&mut self, key: &Q) -> Result<ReadStatus<V>> {
         let serial = self.next_serial();
         self.begin();
         let result = self.read_inner(key, serial);
@@ -501,9 +501,9 @@ impl<K: Key, V: Value, D: Device> Session<K, V, D> {
     }
 
     #[inline(always)]
-    fn read_inner(&mut self, key: &K, serial: u64) -> Result<ReadStatus<V>> {
+    fn read_inner<Q: KeyArg<K> + ?Sized>(&mut self, key: &Q, serial: u64) -> Result<ReadStatus<V>> {
         self.store.log.check_poisoned()?;
-        let hash = key.hash64();
+        let hash = key.key_arg_hash();
         let Some(slot) = self.store.index.find_entry(hash) else {
             return Ok(ReadStatus::NotFound);
         };
@@ -537,9 +537,9 @@ impl<K: Key, V: Value, D: Device> Session<K, V, D> {
     /// inlined read).
     #[cold]
     #[inline(never)]
-    fn park_read(
+    fn park_read<Q: KeyArg<K> + ?Sized>(
         &mut self,
-        key: &K,
+        key: &Q,
         hash: u64,
         serial: u64,
         address: Address,
@@ -550,7 +550,7 @@ impl<K: Key, V: Value, D: Device> Session<K, V, D> {
         self.pending.push_back(PendingOp {
             serial,
             hash,
-            key: key.key_to_aligned_bytes(),
+            key: key.key_arg_to_aligned_bytes(),
             address,
             kind: PendingKind::Read,
         });
@@ -576,12 +576,12 @@ impl<K: Key, V: Value, D: Device> Session<K, V, D> {
     /// session finish with this one (their results come from the next
     /// `complete_pending`), so a caller that retries a `Pending` read this
     /// way leaves nothing behind.
-    pub fn read_blocking(&mut self, key: &K) -> Result<Option<V>> {
+    pub fn read_blocking<Q: KeyArg<K> + ?Sized>(&mut self, key: &Q) -> Result<Option<V>> {
         if !self.pending.iter().any(|op| matches!(op.kind, PendingKind::Read)) {
             let decoded = self.read_with_inner(key, |bytes| bytes.map(V::decode).transpose())?;
             return Ok(decoded?);
         }
-        let key_bytes = key.key_to_aligned_bytes();
+        let key_bytes = key.key_arg_to_aligned_bytes();
         let same_key = |op: &PendingOp<V>| {
             matches!(op.kind, PendingKind::Read) && op.key.as_slice() == key_bytes.as_slice()
         };
@@ -607,7 +607,11 @@ impl<K: Key, V: Value, D: Device> Session<K, V, D> {
     /// `None`), doing any device I/O right away. Records in the immutable
     /// region are viewed where they lie; mutable records (which other
     /// sessions may update in place) are first copied consistently.
-    pub fn read_with<R>(&mut self, key: &K, f: impl FnOnce(Option<V::View<'_>>) -> R) -> Result<R> {
+    pub fn read_with<Q: KeyArg<K> + ?Sized, R>(
+        &mut self,
+        key: &Q,
+        f: impl FnOnce(Option<V::View<'_>>) -> R,
+    ) -> Result<R> {
         let viewed = self.read_with_inner(key, |bytes| match bytes {
             None => Ok(f(None)),
             Some(bytes) => V::view(bytes).map(|view| f(Some(view))),
@@ -615,7 +619,11 @@ impl<K: Key, V: Value, D: Device> Session<K, V, D> {
         Ok(viewed?)
     }
 
-    fn read_with_inner<R>(&mut self, key: &K, f: impl FnOnce(Option<&[u8]>) -> R) -> Result<R> {
+    fn read_with_inner<Q: KeyArg<K> + ?Sized, R>(
+        &mut self,
+        key: &Q,
+        f: impl FnOnce(Option<&[u8]>) -> R,
+    ) -> Result<R> {
         self.next_serial();
         self.begin();
         let result = self.read_with_protected(key, f);
@@ -623,9 +631,13 @@ impl<K: Key, V: Value, D: Device> Session<K, V, D> {
         result
     }
 
-    fn read_with_protected<R>(&mut self, key: &K, f: impl FnOnce(Option<&[u8]>) -> R) -> Result<R> {
+    fn read_with_protected<Q: KeyArg<K> + ?Sized, R>(
+        &mut self,
+        key: &Q,
+        f: impl FnOnce(Option<&[u8]>) -> R,
+    ) -> Result<R> {
         self.store.log.check_poisoned()?;
-        let hash = key.hash64();
+        let hash = key.key_arg_hash();
         let Some(slot) = self.store.index.find_entry(hash) else {
             return Ok(f(None));
         };
@@ -648,7 +660,7 @@ impl<K: Key, V: Value, D: Device> Session<K, V, D> {
             }
             Location::Disk(address) => {
                 self.handle.unprotect();
-                let key_bytes = key.key_to_aligned_bytes();
+                let key_bytes = key.key_arg_to_aligned_bytes();
                 let found = self.disk().find(&key_bytes, address)?;
                 match found {
                     Some(record) if !record.info.is_tombstone() => Ok(f(Some(&record.value))),
@@ -665,10 +677,14 @@ impl<K: Key, V: Value, D: Device> Session<K, V, D> {
     // an upsert-only loop ran at 5.6 Mops/s instead of 7.3 (1 M keys, one
     // thread, in memory), and the 50:50 mix lost 10%.
     #[inline(always)]
-    pub fn upsert(&mut self, key: &K, value: &V) -> Result<()> {
+    pub fn upsert<Q: KeyArg<K> + ?Sized, W: ValueArg<V> + ?Sized>(
+        &mut self,
+        key: &Q,
+        value: &W,
+    ) -> Result<()> {
         self.next_serial();
         self.begin();
-        let hash = key.hash64();
+        let hash = key.key_arg_hash();
         let fast = self.try_upsert_in_place(key, hash, value);
         if fast == FastPath::Done {
             self.end_write();
@@ -686,9 +702,9 @@ impl<K: Key, V: Value, D: Device> Session<K, V, D> {
     /// head is below the read-only address has no mutable record, so it is
     /// not walked.
     #[inline(always)]
-    fn live_mutable_record(
+    fn live_mutable_record<Q: KeyArg<K> + ?Sized>(
         &self,
-        key: &K,
+        key: &Q,
         hash: u64,
     ) -> std::result::Result<(RecordPtr<K, V>, usize, usize), FastPath> {
         if self.store.log.check_poisoned().is_err() {
@@ -735,24 +751,29 @@ impl<K: Key, V: Value, D: Device> Session<K, V, D> {
     /// `Fallback` having written nothing, and `upsert_inner`'s full
     /// protocol runs (its first branch is this same case).
     #[inline(always)]
-    fn try_upsert_in_place(&mut self, key: &K, hash: u64, value: &V) -> FastPath {
+    fn try_upsert_in_place<Q: KeyArg<K> + ?Sized, W: ValueArg<V> + ?Sized>(
+        &mut self,
+        key: &Q,
+        hash: u64,
+        value: &W,
+    ) -> FastPath {
         let (record, key_len, stored_len) = match self.live_mutable_record(key, hash) {
             Ok(found) => found,
             Err(fast) => return fast,
         };
-        if stored_len != value.encoded_size() {
+        if stored_len != value.value_arg_size() {
             return FastPath::Fallback;
         }
         if self.format().atomic_value() {
             let mut word = 0u64;
-            if value.encode_into(bytemuck::bytes_of_mut(&mut word)).is_err() {
+            if value.encode_value_arg_into(bytemuck::bytes_of_mut(&mut word)).is_err() {
                 return FastPath::Fallback;
             }
             record.store_atomic_value(key_len, word);
             return FastPath::Done;
         }
         if record.update_value(key_len, stored_len, &mut self.scratch, |bytes| {
-            value.encode_into(bytes).is_ok()
+            value.encode_value_arg_into(bytes).is_ok()
         }) {
             FastPath::Done
         } else {
@@ -763,9 +784,15 @@ impl<K: Key, V: Value, D: Device> Session<K, V, D> {
     /// The upsert protocol. `no_entry`: the caller's lookup of `hash` just
     /// found no index entry.
     #[inline(never)]
-    fn upsert_inner(&mut self, key: &K, hash: u64, value: &V, no_entry: bool) -> Result<()> {
+    fn upsert_inner<Q: KeyArg<K> + ?Sized, W: ValueArg<V> + ?Sized>(
+        &mut self,
+        key: &Q,
+        hash: u64,
+        value: &W,
+        no_entry: bool,
+    ) -> Result<()> {
         self.store.log.check_poisoned()?;
-        let value_len = value.encoded_size();
+        let value_len = value.value_arg_size();
         let mut no_entry = no_entry;
         loop {
             let slot = self.entry_for_attempt(hash, &mut no_entry);
@@ -789,7 +816,7 @@ impl<K: Key, V: Value, D: Device> Session<K, V, D> {
                 } else if !info.is_tombstone()
                     && stored_len == value_len
                     && record.update_value(key_len, stored_len, &mut self.scratch, |bytes| {
-                        value.encode_into(bytes).is_ok()
+                        value.encode_value_arg_into(bytes).is_ok()
                     })
                 {
                     return Ok(());
@@ -802,7 +829,7 @@ impl<K: Key, V: Value, D: Device> Session<K, V, D> {
     }
 
     /// Deletes `key` (a tombstone: reads then find nothing).
-    pub fn delete(&mut self, key: &K) -> Result<()> {
+    pub fn delete<Q: KeyArg<K> + ?Sized>(&mut self, key: &Q) -> Result<()> {
         self.next_serial();
         self.begin();
         let result = self.delete_inner(key);
@@ -810,9 +837,9 @@ impl<K: Key, V: Value, D: Device> Session<K, V, D> {
         result
     }
 
-    fn delete_inner(&mut self, key: &K) -> Result<()> {
+    fn delete_inner<Q: KeyArg<K> + ?Sized>(&mut self, key: &Q) -> Result<()> {
         self.store.log.check_poisoned()?;
-        let hash = key.hash64();
+        let hash = key.key_arg_hash();
         loop {
             let Some(slot) = self.store.index.find_entry(hash) else {
                 return Ok(());
@@ -834,7 +861,7 @@ impl<K: Key, V: Value, D: Device> Session<K, V, D> {
                     return Ok(());
                 }
             }
-            if self.append(&slot, hash, key, None, true)? {
+            if self.append(&slot, hash, key, None::<&V>, true)? {
                 return Ok(());
             }
         }
@@ -843,14 +870,14 @@ impl<K: Key, V: Value, D: Device> Session<K, V, D> {
     /// Read-modify-write: merges `input` into `key`'s value with
     /// `V::Merge`, or stores `Merge::initial(input)` if the key has none.
     #[inline(always)]
-    pub fn rmw(&mut self, key: &K, input: &V) -> Result<RmwStatus>
+    pub fn rmw<Q: KeyArg<K> + ?Sized>(&mut self, key: &Q, input: &V) -> Result<RmwStatus>
     where
         V: Merge + Clone,
     {
         let serial = self.next_serial();
         self.begin();
         let update = MergeUpdate(input);
-        let hash = key.hash64();
+        let hash = key.key_arg_hash();
         let fast = self.try_rmw_in_place(key, hash, &update);
         if fast == FastPath::Done {
             self.end_write();
@@ -867,7 +894,12 @@ impl<K: Key, V: Value, D: Device> Session<K, V, D> {
     /// nothing, and `rmw_core`'s full protocol runs (its first in-place
     /// branch is this same case).
     #[inline(always)]
-    fn try_rmw_in_place<U: RmwUpdate<V>>(&mut self, key: &K, hash: u64, update: &U) -> FastPath {
+    fn try_rmw_in_place<Q: KeyArg<K> + ?Sized, U: RmwUpdate<V>>(
+        &mut self,
+        key: &Q,
+        hash: u64,
+        update: &U,
+    ) -> FastPath {
         let (record, key_len, value_len) = match self.live_mutable_record(key, hash) {
             Ok(found) => found,
             Err(fast) => return fast,
@@ -889,28 +921,37 @@ impl<K: Key, V: Value, D: Device> Session<K, V, D> {
     /// a value on the device is read right away (the closure is not parked),
     /// so this never returns `Pending`. The closure may run more than once
     /// when other sessions race on the same key; only one result is stored.
-    pub fn rmw_with(&mut self, key: &K, update: impl Fn(Option<V>) -> V) -> Result<()> {
+    pub fn rmw_with<Q: KeyArg<K> + ?Sized>(
+        &mut self,
+        key: &Q,
+        update: impl Fn(Option<V>) -> V,
+    ) -> Result<()> {
         let serial = self.next_serial();
         self.begin();
-        let result = self.rmw_core(key, key.hash64(), &ClosureUpdate(update), serial, false);
+        let result = self.rmw_core(key, key.key_arg_hash(), &ClosureUpdate(update), serial, false);
         self.end_write();
         result.map(|_| ())
     }
 
     /// The whole RMW protocol with the derived merge.
-    fn rmw_inner(&mut self, key: &K, input: &V, serial: u64) -> Result<RmwStatus>
+    fn rmw_inner<Q: KeyArg<K> + ?Sized>(
+        &mut self,
+        key: &Q,
+        input: &V,
+        serial: u64,
+    ) -> Result<RmwStatus>
     where
         V: Merge + Clone,
     {
-        self.rmw_core(key, key.hash64(), &MergeUpdate(input), serial, false)
+        self.rmw_core(key, key.key_arg_hash(), &MergeUpdate(input), serial, false)
     }
 
     /// The RMW protocol, for any way of computing the new value.
     /// `no_entry`: the caller's lookup of `hash` just found no index entry.
     #[inline(never)]
-    fn rmw_core<U: RmwUpdate<V>>(
+    fn rmw_core<Q: KeyArg<K> + ?Sized, U: RmwUpdate<V>>(
         &mut self,
-        key: &K,
+        key: &Q,
         hash: u64,
         update: &U,
         serial: u64,
@@ -985,7 +1026,7 @@ impl<K: Key, V: Value, D: Device> Session<K, V, D> {
                         self.pending.push_back(PendingOp {
                             serial,
                             hash,
-                            key: key.key_to_aligned_bytes(),
+                            key: key.key_arg_to_aligned_bytes(),
                             address,
                             kind: PendingKind::Rmw { input, expected_entry: slot.entry.raw() },
                         });
@@ -995,7 +1036,7 @@ impl<K: Key, V: Value, D: Device> Session<K, V, D> {
                         // Read the old value now, unprotected while waiting.
                         let expected_entry = slot.entry.raw();
                         self.handle.unprotect();
-                        let found = self.disk().find(&key.key_to_aligned_bytes(), address);
+                        let found = self.disk().find(&key.key_arg_to_aligned_bytes(), address);
                         self.refresh_in_op();
                         let new_value = match found?.filter(|r| !r.info.is_tombstone()) {
                             Some(record) => update.copy_update(&record.value)?,
