@@ -84,6 +84,16 @@ pub enum MergeSpec {
     With(Path),
 }
 
+impl MergeSpec {
+    /// Where the attribute that asked for it is.
+    pub fn span(&self) -> Span {
+        match self {
+            Self::Kind(_, span) => *span,
+            Self::With(path) => syn::spanned::Spanned::span(path),
+        }
+    }
+}
+
 /// The struct-level attributes.
 #[derive(Default)]
 pub struct ContainerAttrs {

@@ -91,11 +91,21 @@ pub fn wrap(inner: TokenStream) -> TokenStream {
 /// The complete `#[derive(FasterKey)]` output.
 pub fn key_impl(model: &Model) -> TokenStream {
     let api = Api::new(model, Derive::Key);
-    let inner = match &model.shape {
+    let mut inner = match &model.shape {
         Shape::Fixed { fields } => pod_codec(model, &api, fields),
         Shape::VarLen { fields, .. } => varlen_codec(model, &api, fields, None),
         Shape::Enum { repr, variants } => enum_codec(model, &api, repr, variants),
     };
+    // A merge attribute means something only if the type is a value too.
+    let (k, ident) = (&model.krate, &model.ident);
+    for span in &model.key_merge_spans {
+        inner.extend(quote_spanned! {*span=>
+            const _: fn() = || {
+                fn __oxifaster_merge_needs_value<T: #k::__private::MergeNeedsValue>() {}
+                __oxifaster_merge_needs_value::<#ident>();
+            };
+        });
+    }
     wrap(inner)
 }
 

@@ -56,14 +56,22 @@ fn pod_merge(model: &Model, fields: &[Field]) -> TokenStream {
             let statements = fields.iter().map(|f| {
                 let m = &f.member;
                 match &f.merge {
+                    // Fields are `Copy` (plain old data); they are
+                    // cloned, not moved, so that a field that is not
+                    // (a variable-length struct nested by mistake) is
+                    // reported once, by the field's own bound, and not
+                    // again as a move out of a reference.
+                    MergeSpec::Kind(MergeKind::Replace, _) => {
+                        quote!(stored.#m = #core::clone::Clone::clone(&input.#m);)
+                    }
                     MergeSpec::Kind(kind, _) => {
                         let merged =
                             kind_expr(model, *kind, f, quote!(stored.#m), quote!(input.#m));
                         quote!(stored.#m = #merged;)
                     }
                     MergeSpec::With(path) => quote! {{
-                        let mut __oxifaster_field = stored.#m;
-                        #path(&mut __oxifaster_field, &{ input.#m });
+                        let mut __oxifaster_field = #core::clone::Clone::clone(&stored.#m);
+                        #path(&mut __oxifaster_field, &input.#m);
                         stored.#m = __oxifaster_field;
                     }},
                 }

@@ -62,6 +62,10 @@ pub struct Model {
     /// A struct-level `merge_with` function for the whole value.
     pub merge_with: Option<Path>,
     pub view: Ident,
+    /// Where merge attributes are, for a key derive (keys are never
+    /// merged: the type must derive `FasterValue` too for them to mean
+    /// anything; the generated code checks it).
+    pub key_merge_spans: Vec<Span>,
 }
 
 impl Model {
@@ -78,6 +82,12 @@ impl Model {
                 ),
             );
         }
+        let mut key_merge_spans = Vec::new();
+        if derive == Derive::Key
+            && let Some(spec) = &attrs.merge
+        {
+            key_merge_spans.push(spec.span());
+        }
         let (default_merge, merge_with) = match &attrs.merge {
             Some(MergeSpec::With(path)) => (None, Some(path.clone())),
             Some(spec @ MergeSpec::Kind(..)) => (Some(spec.clone()), None),
@@ -85,7 +95,14 @@ impl Model {
         };
         let shape = match &input.data {
             Data::Struct(data) => {
-                struct_shape(input, &data.fields, default_merge, derive, &mut errors)
+                let shape = struct_shape(input, &data.fields, default_merge, derive, &mut errors);
+                if derive == Derive::Key {
+                    for field in &data.fields {
+                        let field_attrs = FieldAttrs::parse(&field.attrs, &mut Errors::default());
+                        key_merge_spans.extend(field_attrs.merge.map(|m| m.span()));
+                    }
+                }
+                shape
             }
             Data::Enum(data) => enum_shape(input, data, &attrs, derive, &mut errors),
             Data::Union(data) => {
@@ -134,6 +151,7 @@ impl Model {
             }),
             merge_with,
             view,
+            key_merge_spans,
         })
     }
 
@@ -384,18 +402,28 @@ fn check_type(ty: &Type, top: bool, errors: &mut Errors) -> bool {
                 return false;
             };
             let name = last.ident.to_string();
-            let is_tail = match name.as_str() {
-                "Vec" | "String" => true,
-                "Box" => is_box_of_bytes(&last.arguments),
-                _ => false,
-            };
+            // Types are recognised by name (a derive cannot resolve them):
+            // only a bare name or the standard library's own path counts,
+            // so a type of the user's written as a path (`grid::Cell`,
+            // `crate::String`) is taken for what it is.
+            let standard = is_standard_path(&p.path, &name);
+            let generic = matches!(last.arguments, syn::PathArguments::AngleBracketed(_));
+            let is_tail = standard
+                && match name.as_str() {
+                    "Vec" => generic,
+                    "String" => true,
+                    "Box" => is_box_of_bytes(&last.arguments),
+                    _ => false,
+                };
             if is_tail {
                 if !top {
                     errors.push_spanned(ty, "a variable-length type cannot be an array element");
                 }
                 return top;
             }
-            if POINTER_TYPES.contains(&name.as_str()) {
+            // A pointer type of the standard library always has a type
+            // argument: a plain `Cell` is a type of the user's.
+            if standard && generic && POINTER_TYPES.contains(&name.as_str()) {
                 errors.push_spanned(
                     ty,
                     format!(
@@ -408,6 +436,17 @@ fn check_type(ty: &Type, top: bool, errors: &mut Errors) -> bool {
             false
         }
         _ => false,
+    }
+}
+
+/// Whether `path` names the standard type `name`: the bare name, or a path
+/// through `std`, `core` or `alloc` (`std::vec::Vec`, `::std::cell::Cell`).
+fn is_standard_path(path: &syn::Path, name: &str) -> bool {
+    let segments: Vec<String> = path.segments.iter().map(|s| s.ident.to_string()).collect();
+    match segments.as_slice() {
+        [only] => path.leading_colon.is_none() && only == name,
+        [root, .., last] => matches!(root.as_str(), "std" | "core" | "alloc") && last == name,
+        [] => false,
     }
 }
 

@@ -147,4 +147,14 @@ pub mod __private {
     pub use crate::record::varlen;
     pub use ::core;
     pub use ::std::{borrow::ToOwned, boxed::Box, string::String, vec, vec::Vec};
+
+    /// What a `merge` attribute on a `#[derive(FasterKey)]` type asks of
+    /// it: to be a value too (keys are never merged).
+    #[diagnostic::on_unimplemented(
+        message = "a `merge` attribute applies to values, and `{Self}` does not derive `FasterValue`",
+        label = "merge attribute on a key-only type",
+        note = "keys are never merged: derive `FasterValue` on `{Self}` too, or remove the attribute"
+    )]
+    pub trait MergeNeedsValue {}
+    impl<T: crate::Value> MergeNeedsValue for T {}
 }

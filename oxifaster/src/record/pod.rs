@@ -31,6 +31,8 @@ use super::{CodecError, Key, Value};
     label = "not plain old data",
     note = "fields of a fixed-size `#[derive(FasterValue)]` struct must be integers, floats, \
             arrays of them, or `#[repr(C)]` structs that derive `FasterValue` themselves",
+    note = "a struct with `String`, `Vec` or `Box<[u8]>` fields is variable-length and cannot be \
+            nested in another struct: move its fields into the outer struct",
     note = "`bool`, `char` and enums are not allowed there, because not every byte pattern is \
             one of their values: store a `u8` for a `bool` (or make the struct variable-length, \
             where a `bool` may be), a `u32` for a `char`, and an enum's discriminant as \
@@ -48,6 +50,8 @@ pub unsafe trait PodValue: Value + Copy {}
     label = "not plain old data",
     note = "fields of a fixed-size `#[derive(FasterKey)]` struct must be integers, arrays of \
             them, or `#[repr(C)]` structs that derive `FasterKey` themselves",
+    note = "a struct with `String`, `Vec` or `Box<[u8]>` fields is variable-length and cannot be \
+            nested in another struct: move its fields into the outer struct",
     note = "floats, `bool`, `char` and enums are not allowed there: store an integer instead"
 )]
 pub unsafe trait PodKey: Key + Copy {}

@@ -163,7 +163,10 @@ wide_tail_elems!(i8, u16, i16, u32, i32, u64, i64, f32, f64);
 #[diagnostic::on_unimplemented(
     message = "`{Self}` cannot be a variable-length field",
     label = "unsupported variable-length field type",
-    note = "variable-length fields may be `Vec<T>` of a primitive number, `String` or `Box<[u8]>`"
+    note = "variable-length fields may be `Vec<T>` of a primitive number, `String` or `Box<[u8]>`",
+    note = "the derive takes a field of a type named `String`, `Vec` or `Box` for the standard \
+            one; for a type of your own with such a name, write its path (`crate::String`, \
+            `types::Vec`)"
 )]
 pub trait Tail: Sized {
     /// The borrowed view of the field: `&[u8]`, `&str` or [`PodSlice`].
