@@ -122,7 +122,8 @@ fn write_seeds() {
         segment_bits: 20,
         cookie: b"term=2".to_vec(),
         iterators: [("apply".to_string(), 4096u64)].into(),
-        dropped: vec![(5000, 6000)],
+        dropped: vec![(5000, 6000)].into(),
+        spill: None,
     };
     let empty = oxifaster::log::commit::CommitRecord {
         page_bits: 12,

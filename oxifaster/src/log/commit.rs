@@ -14,7 +14,18 @@
 //!          | cookie len u32 | cookie
 //!          | iterator count u32 | (name len u16 | name (UTF-8) | position u64)*
 //!          | dropped-range count u32 | (from u64 | to u64)*
+//!          | spilled-range count u32 | spilled crc32c u32        (format 2)
+//! region:  (from u64 | to u64)*                                  (spilled ranges)
 //! ```
+//!
+//! Up to [`MAX_INLINE_DROPPED`] ranges dropped by `truncate_after` are
+//! kept in the record itself. A longer list (up to [`MAX_DROPPED`]) is
+//! *spilled*: written to a region of the commit device after the slots,
+//! one region per slot parity (`region_offset(seq % 2)`), before the
+//! record that names it (count and CRC-32C of the region's bytes). A commit
+//! writes only its own parity's slot and region, so the previous commit's
+//! record and ranges stay intact while it is written, as for the slots.
+//! Format 1 records (no spill fields) are still read.
 //!
 //! All integers are little-endian; the checksum covers the header (with the
 //! checksum field zero) and the payload. Every length is checked against
@@ -26,8 +37,8 @@ use std::collections::BTreeMap;
 /// must fit.
 pub const SLOT_SIZE: u64 = 64 * 1024;
 const MAGIC: &[u8; 8] = b"OXLOGCMT";
-/// The format version written and read.
-pub const FORMAT: u32 = 1;
+/// The format version written (1 and 2 are read).
+pub const FORMAT: u32 = 2;
 const HEADER: usize = 32;
 /// The largest commit cookie.
 pub const MAX_COOKIE: usize = 16 * 1024;
@@ -35,14 +46,35 @@ pub const MAX_COOKIE: usize = 16 * 1024;
 pub const MAX_NAME: usize = 64;
 /// The most named iterators.
 pub const MAX_ITERATORS: usize = 256;
+/// The most dropped ranges kept in the record itself; a longer list is
+/// spilled to the slot's region.
+pub const MAX_INLINE_DROPPED: usize = 1024;
+/// The size of one spill region.
+pub const REGION_SIZE: u64 = 16 << 20;
 /// The most ranges dropped by `truncate_after` that are still above the
-/// log's begin.
-pub const MAX_DROPPED: usize = 1024;
+/// log's begin (a region's worth: 1,048,576).
+pub const MAX_DROPPED: usize = (REGION_SIZE / 16) as usize;
 // With these limits every record fits its slot.
 const _: () = assert!(
-    (HEADER + 32 + MAX_COOKIE + MAX_ITERATORS * (2 + MAX_NAME + 8) + MAX_DROPPED * 16) as u64
+    (HEADER + 40 + MAX_COOKIE + MAX_ITERATORS * (2 + MAX_NAME + 8) + MAX_INLINE_DROPPED * 16)
+        as u64
         <= SLOT_SIZE
 );
+
+/// Where the spill region of records with commit number `seq` is on the
+/// commit device.
+pub fn region_offset(seq: u64) -> u64 {
+    2 * SLOT_SIZE + (seq % 2) * REGION_SIZE
+}
+
+/// A record's spilled ranges: how many, and the CRC-32C of their bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Spill {
+    /// The number of ranges in the region.
+    pub count: u32,
+    /// CRC-32C of the region's `count * 16` bytes.
+    pub crc: u32,
+}
 
 /// A committed state of the log.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -61,8 +93,13 @@ pub struct CommitRecord {
     pub cookie: Vec<u8>,
     /// Named iterators' positions.
     pub iterators: BTreeMap<String, u64>,
-    /// Ranges `[from, to)` dropped by `truncate_after`, in order.
-    pub dropped: Vec<(u64, u64)>,
+    /// Ranges `[from, to)` dropped by `truncate_after`, in order and
+    /// disjoint.
+    pub dropped: std::sync::Arc<[(u64, u64)]>,
+    /// Set by [`CommitRecord::decode`] when the ranges are in the slot's
+    /// region: [`CommitRecord::load_spill`] reads them into `dropped`.
+    /// (Ignored by `encode`, which spills by the length of `dropped`.)
+    pub spill: Option<Spill>,
 }
 
 /// Why a slot is not a valid commit record.
@@ -101,10 +138,27 @@ impl CommitRecord {
             p.extend_from_slice(name.as_bytes());
             p.extend_from_slice(&position.to_le_bytes());
         }
-        p.extend_from_slice(&(self.dropped.len() as u32).to_le_bytes());
-        for (from, to) in &self.dropped {
-            p.extend_from_slice(&from.to_le_bytes());
-            p.extend_from_slice(&to.to_le_bytes());
+        if self.dropped.len() > MAX_DROPPED {
+            return Err(format!(
+                "{} dropped ranges are more than the {MAX_DROPPED} a log keeps; truncate_until \
+                 past some first",
+                self.dropped.len()
+            ));
+        }
+        match self.spill_bytes() {
+            None => {
+                p.extend_from_slice(&(self.dropped.len() as u32).to_le_bytes());
+                for (from, to) in self.dropped.iter() {
+                    p.extend_from_slice(&from.to_le_bytes());
+                    p.extend_from_slice(&to.to_le_bytes());
+                }
+                p.extend_from_slice(&[0u8; 8]);
+            }
+            Some(spilled) => {
+                p.extend_from_slice(&0u32.to_le_bytes());
+                p.extend_from_slice(&(self.dropped.len() as u32).to_le_bytes());
+                p.extend_from_slice(&crc32c::crc32c(&spilled).to_le_bytes());
+            }
         }
         if (HEADER + p.len()) as u64 > SLOT_SIZE {
             return Err(format!(
@@ -127,8 +181,47 @@ impl CommitRecord {
         Ok(out)
     }
 
+    /// The bytes of the region this record spills its dropped ranges to
+    /// (`None`: they fit the record).
+    pub fn spill_bytes(&self) -> Option<Vec<u8>> {
+        if self.dropped.len() <= MAX_INLINE_DROPPED {
+            return None;
+        }
+        let mut bytes = Vec::with_capacity(self.dropped.len() * 16);
+        for (from, to) in self.dropped.iter() {
+            bytes.extend_from_slice(&from.to_le_bytes());
+            bytes.extend_from_slice(&to.to_le_bytes());
+        }
+        Some(bytes)
+    }
+
+    /// Reads the spilled ranges from `region` (the bytes at
+    /// `region_offset(self.seq)`, at least `spill.count * 16` of them),
+    /// checking them against the record.
+    pub fn load_spill(&mut self, region: &[u8]) -> Result<(), SlotError> {
+        let Some(spill) = self.spill else {
+            return Ok(());
+        };
+        let len = spill.count as usize * 16;
+        let bytes = region.get(..len).ok_or(SlotError::Corrupt("the spill region is short"))?;
+        if crc32c::crc32c(bytes) != spill.crc {
+            return Err(SlotError::Corrupt("the spilled ranges do not match their checksum"));
+        }
+        let mut r = Reader { bytes, at: 0 };
+        let mut dropped = Vec::with_capacity(spill.count as usize);
+        for _ in 0..spill.count {
+            dropped.push((r.u64()?, r.u64()?));
+        }
+        check_ranges(&dropped)?;
+        self.dropped = dropped.into();
+        self.spill = None;
+        Ok(())
+    }
+
     /// Decodes a slot's bytes (any length; bytes past the record are
     /// ignored). Never panics and allocates no more than `bytes.len()`.
+    /// A record whose ranges were spilled comes back with `spill` set and
+    /// `dropped` empty (see [`CommitRecord::load_spill`]).
     pub fn decode(bytes: &[u8]) -> Result<Self, SlotError> {
         if bytes.len() < HEADER || bytes[..HEADER].iter().all(|b| *b == 0) {
             return Err(SlotError::Empty);
@@ -179,21 +272,64 @@ impl CommitRecord {
             }
         }
         let count = r.u32()? as usize;
-        if count > MAX_DROPPED || count > r.remaining() / 16 {
+        if count > MAX_INLINE_DROPPED || count > r.remaining() / 16 {
             return Err(SlotError::Corrupt("the dropped-range count runs past the slot"));
         }
         let mut dropped = Vec::with_capacity(count);
         for _ in 0..count {
             dropped.push((r.u64()?, r.u64()?));
         }
-        if begin > committed || dropped.iter().any(|(f, t)| f >= t) {
+        let spill = match format {
+            1 => None,
+            _ => {
+                let spilled = r.u32()?;
+                let crc = r.u32()?;
+                match spilled {
+                    0 if crc == 0 => None,
+                    n if count == 0
+                        && n as usize > MAX_INLINE_DROPPED
+                        && n as usize <= MAX_DROPPED =>
+                    {
+                        Some(Spill { count: n, crc })
+                    }
+                    _ => return Err(SlotError::Corrupt("the spilled-range count is out of range")),
+                }
+            }
+        };
+        if r.remaining() != 0 {
+            return Err(SlotError::Corrupt("bytes after the record's fields"));
+        }
+        if begin > committed {
             return Err(SlotError::Corrupt("inconsistent addresses"));
         }
+        check_ranges(&dropped)?;
         if !(9..=30).contains(&page_bits) || !(page_bits..=40).contains(&segment_bits) {
             return Err(SlotError::Corrupt("page or segment size out of range"));
         }
-        Ok(Self { seq, begin, committed, page_bits, segment_bits, cookie, iterators, dropped })
+        Ok(Self {
+            seq,
+            begin,
+            committed,
+            page_bits,
+            segment_bits,
+            cookie,
+            iterators,
+            dropped: dropped.into(),
+            spill,
+        })
     }
+}
+
+/// Checks that dropped ranges are non-empty, in order and disjoint.
+fn check_ranges(ranges: &[(u64, u64)]) -> Result<(), SlotError> {
+    let mut previous_end = 0;
+    for &(from, to) in ranges {
+        if from >= to || from < previous_end {
+            return Err(SlotError::Corrupt("inconsistent addresses"));
+        }
+        previous_end = to;
+    }
+    Ok(())
 }
 
 /// Sets the checksum of the record at the start of `bytes` (if its length
@@ -257,7 +393,7 @@ pub fn newest(a: &[u8], b: &[u8]) -> Result<Option<CommitRecord>, String> {
     let rb = CommitRecord::decode(b);
     for r in [&ra, &rb] {
         if let Err(SlotError::Format(found)) = r {
-            return Err(format!("commit format version {found}; this build reads {FORMAT}"));
+            return Err(format!("commit format version {found}; this build reads 1 to {FORMAT}"));
         }
     }
     match (ra, rb) {
@@ -285,7 +421,8 @@ mod tests {
             segment_bits: 20,
             cookie: b"term=3 vote=2".to_vec(),
             iterators: [("apply".to_string(), 4096u64), ("ship".into(), 8192)].into(),
-            dropped: vec![(10_000, 20_000)],
+            dropped: vec![(10_000, 20_000)].into(),
+            spill: None,
         }
     }
 
@@ -363,14 +500,52 @@ mod tests {
         let long =
             CommitRecord { iterators: [("x".repeat(MAX_NAME + 1), 1u64)].into(), ..sample() };
         assert!(long.encode().is_err());
-        let many = CommitRecord { dropped: vec![(1, 2); 5000], ..sample() };
+        let ranges = |n: u64| (0..n).map(|i| (i * 16 + 8, i * 16 + 16)).collect::<Vec<_>>();
+        let too_many = CommitRecord { dropped: ranges(MAX_DROPPED as u64 + 1).into(), ..sample() };
         let most = CommitRecord {
             cookie: vec![7; MAX_COOKIE],
             iterators: (0..MAX_ITERATORS).map(|i| (format!("{i:0>64}"), i as u64)).collect(),
-            dropped: vec![(1, 2); MAX_DROPPED],
+            dropped: ranges(MAX_INLINE_DROPPED as u64).into(),
             ..sample()
         };
-        assert!(most.encode().is_ok(), "the largest allowed record fits");
-        assert!(many.encode().is_err());
+        assert!(most.encode().is_ok(), "the largest record that keeps its ranges fits");
+        assert!(most.spill_bytes().is_none());
+        assert!(too_many.encode().is_err());
+    }
+
+    /// A list longer than a slot holds goes to the region; the record
+    /// names it by count and checksum, and a damaged region is an error.
+    #[test]
+    fn long_range_lists_spill_to_the_region() {
+        let dropped: Vec<(u64, u64)> = (0..5_000u64).map(|i| (i * 64 + 8, i * 64 + 40)).collect();
+        let record = CommitRecord { dropped: dropped.clone().into(), ..sample() };
+        let region = record.spill_bytes().expect("spills");
+        let bytes = record.encode().expect("encode");
+        let mut decoded = CommitRecord::decode(&bytes).expect("decode");
+        assert_eq!(decoded.spill.map(|s| s.count), Some(5_000));
+        assert!(decoded.dropped.is_empty());
+        let mut damaged = decoded.clone();
+        decoded.load_spill(&region).expect("load");
+        assert_eq!(decoded, record);
+        let mut bad = region.clone();
+        bad[777] ^= 4;
+        assert!(damaged.load_spill(&bad).is_err());
+        assert!(damaged.load_spill(&region[..region.len() - 1]).is_err());
+        // Ranges out of order are refused even with a matching checksum.
+        let mut swapped = record.clone();
+        let mut list = dropped;
+        list.swap(0, 1);
+        swapped.dropped = list.into();
+        let region = swapped.spill_bytes().expect("spills");
+        let mut decoded = CommitRecord::decode(&swapped.encode().expect("encode")).expect("decode");
+        assert!(decoded.load_spill(&region).is_err());
+        // A format 1 record (no spill fields) still decodes.
+        let mut v1 = sample().encode().expect("encode");
+        v1.truncate(v1.len() - 8);
+        v1[8..12].copy_from_slice(&1u32.to_le_bytes());
+        let len = (v1.len() - HEADER) as u32;
+        v1[12..16].copy_from_slice(&len.to_le_bytes());
+        fix_checksum(&mut v1);
+        assert_eq!(CommitRecord::decode(&v1), Ok(sample()));
     }
 }

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use super::commit::{CommitRecord, SLOT_SIZE};
+use super::commit::{self, CommitRecord, SLOT_SIZE};
 use super::{CommitState, Inner, LogAddress};
 use crate::device::Device;
 use crate::{Error, Result};
@@ -61,6 +61,19 @@ impl<D: Device> Inner<D> {
             let context = context.to_owned();
             move |source| self.fail(Error::Io { context, source })
         };
+        // Spilled ranges go to this commit's region before the record
+        // that names them (and only when the region holds others).
+        if let Some(spilled) = next.spill_bytes() {
+            let key = (spilled.len(), crc32c::crc32c(&spilled));
+            let region = (next.seq % 2) as usize;
+            if state.regions[region] != Some(key) {
+                state.regions[region] = None;
+                let at = commit::region_offset(next.seq);
+                self.commits.write_at(at, &spilled).map_err(io("writing dropped ranges"))?;
+                self.commits.sync().map_err(io("syncing dropped ranges"))?;
+                state.regions[region] = Some(key);
+            }
+        }
         let slot = (next.seq % 2) * SLOT_SIZE;
         self.commits.write_at(slot, &bytes).map_err(io("writing the commit record"))?;
         self.commits.sync().map_err(io("syncing the commit record"))?;

@@ -223,9 +223,9 @@ impl<D: Device> LogIter<D> {
             }
             if !self.verify
                 && let Some((_, to)) =
-                    self.inner.dropped_ranges().iter().find(|(f, t)| (*f..*t).contains(&self.next))
+                    super::read::dropped_range(&self.inner.dropped_ranges(), self.next)
             {
-                self.next = *to;
+                self.next = to;
                 continue;
             }
             let at = self.next;

@@ -288,6 +288,9 @@ impl<D: Device> std::fmt::Debug for FasterLog<D> {
 struct CommitState {
     /// The last durable record.
     record: CommitRecord,
+    /// What each spill region holds now (length and CRC-32C of its bytes),
+    /// if known: a commit rewrites its region only when it differs.
+    regions: [Option<(usize, u32)>; 2],
 }
 
 pub(crate) struct Inner<D> {

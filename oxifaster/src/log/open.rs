@@ -136,10 +136,10 @@ impl<D: Device> FasterLog<D> {
             commits,
             begin: AtomicU64::new(record.begin),
             committed: AtomicU64::new(record.committed),
-            dropped: RwLock::new(record.dropped.clone().into()),
+            dropped: RwLock::new(record.dropped.clone()),
             iterators: Mutex::new(record.iterators.clone()),
             iterators_dirty: AtomicBool::new(false),
-            state: Mutex::new(CommitState { record }),
+            state: Mutex::new(CommitState { record, regions: [None, None] }),
             failed: OnceLock::new(),
             closed: AtomicBool::new(false),
             signal: wait::Signal::default(),
@@ -182,7 +182,25 @@ fn read_commit_record<D: Device>(commits: &D) -> Result<Option<CommitRecord>> {
         Ok(buf)
     };
     let (a, b) = (slot(0)?, slot(SLOT_SIZE)?);
-    commit::newest(&a, &b).map_err(|what| Error::Corruption { address: 0, what })
+    let Some(mut record) =
+        commit::newest(&a, &b).map_err(|what| Error::Corruption { address: 0, what })?
+    else {
+        return Ok(None);
+    };
+    if let Some(spill) = record.spill {
+        // The ranges of the newest record were made durable before it.
+        let at = commit::region_offset(record.seq);
+        let mut region = vec![0u8; spill.count as usize * 16];
+        commits.read_at(at, &mut region).map_err(io)?;
+        record.load_spill(&region).map_err(|e| Error::Corruption {
+            address: 0,
+            what: match e {
+                commit::SlotError::Corrupt(why) => format!("the commit's dropped ranges: {why}"),
+                other => format!("the commit's dropped ranges: {other:?}"),
+            },
+        })?;
+    }
+    Ok(Some(record))
 }
 
 /// Copies the committed part of the page holding `committed` back into

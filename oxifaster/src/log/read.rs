@@ -20,7 +20,7 @@ impl<D: Device> Inner<D> {
             "released by truncate_until"
         } else if address >= self.committed.load(Ordering::Acquire) {
             "not committed"
-        } else if self.dropped_ranges().iter().any(|(f, t)| (*f..*t).contains(&address)) {
+        } else if dropped_range(&self.dropped_ranges(), address).is_some() {
             "dropped by truncate_after"
         } else {
             return Ok(());
@@ -28,6 +28,7 @@ impl<D: Device> Inner<D> {
         Err(Error::InvalidAddress { address, why })
     }
 
+    /// The ranges dropped by `truncate_after`, in order and disjoint.
     pub(super) fn dropped_ranges(&self) -> Arc<[(u64, u64)]> {
         self.dropped.read().unwrap_or_else(|p| p.into_inner()).clone()
     }
@@ -132,4 +133,12 @@ impl<D: Device> Inner<D> {
         }
         Ok(walk.next_address().0 == address)
     }
+}
+
+/// The dropped range holding `address`, if any (`ranges` in order and
+/// disjoint: a binary search).
+pub(super) fn dropped_range(ranges: &[(u64, u64)], address: u64) -> Option<(u64, u64)> {
+    let after = ranges.partition_point(|(from, _)| *from <= address);
+    let (from, to) = *ranges.get(after.checked_sub(1)?)?;
+    (from..to).contains(&address).then_some((from, to))
 }

@@ -25,10 +25,10 @@ impl<D: Device> Inner<D> {
         }
         self.commit_locked(&mut state, |record| {
             record.begin = address;
-            record.dropped.retain(|(_, to)| *to > address);
+            record.dropped =
+                record.dropped.iter().filter(|(_, to)| *to > address).copied().collect();
         })?;
-        *self.dropped.write().unwrap_or_else(|p| p.into_inner()) =
-            state.record.dropped.clone().into();
+        *self.dropped.write().unwrap_or_else(|p| p.into_inner()) = state.record.dropped.clone();
         self.begin.store(address, Ordering::Release);
         // The new begin is durable: the files below it may go.
         self.hlog.device().truncate_before(address).map_err(|source| Error::Io {
@@ -53,7 +53,7 @@ impl<D: Device> Inner<D> {
         if !self.is_boundary(address, state.record.begin)? {
             return Err(Error::InvalidAddress { address, why: "no entry starts here" });
         }
-        let mut dropped = state.record.dropped.clone();
+        let mut dropped = state.record.dropped.to_vec();
         // Ranges inside the new one are absorbed; one overlapping its start
         // is extended.
         dropped.retain(|(from, _)| *from < address);
@@ -70,8 +70,9 @@ impl<D: Device> Inner<D> {
                 ),
             });
         }
-        let published: Arc<[(u64, u64)]> = dropped.clone().into();
-        self.commit_locked(&mut state, |record| record.dropped = dropped)?;
+        let published: Arc<[(u64, u64)]> = dropped.into();
+        let ranges = published.clone();
+        self.commit_locked(&mut state, |record| record.dropped = ranges)?;
         // Durable: readers stop seeing the range.
         *self.dropped.write().unwrap_or_else(|p| p.into_inner()) = published;
         Ok(())
