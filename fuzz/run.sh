@@ -13,7 +13,7 @@ secs="${1:-60}"
 shift || true
 targets=("$@")
 if [ ${#targets[@]} -eq 0 ]; then
-    targets=(log_entry log_commit checkpoint_meta index_checkpoint record log_page log_ops store_ops)
+    targets=(log_entry log_commit checkpoint_meta index_checkpoint record log_page log_ops store_ops store_dir)
 fi
 if ! cargo fuzz --version >/dev/null 2>&1; then
     cargo install cargo-fuzz --locked

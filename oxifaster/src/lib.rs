@@ -91,6 +91,7 @@ macro_rules! internal_mod {
 
 pub mod address;
 pub mod checkpoint;
+pub mod compaction;
 pub mod config;
 mod cpr;
 pub mod device;

@@ -110,10 +110,23 @@ impl<K: Key, V: Value, D: Device> StoreInner<K, V, D> {
         let handle = self.epoch.register()?;
         let (version, phase) = self.cpr.load();
         debug_assert_eq!(phase, REST);
+        // The log this checkpoint needs starts at today's begin address:
+        // pinned until the checkpoint ends, so that compaction does not
+        // delete it meanwhile (see `Control::log_pin`).
+        let pin = LogPin::new(&self.checkpoints.log_pin, || self.log.begin_address().raw());
+        let begin = pin.begin;
 
-        // 1. The index.
-        let last_index =
-            self.checkpoints.last_index.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        // 1. The index. An index checkpoint whose replay would start below
+        // the begin address cannot be built on (compaction moved the log
+        // past it); then neither can an incremental snapshot (it uses the
+        // same index), which becomes a full one.
+        let last_index = self
+            .checkpoints
+            .last_index
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+            .filter(|index| index.log_start >= begin);
         let base = self.checkpoints.last_snapshot.lock().unwrap_or_else(|p| p.into_inner()).clone();
         // Without a base, an incremental snapshot is a full one.
         let kind = match (kind, &base, &last_index) {
@@ -156,11 +169,17 @@ impl<K: Key, V: Value, D: Device> StoreInner<K, V, D> {
             // Closed before this point: their final commit point is in
             // this checkpoint, so later ones need not list them.
             retired = slots.iter().filter(|s| s.is_retired()).map(|s| s.id).collect();
+            // Every session is claimed into the new version; internal ones
+            // (compaction's) are not listed.
             let sessions: Vec<SessionPoint> = slots
                 .iter()
-                .map(|slot| {
+                .filter_map(|slot| {
                     let point = slot.commit_point(version);
-                    SessionPoint { id: slot.id, until: point.until, excluded: point.excluded }
+                    (!slot.is_internal()).then(|| SessionPoint {
+                        id: slot.id,
+                        until: point.until,
+                        excluded: point.excluded,
+                    })
                 })
                 .collect();
             // 3. The log. The store returns to rest whatever happens.
@@ -193,10 +212,9 @@ impl<K: Key, V: Value, D: Device> StoreInner<K, V, D> {
             value_size: V::FIXED_SIZE.map(|n| n as u32),
             page_size_bits: self.config.page_size_bits,
             index: index.clone(),
-            begin_address: self.log.begin_address().raw(),
+            begin_address: begin,
             final_address,
             gaps: {
-                let begin = self.log.begin_address().raw();
                 let gaps = self.checkpoints.gaps.lock().unwrap_or_else(|p| p.into_inner());
                 gaps.iter()
                     .filter(|(_, to)| *to > begin)
@@ -404,5 +422,30 @@ impl<K: Key, V: Value, D: Device> StoreInner<K, V, D> {
             checksum: hash.digest(),
         };
         Ok((final_address, delta))
+    }
+}
+
+/// The running checkpoint's pin on the log (see `Control::log_pin`),
+/// released however the checkpoint ends.
+struct LogPin<'a> {
+    slot: &'a std::sync::Mutex<Option<u64>>,
+    begin: u64,
+}
+
+impl<'a> LogPin<'a> {
+    /// Pins the begin address `begin` reads, reading it under the pin's
+    /// lock (a deletion runs entirely before or after).
+    fn new(slot: &'a std::sync::Mutex<Option<u64>>, begin: impl FnOnce() -> u64) -> Self {
+        let mut pinned = slot.lock().unwrap_or_else(|p| p.into_inner());
+        let begin = begin();
+        *pinned = Some(begin);
+        drop(pinned);
+        Self { slot, begin }
+    }
+}
+
+impl Drop for LogPin<'_> {
+    fn drop(&mut self) {
+        *self.slot.lock().unwrap_or_else(|p| p.into_inner()) = None;
     }
 }

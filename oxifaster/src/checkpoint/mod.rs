@@ -74,3 +74,4 @@ pub use admin::{
     LogVerification, RawRecord, delete, latest_token, list, retain, scan_log, verify, verify_log,
 };
 pub(crate) use recover::recover as recover_store;
+pub(crate) use walk::for_each_record;

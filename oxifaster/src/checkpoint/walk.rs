@@ -11,7 +11,7 @@ use crate::{Error, Result};
 /// packed from a page's start (page 0: from `FIRST_ADDRESS`) until a zero
 /// header, and never cross into the page's seal. A record that would cross its page or
 /// the chunk's end is corruption.
-pub(super) fn for_each_record(
+pub(crate) fn for_each_record(
     format: &RecordShape,
     chunk: &mut [u8],
     start: u64,

@@ -61,6 +61,11 @@ pub(crate) struct Control {
     /// The store's write count and tail when the last checkpoint
     /// started (see `StoreInner::changed_since_checkpoint`).
     pub(crate) started_at: Mutex<Option<(u64, u64)>>,
+    /// The begin address the running checkpoint recorded at its start (it
+    /// needs the log from there on). Held while a checkpoint records it
+    /// and while log segments are deleted, so that a deletion never
+    /// removes what a checkpoint that started meanwhile needs.
+    pub(crate) log_pin: Mutex<Option<u64>>,
 }
 
 impl Control {

@@ -182,6 +182,9 @@ struct SlotState {
     points: Vec<(u32, u32, CommitPoint)>,
     /// Whether a `Session` is attached.
     open: bool,
+    /// An internal session (compaction's): its commit points are not
+    /// listed in checkpoints.
+    internal: bool,
     /// Recovered from a checkpoint and not continued yet: kept (and listed
     /// in every checkpoint) until `continue_session` takes it.
     recovered: bool,
@@ -236,6 +239,11 @@ impl SessionSlot {
         self.lock().version
     }
 
+    /// Whether this is an internal session (left out of commit points).
+    pub(crate) fn is_internal(&self) -> bool {
+        self.lock().internal
+    }
+
     pub(crate) fn close(&self) {
         self.lock().open = false;
     }
@@ -275,12 +283,21 @@ impl Registry {
 
     /// A new open session at `version`.
     pub(crate) fn open_new(&self, version: u32) -> Arc<SessionSlot> {
+        self.open(version, false)
+    }
+
+    /// A new open internal session at `version` (see `SlotState::internal`).
+    pub(crate) fn open_new_internal(&self, version: u32) -> Arc<SessionSlot> {
+        self.open(version, true)
+    }
+
+    fn open(&self, version: u32, internal: bool) -> Arc<SessionSlot> {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let slot = Arc::new(SessionSlot {
             id,
             serial: AtomicU64::new(0),
             writes: AtomicU64::new(0),
-            state: Mutex::new(SlotState { version, open: true, ..SlotState::default() }),
+            state: Mutex::new(SlotState { version, open: true, internal, ..SlotState::default() }),
         });
         self.slots().insert(id, slot.clone());
         slot

@@ -194,6 +194,12 @@ impl Device for FileDevice {
         Ok(end)
     }
 
+    fn stored_bytes(&self) -> u64 {
+        use std::os::unix::fs::MetadataExt;
+        let Ok(segments) = self.segments.read() else { return 0 };
+        segments.values().filter_map(|s| s.file.metadata().ok()).map(|m| m.blocks() * 512).sum()
+    }
+
     fn truncate_before(&self, offset: u64) -> io::Result<()> {
         let first_kept = offset >> self.segment_bits;
         let mut segments = self.segments.write().map_err(poisoned)?;

@@ -58,6 +58,13 @@ pub trait Device: Send + Sync + 'static {
     /// fail afterwards.
     fn truncate_before(&self, offset: u64) -> io::Result<()>;
 
+    /// The bytes the device takes on its storage now (blocks allocated to
+    /// its files; 0 where that is not known), for reports of what
+    /// [`Device::truncate_before`] freed.
+    fn stored_bytes(&self) -> u64 {
+        0
+    }
+
     /// One past the highest offset ever written (0 for an empty device).
     /// Recovery starts a new log incarnation beyond it, so that nothing a
     /// later checkpoint of the old incarnation needs is overwritten.

@@ -228,6 +228,10 @@ impl Device for IoUringDevice {
         self.files.truncate_before(offset)
     }
 
+    fn stored_bytes(&self) -> u64 {
+        self.files.stored_bytes()
+    }
+
     fn end_offset(&self) -> io::Result<u64> {
         self.files.end_offset()
     }

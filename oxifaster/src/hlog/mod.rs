@@ -667,6 +667,26 @@ impl<D: Device> HybridLog<D> {
         self.shared.check_poisoned()
     }
 
+    /// Moves the begin address to `target` (at most the safe read-only
+    /// address: only immutable records can go): the pages below it are
+    /// written to the device first, `head` follows if it is behind (the
+    /// frames below it are released as in any head shift), then `begin` is
+    /// published. Records below it are gone for readers from then on; the
+    /// device keeps them until the caller deletes its segments.
+    pub fn shift_begin(&self, target: Address, handle: &EpochHandle<'_>) -> Result<()> {
+        let safe = self.shared.safe_read_only.load(Ordering::Acquire);
+        if target > safe {
+            return Err(Error::InvalidAddress {
+                address: target.raw(),
+                why: "the begin address cannot pass the safe read-only address",
+            });
+        }
+        self.flush_written(target, handle)?;
+        self.shift_head(target, handle);
+        self.shared.begin.fetch_max(target, Ordering::AcqRel);
+        Ok(())
+    }
+
     /// Makes every completed device write durable. In a sealed log the
     /// flush lock is held across the sync, so that no flush writes a seal
     /// meanwhile, and the seal written last becomes the page's durable one

@@ -224,6 +224,43 @@ impl<const N: usize> ValueArg<Box<[u8]>> for [u8; N] {
     }
 }
 
+/// A key given as its encoding (the bytes of a stored record): compaction
+/// copies and operations replayed from a parked key use it.
+pub(crate) struct EncodedKey<'a>(pub(crate) &'a [u8]);
+
+impl<K: Key> KeyArg<K> for EncodedKey<'_> {
+    #[inline]
+    fn key_arg_size(&self) -> usize {
+        self.0.len()
+    }
+    #[inline]
+    fn encode_key_arg<S: Sink + ?Sized>(&self, sink: &mut S) {
+        sink.put(self.0)
+    }
+    #[inline]
+    fn key_arg_hash(&self) -> u64 {
+        hash_bytes(self.0)
+    }
+    #[inline]
+    fn key_arg_matches(&self, stored: &[u8]) -> bool {
+        stored == self.0
+    }
+}
+
+/// A value given as its encoding (compaction's copies).
+pub(crate) struct EncodedValue<'a>(pub(crate) &'a [u8]);
+
+impl<V: Value> ValueArg<V> for EncodedValue<'_> {
+    #[inline]
+    fn value_arg_size(&self) -> usize {
+        self.0.len()
+    }
+    #[inline]
+    fn encode_value_arg<S: Sink + ?Sized>(&self, sink: &mut S) {
+        sink.put(self.0)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -49,6 +49,7 @@ mod sink;
 pub mod varlen;
 
 pub use aligned::AlignedBytes;
+pub(crate) use arg::{EncodedKey, EncodedValue};
 pub use arg::{KeyArg, ValueArg};
 pub use error::CodecError;
 pub use layout::{FieldLayout, LAYOUT_FORMAT_VERSION, Layout, LayoutKind};

@@ -17,6 +17,8 @@ const MAX_DISK_HOPS: u64 = 1 << 32;
 
 /// A record read back from the device.
 pub(super) struct DiskRecord {
+    /// Where it is in the log.
+    pub(super) address: Address,
     pub(super) info: RecordInfo,
     pub(super) value: AlignedBytes,
 }
@@ -97,6 +99,14 @@ impl<K: Key, V: Value, D: Device> DiskReader<K, V, D> {
                 };
                 let (info, key_len, value_len) = match step {
                     Ok(parsed) => parsed,
+                    // Compaction moved the begin address past the record
+                    // during the walk and its segment is gone: the record
+                    // is gone for readers too (they check the key's index
+                    // entry, see `Session::entry_moved`).
+                    Err(_) if address < self.log.begin_address() => {
+                        results[index] = Some(Ok(None));
+                        continue;
+                    }
                     Err(e) => {
                         results[index] = Some(Err(e));
                         continue;
@@ -107,7 +117,7 @@ impl<K: Key, V: Value, D: Device> DiskReader<K, V, D> {
                 if !info.is_invalid() && &buffer[header..header + key_len] == walks[index].0 {
                     let value_at = header + pad8(key_len);
                     let value = AlignedBytes::copy_from(&buffer[value_at..value_at + value_len]);
-                    results[index] = Some(Ok(Some(DiskRecord { info, value })));
+                    results[index] = Some(Ok(Some(DiskRecord { address, info, value })));
                     continue;
                 }
                 let previous = info.previous();

@@ -28,6 +28,7 @@ pub(crate) mod record;
 mod session;
 
 pub use crate::cpr::CommitPoint;
+pub(crate) use session::CopyOutcome;
 pub use session::{Completed, CompletedOp, OpError, ReadStatus, RmwStatus, Session};
 
 use std::marker::PhantomData;
@@ -200,6 +201,9 @@ pub(crate) struct StoreInner<K, V, D> {
     pub(crate) checkpoints: cpr::Control,
     /// Sessions open now (at most `config.max_sessions`).
     pub(crate) open_sessions: std::sync::atomic::AtomicUsize,
+    /// Held by a maintenance task (compaction) while it runs: one at a
+    /// time.
+    pub(crate) maintenance: std::sync::Mutex<()>,
     types: PhantomData<fn(K, V)>,
 }
 
@@ -275,9 +279,9 @@ impl<K: Key, V: Value, D: Device> StoreInner<K, V, D> {
         Ok(Self {
             index,
             log,
-            // Two more entries than sessions: the running checkpoint's and
-            // the store's own (flush at close).
-            epoch: Epoch::new(config.max_sessions + 2),
+            // Three more entries than sessions: the running checkpoint's,
+            // compaction's and the store's own (flush at close).
+            epoch: Epoch::new(config.max_sessions + 3),
             format: RecordFormat::new(),
             config,
             dir: None,
@@ -285,6 +289,7 @@ impl<K: Key, V: Value, D: Device> StoreInner<K, V, D> {
             sessions: cpr::Registry::new(),
             checkpoints: cpr::Control::default(),
             open_sessions: std::sync::atomic::AtomicUsize::new(0),
+            maintenance: std::sync::Mutex::new(()),
             types: PhantomData,
         })
     }

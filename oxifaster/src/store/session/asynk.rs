@@ -34,14 +34,30 @@ impl<K: Key, V: Value, D: Device> Session<K, V, D> {
     /// Cancel safety: dropping the future at its `.await` leaves nothing
     /// behind (no parked read, no epoch protection held).
     pub async fn read_async<Q: KeyArg<K> + ?Sized>(&mut self, key: &Q) -> Result<Option<V>> {
-        match self.read(key)? {
-            ReadStatus::Found(value) => Ok(Some(value)),
-            ReadStatus::NotFound => Ok(None),
-            ReadStatus::Pending { .. } => {
-                let op = self.pop_pending()?;
-                let found = self.find_async(op.key, op.address).await?;
-                let live = found.filter(|r| !r.info.is_tombstone());
-                Ok(live.map(|r| V::decode(&r.value)).transpose()?)
+        loop {
+            match self.read(key)? {
+                ReadStatus::Found(value) => return Ok(Some(value)),
+                ReadStatus::NotFound => return Ok(None),
+                ReadStatus::Pending { .. } => {
+                    let op = self.pop_pending()?;
+                    let PendingKind::Read { entry } = op.kind else {
+                        return Err(Error::Corruption {
+                            address: op.address.raw(),
+                            what: "pending kind".into(),
+                        });
+                    };
+                    let hash = op.hash;
+                    match self.find_async(op.key, op.address).await? {
+                        Some(record) if !record.info.is_tombstone() => {
+                            return Ok(Some(V::decode(&record.value)?));
+                        }
+                        Some(_) => return Ok(None),
+                        // Compaction may have moved the record meanwhile
+                        // (see `Session::entry_moved`): read again.
+                        None if self.entry_moved(hash, entry) => continue,
+                        None => return Ok(None),
+                    }
+                }
             }
         }
     }

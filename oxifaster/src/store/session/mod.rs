@@ -9,6 +9,9 @@
 
 #[cfg(feature = "tokio")]
 mod asynk;
+mod copy;
+
+pub(crate) use copy::CopyOutcome;
 mod pending;
 
 use std::collections::VecDeque;
@@ -179,8 +182,15 @@ impl std::fmt::Display for OpError {
 }
 
 enum PendingKind<V> {
-    Read,
-    Rmw { input: V, expected_entry: u64 },
+    /// A read, with the raw index entry it started from (see
+    /// `Session::entry_moved`).
+    Read {
+        entry: u64,
+    },
+    Rmw {
+        input: V,
+        expected_entry: u64,
+    },
 }
 
 struct PendingOp<V> {
@@ -207,7 +217,12 @@ enum FastPath {
 enum Location {
     Memory(Address),
     Disk(Address),
+    /// The chain ends: no record of the key.
     Absent,
+    /// The chain went below the begin address: no record of the key,
+    /// unless compaction moved the begin address during the walk (see
+    /// `Session::entry_moved`).
+    BelowBegin,
 }
 
 /// A session of a store: one thread at a time, with its own serial numbers
@@ -239,10 +254,18 @@ pub struct Session<K: Key, V: Value, D: Device> {
     version_bits: u32,
     /// Shared with checkpoints: commit points, parked RMWs.
     slot: Arc<SessionSlot>,
-    /// The open store. Declared last: fields drop in declaration order, so
-    /// `handle` (and everything above) is gone before this reference,
-    /// possibly the last, is released.
-    _open: Arc<super::OpenStore<K, V, D>>,
+    /// What keeps the store's state alive. Declared last: fields drop in
+    /// declaration order, so `handle` (and everything above) is gone
+    /// before this reference, possibly the last, is released.
+    _keep: Keep<K, V, D>,
+}
+
+/// What a session holds on to: the open store (a user's session keeps it
+/// open), or for an internal session of a background task (compaction)
+/// only the shared state, so that the task never keeps the store open.
+enum Keep<K: Key, V: Value, D: Device> {
+    Open(#[allow(dead_code)] Arc<super::OpenStore<K, V, D>>),
+    Inner(#[allow(dead_code)] Arc<StoreInner<K, V, D>>),
 }
 
 impl<K: Key, V: Value, D: Device> std::fmt::Debug for Session<K, V, D> {
@@ -277,6 +300,27 @@ impl<K: Key, V: Value, D: Device> Session<K, V, D> {
             slot.close();
             return Err(crate::Error::TooManySessions { max });
         }
+        Self::with_keep(store, Keep::Open(open), slot, serial)
+    }
+
+    /// An internal session (for compaction): it holds only the shared
+    /// state, is not counted against `max_sessions` (the epoch table has an
+    /// entry for it) and is left out of checkpoints' commit points.
+    pub(crate) fn internal(inner: Arc<StoreInner<K, V, D>>) -> Result<Self> {
+        // SAFETY: as in `new`; `inner` itself is kept (the last field).
+        let store: &'static StoreInner<K, V, D> = unsafe { &*Arc::as_ptr(&inner) };
+        store.open_sessions.fetch_add(1, Ordering::AcqRel);
+        let (version, _) = store.cpr.load();
+        let slot = store.sessions.open_new_internal(version);
+        Self::with_keep(store, Keep::Inner(inner), slot, 0)
+    }
+
+    fn with_keep(
+        store: &'static StoreInner<K, V, D>,
+        keep: Keep<K, V, D>,
+        slot: Arc<SessionSlot>,
+        serial: u64,
+    ) -> Result<Self> {
         let handle = match store.epoch.register() {
             Ok(handle) => handle,
             Err(e) => {
@@ -297,7 +341,7 @@ impl<K: Key, V: Value, D: Device> Session<K, V, D> {
             version,
             version_bits: version_bits(version),
             slot,
-            _open: open,
+            _keep: keep,
         })
     }
 
@@ -426,10 +470,12 @@ impl<K: Key, V: Value, D: Device> Session<K, V, D> {
             }
             address = info.previous();
         }
-        if address.is_valid() && address >= log.begin_address() {
+        if !address.is_valid() {
+            Location::Absent
+        } else if address >= log.begin_address() {
             Location::Disk(address)
         } else {
-            Location::Absent
+            Location::BelowBegin
         }
     }
 
@@ -525,12 +571,43 @@ impl<K: Key, V: Value, D: Device> Session<K, V, D> {
             // A small return keeps the inlined read's result built in
             // place (a `Result` from the cold call cost ~10 instructions
             // per read to move).
-            Location::Disk(address) => match self.park_read(key, hash, serial, address) {
-                Some(status) => Ok(status),
-                None => Err(self.too_many_pending()),
-            },
+            Location::Disk(address) => {
+                match self.park_read(key, hash, serial, address, slot.entry.raw()) {
+                    Some(status) => Ok(status),
+                    None => Err(self.too_many_pending()),
+                }
+            }
             Location::Absent => Ok(ReadStatus::NotFound),
+            Location::BelowBegin => {
+                if self.entry_moved(hash, slot.entry.raw()) {
+                    self.read_again(key, serial)
+                } else {
+                    Ok(ReadStatus::NotFound)
+                }
+            }
         }
+    }
+
+    /// A read whose chain walk ended below the begin address while the
+    /// key's index entry changed: compaction may have copied the key's
+    /// record to the tail and moved the begin address past the original
+    /// meanwhile, so the read runs again from the index.
+    #[cold]
+    #[inline(never)]
+    fn read_again<Q: KeyArg<K> + ?Sized>(&mut self, key: &Q, serial: u64) -> Result<ReadStatus<V>> {
+        self.refresh_in_op();
+        self.read_inner(key, serial)
+    }
+
+    /// Whether the index entry of `hash` is no longer `entry` (raw). A
+    /// chain walk that ended below the begin address is a true "not found"
+    /// only if it is not: compaction publishes the copies of the records
+    /// it keeps (changing their entries) before it moves the begin
+    /// address, and a reader that observed the moved begin address
+    /// observes those changes too.
+    #[cold]
+    fn entry_moved(&self, hash: u64, entry: u64) -> bool {
+        self.store.index.find_entry(hash).map(|slot| slot.entry.raw()) != Some(entry)
     }
 
     /// Queues a read whose record is on the device (kept out of the
@@ -543,6 +620,7 @@ impl<K: Key, V: Value, D: Device> Session<K, V, D> {
         hash: u64,
         serial: u64,
         address: Address,
+        entry: u64,
     ) -> Option<ReadStatus<V>> {
         if self.check_pending_room().is_err() {
             return None;
@@ -552,7 +630,7 @@ impl<K: Key, V: Value, D: Device> Session<K, V, D> {
             hash,
             key: key.key_arg_to_aligned_bytes(),
             address,
-            kind: PendingKind::Read,
+            kind: PendingKind::Read { entry },
         });
         Some(ReadStatus::Pending { serial })
     }
@@ -577,13 +655,13 @@ impl<K: Key, V: Value, D: Device> Session<K, V, D> {
     /// `complete_pending`), so a caller that retries a `Pending` read this
     /// way leaves nothing behind.
     pub fn read_blocking<Q: KeyArg<K> + ?Sized>(&mut self, key: &Q) -> Result<Option<V>> {
-        if !self.pending.iter().any(|op| matches!(op.kind, PendingKind::Read)) {
+        if !self.pending.iter().any(|op| matches!(op.kind, PendingKind::Read { .. })) {
             let decoded = self.read_with_inner(key, |bytes| bytes.map(V::decode).transpose())?;
             return Ok(decoded?);
         }
         let key_bytes = key.key_arg_to_aligned_bytes();
         let same_key = |op: &PendingOp<V>| {
-            matches!(op.kind, PendingKind::Read) && op.key.as_slice() == key_bytes.as_slice()
+            matches!(op.kind, PendingKind::Read { .. }) && op.key.as_slice() == key_bytes.as_slice()
         };
         let parked: Vec<u64> =
             self.pending.iter().filter(|op| same_key(op)).map(|op| op.serial).collect();
@@ -638,36 +716,43 @@ impl<K: Key, V: Value, D: Device> Session<K, V, D> {
     ) -> Result<R> {
         self.store.log.check_poisoned()?;
         let hash = key.key_arg_hash();
-        let Some(slot) = self.store.index.find_entry(hash) else {
-            return Ok(f(None));
-        };
-        match self.locate(key, slot.entry.address()) {
-            Location::Memory(address) => {
-                // SAFETY: `locate` found it at or above head while protected.
-                let record = unsafe { self.record(address) };
-                if record.info().is_tombstone() {
-                    return Ok(f(None));
-                }
-                let (key_len, value_len) = record.lengths();
-                if address < self.store.log.safe_read_only_address() {
-                    // Immutable: view it where it lies.
-                    let bytes = record.value_bytes_immutable(key_len, value_len);
-                    Ok(f(Some(bytes)))
-                } else {
+        loop {
+            let Some(slot) = self.store.index.find_entry(hash) else {
+                return Ok(f(None));
+            };
+            let entry = slot.entry.raw();
+            match self.locate(key, slot.entry.address()) {
+                Location::Memory(address) => {
+                    // SAFETY: `locate` found it at or above head while protected.
+                    let record = unsafe { self.record(address) };
+                    if record.info().is_tombstone() {
+                        return Ok(f(None));
+                    }
+                    let (key_len, value_len) = record.lengths();
+                    if address < self.store.log.safe_read_only_address() {
+                        // Immutable: view it where it lies.
+                        let bytes = record.value_bytes_immutable(key_len, value_len);
+                        return Ok(f(Some(bytes)));
+                    }
                     let bytes = record.copy_value(key_len, value_len, &mut self.scratch);
-                    Ok(f(Some(bytes)))
+                    return Ok(f(Some(bytes)));
                 }
-            }
-            Location::Disk(address) => {
-                self.handle.unprotect();
-                let key_bytes = key.key_arg_to_aligned_bytes();
-                let found = self.disk().find(&key_bytes, address)?;
-                match found {
-                    Some(record) if !record.info.is_tombstone() => Ok(f(Some(&record.value))),
-                    _ => Ok(f(None)),
+                Location::Disk(address) => {
+                    self.handle.unprotect();
+                    let key_bytes = key.key_arg_to_aligned_bytes();
+                    match self.disk().find(&key_bytes, address)? {
+                        Some(record) if !record.info.is_tombstone() => {
+                            return Ok(f(Some(&record.value)));
+                        }
+                        Some(_) => return Ok(f(None)),
+                        None if self.entry_moved(hash, entry) => self.refresh_in_op(),
+                        None => return Ok(f(None)),
+                    }
                 }
+                Location::Absent => return Ok(f(None)),
+                Location::BelowBegin if self.entry_moved(hash, entry) => self.refresh_in_op(),
+                Location::BelowBegin => return Ok(f(None)),
             }
-            Location::Absent => Ok(f(None)),
         }
     }
 
@@ -1051,7 +1136,11 @@ impl<K: Key, V: Value, D: Device> Session<K, V, D> {
                         continue;
                     }
                 },
-                Location::Absent => update.initial(),
+                // Below the begin address: the key has no record, or
+                // compaction just moved it to the tail, which changed the
+                // entry: then the CAS from `slot` below fails and the RMW
+                // runs again.
+                Location::Absent | Location::BelowBegin => update.initial(),
             };
             if self.append(&slot, hash, key, Some(&new_value), false)? {
                 return Ok(RmwStatus::Done);

@@ -5,7 +5,7 @@
 use super::{Completed, CompletedOp, OpError, PendingKind, PendingOp, RmwStatus, Session};
 use crate::Result;
 use crate::device::Device;
-use crate::record::{Key, Merge, Value};
+use crate::record::{EncodedKey, Key, Merge, Value};
 use crate::store::disk::{DiskReader, DiskRecord};
 
 impl<K: Key, V: Value, D: Device> Session<K, V, D> {
@@ -65,10 +65,25 @@ impl<K: Key, V: Value, D: Device> Session<K, V, D> {
     where
         V: Merge + Clone,
     {
+        let found_nothing = found.is_none();
         let old = found.filter(|r| !r.info.is_tombstone());
         match op.kind {
-            PendingKind::Read => {
-                let value = old.map(|r| V::decode(&r.value)).transpose()?;
+            PendingKind::Read { entry } => {
+                let value = match (old, found_nothing) {
+                    (Some(record), _) => Some(V::decode(&record.value)?),
+                    // Nothing found while the key's entry changed:
+                    // compaction may have moved the record (see
+                    // `Session::entry_moved`); read again from the index.
+                    (None, true) if self.entry_moved(op.hash, entry) => {
+                        let key = EncodedKey(op.key.as_slice());
+                        self.begin();
+                        let again =
+                            self.read_with_protected(&key, |b| b.map(V::decode).transpose());
+                        self.end();
+                        again??
+                    }
+                    (None, _) => None,
+                };
                 done.push(Completed { serial: op.serial, op: CompletedOp::Read(value) });
             }
             PendingKind::Rmw { input, expected_entry } => {
