@@ -7,7 +7,7 @@
 use std::path::{Path, PathBuf};
 
 use oxifaster::checkpoint::{self, CheckpointInfo};
-use oxifaster::device::{DEFAULT_SEGMENT_SIZE_BITS, FileDevice};
+use oxifaster::device::FileDevice;
 
 type Result<T> = std::result::Result<T, Box<dyn std::error::Error>>;
 
@@ -51,7 +51,7 @@ pub struct CheckpointsArgs {
 /// directory holds a store (opening never creates one).
 fn log_device(dir: &Path) -> Result<FileDevice> {
     require_store(dir)?;
-    Ok(FileDevice::open(dir, DEFAULT_SEGMENT_SIZE_BITS)?)
+    Ok(FileDevice::open_existing(dir)?)
 }
 
 /// Refuses (exit status 2) a path that does not exist, is not a directory,

@@ -13,7 +13,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use oxifaster::Error;
 use oxifaster::checkpoint::CheckpointKind;
-use oxifaster::device::FileDevice;
+use oxifaster::compaction::CompactionKind;
 use oxifaster::store::{RmwStatus, Store};
 use oxifaster_cli::workload::Rng;
 
@@ -41,7 +41,12 @@ fn value_of(key: u64, step: u64) -> String {
 /// at the end.
 #[test]
 fn a_model_with_compactions_loses_nothing() {
-    for seed in 1..=3u64 {
+    for (seed, kind) in [
+        (1, CompactionKind::Lookup),
+        (2, CompactionKind::Scan),
+        (3, CompactionKind::Scan),
+        (4, CompactionKind::Lookup),
+    ] {
         let store = Store::<u64, String>::builder()
             .table_size(64)
             .page_size_bits(12)
@@ -79,7 +84,7 @@ fn a_model_with_compactions_loses_nothing() {
             }
             if step % 400 == 399 {
                 let until = compactable(&store);
-                let report = store.compact(until).expect("compact");
+                let report = store.compact_with(until, kind).expect("compact");
                 assert_eq!(store.log_regions().begin_address, until);
                 assert!(report.copied <= report.records);
                 compactions += u64::from(report.records > 0);
@@ -114,9 +119,10 @@ fn concurrent_writers_and_compaction_agree() {
         let stop = stop.clone();
         std::thread::spawn(move || {
             let mut done = 0u64;
+            let kinds = [CompactionKind::Lookup, CompactionKind::Scan];
             while !stop.load(Ordering::Acquire) {
                 let until = compactable(&store);
-                match store.compact(until) {
+                match store.compact_with(until, kinds[done as usize % 2]) {
                     Ok(report) => done += u64::from(report.records > 0),
                     // The safe read-only address can lag behind a moment.
                     Err(Error::InvalidAddress { .. }) => {}
@@ -176,17 +182,17 @@ fn concurrent_writers_and_compaction_agree() {
 #[test]
 fn checkpoints_recover_exactly_after_compactions() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let device = || FileDevice::open(dir.path(), 14).expect("device");
     let builder = || {
         Store::<u64, String>::builder()
             .dir(dir.path())
+            .segment_size_bits(14)
             .table_size(256)
             .page_size_bits(12)
             .log_memory_size_bytes(32 << 10)
             .checkpoint_every(None)
             .checkpoint_on_close(false)
     };
-    let store = builder().open_with_device(device()).expect("open");
+    let store = builder().open().expect("open");
     let mut session = store.start_session().expect("session");
     let mut model: BTreeMap<u64, String> = BTreeMap::new();
     let mut snapshots: Vec<(String, BTreeMap<u64, String>)> = Vec::new();
@@ -206,12 +212,7 @@ fn checkpoints_recover_exactly_after_compactions() {
         let info = store.checkpoint_and_wait(CheckpointKind::FoldOver).expect("checkpoint");
         snapshots.push((info.token.to_string(), model.clone()));
         // Keep the two newest checkpoints, as the automatic policy does.
-        // (`checkpoint::retain` verifies log pages through the default
-        // segment size; this log has 16 KiB segments.)
-        let all = oxifaster::checkpoint::list(dir.path()).expect("list");
-        for old in all.iter().rev().skip(2) {
-            oxifaster::checkpoint::delete(dir.path(), old.token.as_str()).expect("delete");
-        }
+        oxifaster::checkpoint::retain(dir.path(), 2).expect("retain");
         let report = store.compact(compactable(&store)).expect("compact");
         reclaimed += report.reclaimed_bytes;
         for (key, value) in &model {
@@ -223,7 +224,7 @@ fn checkpoints_recover_exactly_after_compactions() {
     drop(store);
     // The two retained checkpoints recover exactly.
     for (token, expected) in &snapshots[snapshots.len() - 2..] {
-        let store = builder().recover_with_device(device(), token).expect("recover");
+        let store = builder().recover(token).expect("recover");
         let mut session = store.start_session().expect("session");
         for key in 0..500u64 {
             let got = session.read_blocking(&key).expect("read");
@@ -324,7 +325,9 @@ fn reads_never_miss_a_key_that_compaction_moves() {
                 let regions = store.log_regions();
                 let page = regions.page_size_bytes;
                 let until = compactable(&store).min((regions.begin_address / page + 1) * page);
-                match store.compact(until) {
+                let kind =
+                    [CompactionKind::Lookup, CompactionKind::Scan][(until / page % 2) as usize];
+                match store.compact_with(until, kind) {
                     Ok(report) => {
                         moved.fetch_add(report.copied, Ordering::Relaxed);
                     }

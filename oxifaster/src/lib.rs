@@ -121,7 +121,7 @@ pub use config::{StoreBuilder, StoreConfig};
 pub use error::{Error, Result};
 pub use oxifaster_derive::{FasterKey, FasterValue};
 pub use record::{Key, KeyArg, Merge, Value, ValueArg};
-pub use store::{CloseReport, FasterKv, IndexStats, LogRegions, Session, Store};
+pub use store::{CloseReport, CompactionTotals, FasterKv, IndexStats, LogRegions, Session, Store};
 
 // A store is shared across threads; a session moves to one.
 const _: () = {

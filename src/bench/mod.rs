@@ -110,6 +110,12 @@ pub(crate) struct BenchArgs {
     /// (file and io_uring devices).
     #[arg(long)]
     checkpoint_every: Option<f64>,
+    /// Keep the store directory (log and checkpoints) under this size,
+    /// e.g. 512MiB: compaction runs in the background (file and io_uring
+    /// devices). The report adds the directory's largest and final size
+    /// and what compaction did.
+    #[arg(long, value_parser = parse_bytes)]
+    disk_budget: Option<u64>,
     /// Print results as JSON lines.
     #[arg(long)]
     json: bool,
@@ -132,6 +138,7 @@ pub(crate) fn flag_error(e: oxifaster::Error) -> Box<dyn std::error::Error> {
             "page_size_bits" => "--page-size-bits",
             "table_size" => "--table-size",
             "max_sessions" => "--threads",
+            "disk_budget" => "--disk-budget",
             _ => return e.into(),
         };
         return format!("{flag}: {why}").into();
@@ -269,7 +276,8 @@ fn bench_values<V: BenchValue>(args: BenchArgs) -> Result<(), Box<dyn std::error
         .max_sessions(threads + 2)
         // `--checkpoint-every` is the bench's own policy.
         .checkpoint_every(None)
-        .checkpoint_on_close(false);
+        .checkpoint_on_close(false)
+        .disk_budget(args.disk_budget);
     let builder = match &args.dir {
         Some(dir) => builder.dir(dir),
         None => builder,
@@ -321,6 +329,104 @@ fn run_all<V: BenchValue, D: Device>(
     if args.checkpoint_every.is_some() && matches!(args.device, DeviceArg::Null) {
         return Err("--checkpoint-every needs the file or io_uring device".into());
     }
+    if args.disk_budget.is_some() && matches!(args.device, DeviceArg::Null) {
+        return Err("--disk-budget needs the file or io_uring device".into());
+    }
+    let monitor = args.disk_budget.and_then(|_| store.dir()).map(DirMonitor::start);
+    let result = run_workloads(store, args, threads, values);
+    if let Some(monitor) = monitor {
+        let (largest, last) = monitor.stop();
+        report_disk(args, store, largest, last);
+    }
+    result
+}
+
+/// Samples a directory's size (the blocks its files take) every 50 ms.
+struct DirMonitor {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: std::thread::JoinHandle<u64>,
+    dir: PathBuf,
+}
+
+impl DirMonitor {
+    fn start(dir: &std::path::Path) -> Self {
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let (flag, path) = (stop.clone(), dir.to_path_buf());
+        let thread = std::thread::spawn(move || {
+            let mut largest = 0;
+            while !flag.load(std::sync::atomic::Ordering::Acquire) {
+                largest = largest.max(tree_bytes(&path));
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            largest
+        });
+        Self { stop, thread, dir: dir.to_path_buf() }
+    }
+
+    /// The largest size seen, and the size now.
+    fn stop(self) -> (u64, u64) {
+        self.stop.store(true, std::sync::atomic::Ordering::Release);
+        let largest = self.thread.join().unwrap_or(0);
+        let last = tree_bytes(&self.dir);
+        (largest.max(last), last)
+    }
+}
+
+/// The blocks the files under `path` take, in bytes.
+fn tree_bytes(path: &std::path::Path) -> u64 {
+    use std::os::unix::fs::MetadataExt;
+    let Ok(entries) = std::fs::read_dir(path) else { return 0 };
+    entries
+        .flatten()
+        .map(|entry| match entry.metadata() {
+            Ok(m) if m.is_dir() => tree_bytes(&entry.path()),
+            Ok(m) => m.blocks() * 512,
+            Err(_) => 0,
+        })
+        .sum()
+}
+
+/// The directory's size against the budget, and what compaction did.
+fn report_disk<V: BenchValue, D: Device>(
+    args: &BenchArgs,
+    store: &Store<u64, V, D>,
+    largest: u64,
+    last: u64,
+) {
+    let budget = args.disk_budget.unwrap_or(0);
+    let t = store.compaction_totals();
+    let mib = |b: u64| b as f64 / (1 << 20) as f64;
+    if args.json {
+        println!(
+            "{{\"disk_budget_bytes\":{budget},\"dir_largest_bytes\":{largest},\"dir_final_bytes\":{last},\"compactions\":{},\"scanned_bytes\":{},\"copied_bytes\":{},\"reclaimed_bytes\":{},\"compaction_secs\":{:.3}}}",
+            t.compactions,
+            t.scanned_bytes,
+            t.copied_bytes,
+            t.reclaimed_bytes,
+            t.duration.as_secs_f64()
+        );
+    } else {
+        println!(
+            "directory: largest {:.1} MiB, final {:.1} MiB, budget {:.1} MiB; {} compactions: \
+             scanned {:.1} MiB, copied {:.1} MiB, freed {:.1} MiB in {:.2} s",
+            mib(largest),
+            mib(last),
+            mib(budget),
+            t.compactions,
+            mib(t.scanned_bytes),
+            mib(t.copied_bytes),
+            mib(t.reclaimed_bytes),
+            t.duration.as_secs_f64()
+        );
+    }
+}
+
+fn run_workloads<V: BenchValue, D: Device>(
+    store: &Store<u64, V, D>,
+    args: &BenchArgs,
+    threads: usize,
+    values: &Values<V>,
+) -> Result<(), Box<dyn std::error::Error>> {
     report_header(args);
     let loaded = load(store, args.keys, threads, values, &progress_bar(args, args.keys, "load"))?;
     report(args, "load", "-", threads, &loaded);

@@ -152,10 +152,10 @@ pub fn delete(dir: impl AsRef<Path>, token: &str) -> Result<()> {
 /// checkpoint is intact nothing is deleted. Returns the tokens deleted.
 pub fn retain(dir: impl AsRef<Path>, keep: usize) -> Result<Vec<String>> {
     let dir = dir.as_ref();
-    let device =
-        crate::device::FileDevice::open(dir, crate::device::DEFAULT_SEGMENT_SIZE_BITS).map_err(
-            |source| Error::Io { context: format!("opening the log in {}", dir.display()), source },
-        )?;
+    let device = crate::device::FileDevice::open_existing(dir).map_err(|source| Error::Io {
+        context: format!("opening the log in {}", dir.display()),
+        source,
+    })?;
     let intact = |info: &CheckpointInfo| {
         verify_log(dir, info.token.as_str(), &device).is_ok_and(|report| report.problems.is_empty())
     };

@@ -24,10 +24,18 @@
 //!    and a running checkpoint pins the begin address it recorded when it
 //!    started.
 //!
-//! Compactions run one at a time. The new begin address becomes durable
+//! Compactions run one at a time. With a disk budget
+//! ([`crate::StoreBuilder::disk_budget`]) a background task runs them (see
+//! `budget`). The new begin address becomes durable
 //! with the next checkpoint; a crash before it recovers the previous
 //! checkpoint, whose log is still on the device (it pins it).
 
+mod budget;
+
+pub(crate) use budget::BudgetTask;
+
+use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::address::Address;
@@ -35,8 +43,9 @@ use crate::checkpoint;
 use crate::device::Device;
 use crate::hlog::seal;
 use crate::record::{AlignedBytes, Key, Value};
-use crate::store::record::{RecordFormat, pad8};
-use crate::store::{CopyOutcome, Session, Store};
+pub use crate::store::CompactionTotals;
+use crate::store::record::{RecordFormat, RecordInfo, RecordShape, pad8};
+use crate::store::{CopyOutcome, Session, Store, StoreInner};
 use crate::{Error, Result};
 
 /// What one compaction did.
@@ -96,126 +105,12 @@ impl<K: Key, V: Value, D: Device> Store<K, V, D> {
     /// # Ok::<(), oxifaster::Error>(())
     /// ```
     pub fn compact(&self, until: u64) -> Result<CompactionReport> {
-        let started = Instant::now();
-        let inner = &self.inner;
-        let _one = inner.maintenance.lock().unwrap_or_else(|p| p.into_inner());
-        let log = &inner.log;
-        log.check_poisoned()?;
-        let from = log.begin_address().raw();
-        let mut report = CompactionReport {
-            from,
-            until: from,
-            scanned_bytes: 0,
-            records: 0,
-            copied: 0,
-            copied_bytes: 0,
-            tombstones_dropped: 0,
-            reclaimed_bytes: 0,
-            duration: Duration::ZERO,
-        };
-        let bad = |why| Err(Error::InvalidAddress { address: until, why });
-        if until < from {
-            return bad("compaction cannot end below the begin address");
-        }
-        if until > log.safe_read_only_address().raw() {
-            return bad("compaction stops at the safe read-only address (see Store::log_regions)");
-        }
-        if !until.is_multiple_of(8) {
-            return bad("not a record boundary");
-        }
-        if until == from {
-            return Ok(report);
-        }
-        let target = Address::new(until).ok_or(Error::LogFull)?;
-        let mut session = Session::internal(inner.clone())?;
-        // 1. The range on the device, each page with a durable seal.
-        session.with_handle(|handle| log.flush_written(target, handle))?;
-        log.sync_device()?;
-        // 2. Copy what is still live.
-        let format = RecordFormat::<K, V>::shape();
-        let page_size = log.page_size();
-        let gaps = inner.checkpoints.gaps.lock().unwrap_or_else(|p| p.into_inner()).clone();
-        let reader = log.reader();
-        let mut page_buf = AlignedBytes::zeroed(page_size as usize);
-        let load = |page: u64, end: u64, buf: &mut AlignedBytes| -> Result<()> {
-            let start = Address::new(page).ok_or(Error::LogFull)?;
-            reader.read_from_device(start, buf.as_mut_slice())?;
-            let need = (end - page).min(log.page_body());
-            seal::check_page(page, buf.as_slice(), need, false).map_err(|what| Error::Corruption {
-                address: page,
-                what: format!("the page's seal: {what}"),
-            })
-        };
-        // `until` must end a record (or fall where the page's records end):
-        // checked before anything is copied.
-        let last_page = until & !(page_size - 1);
-        if until > last_page && !gaps.iter().any(|(f, t)| (*f..=*t).contains(&until)) {
-            let start = from.max(last_page);
-            load(last_page, until, &mut page_buf)?;
-            let chunk = &mut page_buf.as_mut_slice()
-                [(start - last_page) as usize..(until - last_page) as usize];
-            if checkpoint::for_each_record(&format, chunk, start, page_size, |_, _, _, _| {})
-                .is_err()
-            {
-                return bad("not a record boundary");
-            }
-        }
-        let mut at = from;
-        while at < until {
-            if let Some(&(_, to)) = gaps.iter().find(|(f, t)| (*f..*t).contains(&at)) {
-                // A dead range left by a recovery: nothing was written there.
-                at = to.min(until);
-                continue;
-            }
-            let page = at & !(page_size - 1);
-            let end = (page + page_size).min(until);
-            let end = gaps.iter().filter(|(f, _)| *f > at).map(|(f, _)| *f).fold(end, u64::min);
-            load(page, end, &mut page_buf)?;
-            report.scanned_bytes += end - at;
-            let chunk = &mut page_buf.as_mut_slice()[(at - page) as usize..(end - page) as usize];
-            let mut records = Vec::new();
-            checkpoint::for_each_record(
-                &format,
-                chunk,
-                at,
-                page_size,
-                |address, bytes, info, _| {
-                    if !info.is_invalid() {
-                        records.push((address, bytes.to_vec(), info));
-                    }
-                },
-            )?;
-            for (address, bytes, info) in records {
-                report.records += 1;
-                let (key_len, value_len) = format.lengths_in(&bytes[..format.header_size]);
-                let key = &bytes[format.header_size..format.header_size + key_len];
-                let value_at = format.header_size + pad8(key_len);
-                let value = &bytes[value_at..value_at + value_len];
-                let address = Address::new(address).ok_or(Error::LogFull)?;
-                match session.copy_if_newest(address, key, value, info.is_tombstone())? {
-                    CopyOutcome::Copied => {
-                        report.copied += 1;
-                        report.copied_bytes += bytes.len() as u64;
-                    }
-                    CopyOutcome::Tombstone => report.tombstones_dropped += 1,
-                    CopyOutcome::Superseded => {}
-                }
-            }
-            at = end;
-        }
-        // 3. The begin address, once every copy is published.
-        session.with_handle(|handle| log.shift_begin(target, handle))?;
-        {
-            let mut gaps = inner.checkpoints.gaps.lock().unwrap_or_else(|p| p.into_inner());
-            gaps.retain(|(_, to)| *to > until);
-        }
-        drop(session);
-        report.until = until;
-        // 4. The segments nothing needs any more.
-        report.reclaimed_bytes = self.reclaim()?;
-        report.duration = started.elapsed();
-        tracing::info!(?report, "compacted");
-        Ok(report)
+        self.compact_with(until, CompactionKind::default())
+    }
+
+    /// [`Store::compact`] in the given form (see [`CompactionKind`]).
+    pub fn compact_with(&self, until: u64, kind: CompactionKind) -> Result<CompactionReport> {
+        crate::hlog::unthrottled(|| compact(&self.inner, until, kind))
     }
 
     /// Deletes the log's device segments wholly below the begin address
@@ -225,7 +120,276 @@ impl<K: Key, V: Value, D: Device> Store<K, V, D> {
     /// bytes of the segments deleted. Compaction calls it; call it after
     /// deleting checkpoints by hand.
     pub fn reclaim(&self) -> Result<u64> {
-        let inner = &self.inner;
+        reclaim(&self.inner)
+    }
+
+    /// What compactions did since the store opened, summed.
+    pub fn compaction_totals(&self) -> CompactionTotals {
+        *self.inner.compaction_totals.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// Which records [`Store::compact_with`] examines one by one.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum CompactionKind {
+    /// For every record of the range, walk its key's chain from the index
+    /// to see whether it is still the newest (FASTER's lookup compaction).
+    /// No memory beyond a page; a walk per record, which reads the device
+    /// where chains leave memory.
+    Lookup,
+    /// Collect the range's keys (the newest record of each in the range)
+    /// in a temporary map, drop those that have a record in the log above
+    /// the range (one sequential read of it), and walk the chains of the
+    /// survivors only (FASTER's scan compaction). Memory: one entry per
+    /// distinct key in the range. The default: on a 50:50 workload over a
+    /// log larger than memory it is several times faster (BENCHMARKS.md).
+    #[default]
+    Scan,
+}
+
+/// [`Store::compact_with`] on the store's shared state.
+pub(crate) fn compact<K: Key, V: Value, D: Device>(
+    inner: &Arc<StoreInner<K, V, D>>,
+    until: u64,
+    kind: CompactionKind,
+) -> Result<CompactionReport> {
+    let started = Instant::now();
+    let _one = inner.maintenance.lock().unwrap_or_else(|p| p.into_inner());
+    let log = &inner.log;
+    log.check_poisoned()?;
+    let from = log.begin_address().raw();
+    let mut report = CompactionReport {
+        from,
+        until: from,
+        scanned_bytes: 0,
+        records: 0,
+        copied: 0,
+        copied_bytes: 0,
+        tombstones_dropped: 0,
+        reclaimed_bytes: 0,
+        duration: Duration::ZERO,
+    };
+    let bad = |why| Err(Error::InvalidAddress { address: until, why });
+    if until < from {
+        return bad("compaction cannot end below the begin address");
+    }
+    if until > log.safe_read_only_address().raw() {
+        return bad("compaction stops at the safe read-only address (see Store::log_regions)");
+    }
+    if !until.is_multiple_of(8) {
+        return bad("not a record boundary");
+    }
+    if until == from {
+        return Ok(report);
+    }
+    let target = Address::new(until).ok_or(Error::LogFull)?;
+    let mut session = Session::internal(inner.clone())?;
+    // 1. The range on the device, each page with a durable seal.
+    session.with_handle(|handle| log.flush_written(target, handle))?;
+    log.sync_device()?;
+    let mut pages = Pages::new(inner);
+    if !pages.ends_a_record(from, until)? {
+        return bad("not a record boundary");
+    }
+    // 2. Copy what is still live.
+    let shape = pages.shape;
+    let copy = |session: &mut Session<K, V, D>,
+                report: &mut CompactionReport,
+                address: u64,
+                bytes: &[u8],
+                tombstone: bool|
+     -> Result<()> {
+        let (key, value) = key_value(&shape, bytes);
+        let address = Address::new(address).ok_or(Error::LogFull)?;
+        match session.copy_if_newest(address, key, value, tombstone)? {
+            CopyOutcome::Copied => {
+                report.copied += 1;
+                report.copied_bytes += bytes.len() as u64;
+            }
+            CopyOutcome::Tombstone => report.tombstones_dropped += 1,
+            CopyOutcome::Superseded => {}
+        }
+        Ok(())
+    };
+    match kind {
+        CompactionKind::Lookup => {
+            let mut records = Vec::new();
+            report.scanned_bytes += pages.walk(from, until, |address, bytes, info| {
+                records.push((address, bytes.to_vec(), info.is_tombstone()));
+            })?;
+            for (address, bytes, tombstone) in records {
+                report.records += 1;
+                copy(&mut session, &mut report, address, &bytes, tombstone)?;
+            }
+        }
+        CompactionKind::Scan => {
+            // The newest record of each key in the range.
+            let mut newest: HashMap<Vec<u8>, (u64, bool)> = HashMap::new();
+            report.scanned_bytes += pages.walk(from, until, |address, bytes, info| {
+                report.records += 1;
+                let key = key_of(&shape, bytes).to_vec();
+                newest.insert(key, (address, info.is_tombstone()));
+            })?;
+            // Keys with a record above the range are not copied. The scan
+            // is a filter only: a key it leaves in goes through the
+            // conditional copy, which decides.
+            let scan_end = log.safe_read_only_address();
+            session.with_handle(|handle| log.flush_written(scan_end, handle))?;
+            log.sync_device()?;
+            report.scanned_bytes += pages.walk(until, scan_end.raw(), |_, bytes, _| {
+                newest.remove(key_of(&shape, bytes));
+            })?;
+            let mut survivors: Vec<(u64, bool)> = newest.into_values().collect();
+            survivors.sort_unstable();
+            // Read the survivors back a page at a time.
+            let mut at = 0;
+            while at < survivors.len() {
+                let page = survivors[at].0 & !(pages.page_size - 1);
+                let end = (page + pages.page_size).min(until);
+                let in_page = survivors[at..].iter().take_while(|(a, _)| *a < end).count();
+                let wanted: Vec<(u64, bool)> = survivors[at..at + in_page].to_vec();
+                let mut found = Vec::with_capacity(in_page);
+                pages.walk(page.max(from), end, |address, bytes, _| {
+                    if let Ok(i) = wanted.binary_search_by_key(&address, |(a, _)| *a) {
+                        found.push((address, bytes.to_vec(), wanted[i].1));
+                    }
+                })?;
+                for (address, bytes, tombstone) in found {
+                    copy(&mut session, &mut report, address, &bytes, tombstone)?;
+                }
+                at += in_page;
+            }
+        }
+    }
+    // 3. The begin address, once every copy is published.
+    session.with_handle(|handle| log.shift_begin(target, handle))?;
+    {
+        let mut gaps = inner.checkpoints.gaps.lock().unwrap_or_else(|p| p.into_inner());
+        gaps.retain(|(_, to)| *to > until);
+    }
+    drop(session);
+    report.until = until;
+    // 4. The segments nothing needs any more.
+    report.reclaimed_bytes = reclaim(inner)?;
+    report.duration = started.elapsed();
+    {
+        let mut totals = inner.compaction_totals.lock().unwrap_or_else(|p| p.into_inner());
+        totals.compactions += 1;
+        totals.scanned_bytes += report.scanned_bytes;
+        totals.copied_bytes += report.copied_bytes;
+        totals.duration += report.duration;
+    }
+    tracing::info!(?report, "compacted");
+    Ok(report)
+}
+
+/// A record's key and value bytes.
+fn key_value<'b>(shape: &RecordShape, bytes: &'b [u8]) -> (&'b [u8], &'b [u8]) {
+    let (key_len, value_len) = shape.lengths_in(&bytes[..shape.header_size]);
+    let key = &bytes[shape.header_size..shape.header_size + key_len];
+    let value_at = shape.header_size + pad8(key_len);
+    (key, &bytes[value_at..value_at + value_len])
+}
+
+/// The key bytes of a record (`bytes` from the header on).
+fn key_of<'a>(shape: &RecordShape, bytes: &'a [u8]) -> &'a [u8] {
+    let (key_len, _) = shape.lengths_in(&bytes[..shape.header_size]);
+    &bytes[shape.header_size..shape.header_size + key_len]
+}
+
+/// Reads the log's pages back from the device, each checked against its
+/// seal, and walks their records.
+struct Pages<'a, D> {
+    log: &'a crate::hlog::HybridLog<D>,
+    reader: crate::hlog::LogReader<D>,
+    shape: RecordShape,
+    page_size: u64,
+    /// Dead ranges left by recoveries (nothing was written there).
+    gaps: Vec<(u64, u64)>,
+    buf: AlignedBytes,
+}
+
+impl<'a, D: Device> Pages<'a, D> {
+    fn new<K: Key, V: Value>(inner: &'a StoreInner<K, V, D>) -> Self {
+        let log = &inner.log;
+        Self {
+            log,
+            reader: log.reader(),
+            shape: RecordFormat::<K, V>::shape(),
+            page_size: log.page_size(),
+            gaps: inner.checkpoints.gaps.lock().unwrap_or_else(|p| p.into_inner()).clone(),
+            buf: AlignedBytes::zeroed(log.page_size() as usize),
+        }
+    }
+
+    /// Reads the page at `page` with its bytes up to `end` sealed.
+    fn load(&mut self, page: u64, end: u64) -> Result<()> {
+        let start = Address::new(page).ok_or(Error::LogFull)?;
+        self.reader.read_from_device(start, self.buf.as_mut_slice())?;
+        let need = (end - page).min(self.log.page_body());
+        seal::check_page(page, self.buf.as_slice(), need, false).map_err(|what| Error::Corruption {
+            address: page,
+            what: format!("the page's seal: {what}"),
+        })
+    }
+
+    /// Whether `until` ends a record (or falls where its page's records
+    /// end), walking its page from `from` or the page's start.
+    fn ends_a_record(&mut self, from: u64, until: u64) -> Result<bool> {
+        let page = until & !(self.page_size - 1);
+        if until == page || self.gaps.iter().any(|(f, t)| (*f..=*t).contains(&until)) {
+            return Ok(true);
+        }
+        let start = from.max(page);
+        self.load(page, until)?;
+        let chunk = &mut self.buf.as_mut_slice()[(start - page) as usize..(until - page) as usize];
+        Ok(checkpoint::for_each_record(&self.shape, chunk, start, self.page_size, |_, _, _, _| {})
+            .is_ok())
+    }
+
+    /// Calls `f(address, record bytes, header)` for every valid record in
+    /// `[from, to)` (`from` a record boundary); returns the bytes read.
+    fn walk(
+        &mut self,
+        from: u64,
+        to: u64,
+        mut f: impl FnMut(u64, &[u8], RecordInfo),
+    ) -> Result<u64> {
+        let mut scanned = 0;
+        let mut at = from;
+        while at < to {
+            if let Some(&(_, gap_end)) = self.gaps.iter().find(|(f, t)| (*f..*t).contains(&at)) {
+                at = gap_end.min(to);
+                continue;
+            }
+            let page = at & !(self.page_size - 1);
+            let end = (page + self.page_size).min(to);
+            let end =
+                self.gaps.iter().filter(|(f, _)| *f > at).map(|(f, _)| *f).fold(end, u64::min);
+            self.load(page, end)?;
+            scanned += end - at;
+            let chunk = &mut self.buf.as_mut_slice()[(at - page) as usize..(end - page) as usize];
+            checkpoint::for_each_record(
+                &self.shape,
+                chunk,
+                at,
+                self.page_size,
+                |address, bytes, info, _| {
+                    if !info.is_invalid() {
+                        f(address, bytes, info);
+                    }
+                },
+            )?;
+            at = end;
+        }
+        Ok(scanned)
+    }
+}
+
+/// [`Store::reclaim`] on the store's shared state.
+pub(crate) fn reclaim<K: Key, V: Value, D: Device>(inner: &StoreInner<K, V, D>) -> Result<u64> {
+    {
         let pin = inner.checkpoints.log_pin.lock().unwrap_or_else(|p| p.into_inner());
         let mut keep = inner.log.begin_address().raw();
         if let Some(running) = *pin {
@@ -244,6 +408,8 @@ impl<K: Key, V: Value, D: Device> Store<K, V, D> {
             context: format!("deleting log segments below {keep:#x}"),
             source,
         })?;
-        Ok(stored_before.saturating_sub(device.stored_bytes()))
+        let freed = stored_before.saturating_sub(device.stored_bytes());
+        inner.compaction_totals.lock().unwrap_or_else(|p| p.into_inner()).reclaimed_bytes += freed;
+        Ok(freed)
     }
 }

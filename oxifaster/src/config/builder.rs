@@ -8,8 +8,9 @@ use std::sync::{Arc, Mutex};
 
 use super::auto::AutoCheckpoint;
 use crate::checkpoint::{self, CheckpointKind, recover_store};
+use crate::compaction::BudgetTask;
 use crate::cpr;
-use crate::device::{DEFAULT_SEGMENT_SIZE_BITS, Device, FileDevice};
+use crate::device::{Device, FileDevice};
 use crate::lock::LockFile;
 use crate::record::{Key, Value};
 use crate::store::{CloseHook, Store, StoreConfig, StoreInner};
@@ -123,6 +124,28 @@ impl<K: Key, V: Value> StoreBuilder<K, V> {
         self.config.keep_checkpoints = keep;
         self
     }
+    /// log2 of the size of the log's segment files, 12..=40 (default 30, 1
+    /// GiB): the unit in which compaction gives disk space back. Fixed
+    /// when the store is created (recorded in its `SEGMENTS` file); an
+    /// existing store keeps its own.
+    pub fn segment_size_bits(mut self, bits: u32) -> Self {
+        self.config.segment_size_bits = bits;
+        self
+    }
+    /// Bounds the store directory (log segments and checkpoints together)
+    /// to `bytes` (default: no bound): a background task compacts the
+    /// log's oldest part whenever the directory passes 70% of the budget,
+    /// takes a checkpoint so that the new begin address is durable (if the
+    /// checkpoint policy is on), prunes checkpoints — those taken by hand
+    /// too — to `keep_checkpoints` and deletes the log segments none of
+    /// them needs. The budget must hold the log memory, one index
+    /// checkpoint and four segments (`segment_size_bits`, chosen from the
+    /// budget unless set). The live data must fit well inside it: a store
+    /// whose live records fill the budget cannot be compacted below it.
+    pub fn disk_budget(mut self, bytes: Option<u64>) -> Self {
+        self.config.disk_budget = bytes;
+        self
+    }
     /// The most operations one session may hold parked at once (default
     /// 65,536): a `read` or `rmw` that would park one more returns
     /// [`Error::TooManyPending`]; `complete_pending` makes room. A parked
@@ -179,7 +202,7 @@ impl<K: Key, V: Value> StoreBuilder<K, V> {
     pub fn recover(self, token: impl AsRef<str>) -> Result<Store<K, V>> {
         let dir = self.require_dir()?;
         let lock = lock_store_dir(&dir)?;
-        let device = open_file_device(&dir)?;
+        let device = open_file_device(&dir, self.config.effective_segment_bits())?;
         let inner = recover_store(self.config, device, &dir, token.as_ref())?;
         start(inner, Some(lock), None)
     }
@@ -191,7 +214,8 @@ impl<K: Key, V: Value> StoreBuilder<K, V> {
     pub fn recover_latest(self) -> Result<Store<K, V>> {
         let dir = self.require_dir()?;
         let lock = lock_store_dir(&dir)?;
-        self.recover_latest_locked(dir, lock, open_file_device)
+        let bits = self.config.effective_segment_bits();
+        self.recover_latest_locked(dir, lock, move |dir| open_file_device(dir, bits))
     }
 
     /// Recovers the newest intact checkpoint of `dir` (locked), opening
@@ -253,19 +277,22 @@ impl<K: Key, V: Value> StoreBuilder<K, V> {
             // Nothing outlives a temporary store: no durability policy.
             config.checkpoint_every = None;
             config.checkpoint_on_close = false;
-            let mut inner = StoreInner::new(config, open_file_device(&dir)?, 1)?;
+            let device = open_file_device(&dir, config.effective_segment_bits())?;
+            let mut inner = StoreInner::new(config, device, 1)?;
             inner.dir = Some(dir);
             return start(inner, Some(lock), Some(temp));
         };
         match classify_dir(&dir)? {
             DirContents::Checkpointed => {
                 let lock = lock_store_dir(&dir)?;
-                self.recover_latest_locked(dir, lock, open_file_device)
+                let bits = self.config.effective_segment_bits();
+                self.recover_latest_locked(dir, lock, move |dir| open_file_device(dir, bits))
             }
             DirContents::Empty | DirContents::UncheckpointedStore => {
                 let lock = lock_store_dir(&dir)?;
                 let version = next_version(&dir)?;
-                let inner = StoreInner::new(self.config, open_file_device(&dir)?, version)?;
+                let device = open_file_device(&dir, self.config.effective_segment_bits())?;
+                let inner = StoreInner::new(self.config, device, version)?;
                 start(inner, Some(lock), None)
             }
         }
@@ -325,7 +352,7 @@ fn classify_dir(dir: &Path) -> Result<DirContents> {
             .strip_prefix("log.")
             .is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()));
         match &*name {
-            "LOCK" => {}
+            "LOCK" | "SEGMENTS" => {}
             "checkpoints" => store_files = true,
             "log" | "commit" => {
                 return Err(not_a_store("it holds a FasterLog (open it with FasterLog)".into()));
@@ -353,8 +380,10 @@ fn lock_store_dir(dir: &Path) -> Result<LockFile> {
     LockFile::acquire(&dir.join("LOCK"))
 }
 
-fn open_file_device(dir: &Path) -> Result<FileDevice> {
-    FileDevice::open(dir, DEFAULT_SEGMENT_SIZE_BITS).map_err(|source| Error::Io {
+/// The log's segment files in `dir`, at the size the directory records
+/// (`bits` for a new store).
+fn open_file_device(dir: &Path, bits: u32) -> Result<FileDevice> {
+    FileDevice::open_recorded(dir, bits).map_err(|source| Error::Io {
         context: format!("opening the log in {}", dir.display()),
         source,
     })
@@ -452,9 +481,17 @@ fn start<K: Key, V: Value, D: Device>(
             }
             _ => None,
         };
+        let budget = match inner.config.disk_budget {
+            Some(bytes) => Some(BudgetTask::start(inner.clone(), bytes)?),
+            None => None,
+        };
         let auto = Mutex::new(auto);
+        let budget = Mutex::new(budget);
         let inner = inner.clone();
         let hook: CloseHook = Box::new(move || {
+            if let Some(budget) = budget.lock().unwrap_or_else(|p| p.into_inner()).take() {
+                budget.stop();
+            }
             if let Some(auto) = auto.lock().unwrap_or_else(|p| p.into_inner()).take() {
                 auto.stop();
             }

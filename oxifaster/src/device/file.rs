@@ -17,6 +17,53 @@ use super::Device;
 /// The default segment size: 1 GiB.
 pub const DEFAULT_SEGMENT_SIZE_BITS: u32 = 30;
 
+/// The file in a store directory that records its segment size.
+pub const SEGMENTS_FILE: &str = "SEGMENTS";
+
+/// The segment size (log2) recorded in `dir`'s `SEGMENTS` file, if it has
+/// one; a file that does not say one is an `InvalidData` error.
+pub fn recorded_segment_bits(dir: &Path) -> io::Result<Option<u32>> {
+    let text = match std::fs::read_to_string(dir.join(SEGMENTS_FILE)) {
+        Ok(text) => text,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(e),
+    };
+    text.trim()
+        .strip_prefix("segment_size_bits=")
+        .and_then(|n| n.parse::<u32>().ok())
+        .filter(|bits| (12..=40).contains(bits))
+        .map(Some)
+        .ok_or_else(|| {
+            io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!(
+                    "{} does not hold a segment size: {text:?}",
+                    dir.join(SEGMENTS_FILE).display()
+                ),
+            )
+        })
+}
+
+/// Whether `dir` holds log segment files (`log.<n>`).
+fn has_segments(dir: &Path) -> io::Result<bool> {
+    let entries = match std::fs::read_dir(dir) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(false),
+        Err(e) => return Err(e),
+    };
+    for entry in entries {
+        let name = entry?.file_name();
+        let name = name.to_string_lossy();
+        if name
+            .strip_prefix("log.")
+            .is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
+        {
+            return Ok(true);
+        }
+    }
+    Ok(false)
+}
+
 /// The block size of direct writes.
 const DIRECT_BLOCK: usize = 4096;
 
@@ -57,6 +104,42 @@ impl FileDevice {
             direct: false,
             segments: RwLock::new(BTreeMap::new()),
         })
+    }
+
+    /// Opens the segments of a store directory at the size recorded in
+    /// its `SEGMENTS` file. A directory without one gets `segment_bits`,
+    /// recorded (durably) before any segment exists, unless it already
+    /// holds segments: those were written before sizes were recorded, at
+    /// [`DEFAULT_SEGMENT_SIZE_BITS`].
+    pub fn open_recorded(dir: impl AsRef<Path>, segment_bits: u32) -> io::Result<Self> {
+        let dir = dir.as_ref();
+        let bits = match recorded_segment_bits(dir)? {
+            Some(bits) => bits,
+            None if has_segments(dir)? => DEFAULT_SEGMENT_SIZE_BITS,
+            None => {
+                std::fs::create_dir_all(dir)?;
+                let path = dir.join(SEGMENTS_FILE);
+                let temp = dir.join(format!("{SEGMENTS_FILE}.tmp"));
+                let mut file = File::create(&temp)?;
+                std::io::Write::write_all(
+                    &mut file,
+                    format!("segment_size_bits={segment_bits}\n").as_bytes(),
+                )?;
+                file.sync_all()?;
+                std::fs::rename(&temp, &path)?;
+                File::open(dir)?.sync_all()?;
+                segment_bits
+            }
+        };
+        Self::open(dir, bits)
+    }
+
+    /// Opens the segments of an existing store directory at their recorded
+    /// size (see [`Self::open_recorded`]), recording nothing: for tools
+    /// that read a store.
+    pub fn open_existing(dir: impl AsRef<Path>) -> io::Result<Self> {
+        let bits = recorded_segment_bits(dir.as_ref())?.unwrap_or(DEFAULT_SEGMENT_SIZE_BITS);
+        Self::open(dir, bits)
     }
 
     /// [`Self::open`], writing 4 KiB-aligned requests with `O_DIRECT` (Linux)

@@ -35,7 +35,7 @@ mod uring;
 #[cfg(feature = "testing")]
 #[doc(hidden)]
 pub use fault::{CrashClock, CrashMode, FaultDevice, FaultKind, FaultOp};
-pub use file::{DEFAULT_SEGMENT_SIZE_BITS, FileDevice};
+pub use file::{DEFAULT_SEGMENT_SIZE_BITS, FileDevice, SEGMENTS_FILE, recorded_segment_bits};
 pub use memory::{MemoryDevice, NullDevice};
 #[cfg(all(target_os = "linux", feature = "io_uring"))]
 pub use uring::IoUringDevice;

@@ -42,6 +42,29 @@ use crate::epoch::EpochHandle;
 use crate::mem::LargeBuffer;
 use crate::{Error, Result};
 
+/// The longest a page turn waits while the log is throttled (see
+/// [`HybridLog::set_throttled`]).
+pub const MAX_THROTTLE_PAUSE: std::time::Duration = std::time::Duration::from_millis(100);
+
+std::thread_local! {
+    /// Set on threads whose appends make room (compaction): they are never
+    /// throttled.
+    static UNTHROTTLED: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Runs `f` with this thread exempt from the log's throttle (see
+/// [`HybridLog::set_throttled`]).
+pub fn unthrottled<R>(f: impl FnOnce() -> R) -> R {
+    struct Reset(bool);
+    impl Drop for Reset {
+        fn drop(&mut self) {
+            UNTHROTTLED.with(|u| u.set(self.0));
+        }
+    }
+    let _reset = Reset(UNTHROTTLED.with(|u| u.replace(true)));
+    f()
+}
+
 pub mod seal;
 
 /// The first address of the log: the start of page 0 is reserved, so that
@@ -149,6 +172,9 @@ struct Shared<D> {
     flush_target: AtomicU64,
     /// Set when a device write failed: the log refuses further work.
     poisoned: AtomicBool,
+    /// Set while the store is over its disk budget: a thread that turns a
+    /// page first pauses (see [`HybridLog::set_throttled`]).
+    throttled: AtomicBool,
     error: Mutex<Option<String>>,
 }
 
@@ -329,6 +355,7 @@ impl<D: Device> HybridLog<D> {
                 verified: std::sync::Mutex::new(std::collections::HashMap::new()),
                 flush_target: AtomicU64::new(0),
                 poisoned: AtomicBool::new(false),
+                throttled: AtomicBool::new(false),
                 error: Mutex::new(None),
             }),
         })
@@ -510,9 +537,29 @@ impl<D: Device> HybridLog<D> {
         self.address(page, 0)
     }
 
+    /// Turns admission control on or off: while on, a thread that turns a
+    /// page (one in every page of appends) first waits, refreshing its
+    /// epoch, until it is off again or [`MAX_THROTTLE_PAUSE`] has passed.
+    /// The disk budget's task sets it while the store's directory is over
+    /// its high-water mark, so that writers cannot outrun compaction for
+    /// long. Threads marked with [`unthrottled`] (compaction's) never wait.
+    pub fn set_throttled(&self, on: bool) {
+        self.shared.throttled.store(on, Ordering::Release);
+    }
+
     /// Opens page `page + 1` and allocates `size` bytes at its start.
     fn turn_page(&self, page: u64, size: u64, handle: &EpochHandle<'_>) -> Result<Address> {
         let s = &self.shared;
+        if s.throttled.load(Ordering::Acquire) && !UNTHROTTLED.with(std::cell::Cell::get) {
+            // Other appenders wait for this page turn meanwhile: the pause
+            // is bounded, so a thread that must append to make room (a
+            // compaction whose copy waits for the page) is never stuck.
+            let started = std::time::Instant::now();
+            while s.throttled.load(Ordering::Acquire) && started.elapsed() < MAX_THROTTLE_PAUSE {
+                handle.refresh();
+                std::thread::sleep(std::time::Duration::from_micros(500));
+            }
+        }
         let g = s.geometry;
         let next = page + 1;
         if next >= (1u64 << 32) || next >= (1u64 << (Address::BITS - g.page_bits)) {

@@ -28,6 +28,7 @@ pub(crate) mod record;
 mod session;
 
 pub use crate::cpr::CommitPoint;
+
 pub(crate) use session::CopyOutcome;
 pub use session::{Completed, CompletedOp, OpError, ReadStatus, RmwStatus, Session};
 
@@ -84,6 +85,14 @@ pub struct StoreConfig {
     /// The most operations one session may hold parked (pending) at once.
     /// Default 65,536.
     pub max_pending: usize,
+    /// log2 of the log's segment file size, for a new store (an existing
+    /// one keeps the size it recorded). Default 30 (1 GiB); with a disk
+    /// budget and this left at its default, a size that gives about 32
+    /// segments in the budget.
+    pub segment_size_bits: u32,
+    /// The bytes the store directory (log segments and checkpoints) may
+    /// take; `None`: no bound. Default `None`.
+    pub disk_budget: Option<u64>,
 }
 
 impl Default for StoreConfig {
@@ -102,6 +111,8 @@ impl Default for StoreConfig {
             checkpoint_on_close: true,
             keep_checkpoints: 2,
             max_pending: 1 << 16,
+            segment_size_bits: crate::device::DEFAULT_SEGMENT_SIZE_BITS,
+            disk_budget: None,
         }
     }
 }
@@ -147,6 +158,18 @@ impl StoreConfig {
         Ok(geometry)
     }
 
+    /// The segment size (log2) a new store gets: `segment_size_bits`, or,
+    /// with a disk budget and `segment_size_bits` at its default, about a
+    /// 32nd of the budget (at least 64 KiB and a page, at most 1 GiB).
+    pub fn effective_segment_bits(&self) -> u32 {
+        match self.disk_budget {
+            Some(budget) if self.segment_size_bits == crate::device::DEFAULT_SEGMENT_SIZE_BITS => {
+                (budget / 32).max(1).ilog2().clamp(16.max(self.page_size_bits), 30)
+            }
+            _ => self.segment_size_bits,
+        }
+    }
+
     /// Checks every setting.
     pub fn validate(&self) -> Result<()> {
         self.geometry()?;
@@ -161,6 +184,36 @@ impl StoreConfig {
                 what: "max_sessions",
                 why: "must be at least 1".into(),
             });
+        }
+        if !(12..=40).contains(&self.segment_size_bits)
+            || self.segment_size_bits < self.page_size_bits
+        {
+            return Err(Error::InvalidConfig {
+                what: "segment_size_bits",
+                why: format!(
+                    "{} is outside 12..=40 or below page_size_bits ({}): a segment holds whole pages",
+                    self.segment_size_bits, self.page_size_bits
+                ),
+            });
+        }
+        if let Some(budget) = self.disk_budget {
+            let index = self.table_size.saturating_mul(64);
+            let segment = 1u64 << self.effective_segment_bits();
+            let least = self
+                .log_memory_size_bytes
+                .saturating_add(index)
+                .saturating_add(segment.saturating_mul(4));
+            if budget < least {
+                return Err(Error::InvalidConfig {
+                    what: "disk_budget",
+                    why: format!(
+                        "{budget} bytes cannot hold the log memory ({} bytes) written out, one \
+                         checkpoint's index ({index} bytes) and four log segments ({segment} \
+                         bytes each): at least {least} bytes",
+                        self.log_memory_size_bytes
+                    ),
+                });
+            }
         }
         if self.max_pending == 0 {
             return Err(Error::InvalidConfig {
@@ -204,6 +257,8 @@ pub(crate) struct StoreInner<K, V, D> {
     /// Held by a maintenance task (compaction) while it runs: one at a
     /// time.
     pub(crate) maintenance: std::sync::Mutex<()>,
+    /// What compactions did, summed (the compaction layer adds to it).
+    pub(crate) compaction_totals: std::sync::Mutex<CompactionTotals>,
     types: PhantomData<fn(K, V)>,
 }
 
@@ -290,6 +345,7 @@ impl<K: Key, V: Value, D: Device> StoreInner<K, V, D> {
             checkpoints: cpr::Control::default(),
             open_sessions: std::sync::atomic::AtomicUsize::new(0),
             maintenance: std::sync::Mutex::new(()),
+            compaction_totals: std::sync::Mutex::new(CompactionTotals::default()),
             types: PhantomData,
         })
     }
@@ -515,6 +571,23 @@ impl<K: Key, V: Value, D: Device> Store<K, V, D> {
             flushed_until_address: regions.flushed_until_address,
         })
     }
+}
+
+/// What compactions did since the store opened, summed (see
+/// `Store::compact`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct CompactionTotals {
+    /// Compactions that ran.
+    pub compactions: u64,
+    /// Bytes of log they read back.
+    pub scanned_bytes: u64,
+    /// Bytes of live records they copied to the tail.
+    pub copied_bytes: u64,
+    /// Bytes of log segments deleted.
+    pub reclaimed_bytes: u64,
+    /// Time spent compacting.
+    pub duration: std::time::Duration,
 }
 
 /// The log's region addresses at one moment (see `docs/FORMAT.md` and the

@@ -1,0 +1,173 @@
+//! The disk budget: a background task that keeps the store directory (log
+//! segments and checkpoints) under [`StoreConfig::disk_budget`].
+//!
+//! Every 100 ms it measures the directory (the blocks its files take).
+//! Past 70% of the budget it compacts the older half of the log between
+//! the begin address and the tail (up to the safe read-only address),
+//! then, for a store with a checkpoint policy, takes a checkpoint (which
+//! makes the new begin address durable: older checkpoints no longer need
+//! to be the recovery point), prunes checkpoints (those taken by hand
+//! too) to `keep_checkpoints`, and deletes the log segments that no
+//! remaining checkpoint needs. The
+//! 30% headroom absorbs what sessions write while a round runs; past 85%
+//! writers are throttled (a thread that turns a log page waits up to 100
+//! ms, see `HybridLog::set_throttled`) until a round brings the directory
+//! back under 70%.
+//!
+//! The thread holds the store's shared state, not the open store: it never
+//! keeps a store open, and the store's close stops and joins it before the
+//! final checkpoint.
+//!
+//! [`StoreConfig::disk_budget`]: crate::StoreConfig::disk_budget
+
+use std::path::Path;
+use std::sync::{Arc, Condvar, Mutex};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use crate::checkpoint::{self, CheckpointKind};
+use crate::device::Device;
+use crate::record::{Key, Value};
+use crate::store::StoreInner;
+use crate::{Error, Result};
+
+/// How often the task measures the directory.
+const PERIOD: Duration = Duration::from_millis(100);
+/// Past this share of the budget, a round runs.
+const HIGH_WATER_PERCENT: u64 = 70;
+/// Past this share, writers are throttled until a round brings the
+/// directory back under the high-water mark.
+const THROTTLE_PERCENT: u64 = 85;
+
+/// The running task; [`BudgetTask::stop`] ends it.
+pub(crate) struct BudgetTask {
+    stop: Arc<(Mutex<bool>, Condvar)>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl BudgetTask {
+    /// Starts the task for a budget of `budget` bytes.
+    pub(crate) fn start<K: Key, V: Value, D: Device>(
+        inner: Arc<StoreInner<K, V, D>>,
+        budget: u64,
+    ) -> Result<Self> {
+        let stop = Arc::new((Mutex::new(false), Condvar::new()));
+        let stop2 = stop.clone();
+        let thread = std::thread::Builder::new()
+            .name("oxifaster-budget".into())
+            .spawn(move || run(&inner, budget, &stop2))
+            .map_err(|source| Error::Io {
+                context: "starting the disk budget task".into(),
+                source,
+            })?;
+        Ok(Self { stop, thread: Some(thread) })
+    }
+
+    /// Stops the task and waits for it (and for a round it is running).
+    pub(crate) fn stop(mut self) {
+        self.signal();
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+
+    fn signal(&self) {
+        let (flag, wake) = &*self.stop;
+        *flag.lock().unwrap_or_else(|p| p.into_inner()) = true;
+        wake.notify_all();
+    }
+}
+
+impl Drop for BudgetTask {
+    fn drop(&mut self) {
+        self.signal();
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+fn run<K: Key, V: Value, D: Device>(
+    inner: &Arc<StoreInner<K, V, D>>,
+    budget: u64,
+    stop: &(Mutex<bool>, Condvar),
+) {
+    let (flag, wake) = stop;
+    loop {
+        {
+            let stopped = flag.lock().unwrap_or_else(|p| p.into_inner());
+            let (stopped, _) = wake
+                .wait_timeout_while(stopped, PERIOD, |stopped| !*stopped)
+                .unwrap_or_else(|p| p.into_inner());
+            if *stopped {
+                inner.log.set_throttled(false);
+                return;
+            }
+        }
+        if inner.log.check_poisoned().is_err() {
+            continue;
+        }
+        let used = usage(inner);
+        // Writers are held back near the budget, and let go once a round
+        // brought the directory back under the high-water mark.
+        if used > budget / 100 * THROTTLE_PERCENT {
+            inner.log.set_throttled(true);
+        }
+        if used <= budget / 100 * HIGH_WATER_PERCENT {
+            inner.log.set_throttled(false);
+            continue;
+        }
+        if let Err(e) = crate::hlog::unthrottled(|| round(inner)) {
+            tracing::error!(error = %e, "a disk budget round failed");
+        }
+        if usage(inner) <= budget / 100 * HIGH_WATER_PERCENT {
+            inner.log.set_throttled(false);
+        }
+    }
+}
+
+/// One round: compact the older half of the log, checkpoint, prune,
+/// delete what no checkpoint needs.
+fn round<K: Key, V: Value, D: Device>(inner: &Arc<StoreInner<K, V, D>>) -> Result<()> {
+    let log = &inner.log;
+    let page = log.page_size();
+    let begin = log.begin_address().raw();
+    let tail = log.tail_address().raw();
+    let safe = log.safe_read_only_address().raw();
+    let until = ((begin + (tail - begin) / 2).min(safe) / page * page).max(begin);
+    if until > begin {
+        super::compact(inner, until, super::CompactionKind::default())?;
+    }
+    let Some(dir) = &inner.dir else { return super::reclaim(inner).map(drop) };
+    if inner.config.checkpoint_every.is_some() {
+        match inner.checkpoint_now(CheckpointKind::LogOnly) {
+            Ok(_) | Err(Error::CheckpointInProgress { .. }) => {}
+            Err(e) => return Err(e),
+        }
+    }
+    // Under a budget every checkpoint counts, taken by hand or not.
+    checkpoint::retain_older(dir, inner.config.keep_checkpoints)?;
+    super::reclaim(inner).map(drop)
+}
+
+/// The bytes the store directory takes: its log segments and its
+/// checkpoints.
+fn usage<K: Key, V: Value, D: Device>(inner: &StoreInner<K, V, D>) -> u64 {
+    let log = inner.log.device().stored_bytes();
+    let checkpoints = inner.dir.as_deref().map_or(0, |dir| tree_bytes(&dir.join("checkpoints")));
+    log + checkpoints
+}
+
+/// The blocks the files under `path` take, in bytes.
+pub(crate) fn tree_bytes(path: &Path) -> u64 {
+    use std::os::unix::fs::MetadataExt;
+    let Ok(entries) = std::fs::read_dir(path) else { return 0 };
+    entries
+        .flatten()
+        .map(|entry| match entry.metadata() {
+            Ok(m) if m.is_dir() => tree_bytes(&entry.path()),
+            Ok(m) => m.blocks() * 512,
+            Err(_) => 0,
+        })
+        .sum()
+}
