@@ -1,18 +1,19 @@
 //! The disk budget: a background task that keeps the store directory (log
 //! segments and checkpoints) under [`StoreConfig::disk_budget`].
 //!
-//! Every 100 ms it measures the directory (the blocks its files take).
+//! Every 50 ms a gauge thread measures the directory (the blocks its
+//! files take).
 //! Past 70% of the budget it compacts the older half of the log between
 //! the begin address and the tail (up to the safe read-only address),
-//! then, for a store with a checkpoint policy, takes a checkpoint (which
-//! makes the new begin address durable: older checkpoints no longer need
-//! to be the recovery point), prunes checkpoints (those taken by hand
-//! too) to `keep_checkpoints`, and deletes the log segments that no
-//! remaining checkpoint needs. The
+//! then, for a store in a directory, takes a checkpoint (which makes the
+//! new begin address durable: older checkpoints no longer need to be the
+//! recovery point), prunes checkpoints (those taken by hand too) to
+//! `keep_checkpoints`, and deletes the log segments that no remaining
+//! checkpoint needs. The
 //! 30% headroom absorbs what sessions write while a round runs; past 85%
-//! writers are throttled (a thread that turns a log page waits up to 100
-//! ms, see `HybridLog::set_throttled`) until a round brings the directory
-//! back under 70%.
+//! writers are throttled (an append waits, up to a second at a time, see
+//! `HybridLog::set_throttled`) until a round brings the directory back
+//! under 70%. In-place updates, which take no new space, never wait.
 //!
 //! The thread holds the store's shared state, not the open store: it never
 //! keeps a store open, and the store's close stops and joins it before the
@@ -21,6 +22,7 @@
 //! [`StoreConfig::disk_budget`]: crate::StoreConfig::disk_budget
 
 use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
@@ -31,18 +33,19 @@ use crate::record::{Key, Value};
 use crate::store::StoreInner;
 use crate::{Error, Result};
 
-/// How often the task measures the directory.
-const PERIOD: Duration = Duration::from_millis(100);
+/// How often the gauge measures the directory.
+const PERIOD: Duration = Duration::from_millis(50);
 /// Past this share of the budget, a round runs.
 const HIGH_WATER_PERCENT: u64 = 70;
 /// Past this share, writers are throttled until a round brings the
 /// directory back under the high-water mark.
 const THROTTLE_PERCENT: u64 = 85;
 
-/// The running task; [`BudgetTask::stop`] ends it.
+/// The running task (two threads: a gauge that measures the directory and
+/// throttles writers, and the rounds); [`BudgetTask::stop`] ends it.
 pub(crate) struct BudgetTask {
     stop: Arc<(Mutex<bool>, Condvar)>,
-    thread: Option<JoinHandle<()>>,
+    threads: Vec<JoinHandle<()>>,
 }
 
 impl BudgetTask {
@@ -52,21 +55,30 @@ impl BudgetTask {
         budget: u64,
     ) -> Result<Self> {
         let stop = Arc::new((Mutex::new(false), Condvar::new()));
-        let stop2 = stop.clone();
-        let thread = std::thread::Builder::new()
-            .name("oxifaster-budget".into())
-            .spawn(move || run(&inner, budget, &stop2))
-            .map_err(|source| Error::Io {
+        let over = Arc::new(AtomicBool::new(false));
+        let spawn = |name: &str, f: Box<dyn FnOnce() + Send>| {
+            std::thread::Builder::new().name(name.into()).spawn(f).map_err(|source| Error::Io {
                 context: "starting the disk budget task".into(),
                 source,
-            })?;
-        Ok(Self { stop, thread: Some(thread) })
+            })
+        };
+        let gauge = {
+            let (inner, stop, over) = (inner.clone(), stop.clone(), over.clone());
+            spawn("oxifaster-gauge", Box::new(move || gauge(&inner, budget, &stop, &over)))?
+        };
+        let mut task = Self { stop: stop.clone(), threads: vec![gauge] };
+        let rounds = {
+            let stop = stop.clone();
+            spawn("oxifaster-budget", Box::new(move || rounds(&inner, &stop, &over)))?
+        };
+        task.threads.push(rounds);
+        Ok(task)
     }
 
     /// Stops the task and waits for it (and for a round it is running).
     pub(crate) fn stop(mut self) {
         self.signal();
-        if let Some(thread) = self.thread.take() {
+        for thread in self.threads.drain(..) {
             let _ = thread.join();
         }
     }
@@ -81,47 +93,56 @@ impl BudgetTask {
 impl Drop for BudgetTask {
     fn drop(&mut self) {
         self.signal();
-        if let Some(thread) = self.thread.take() {
+        for thread in self.threads.drain(..) {
             let _ = thread.join();
         }
     }
 }
 
-fn run<K: Key, V: Value, D: Device>(
-    inner: &Arc<StoreInner<K, V, D>>,
+/// Sleeps for `period` unless stopped; whether it was stopped.
+fn stopped(stop: &(Mutex<bool>, Condvar), period: Duration) -> bool {
+    let (flag, wake) = stop;
+    let stopped = flag.lock().unwrap_or_else(|p| p.into_inner());
+    let (stopped, _) = wake
+        .wait_timeout_while(stopped, period, |stopped| !*stopped)
+        .unwrap_or_else(|p| p.into_inner());
+    *stopped
+}
+
+/// Measures the directory: asks for rounds past the high-water mark, and
+/// throttles writers past the throttle mark until it is back under the
+/// high-water mark.
+fn gauge<K: Key, V: Value, D: Device>(
+    inner: &StoreInner<K, V, D>,
     budget: u64,
     stop: &(Mutex<bool>, Condvar),
+    over: &AtomicBool,
 ) {
-    let (flag, wake) = stop;
-    loop {
-        {
-            let stopped = flag.lock().unwrap_or_else(|p| p.into_inner());
-            let (stopped, _) = wake
-                .wait_timeout_while(stopped, PERIOD, |stopped| !*stopped)
-                .unwrap_or_else(|p| p.into_inner());
-            if *stopped {
-                inner.log.set_throttled(false);
-                return;
-            }
-        }
-        if inner.log.check_poisoned().is_err() {
-            continue;
-        }
+    while !stopped(stop, PERIOD) {
         let used = usage(inner);
-        // Writers are held back near the budget, and let go once a round
-        // brought the directory back under the high-water mark.
+        over.store(used > budget / 100 * HIGH_WATER_PERCENT, Ordering::Release);
         if used > budget / 100 * THROTTLE_PERCENT {
             inner.log.set_throttled(true);
-        }
-        if used <= budget / 100 * HIGH_WATER_PERCENT {
+        } else if used <= budget / 100 * HIGH_WATER_PERCENT {
             inner.log.set_throttled(false);
+        }
+    }
+    inner.log.set_throttled(false);
+}
+
+/// Runs a round whenever the gauge says the directory is past the
+/// high-water mark.
+fn rounds<K: Key, V: Value, D: Device>(
+    inner: &Arc<StoreInner<K, V, D>>,
+    stop: &(Mutex<bool>, Condvar),
+    over: &AtomicBool,
+) {
+    while !stopped(stop, PERIOD) {
+        if !over.load(Ordering::Acquire) || inner.log.check_poisoned().is_err() {
             continue;
         }
         if let Err(e) = crate::hlog::unthrottled(|| round(inner)) {
             tracing::error!(error = %e, "a disk budget round failed");
-        }
-        if usage(inner) <= budget / 100 * HIGH_WATER_PERCENT {
-            inner.log.set_throttled(false);
         }
     }
 }
@@ -139,11 +160,11 @@ fn round<K: Key, V: Value, D: Device>(inner: &Arc<StoreInner<K, V, D>>) -> Resul
         super::compact(inner, until, super::CompactionKind::default())?;
     }
     let Some(dir) = &inner.dir else { return super::reclaim(inner).map(drop) };
-    if inner.config.checkpoint_every.is_some() {
-        match inner.checkpoint_now(CheckpointKind::LogOnly) {
-            Ok(_) | Err(Error::CheckpointInProgress { .. }) => {}
-            Err(e) => return Err(e),
-        }
+    // The new begin address, durable: older checkpoints stop being the
+    // newest recovery point, and pruning lets their log go.
+    match inner.checkpoint_now(CheckpointKind::LogOnly) {
+        Ok(_) | Err(Error::CheckpointInProgress { .. }) => {}
+        Err(e) => return Err(e),
     }
     // Under a budget every checkpoint counts, taken by hand or not.
     checkpoint::retain_older(dir, inner.config.keep_checkpoints)?;

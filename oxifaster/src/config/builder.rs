@@ -135,10 +135,11 @@ impl<K: Key, V: Value> StoreBuilder<K, V> {
     /// Bounds the store directory (log segments and checkpoints together)
     /// to `bytes` (default: no bound): a background task compacts the
     /// log's oldest part whenever the directory passes 70% of the budget,
-    /// takes a checkpoint so that the new begin address is durable (if the
-    /// checkpoint policy is on), prunes checkpoints — those taken by hand
-    /// too — to `keep_checkpoints` and deletes the log segments none of
-    /// them needs. The budget must hold the log memory, one index
+    /// takes a checkpoint so that the new begin address is durable, prunes
+    /// checkpoints — those taken by hand too — to `keep_checkpoints` and
+    /// deletes the log segments none of them needs; past 85%, appends wait
+    /// (up to a second at a time; in-place updates never do) until a round
+    /// brings the directory back under 70%. The budget must hold the log memory, one index
     /// checkpoint and four segments (`segment_size_bits`, chosen from the
     /// budget unless set). The live data must fit well inside it: a store
     /// whose live records fill the budget cannot be compacted below it.

@@ -42,9 +42,10 @@ use crate::epoch::EpochHandle;
 use crate::mem::LargeBuffer;
 use crate::{Error, Result};
 
-/// The longest a page turn waits while the log is throttled (see
-/// [`HybridLog::set_throttled`]).
-pub const MAX_THROTTLE_PAUSE: std::time::Duration = std::time::Duration::from_millis(100);
+/// The longest an allocation waits while the log is throttled (see
+/// [`HybridLog::set_throttled`]): a safety valve, so that a writer is
+/// never stopped for good if compaction cannot make room.
+pub const MAX_THROTTLE_PAUSE: std::time::Duration = std::time::Duration::from_secs(1);
 
 std::thread_local! {
     /// Set on threads whose appends make room (compaction): they are never
@@ -449,6 +450,9 @@ impl<D: Device> HybridLog<D> {
     pub fn allocate(&self, size: u64, handle: &EpochHandle<'_>) -> Result<Address> {
         let s = &self.shared;
         debug_assert!(size.is_multiple_of(8) && size > 0);
+        if s.throttled.load(Ordering::Relaxed) {
+            self.pause(handle);
+        }
         if size > s.body - FIRST_ADDRESS {
             return Err(Error::RecordTooLarge { size, max: s.body - FIRST_ADDRESS });
         }
@@ -537,29 +541,34 @@ impl<D: Device> HybridLog<D> {
         self.address(page, 0)
     }
 
-    /// Turns admission control on or off: while on, a thread that turns a
-    /// page (one in every page of appends) first waits, refreshing its
-    /// epoch, until it is off again or [`MAX_THROTTLE_PAUSE`] has passed.
-    /// The disk budget's task sets it while the store's directory is over
-    /// its high-water mark, so that writers cannot outrun compaction for
-    /// long. Threads marked with [`unthrottled`] (compaction's) never wait.
+    /// Turns admission control on or off: while on, an allocation first
+    /// waits, refreshing its epoch (it holds no part of the log yet: other
+    /// threads, and page turns, go on), until it is off again or
+    /// [`MAX_THROTTLE_PAUSE`] has passed. The disk budget's task sets it
+    /// while the store's directory is near its budget, so that writers
+    /// cannot outrun compaction. Threads marked with [`unthrottled`]
+    /// (compaction's, whose copies make room) never wait.
     pub fn set_throttled(&self, on: bool) {
         self.shared.throttled.store(on, Ordering::Release);
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn pause(&self, handle: &EpochHandle<'_>) {
+        if UNTHROTTLED.with(std::cell::Cell::get) {
+            return;
+        }
+        let started = std::time::Instant::now();
+        while self.shared.throttled.load(Ordering::Acquire) && started.elapsed() < MAX_THROTTLE_PAUSE
+        {
+            handle.refresh();
+            std::thread::sleep(std::time::Duration::from_micros(200));
+        }
     }
 
     /// Opens page `page + 1` and allocates `size` bytes at its start.
     fn turn_page(&self, page: u64, size: u64, handle: &EpochHandle<'_>) -> Result<Address> {
         let s = &self.shared;
-        if s.throttled.load(Ordering::Acquire) && !UNTHROTTLED.with(std::cell::Cell::get) {
-            // Other appenders wait for this page turn meanwhile: the pause
-            // is bounded, so a thread that must append to make room (a
-            // compaction whose copy waits for the page) is never stuck.
-            let started = std::time::Instant::now();
-            while s.throttled.load(Ordering::Acquire) && started.elapsed() < MAX_THROTTLE_PAUSE {
-                handle.refresh();
-                std::thread::sleep(std::time::Duration::from_micros(500));
-            }
-        }
         let g = s.geometry;
         let next = page + 1;
         if next >= (1u64 << 32) || next >= (1u64 << (Address::BITS - g.page_bits)) {

@@ -81,7 +81,10 @@ impl<K: Key, V: Value, D: Device> Session<K, V, D> {
             };
             let newest = match self.locate(&key, slot.entry.address()) {
                 Location::Memory(found) => Some(found),
-                Location::Disk(from) if from >= address => {
+                // The walk reached the record itself (no record of the key
+                // above it): no need to read it back.
+                Location::Disk(from) if from == address => Some(address),
+                Location::Disk(from) if from > address => {
                     // The walk continues on the device; the protection is
                     // not held across the I/O.
                     self.handle.unprotect();
