@@ -1,8 +1,10 @@
 //! The disk budget: a background task that keeps the store directory (log
 //! segments and checkpoints) under [`StoreConfig::disk_budget`].
 //!
-//! Every 50 ms a gauge thread measures the directory (the blocks its
-//! files take).
+//! Every 50 ms a gauge thread measures the directory: the blocks its
+//! files take, plus what it will take without a new write (the log in
+//! memory not yet written, which a fold-over checkpoint writes at once,
+//! and one more checkpoint's index).
 //! Past 70% of the budget it compacts the older half of the log between
 //! the begin address and the tail (up to the safe read-only address),
 //! then, for a store in a directory, takes a checkpoint (which makes the
@@ -10,7 +12,7 @@
 //! recovery point), prunes checkpoints (those taken by hand too) to
 //! `keep_checkpoints`, and deletes the log segments that no remaining
 //! checkpoint needs. The
-//! 30% headroom absorbs what sessions write while a round runs; past 85%
+//! 30% headroom absorbs what sessions write while a round runs; past 90%
 //! writers are throttled (an append waits, up to a second at a time, see
 //! `HybridLog::set_throttled`) until a round brings the directory back
 //! under 70%. In-place updates, which take no new space, never wait.
@@ -36,10 +38,10 @@ use crate::{Error, Result};
 /// How often the gauge measures the directory.
 const PERIOD: Duration = Duration::from_millis(50);
 /// Past this share of the budget, a round runs.
-const HIGH_WATER_PERCENT: u64 = 70;
+const HIGH_WATER_PERCENT: u64 = 60;
 /// Past this share, writers are throttled until a round brings the
 /// directory back under the high-water mark.
-const THROTTLE_PERCENT: u64 = 85;
+const THROTTLE_PERCENT: u64 = 80;
 
 /// The running task (two threads: a gauge that measures the directory and
 /// throttles writers, and the rounds); [`BudgetTask::stop`] ends it.
@@ -151,6 +153,12 @@ fn rounds<K: Key, V: Value, D: Device>(
 /// delete what no checkpoint needs.
 fn round<K: Key, V: Value, D: Device>(inner: &Arc<StoreInner<K, V, D>>) -> Result<()> {
     let log = &inner.log;
+    // First what costs nothing: checkpoints taken since the last round may
+    // have made older ones (and the log they pin) unneeded.
+    if let Some(dir) = &inner.dir {
+        checkpoint::retain_older(dir, inner.config.keep_checkpoints)?;
+        super::reclaim(inner)?;
+    }
     let page = log.page_size();
     let begin = log.begin_address().raw();
     let tail = log.tail_address().raw();
@@ -171,12 +179,19 @@ fn round<K: Key, V: Value, D: Device>(inner: &Arc<StoreInner<K, V, D>>) -> Resul
     super::reclaim(inner).map(drop)
 }
 
-/// The bytes the store directory takes: its log segments and its
-/// checkpoints.
+/// The bytes the store directory takes (its log segments and its
+/// checkpoints) and will take without any new write: the log in memory
+/// that is not on the device yet (a fold-over checkpoint writes it all at
+/// once) and the index file of one more checkpoint.
 fn usage<K: Key, V: Value, D: Device>(inner: &StoreInner<K, V, D>) -> u64 {
-    let log = inner.log.device().stored_bytes();
-    let checkpoints = inner.dir.as_deref().map_or(0, |dir| tree_bytes(&dir.join("checkpoints")));
-    log + checkpoints
+    let log = &inner.log;
+    let stored = log.device().stored_bytes();
+    let unflushed = log.tail_address().raw().saturating_sub(log.flushed_until_address().raw());
+    let checkpoints = inner
+        .dir
+        .as_deref()
+        .map_or(0, |dir| tree_bytes(&dir.join("checkpoints")) + inner.index.table_size() * 64);
+    stored + unflushed + checkpoints
 }
 
 /// The blocks the files under `path` take, in bytes.

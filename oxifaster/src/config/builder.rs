@@ -137,7 +137,7 @@ impl<K: Key, V: Value> StoreBuilder<K, V> {
     /// log's oldest part whenever the directory passes 70% of the budget,
     /// takes a checkpoint so that the new begin address is durable, prunes
     /// checkpoints — those taken by hand too — to `keep_checkpoints` and
-    /// deletes the log segments none of them needs; past 85%, appends wait
+    /// deletes the log segments none of them needs; past 90%, appends wait
     /// (up to a second at a time; in-place updates never do) until a round
     /// brings the directory back under 70%. The budget must hold the log memory, one index
     /// checkpoint and four segments (`segment_size_bits`, chosen from the

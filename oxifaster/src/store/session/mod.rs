@@ -550,53 +550,44 @@ impl<K: Key, V: Value, D: Device> Session<K, V, D> {
     fn read_inner<Q: KeyArg<K> + ?Sized>(&mut self, key: &Q, serial: u64) -> Result<ReadStatus<V>> {
         self.store.log.check_poisoned()?;
         let hash = key.key_arg_hash();
-        let Some(slot) = self.store.index.find_entry(hash) else {
-            return Ok(ReadStatus::NotFound);
-        };
-        match self.locate(key, slot.entry.address()) {
-            Location::Memory(address) => {
-                // SAFETY: `locate` found it at or above head while protected.
-                let record = unsafe { self.record(address) };
-                if record.info().is_tombstone() {
-                    return Ok(ReadStatus::NotFound);
+        loop {
+            let Some(slot) = self.store.index.find_entry(hash) else {
+                return Ok(ReadStatus::NotFound);
+            };
+            match self.locate(key, slot.entry.address()) {
+                Location::Memory(address) => {
+                    // SAFETY: `locate` found it at or above head while protected.
+                    let record = unsafe { self.record(address) };
+                    if record.info().is_tombstone() {
+                        return Ok(ReadStatus::NotFound);
+                    }
+                    let (key_len, value_len) = record.lengths();
+                    let value = if self.format().atomic_value() {
+                        V::decode(&record.load_atomic_value(key_len).to_ne_bytes())?
+                    } else {
+                        V::decode(record.copy_value(key_len, value_len, &mut self.scratch))?
+                    };
+                    return Ok(ReadStatus::Found(value));
                 }
-                let (key_len, value_len) = record.lengths();
-                let value = if self.format().atomic_value() {
-                    V::decode(&record.load_atomic_value(key_len).to_ne_bytes())?
-                } else {
-                    V::decode(record.copy_value(key_len, value_len, &mut self.scratch))?
-                };
-                Ok(ReadStatus::Found(value))
-            }
-            // A small return keeps the inlined read's result built in
-            // place (a `Result` from the cold call cost ~10 instructions
-            // per read to move).
-            Location::Disk(address) => {
-                match self.park_read(key, hash, serial, address, slot.entry.raw()) {
-                    Some(status) => Ok(status),
-                    None => Err(self.too_many_pending()),
+                // Small returns from the cold calls keep the inlined
+                // read's result built in place (a `Result` from a cold
+                // call cost ~10 instructions per read to move).
+                Location::Disk(address) => {
+                    return match self.park_read(key, hash, serial, address, slot.entry.raw()) {
+                        Some(status) => Ok(status),
+                        None => Err(self.too_many_pending()),
+                    };
                 }
-            }
-            Location::Absent => Ok(ReadStatus::NotFound),
-            Location::BelowBegin => {
-                if self.entry_moved(hash, slot.entry.raw()) {
-                    self.read_again(key, serial)
-                } else {
-                    Ok(ReadStatus::NotFound)
+                Location::Absent => return Ok(ReadStatus::NotFound),
+                // Compaction may have copied the key's record to the tail
+                // and moved the begin address past the original meanwhile:
+                // then the read runs again from the index.
+                Location::BelowBegin if self.entry_moved(hash, slot.entry.raw()) => {
+                    self.refresh_in_op();
                 }
+                Location::BelowBegin => return Ok(ReadStatus::NotFound),
             }
         }
-    }
-
-    /// A read whose chain walk ended below the begin address while the
-    /// key's index entry changed: compaction may have copied the key's
-    /// record to the tail and moved the begin address past the original
-    /// meanwhile, so the read runs again from the index.
-    #[cold]
-    #[inline(never)]
-    fn read_again<Q: KeyArg<K> + ?Sized>(&mut self, key: &Q, serial: u64) -> Result<ReadStatus<V>> {
-        self.refresh_in_op();
-        self.read_inner(key, serial)
     }
 
     /// Whether the index entry of `hash` is no longer `entry` (raw). A
