@@ -5,17 +5,16 @@
 //! files take, plus what it will take without a new write (the log in
 //! memory not yet written, which a fold-over checkpoint writes at once,
 //! and one more checkpoint's index).
-//! Past 70% of the budget it compacts the older half of the log between
+//! Past 60% of the budget it compacts the older half of the log between
 //! the begin address and the tail (up to the safe read-only address),
 //! then, for a store in a directory, takes a checkpoint (which makes the
 //! new begin address durable: older checkpoints no longer need to be the
 //! recovery point), prunes checkpoints (those taken by hand too) to
 //! `keep_checkpoints`, and deletes the log segments that no remaining
-//! checkpoint needs. The
-//! 30% headroom absorbs what sessions write while a round runs; past 90%
+//! checkpoint needs. The 40% headroom absorbs what sessions write while a round runs; past 80%
 //! writers are throttled (an append waits, up to a second at a time, see
 //! `HybridLog::set_throttled`) until a round brings the directory back
-//! under 70%. In-place updates, which take no new space, never wait.
+//! under 60%. In-place updates, which take no new space, never wait.
 //!
 //! The thread holds the store's shared state, not the open store: it never
 //! keeps a store open, and the store's close stops and joins it before the

@@ -132,17 +132,20 @@ impl<K: Key, V: Value> StoreBuilder<K, V> {
         self.config.segment_size_bits = bits;
         self
     }
-    /// Bounds the store directory (log segments and checkpoints together)
-    /// to `bytes` (default: no bound): a background task compacts the
-    /// log's oldest part whenever the directory passes 70% of the budget,
-    /// takes a checkpoint so that the new begin address is durable, prunes
-    /// checkpoints — those taken by hand too — to `keep_checkpoints` and
-    /// deletes the log segments none of them needs; past 90%, appends wait
-    /// (up to a second at a time; in-place updates never do) until a round
-    /// brings the directory back under 70%. The budget must hold the log memory, one index
-    /// checkpoint and four segments (`segment_size_bits`, chosen from the
-    /// budget unless set). The live data must fit well inside it: a store
-    /// whose live records fill the budget cannot be compacted below it.
+    /// Aims to keep the store directory (log segments and checkpoints
+    /// together) under `bytes` (default: no bound). A background task
+    /// compacts the log's older half whenever the directory — counting the
+    /// log memory not yet written and one more checkpoint index — passes
+    /// 60% of the budget, takes a checkpoint so that the new begin address
+    /// is durable, prunes checkpoints (those taken by hand too) to
+    /// `keep_checkpoints` and deletes the log segments none of them needs;
+    /// past 80%, appends wait (up to a second at a time; in-place updates
+    /// never do) until a round brings it back under 60%. The budget must
+    /// hold the log memory, one index checkpoint and four segments
+    /// (`segment_size_bits`, chosen from the budget unless set), and the
+    /// live data must fit well inside it. The bound is not yet strict:
+    /// peaks pass it by up to about half (see the README's section on
+    /// compaction).
     pub fn disk_budget(mut self, bytes: Option<u64>) -> Self {
         self.config.disk_budget = bytes;
         self
