@@ -157,6 +157,20 @@ impl FileDevice {
         &self.dir
     }
 
+    /// The numbers of the segment files in the directory.
+    fn segment_numbers(&self) -> io::Result<Vec<u64>> {
+        let mut numbers = Vec::new();
+        for entry in std::fs::read_dir(&self.dir)? {
+            let name = entry?.file_name();
+            if let Some(n) = name.to_str().and_then(|n| n.strip_prefix("log.")).and_then(|n| {
+                n.bytes().all(|b| b.is_ascii_digit()).then(|| n.parse::<u64>().ok()).flatten()
+            }) {
+                numbers.push(n);
+            }
+        }
+        Ok(numbers)
+    }
+
     fn segment_path(&self, segment: u64) -> PathBuf {
         self.dir.join(format!("log.{segment}"))
     }
@@ -279,15 +293,21 @@ impl Device for FileDevice {
 
     fn stored_bytes(&self) -> u64 {
         use std::os::unix::fs::MetadataExt;
-        let Ok(segments) = self.segments.read() else { return 0 };
-        segments.values().filter_map(|s| s.file.metadata().ok()).map(|m| m.blocks() * 512).sum()
+        // Every segment file in the directory, opened by this process or
+        // not (a reopened store has not touched its old segments).
+        let Ok(numbers) = self.segment_numbers() else { return 0 };
+        numbers
+            .into_iter()
+            .filter_map(|n| std::fs::metadata(self.segment_path(n)).ok())
+            .map(|m| m.blocks() * 512)
+            .sum()
     }
 
     fn truncate_before(&self, offset: u64) -> io::Result<()> {
         let first_kept = offset >> self.segment_bits;
         let mut segments = self.segments.write().map_err(poisoned)?;
-        let doomed: Vec<u64> = segments.range(..first_kept).map(|(s, _)| *s).collect();
-        for segment in doomed {
+        // The files on disk, not only those this process opened.
+        for segment in self.segment_numbers()?.into_iter().filter(|n| *n < first_kept) {
             segments.remove(&segment);
             match std::fs::remove_file(self.segment_path(segment)) {
                 Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
