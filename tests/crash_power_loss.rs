@@ -241,3 +241,72 @@ fn an_io_error_at_any_operation_of_a_checkpoint_is_reported_and_contained() {
     eprintln!("{poisoned} errors poisoned the store, {survived} left it working");
     assert!(poisoned > 0 && survived > 0);
 }
+
+/// Compaction under power loss: operations, checkpoint A, more operations,
+/// then a compaction of everything compactable followed by checkpoint B,
+/// with the power cut at every device and file operation of the two.
+/// Compaction changes no key's value, so recovery must give A's state or
+/// (if B's metadata made it) the state after the second batch — whatever
+/// was copied, and wherever the begin address had got to.
+fn compaction_scenario(crash_at: Option<u64>, mode: CrashMode, seed: u64) -> u64 {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (store, clock, io) = fault_store(dir.path());
+    let (a, model_a, model_b) = checkpoint_then_more(&store, CheckpointKind::FoldOver, seed);
+    let before = clock.ops();
+    if let Some(k) = crash_at {
+        clock.arm(k);
+    }
+    let regions = store.log_regions();
+    let page = regions.page_size_bytes;
+    let until = (regions.safe_read_only_address / page * page).max(regions.begin_address);
+    let result = store
+        .compact(until)
+        .and_then(|_| store.checkpoint_and_wait(CheckpointKind::LogOnly).map(|b| b.token));
+    let ops = clock.ops() - before;
+    assert_eq!(result.is_err(), clock.crashed(), "it fails exactly when the power is cut");
+    let image = store.device().power_loss(mode, seed);
+    io.power_loss(mode, seed).expect("simulate the file system's loss");
+    drop(store);
+    let what = format!("compaction, crash at {crash_at:?}, {mode:?}, seed {seed}");
+    let recovered: Store<u64, u64, FaultDevice> =
+        builder(dir.path(), FaultIo::new(CrashClock::new()))
+            .recover_latest_with_device(|| {
+                FaultDevice::from_image(image.clone(), CrashClock::new())
+            })
+            .unwrap_or_else(|e| panic!("{what}: recovery failed: {e}"));
+    let token = recovered.recovered().expect("recovered").token;
+    let model = match &result {
+        Ok(b) if token == *b => &model_b,
+        Ok(b) => panic!("{what}: checkpoint {b} returned but {token} was recovered"),
+        Err(_) if token == a.token => &model_a,
+        Err(_) => &model_b,
+    };
+    let mut session = recovered.start_session().expect("session");
+    for key in 0..KEYS {
+        assert_eq!(
+            session.read_blocking(&key).expect("read"),
+            model.get(&key).copied(),
+            "{what}: key {key} (recovered {token})"
+        );
+    }
+    ops
+}
+
+#[test]
+fn power_loss_at_every_operation_of_a_compaction() {
+    let seeds =
+        std::env::var("OXIFASTER_POWER_SEEDS").ok().and_then(|s| s.parse().ok()).unwrap_or(4);
+    let mut points = 0u64;
+    for seed in 1..=seeds.min(2) {
+        let total = compaction_scenario(None, CrashMode::Tear, seed);
+        assert!(total > 5, "only {total} operations");
+        for crash_at in 0..=total {
+            for mode in [CrashMode::Drop, CrashMode::KeepSome, CrashMode::Tear] {
+                compaction_scenario(Some(crash_at), mode, seed * 1_000 + crash_at);
+                points += 1;
+            }
+        }
+    }
+    eprintln!("{points} crash points survived");
+    assert!(points >= 60, "{points}");
+}
