@@ -102,4 +102,9 @@ fn a_failed_page_write_poisons_the_store_without_hanging() {
     assert!(matches!(session.read(&1), Err(Error::Poisoned { .. })));
     let mut other = store.start_session().expect("session");
     assert!(matches!(other.rmw(&5, &1), Err(Error::Poisoned { .. })));
+    // Compaction of a poisoned store is refused and moves nothing.
+    let begin = store.log_regions().begin_address;
+    let until = store.log_regions().safe_read_only_address;
+    assert!(matches!(store.compact(until), Err(Error::Poisoned { .. })));
+    assert_eq!(store.log_regions().begin_address, begin);
 }
