@@ -367,21 +367,15 @@ fn reads_never_miss_a_key_that_compaction_moves() {
     assert!(moved >= wanted, "compaction copied only {moved} records in a minute");
 }
 
-/// The size of a directory's files (the blocks they take).
-fn dir_bytes(path: &std::path::Path) -> u64 {
-    use std::os::unix::fs::MetadataExt;
-    std::fs::read_dir(path)
-        .map(|entries| {
-            entries
-                .flatten()
-                .map(|e| match e.metadata() {
-                    Ok(m) if m.is_dir() => dir_bytes(&e.path()),
-                    Ok(m) => m.blocks() * 512,
-                    Err(_) => 0,
-                })
-                .sum()
-        })
-        .unwrap_or(0)
+/// A small store in `dir`: 4 KiB pages, 64 KiB of log memory, 16 KiB
+/// segments.
+fn small_in(dir: &std::path::Path) -> oxifaster::StoreBuilder<u64, String> {
+    Store::<u64, String>::builder()
+        .dir(dir)
+        .table_size(256)
+        .page_size_bits(12)
+        .log_memory_size_bytes(64 << 10)
+        .segment_size_bits(14)
 }
 
 /// With a disk budget, a store that writes ten times its budget keeps its
@@ -394,15 +388,7 @@ fn dir_bytes(path: &std::path::Path) -> u64 {
 fn a_disk_budget_bounds_the_directory() {
     let dir = tempfile::tempdir().expect("tempdir");
     let budget = 2u64 << 20;
-    let builder = || {
-        Store::<u64, String>::builder()
-            .dir(dir.path())
-            .table_size(256)
-            .page_size_bits(12)
-            .log_memory_size_bytes(64 << 10)
-            .segment_size_bits(14)
-            .disk_budget(Some(budget))
-    };
+    let builder = || small_in(dir.path()).disk_budget(Some(budget));
     let mut model: BTreeMap<u64, String> = BTreeMap::new();
     let mut largest = 0;
     {
@@ -418,7 +404,7 @@ fn a_disk_budget_bounds_the_directory() {
             model.insert(key, value);
             step += 1;
             if step.is_multiple_of(500) {
-                largest = largest.max(dir_bytes(dir.path()));
+                largest = largest.max(oxifaster::compaction::directory_bytes(dir.path()));
             }
         }
         for (key, value) in &model {
@@ -444,14 +430,7 @@ fn a_disk_budget_bounds_the_directory() {
 #[test]
 fn reopening_without_writes_does_not_grow() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let builder = || {
-        Store::<u64, String>::builder()
-            .dir(dir.path())
-            .table_size(256)
-            .page_size_bits(12)
-            .log_memory_size_bytes(64 << 10)
-            .segment_size_bits(14)
-    };
+    let builder = || small_in(dir.path());
     {
         let store = builder().open().expect("open");
         let mut session = store.start_session().expect("session");
@@ -461,12 +440,12 @@ fn reopening_without_writes_does_not_grow() {
         drop(session);
         store.close().expect("close");
     }
-    let after_first = dir_bytes(dir.path());
+    let after_first = oxifaster::compaction::directory_bytes(dir.path());
     for _ in 0..100 {
         let store = builder().open().expect("reopen");
         store.close().expect("close");
     }
-    let after_all = dir_bytes(dir.path());
+    let after_all = oxifaster::compaction::directory_bytes(dir.path());
     assert!(
         after_all <= after_first + (64 << 10),
         "100 empty reopens grew the directory from {after_first} to {after_all} bytes"
@@ -487,15 +466,7 @@ fn reopening_without_writes_does_not_grow() {
 fn reopening_many_times_stays_bounded() {
     let dir = tempfile::tempdir().expect("tempdir");
     let budget = 2u64 << 20;
-    let builder = || {
-        Store::<u64, String>::builder()
-            .dir(dir.path())
-            .table_size(256)
-            .page_size_bits(12)
-            .log_memory_size_bytes(64 << 10)
-            .segment_size_bits(14)
-            .disk_budget(Some(budget))
-    };
+    let builder = || small_in(dir.path()).disk_budget(Some(budget));
     let mut model: BTreeMap<u64, String> = BTreeMap::new();
     let mut largest = 0;
     for round in 0..60u64 {
@@ -511,7 +482,7 @@ fn reopening_many_times_stays_bounded() {
         std::thread::sleep(std::time::Duration::from_millis(150));
         drop(session);
         store.close().expect("close");
-        largest = largest.max(dir_bytes(dir.path()));
+        largest = largest.max(oxifaster::compaction::directory_bytes(dir.path()));
     }
     assert!(largest <= 2 * budget, "the directory reached {largest} bytes over 60 reopens");
     let store = builder().open().expect("open");

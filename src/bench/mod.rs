@@ -355,7 +355,7 @@ impl DirMonitor {
         let thread = std::thread::spawn(move || {
             let mut largest = 0;
             while !flag.load(std::sync::atomic::Ordering::Acquire) {
-                largest = largest.max(tree_bytes(&path));
+                largest = largest.max(oxifaster::compaction::directory_bytes(&path));
                 std::thread::sleep(Duration::from_millis(50));
             }
             largest
@@ -367,23 +367,9 @@ impl DirMonitor {
     fn stop(self) -> (u64, u64) {
         self.stop.store(true, std::sync::atomic::Ordering::Release);
         let largest = self.thread.join().unwrap_or(0);
-        let last = tree_bytes(&self.dir);
+        let last = oxifaster::compaction::directory_bytes(&self.dir);
         (largest.max(last), last)
     }
-}
-
-/// The blocks the files under `path` take, in bytes.
-fn tree_bytes(path: &std::path::Path) -> u64 {
-    use std::os::unix::fs::MetadataExt;
-    let Ok(entries) = std::fs::read_dir(path) else { return 0 };
-    entries
-        .flatten()
-        .map(|entry| match entry.metadata() {
-            Ok(m) if m.is_dir() => tree_bytes(&entry.path()),
-            Ok(m) => m.blocks() * 512,
-            Err(_) => 0,
-        })
-        .sum()
 }
 
 /// The directory's size against the budget, and what compaction did.

@@ -22,7 +22,6 @@
 //!
 //! [`StoreConfig::disk_budget`]: crate::StoreConfig::disk_budget
 
-use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
@@ -186,23 +185,8 @@ fn usage<K: Key, V: Value, D: Device>(inner: &StoreInner<K, V, D>) -> u64 {
     let log = &inner.log;
     let stored = log.device().stored_bytes();
     let unflushed = log.tail_address().raw().saturating_sub(log.flushed_until_address().raw());
-    let checkpoints = inner
-        .dir
-        .as_deref()
-        .map_or(0, |dir| tree_bytes(&dir.join("checkpoints")) + inner.index.table_size() * 64);
+    let checkpoints = inner.dir.as_deref().map_or(0, |dir| {
+        super::directory_bytes(&dir.join("checkpoints")) + inner.index.table_size() * 64
+    });
     stored + unflushed + checkpoints
-}
-
-/// The blocks the files under `path` take, in bytes.
-pub(crate) fn tree_bytes(path: &Path) -> u64 {
-    use std::os::unix::fs::MetadataExt;
-    let Ok(entries) = std::fs::read_dir(path) else { return 0 };
-    entries
-        .flatten()
-        .map(|entry| match entry.metadata() {
-            Ok(m) if m.is_dir() => tree_bytes(&entry.path()),
-            Ok(m) => m.blocks() * 512,
-            Err(_) => 0,
-        })
-        .sum()
 }

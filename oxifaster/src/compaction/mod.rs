@@ -413,3 +413,20 @@ pub(crate) fn reclaim<K: Key, V: Value, D: Device>(inner: &StoreInner<K, V, D>) 
         Ok(freed)
     }
 }
+
+/// The bytes the files under `path` take on the disk (their allocated
+/// blocks, so holes in sparse files do not count), `path`'s subdirectories
+/// included; 0 for a path that cannot be read. What the disk budget
+/// measures, for a store directory.
+pub fn directory_bytes(path: &std::path::Path) -> u64 {
+    use std::os::unix::fs::MetadataExt;
+    let Ok(entries) = std::fs::read_dir(path) else { return 0 };
+    entries
+        .flatten()
+        .map(|entry| match entry.metadata() {
+            Ok(m) if m.is_dir() => directory_bytes(&entry.path()),
+            Ok(m) => m.blocks() * 512,
+            Err(_) => 0,
+        })
+        .sum()
+}
