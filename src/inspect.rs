@@ -75,19 +75,53 @@ fn require_store(dir: &Path) -> Result<()> {
 
 /// The log's segment files: count and bytes.
 fn segments(dir: &Path) -> (usize, u64) {
-    let mut count = 0;
-    let mut bytes = 0;
+    let all = segment_files(dir);
+    (all.len(), all.iter().map(|(_, bytes)| bytes).sum())
+}
+
+/// Each segment file's number and size.
+fn segment_files(dir: &Path) -> Vec<(u64, u64)> {
+    let mut files = Vec::new();
     if let Ok(entries) = std::fs::read_dir(dir) {
         for entry in entries.flatten() {
             let name = entry.file_name();
             let name = name.to_string_lossy();
-            if name.starts_with("log.") && name[4..].chars().all(|c| c.is_ascii_digit()) {
-                count += 1;
-                bytes += entry.metadata().map(|m| m.len()).unwrap_or(0);
+            if let Some(n) = name.strip_prefix("log.").and_then(|n| {
+                n.chars().all(|c| c.is_ascii_digit()).then(|| n.parse::<u64>().ok()).flatten()
+            }) {
+                files.push((n, entry.metadata().map(|m| m.len()).unwrap_or(0)));
             }
         }
     }
-    (count, bytes)
+    files
+}
+
+/// The segment files below the lowest begin address any checkpoint
+/// needs: what a compaction's reclaim (or a store's `reclaim`) would
+/// delete once the store's own begin address is past them.
+fn print_reclaimable(dir: &Path, all: &[checkpoint::CheckpointInfo]) {
+    let bits = oxifaster::device::recorded_segment_bits(dir)
+        .ok()
+        .flatten()
+        .unwrap_or(oxifaster::device::DEFAULT_SEGMENT_SIZE_BITS);
+    let pinned = all
+        .iter()
+        .filter(|c| c.kind != checkpoint::CheckpointKind::IndexOnly)
+        .map(|c| (c.begin_address, c.token.as_str()))
+        .min();
+    let Some((lowest, token)) = pinned else { return };
+    let below: Vec<(u64, u64)> =
+        segment_files(dir).into_iter().filter(|(n, _)| (n + 1) << bits <= lowest).collect();
+    println!(
+        "pins         the lowest begin address a checkpoint needs is {lowest:#x} ({token}); \
+         segments of 2^{bits} bytes"
+    );
+    println!(
+        "reclaimable  {} segment files, {} below it (deleted by the store's reclaim once \
+         its own begin address has passed them)",
+        below.len(),
+        size(below.iter().map(|(_, b)| b).sum())
+    );
 }
 
 fn size(bytes: u64) -> String {
@@ -148,6 +182,7 @@ pub fn info(args: InfoArgs) -> Result<()> {
             c.sessions.len()
         );
     }
+    print_reclaimable(&args.dir, &all);
     let chosen = match &args.token {
         Some(token) => match all.iter().find(|c| c.token.as_str() == token) {
             Some(c) => c.clone(),

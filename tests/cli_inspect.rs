@@ -90,6 +90,9 @@ fn info_describes_a_store_of_any_types_and_checkpoints_prunes() {
     // The first record: key "user:0" (length-prefixed), value 0.
     assert!(out.contains(&"user:0".bytes().map(|b| format!("{b:02x}")).collect::<String>()));
     assert!(out.contains("value 0000000000000000"), "{out}");
+    // What checkpoints pin, and what a reclaim would delete.
+    assert!(out.contains("pins         the lowest begin address a checkpoint needs"), "{out}");
+    assert!(out.contains("reclaimable  0 segment files"), "{out}");
 
     let pruned = oxifaster(&["checkpoints", d, "--keep", "1"]);
     assert!(pruned.status.success(), "{}", text(&pruned));
