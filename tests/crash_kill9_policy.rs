@@ -118,8 +118,7 @@ const BUDGET_KEYS: u64 = 2_000;
 
 fn budget_value(serial: u64) -> String {
     // Each pass over the keys writes another length, so every update
-    // appends: the log keeps growing and the
-    // disk budget keeps compacting.
+    // appends: the log keeps growing and the disk budget keeps compacting.
     format!("{serial}:{}", "v".repeat(((serial / BUDGET_KEYS) % 5) as usize))
 }
 
