@@ -3,7 +3,10 @@
 //! tokens, callbacks, bookkeeping) that the store carries and the
 //! `checkpoint` layer above it fills in. This layer sits between the
 //! index and the store, so that the store never calls the checkpoint
-//! layer: it only holds these types.
+//! layer: it only holds these types. (The design's layer table has no row
+//! for it: there the store and the checkpoint layer share this
+//! vocabulary, which put each above the other; split out, each layer
+//! calls only those below it.)
 //!
 //! ## The session side
 //!
