@@ -22,6 +22,37 @@ fn value(k: u64) -> u64 {
     k.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1
 }
 
+/// The persistence callback of a child: appends (durably) to `dir/acked`
+/// the commit point each checkpoint made durable for session `id`.
+fn acknowledger(
+    dir: &Path,
+    id: Arc<AtomicU64>,
+) -> impl Fn(&oxifaster::checkpoint::CheckpointInfo) + Send + Sync + 'static {
+    let acked = std::sync::Mutex::new(
+        std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(dir.join("acked"))
+            .expect("acked file"),
+    );
+    move |info| {
+        if let Some(point) = info.commit_point(id.load(Ordering::Acquire)) {
+            let mut file = acked.lock().expect("acked");
+            writeln!(file, "{}", point.until).expect("ack");
+            file.sync_data().expect("sync ack");
+        }
+    }
+}
+
+/// The last commit point a killed child acknowledged, if any.
+fn last_acknowledged(dir: &Path) -> Option<u64> {
+    std::fs::read_to_string(dir.join("acked"))
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| l.parse::<u64>().ok())
+        .max()
+}
+
 /// The child: upserts keys 1, 2, 3, … (key = serial number) until killed;
 /// the policy checkpoints every 20 ms and the callback acknowledges.
 #[test]
@@ -30,27 +61,14 @@ fn policy_kill9_child() {
     let Ok(dir) = std::env::var("OXIFASTER_POLICY_DIR") else { return };
     let dir = Path::new(&dir);
     let id = Arc::new(AtomicU64::new(u64::MAX));
-    let acked = std::sync::Mutex::new(
-        std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(dir.join("acked"))
-            .expect("acked file"),
-    );
-    let callback_id = id.clone();
+    let acknowledge = acknowledger(dir, id.clone());
     let store = Store::<u64, u64>::builder()
         .dir(dir.join("store"))
         .page_size_bits(14)
         .log_memory_size_bytes(1 << 20)
         .table_size(1 << 12)
         .checkpoint_every(Some(Duration::from_millis(20)))
-        .on_checkpoint(move |info| {
-            if let Some(point) = info.commit_point(callback_id.load(Ordering::Acquire)) {
-                let mut file = acked.lock().expect("acked");
-                writeln!(file, "{}", point.until).expect("ack");
-                file.sync_data().expect("sync ack");
-            }
-        })
+        .on_checkpoint(acknowledge)
         .open()
         .expect("open");
     let mut session = store.start_session().expect("session");
@@ -75,11 +93,7 @@ fn policy_kill9_cycles() {
             &[("OXIFASTER_POLICY_DIR", dir.path().as_os_str())],
             Duration::from_millis(150 + rng.below(350)),
         );
-        let acked = std::fs::read_to_string(dir.path().join("acked"))
-            .unwrap_or_default()
-            .lines()
-            .filter_map(|l| l.parse::<u64>().ok())
-            .max();
+        let acked = last_acknowledged(dir.path());
         let Some(acked) = acked else {
             eprintln!("cycle {cycle}: killed before the first checkpoint");
             continue;
@@ -141,23 +155,10 @@ fn budget_kill9_child() {
     let Ok(dir) = std::env::var("OXIFASTER_BUDGET_DIR") else { return };
     let dir = Path::new(&dir);
     let id = Arc::new(AtomicU64::new(u64::MAX));
-    let acked = std::sync::Mutex::new(
-        std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(dir.join("acked"))
-            .expect("acked file"),
-    );
-    let callback_id = id.clone();
+    let acknowledge = acknowledger(dir, id.clone());
     let store = budget_store(dir)
         .checkpoint_every(Some(Duration::from_millis(20)))
-        .on_checkpoint(move |info| {
-            if let Some(point) = info.commit_point(callback_id.load(Ordering::Acquire)) {
-                let mut file = acked.lock().expect("acked");
-                writeln!(file, "{}", point.until).expect("ack");
-                file.sync_data().expect("sync ack");
-            }
-        })
+        .on_checkpoint(acknowledge)
         .open()
         .expect("open");
     let mut session = store.start_session().expect("session");
@@ -186,11 +187,7 @@ fn budget_kill9_cycles() {
             &[("OXIFASTER_BUDGET_DIR", dir.path().as_os_str())],
             Duration::from_millis(400 + rng.below(600)),
         );
-        let acked = std::fs::read_to_string(dir.path().join("acked"))
-            .unwrap_or_default()
-            .lines()
-            .filter_map(|l| l.parse::<u64>().ok())
-            .max();
+        let acked = last_acknowledged(dir.path());
         let Some(acked) = acked else {
             eprintln!("cycle {cycle}: killed before the first checkpoint");
             continue;
