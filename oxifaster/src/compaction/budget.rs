@@ -1,20 +1,30 @@
 //! The disk budget: a background task that keeps the store directory (log
 //! segments and checkpoints) under [`StoreConfig::disk_budget`].
 //!
-//! Every 50 ms a gauge thread measures the directory: the blocks its
-//! files take, plus what it will take without a new write (the log in
-//! memory not yet written, which a fold-over checkpoint writes at once,
-//! and one more checkpoint's index).
-//! Past 60% of the budget it compacts the older half of the log between
-//! the begin address and the tail (up to the safe read-only address),
-//! then, for a store in a directory, takes a checkpoint (which makes the
-//! new begin address durable: older checkpoints no longer need to be the
-//! recovery point), prunes checkpoints (those taken by hand too) to
-//! `keep_checkpoints`, and deletes the log segments that no remaining
-//! checkpoint needs. The 40% headroom absorbs what sessions write while a round runs; past 80%
-//! writers are throttled (an append waits, up to a second at a time, see
-//! `HybridLog::set_throttled`) until a round brings the directory back
-//! under 60%. In-place updates, which take no new space, never wait.
+//! Its usage measure is the blocks the log segments and the checkpoints
+//! take, plus what they will take without a new write: the log in memory
+//! not yet written (a fold-over checkpoint writes it at once) and one more
+//! checkpoint's index.
+//!
+//! A *round* runs when the log (begin address to tail) outgrows its share
+//! — 85% of the budget less the checkpoints — or the usage passes 70%:
+//! it compacts the older half of the log (up to the safe read-only
+//! address), then takes `keep_checkpoints` checkpoints at the new begin
+//! address (a fold-over with a fresh index, then log-only ones on it), so
+//! that no kept checkpoint needs the log below it, prunes the older ones
+//! (those taken by hand too) and deletes the segments nothing needs. A
+//! round that finds the log within its share but older checkpoints holding
+//! log below the begin address (taken by hand, say) only checkpoints and
+//! prunes. Compacting the *oldest* half keeps copies few: under steady
+//! updates, the oldest records are the most likely superseded.
+//!
+//! A gauge thread measures every 50 ms and throttles writers past 90% of
+//! the budget (an append waits, up to a second at a time, see
+//! `HybridLog::set_throttled`) until rounds bring the usage back under
+//! 85%. In-place updates, which take no new space, never wait. A round
+//! that finds its range nearly all live (the live data hardly fits the
+//! budget) makes the next one wait a second rather than copy the same
+//! records again and again.
 //!
 //! The thread holds the store's shared state, not the open store: it never
 //! keeps a store open, and the store's close stops and joins it before the
@@ -22,7 +32,6 @@
 //!
 //! [`StoreConfig::disk_budget`]: crate::StoreConfig::disk_budget
 
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
@@ -35,11 +44,16 @@ use crate::{Error, Result};
 
 /// How often the gauge measures the directory.
 const PERIOD: Duration = Duration::from_millis(50);
-/// Past this share of the budget, a round runs.
-const HIGH_WATER_PERCENT: u64 = 60;
-/// Past this share, writers are throttled until a round brings the
-/// directory back under the high-water mark.
-const THROTTLE_PERCENT: u64 = 80;
+/// The share of the budget for the log and the checkpoints; the rest is a
+/// margin for what sessions write while a round runs.
+const LOG_ROOM_PERCENT: u64 = 85;
+/// Past this share of the budget, a round runs whatever the log's size.
+const HIGH_WATER_PERCENT: u64 = 70;
+/// Past this share, appends are throttled until the directory is back
+/// under the release mark.
+const THROTTLE_PERCENT: u64 = 90;
+/// See [`THROTTLE_PERCENT`].
+const RELEASE_PERCENT: u64 = 85;
 
 /// The running task (two threads: a gauge that measures the directory and
 /// throttles writers, and the rounds); [`BudgetTask::stop`] ends it.
@@ -55,7 +69,6 @@ impl BudgetTask {
         budget: u64,
     ) -> Result<Self> {
         let stop = Arc::new((Mutex::new(false), Condvar::new()));
-        let over = Arc::new(AtomicBool::new(false));
         let spawn = |name: &str, f: Box<dyn FnOnce() + Send>| {
             std::thread::Builder::new().name(name.into()).spawn(f).map_err(|source| Error::Io {
                 context: "starting the disk budget task".into(),
@@ -63,13 +76,13 @@ impl BudgetTask {
             })
         };
         let gauge = {
-            let (inner, stop, over) = (inner.clone(), stop.clone(), over.clone());
-            spawn("oxifaster-gauge", Box::new(move || gauge(&inner, budget, &stop, &over)))?
+            let (inner, stop) = (inner.clone(), stop.clone());
+            spawn("oxifaster-gauge", Box::new(move || gauge(&inner, budget, &stop)))?
         };
         let mut task = Self { stop: stop.clone(), threads: vec![gauge] };
         let rounds = {
             let stop = stop.clone();
-            spawn("oxifaster-budget", Box::new(move || rounds(&inner, &stop, &over)))?
+            spawn("oxifaster-budget", Box::new(move || rounds(&inner, budget, &stop)))?
         };
         task.threads.push(rounds);
         Ok(task)
@@ -109,47 +122,61 @@ fn stopped(stop: &(Mutex<bool>, Condvar), period: Duration) -> bool {
     *stopped
 }
 
-/// Measures the directory: asks for rounds past the high-water mark, and
-/// throttles writers past the throttle mark until it is back under the
-/// high-water mark.
+/// Measures the directory and throttles writers past the throttle mark
+/// until it is back under the release mark.
 fn gauge<K: Key, V: Value, D: Device>(
     inner: &StoreInner<K, V, D>,
     budget: u64,
     stop: &(Mutex<bool>, Condvar),
-    over: &AtomicBool,
 ) {
     while !stopped(stop, PERIOD) {
         let used = usage(inner);
-        over.store(used > budget / 100 * HIGH_WATER_PERCENT, Ordering::Release);
         if used > budget / 100 * THROTTLE_PERCENT {
             inner.log.set_throttled(true);
-        } else if used <= budget / 100 * HIGH_WATER_PERCENT {
+        } else if used <= budget / 100 * RELEASE_PERCENT {
             inner.log.set_throttled(false);
         }
     }
     inner.log.set_throttled(false);
 }
 
-/// Runs a round whenever the gauge says the directory is past the
-/// high-water mark.
+/// Runs a round whenever the log outgrows its share of the budget.
 fn rounds<K: Key, V: Value, D: Device>(
     inner: &Arc<StoreInner<K, V, D>>,
+    budget: u64,
     stop: &(Mutex<bool>, Condvar),
-    over: &AtomicBool,
 ) {
-    while !stopped(stop, PERIOD) {
-        if !over.load(Ordering::Acquire) || inner.log.check_poisoned().is_err() {
+    let mut pause = PERIOD;
+    while !stopped(stop, pause) {
+        pause = PERIOD;
+        if inner.log.check_poisoned().is_err() {
             continue;
         }
-        if let Err(e) = crate::hlog::unthrottled(|| round(inner)) {
-            tracing::error!(error = %e, "a disk budget round failed");
+        match crate::hlog::unthrottled(|| round(inner, budget)) {
+            // A range nearly all live gives little back: the live data
+            // hardly fits the budget. Rounds slow down rather than copy
+            // the same records over and over.
+            Ok(Round::Compacted(r)) if r.copied_bytes * 10 > (r.until - r.from) * 9 => {
+                pause = Duration::from_secs(1);
+            }
+            // A checkpoint only: not again right away.
+            Ok(Round::Checkpointed) => pause = Duration::from_secs(1),
+            Ok(_) => {}
+            Err(e) => tracing::error!(error = %e, "a disk budget round failed"),
         }
     }
 }
 
-/// One round: compact the older half of the log, checkpoint, prune,
-/// delete what no checkpoint needs.
-fn round<K: Key, V: Value, D: Device>(inner: &Arc<StoreInner<K, V, D>>) -> Result<()> {
+/// One round, if the log (from the begin address to the tail, in memory or
+/// not) has outgrown its share of the budget: compact its older half,
+/// checkpoint, prune, delete what no checkpoint needs.
+///
+/// The log's share is what the budget leaves, less a margin, once the
+/// checkpoints (and one more index) are counted.
+fn round<K: Key, V: Value, D: Device>(
+    inner: &Arc<StoreInner<K, V, D>>,
+    budget: u64,
+) -> Result<Round> {
     let log = &inner.log;
     // First what costs nothing: checkpoints taken since the last round may
     // have made older ones (and the log they pin) unneeded.
@@ -157,24 +184,67 @@ fn round<K: Key, V: Value, D: Device>(inner: &Arc<StoreInner<K, V, D>>) -> Resul
         checkpoint::retain_older(dir, inner.config.keep_checkpoints)?;
         super::reclaim(inner)?;
     }
+    let room = (budget / 100 * LOG_ROOM_PERCENT).saturating_sub(checkpoint_bytes(inner));
     let page = log.page_size();
     let begin = log.begin_address().raw();
     let tail = log.tail_address().raw();
-    let safe = log.safe_read_only_address().raw();
-    let until = ((begin + (tail - begin) / 2).min(safe) / page * page).max(begin);
-    if until > begin {
-        super::compact(inner, until, super::CompactionKind::default())?;
-    }
-    let Some(dir) = &inner.dir else { return super::reclaim(inner).map(drop) };
-    // The new begin address, durable: older checkpoints stop being the
-    // newest recovery point, and pruning lets their log go.
-    match inner.checkpoint_now(CheckpointKind::LogOnly) {
-        Ok(_) | Err(Error::CheckpointInProgress { .. }) => {}
-        Err(e) => return Err(e),
+    let report = if tail - begin > room || usage(inner) > budget / 100 * HIGH_WATER_PERCENT {
+        let safe = log.safe_read_only_address().raw();
+        let until = ((begin + (tail - begin) / 2).min(safe) / page * page).max(begin);
+        match until > begin {
+            true => Some(super::compact(inner, until, super::CompactionKind::default())?),
+            false => None,
+        }
+    } else {
+        // The log fits its share; still, past the release mark, log below
+        // the begin address that only an older checkpoint needs is worth
+        // a checkpoint to let go.
+        let pinned = super::needed_from(inner, None)? < begin;
+        if !(pinned && usage(inner) > budget / 100 * RELEASE_PERCENT) {
+            return Ok(Round::Idle);
+        }
+        None
+    };
+    let done = match report {
+        Some(report) => Round::Compacted(report),
+        None => Round::Checkpointed,
+    };
+    let Some(dir) = &inner.dir else { return super::reclaim(inner).map(|_| done) };
+    // The new begin address, durable, in as many checkpoints as are kept:
+    // then no kept checkpoint needs the log below it, and it can go now.
+    // The first with a fresh index (a log-only checkpoint would keep the
+    // one whose index it uses, and with it that one's older log), the
+    // others log-only on it.
+    for kind in std::iter::once(CheckpointKind::FoldOver)
+        .chain(std::iter::repeat_n(CheckpointKind::LogOnly, inner.config.keep_checkpoints - 1))
+    {
+        match inner.checkpoint_now(kind) {
+            Ok(_) | Err(Error::CheckpointInProgress { .. }) => {}
+            Err(e) => return Err(e),
+        }
     }
     // Under a budget every checkpoint counts, taken by hand or not.
     checkpoint::retain_older(dir, inner.config.keep_checkpoints)?;
-    super::reclaim(inner).map(drop)
+    super::reclaim(inner)?;
+    Ok(done)
+}
+
+/// What a round did.
+enum Round {
+    /// Nothing: the log fits its share.
+    Idle,
+    /// A checkpoint (and pruning) only, to let go of log that an older
+    /// checkpoint held.
+    Checkpointed,
+    /// A compaction, then a checkpoint.
+    Compacted(super::CompactionReport),
+}
+
+/// The bytes the store's checkpoints take, and one more index.
+fn checkpoint_bytes<K: Key, V: Value, D: Device>(inner: &StoreInner<K, V, D>) -> u64 {
+    inner.dir.as_deref().map_or(0, |dir| {
+        super::directory_bytes(&dir.join("checkpoints")) + inner.index.table_size() * 64
+    })
 }
 
 /// The bytes the store directory takes (its log segments and its
@@ -185,8 +255,5 @@ fn usage<K: Key, V: Value, D: Device>(inner: &StoreInner<K, V, D>) -> u64 {
     let log = &inner.log;
     let stored = log.device().stored_bytes();
     let unflushed = log.tail_address().raw().saturating_sub(log.flushed_until_address().raw());
-    let checkpoints = inner.dir.as_deref().map_or(0, |dir| {
-        super::directory_bytes(&dir.join("checkpoints")) + inner.index.table_size() * 64
-    });
-    stored + unflushed + checkpoints
+    stored + unflushed + checkpoint_bytes(inner)
 }

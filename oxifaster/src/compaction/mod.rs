@@ -31,10 +31,11 @@
 //! checkpoint, whose log is still on the device (it pins it).
 
 mod budget;
+mod keys;
 
 pub(crate) use budget::BudgetTask;
+use keys::KeyTable;
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -47,6 +48,12 @@ pub use crate::store::CompactionTotals;
 use crate::store::record::{RecordFormat, RecordInfo, RecordShape, pad8};
 use crate::store::{CopyOutcome, Session, Store, StoreInner};
 use crate::{Error, Result};
+
+/// What a key's chain walk on the device costs, in bytes of sequential
+/// log scan (a read of a few KiB and a system call each): the scan
+/// compaction reads the rest of the log only when its unsettled keys
+/// would cost more walks than that.
+const WALK_COST_BYTES: u64 = 4096;
 
 /// What one compaction did.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -186,82 +193,95 @@ pub(crate) fn compact<K: Key, V: Value, D: Device>(
     let target = Address::new(until).ok_or(Error::LogFull)?;
     let mut session = Session::internal(inner.clone())?;
     // 1. The range on the device, each page with a durable seal.
-    session.with_handle(|handle| log.flush_written(target, handle))?;
-    log.sync_device()?;
+    flush_and_sync(&mut session, log, target)?;
     let mut pages = Pages::new(inner);
     if !pages.ends_a_record(from, until)? {
         return bad("not a record boundary");
     }
-    // 2. Copy what is still live.
+    // 2. Copy what is still live, straight from the page read back.
     let shape = pages.shape;
-    let copy = |session: &mut Session<K, V, D>,
-                report: &mut CompactionReport,
-                address: u64,
-                bytes: &[u8],
-                tombstone: bool|
-     -> Result<()> {
-        let (key, value) = key_value(&shape, bytes);
-        let address = Address::new(address).ok_or(Error::LogFull)?;
-        match session.copy_if_newest(address, key, value, tombstone)? {
-            CopyOutcome::Copied => {
-                report.copied += 1;
-                report.copied_bytes += bytes.len() as u64;
-            }
-            CopyOutcome::Tombstone => report.tombstones_dropped += 1,
-            CopyOutcome::Superseded => {}
-        }
-        Ok(())
-    };
+    let mut copier = Copier { session: &mut session, shape, copied: 0, bytes: 0, tombstones: 0 };
     match kind {
         CompactionKind::Lookup => {
-            let mut records = Vec::new();
+            let mut records = 0;
             report.scanned_bytes += pages.walk(from, until, |address, bytes, info| {
-                records.push((address, bytes.to_vec(), info.is_tombstone()));
+                records += 1;
+                copier.copy(address, bytes, info.is_tombstone(), true).map(drop)
             })?;
-            for (address, bytes, tombstone) in records {
-                report.records += 1;
-                copy(&mut session, &mut report, address, &bytes, tombstone)?;
-            }
+            report.records = records;
         }
         CompactionKind::Scan => {
-            // The newest record of each key in the range.
-            let mut newest: HashMap<Vec<u8>, (u64, bool)> = HashMap::new();
-            report.scanned_bytes += pages.walk(from, until, |address, bytes, info| {
-                report.records += 1;
-                let key = key_of(&shape, bytes).to_vec();
-                newest.insert(key, (address, info.is_tombstone()));
+            // Each record the index settles in memory is copied (or not)
+            // at once; for the others, the newest record of their key in
+            // the range goes in the map.
+            let mut unsettled = KeyTable::new();
+            let mut records = 0;
+            let mut hashes = Vec::new();
+            report.scanned_bytes += pages.walk_pages(from, until, |chunk, page| {
+                records += page.len() as u64;
+                key_hashes(&shape, chunk, page, &mut hashes);
+                for (i, r) in page.iter().enumerate() {
+                    if let Some(ahead) = hashes.get(i + PREFETCH_AHEAD) {
+                        inner.index.prefetch(*ahead);
+                    }
+                    let (bytes, tombstone) = (r.bytes(chunk), r.info.is_tombstone());
+                    let key = key_of(&shape, bytes);
+                    match copier.copy(r.address, bytes, tombstone, false)? {
+                        CopyOutcome::Unsettled => {
+                            unsettled.insert(hashes[i], key, r.address, tombstone)
+                        }
+                        // Settled: an older record of the key in the range
+                        // is not its newest.
+                        _ => unsettled.remove(hashes[i], key),
+                    }
+                }
+                Ok(())
             })?;
+            report.records = records;
             // Keys with a record above the range are not copied. The scan
             // is a filter only: a key it leaves in goes through the
             // conditional copy, which decides.
+            // Unless the chain walks from the index (a device read each)
+            // cost less than reading the rest of the log.
             let scan_end = log.safe_read_only_address();
-            session.with_handle(|handle| log.flush_written(scan_end, handle))?;
-            log.sync_device()?;
-            report.scanned_bytes += pages.walk(until, scan_end.raw(), |_, bytes, _| {
-                newest.remove(key_of(&shape, bytes));
-            })?;
-            let mut survivors: Vec<(u64, bool)> = newest.into_values().collect();
-            survivors.sort_unstable();
-            // Read the survivors back a page at a time.
+            let rest = scan_end.raw().saturating_sub(until);
+            if unsettled.len() as u64 * WALK_COST_BYTES >= rest {
+                flush_and_sync(copier.session, log, scan_end)?;
+                report.scanned_bytes +=
+                    pages.walk_pages(until, scan_end.raw(), |chunk, page| {
+                        key_hashes(&shape, chunk, page, &mut hashes);
+                        for (i, r) in page.iter().enumerate() {
+                            if let Some(ahead) = hashes.get(i + PREFETCH_AHEAD) {
+                                unsettled.prefetch(*ahead);
+                            }
+                            unsettled.remove(hashes[i], key_of(&shape, r.bytes(chunk)));
+                        }
+                        Ok(())
+                    })?;
+            }
+            // Read the survivors' pages back, and copy.
+            let survivors = unsettled.into_sorted();
             let mut at = 0;
             while at < survivors.len() {
                 let page = survivors[at].0 & !(pages.page_size - 1);
                 let end = (page + pages.page_size).min(until);
                 let in_page = survivors[at..].iter().take_while(|(a, _)| *a < end).count();
-                let wanted: Vec<(u64, bool)> = survivors[at..at + in_page].to_vec();
-                let mut found = Vec::with_capacity(in_page);
+                let wanted = &survivors[at..at + in_page];
+                let mut next = 0;
                 pages.walk(page.max(from), end, |address, bytes, _| {
-                    if let Ok(i) = wanted.binary_search_by_key(&address, |(a, _)| *a) {
-                        found.push((address, bytes.to_vec(), wanted[i].1));
+                    // Both in address order.
+                    if next < wanted.len() && wanted[next].0 == address {
+                        next += 1;
+                        copier.copy(address, bytes, wanted[next - 1].1, true)?;
                     }
+                    Ok(())
                 })?;
-                for (address, bytes, tombstone) in found {
-                    copy(&mut session, &mut report, address, &bytes, tombstone)?;
-                }
                 at += in_page;
             }
         }
     }
+    (report.copied, report.copied_bytes) = (copier.copied, copier.bytes);
+    report.tombstones_dropped = copier.tombstones;
     // 3. The begin address, once every copy is published.
     session.with_handle(|handle| log.shift_begin(target, handle))?;
     {
@@ -282,6 +302,60 @@ pub(crate) fn compact<K: Key, V: Value, D: Device>(
     }
     tracing::info!(?report, "compacted");
     Ok(report)
+}
+
+/// Writes the log up to `to` to the device and syncs it.
+fn flush_and_sync<K: Key, V: Value, D: Device>(
+    session: &mut Session<K, V, D>,
+    log: &crate::hlog::HybridLog<D>,
+    to: Address,
+) -> Result<()> {
+    session.with_handle(|handle| log.flush_written(to, handle))?;
+    log.sync_device()
+}
+
+/// Copies records that are still their key's newest, counting.
+struct Copier<'s, K: Key, V: Value, D: Device> {
+    session: &'s mut Session<K, V, D>,
+    shape: RecordShape,
+    copied: u64,
+    bytes: u64,
+    tombstones: u64,
+}
+
+impl<K: Key, V: Value, D: Device> Copier<'_, K, V, D> {
+    /// Copies the record at `address` (its bytes from the header on) if it
+    /// is still its key's newest and not a tombstone (see
+    /// `Session::copy_if_newest`, and `device`).
+    fn copy(
+        &mut self,
+        address: u64,
+        bytes: &[u8],
+        tombstone: bool,
+        device: bool,
+    ) -> Result<CopyOutcome> {
+        let (key, value) = key_value(&self.shape, bytes);
+        let at = Address::new(address).ok_or(Error::LogFull)?;
+        let outcome = self.session.copy_if_newest(at, key, value, tombstone, device)?;
+        match outcome {
+            CopyOutcome::Copied => {
+                self.copied += 1;
+                self.bytes += bytes.len() as u64;
+            }
+            CopyOutcome::Tombstone => self.tombstones += 1,
+            CopyOutcome::Superseded | CopyOutcome::Unsettled => {}
+        }
+        Ok(outcome)
+    }
+}
+
+/// How many records ahead the scan loops prefetch what they will look up.
+const PREFETCH_AHEAD: usize = 8;
+
+/// The hashes of the keys of `records`, into `out`.
+fn key_hashes(shape: &RecordShape, chunk: &[u8], records: &[PageRecord], out: &mut Vec<u64>) {
+    out.clear();
+    out.extend(records.iter().map(|r| crate::record::hash_bytes(key_of(shape, r.bytes(chunk)))));
 }
 
 /// A record's key and value bytes.
@@ -308,6 +382,8 @@ struct Pages<'a, D> {
     /// Dead ranges left by recoveries (nothing was written there).
     gaps: Vec<(u64, u64)>,
     buf: AlignedBytes,
+    /// The records of the page just read (reused).
+    records: Vec<PageRecord>,
 }
 
 impl<'a, D: Device> Pages<'a, D> {
@@ -320,6 +396,7 @@ impl<'a, D: Device> Pages<'a, D> {
             page_size: log.page_size(),
             gaps: inner.checkpoints.gaps.lock().unwrap_or_else(|p| p.into_inner()).clone(),
             buf: AlignedBytes::zeroed(log.page_size() as usize),
+            records: Vec::new(),
         }
     }
 
@@ -349,12 +426,27 @@ impl<'a, D: Device> Pages<'a, D> {
     }
 
     /// Calls `f(address, record bytes, header)` for every valid record in
-    /// `[from, to)` (`from` a record boundary); returns the bytes read.
+    /// `[from, to)` (`from` a record boundary), stopping at its first
+    /// error; returns the bytes read.
     fn walk(
         &mut self,
         from: u64,
         to: u64,
-        mut f: impl FnMut(u64, &[u8], RecordInfo),
+        mut f: impl FnMut(u64, &[u8], RecordInfo) -> Result<()>,
+    ) -> Result<u64> {
+        self.walk_pages(from, to, |chunk, records| {
+            records.iter().try_for_each(|r| f(r.address, r.bytes(chunk), r.info))
+        })
+    }
+
+    /// [`Pages::walk`] a page at a time: `f(chunk, records)` gets the
+    /// valid records of each page's part of the range at once (for loops
+    /// that prefetch ahead).
+    fn walk_pages(
+        &mut self,
+        from: u64,
+        to: u64,
+        mut f: impl FnMut(&[u8], &[PageRecord]) -> Result<()>,
     ) -> Result<u64> {
         let mut scanned = 0;
         let mut at = from;
@@ -370,6 +462,8 @@ impl<'a, D: Device> Pages<'a, D> {
             self.load(page, end)?;
             scanned += end - at;
             let chunk = &mut self.buf.as_mut_slice()[(at - page) as usize..(end - page) as usize];
+            let records = &mut self.records;
+            records.clear();
             checkpoint::for_each_record(
                 &self.shape,
                 chunk,
@@ -377,31 +471,40 @@ impl<'a, D: Device> Pages<'a, D> {
                 self.page_size,
                 |address, bytes, info, _| {
                     if !info.is_invalid() {
-                        f(address, bytes, info);
+                        let offset = (address - at) as usize;
+                        records.push(PageRecord { address, offset, len: bytes.len(), info });
                     }
                 },
             )?;
+            f(chunk, records)?;
             at = end;
         }
         Ok(scanned)
     }
 }
 
+/// A valid record of a page [`Pages::walk_pages`] read.
+struct PageRecord {
+    address: u64,
+    /// Where its bytes start in the chunk, and their length.
+    offset: usize,
+    len: usize,
+    info: RecordInfo,
+}
+
+impl PageRecord {
+    fn bytes<'c>(&self, chunk: &'c [u8]) -> &'c [u8] {
+        &chunk[self.offset..self.offset + self.len]
+    }
+}
+
 /// [`Store::reclaim`] on the store's shared state.
 pub(crate) fn reclaim<K: Key, V: Value, D: Device>(inner: &StoreInner<K, V, D>) -> Result<u64> {
     {
+        // Held while deleting: a checkpoint starting meanwhile waits to
+        // record its begin address.
         let pin = inner.checkpoints.log_pin.lock().unwrap_or_else(|p| p.into_inner());
-        let mut keep = inner.log.begin_address().raw();
-        if let Some(running) = *pin {
-            keep = keep.min(running);
-        }
-        if let Some(dir) = &inner.dir {
-            for info in checkpoint::list(dir)? {
-                if info.kind != checkpoint::CheckpointKind::IndexOnly {
-                    keep = keep.min(info.begin_address);
-                }
-            }
-        }
+        let keep = needed_from(inner, *pin)?;
         let device = inner.log.device();
         let stored_before = device.stored_bytes();
         device.truncate_before(keep).map_err(|source| Error::Io {
@@ -412,6 +515,27 @@ pub(crate) fn reclaim<K: Key, V: Value, D: Device>(inner: &StoreInner<K, V, D>) 
         inner.compaction_totals.lock().unwrap_or_else(|p| p.into_inner()).reclaimed_bytes += freed;
         Ok(freed)
     }
+}
+
+/// The lowest log address anything still needs: the begin address, the
+/// begin address a running checkpoint recorded (`running`), and the begin
+/// address of every complete checkpoint in the store directory.
+fn needed_from<K: Key, V: Value, D: Device>(
+    inner: &StoreInner<K, V, D>,
+    running: Option<u64>,
+) -> Result<u64> {
+    let mut keep = inner.log.begin_address().raw();
+    if let Some(running) = running {
+        keep = keep.min(running);
+    }
+    if let Some(dir) = &inner.dir {
+        for info in checkpoint::list(dir)? {
+            if info.kind != checkpoint::CheckpointKind::IndexOnly {
+                keep = keep.min(info.begin_address);
+            }
+        }
+    }
+    Ok(keep)
 }
 
 /// The bytes the files under `path` take on the disk (their allocated

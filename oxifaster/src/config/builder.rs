@@ -132,20 +132,21 @@ impl<K: Key, V: Value> StoreBuilder<K, V> {
         self.config.segment_size_bits = bits;
         self
     }
-    /// Aims to keep the store directory (log segments and checkpoints
-    /// together) under `bytes` (default: no bound). A background task
-    /// compacts the log's older half whenever the directory — counting the
-    /// log memory not yet written and one more checkpoint index — passes
-    /// 60% of the budget, takes a checkpoint so that the new begin address
-    /// is durable, prunes checkpoints (those taken by hand too) to
-    /// `keep_checkpoints` and deletes the log segments none of them needs;
-    /// past 80%, appends wait (up to a second at a time; in-place updates
-    /// never do) until a round brings it back under 60%. The budget must
-    /// hold the log memory, one index checkpoint and four segments
-    /// (`segment_size_bits`, chosen from the budget unless set), and the
-    /// live data must fit well inside it. The bound is not yet strict:
-    /// peaks pass it by up to about half (see the README's section on
-    /// compaction).
+    /// Keeps the store directory (log segments and checkpoints together)
+    /// under `bytes` (default: no bound). A background task compacts the
+    /// log's older half whenever the log outgrows its share of the budget
+    /// (85%, less the checkpoints) or the directory — counting the log
+    /// memory not yet written and one more checkpoint index — passes 70%;
+    /// then it takes `keep_checkpoints` checkpoints at the new begin
+    /// address (the first with a fresh index), prunes older checkpoints
+    /// (those taken by hand too) and deletes the log segments none of the
+    /// kept ones needs. Past 90%, appends wait (up to a second at a time;
+    /// in-place updates never do) until the directory is back under 85%.
+    /// The budget must hold the log memory, one index checkpoint and four
+    /// segments (`segment_size_bits`, chosen from the budget unless set),
+    /// and the live data must fit well inside it: with live data near the
+    /// budget, appends wait and the bound can be passed (see the README's
+    /// section on compaction).
     pub fn disk_budget(mut self, bytes: Option<u64>) -> Self {
         self.config.disk_budget = bytes;
         self

@@ -46,21 +46,26 @@ pub(crate) enum CopyOutcome {
     Superseded,
     /// The record was the key's newest and a tombstone: nothing to keep.
     Tombstone,
+    /// Asked to settle in memory only, the walk would have had to read the
+    /// device (nothing was copied).
+    Unsettled,
 }
 
 impl<K: Key, V: Value, D: Device> Session<K, V, D> {
     /// Copies the record at `address` (key and value given as their
     /// encodings) to the tail if it is still the newest record of its key
-    /// (see the module's protocol).
+    /// (see the module's protocol). With `device` false, a walk that would
+    /// continue on the device stops and returns [`CopyOutcome::Unsettled`].
     pub(crate) fn copy_if_newest(
         &mut self,
         address: Address,
         key: &[u8],
         value: &[u8],
         tombstone: bool,
+        device: bool,
     ) -> Result<CopyOutcome> {
         self.begin();
-        let result = self.copy_if_newest_protected(address, key, value, tombstone);
+        let result = self.copy_if_newest_protected(address, key, value, tombstone, device);
         self.end_write();
         result
     }
@@ -71,6 +76,7 @@ impl<K: Key, V: Value, D: Device> Session<K, V, D> {
         key: &[u8],
         value: &[u8],
         tombstone: bool,
+        device: bool,
     ) -> Result<CopyOutcome> {
         self.store.log.check_poisoned()?;
         let key = EncodedKey(key);
@@ -84,6 +90,9 @@ impl<K: Key, V: Value, D: Device> Session<K, V, D> {
                 // The walk reached the record itself (no record of the key
                 // above it): no need to read it back.
                 Location::Disk(from) if from == address => Some(address),
+                Location::Disk(from) if from > address && !device => {
+                    return Ok(CopyOutcome::Unsettled);
+                }
                 Location::Disk(from) if from > address => {
                     // The walk continues on the device; the protection is
                     // not held across the I/O.
