@@ -97,9 +97,13 @@ fn a_failed_page_write_poisons_the_store_without_hanging() {
     let (k, err) = first_error.expect("writes past the memory budget must fail");
     assert!(matches!(err, Error::Poisoned { .. }), "key {k}: {err}");
     assert!(err.to_string().contains("injected write failure"), "{err}");
-    // Every later operation reports the poisoning; none hangs or panics.
+    assert_eq!(err.io_kind(), Some(io::ErrorKind::Other), "the cause's kind is kept");
+    assert!(!err.is_disk_full());
+    // Every later write reports the poisoning; none hangs or panics.
     assert!(matches!(session.upsert(&1, &1), Err(Error::Poisoned { .. })));
-    assert!(matches!(session.read(&1), Err(Error::Poisoned { .. })));
+    // Reads still answer: from memory, and from what reached the device.
+    assert_eq!(session.read_blocking(&1).expect("a read of a poisoned store"), Some(1));
+    assert_eq!(session.read_blocking(&(k + 1)).expect("read"), None);
     let mut other = store.start_session().expect("session");
     assert!(matches!(other.rmw(&5, &1), Err(Error::Poisoned { .. })));
     // Compaction of a poisoned store is refused and moves nothing.

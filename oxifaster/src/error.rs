@@ -48,12 +48,16 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
-    /// An earlier device failure left the store unable to make progress
-    /// safely; reopen it to recover.
+    /// An earlier device failure left the store (or log) unable to write
+    /// safely; reopen it to recover. A store keeps answering reads: what
+    /// it holds in memory and what reached the device are intact.
     #[error("poisoned by an earlier failure (reopen to recover): {message}")]
     Poisoned {
         /// The original failure.
         message: String,
+        /// The kind of the I/O error behind it, if one was
+        /// (`StorageFull` for a full disk: see [`Error::is_disk_full`]).
+        kind: Option<std::io::ErrorKind>,
     },
     /// Bytes read back from the device are not a valid record.
     #[error("corrupt log at {address:#x}: {what}")]
@@ -218,6 +222,28 @@ impl Error {
                 | Error::CheckpointCorrupt { .. }
                 | Error::Codec(_)
                 | Error::UnsupportedFormat { .. }
+        )
+    }
+
+    /// The kind of the operating system's error behind this one: an I/O
+    /// error's own, or the one that poisoned the store.
+    pub fn io_kind(&self) -> Option<std::io::ErrorKind> {
+        match self {
+            Error::Io { source, .. } => Some(source.kind()),
+            Error::Poisoned { kind, .. } => *kind,
+            _ => None,
+        }
+    }
+
+    /// Whether the device ran out of space (`ENOSPC`) or quota (`EDQUOT`),
+    /// directly or as the cause of a poisoning. The store stays readable;
+    /// free space and reopen it to write again (it recovers its last
+    /// checkpoint). A disk budget ([`crate::StoreBuilder::disk_budget`])
+    /// below the free space keeps it from happening.
+    pub fn is_disk_full(&self) -> bool {
+        matches!(
+            self.io_kind(),
+            Some(std::io::ErrorKind::StorageFull | std::io::ErrorKind::QuotaExceeded)
         )
     }
 }

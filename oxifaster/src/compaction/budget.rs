@@ -18,10 +18,11 @@
 //! prunes. Compacting the *oldest* half keeps copies few: under steady
 //! updates, the oldest records are the most likely superseded.
 //!
-//! A gauge thread measures every 50 ms and throttles writers past 90% of
-//! the budget (an append waits, up to a second at a time, see
-//! `HybridLog::set_throttled`) until rounds bring the usage back under
-//! 85%. In-place updates, which take no new space, never wait. A round
+//! A gauge thread measures every 50 ms. Past 80% of the budget it arms
+//! the log's admission control (`HybridLog::throttle_at`): appends may take
+//! the tail only as far as 95% of the budget allows, as of the last
+//! measurement, then wait (up to a second at a time) until a round makes
+//! room. In-place updates, which take no new space, never wait. A round
 //! that finds its range nearly all live (the live data hardly fits the
 //! budget) makes the next one wait a second rather than copy the same
 //! records again and again.
@@ -49,10 +50,14 @@ const PERIOD: Duration = Duration::from_millis(50);
 const LOG_ROOM_PERCENT: u64 = 85;
 /// Past this share of the budget, a round runs whatever the log's size.
 const HIGH_WATER_PERCENT: u64 = 70;
-/// Past this share, appends are throttled until the directory is back
-/// under the release mark.
-const THROTTLE_PERCENT: u64 = 90;
+/// Appends may not take the directory past this share of the budget: past
+/// the arming mark, they wait at the tail address where it would be (as of
+/// the last measurement) until rounds make room.
+const THROTTLE_PERCENT: u64 = 95;
 /// See [`THROTTLE_PERCENT`].
+const ARM_PERCENT: u64 = 80;
+/// Past this share, a round that has no compaction to do checkpoints to
+/// let go of log that only older checkpoints need.
 const RELEASE_PERCENT: u64 = 85;
 
 /// The running task (two threads: a gauge that measures the directory and
@@ -122,8 +127,9 @@ fn stopped(stop: &(Mutex<bool>, Condvar), period: Duration) -> bool {
     *stopped
 }
 
-/// Measures the directory and throttles writers past the throttle mark
-/// until it is back under the release mark.
+/// Measures the directory and, past the arming mark, lets writers append
+/// only what the throttle mark still has room for (from the tail, until
+/// the next measurement).
 fn gauge<K: Key, V: Value, D: Device>(
     inner: &StoreInner<K, V, D>,
     budget: u64,
@@ -131,13 +137,15 @@ fn gauge<K: Key, V: Value, D: Device>(
 ) {
     while !stopped(stop, PERIOD) {
         let used = usage(inner);
-        if used > budget / 100 * THROTTLE_PERCENT {
-            inner.log.set_throttled(true);
-        } else if used <= budget / 100 * RELEASE_PERCENT {
-            inner.log.set_throttled(false);
-        }
+        let limit = if used > budget / 100 * ARM_PERCENT {
+            let room = (budget / 100 * THROTTLE_PERCENT).saturating_sub(used);
+            crate::address::Address::new(inner.log.tail_address().raw() + room)
+        } else {
+            None
+        };
+        inner.log.throttle_at(limit);
     }
-    inner.log.set_throttled(false);
+    inner.log.throttle_at(None);
 }
 
 /// Runs a round whenever the log outgrows its share of the budget.
@@ -240,12 +248,19 @@ enum Round {
     Compacted(super::CompactionReport),
 }
 
-/// The bytes the store's checkpoints take, and one more index.
+/// The bytes the store's checkpoints take, and what a round's checkpoints
+/// add before pruning: one more index, and `keep_checkpoints` more sets of
+/// small files (metadata; a log-only checkpoint takes 8 KiB).
 fn checkpoint_bytes<K: Key, V: Value, D: Device>(inner: &StoreInner<K, V, D>) -> u64 {
     inner.dir.as_deref().map_or(0, |dir| {
-        super::directory_bytes(&dir.join("checkpoints")) + inner.index.table_size() * 64
+        let next = inner.index.table_size() * 64
+            + inner.config.keep_checkpoints as u64 * CHECKPOINT_FILES_BYTES;
+        super::directory_bytes(&dir.join("checkpoints")) + next
     })
 }
+
+/// What a checkpoint's files other than its index take on disk, at most.
+const CHECKPOINT_FILES_BYTES: u64 = 64 << 10;
 
 /// The bytes the store directory takes (its log segments and its
 /// checkpoints) and will take without any new write: the log in memory

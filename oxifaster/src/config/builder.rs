@@ -140,8 +140,9 @@ impl<K: Key, V: Value> StoreBuilder<K, V> {
     /// then it takes `keep_checkpoints` checkpoints at the new begin
     /// address (the first with a fresh index), prunes older checkpoints
     /// (those taken by hand too) and deletes the log segments none of the
-    /// kept ones needs. Past 90%, appends wait (up to a second at a time;
-    /// in-place updates never do) until the directory is back under 85%.
+    /// kept ones needs. Appends may not take the directory past 95% (as
+    /// measured every 50 ms): there they wait, up to a second at a time,
+    /// for a round to make room (in-place updates never wait).
     /// The budget must hold the log memory, one index checkpoint and four
     /// segments (`segment_size_bits`, chosen from the budget unless set),
     /// and the live data must fit well inside it: with live data near the

@@ -43,7 +43,7 @@ use crate::mem::LargeBuffer;
 use crate::{Error, Result};
 
 /// The longest an allocation waits while the log is throttled (see
-/// [`HybridLog::set_throttled`]): a safety valve, so that a writer is
+/// [`HybridLog::throttle_at`]): a safety valve, so that a writer is
 /// never stopped for good if compaction cannot make room.
 pub const MAX_THROTTLE_PAUSE: std::time::Duration = std::time::Duration::from_secs(1);
 
@@ -173,10 +173,11 @@ struct Shared<D> {
     flush_target: AtomicU64,
     /// Set when a device write failed: the log refuses further work.
     poisoned: AtomicBool,
-    /// Set while the store is over its disk budget: a thread that turns a
-    /// page first pauses (see [`HybridLog::set_throttled`]).
-    throttled: AtomicBool,
-    error: Mutex<Option<String>>,
+    /// The tail address at which appends pause (`u64::MAX`: never), set
+    /// while the store nears its disk budget (see
+    /// [`HybridLog::throttle_at`]).
+    throttle_at: AtomicU64,
+    error: Mutex<Option<(String, Option<std::io::ErrorKind>)>>,
 }
 
 // SAFETY: the frame memory behind `base` is only accessed through the
@@ -356,7 +357,7 @@ impl<D: Device> HybridLog<D> {
                 verified: std::sync::Mutex::new(std::collections::HashMap::new()),
                 flush_target: AtomicU64::new(0),
                 poisoned: AtomicBool::new(false),
-                throttled: AtomicBool::new(false),
+                throttle_at: AtomicU64::new(u64::MAX),
                 error: Mutex::new(None),
             }),
         })
@@ -450,7 +451,7 @@ impl<D: Device> HybridLog<D> {
     pub fn allocate(&self, size: u64, handle: &EpochHandle<'_>) -> Result<Address> {
         let s = &self.shared;
         debug_assert!(size.is_multiple_of(8) && size > 0);
-        if s.throttled.load(Ordering::Relaxed) {
+        if s.throttle_at.load(Ordering::Relaxed) != u64::MAX {
             self.pause(handle);
         }
         if size > s.body - FIRST_ADDRESS {
@@ -541,15 +542,19 @@ impl<D: Device> HybridLog<D> {
         self.address(page, 0)
     }
 
-    /// Turns admission control on or off: while on, an allocation first
-    /// waits, refreshing its epoch (it holds no part of the log yet: other
-    /// threads, and page turns, go on), until it is off again or
-    /// [`MAX_THROTTLE_PAUSE`] has passed. The disk budget's task sets it
-    /// while the store's directory is near its budget, so that writers
-    /// cannot outrun compaction. Threads marked with [`unthrottled`]
-    /// (compaction's, whose copies make room) never wait.
-    pub fn set_throttled(&self, on: bool) {
-        self.shared.throttled.store(on, Ordering::Release);
+    /// Admission control: with `Some(limit)`, an allocation first waits
+    /// while the tail is at or past `limit`, refreshing its epoch (it holds
+    /// no part of the log yet: other threads, and page turns, go on), until
+    /// the limit moves or is lifted (`None`), or [`MAX_THROTTLE_PAUSE`] has
+    /// passed. The disk budget's task sets it while the store nears its
+    /// budget, to the tail plus the bytes the budget still has room for,
+    /// so that writers cannot outrun compaction however fast they write.
+    /// Threads marked with [`unthrottled`] (compaction's, whose copies make
+    /// room) never wait. Without a limit, an allocation pays one load of a
+    /// word nobody writes.
+    pub fn throttle_at(&self, limit: Option<Address>) {
+        let raw = limit.map_or(u64::MAX, Address::raw);
+        self.shared.throttle_at.store(raw, Ordering::Release);
     }
 
     #[cold]
@@ -559,7 +564,8 @@ impl<D: Device> HybridLog<D> {
             return;
         }
         let started = std::time::Instant::now();
-        while self.shared.throttled.load(Ordering::Acquire) && started.elapsed() < MAX_THROTTLE_PAUSE
+        while self.tail_address().raw() >= self.shared.throttle_at.load(Ordering::Acquire)
+            && started.elapsed() < MAX_THROTTLE_PAUSE
         {
             handle.refresh();
             std::thread::sleep(std::time::Duration::from_micros(200));
@@ -574,7 +580,7 @@ impl<D: Device> HybridLog<D> {
         if next >= (1u64 << 32) || next >= (1u64 << (Address::BITS - g.page_bits)) {
             // The tail stays past the page end: poison the log, so that
             // threads waiting for the page to turn get an error, not a hang.
-            s.poison(Error::LogFull.to_string());
+            s.poison(Error::LogFull.to_string(), None);
             return Err(Error::LogFull);
         }
         // Keep `mutable_pages` pages mutable: everything older becomes
@@ -763,7 +769,7 @@ impl<D: Device> HybridLog<D> {
         synced.map_err(|source| {
             // A failed sync may have lost writes: nothing after it may be
             // reported durable.
-            self.shared.poison(format!("syncing the log device failed: {source}"));
+            self.shared.poison(format!("syncing the log device failed: {source}"), Some(source.kind()));
             Error::Io { context: "syncing the log device".into(), source }
         })
     }
@@ -935,17 +941,20 @@ impl<D: Device> Shared<D> {
     #[cold]
     #[inline(never)]
     fn poisoned_error(&self) -> Error {
-        let message = self
+        let (message, kind) = self
             .error
             .lock()
             .map(|e| e.clone().unwrap_or_default())
-            .unwrap_or_else(|_| "lock poisoned".into());
-        Error::Poisoned { message }
+            .unwrap_or_else(|_| ("lock poisoned".into(), None));
+        Error::Poisoned { message, kind }
     }
 
-    fn poison(&self, message: String) {
+    /// Records the first failure (its words and its I/O error's kind) and
+    /// refuses every later write.
+    fn poison(&self, message: String, kind: Option<std::io::ErrorKind>) {
+        tracing::error!(%message, "the log is poisoned");
         if let Ok(mut error) = self.error.lock() {
-            error.get_or_insert(message);
+            error.get_or_insert((message, kind));
         }
         self.poisoned.store(true, Ordering::Release);
     }
@@ -984,7 +993,7 @@ impl<D: Device> Shared<D> {
             if body_end > start
                 && let Err(e) = self.device.write_at(start, self.frame_bytes(start, body_end))
             {
-                self.poison(format!("writing page {page} failed: {e}"));
+                self.poison(format!("writing page {page} failed: {e}"), Some(e.kind()));
                 return;
             }
             let partial_from = body_end.max(start);
@@ -999,14 +1008,14 @@ impl<D: Device> Shared<D> {
                     None => self.device.write_at(partial_from, bytes),
                 };
                 if let Err(e) = write {
-                    self.poison(format!("writing page {page} failed: {e}"));
+                    self.poison(format!("writing page {page} failed: {e}"), Some(e.kind()));
                     return;
                 }
             }
             if self.geometry.sealed
                 && let Err(e) = self.write_seal(&mut block, page, data_end)
             {
-                self.poison(format!("writing the seal of page {page} failed: {e}"));
+                self.poison(format!("writing the seal of page {page} failed: {e}"), Some(e.kind()));
                 return;
             }
             at = end;

@@ -106,6 +106,7 @@ impl<D: Device> Inner<D> {
         if self.closed.load(Ordering::Acquire) {
             return Err(Error::Poisoned {
                 message: "the log was closed before the entry was committed".into(),
+                kind: None,
             });
         }
         Ok(None)

@@ -308,7 +308,7 @@ pub(crate) struct Inner<D> {
     iterators: Mutex<BTreeMap<String, u64>>,
     iterators_dirty: AtomicBool,
     /// Why the log refuses work (a commit failed).
-    failed: OnceLock<String>,
+    failed: OnceLock<(String, Option<std::io::ErrorKind>)>,
     /// Set when the `FasterLog` is dropped: tail-following waits end.
     closed: AtomicBool,
     signal: wait::Signal,
@@ -604,8 +604,8 @@ impl<D: Device> Inner<D> {
 
     #[inline]
     fn check_failed(&self) -> Result<()> {
-        if let Some(message) = self.failed.get() {
-            return Err(Error::Poisoned { message: message.clone() });
+        if let Some((message, kind)) = self.failed.get() {
+            return Err(Error::Poisoned { message: message.clone(), kind: *kind });
         }
         Ok(())
     }
@@ -615,10 +615,10 @@ impl<D: Device> Inner<D> {
         // The first failure's own words, once (a poisoning error already
         // carries them).
         let message = match &error {
-            Error::Poisoned { message } => message.clone(),
+            Error::Poisoned { message, .. } => message.clone(),
             other => other.to_string(),
         };
-        let _ = self.failed.set(message);
+        let _ = self.failed.set((message, error.io_kind()));
         self.signal.notify();
         error
     }
