@@ -199,6 +199,99 @@ fn an_insert_without_its_rescan_is_caught() {
     expect_caught(broken::set_no_rescan, index_insert_model, &["two entries for one tag"]);
 }
 
+/// Compaction's conditional copy (the protocol at the top of
+/// `store/session/copy.rs`) racing a session's write of the same key: key
+/// 7's record holds 1 and is read-only; one thread copies it to the tail
+/// as compaction does while another upserts 2, adds 5 by RMW (`u64`'s
+/// merge is addition) or deletes the key. After both, the key holds the
+/// session's result: the copy never overwrites it nor brings the key back.
+/// Loom explores the interleavings with at most four preemptions (the two
+/// operations take a few dozen atomic steps each).
+fn copy_race_model(write: Write) {
+    use oxifaster::Store;
+    use oxifaster::device::MemoryDevice;
+    const KEY: u64 = 7;
+    let mut builder = loom::model::Builder::new();
+    builder.preemption_bound = Some(4);
+    builder.max_branches = 1_000_000;
+    builder.check(move || {
+        // Small, so that setting it up stays within loom's counters.
+        let store = Store::<u64, u64>::builder()
+            .table_size(8)
+            .max_sessions(2)
+            .page_size_bits(9)
+            .log_memory_size_bytes(8 << 9)
+            .mutable_fraction(0.1)
+            .open_with_device(MemoryDevice::new())
+            .expect("store");
+        let mut writer = store.start_session().expect("session");
+        let mut compactor = store.start_session().expect("session");
+        writer.upsert(&KEY, &1).expect("upsert");
+        let old = compactor.loom_entry_address(&KEY);
+        // Other keys until the record is read-only (no in-place update).
+        let mut filler = 100u64;
+        while store.log_regions().read_only_address <= old {
+            writer.upsert(&filler, &filler).expect("filler");
+            filler += 1;
+        }
+        let session = loom::thread::spawn(move || {
+            match write {
+                Write::Upsert => writer.upsert(&KEY, &2).expect("upsert"),
+                Write::Rmw => drop(writer.rmw(&KEY, &5).expect("rmw")),
+                Write::Delete => writer.delete(&KEY).expect("delete"),
+            }
+            writer
+        });
+        compactor.loom_copy_if_newest(old, &KEY.to_ne_bytes(), &1u64.to_ne_bytes()).expect("copy");
+        drop(session.join().expect("session"));
+        let expected = match write {
+            Write::Upsert => Some(2),
+            Write::Rmw => Some(6),
+            Write::Delete => None,
+        };
+        assert_eq!(
+            compactor.read_blocking(&KEY).expect("read"),
+            expected,
+            "the copy overwrote the session's write"
+        );
+    });
+}
+
+/// The session's write in [`copy_race_model`].
+#[derive(Clone, Copy)]
+enum Write {
+    Upsert,
+    Rmw,
+    Delete,
+}
+
+#[test]
+fn a_compaction_copy_never_overwrites_an_upsert() {
+    broken::set_unconditional_copy(false);
+    copy_race_model(Write::Upsert);
+}
+
+#[test]
+fn a_compaction_copy_never_loses_an_rmw() {
+    broken::set_unconditional_copy(false);
+    copy_race_model(Write::Rmw);
+}
+
+#[test]
+fn a_compaction_copy_never_resurrects_a_delete() {
+    broken::set_unconditional_copy(false);
+    copy_race_model(Write::Delete);
+}
+
+#[test]
+fn a_copy_without_its_newest_check_is_caught() {
+    expect_caught(
+        broken::set_unconditional_copy,
+        || copy_race_model(Write::Upsert),
+        &["the copy overwrote the session's write"],
+    );
+}
+
 /// Runs `model` with a broken variant switched on by `switch`: loom must
 /// fail it with one of the model's own assertions (one of `messages`).
 fn expect_caught(switch: fn(bool), model: fn(), messages: &[&str]) {

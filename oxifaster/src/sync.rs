@@ -42,6 +42,18 @@ pub mod broken {
     static PLAIN_TAIL: AtomicBool = AtomicBool::new(false);
     static EAGER_FLUSH: AtomicBool = AtomicBool::new(false);
     static NO_RESCAN: AtomicBool = AtomicBool::new(false);
+    static UNCONDITIONAL_COPY: AtomicBool = AtomicBool::new(false);
+
+    /// Compaction's `Session::copy_if_newest` copies without checking that
+    /// the record is still its key's newest (it still publishes by a CAS
+    /// from the entry it read).
+    pub fn set_unconditional_copy(on: bool) {
+        UNCONDITIONAL_COPY.store(on, Ordering::SeqCst);
+    }
+
+    pub(crate) fn unconditional_copy() -> bool {
+        UNCONDITIONAL_COPY.load(Ordering::SeqCst)
+    }
 
     /// `HashIndex::find_or_create_entry` makes its claimed slot final
     /// without rescanning the chain for a racing insert of the same tag.

@@ -469,13 +469,15 @@ impl<K: Key, V: Value, D: Device> Store<K, V, D> {
         *inner.checkpoints.started_at.lock().unwrap_or_else(|p| p.into_inner()) =
             Some(inner.change_mark());
         let inner = Arc::new(inner);
-        let flusher = inner.log.start_flusher()?;
+        // Loom models run without the flusher thread (an OS thread outside
+        // the model); they stay within the log memory.
+        let flusher = if cfg!(oxifaster_loom) { None } else { Some(inner.log.start_flusher()?) };
         let on_close = on_close(&inner)?;
         let open = Arc::new(OpenStore {
             inner: inner.clone(),
             on_close,
             closed: AtomicBool::new(false),
-            _flusher: Some(flusher),
+            _flusher: flusher,
             _lock: lock,
             _temp_dir: temp_dir,
         });

@@ -30,6 +30,11 @@
 //! copy) or wrote first (the copy's CAS failed and step 2 then finds the
 //! session's record). The copy carries the session's CPR version, so
 //! checkpoints treat it as any other write (see `cpr`).
+//!
+//! Checked by loom in `tests/loom.rs` (a copy racing an upsert, an RMW and
+//! a delete of its key, on the real store; a variant without step 3 is
+//! caught) and stressed in `tests/compaction.rs` (writers and readers of
+//! the keys compaction moves, against a model).
 
 use super::{Location, Session};
 use crate::Result;
@@ -103,6 +108,11 @@ impl<K: Key, V: Value, D: Device> Session<K, V, D> {
                 }
                 Location::Disk(_) | Location::Absent | Location::BelowBegin => None,
             };
+            #[cfg(oxifaster_loom)]
+            let newest = match crate::sync::broken::unconditional_copy() {
+                true => Some(address),
+                false => newest,
+            };
             if newest != Some(address) {
                 return Ok(CopyOutcome::Superseded);
             }
@@ -127,5 +137,25 @@ impl<K: Key, V: Value, D: Device> Session<K, V, D> {
         let result = f(&self.handle);
         self.end();
         result
+    }
+}
+
+/// Hooks for the loom model of the copy race (`tests/loom.rs`).
+#[cfg(oxifaster_loom)]
+impl<K: Key, V: Value, D: Device> Session<K, V, D> {
+    /// The address `key`'s index entry holds (0 without one).
+    #[doc(hidden)]
+    pub fn loom_entry_address(&mut self, key: &K) -> u64 {
+        let hash = <K as KeyArg<K>>::key_arg_hash(key);
+        self.store.index.find_entry(hash).map_or(0, |slot| slot.entry.address().raw())
+    }
+
+    /// [`Session::copy_if_newest`] of the record at `address` (with the
+    /// device allowed); whether it copied.
+    #[doc(hidden)]
+    pub fn loom_copy_if_newest(&mut self, address: u64, key: &[u8], value: &[u8]) -> Result<bool> {
+        let address = Address::new(address).ok_or(crate::Error::LogFull)?;
+        let outcome = self.copy_if_newest(address, key, value, false, true)?;
+        Ok(outcome == CopyOutcome::Copied)
     }
 }

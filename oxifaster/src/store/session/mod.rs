@@ -1086,8 +1086,10 @@ impl<K: Key, V: Value, D: Device> Session<K, V, D> {
                     } else if current && address >= log.safe_read_only_address() {
                         // The fuzzy region: a session that saw the old
                         // read-only address may still update this record in
-                        // place. Let it finish, then retry.
+                        // place. Let it finish (giving way: on a busy
+                        // machine it may need this core), then retry.
                         self.refresh_in_op();
+                        crate::sync::yield_now();
                         continue;
                     }
                     if tombstone {
