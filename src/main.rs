@@ -5,9 +5,11 @@
 //! every result: reads must find every loaded key, and after read/RMW
 //! workloads the sum of all counters must equal the increments issued.
 //! `oxifaster info`, `verify` and `checkpoints` inspect, check and prune a
-//! store directory of any types.
+//! store directory of any types; `oxifaster compact` compacts a closed
+//! store of the types it knows.
 
 mod bench;
+mod compact;
 mod durability;
 mod inspect;
 mod log_bench;
@@ -42,6 +44,9 @@ enum Command {
     Verify(inspect::VerifyArgs),
     /// List a store's checkpoints, or keep only the newest N.
     Checkpoints(inspect::CheckpointsArgs),
+    /// Compact a closed store: keep only its live records, checkpoint,
+    /// and delete the log segments nothing needs.
+    Compact(compact::CompactArgs),
 }
 
 /// A failure with its exit status: 1 for damage found (or a failed run),
@@ -83,6 +88,7 @@ fn main() {
         Some(Command::Info(args)) => inspect::info(args),
         Some(Command::Verify(args)) => inspect::verify(args),
         Some(Command::Checkpoints(args)) => inspect::checkpoints(args),
+        Some(Command::Compact(args)) => compact::compact(args),
         None => {
             println!(
                 "oxifaster {}: run `oxifaster bench` or `oxifaster --help`",

@@ -1,8 +1,9 @@
 //! `oxifaster info`, `verify` and `checkpoints` on real store directories:
 //! verify passes on a healthy store and finds a bit flipped in a log page
 //! (naming the page) and in checkpoint metadata, exiting non-zero; info
-//! describes a store of any types; checkpoints prunes; the bench runs
-//! variable-length values and refuses sizes it cannot run.
+//! describes a store of any types; checkpoints prunes; compact keeps only
+//! the live records of a closed store; the bench runs variable-length
+//! values and refuses sizes it cannot run.
 
 mod common;
 
@@ -206,4 +207,76 @@ fn bench_runs_variable_length_values_and_refuses_bad_sizes() {
         assert!(text(&out).contains(says), "--value-size {size}: {}", text(&out));
         assert!(!text(&out).contains("panicked"), "{}", text(&out));
     }
+}
+
+/// `oxifaster compact` on a closed store: only the live records remain
+/// (every key exact afterwards, deleted keys stay deleted), the directory
+/// shrinks, and its checkpoints verify. A store of types the tool does not
+/// know, or a store open elsewhere, is refused with exit status 2.
+#[test]
+fn compact_keeps_only_the_live_records_of_a_closed_store() {
+    use std::collections::BTreeMap;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let builder = || {
+        Store::<u64, String>::builder()
+            .dir(dir.path())
+            .page_size_bits(12)
+            .log_memory_size_bytes(64 << 10)
+            .table_size(1 << 10)
+            .segment_size_bits(16)
+    };
+    let mut model = BTreeMap::new();
+    {
+        let store = builder().open().expect("open");
+        let mut session = store.start_session().expect("session");
+        for round in 0..20u64 {
+            for k in 0..500u64 {
+                let value = format!("{k}:{round}:{}", "x".repeat((k % 40) as usize));
+                session.upsert(&k, value.as_str()).expect("upsert");
+                model.insert(k, value);
+            }
+            store.checkpoint_and_wait(CheckpointKind::FoldOver).expect("checkpoint");
+        }
+        for k in (0..500u64).step_by(7) {
+            session.delete(&k).expect("delete");
+            model.remove(&k);
+        }
+        drop(session);
+        store.close().expect("close");
+    }
+    let d = dir.path().to_str().expect("utf-8");
+    let before = oxifaster::compaction::directory_bytes(dir.path());
+    let out = oxifaster(&["compact", d]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(text(&out).contains("copied"), "{}", text(&out));
+    let after = oxifaster::compaction::directory_bytes(dir.path());
+    assert!(after * 3 < before, "the directory went from {before} to {after} bytes");
+    let verified = oxifaster(&["verify", d]);
+    assert!(verified.status.success(), "{}", text(&verified));
+    {
+        let store = builder().open().expect("reopen");
+        let mut session = store.start_session().expect("session");
+        for k in 0..500u64 {
+            assert_eq!(session.read_blocking(&k).expect("read"), model.get(&k).cloned(), "key {k}");
+        }
+        // Open: the tool refuses it.
+        let busy = oxifaster(&["compact", d]);
+        assert_eq!(busy.status.code(), Some(2), "{}", text(&busy));
+        assert!(text(&busy).contains("closed store"), "{}", text(&busy));
+    }
+    // A store of types the tool does not know.
+    #[derive(Debug, Clone, Copy, PartialEq, oxifaster::FasterKey)]
+    #[repr(C)]
+    struct Sku(u32);
+    let other = tempfile::tempdir().expect("tempdir");
+    {
+        let store = Store::<Sku, u64>::builder().dir(other.path()).open().expect("open");
+        let mut session = store.start_session().expect("session");
+        session.upsert(&Sku(1), &1).expect("upsert");
+        drop(session);
+        store.close().expect("close");
+    }
+    let refused = oxifaster(&["compact", other.path().to_str().expect("utf-8")]);
+    assert_eq!(refused.status.code(), Some(2), "{}", text(&refused));
+    assert!(text(&refused).contains("Store::compact"), "{}", text(&refused));
 }

@@ -85,7 +85,7 @@ fn make_store(dir: &Path) -> String {
 #[test]
 fn the_readme_lists_the_tool_commands() {
     let commands = readme_commands();
-    for expected in ["bench", "info DIR", "verify DIR", "checkpoints DIR"] {
+    for expected in ["bench", "info DIR", "verify DIR", "checkpoints DIR", "compact DIR"] {
         assert!(
             commands.iter().any(|c| c.starts_with(expected)),
             "the README has no `{expected}` command: {commands:?}"

@@ -2,7 +2,7 @@
 //! (every read of a loaded key must find it; after RMW runs the counters
 //! must sum to the increments issued).
 
-mod value;
+pub(crate) mod value;
 
 use std::path::PathBuf;
 use std::sync::Barrier;
@@ -116,6 +116,10 @@ pub(crate) struct BenchArgs {
     /// and what compaction did.
     #[arg(long, value_parser = parse_bytes)]
     disk_budget: Option<u64>,
+    /// Write the store directory's size every 50 ms to this file
+    /// (`seconds,bytes` lines; needs `--dir`): for charts of a run.
+    #[arg(long)]
+    dir_trace: Option<PathBuf>,
     /// Print results as JSON lines.
     #[arg(long)]
     json: bool,
@@ -332,7 +336,14 @@ fn run_all<V: BenchValue, D: Device>(
     if args.disk_budget.is_some() && matches!(args.device, DeviceArg::Null) {
         return Err("--disk-budget needs the file or io_uring device".into());
     }
-    let monitor = args.disk_budget.and_then(|_| store.dir()).map(DirMonitor::start);
+    if args.dir_trace.is_some() && store.dir().is_none() {
+        return Err("--dir-trace needs the file or io_uring device".into());
+    }
+    let watch = args.disk_budget.is_some() || args.dir_trace.is_some();
+    let monitor = match store.dir().filter(|_| watch) {
+        Some(dir) => Some(DirMonitor::start(dir, args.dir_trace.as_deref())?),
+        None => None,
+    };
     let result = run_workloads(store, args, threads, values);
     if let Some(monitor) = monitor {
         let (largest, last) = monitor.stop();
@@ -341,7 +352,8 @@ fn run_all<V: BenchValue, D: Device>(
     result
 }
 
-/// Samples a directory's size (the blocks its files take) every 50 ms.
+/// Samples a directory's size (the blocks its files take) every 50 ms,
+/// writing each sample to a trace file if given.
 struct DirMonitor {
     stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
     thread: std::thread::JoinHandle<u64>,
@@ -349,18 +361,34 @@ struct DirMonitor {
 }
 
 impl DirMonitor {
-    fn start(dir: &std::path::Path) -> Self {
+    fn start(
+        dir: &std::path::Path,
+        trace: Option<&std::path::Path>,
+    ) -> Result<Self, Box<dyn std::error::Error>> {
+        use std::io::Write as _;
+        let mut trace = match trace {
+            Some(path) => Some(std::io::BufWriter::new(
+                std::fs::File::create(path)
+                    .map_err(|e| format!("--dir-trace {}: {e}", path.display()))?,
+            )),
+            None => None,
+        };
         let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
         let (flag, path) = (stop.clone(), dir.to_path_buf());
         let thread = std::thread::spawn(move || {
+            let started = Instant::now();
             let mut largest = 0;
             while !flag.load(std::sync::atomic::Ordering::Acquire) {
-                largest = largest.max(oxifaster::compaction::directory_bytes(&path));
+                let bytes = oxifaster::compaction::directory_bytes(&path);
+                largest = largest.max(bytes);
+                if let Some(out) = trace.as_mut() {
+                    let _ = writeln!(out, "{:.2},{bytes}", started.elapsed().as_secs_f64());
+                }
                 std::thread::sleep(Duration::from_millis(50));
             }
             largest
         });
-        Self { stop, thread, dir: dir.to_path_buf() }
+        Ok(Self { stop, thread, dir: dir.to_path_buf() })
     }
 
     /// The largest size seen, and the size now.
@@ -392,12 +420,15 @@ fn report_disk<V: BenchValue, D: Device>(
             t.duration.as_secs_f64()
         );
     } else {
+        let budget = match budget {
+            0 => "no budget".to_string(),
+            b => format!("budget {:.1} MiB", mib(b)),
+        };
         println!(
-            "directory: largest {:.1} MiB, final {:.1} MiB, budget {:.1} MiB; {} compactions: \
+            "directory: largest {:.1} MiB, final {:.1} MiB, {budget}; {} compactions: \
              scanned {:.1} MiB, copied {:.1} MiB, freed {:.1} MiB in {:.2} s",
             mib(largest),
             mib(last),
-            mib(budget),
             t.compactions,
             mib(t.scanned_bytes),
             mib(t.copied_bytes),

@@ -213,6 +213,31 @@ impl FileDevice {
     }
 }
 
+/// Frees the blocks of `file`'s first `len` bytes (they read as zeros
+/// afterwards), keeping its size. Best effort: a file system that cannot
+/// punch holes keeps them until the segment is deleted whole.
+#[cfg(target_os = "linux")]
+fn punch_hole(file: &File, len: u64) {
+    use std::os::fd::AsRawFd;
+    let Ok(len) = libc::off_t::try_from(len) else { return };
+    // SAFETY: `fallocate` on a descriptor this `File` owns and keeps open
+    // for the call; it touches no memory of ours.
+    let punched = unsafe {
+        libc::fallocate(
+            file.as_raw_fd(),
+            libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_KEEP_SIZE,
+            0,
+            len,
+        )
+    };
+    if punched != 0 {
+        tracing::debug!(error = %io::Error::last_os_error(), "punching a hole in a log segment");
+    }
+}
+
+#[cfg(not(target_os = "linux"))]
+fn punch_hole(_file: &File, _len: u64) {}
+
 fn poisoned<T>(_: T) -> io::Error {
     io::Error::other("segment table lock poisoned")
 }
@@ -313,6 +338,14 @@ impl Device for FileDevice {
                 Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
                 _ => {}
             }
+        }
+        drop(segments);
+        // The part of the segment holding `offset` below it: its blocks
+        // go back too, where the file system can punch holes (a segment
+        // of 1 GiB would otherwise hold up to 1 GiB of dead log).
+        let dead = (offset & ((1u64 << self.segment_bits) - 1)) / 4096 * 4096;
+        if dead > 0 && self.segment_path(first_kept).exists() {
+            punch_hole(&self.segment(first_kept, false)?.file, dead);
         }
         Ok(())
     }

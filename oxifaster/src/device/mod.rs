@@ -54,8 +54,11 @@ pub trait Device: Send + Sync + 'static {
     /// Makes every completed write durable.
     fn sync(&self) -> io::Result<()>;
 
-    /// Releases storage below `offset` (whole segments only); reads below it
-    /// fail afterwards.
+    /// Releases storage below `offset`: whole segments, and (where the
+    /// device can, as the file device on Linux file systems that punch
+    /// holes) the blocks below `offset` in the segment that holds it.
+    /// Nothing below `offset` may be read afterwards: such reads fail, or
+    /// return bytes that fail their page's seal.
     fn truncate_before(&self, offset: u64) -> io::Result<()>;
 
     /// The bytes the device takes on its storage now (blocks allocated to
