@@ -124,7 +124,7 @@ fn soak(distribution: Distribution, name: &'static str) {
                     let mut session = store.start_session().expect("session");
                     let mut rng = Rng::new(0x5eed + t as u64);
                     let mut n = 0u64;
-                    while n % 1024 != 0 || Instant::now() < until {
+                    while !n.is_multiple_of(1024) || Instant::now() < until {
                         // `keys` is even: the key stays below it.
                         let key = (chooser.next(&mut rng) & !1) | t as u64;
                         let slot = &mut versions[key as usize / 2];
