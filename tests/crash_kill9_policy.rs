@@ -193,9 +193,11 @@ fn budget_kill9_cycles() {
             continue;
         };
         // The budget was at work when the kill came: the child wrote far
-        // more than the budget (about 30 bytes a serial).
+        // more than the budget (about 30 bytes a serial). The directory
+        // stays near it (a kill in a round leaves its checkpoints and
+        // the ones they were to replace side by side).
         let size = oxifaster::compaction::directory_bytes(&dir.path().join("store"));
-        assert!(size <= 3 * (8 << 20), "cycle {cycle}: {size} bytes after {acked} writes");
+        assert!(size <= 2 * (8 << 20), "cycle {cycle}: {size} bytes after {acked} writes");
         let store = budget_store(dir.path()).open().expect("reopen");
         let info = store.recovered().expect("open recovered the store");
         let until = info.sessions.first().map_or(0, |(_, p)| p.until);

@@ -21,8 +21,11 @@
 //! A gauge thread measures every 50 ms. Past 80% of the budget it arms
 //! the log's admission control (`HybridLog::throttle_at`): appends may take
 //! the tail only as far as 95% of the budget allows, as of the last
-//! measurement, then wait (up to a second at a time) until a round makes
-//! room. In-place updates, which take no new space, never wait. A round
+//! measurement, then wait while a round runs (however long it takes: a
+//! round's own appends are never throttled, so it ends), and up to a
+//! second when none does (the live data may not fit the budget; then the
+//! bound gives). In-place updates, which take no new space, never wait. A
+//! round
 //! that finds its range nearly all live (the live data hardly fits the
 //! budget) makes the next one wait a second rather than copy the same
 //! records again and again.
@@ -160,7 +163,11 @@ fn rounds<K: Key, V: Value, D: Device>(
         if inner.log.check_poisoned().is_err() {
             continue;
         }
-        match crate::hlog::unthrottled(|| round(inner, budget)) {
+        // Throttled writers wait for a running round, however long.
+        inner.log.set_making_room(true);
+        let done = crate::hlog::unthrottled(|| round(inner, budget));
+        inner.log.set_making_room(false);
+        match done {
             // A range nearly all live gives little back: the live data
             // hardly fits the budget. Rounds slow down rather than copy
             // the same records over and over.

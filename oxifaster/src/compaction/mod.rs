@@ -145,12 +145,16 @@ pub enum CompactionKind {
     /// No memory beyond a page; a walk per record, which reads the device
     /// where chains leave memory.
     Lookup,
-    /// Collect the range's keys (the newest record of each in the range)
-    /// in a temporary map, drop those that have a record in the log above
-    /// the range (one sequential read of it), and walk the chains of the
-    /// survivors only (FASTER's scan compaction). Memory: one entry per
-    /// distinct key in the range. The default: on a 50:50 workload over a
-    /// log larger than memory it is several times faster (BENCHMARKS.md).
+    /// Settle each record against the index in memory (a record whose
+    /// key's chain reaches it before leaving memory is copied at once, or
+    /// found superseded), and collect the keys that cannot be settled so
+    /// (the newest record of each in the range) in a temporary table; drop
+    /// those that have a record in the log above the range (one sequential
+    /// read of it, or a chain walk each when that costs less), and copy the
+    /// survivors (FASTER's scan compaction, with the index first). Memory:
+    /// one entry per unsettled key. The default: on a 50:50 workload over
+    /// a log larger than memory it is several times faster
+    /// (BENCHMARKS.md).
     #[default]
     Scan,
 }
@@ -238,11 +242,11 @@ pub(crate) fn compact<K: Key, V: Value, D: Device>(
                 Ok(())
             })?;
             report.records = records;
-            // Keys with a record above the range are not copied. The scan
-            // is a filter only: a key it leaves in goes through the
-            // conditional copy, which decides.
-            // Unless the chain walks from the index (a device read each)
-            // cost less than reading the rest of the log.
+            // Keys with a record above the range are not copied: one read
+            // of the rest of the log finds them, unless the chain walks from
+            // the index (a device read each) cost less. The scan is a filter
+            // only: a key it leaves in goes through the conditional copy,
+            // which decides.
             let scan_end = log.safe_read_only_address();
             let rest = scan_end.raw().saturating_sub(until);
             if unsettled.len() as u64 * WALK_COST_BYTES >= rest {

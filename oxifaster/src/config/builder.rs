@@ -141,8 +141,9 @@ impl<K: Key, V: Value> StoreBuilder<K, V> {
     /// address (the first with a fresh index), prunes older checkpoints
     /// (those taken by hand too) and deletes the log segments none of the
     /// kept ones needs. Appends may not take the directory past 95% (as
-    /// measured every 50 ms): there they wait, up to a second at a time,
-    /// for a round to make room (in-place updates never wait).
+    /// measured every 50 ms): there they wait for the running round to
+    /// make room (in-place updates never wait), and up to a second at a
+    /// time when no round runs.
     /// The budget must hold the log memory, one index checkpoint and four
     /// segments (`segment_size_bits`, chosen from the budget unless set),
     /// and the live data must fit well inside it: with live data near the

@@ -177,6 +177,9 @@ struct Shared<D> {
     /// while the store nears its disk budget (see
     /// [`HybridLog::throttle_at`]).
     throttle_at: AtomicU64,
+    /// Set while a disk budget's round runs (see
+    /// [`HybridLog::set_making_room`]).
+    making_room: AtomicBool,
     error: Mutex<Option<(String, Option<std::io::ErrorKind>)>>,
 }
 
@@ -358,6 +361,7 @@ impl<D: Device> HybridLog<D> {
                 flush_target: AtomicU64::new(0),
                 poisoned: AtomicBool::new(false),
                 throttle_at: AtomicU64::new(u64::MAX),
+                making_room: AtomicBool::new(false),
                 error: Mutex::new(None),
             }),
         })
@@ -545,8 +549,9 @@ impl<D: Device> HybridLog<D> {
     /// Admission control: with `Some(limit)`, an allocation first waits
     /// while the tail is at or past `limit`, refreshing its epoch (it holds
     /// no part of the log yet: other threads, and page turns, go on), until
-    /// the limit moves or is lifted (`None`), or [`MAX_THROTTLE_PAUSE`] has
-    /// passed. The disk budget's task sets it while the store nears its
+    /// the limit moves or is lifted (`None`), or — unless room is being
+    /// made (see [`HybridLog::set_making_room`]) — [`MAX_THROTTLE_PAUSE`]
+    /// has passed. The disk budget's task sets it while the store nears its
     /// budget, to the tail plus the bytes the budget still has room for,
     /// so that writers cannot outrun compaction however fast they write.
     /// Threads marked with [`unthrottled`] (compaction's, whose copies make
@@ -557,6 +562,13 @@ impl<D: Device> HybridLog<D> {
         self.shared.throttle_at.store(raw, Ordering::Release);
     }
 
+    /// Says whether a task is making room (a disk budget's round): while
+    /// it is, throttled allocations wait for it however long it takes
+    /// (a round always ends: its own appends are never throttled).
+    pub fn set_making_room(&self, on: bool) {
+        self.shared.making_room.store(on, Ordering::Release);
+    }
+
     #[cold]
     #[inline(never)]
     fn pause(&self, handle: &EpochHandle<'_>) {
@@ -564,8 +576,11 @@ impl<D: Device> HybridLog<D> {
             return;
         }
         let started = std::time::Instant::now();
+        // While room is being made, as long as it takes; otherwise (no
+        // one is making room: the live data may not fit) up to the limit.
         while self.tail_address().raw() >= self.shared.throttle_at.load(Ordering::Acquire)
-            && started.elapsed() < MAX_THROTTLE_PAUSE
+            && (self.shared.making_room.load(Ordering::Acquire)
+                || started.elapsed() < MAX_THROTTLE_PAUSE)
         {
             handle.refresh();
             std::thread::sleep(std::time::Duration::from_micros(200));
