@@ -33,6 +33,7 @@ def main() -> None:
     ax.set_xlabel("seconds")
     ax.set_ylabel("store directory (MiB)")
     ax.set_yscale("log")
+    ax.set_ylim(bottom=10)
     ax.grid(True, which="both", alpha=0.3)
     ax.legend()
     fig.tight_layout()

@@ -255,12 +255,15 @@ enum Round {
     Compacted(super::CompactionReport),
 }
 
-/// The bytes the store's checkpoints take, and what a round's checkpoints
-/// add before pruning: one more index, and `keep_checkpoints` more sets of
-/// small files (metadata; a log-only checkpoint takes 8 KiB).
+/// The bytes the store's checkpoints take, and what they will add before
+/// pruning: one more index for the round's checkpoint and, while another
+/// checkpoint runs, one for it (its index may be half written), and
+/// `keep_checkpoints` more sets of small files (metadata; a log-only
+/// checkpoint takes 8 KiB).
 fn checkpoint_bytes<K: Key, V: Value, D: Device>(inner: &StoreInner<K, V, D>) -> u64 {
     inner.dir.as_deref().map_or(0, |dir| {
-        let next = inner.index.table_size() * 64
+        let running = inner.checkpoints.log_pin.lock().unwrap_or_else(|p| p.into_inner()).is_some();
+        let next = inner.index.table_size() * 64 * (1 + u64::from(running))
             + inner.config.keep_checkpoints as u64 * CHECKPOINT_FILES_BYTES;
         super::directory_bytes(&dir.join("checkpoints")) + next
     })
