@@ -90,12 +90,17 @@ async fn a_checkpoint_is_awaited_while_async_sessions_write() {
         for k in 0..20_000u64 {
             session.rmw_async(&(k % 500), &1).await.expect("rmw");
         }
-        session.id()
+        // The session stays open until the checkpoint is done: a writer
+        // that finishes first is then still one of its sessions (with every
+        // increment in its commit point), not one that left before it.
+        session
     });
     let info = assert_send(store.checkpoint_async(oxifaster::checkpoint::CheckpointKind::Snapshot))
         .await
         .expect("checkpoint");
-    let id = writer.await.expect("writer");
+    let session = writer.await.expect("writer");
+    let id = session.id();
+    drop(session);
     // The checkpoint holds a prefix of the writer's increments: the counters
     // sum to exactly its commit point (no RMW was excluded: none was parked
     // when the version changed, or it is listed).
