@@ -270,6 +270,17 @@ fn bad_ranges_are_named_errors() {
     for key in 0..100u64 {
         assert!(session.read_blocking(&key).expect("read").is_some());
     }
+    // A budget that cannot hold the log memory, one index and four
+    // segments: a named error, and nothing created.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let small = small_in(&dir.path().join("store")).disk_budget(Some(100 << 10)).open();
+    match small {
+        Err(Error::InvalidConfig { what: "disk_budget", why }) => {
+            assert!(why.contains("at least"), "{why}")
+        }
+        other => panic!("a budget below the log memory: {:?}", other.map(|_| ())),
+    }
+    assert!(!dir.path().join("store").join("SEGMENTS").exists(), "nothing written");
 }
 
 /// Readers of keys that are written once and never again (so compaction
