@@ -203,7 +203,9 @@ fn round<K: Key, V: Value, D: Device>(
     let page = log.page_size();
     let begin = log.begin_address().raw();
     let tail = log.tail_address().raw();
-    let report = if tail - begin > room || usage(inner) > budget / 100 * HIGH_WATER_PERCENT {
+    // One measure of the directory (a walk of its files) for both tests.
+    let used = usage(inner);
+    let report = if tail - begin > room || used > budget / 100 * HIGH_WATER_PERCENT {
         let safe = log.safe_read_only_address().raw();
         let until = ((begin + (tail - begin) / 2).min(safe) / page * page).max(begin);
         match until > begin {
@@ -215,7 +217,7 @@ fn round<K: Key, V: Value, D: Device>(
         // the begin address that only an older checkpoint needs is worth
         // a checkpoint to let go.
         let pinned = super::needed_from(inner, None)? < begin;
-        if !(pinned && usage(inner) > budget / 100 * RELEASE_PERCENT) {
+        if !(pinned && used > budget / 100 * RELEASE_PERCENT) {
             return Ok(Round::Idle);
         }
         None
