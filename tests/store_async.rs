@@ -117,3 +117,74 @@ async fn a_checkpoint_is_awaited_while_async_sessions_write() {
     }
     assert_eq!(sum, point.until - point.excluded.len() as u64);
 }
+
+/// The async conditional operations await the device for a value there,
+/// and race correctly: compare-and-swap counters from tasks on two
+/// threads, every increment exactly once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn async_conditional_operations() {
+    use oxifaster::store::{Decision, Outcome};
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = small_store(dir.path());
+    let mut session = store.start_session().expect("session");
+    for k in 0..20_000u64 {
+        session.upsert(&k, &(k + 1)).expect("upsert");
+    }
+    // Key 5 is on the device: each operation awaits it.
+    let cas = assert_send(session.compare_and_swap_async(&5, &6, &60)).await.expect("cas");
+    assert_eq!(cas, Outcome::Set);
+    assert_eq!(session.compare_and_swap_async(&7, &0, &1).await.expect("cas"), Outcome::Aborted);
+    let insert = assert_send(session.insert_if_absent_async(&9, &0)).await.expect("insert");
+    assert_eq!(insert, Outcome::Aborted);
+    assert_eq!(session.insert_if_absent_async(&99_999, &1).await.expect("insert"), Outcome::Set);
+    let delete = assert_send(session.delete_if_async(&11, |v| *v == 12)).await.expect("delete_if");
+    assert_eq!(delete, Outcome::Deleted);
+    let keep = |old: Option<&u64>| match old {
+        Some(v) if *v > 100 => Decision::Keep,
+        Some(v) => Decision::Set(v + 1000),
+        None => Decision::Abort,
+    };
+    assert_eq!(assert_send(session.update_async(&13, keep)).await.expect("update"), Outcome::Set);
+    assert_eq!(session.update_async(&13, keep).await.expect("update"), Outcome::Kept);
+    for (key, want) in [(5, Some(60)), (7, Some(8)), (9, Some(10)), (11, None), (13, Some(1014))] {
+        assert_eq!(session.read_async(&key).await.expect("read"), want, "key {key}");
+    }
+    drop(session);
+
+    const TASKS: u64 = 4;
+    const INCREMENTS: u64 = 2_000;
+    const KEYS: u64 = 3_000;
+    let tasks: Vec<_> = (0..TASKS)
+        .map(|t| {
+            let mut session = store.start_session().expect("session");
+            tokio::spawn(async move {
+                for i in 0..INCREMENTS {
+                    let key = (i * 7 + t * 13) % KEYS;
+                    loop {
+                        let done = match session.read_async(&key).await.expect("read") {
+                            Some(old) => {
+                                session.compare_and_swap_async(&key, &old, &(old + 1)).await
+                            }
+                            None => session.insert_if_absent_async(&key, &1).await,
+                        };
+                        if done.expect("cas") == Outcome::Set {
+                            break;
+                        }
+                    }
+                }
+            })
+        })
+        .collect();
+    for task in tasks {
+        task.await.expect("task");
+    }
+    let mut session = store.start_session().expect("session");
+    let mut total = 0;
+    for key in 0..KEYS {
+        total += session.read_async(&key).await.expect("read").unwrap_or(0);
+    }
+    // Each key started at key + 1 (keys below KEYS), 11 deleted, 5 and 13
+    // changed above.
+    let started: u64 = (0..KEYS).map(|k| k + 1).sum::<u64>() - 12 + (60 - 6) + (1014 - 14);
+    assert_eq!(total, started + TASKS * INCREMENTS);
+}

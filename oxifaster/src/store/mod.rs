@@ -30,7 +30,10 @@ mod session;
 pub use crate::cpr::CommitPoint;
 
 pub(crate) use session::CopyOutcome;
-pub use session::{Completed, CompletedOp, OpError, ReadStatus, RmwStatus, Session};
+pub use session::{
+    Completed, CompletedOp, Decision, OpError, Outcome, ReadStatus, RmwStatus, Session,
+    UpdateStatus,
+};
 
 use std::marker::PhantomData;
 use std::path::{Path, PathBuf};

@@ -291,6 +291,21 @@ impl<K: Key, V: Value> RecordFormat<K, V> {
     }
 }
 
+/// What [`RecordPtr::decide_in_place`] does with a record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum InPlace {
+    /// Write the changed value bytes back (ignored for a tombstone).
+    Write,
+    /// Leave the record as it is.
+    Keep,
+    /// Mark the record deleted.
+    Tombstone,
+    /// Seal the record: the caller appends the key's next record.
+    Seal,
+    /// The record was sealed already (nothing was decided).
+    Sealed,
+}
+
 /// Releases a record's seqlock when dropped (see `RecordPtr::update_value`).
 struct SeqUnlock<'a> {
     seq: &'a AtomicU64,
@@ -498,6 +513,12 @@ impl<K: Key, V: Value> RecordPtr<K, V> {
     ) -> bool {
         let dst = self.value_ptr(key_len).cast::<AtomicU64>();
         if self.format.atomic_value() {
+            // A sealed record takes no more in-place updates (see
+            // `seal_atomic`); a deleted one neither (the caller appends).
+            let info = self.info();
+            if info.is_sealed() || info.is_tombstone() {
+                return false;
+            }
             // SAFETY: an 8-byte aligned word inside the record.
             let cell = unsafe { &*dst };
             let mut current = cell.load(Ordering::Acquire);
@@ -519,7 +540,11 @@ impl<K: Key, V: Value> RecordPtr<K, V> {
         // leaves the old value in place and the record unlocked.
         let _unlock = SeqUnlock { seq: self.word(8), locked: self.lock() };
         fence(Ordering::Release);
-        if self.info().is_sealed() {
+        // Checked under the seqlock: a conditional delete decides on the
+        // value and marks the record deleted under it too, so no update
+        // lands in a record deleted after the caller looked.
+        let info = self.info();
+        if info.is_sealed() || info.is_tombstone() {
             return false;
         }
         let words = pad8(value_len) / 8;
@@ -596,8 +621,23 @@ impl<K: Key, V: Value> RecordPtr<K, V> {
     /// caller appends a tombstone). Returns whether it did.
     pub fn tombstone_in_place(&self) -> bool {
         if self.format.atomic_value() {
-            self.set_info_bits(TOMBSTONE_BIT);
-            return true;
+            // One CAS: never on a record that `seal_atomic` sealed.
+            let word = self.info_word();
+            let mut current = word.load(Ordering::Acquire);
+            loop {
+                if current & SEALED_BIT != 0 {
+                    return false;
+                }
+                match word.compare_exchange_weak(
+                    current,
+                    current | TOMBSTONE_BIT,
+                    Ordering::AcqRel,
+                    Ordering::Acquire,
+                ) {
+                    Ok(_) => return true,
+                    Err(actual) => current = actual,
+                }
+            }
         }
         let locked = self.lock();
         let sealed = self.info().is_sealed();
@@ -606,6 +646,65 @@ impl<K: Key, V: Value> RecordPtr<K, V> {
         }
         self.unlock(locked);
         !sealed
+    }
+
+    /// Seals a record whose value is one atomic word. Its in-place
+    /// writers check the sealed bit before they write, so once every
+    /// session that may have checked before this call has finished its
+    /// operation (an epoch drain, `Session::wait_for_drain`) the value is
+    /// frozen and may be copied.
+    pub fn seal_atomic(&self) {
+        debug_assert!(self.format.atomic_value());
+        self.set_info_bits(SEALED_BIT);
+    }
+
+    /// Decides on the value in place, under the record's seqlock (values
+    /// that are not one atomic word). `decide` gets the value's bytes
+    /// (8-byte aligned; `None` if the record is a tombstone) and says what
+    /// to do: write the bytes it changed back, leave the record, mark it
+    /// deleted, or seal it (no more in-place updates) so that the caller
+    /// can append a value of another size. A record sealed already is left
+    /// as it is and `decide` is not called ([`InPlace::Sealed`]).
+    pub fn decide_in_place<E>(
+        &self,
+        key_len: usize,
+        value_len: usize,
+        scratch: &mut Vec<u64>,
+        decide: impl FnOnce(Option<&mut [u8]>) -> Result<InPlace, E>,
+    ) -> Result<InPlace, E> {
+        debug_assert!(!self.format.atomic_value());
+        // Released on return and if `decide` (user code) panics; the value
+        // is written back only after `decide` returned.
+        let _unlock = SeqUnlock { seq: self.word(8), locked: self.lock() };
+        fence(Ordering::Release);
+        let info = self.info();
+        if info.is_sealed() {
+            return Ok(InPlace::Sealed);
+        }
+        let dst = self.value_ptr(key_len).cast::<AtomicU64>();
+        let step = if info.is_tombstone() {
+            decide(None)?
+        } else {
+            scratch.clear();
+            scratch.extend((0..pad8(value_len) / 8).map(|i| {
+                // SAFETY: word `i` of the padded value, inside the record;
+                // we hold the seqlock.
+                unsafe { &*dst.add(i) }.load(Ordering::Relaxed)
+            }));
+            decide(Some(&mut bytemuck::cast_slice_mut::<u64, u8>(scratch)[..value_len]))?
+        };
+        match step {
+            InPlace::Write if !info.is_tombstone() => {
+                for (i, word) in scratch.iter().enumerate() {
+                    // SAFETY: as above.
+                    unsafe { &*dst.add(i) }.store(*word, Ordering::Relaxed);
+                }
+            }
+            InPlace::Tombstone => self.set_info_bits(TOMBSTONE_BIT),
+            InPlace::Seal => self.set_info_bits(SEALED_BIT),
+            _ => {}
+        }
+        Ok(step)
     }
 
     /// Sets header bits (tombstone or invalid).

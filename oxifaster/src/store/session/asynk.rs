@@ -5,7 +5,10 @@
 
 use std::sync::Arc;
 
-use super::{PendingKind, PendingOp, ReadStatus, RmwStatus, Session};
+use super::conditional::{Cas, Decide, InsertIfAbsent, ViewClosure, delete_if};
+use super::{
+    Decision, Outcome, PendingKind, PendingOp, ReadStatus, RmwStatus, Session, UpdateStatus,
+};
 use crate::address::Address;
 use crate::cpr::SessionSlot;
 use crate::device::Device;
@@ -138,6 +141,100 @@ impl<K: Key, V: Value, D: Device> Session<K, V, D> {
                 return Ok(());
             }
             // The chain changed while we read: run the RMW again.
+        }
+    }
+
+    /// [`Session::update`], awaiting the device if the value is there.
+    ///
+    /// Cancel safety as for [`Session::rmw_async`]: dropped at an `.await`,
+    /// the update is applied zero or one times, and nothing stays parked.
+    pub async fn update_async<Q, F>(&mut self, key: &Q, decide: F) -> Result<Outcome>
+    where
+        Q: KeyArg<K> + ?Sized,
+        F: FnMut(Option<V::View<'_>>) -> Decision<V> + Send + 'static,
+    {
+        self.conditional_async(key, &mut ViewClosure::new(decide)).await
+    }
+
+    /// [`Session::insert_if_absent`], awaiting the device if the value is
+    /// there (cancel safety as for [`Session::update_async`]).
+    pub async fn insert_if_absent_async<Q, W>(&mut self, key: &Q, value: &W) -> Result<Outcome>
+    where
+        Q: KeyArg<K> + ?Sized,
+        W: ValueArg<V> + ?Sized,
+    {
+        self.conditional_async(key, &mut InsertIfAbsent { value }).await
+    }
+
+    /// [`Session::compare_and_swap`], awaiting the device if the value is
+    /// there (cancel safety as for [`Session::update_async`]).
+    pub async fn compare_and_swap_async<Q, E, N>(
+        &mut self,
+        key: &Q,
+        expected: &E,
+        new: &N,
+    ) -> Result<Outcome>
+    where
+        Q: KeyArg<K> + ?Sized,
+        E: ValueArg<V> + ?Sized,
+        N: ValueArg<V> + ?Sized,
+    {
+        self.conditional_async(key, &mut Cas { expected, new }).await
+    }
+
+    /// [`Session::delete_if`], awaiting the device if the value is there
+    /// (cancel safety as for [`Session::update_async`]).
+    pub async fn delete_if_async<Q, P>(&mut self, key: &Q, predicate: P) -> Result<Outcome>
+    where
+        Q: KeyArg<K> + ?Sized,
+        P: FnMut(V::View<'_>) -> bool + Send + 'static,
+    {
+        self.conditional_async(key, &mut ViewClosure::new(delete_if(predicate))).await
+    }
+
+    /// A conditional operation, its device reads awaited.
+    async fn conditional_async<Q: KeyArg<K> + ?Sized, U: Decide<V>>(
+        &mut self,
+        key: &Q,
+        update: &mut U,
+    ) -> Result<Outcome> {
+        // One serial number for the whole operation (see `rmw_async`).
+        let serial = self.next_serial();
+        let hash = key.key_arg_hash();
+        self.begin();
+        let first = self.conditional_core(key, hash, update, serial);
+        self.end_write();
+        let mut status = first?;
+        let mut _unpark: Option<Unpark> = None;
+        loop {
+            if let UpdateStatus::Done(outcome) = status {
+                return Ok(outcome);
+            }
+            _unpark.get_or_insert_with(|| Unpark { slot: self.slot.clone(), serial });
+            let op = self.pop_pending()?;
+            let PendingKind::Update { update: mut parked, expected_entry } = op.kind else {
+                return Err(Error::Corruption {
+                    address: op.address.raw(),
+                    what: "pending kind".into(),
+                });
+            };
+            let found = self.find_async(op.key, op.address).await?;
+            let old = found.filter(|r| !r.info.is_tombstone());
+            self.begin();
+            let result = self.finish_parked_update(
+                key,
+                hash,
+                &mut parked,
+                old.as_ref().map(|r| r.value.as_slice()),
+                expected_entry,
+                serial,
+            );
+            if matches!(result, Ok(UpdateStatus::Done(_))) {
+                // While still protected: see `complete_one`.
+                self.slot.finished(serial);
+            }
+            self.end_write();
+            status = result?;
         }
     }
 

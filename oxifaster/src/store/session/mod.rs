@@ -9,8 +9,10 @@
 
 #[cfg(feature = "tokio")]
 mod asynk;
+mod conditional;
 mod copy;
 
+pub use conditional::{Decision, Outcome, UpdateStatus};
 pub(crate) use copy::CopyOutcome;
 mod pending;
 
@@ -157,6 +159,9 @@ pub enum CompletedOp<V> {
     Read(Option<V>),
     /// A read-modify-write, applied.
     Rmw,
+    /// A conditional update ([`Session::update`], `insert_if_absent`,
+    /// `compare_and_swap`, `delete_if`), and what it did.
+    Update(Outcome),
     /// The operation could not finish (its record could not be read from
     /// the device, or its update could not be written): it was **not**
     /// applied, and is not retried. Reissue it if it still matters.
@@ -189,6 +194,12 @@ enum PendingKind<V> {
     },
     Rmw {
         input: V,
+        expected_entry: u64,
+    },
+    /// A conditional update (`Session::update` and the operations built on
+    /// it), its decision owned.
+    Update {
+        update: conditional::Parked<V>,
         expected_entry: u64,
     },
 }
@@ -411,6 +422,24 @@ impl<K: Key, V: Value, D: Device> Session<K, V, D> {
     fn end(&mut self) {
         self.slot.serial.store(self.serial, Ordering::Release);
         self.handle.unprotect();
+    }
+
+    /// Waits until every session that was protected when this was called
+    /// has finished the operation it was in, refreshing this session as it
+    /// waits (record pointers taken before are stale after it). What makes
+    /// a sealed one-word record frozen: its in-place writers check the
+    /// sealed bit before they write (`RecordPtr::seal_atomic`).
+    #[cold]
+    #[inline(never)]
+    fn wait_for_drain(&mut self) {
+        use crate::sync::{AtomicBool, Ordering};
+        let done = Arc::new(AtomicBool::new(false));
+        let flag = done.clone();
+        self.handle.bump_with_action(move || flag.store(true, Ordering::Release));
+        while !done.load(Ordering::Acquire) {
+            self.refresh_in_op();
+            crate::sync::yield_now();
+        }
     }
 
     /// Whether a checkpoint's version change is still in flight: sessions at
@@ -803,6 +832,7 @@ impl<K: Key, V: Value, D: Device> Session<K, V, D> {
         let info = record.info();
         if info.version() != self.version_bits
             || info.is_tombstone()
+            || info.is_sealed()
             || address < self.store.log.read_only_address()
         {
             return Err(FastPath::Fallback);
@@ -1037,6 +1067,8 @@ impl<K: Key, V: Value, D: Device> Session<K, V, D> {
     ) -> Result<RmwStatus> {
         self.store.log.check_poisoned()?;
         let mut no_entry = no_entry;
+        // The sealed one-word record this operation waited on (see below).
+        let mut drained = None;
         loop {
             let slot = self.entry_for_attempt(hash, &mut no_entry);
             let start = slot.entry.address();
@@ -1071,6 +1103,17 @@ impl<K: Key, V: Value, D: Device> Session<K, V, D> {
                             })
                         {
                             return Ok(RmwStatus::Done);
+                        }
+                        if self.format().atomic_value()
+                            && record.info().is_sealed()
+                            && drained != Some(address)
+                        {
+                            // A conditional delete sealed this one-word
+                            // record: its value is frozen once the sessions
+                            // that wrote it in place have finished.
+                            self.wait_for_drain();
+                            drained = Some(address);
+                            continue;
                         }
                         // A variable-length value that must change size (or
                         // a sealed or deleted record): seal it and copy, so

@@ -2,7 +2,9 @@
 //! operations' records from the device in batches and finishes each,
 //! reporting every one exactly once (see `Session::complete_pending`).
 
-use super::{Completed, CompletedOp, OpError, PendingKind, PendingOp, RmwStatus, Session};
+use super::{
+    Completed, CompletedOp, OpError, PendingKind, PendingOp, RmwStatus, Session, UpdateStatus,
+};
 use crate::Result;
 use crate::device::Device;
 use crate::record::{EncodedKey, Key, Merge, Value};
@@ -40,7 +42,8 @@ impl<K: Key, V: Value, D: Device> Session<K, V, D> {
             let found =
                 disk.find_batch(ops.iter().map(|op| (op.key.as_slice(), op.address)).collect());
             for (op, found) in ops.into_iter().zip(found) {
-                let (serial, rmw) = (op.serial, matches!(op.kind, PendingKind::Rmw { .. }));
+                let serial = op.serial;
+                let rmw = matches!(op.kind, PendingKind::Rmw { .. } | PendingKind::Update { .. });
                 let result = found.and_then(|found| self.complete_one(op, found, &mut done));
                 if let Err(e) = result {
                     // Not applied: it leaves the parked set (it is no
@@ -114,6 +117,26 @@ impl<K: Key, V: Value, D: Device> Session<K, V, D> {
                 self.end_write();
                 if status? == RmwStatus::Done {
                     done.push(Completed { serial: op.serial, op: CompletedOp::Rmw });
+                }
+            }
+            PendingKind::Update { mut update, expected_entry } => {
+                let old = old.as_ref().map(|record| record.value.as_slice());
+                self.begin();
+                let status = self.finish_parked_update(
+                    &EncodedKey(op.key.as_slice()),
+                    op.hash,
+                    &mut update,
+                    old,
+                    expected_entry,
+                    op.serial,
+                );
+                // As for an RMW above: leaves the parked set while protected.
+                if matches!(status, Ok(UpdateStatus::Done(_))) {
+                    self.slot.finished(op.serial);
+                }
+                self.end_write();
+                if let UpdateStatus::Done(outcome) = status? {
+                    done.push(Completed { serial: op.serial, op: CompletedOp::Update(outcome) });
                 }
             }
         }
