@@ -112,6 +112,7 @@ mod lock;
 pub mod log;
 mod mem;
 pub mod record;
+pub mod scan;
 pub mod store;
 internal_mod!(
     mod sync;

@@ -31,10 +31,11 @@
 //! checkpoint, whose log is still on the device (it pins it).
 
 mod budget;
-mod keys;
 
 pub(crate) use budget::BudgetTask;
-use keys::KeyTable;
+
+use crate::scan::keys::KeyTable;
+use crate::scan::pages::{PREFETCH_AHEAD, Pages, key_hashes, key_of, key_value};
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -42,10 +43,9 @@ use std::time::{Duration, Instant};
 use crate::address::Address;
 use crate::checkpoint;
 use crate::device::Device;
-use crate::hlog::seal;
-use crate::record::{AlignedBytes, Key, Value};
+use crate::record::{Key, Value};
 pub use crate::store::CompactionTotals;
-use crate::store::record::{RecordFormat, RecordInfo, RecordShape, pad8};
+use crate::store::record::RecordShape;
 use crate::store::{CopyOutcome, Session, Store, StoreInner};
 use crate::{Error, Result};
 
@@ -167,6 +167,9 @@ pub(crate) fn compact<K: Key, V: Value, D: Device>(
 ) -> Result<CompactionReport> {
     let started = Instant::now();
     let _one = inner.maintenance.lock().unwrap_or_else(|p| p.into_inner());
+    // A running scan must not see records it has yet to read move above
+    // its end (see `scan`); no scan starts while we hold the lock.
+    inner.scans.wait_idle();
     let log = &inner.log;
     log.check_poisoned()?;
     let from = log.begin_address().raw();
@@ -350,155 +353,6 @@ impl<K: Key, V: Value, D: Device> Copier<'_, K, V, D> {
             CopyOutcome::Superseded | CopyOutcome::Unsettled => {}
         }
         Ok(outcome)
-    }
-}
-
-/// How many records ahead the scan loops prefetch what they will look up.
-const PREFETCH_AHEAD: usize = 8;
-
-/// The hashes of the keys of `records`, into `out`.
-fn key_hashes(shape: &RecordShape, chunk: &[u8], records: &[PageRecord], out: &mut Vec<u64>) {
-    out.clear();
-    out.extend(records.iter().map(|r| crate::record::hash_bytes(key_of(shape, r.bytes(chunk)))));
-}
-
-/// A record's key and value bytes.
-fn key_value<'b>(shape: &RecordShape, bytes: &'b [u8]) -> (&'b [u8], &'b [u8]) {
-    let (key_len, value_len) = shape.lengths_in(&bytes[..shape.header_size]);
-    let key = &bytes[shape.header_size..shape.header_size + key_len];
-    let value_at = shape.header_size + pad8(key_len);
-    (key, &bytes[value_at..value_at + value_len])
-}
-
-/// The key bytes of a record (`bytes` from the header on).
-fn key_of<'a>(shape: &RecordShape, bytes: &'a [u8]) -> &'a [u8] {
-    let (key_len, _) = shape.lengths_in(&bytes[..shape.header_size]);
-    &bytes[shape.header_size..shape.header_size + key_len]
-}
-
-/// Reads the log's pages back from the device, each checked against its
-/// seal, and walks their records.
-struct Pages<'a, D> {
-    log: &'a crate::hlog::HybridLog<D>,
-    reader: crate::hlog::LogReader<D>,
-    shape: RecordShape,
-    page_size: u64,
-    /// Dead ranges left by recoveries (nothing was written there).
-    gaps: Vec<(u64, u64)>,
-    buf: AlignedBytes,
-    /// The records of the page just read (reused).
-    records: Vec<PageRecord>,
-}
-
-impl<'a, D: Device> Pages<'a, D> {
-    fn new<K: Key, V: Value>(inner: &'a StoreInner<K, V, D>) -> Self {
-        let log = &inner.log;
-        Self {
-            log,
-            reader: log.reader(),
-            shape: RecordFormat::<K, V>::shape(),
-            page_size: log.page_size(),
-            gaps: inner.checkpoints.gaps.lock().unwrap_or_else(|p| p.into_inner()).clone(),
-            buf: AlignedBytes::zeroed(log.page_size() as usize),
-            records: Vec::new(),
-        }
-    }
-
-    /// Reads the page at `page` with its bytes up to `end` sealed.
-    fn load(&mut self, page: u64, end: u64) -> Result<()> {
-        let start = Address::new(page).ok_or(Error::LogFull)?;
-        self.reader.read_from_device(start, self.buf.as_mut_slice())?;
-        let need = (end - page).min(self.log.page_body());
-        seal::check_page(page, self.buf.as_slice(), need, false).map_err(|what| Error::Corruption {
-            address: page,
-            what: format!("the page's seal: {what}"),
-        })
-    }
-
-    /// Whether `until` ends a record (or falls where its page's records
-    /// end), walking its page from `from` or the page's start.
-    fn ends_a_record(&mut self, from: u64, until: u64) -> Result<bool> {
-        let page = until & !(self.page_size - 1);
-        if until == page || self.gaps.iter().any(|(f, t)| (*f..=*t).contains(&until)) {
-            return Ok(true);
-        }
-        let start = from.max(page);
-        self.load(page, until)?;
-        let chunk = &mut self.buf.as_mut_slice()[(start - page) as usize..(until - page) as usize];
-        Ok(checkpoint::for_each_record(&self.shape, chunk, start, self.page_size, |_, _, _, _| {})
-            .is_ok())
-    }
-
-    /// Calls `f(address, record bytes, header)` for every valid record in
-    /// `[from, to)` (`from` a record boundary), stopping at its first
-    /// error; returns the bytes read.
-    fn walk(
-        &mut self,
-        from: u64,
-        to: u64,
-        mut f: impl FnMut(u64, &[u8], RecordInfo) -> Result<()>,
-    ) -> Result<u64> {
-        self.walk_pages(from, to, |chunk, records| {
-            records.iter().try_for_each(|r| f(r.address, r.bytes(chunk), r.info))
-        })
-    }
-
-    /// [`Pages::walk`] a page at a time: `f(chunk, records)` gets the
-    /// valid records of each page's part of the range at once (for loops
-    /// that prefetch ahead).
-    fn walk_pages(
-        &mut self,
-        from: u64,
-        to: u64,
-        mut f: impl FnMut(&[u8], &[PageRecord]) -> Result<()>,
-    ) -> Result<u64> {
-        let mut scanned = 0;
-        let mut at = from;
-        while at < to {
-            if let Some(&(_, gap_end)) = self.gaps.iter().find(|(f, t)| (*f..*t).contains(&at)) {
-                at = gap_end.min(to);
-                continue;
-            }
-            let page = at & !(self.page_size - 1);
-            let end = (page + self.page_size).min(to);
-            let end =
-                self.gaps.iter().filter(|(f, _)| *f > at).map(|(f, _)| *f).fold(end, u64::min);
-            self.load(page, end)?;
-            scanned += end - at;
-            let chunk = &mut self.buf.as_mut_slice()[(at - page) as usize..(end - page) as usize];
-            let records = &mut self.records;
-            records.clear();
-            checkpoint::for_each_record(
-                &self.shape,
-                chunk,
-                at,
-                self.page_size,
-                |address, bytes, info, _| {
-                    if !info.is_invalid() {
-                        let offset = (address - at) as usize;
-                        records.push(PageRecord { address, offset, len: bytes.len(), info });
-                    }
-                },
-            )?;
-            f(chunk, records)?;
-            at = end;
-        }
-        Ok(scanned)
-    }
-}
-
-/// A valid record of a page [`Pages::walk_pages`] read.
-struct PageRecord {
-    address: u64,
-    /// Where its bytes start in the chunk, and their length.
-    offset: usize,
-    len: usize,
-    info: RecordInfo,
-}
-
-impl PageRecord {
-    fn bytes<'c>(&self, chunk: &'c [u8]) -> &'c [u8] {
-        &chunk[self.offset..self.offset + self.len]
     }
 }
 

@@ -30,8 +30,9 @@ mod session;
 pub use crate::cpr::CommitPoint;
 
 pub(crate) use session::CopyOutcome;
+pub(crate) use session::Settle;
 pub use session::{
-    Completed, CompletedOp, Decision, OpError, Outcome, ReadStatus, RmwStatus, Session,
+    Completed, CompletedOp, Decision, KeyVersion, OpError, Outcome, ReadStatus, RmwStatus, Session,
     UpdateStatus,
 };
 
@@ -260,6 +261,8 @@ pub(crate) struct StoreInner<K, V, D> {
     /// Held by a maintenance task (compaction) while it runs: one at a
     /// time.
     pub(crate) maintenance: std::sync::Mutex<()>,
+    /// Scans running now: compaction waits for none (see `scan`).
+    pub(crate) scans: crate::scan::ScanGate,
     /// What compactions did, summed (the compaction layer adds to it).
     pub(crate) compaction_totals: std::sync::Mutex<CompactionTotals>,
     types: PhantomData<fn(K, V)>,
@@ -348,6 +351,7 @@ impl<K: Key, V: Value, D: Device> StoreInner<K, V, D> {
             checkpoints: cpr::Control::default(),
             open_sessions: std::sync::atomic::AtomicUsize::new(0),
             maintenance: std::sync::Mutex::new(()),
+            scans: crate::scan::ScanGate::default(),
             compaction_totals: std::sync::Mutex::new(CompactionTotals::default()),
             types: PhantomData,
         })

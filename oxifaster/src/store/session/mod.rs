@@ -11,9 +11,12 @@
 mod asynk;
 mod conditional;
 mod copy;
+mod scan;
 
 pub use conditional::{Decision, Outcome, UpdateStatus};
 pub(crate) use copy::CopyOutcome;
+pub use scan::KeyVersion;
+pub(crate) use scan::Settle;
 mod pending;
 
 use std::collections::VecDeque;

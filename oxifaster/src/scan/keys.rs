@@ -1,5 +1,5 @@
-//! The scan compaction's temporary map: the newest record of each key in
-//! the range being compacted, by key.
+//! The temporary map of scan compaction and live scans: the newest record
+//! of each key met, by key.
 //!
 //! One flat allocation for the keys (an arena) and one for the slots (open
 //! addressing with linear probing, at most half full), so collecting a
@@ -29,7 +29,7 @@ struct Slot {
 const FREE: Slot = Slot { hash: 0, key_at: 0, key_len: 0, address: EMPTY };
 
 /// The newest record (address, tombstone) of each key inserted.
-pub(super) struct KeyTable {
+pub(crate) struct KeyTable {
     arena: Vec<u8>,
     slots: Vec<Slot>,
     /// Slots that hold a key or held one (removed keys keep theirs).
@@ -39,12 +39,12 @@ pub(super) struct KeyTable {
 }
 
 impl KeyTable {
-    pub(super) fn new() -> Self {
+    pub(crate) fn new() -> Self {
         Self { arena: Vec::new(), slots: vec![FREE; 1024], used: 0, live: 0 }
     }
 
     /// Keys present.
-    pub(super) fn len(&self) -> usize {
+    pub(crate) fn len(&self) -> usize {
         self.live
     }
 
@@ -72,7 +72,7 @@ impl KeyTable {
     /// come in address order: a later one replaces an earlier one).
     /// `hash` is the key's hash (`hash_bytes(key)`; any function of the
     /// key's bytes works, as long as it is the same for every call).
-    pub(super) fn insert(&mut self, hash: u64, key: &[u8], address: u64, tombstone: bool) {
+    pub(crate) fn insert(&mut self, hash: u64, key: &[u8], address: u64, tombstone: bool) {
         debug_assert!(address < TOMBSTONE);
         let flagged = address | if tombstone { TOMBSTONE } else { 0 };
         let i = self.find(hash, key);
@@ -92,7 +92,7 @@ impl KeyTable {
 
     /// Removes `key` (hash `hash`, as for [`KeyTable::insert`]) if present.
     #[inline]
-    pub(super) fn remove(&mut self, hash: u64, key: &[u8]) {
+    pub(crate) fn remove(&mut self, hash: u64, key: &[u8]) {
         if self.live == 0 {
             return;
         }
@@ -106,7 +106,7 @@ impl KeyTable {
     /// Asks the CPU to start loading the slot where a lookup of `hash`
     /// starts.
     #[inline(always)]
-    pub(super) fn prefetch(&self, hash: u64) {
+    pub(crate) fn prefetch(&self, hash: u64) {
         #[cfg(target_arch = "x86_64")]
         {
             let slot = &self.slots[hash as usize & (self.slots.len() - 1)];
@@ -123,7 +123,7 @@ impl KeyTable {
     }
 
     /// The keys present, as (address, tombstone), in address order.
-    pub(super) fn into_sorted(self) -> Vec<(u64, bool)> {
+    pub(crate) fn into_sorted(self) -> Vec<(u64, bool)> {
         let mut out: Vec<(u64, bool)> = self
             .slots
             .iter()
