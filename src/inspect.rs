@@ -49,7 +49,7 @@ pub struct CheckpointsArgs {
 
 /// The store's log device (its segment files), opened only if the
 /// directory holds a store (opening never creates one).
-fn log_device(dir: &Path) -> Result<FileDevice> {
+pub(crate) fn log_device(dir: &Path) -> Result<FileDevice> {
     require_store(dir)?;
     Ok(FileDevice::open_existing(dir)?)
 }

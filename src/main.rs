@@ -10,6 +10,7 @@
 
 mod bench;
 mod compact;
+mod dump;
 mod durability;
 mod inspect;
 mod log_bench;
@@ -47,6 +48,10 @@ enum Command {
     /// Compact a closed store: keep only its live records, checkpoint,
     /// and delete the log segments nothing needs.
     Compact(compact::CompactArgs),
+    /// Print a store's live records (any key and value types; integers
+    /// and strings decoded, anything else as hex), as a checkpoint holds
+    /// them.
+    Dump(dump::DumpArgs),
 }
 
 /// A failure with its exit status: 1 for damage found (or a failed run),
@@ -89,6 +94,7 @@ fn main() {
         Some(Command::Verify(args)) => inspect::verify(args),
         Some(Command::Checkpoints(args)) => inspect::checkpoints(args),
         Some(Command::Compact(args)) => compact::compact(args),
+        Some(Command::Dump(args)) => dump::dump(args),
         None => {
             println!(
                 "oxifaster {}: run `oxifaster bench` or `oxifaster --help`",

@@ -280,3 +280,65 @@ fn compact_keeps_only_the_live_records_of_a_closed_store() {
     assert_eq!(refused.status.code(), Some(2), "{}", text(&refused));
     assert!(text(&refused).contains("Store::compact"), "{}", text(&refused));
 }
+
+/// The dump's lines, as a map (checking no key comes twice).
+fn dumped(out: &std::process::Output) -> std::collections::BTreeMap<String, String> {
+    assert!(out.status.success(), "{}", text(out));
+    let mut map = std::collections::BTreeMap::new();
+    for line in String::from_utf8_lossy(&out.stdout).lines() {
+        let (key, value) = line.split_once('\t').expect("key<TAB>value");
+        assert!(map.insert(key.to_string(), value.to_string()).is_none(), "{key} twice");
+    }
+    map
+}
+
+#[test]
+fn dump_prints_the_live_records_of_each_checkpoint() {
+    use std::collections::BTreeMap;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let d = dir.path().to_str().expect("utf-8");
+    let store = Store::<i64, String>::builder()
+        .dir(dir.path())
+        .page_size_bits(12)
+        .log_memory_size_bytes(64 << 10)
+        .table_size(1 << 10)
+        .open()
+        .expect("open");
+    let mut session = store.start_session().expect("session");
+    let mut model = BTreeMap::new();
+    let expect = |model: &BTreeMap<i64, String>| -> BTreeMap<String, String> {
+        model.iter().map(|(k, v)| (k.to_string(), format!("{v:?}"))).collect()
+    };
+    let mut tokens = Vec::new();
+    let kinds =
+        [CheckpointKind::FoldOver, CheckpointKind::Snapshot, CheckpointKind::IncrementalSnapshot];
+    for (round, kind) in kinds.into_iter().enumerate() {
+        for k in -300..300i64 {
+            if (k + round as i64) % 5 == 0 {
+                session.delete(&k).expect("delete");
+                model.remove(&k);
+            } else {
+                // The same length every round: hot records change in place.
+                let value = format!("{k:+05}/{round}");
+                session.upsert(&k, value.as_str()).expect("upsert");
+                model.insert(k, value);
+            }
+        }
+        let info = store.checkpoint_and_wait(kind).expect("checkpoint");
+        tokens.push((info.token.to_string(), expect(&model)));
+    }
+    // The newest (an incremental snapshot), while the store is open.
+    assert_eq!(dumped(&oxifaster(&["dump", d])), tokens[2].1);
+    for (token, want) in &tokens {
+        let out = oxifaster(&["dump", d, "--checkpoint", token]);
+        assert_eq!(&dumped(&out), want, "checkpoint {token}");
+        assert!(text(&out).contains("live records"), "{}", text(&out));
+    }
+    // Hex: -1 as eight little-endian bytes.
+    let hex = dumped(&oxifaster(&["dump", d, "--hex"]));
+    assert!(hex.contains_key("ffffffffffffffff"), "{hex:?}");
+    let missing = oxifaster(&["dump", d, "--checkpoint", "ckpt-nope"]);
+    assert_eq!(missing.status.code(), Some(2), "{}", text(&missing));
+    let nowhere = oxifaster(&["dump", "/nonexistent/store"]);
+    assert_eq!(nowhere.status.code(), Some(2), "{}", text(&nowhere));
+}

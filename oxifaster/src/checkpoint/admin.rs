@@ -94,8 +94,9 @@ pub struct RawRecord {
 /// begin address (device pages, skipping dead ranges, then the snapshot
 /// file), calling `f` with each until it returns `false`. The log is read
 /// with the record shape stored in the checkpoint, so no types are needed.
-/// An incremental snapshot's later changes are not applied (records show
-/// as the base snapshot holds them). Page seals are not checked here (see
+/// For an incremental snapshot, the base snapshot's records that changed
+/// since show as the delta holds them, then the log appended since the
+/// base follows. Page seals are not checked here (see
 /// [`verify_log`]); a malformed record is an error naming its address.
 pub fn scan_log<D: Device>(
     dir: impl AsRef<Path>,

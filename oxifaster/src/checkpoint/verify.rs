@@ -14,7 +14,7 @@ use crate::device::Device;
 use crate::hlog::FIRST_ADDRESS;
 use crate::hlog::seal::{self, TRAILER as PAGE_TRAILER};
 use crate::index::HashIndex;
-use crate::store::record::RecordShape;
+use crate::store::record::{RecordInfo, RecordShape};
 use crate::{Error, Result};
 
 pub(super) fn corrupt(path: &Path, what: impl Into<String>) -> Error {
@@ -135,6 +135,19 @@ pub(super) fn scan_log<D: Device>(
         source.snapshot = Some((file, s.from, path));
         ranges.push((s.from, s.from + s.len));
     }
+    // An incremental snapshot: the log appended since its base, and the
+    // base's records that changed since (each replaces the base's copy).
+    let mut changed = std::collections::BTreeMap::new();
+    if let Some(d) = &meta.delta {
+        let path = root(dir).join(token).join("delta");
+        changed = load_delta(&path, d, meta.page_size_bits)?;
+        let file = File::open(&path).map_err(|source| Error::Io {
+            context: format!("opening {}", path.display()),
+            source,
+        })?;
+        source.delta = Some((file, d.from, path));
+        ranges.push((d.from, d.from + d.len));
+    }
     let mut page = vec![0u8; page_size as usize];
     let mut go_on = true;
     for (from, to) in ranges {
@@ -147,6 +160,13 @@ pub(super) fn scan_log<D: Device>(
                 if !go_on {
                     return;
                 }
+                let (record, info) = match changed.get(&address) {
+                    Some(newer) if newer.len() == record.len() => {
+                        let raw = u64::from_le_bytes(newer[..8].try_into().unwrap_or([0; 8]));
+                        (&newer[..], RecordInfo::from_raw(raw))
+                    }
+                    _ => (&record[..], info),
+                };
                 let (_, value_len) = shape.lengths_in(record);
                 let value_at = shape.header_size + crate::store::record::pad8(key_len);
                 go_on = f(super::RawRecord {
