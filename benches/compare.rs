@@ -569,6 +569,9 @@ fn drive(
                     w.rmw(key);
                     rmws += 1;
                 }
+                // The peers have no conditional operations; this
+                // comparison runs C, RMW and A only.
+                Op::Cas | Op::Insert => unreachable!("{workload:?} is not compared"),
             }
             if let Some(at) = timed {
                 let _ = latency.record(at.elapsed().as_nanos() as u64);

@@ -78,6 +78,12 @@ fn ycsb(c: &mut Criterion) {
                         Op::Rmw => {
                             black_box(session.rmw(&key, &1).expect("rmw"));
                         }
+                        Op::Cas => {
+                            black_box(session.compare_and_swap(&key, &1, &1).expect("cas"));
+                        }
+                        Op::Insert => {
+                            black_box(session.insert_if_absent(&key, &1).expect("insert"));
+                        }
                     }
                 })
             });

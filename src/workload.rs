@@ -134,6 +134,11 @@ pub enum Op {
     Upsert,
     /// Read-modify-write: add 1.
     Rmw,
+    /// Read, then compare-and-swap the value read for it plus 1.
+    Cas,
+    /// Insert-if-absent (of a key that is present: the check a unique
+    /// insert makes).
+    Insert,
 }
 
 /// The operation mixes.
@@ -149,6 +154,10 @@ pub enum Workload {
     Rmw,
     /// YCSB F: 50% read, 50% read-modify-write.
     F,
+    /// 100% compare-and-swap increments (a read and a CAS each).
+    Cas,
+    /// 100% insert-if-absent of present keys.
+    Insert,
 }
 
 impl Workload {
@@ -158,6 +167,8 @@ impl Workload {
         match self {
             Workload::C => Op::Read,
             Workload::Rmw => Op::Rmw,
+            Workload::Cas => Op::Cas,
+            Workload::Insert => Op::Insert,
             Workload::A => {
                 if rng.below(2) == 0 {
                     Op::Read
@@ -184,7 +195,10 @@ impl Workload {
 
     /// Whether the workload only adds to values (so their sum is checkable).
     pub fn only_increments(self) -> bool {
-        matches!(self, Workload::C | Workload::Rmw | Workload::F)
+        matches!(
+            self,
+            Workload::C | Workload::Rmw | Workload::F | Workload::Cas | Workload::Insert
+        )
     }
 
     /// The short name.
@@ -195,6 +209,8 @@ impl Workload {
             Workload::C => "C",
             Workload::Rmw => "RMW",
             Workload::F => "F",
+            Workload::Cas => "CAS",
+            Workload::Insert => "insert-if-absent",
         }
     }
 }

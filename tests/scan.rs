@@ -224,7 +224,7 @@ fn a_live_scan_returns_each_stable_key_once_while_writers_run() {
         let mut seen = vec![0u32; (STABLE + VOLATILE) as usize];
         let mut values = vec![0u64; STABLE as usize];
         let mut n = 0;
-        while let Some(item) = scan.next() {
+        for item in scan.by_ref() {
             let (key, value) = item.expect("record");
             seen[key as usize] += 1;
             if key < STABLE {

@@ -14,7 +14,7 @@ use hdrhistogram::Histogram;
 use indicatif::{ProgressBar, ProgressStyle};
 use oxifaster::Store;
 use oxifaster::device::{Device, NullDevice};
-use oxifaster::store::{CompletedOp, ReadStatus, RmwStatus};
+use oxifaster::store::{CompletedOp, Outcome, ReadStatus, RmwStatus, UpdateStatus};
 use oxifaster_cli::workload::{Distribution, KeyChooser, Op, Rng, Workload, fnv64, key_trace};
 
 pub(crate) use value::Values;
@@ -32,6 +32,12 @@ pub(crate) enum WorkloadArg {
     Rmw,
     /// 50% read, 50% read-modify-write.
     F,
+    /// 100% compare-and-swap increments (each a read, then a CAS of the
+    /// value read for it plus 1; a CAS that loses a race counts as an
+    /// operation that did not increment).
+    Cas,
+    /// 100% insert-if-absent of the loaded (present) keys.
+    Insert,
     /// Only the load (every run starts with it).
     Load,
 }
@@ -44,6 +50,8 @@ impl From<WorkloadArg> for Workload {
             WorkloadArg::C => Workload::C,
             WorkloadArg::Rmw => Workload::Rmw,
             WorkloadArg::F => Workload::F,
+            WorkloadArg::Cas => Workload::Cas,
+            WorkloadArg::Insert => Workload::Insert,
             WorkloadArg::Load => unreachable!("the load is not a run"),
         }
     }
@@ -743,6 +751,28 @@ fn worker<V: BenchValue, D: Device>(
                     _ => {}
                 },
                 Op::Upsert => session.upsert(&key, values.upsert(r.ops))?,
+                Op::Cas => match session.read(&key)? {
+                    ReadStatus::Found(old) => {
+                        let new = old.incremented();
+                        let status = session.compare_and_swap(&key, &old, &new)?;
+                        match status {
+                            UpdateStatus::Done(Outcome::Set) => r.rmws += 1,
+                            UpdateStatus::Done(_) => r.not_found += 1,
+                            UpdateStatus::Pending { .. } => r.pending += 1,
+                            _ => {}
+                        }
+                    }
+                    ReadStatus::NotFound => r.not_found += 1,
+                    ReadStatus::Pending { .. } => r.pending += 1,
+                    _ => {}
+                },
+                Op::Insert => {
+                    if let UpdateStatus::Pending { .. } =
+                        session.insert_if_absent(&key, values.upsert(r.ops))?
+                    {
+                        r.pending += 1;
+                    }
+                }
                 Op::Rmw => {
                     r.rmws += 1;
                     if let RmwStatus::Pending { .. } =

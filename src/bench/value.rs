@@ -26,6 +26,8 @@ pub trait BenchValue: Value + Merge + Clone + Send + Sync {
     /// A value of `size` encoded bytes whose counter is `count`, or `None`
     /// if this type has no value of that size.
     fn with_size(size: usize, count: u64) -> Option<Self>;
+    /// This value with its counter plus 1.
+    fn incremented(&self) -> Self;
 }
 
 impl BenchValue for u64 {
@@ -34,6 +36,9 @@ impl BenchValue for u64 {
     }
     fn with_size(size: usize, count: u64) -> Option<Self> {
         (size == 8).then_some(count)
+    }
+    fn incremented(&self) -> Self {
+        self + 1
     }
 }
 
@@ -45,6 +50,9 @@ impl BenchValue for Payload {
         let base = Payload { count, pad: Vec::new() }.encoded_size();
         let value = Payload { count, pad: vec![0x5a; size.checked_sub(base)?] };
         (value.encoded_size() == size).then_some(value)
+    }
+    fn incremented(&self) -> Self {
+        Payload { count: self.count + 1, pad: self.pad.clone() }
     }
 }
 
