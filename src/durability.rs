@@ -68,7 +68,7 @@ pub(crate) fn mib_per_s(bytes: u64, elapsed: Duration) -> f64 {
     bytes as f64 / (1 << 20) as f64 / elapsed.as_secs_f64()
 }
 
-fn drop_caches(enabled: bool) -> BoxResult<()> {
+pub(crate) fn drop_caches(enabled: bool) -> BoxResult<()> {
     if enabled {
         // Write back dirty pages, then ask the kernel to drop clean ones.
         std::process::Command::new("sync").status()?;

@@ -195,10 +195,7 @@ impl Workload {
 
     /// Whether the workload only adds to values (so their sum is checkable).
     pub fn only_increments(self) -> bool {
-        matches!(
-            self,
-            Workload::C | Workload::Rmw | Workload::F | Workload::Cas | Workload::Insert
-        )
+        matches!(self, Workload::C | Workload::Rmw | Workload::F | Workload::Cas | Workload::Insert)
     }
 
     /// The short name.

@@ -437,7 +437,12 @@ impl<K: Key, V: Value, D: Device> Session<K, V, D> {
         let serial = self.next_serial();
         self.begin();
         let result = self.conditional_core(key, key.key_arg_hash(), update, serial);
-        self.end_write();
+        match result {
+            // Nothing written: the write count (what the checkpoint
+            // policy reads) stays.
+            Ok(UpdateStatus::Done(Outcome::Kept | Outcome::Aborted)) => self.end(),
+            _ => self.end_write(),
+        }
         result
     }
 

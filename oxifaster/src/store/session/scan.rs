@@ -101,18 +101,25 @@ impl<K: Key, V: Value, D: Device> Session<K, V, D> {
         // Records below this are immutable for as long as we are protected.
         let mutable_from = log.safe_read_only_address().raw();
         // SAFETY: protected, and `at >= head` observed after protecting:
-        // the page's frame holds it until we unprotect; `at` is 8-byte
-        // aligned and `[at, end)` lies in one page, so the words are inside
-        // the frame. Sessions may write some of them concurrently, hence
-        // the atomic loads.
-        let src = unsafe { log.record_ptr(start) }.cast::<AtomicU64>();
-        for (i, word) in out.chunks_exact_mut(8).enumerate() {
-            // SAFETY: word `i` of `[at, end)`, as above.
-            let value = unsafe { &*src.add(i) }.load(Ordering::Relaxed);
-            word.copy_from_slice(&value.to_ne_bytes());
-        }
-        if end <= mutable_from {
+        // the page's frame holds it until we unprotect; `[at, end)` lies in
+        // one page, so its bytes are inside the frame.
+        let src = unsafe { log.record_ptr(start) };
+        // The immutable part: no session writes it while we are protected
+        // (every record below `end` is written, see `scan_end`), so a
+        // plain copy.
+        let fixed = (mutable_from.clamp(at, end) - at) as usize;
+        // SAFETY: as above; `out` is ours, `fixed <= out.len()`.
+        unsafe { std::ptr::copy_nonoverlapping(src, out.as_mut_ptr(), fixed) };
+        if fixed == out.len() {
             return Ok(true);
+        }
+        // The rest: sessions may write some of its words concurrently,
+        // hence atomic loads (`at` and `fixed` are 8-byte aligned).
+        let words = src.wrapping_add(fixed).cast::<AtomicU64>();
+        for (i, word) in out[fixed..].chunks_exact_mut(8).enumerate() {
+            // SAFETY: word `i` of `[at + fixed, end)`, inside the frame.
+            let value = unsafe { &*words.add(i) }.load(Ordering::Relaxed);
+            word.copy_from_slice(&value.to_ne_bytes());
         }
         // Values in the mutable region: copy each again consistently (a
         // value under its seqlock, a one-word value whole).
@@ -170,9 +177,14 @@ impl<K: Key, V: Value, D: Device> Session<K, V, D> {
     /// walk of its chain in memory. Protected.
     fn settle(&self, key: &EncodedKey<'_>, hash: u64, address: u64, end: Address) -> Settle {
         let Some(slot) = self.store.index.find_entry(hash) else { return Settle::Older };
+        let mut at = slot.entry.address();
+        if at.raw() == address {
+            // The chain starts at the record itself (the common case): it
+            // is the newest record of its key, below the end.
+            return Settle::Newest;
+        }
         let log = &self.store.log;
         let head = log.head_address();
-        let mut at = slot.entry.address();
         while at.is_valid() && at >= head {
             // SAFETY: protected, and `at >= head` observed after protecting.
             let record = unsafe { self.record(at) };
