@@ -61,6 +61,18 @@ impl ScanGate {
         *self.running.lock().unwrap_or_else(|p| p.into_inner()) += 1;
     }
 
+    /// Counts one more scan if others run (no compaction is past
+    /// `wait_idle` then: only a scan holding the maintenance lock can take
+    /// the count from zero); false if none runs.
+    fn join(&self) -> bool {
+        let mut running = self.running.lock().unwrap_or_else(|p| p.into_inner());
+        if *running == 0 {
+            return false;
+        }
+        *running += 1;
+        true
+    }
+
     fn leave(&self) {
         let mut running = self.running.lock().unwrap_or_else(|p| p.into_inner());
         *running -= 1;
@@ -85,10 +97,15 @@ struct ScanPin<K: Key, V: Value, D: Device> {
 
 impl<K: Key, V: Value, D: Device> ScanPin<K, V, D> {
     fn new(inner: &Arc<StoreInner<K, V, D>>) -> Self {
-        // No compaction is running once we hold this, and none starts
-        // until the pin is dropped.
-        let _one = inner.maintenance.lock().unwrap_or_else(|p| p.into_inner());
-        inner.scans.enter();
+        // Beside running scans, no compaction runs (a scan started while
+        // another runs — nested in the same thread — must not wait for a
+        // compaction that waits for the outer one).
+        if !inner.scans.join() {
+            // No compaction is running once we hold this, and none starts
+            // until the pin is dropped.
+            let _one = inner.maintenance.lock().unwrap_or_else(|p| p.into_inner());
+            inner.scans.enter();
+        }
         Self { inner: inner.clone() }
     }
 }
