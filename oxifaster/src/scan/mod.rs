@@ -44,7 +44,7 @@ use crate::store::record::{RecordInfo, RecordShape};
 use crate::store::{Session, Settle, Store, StoreInner};
 use crate::{Error, Result};
 use keys::KeyTable;
-use pages::{Pages, key_hashes, key_of, key_value};
+use pages::{Chunk, Pages, key_hashes, key_of, key_value};
 
 pub use crate::store::KeyVersion;
 
@@ -291,6 +291,8 @@ pub struct LiveScan<K: Key, V: Value, D: Device> {
     survivors: Option<(Vec<u64>, usize)>,
     failed: bool,
     records: u64,
+    /// A thread that reads and settles every other part of the log.
+    helper: Option<Helper>,
 }
 
 impl<K: Key, V: Value, D: Device> LiveScan<K, V, D> {
@@ -344,9 +346,32 @@ impl<K: Key, V: Value, D: Device> LiveScan<K, V, D> {
 
     /// Reads the next part of the log and settles its records: the newest
     /// of their key are ready, the unsettled go to the table. False at the
-    /// log's end (then the table's survivors are next).
+    /// log's end (then the table's survivors are next). With a helper,
+    /// every other part is read and settled by the helper while this
+    /// thread does the one before it.
     fn scan_chunk(&mut self) -> Result<bool> {
         self.ready.clear();
+        let at = self.reader.at;
+        if let Some(helper) = &mut self.helper
+            && helper.in_flight == Some(at)
+        {
+            let mut batch = helper.receive()?;
+            self.reader.pages.swap_chunk(&mut batch.chunk);
+            helper.spare = Some(batch.chunk);
+            self.reader.at = batch.next;
+            self.hashes = batch.hashes;
+            self.settled = batch.settled;
+            self.apply_settled();
+            return Ok(true);
+        }
+        if let Some(helper) = &mut self.helper {
+            // The part after this one, for the helper.
+            let next = self.reader.pages.chunk_end(at, self.reader.to);
+            if next < self.reader.to {
+                let spare = helper.spare.take().unwrap_or_else(|| self.reader.pages.spare_chunk());
+                helper.send(next, self.reader.to, spare);
+            }
+        }
         if !self.reader.next_chunk()? {
             let survivors = std::mem::replace(&mut self.unsettled, KeyTable::new()).into_sorted();
             let live = survivors.into_iter().filter(|(_, tombstone)| !tombstone);
@@ -355,7 +380,6 @@ impl<K: Key, V: Value, D: Device> LiveScan<K, V, D> {
         }
         let reader = &mut self.reader;
         let (shape, chunk, records) = (&reader.shape, reader.pages.chunk(), &reader.pages.records);
-        self.records += records.len() as u64;
         key_hashes(shape, chunk, records, &mut self.hashes);
         reader.session.settle_page(
             shape,
@@ -365,6 +389,17 @@ impl<K: Key, V: Value, D: Device> LiveScan<K, V, D> {
             self.end,
             &mut self.settled,
         );
+        self.apply_settled();
+        Ok(true)
+    }
+
+    /// Applies the current chunk's settlements, in address order: the
+    /// newest records of their keys are ready, the unsettled go to the
+    /// table (see the module's comment).
+    fn apply_settled(&mut self) {
+        let reader = &self.reader;
+        let (shape, chunk, records) = (&reader.shape, reader.pages.chunk(), &reader.pages.records);
+        self.records += records.len() as u64;
         for (i, r) in records.iter().enumerate() {
             let key = key_of(shape, r.bytes(chunk));
             let tombstone = r.info.is_tombstone();
@@ -381,7 +416,6 @@ impl<K: Key, V: Value, D: Device> LiveScan<K, V, D> {
                 }
             }
         }
-        Ok(true)
     }
 
     /// Reads back the page of the next survivors. False when none is left.
@@ -415,6 +449,107 @@ impl<K: Key, V: Value, D: Device> LiveScan<K, V, D> {
     }
 }
 
+/// A part of the log the helper read and settled.
+struct Batch {
+    chunk: Chunk,
+    /// Where the next part starts.
+    next: u64,
+    hashes: Vec<u64>,
+    settled: Vec<Settle>,
+}
+
+/// What the helper is asked to read: `[at, to)`'s part from `at`, into a
+/// spare chunk.
+struct Request {
+    at: u64,
+    to: u64,
+    chunk: Chunk,
+}
+
+/// A live scan's helper thread: it reads and settles the parts it is sent,
+/// one at a time, with its own session and reader. The scan applies what
+/// it returns in address order, so the result is the same as reading
+/// every part itself.
+struct Helper {
+    requests: Option<std::sync::mpsc::SyncSender<Request>>,
+    results: std::sync::mpsc::Receiver<Result<Batch>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+    /// Where the part the helper is working on starts.
+    in_flight: Option<u64>,
+    /// A chunk to send with the next request.
+    spare: Option<Chunk>,
+}
+
+impl Helper {
+    fn start<K: Key, V: Value, D: Device>(
+        inner: &Arc<StoreInner<K, V, D>>,
+        end: Address,
+    ) -> Result<Self> {
+        let (requests, inbox) = std::sync::mpsc::sync_channel::<Request>(1);
+        let (outbox, results) = std::sync::mpsc::sync_channel(1);
+        let mut session = Session::internal(inner.clone())?;
+        let mut pages = Pages::new(inner);
+        let thread = std::thread::Builder::new()
+            .name("oxifaster-scan".into())
+            .spawn(move || {
+                let (shape, page_size) = (pages.shape, pages.page_size);
+                for Request { at, to, mut chunk } in inbox {
+                    let mut memory = |at: u64, end: u64, out: &mut [u8]| {
+                        session.copy_from_memory(at, end, out, &shape, page_size)
+                    };
+                    let batch = pages.read_chunk(at, to, &mut memory).map(|next| {
+                        let mut hashes = Vec::new();
+                        let mut settled = Vec::new();
+                        let (bytes, records) = (pages.chunk(), &pages.records);
+                        key_hashes(&shape, bytes, records, &mut hashes);
+                        session.settle_page(&shape, bytes, records, &hashes, end, &mut settled);
+                        pages.swap_chunk(&mut chunk);
+                        Batch { chunk, next, hashes, settled }
+                    });
+                    if outbox.send(batch).is_err() {
+                        return;
+                    }
+                }
+            })
+            .map_err(|source| Error::Io { context: "starting a scan thread".into(), source })?;
+        Ok(Self {
+            requests: Some(requests),
+            results,
+            thread: Some(thread),
+            in_flight: None,
+            spare: None,
+        })
+    }
+
+    fn send(&mut self, at: u64, to: u64, chunk: Chunk) {
+        if let Some(requests) = &self.requests
+            && requests.send(Request { at, to, chunk }).is_ok()
+        {
+            self.in_flight = Some(at);
+        }
+    }
+
+    fn receive(&mut self) -> Result<Batch> {
+        self.in_flight = None;
+        self.results.recv().map_err(|_| Error::Io {
+            context: "a scan thread ended".into(),
+            source: std::io::Error::other("the scan's helper thread stopped"),
+        })?
+    }
+}
+
+impl Drop for Helper {
+    fn drop(&mut self) {
+        // Closing the requests ends the thread's loop (after the part it
+        // may be reading; its result is dropped with the receiver).
+        self.requests = None;
+        while self.results.try_recv().is_ok() {}
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
 impl<K: Key, V: Value, D: Device> Iterator for LiveScan<K, V, D> {
     type Item = Result<(K, V)>;
 
@@ -440,9 +575,10 @@ impl<K: Key, V: Value, D: Device> Store<K, V, D> {
     /// [`crate::scan`]). [`LiveScan::next_view`] gives zero-copy views of
     /// the values.
     ///
-    /// A scan uses one of the store's sessions while it lives, and
-    /// compaction waits until it is dropped: drop a scan before compacting
-    /// on the same thread.
+    /// A scan uses one of the store's sessions while it lives (on more than
+    /// one core, a second one for a thread that reads and settles every
+    /// other page beside it), and compaction waits until it is dropped:
+    /// drop a scan before compacting on the same thread.
     ///
     /// ```
     /// use oxifaster::Store;
@@ -465,7 +601,7 @@ impl<K: Key, V: Value, D: Device> Store<K, V, D> {
         let end = reader.session.scan_end();
         reader.at = reader.pages.begin;
         reader.to = end.raw();
-        Ok(LiveScan {
+        let mut scan = LiveScan {
             reader,
             end,
             ready: Vec::new(),
@@ -476,7 +612,17 @@ impl<K: Key, V: Value, D: Device> Store<K, V, D> {
             survivors: None,
             failed: false,
             records: 0,
-        })
+            helper: None,
+        };
+        // On more than one core, and a log of more than a few pages.
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let page_size = scan.reader.pages.page_size;
+        if cores > 1 && scan.reader.to - scan.reader.at > 2 * page_size {
+            // Without one (no epoch entry free for it), the scan reads
+            // every part itself.
+            scan.helper = Helper::start(&self.inner, end).ok();
+        }
+        Ok(scan)
     }
 
     /// Iterates over every record in `[from, to)` of the log, oldest first:

@@ -155,12 +155,11 @@ impl<D: Device> Pages<D> {
     pub(crate) fn read_chunk(&mut self, at: u64, to: u64, memory: FromMemory<'_>) -> Result<u64> {
         self.records.clear();
         self.chunk = 0..0;
-        if let Some(&(_, gap_end)) = self.gaps.iter().find(|(f, t)| (*f..*t).contains(&at)) {
-            return Ok(gap_end.min(to).max(at + 1));
+        let end = self.chunk_end(at, to);
+        if self.gaps.iter().any(|(f, t)| (*f..*t).contains(&at)) {
+            return Ok(end);
         }
         let page = at & !(self.page_size - 1);
-        let end = (page + self.page_size).min(to);
-        let end = self.gaps.iter().filter(|(f, _)| *f > at).map(|(f, _)| *f).fold(end, u64::min);
         let range = (at - page) as usize..(end - page) as usize;
         if !memory(at, end, &mut self.buf.as_mut_slice()[range.clone()])? {
             self.load(page, end)?;
@@ -183,11 +182,47 @@ impl<D: Device> Pages<D> {
         Ok(end)
     }
 
+    /// Where the part of `[at, to)` that [`Pages::read_chunk`] reads from
+    /// `at` ends (and the next begins).
+    pub(crate) fn chunk_end(&self, at: u64, to: u64) -> u64 {
+        if let Some(&(_, gap_end)) = self.gaps.iter().find(|(f, t)| (*f..*t).contains(&at)) {
+            return gap_end.min(to).max(at + 1);
+        }
+        let page = at & !(self.page_size - 1);
+        let end = (page + self.page_size).min(to);
+        self.gaps.iter().filter(|(f, _)| *f > at).map(|(f, _)| *f).fold(end, u64::min)
+    }
+
+    /// Exchanges the last chunk read with `other` (a chunk another
+    /// reader read, or a spare buffer).
+    pub(crate) fn swap_chunk(&mut self, other: &mut Chunk) {
+        std::mem::swap(&mut self.buf, &mut other.buf);
+        std::mem::swap(&mut self.chunk, &mut other.range);
+        std::mem::swap(&mut self.records, &mut other.records);
+    }
+
+    /// A spare chunk of this reader's page size.
+    pub(crate) fn spare_chunk(&self) -> Chunk {
+        Chunk {
+            buf: AlignedBytes::zeroed(self.page_size as usize),
+            range: 0..0,
+            records: Vec::new(),
+        }
+    }
+
     /// The bytes the last [`Pages::read_chunk`] read (its records'
     /// offsets are into them).
     pub(crate) fn chunk(&self) -> &[u8] {
         &self.buf.as_slice()[self.chunk.clone()]
     }
+}
+
+/// A chunk's bytes and records, moved between readers (see
+/// [`Pages::swap_chunk`]).
+pub(crate) struct Chunk {
+    buf: AlignedBytes,
+    range: std::ops::Range<usize>,
+    records: Vec<PageRecord>,
 }
 
 /// A valid record of a page [`Pages::walk_pages`] read.
