@@ -85,7 +85,9 @@ fn make_store(dir: &Path) -> String {
 #[test]
 fn the_readme_lists_the_tool_commands() {
     let commands = readme_commands();
-    for expected in ["bench", "info DIR", "verify DIR", "checkpoints DIR", "compact DIR"] {
+    let expected =
+        ["bench", "info DIR", "verify DIR", "checkpoints DIR", "dump DIR", "compact DIR"];
+    for expected in expected {
         assert!(
             commands.iter().any(|c| c.starts_with(expected)),
             "the README has no `{expected}` command: {commands:?}"

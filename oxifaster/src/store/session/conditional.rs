@@ -504,19 +504,7 @@ impl<K: Key, V: Value, D: Device> Session<K, V, D> {
             // SAFETY: found at or above head while protected.
             let record = unsafe { self.record(address) };
             let info = record.info();
-            let current = info.version() == self.version_bits;
-            if !current {
-                if self.is_newer_than_me(info.version()) {
-                    self.pivot();
-                    continue;
-                }
-                if self.version_change_in_flight() {
-                    // An older record that a session at the old version
-                    // may still update in place (see `rmw_core`).
-                    self.refresh_in_op();
-                    continue;
-                }
-            }
+            let Some(current) = self.current_or_retry(info) else { continue };
             let atomic = self.format().atomic_value();
             let (key_len, value_len) = record.lengths();
             if current && address >= log.read_only_address() && !info.is_sealed() {

@@ -427,6 +427,27 @@ impl<K: Key, V: Value, D: Device> Session<K, V, D> {
         self.handle.unprotect();
     }
 
+    /// Whether a record an RMW-like operation (it reads the value, then
+    /// writes) met is at this session's version; `None` when the operation
+    /// must start over: the record is newer (the session moved to the
+    /// store's version), or older while a version change is in flight (a
+    /// session still at the old version may update it in place, and a copy
+    /// now could lose that update).
+    fn current_or_retry(&mut self, info: RecordInfo) -> Option<bool> {
+        if info.version() == self.version_bits {
+            return Some(true);
+        }
+        if self.is_newer_than_me(info.version()) {
+            self.pivot();
+            return None;
+        }
+        if self.version_change_in_flight() {
+            self.refresh_in_op();
+            return None;
+        }
+        Some(false)
+    }
+
     /// Waits until every session that was protected when this was called
     /// has finished the operation it was in, refreshing this session as it
     /// waits (record pointers taken before are stale after it). What makes
@@ -1085,20 +1106,7 @@ impl<K: Key, V: Value, D: Device> Session<K, V, D> {
                     let (key_len, value_len) = record.lengths();
                     let info = record.info();
                     let tombstone = info.is_tombstone();
-                    let current = info.version() == self.version_bits;
-                    if !current {
-                        if self.is_newer_than_me(info.version()) {
-                            self.pivot();
-                            continue;
-                        }
-                        if self.version_change_in_flight() {
-                            // An older record that a session still at the
-                            // old version may be updating in place: copying
-                            // it now could lose that update.
-                            self.refresh_in_op();
-                            continue;
-                        }
-                    }
+                    let Some(current) = self.current_or_retry(info) else { continue };
                     if current && address >= log.read_only_address() {
                         if !tombstone
                             && record.update_value(key_len, value_len, &mut self.scratch, |bytes| {
