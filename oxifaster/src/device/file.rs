@@ -283,22 +283,6 @@ impl Device for FileDevice {
         Ok(())
     }
 
-    fn will_read(&self, offset: u64, len: u64) {
-        use std::os::fd::AsRawFd;
-        for (segment, at, _, n) in self.chunks(offset, len as usize) {
-            let Ok(segment) = self.segment(segment, false) else { return };
-            let (Ok(at), Ok(n)) = (i64::try_from(at), i64::try_from(n)) else { return };
-            // SAFETY: advice on an open file descriptor we own; it never
-            // changes the file's contents, and its result is only advice.
-            #[cfg(target_os = "linux")]
-            unsafe {
-                libc::posix_fadvise(segment.file.as_raw_fd(), at, n, libc::POSIX_FADV_WILLNEED);
-            }
-            #[cfg(not(target_os = "linux"))]
-            let _ = (segment, at, n);
-        }
-    }
-
     fn sync(&self) -> io::Result<()> {
         let segments: Vec<Arc<Segment>> =
             self.segments.read().map_err(poisoned)?.values().cloned().collect();

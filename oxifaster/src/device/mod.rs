@@ -82,13 +82,6 @@ pub trait Device: Send + Sync + 'static {
         1
     }
 
-    /// A hint that `[offset, offset + len)` will be read soon (a scan
-    /// reading ahead): a device backed by files asks the kernel to start
-    /// reading it into the page cache. The default does nothing.
-    fn will_read(&self, offset: u64, len: u64) {
-        let _ = (offset, len);
-    }
-
     /// Fills every buffer from its offset. The default reads one after the
     /// other; a device with a submission queue keeps them all in flight.
     fn read_batch(&self, requests: &mut [ReadRequest<'_>]) -> Vec<io::Result<()>> {

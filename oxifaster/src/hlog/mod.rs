@@ -854,12 +854,6 @@ impl<D> std::fmt::Debug for LogReader<D> {
 }
 
 impl<D: Device> LogReader<D> {
-    /// Tells the device that `[address, address + len)` will be read soon
-    /// (see [`Device::will_read`]).
-    pub fn will_read(&self, address: u64, len: u64) {
-        self.shared.device.will_read(address, len)
-    }
-
     /// Reads `buf.len()` bytes of the log at `address` from the device.
     pub fn read_from_device(&self, address: Address, buf: &mut [u8]) -> Result<()> {
         self.shared.read_from_device(address, buf)

@@ -39,9 +39,6 @@ pub(crate) fn key_of<'a>(shape: &RecordShape, bytes: &'a [u8]) -> &'a [u8] {
     &bytes[shape.header_size..shape.header_size + key_len]
 }
 
-/// How far ahead of a page being read walks ask the device to read.
-const READ_AHEAD: u64 = 32 << 20;
-
 /// Reads the log's pages back from the device, each checked against its
 /// seal, or (for a live scan) out of memory where a page still is, and
 /// walks their records.
@@ -56,8 +53,6 @@ pub(crate) struct Pages<D> {
     buf: AlignedBytes,
     /// The part of `buf` the last [`Pages::read_chunk`] filled.
     chunk: std::ops::Range<usize>,
-    /// How far the device was asked to read ahead.
-    read_ahead_until: u64,
     /// The valid records of that chunk (reused).
     pub(crate) records: Vec<PageRecord>,
 }
@@ -77,21 +72,13 @@ impl<D: Device> Pages<D> {
             gaps: inner.checkpoints.gaps.lock().unwrap_or_else(|p| p.into_inner()).clone(),
             buf: AlignedBytes::zeroed(log.page_size() as usize),
             chunk: 0..0,
-            read_ahead_until: 0,
             records: Vec::new(),
         }
     }
 
-    /// Reads the page at `page` with its bytes up to `end` sealed, and
-    /// asks the device to read ahead (a walk goes on to the next pages).
+    /// Reads the page at `page` with its bytes up to `end` sealed.
     pub(crate) fn load(&mut self, page: u64, end: u64) -> Result<()> {
         let start = Address::new(page).ok_or(Error::LogFull)?;
-        let ahead = READ_AHEAD.max(2 * self.page_size);
-        if self.read_ahead_until < page + ahead / 2 {
-            let from = self.read_ahead_until.max(page + self.page_size);
-            self.reader.will_read(from, page + ahead - from);
-            self.read_ahead_until = page + ahead;
-        }
         self.reader.read_from_device(start, self.buf.as_mut_slice())?;
         let need = (end - page).min(self.reader.page_body());
         seal::check_page(page, self.buf.as_slice(), need, false).map_err(|what| Error::Corruption {
