@@ -2,8 +2,9 @@
 //! header, key or value, after a fold-over checkpoint, is found by every
 //! path that reads the record back — `read` + `complete_pending`,
 //! `read_blocking`, `read_with`, `rmw` + `complete_pending`, `rmw_with`,
-//! `read_async`, `rmw_async` — as `Error::Corruption` (or a completion that
-//! failed with it), never a wrong value.
+//! `read_async`, `rmw_async`, and the live and log scans — as
+//! `Error::Corruption` (or a completion that failed with it), never a wrong
+//! value.
 
 mod common;
 
@@ -96,6 +97,13 @@ async fn every_path_fails(dir: &Path, k: u64, what: &str) {
     }
     let err = session.rmw_async(&k, &vec![1]).await.expect_err("rmw_async");
     assert!(is_corruption(&err), "{what}: rmw_async: {err}");
+    // Scans read whole pages (a thread reading ahead of them) and check
+    // each against its seal.
+    let err = store.iter().expect("iter").find_map(Result::err).expect("the live scan fails");
+    assert!(is_corruption(&err), "{what}: iter: {err}");
+    let mut scan = store.scan_log(None, None).expect("scan_log");
+    let err = scan.find_map(Result::err).expect("the log scan fails");
+    assert!(is_corruption(&err), "{what}: scan_log: {err}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

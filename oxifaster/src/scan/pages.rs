@@ -55,6 +55,12 @@ pub(crate) struct Pages<D> {
     chunk: std::ops::Range<usize>,
     /// The valid records of that chunk (reused).
     pub(crate) records: Vec<PageRecord>,
+    /// A page already read from the device (by a read-ahead), used
+    /// instead of reading it again, and a buffer no longer needed.
+    preloaded: Option<(u64, AlignedBytes)>,
+    spent: Option<AlignedBytes>,
+    /// Pages below this were only on the device when this was made.
+    pub(crate) on_device: u64,
 }
 
 /// Copies the log's `[at, end)` (within one page) into the slice if it is
@@ -73,13 +79,50 @@ impl<D: Device> Pages<D> {
             buf: AlignedBytes::zeroed(log.page_size() as usize),
             chunk: 0..0,
             records: Vec::new(),
+            preloaded: None,
+            spent: None,
+            on_device: log.head_address().raw().min(log.flushed_until_address().raw())
+                & !(log.page_size() - 1),
         }
     }
 
-    /// Reads the page at `page` with its bytes up to `end` sealed.
+    /// A reader of this log's device.
+    pub(crate) fn log_reader(&self) -> crate::hlog::LogReader<D> {
+        self.reader.clone()
+    }
+
+    /// Whether a page read ahead for `page` is waiting to be used.
+    pub(crate) fn has_preloaded(&self, page: u64) -> bool {
+        self.preloaded.as_ref().is_some_and(|(p, _)| *p == page)
+    }
+
+    /// Offers the page at `page`, read from the device (whole), for the
+    /// next read of that page.
+    pub(crate) fn preload(&mut self, page: u64, bytes: AlignedBytes) {
+        if let Some((_, old)) = self.preloaded.replace((page, bytes)) {
+            self.spent = Some(old);
+        }
+    }
+
+    /// A page buffer this reader no longer needs (after a preloaded page
+    /// was used or passed over).
+    pub(crate) fn take_spent(&mut self) -> Option<AlignedBytes> {
+        self.spent.take()
+    }
+
+    /// Reads the page at `page` with its bytes up to `end` sealed (the
+    /// preloaded copy if there is one).
     pub(crate) fn load(&mut self, page: u64, end: u64) -> Result<()> {
-        let start = Address::new(page).ok_or(Error::LogFull)?;
-        self.reader.read_from_device(start, self.buf.as_mut_slice())?;
+        match self.preloaded.take() {
+            Some((p, bytes)) if p == page && bytes.len() == self.buf.len() => {
+                self.spent = Some(std::mem::replace(&mut self.buf, bytes));
+            }
+            other => {
+                self.spent = other.map(|(_, bytes)| bytes).or(self.spent.take());
+                let start = Address::new(page).ok_or(Error::LogFull)?;
+                self.reader.read_from_device(start, self.buf.as_mut_slice())?;
+            }
+        }
         let need = (end - page).min(self.reader.page_body());
         seal::check_page(page, self.buf.as_slice(), need, false).map_err(|what| Error::Corruption {
             address: page,
