@@ -95,6 +95,45 @@ impl LargeBuffer {
     }
 }
 
+/// An owned, zeroed byte buffer aligned to `BlockBuf::ALIGN` (4 KiB), as
+/// `O_DIRECT` requests need theirs: scan pages and direct-read bounce
+/// buffers.
+#[derive(Debug)]
+pub(crate) struct BlockBuf {
+    buf: LargeBuffer,
+    len: usize,
+}
+
+impl BlockBuf {
+    /// The alignment of the buffer's start.
+    pub const ALIGN: usize = 4096;
+
+    /// `len` zeroed bytes.
+    pub fn zeroed(len: usize) -> Result<Self> {
+        Ok(Self { buf: LargeBuffer::zeroed(len.max(1), Self::ALIGN)?, len })
+    }
+
+    /// The length in bytes.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// The bytes.
+    pub fn as_slice(&self) -> &[u8] {
+        // SAFETY: the region holds at least `len` initialised (zeroed, then
+        // written through `as_mut_slice`) bytes owned by `self`, and the
+        // shared borrow of `self` excludes writers for the slice's life.
+        unsafe { std::slice::from_raw_parts(self.buf.as_ptr(), self.len) }
+    }
+
+    /// The bytes, mutably.
+    pub fn as_mut_slice(&mut self) -> &mut [u8] {
+        // SAFETY: as in `as_slice`; the exclusive borrow of `self` makes
+        // this the only access for the slice's life.
+        unsafe { std::slice::from_raw_parts_mut(self.buf.as_ptr(), self.len) }
+    }
+}
+
 impl Drop for LargeBuffer {
     fn drop(&mut self) {
         match self.backing {
@@ -112,6 +151,18 @@ impl Drop for LargeBuffer {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn block_buffers_are_aligned_and_sized() {
+        for len in [0, 1, 4096, 5000, 4 << 20] {
+            let mut buf = BlockBuf::zeroed(len).expect("memory");
+            assert_eq!(buf.as_slice().as_ptr() as usize % BlockBuf::ALIGN, 0);
+            assert_eq!(buf.len(), len);
+            assert!(buf.as_slice().iter().all(|b| *b == 0));
+            buf.as_mut_slice().fill(3);
+            assert!(buf.as_slice().iter().all(|b| *b == 3));
+        }
+    }
 
     #[test]
     fn regions_are_zeroed_aligned_and_writable() {

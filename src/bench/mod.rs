@@ -133,9 +133,14 @@ pub(crate) struct BenchArgs {
     #[arg(long)]
     dir_trace: Option<PathBuf>,
     /// Empty the page cache (root) before `--workload scan`, and measure
-    /// the log files' cold sequential read as its yardstick.
+    /// a cold sequential read of a new file of the log's size as its
+    /// yardstick.
     #[arg(long)]
     drop_caches: bool,
+    /// Read and write the log with O_DIRECT, around the page cache (file
+    /// and io-uring devices).
+    #[arg(long)]
+    direct_io: bool,
     /// Print results as JSON lines.
     #[arg(long)]
     json: bool,
@@ -297,7 +302,8 @@ fn bench_values<V: BenchValue>(args: BenchArgs) -> Result<(), Box<dyn std::error
         // `--checkpoint-every` is the bench's own policy.
         .checkpoint_every(None)
         .checkpoint_on_close(false)
-        .disk_budget(args.disk_budget);
+        .disk_budget(args.disk_budget)
+        .direct_io(args.direct_io);
     let builder = match &args.dir {
         Some(dir) => builder.dir(dir),
         None => builder,
@@ -324,7 +330,10 @@ fn bench_values<V: BenchValue>(args: BenchArgs) -> Result<(), Box<dyn std::error
                     std::env::temp_dir().join(format!("oxifaster-bench-{}", std::process::id()))
                 }
             };
-            let device = oxifaster::device::IoUringDevice::open(&dir, 30)?;
+            let device = match args.direct_io {
+                true => oxifaster::device::IoUringDevice::open_direct_io(&dir, 30)?,
+                false => oxifaster::device::IoUringDevice::open(&dir, 30)?,
+            };
             let store = builder.open_with_device(device).map_err(flag_error)?;
             let result = run_all(&store, &args, threads, &values);
             if args.dir.is_none() {

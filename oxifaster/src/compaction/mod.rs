@@ -201,7 +201,7 @@ pub(crate) fn compact<K: Key, V: Value, D: Device>(
     let mut session = Session::internal(inner.clone())?;
     // 1. The range on the device, each page with a durable seal.
     flush_and_sync(&mut session, log, target)?;
-    let mut pages = Pages::new(inner);
+    let mut pages = Pages::new(inner)?;
     if !pages.ends_a_record(from, until)? {
         return bad("not a record boundary");
     }

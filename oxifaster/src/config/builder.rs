@@ -132,6 +132,18 @@ impl<K: Key, V: Value> StoreBuilder<K, V> {
         self.config.segment_size_bits = bits;
         self
     }
+    /// Reads and writes the log's segment files with `O_DIRECT` (Linux;
+    /// default off): the log's pages go to the disk around the page
+    /// cache, and records come back from the disk itself, so a store
+    /// larger than memory neither depends on nor fills the page cache
+    /// (and its cold reads cost what the disk costs). Where the file
+    /// system refuses `O_DIRECT` (tmpfs, for one) I/O stays buffered. See
+    /// the README's section on larger-than-memory stores for when to turn
+    /// it on.
+    pub fn direct_io(mut self, on: bool) -> Self {
+        self.config.direct_io = on;
+        self
+    }
     /// Keeps the store directory (log segments and checkpoints together)
     /// under `bytes` (default: no bound). A background task compacts the
     /// log's older half whenever the log outgrows its share of the budget
@@ -209,7 +221,8 @@ impl<K: Key, V: Value> StoreBuilder<K, V> {
     pub fn recover(self, token: impl AsRef<str>) -> Result<Store<K, V>> {
         let dir = self.require_dir()?;
         let lock = lock_store_dir(&dir)?;
-        let device = open_file_device(&dir, self.config.effective_segment_bits())?;
+        let device =
+            open_file_device(&dir, self.config.effective_segment_bits(), self.config.direct_io)?;
         let inner = recover_store(self.config, device, &dir, token.as_ref())?;
         start(inner, Some(lock), None)
     }
@@ -221,8 +234,8 @@ impl<K: Key, V: Value> StoreBuilder<K, V> {
     pub fn recover_latest(self) -> Result<Store<K, V>> {
         let dir = self.require_dir()?;
         let lock = lock_store_dir(&dir)?;
-        let bits = self.config.effective_segment_bits();
-        self.recover_latest_locked(dir, lock, move |dir| open_file_device(dir, bits))
+        let (bits, direct) = (self.config.effective_segment_bits(), self.config.direct_io);
+        self.recover_latest_locked(dir, lock, move |dir| open_file_device(dir, bits, direct))
     }
 
     /// Recovers the newest intact checkpoint of `dir` (locked), opening
@@ -284,7 +297,7 @@ impl<K: Key, V: Value> StoreBuilder<K, V> {
             // Nothing outlives a temporary store: no durability policy.
             config.checkpoint_every = None;
             config.checkpoint_on_close = false;
-            let device = open_file_device(&dir, config.effective_segment_bits())?;
+            let device = open_file_device(&dir, config.effective_segment_bits(), config.direct_io)?;
             let mut inner = StoreInner::new(config, device, 1)?;
             inner.dir = Some(dir);
             return start(inner, Some(lock), Some(temp));
@@ -292,13 +305,19 @@ impl<K: Key, V: Value> StoreBuilder<K, V> {
         match classify_dir(&dir)? {
             DirContents::Checkpointed => {
                 let lock = lock_store_dir(&dir)?;
-                let bits = self.config.effective_segment_bits();
-                self.recover_latest_locked(dir, lock, move |dir| open_file_device(dir, bits))
+                let (bits, direct) = (self.config.effective_segment_bits(), self.config.direct_io);
+                self.recover_latest_locked(dir, lock, move |dir| {
+                    open_file_device(dir, bits, direct)
+                })
             }
             DirContents::Empty | DirContents::UncheckpointedStore => {
                 let lock = lock_store_dir(&dir)?;
                 let version = next_version(&dir)?;
-                let device = open_file_device(&dir, self.config.effective_segment_bits())?;
+                let device = open_file_device(
+                    &dir,
+                    self.config.effective_segment_bits(),
+                    self.config.direct_io,
+                )?;
                 let inner = StoreInner::new(self.config, device, version)?;
                 start(inner, Some(lock), None)
             }
@@ -388,12 +407,13 @@ fn lock_store_dir(dir: &Path) -> Result<LockFile> {
 }
 
 /// The log's segment files in `dir`, at the size the directory records
-/// (`bits` for a new store).
-fn open_file_device(dir: &Path, bits: u32) -> Result<FileDevice> {
-    FileDevice::open_recorded(dir, bits).map_err(|source| Error::Io {
+/// (`bits` for a new store), with `O_DIRECT` I/O if `direct`.
+fn open_file_device(dir: &Path, bits: u32, direct: bool) -> Result<FileDevice> {
+    let device = FileDevice::open_recorded(dir, bits).map_err(|source| Error::Io {
         context: format!("opening the log in {}", dir.display()),
         source,
-    })
+    })?;
+    Ok(if direct { device.with_direct_io() } else { device })
 }
 
 /// Recovers the newest checkpoint of `dir` that `recover` accepts, skipping

@@ -64,17 +64,18 @@ fn has_segments(dir: &Path) -> io::Result<bool> {
     Ok(false)
 }
 
-/// The block size of direct writes.
-const DIRECT_BLOCK: usize = 4096;
+/// The block size of direct requests.
+pub(crate) const DIRECT_BLOCK: usize = crate::mem::BlockBuf::ALIGN;
 
-/// One segment file: a buffered handle for reads and unaligned writes, and
-/// (on a direct device) an `O_DIRECT` handle for whole-block writes. Linux
-/// keeps the two coherent: a direct write first writes back and then drops
-/// the page-cache pages it covers.
+/// One segment file: a buffered handle, and (on a direct device) an
+/// `O_DIRECT` handle for whole-block requests. Linux keeps the two
+/// coherent: a direct write first writes back and then drops the
+/// page-cache pages it covers, and a direct read first writes back the
+/// dirty pages it covers.
 #[derive(Debug)]
 pub(crate) struct Segment {
     pub(crate) file: File,
-    direct: Option<File>,
+    pub(crate) direct: Option<File>,
 }
 
 /// Segment files in a directory.
@@ -84,6 +85,9 @@ pub struct FileDevice {
     segment_bits: u32,
     /// Whether whole-block writes bypass the page cache.
     direct: bool,
+    /// Whether reads do too (through block-aligned bounce buffers where
+    /// the request is not aligned).
+    pub(crate) direct_reads: bool,
     segments: RwLock<BTreeMap<u64, Arc<Segment>>>,
 }
 
@@ -102,6 +106,7 @@ impl FileDevice {
             dir: dir.as_ref().to_path_buf(),
             segment_bits,
             direct: false,
+            direct_reads: false,
             segments: RwLock::new(BTreeMap::new()),
         })
     }
@@ -150,6 +155,24 @@ impl FileDevice {
         let mut device = Self::open(dir, segment_bits)?;
         device.direct = cfg!(target_os = "linux");
         Ok(device)
+    }
+
+    /// Makes reads bypass the page cache too, on top of
+    /// [`Self::open_direct`]'s writes: whole-block reads go straight to
+    /// the caller's buffer, others through a block-aligned buffer of the
+    /// thread's covering the blocks around them. A store whose data is
+    /// larger than memory then neither depends on nor fills the page
+    /// cache. Where the file system refuses `O_DIRECT`, I/O stays
+    /// buffered.
+    pub fn with_direct_io(mut self) -> Self {
+        self.direct = cfg!(target_os = "linux");
+        self.direct_reads = self.direct;
+        self
+    }
+
+    /// Whether reads bypass the page cache (see [`Self::with_direct_io`]).
+    pub fn direct_io(&self) -> bool {
+        self.direct_reads
     }
 
     /// The directory.
@@ -247,13 +270,75 @@ fn open_direct(path: &Path) -> Option<File> {
     #[cfg(target_os = "linux")]
     {
         use std::os::unix::fs::OpenOptionsExt;
-        OpenOptions::new().write(true).custom_flags(libc::O_DIRECT).open(path).ok()
+        OpenOptions::new().read(true).write(true).custom_flags(libc::O_DIRECT).open(path).ok()
     }
     #[cfg(not(target_os = "linux"))]
     {
         let _ = path;
         None
     }
+}
+
+/// Reads `buf.len()` bytes at `at` through an `O_DIRECT` handle: straight
+/// into `buf` when it is block-aligned, else through the thread's aligned
+/// buffer covering the blocks around it.
+fn read_direct(file: &File, at: u64, buf: &mut [u8]) -> io::Result<()> {
+    if aligned(at, buf) {
+        let need = buf.len();
+        return read_blocks(file, at, buf, need);
+    }
+    let (start, len, skip) = covering_blocks(at, buf.len());
+    BOUNCE.with(|cell| {
+        let mut bounce = cell.borrow_mut();
+        if bounce.as_ref().is_none_or(|b| b.len() < len) {
+            let size = len.next_power_of_two().max(64 << 10);
+            *bounce = Some(crate::mem::BlockBuf::zeroed(size).map_err(io::Error::other)?);
+        }
+        let Some(bounce) = bounce.as_mut() else { return Err(io::Error::other("no buffer")) };
+        let blocks = &mut bounce.as_mut_slice()[..len];
+        read_blocks(file, start, blocks, skip + buf.len())?;
+        buf.copy_from_slice(&blocks[skip..skip + buf.len()]);
+        Ok(())
+    })
+}
+
+/// The whole blocks around `[at, at + len)`: their start, their length,
+/// and where the range starts in them.
+pub(crate) fn covering_blocks(at: u64, len: usize) -> (u64, usize, usize) {
+    let block = DIRECT_BLOCK as u64;
+    let start = at & !(block - 1);
+    let end = (at + len as u64).next_multiple_of(block);
+    (start, (end - start) as usize, (at - start) as usize)
+}
+
+thread_local! {
+    /// A thread's bounce buffer for unaligned direct reads (grown on
+    /// demand, kept for the thread's life).
+    static BOUNCE: std::cell::RefCell<Option<crate::mem::BlockBuf>> =
+        const { std::cell::RefCell::new(None) };
+}
+
+/// Fills `buf` (block-aligned, at a block-aligned `at`) from an `O_DIRECT`
+/// handle until its first `need` bytes are read: a read that ends short of
+/// a block boundary met the end of the file.
+fn read_blocks(file: &File, at: u64, buf: &mut [u8], need: usize) -> io::Result<()> {
+    let mut done = 0;
+    while done < need {
+        match file.read_at(&mut buf[done..], at + done as u64) {
+            Ok(n) => {
+                done += n;
+                if done < need && (n == 0 || !done.is_multiple_of(DIRECT_BLOCK)) {
+                    return Err(io::Error::new(
+                        io::ErrorKind::UnexpectedEof,
+                        "read past the end of a segment",
+                    ));
+                }
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
 }
 
 fn aligned(at: u64, bytes: &[u8]) -> bool {
@@ -278,7 +363,11 @@ impl Device for FileDevice {
     fn read_at(&self, offset: u64, buf: &mut [u8]) -> io::Result<()> {
         for (segment, at, from, n) in self.chunks(offset, buf.len()) {
             let segment = self.segment(segment, false)?;
-            segment.file.read_exact_at(&mut buf[from..from + n], at)?;
+            let part = &mut buf[from..from + n];
+            match &segment.direct {
+                Some(direct) if self.direct_reads => read_direct(direct, at, part)?,
+                _ => segment.file.read_exact_at(part, at)?,
+            }
         }
         Ok(())
     }
@@ -294,6 +383,10 @@ impl Device for FileDevice {
 
     fn write_alignment(&self) -> usize {
         if self.direct { DIRECT_BLOCK } else { 1 }
+    }
+
+    fn direct_reads(&self) -> bool {
+        self.direct_reads
     }
 
     fn end_offset(&self) -> io::Result<u64> {
@@ -372,6 +465,78 @@ mod tests {
         let mut tail = [0u8; 4];
         device.read_at(9000, &mut tail).expect("read kept segment");
         assert_eq!(tail, data[5000..5004]);
+    }
+
+    #[test]
+    fn direct_and_buffered_reads_return_what_was_written() {
+        for direct in [false, true] {
+            let dir = tempfile::tempdir().expect("tempdir");
+            let mut device = FileDevice::open(dir.path(), 14).expect("open");
+            if direct {
+                device = device.with_direct_io();
+            }
+            crate::device::check_reads(&device);
+        }
+    }
+
+    /// The pages of `file` in the page cache.
+    #[cfg(target_os = "linux")]
+    fn cached_pages(file: &File) -> usize {
+        use std::os::fd::AsRawFd;
+        let len = file.metadata().expect("metadata").len() as usize;
+        // SAFETY: a shared read-only mapping of the whole file, unmapped
+        // below; nothing reads through it.
+        let map = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                len,
+                libc::PROT_READ,
+                libc::MAP_SHARED,
+                file.as_raw_fd(),
+                0,
+            )
+        };
+        assert_ne!(map, libc::MAP_FAILED);
+        let mut resident = vec![0u8; len.div_ceil(4096)];
+        // SAFETY: `map` is a mapping of `len` bytes and `resident` has one
+        // byte per 4 KiB page of it.
+        let rc = unsafe { libc::mincore(map, len, resident.as_mut_ptr()) };
+        // SAFETY: the mapping made above, unmapped once.
+        unsafe { libc::munmap(map, len) };
+        assert_eq!(rc, 0);
+        resident.iter().filter(|r| *r & 1 == 1).count()
+    }
+
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn direct_reads_leave_the_page_cache_alone() {
+        use std::os::fd::AsRawFd;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let device = FileDevice::open(dir.path(), 24).expect("open").with_direct_io();
+        let mut data = crate::mem::BlockBuf::zeroed(1 << 20).expect("memory");
+        data.as_mut_slice().iter_mut().enumerate().for_each(|(i, b)| *b = i as u8);
+        device.write_at(0, data.as_slice()).expect("write");
+        let segment = device.segment(0, false).expect("segment");
+        if segment.direct.is_none() {
+            eprintln!("skipped: the file system refuses O_DIRECT");
+            return;
+        }
+        // Written around the cache; drop whatever may be there anyway.
+        // SAFETY: advice on a descriptor the segment keeps open.
+        unsafe { libc::posix_fadvise(segment.file.as_raw_fd(), 0, 0, libc::POSIX_FADV_DONTNEED) };
+        let mut whole = crate::mem::BlockBuf::zeroed(1 << 20).expect("memory");
+        device.read_at(0, whole.as_mut_slice()).expect("read");
+        let mut piece = [0u8; 100];
+        for at in (7..1 << 20).step_by(40_000) {
+            device.read_at(at, &mut piece).expect("read");
+        }
+        assert_eq!(whole.as_slice(), data.as_slice());
+        assert_eq!(cached_pages(&segment.file), 0, "direct reads filled the page cache");
+        // The same reads through the buffered handle do fill it (so the
+        // count above measures something).
+        let buffered = FileDevice::open(dir.path(), 24).expect("open");
+        buffered.read_at(0, whole.as_mut_slice()).expect("read");
+        assert!(cached_pages(&segment.file) > 0, "buffered reads should fill the page cache");
     }
 
     #[test]

@@ -82,6 +82,13 @@ pub trait Device: Send + Sync + 'static {
         1
     }
 
+    /// Whether reads bypass the page cache (`O_DIRECT`): then nothing
+    /// reads ahead of a sequential reader, and one large request beats a
+    /// stream of small ones. Default false.
+    fn direct_reads(&self) -> bool {
+        false
+    }
+
     /// Fills every buffer from its offset. The default reads one after the
     /// other; a device with a submission queue keeps them all in flight.
     fn read_batch(&self, requests: &mut [ReadRequest<'_>]) -> Vec<io::Result<()>> {
@@ -96,4 +103,50 @@ pub struct ReadRequest<'a> {
     pub offset: u64,
     /// The buffer to fill.
     pub buf: &'a mut [u8],
+}
+
+/// Checks a device's reads against what was written: whole blocks and odd
+/// pieces, within and across segments (of 16 KiB), batched, and past the
+/// end (errors).
+#[cfg(test)]
+pub(crate) fn check_reads(device: &dyn Device) {
+    let data: Vec<u8> = (0..40_000u32).map(|i| (i.wrapping_mul(7) % 251) as u8).collect();
+    // Whole blocks from an aligned buffer (direct writes where the device
+    // has them), then an unaligned tail.
+    let mut blocks = crate::mem::BlockBuf::zeroed(32_768).expect("memory");
+    blocks.as_mut_slice().copy_from_slice(&data[..32_768]);
+    device.write_at(0, blocks.as_slice()).expect("write blocks");
+    device.write_at(32_768, &data[32_768..]).expect("write tail");
+    let pieces = [
+        (0, 4096),
+        (0, 1),
+        (5, 100),
+        (4090, 20),
+        (16_380, 10),
+        (12_288, 8192),
+        (100, 39_900),
+        (39_990, 10),
+    ];
+    for (at, len) in pieces {
+        let mut buf = vec![0u8; len];
+        device.read_at(at as u64, &mut buf).unwrap_or_else(|e| panic!("read {at}+{len}: {e}"));
+        assert_eq!(buf, data[at..at + len], "read {at}+{len}");
+        if at % 4096 == 0 && len % 4096 == 0 {
+            let mut aligned = crate::mem::BlockBuf::zeroed(len).expect("memory");
+            device.read_at(at as u64, aligned.as_mut_slice()).expect("aligned read");
+            assert_eq!(aligned.as_slice(), &data[at..at + len], "aligned read {at}+{len}");
+        }
+    }
+    let mut bufs: Vec<Vec<u8>> = pieces.iter().map(|&(_, len)| vec![0u8; len]).collect();
+    let mut requests: Vec<ReadRequest<'_>> = bufs
+        .iter_mut()
+        .zip(pieces)
+        .map(|(buf, (at, _))| ReadRequest { offset: at as u64, buf })
+        .collect();
+    assert!(device.read_batch(&mut requests).iter().all(Result::is_ok), "batch");
+    for (buf, (at, len)) in bufs.iter().zip(pieces) {
+        assert_eq!(buf[..], data[at..at + len], "batched read {at}+{len}");
+    }
+    assert!(device.read_at(39_995, &mut [0u8; 10]).is_err(), "a read past the end");
+    assert!(device.read_at(1 << 20, &mut [0u8; 1]).is_err(), "a read of a missing segment");
 }

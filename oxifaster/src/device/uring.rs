@@ -44,14 +44,29 @@ pub struct IoUringDevice {
 /// One operation on one segment.
 struct Operation {
     file: Arc<super::file::Segment>,
+    /// Through the segment's `O_DIRECT` handle.
+    direct: bool,
     ptr: *mut u8,
     len: usize,
+    /// Done once this many bytes are transferred (a direct read may stop
+    /// short of `len` at the end of the file past what it needs).
+    need: usize,
     offset: u64,
     write: bool,
     done: usize,
     result: Option<io::Result<()>>,
     /// The request of the caller this operation serves.
     request: usize,
+    /// For an unaligned direct read: the aligned buffer read into, and
+    /// where the caller's bytes are in it and go to.
+    bounce: Option<Bounce>,
+}
+
+struct Bounce {
+    buf: crate::mem::BlockBuf,
+    skip: usize,
+    dest: *mut u8,
+    len: usize,
 }
 
 impl IoUringDevice {
@@ -60,6 +75,13 @@ impl IoUringDevice {
     pub fn open(dir: impl AsRef<Path>, segment_bits: u32) -> io::Result<Self> {
         IoUring::new(8)?;
         Ok(Self { files: FileDevice::open(dir, segment_bits)? })
+    }
+
+    /// A device like [`Self::open`] whose reads and whole-block writes
+    /// bypass the page cache (see [`FileDevice::with_direct_io`]).
+    pub fn open_direct_io(dir: impl AsRef<Path>, segment_bits: u32) -> io::Result<Self> {
+        IoUring::new(8)?;
+        Ok(Self { files: FileDevice::open(dir, segment_bits)?.with_direct_io() })
     }
 
     /// Splits a request into per-segment operations.
@@ -73,17 +95,38 @@ impl IoUringDevice {
         out: &mut Vec<Operation>,
     ) -> io::Result<()> {
         for (segment, at, from, n) in self.files.chunks(offset, len) {
-            out.push(Operation {
-                file: self.files.segment(segment, write)?,
-                // SAFETY: `from + n <= len`: the chunk lies inside the buffer.
-                ptr: unsafe { ptr.add(from) },
+            let file = self.files.segment(segment, write)?;
+            // SAFETY: `from + n <= len`: the chunk lies inside the buffer.
+            let ptr = unsafe { ptr.add(from) };
+            let direct = file.direct.is_some() && (write || self.files.direct_reads);
+            let block = super::file::DIRECT_BLOCK;
+            let aligned = at.is_multiple_of(block as u64)
+                && n.is_multiple_of(block)
+                && (ptr as usize).is_multiple_of(block);
+            let mut op = Operation {
+                file,
+                direct: direct && aligned,
+                ptr,
                 len: n,
+                need: n,
                 offset: at,
                 write,
                 done: 0,
                 result: None,
                 request,
-            });
+                bounce: None,
+            };
+            if direct && !aligned && !write {
+                let (start, blocks, skip) = super::file::covering_blocks(at, n);
+                let mut buf = crate::mem::BlockBuf::zeroed(blocks).map_err(io::Error::other)?;
+                op.direct = true;
+                op.ptr = buf.as_mut_slice().as_mut_ptr();
+                op.len = blocks;
+                op.need = skip + n;
+                op.offset = start;
+                op.bounce = Some(Bounce { buf, skip, dest: ptr, len: n });
+            }
+            out.push(op);
         }
         Ok(())
     }
@@ -118,7 +161,10 @@ impl IoUringDevice {
                 if in_flight == RING_ENTRIES as usize {
                     break;
                 }
-                let fd = types::Fd(op.file.file.as_raw_fd());
+                let fd = match (&op.file.direct, op.direct) {
+                    (Some(direct), true) => types::Fd(direct.as_raw_fd()),
+                    _ => types::Fd(op.file.file.as_raw_fd()),
+                };
                 let remaining = (op.len - op.done).min(u32::MAX as usize) as u32;
                 // SAFETY: `done < len`, so the pointer stays inside the buffer.
                 let ptr = unsafe { op.ptr.add(op.done) };
@@ -179,8 +225,15 @@ impl IoUringDevice {
                     )));
                 } else {
                     op.done += res as usize;
-                    if op.done >= op.len {
+                    if op.done >= op.need {
                         op.result = Some(Ok(()));
+                    } else if op.direct && !op.done.is_multiple_of(super::file::DIRECT_BLOCK) {
+                        // A direct transfer ends short of a block only at
+                        // the end of the file.
+                        op.result = Some(Err(io::Error::new(
+                            io::ErrorKind::UnexpectedEof,
+                            "read past the end of a segment",
+                        )));
                     }
                 }
             }
@@ -193,6 +246,13 @@ impl IoUringDevice {
     fn finish(operations: Vec<Operation>, requests: usize) -> Vec<io::Result<()>> {
         let mut results: Vec<io::Result<()>> = (0..requests).map(|_| Ok(())).collect();
         for op in operations {
+            if let (Some(Ok(())), Some(bounce)) = (&op.result, &op.bounce) {
+                let bytes = &bounce.buf.as_slice()[bounce.skip..bounce.skip + bounce.len];
+                // SAFETY: `dest` points at `len` bytes of the caller's
+                // buffer, still borrowed by the running call; the bounce
+                // buffer is ours, so the two do not overlap.
+                unsafe { std::ptr::copy_nonoverlapping(bytes.as_ptr(), bounce.dest, bounce.len) };
+            }
             if let Some(Err(e)) = op.result
                 && let Some(slot) = results.get_mut(op.request)
                 && slot.is_ok()
@@ -236,6 +296,14 @@ impl Device for IoUringDevice {
         self.files.end_offset()
     }
 
+    fn write_alignment(&self) -> usize {
+        self.files.write_alignment()
+    }
+
+    fn direct_reads(&self) -> bool {
+        self.files.direct_reads()
+    }
+
     fn read_batch(&self, requests: &mut [ReadRequest<'_>]) -> Vec<io::Result<()>> {
         let mut ops = Vec::new();
         let mut planned: Vec<io::Result<()>> = Vec::with_capacity(requests.len());
@@ -263,6 +331,16 @@ impl Device for IoUringDevice {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn direct_and_buffered_reads_return_what_was_written() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        crate::device::check_reads(&IoUringDevice::open(dir.path(), 14).expect("io_uring"));
+        let dir = tempfile::tempdir().expect("tempdir");
+        crate::device::check_reads(
+            &IoUringDevice::open_direct_io(dir.path(), 14).expect("io_uring"),
+        );
+    }
 
     #[test]
     fn batches_of_reads_and_spanning_writes_round_trip() {

@@ -859,6 +859,12 @@ impl<D: Device> LogReader<D> {
         self.shared.read_from_device(address, buf)
     }
 
+    /// Whether the device's reads bypass the page cache (see
+    /// [`Device::direct_reads`]).
+    pub fn direct_reads(&self) -> bool {
+        self.shared.device.direct_reads()
+    }
+
     /// Reads a batch from the device (see [`Device::read_batch`]); errors
     /// name the log address.
     pub fn read_batch(&self, requests: &mut [crate::device::ReadRequest<'_>]) -> Vec<Result<()>> {

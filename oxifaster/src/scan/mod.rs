@@ -152,7 +152,7 @@ impl<K: Key, V: Value, D: Device> Reader<K, V, D> {
     fn new(store: &Store<K, V, D>) -> Result<Self> {
         let pin = ScanPin::new(&store.inner);
         let session = Session::for_scan(store.open.clone())?;
-        let pages = Pages::new(&store.inner);
+        let pages = Pages::new(&store.inner)?;
         let shape = pages.shape;
         Ok(Self { session, pages, shape, at: 0, to: 0, ahead: None, _pin: pin })
     }
@@ -171,7 +171,7 @@ impl<K: Key, V: Value, D: Device> Reader<K, V, D> {
 
     /// The read-ahead's copy of `at`'s page, if it has one (taken in
     /// address order: pages below it that were not asked for are dropped).
-    fn read_ahead_page(&mut self, at: u64) -> Option<(u64, crate::record::AlignedBytes)> {
+    fn read_ahead_page(&mut self, at: u64) -> Option<(u64, pages::PageBuf)> {
         let page = at & !(self.pages.page_size - 1);
         let ahead = self.ahead.as_ref()?;
         ahead.take(page).map(|bytes| (page, bytes))
@@ -188,7 +188,7 @@ impl<K: Key, V: Value, D: Device> Reader<K, V, D> {
     }
 
     /// Gives a page buffer back to the read-ahead.
-    fn give_back(&mut self, bytes: Option<crate::record::AlignedBytes>) {
+    fn give_back(&mut self, bytes: Option<pages::PageBuf>) {
         if let (Some(ahead), Some(bytes)) = (&self.ahead, bytes) {
             ahead.give_back(bytes);
         }
@@ -421,7 +421,10 @@ impl<K: Key, V: Value, D: Device> LiveScan<K, V, D> {
             let next = self.reader.pages.chunk_end(at, self.reader.to);
             if next < self.reader.to {
                 let preloaded = self.reader.read_ahead_page(next);
-                let spare = helper.spare.take().unwrap_or_else(|| self.reader.pages.spare_chunk());
+                let spare = match helper.spare.take() {
+                    Some(spare) => spare,
+                    None => self.reader.pages.spare_chunk()?,
+                };
                 helper.send(Request { at: next, to: self.reader.to, chunk: spare, preloaded });
             }
         }
@@ -510,7 +513,7 @@ struct Batch {
     hashes: Vec<u64>,
     settled: Vec<Settle>,
     /// A page buffer for the read-ahead.
-    spent: Option<crate::record::AlignedBytes>,
+    spent: Option<pages::PageBuf>,
 }
 
 /// What the helper is asked to read: `[at, to)`'s part from `at`, into a
@@ -519,7 +522,7 @@ struct Request {
     at: u64,
     to: u64,
     chunk: Chunk,
-    preloaded: Option<(u64, crate::record::AlignedBytes)>,
+    preloaded: Option<(u64, pages::PageBuf)>,
 }
 
 /// A live scan's helper thread: it reads and settles the parts it is sent,
@@ -544,7 +547,7 @@ impl Helper {
         let (requests, inbox) = std::sync::mpsc::sync_channel::<Request>(1);
         let (outbox, results) = std::sync::mpsc::sync_channel(1);
         let mut session = Session::internal(inner.clone())?;
-        let mut pages = Pages::new(inner);
+        let mut pages = Pages::new(inner)?;
         let thread = std::thread::Builder::new()
             .name("oxifaster-scan".into())
             .spawn(move || {

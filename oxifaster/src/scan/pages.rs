@@ -6,7 +6,11 @@ use crate::address::Address;
 use crate::checkpoint;
 use crate::device::Device;
 use crate::hlog::seal;
-use crate::record::{AlignedBytes, Key, Value};
+use crate::record::{Key, Value};
+
+/// A page buffer: block-aligned, so that direct I/O reads into it with no
+/// copy.
+pub(crate) type PageBuf = crate::mem::BlockBuf;
 use crate::store::StoreInner;
 use crate::store::record::{RecordFormat, RecordInfo, RecordShape, pad8};
 use crate::{Error, Result};
@@ -50,15 +54,15 @@ pub(crate) struct Pages<D> {
     pub(crate) begin: u64,
     /// Dead ranges left by recoveries (nothing was written there).
     gaps: Vec<(u64, u64)>,
-    buf: AlignedBytes,
+    buf: PageBuf,
     /// The part of `buf` the last [`Pages::read_chunk`] filled.
     chunk: std::ops::Range<usize>,
     /// The valid records of that chunk (reused).
     pub(crate) records: Vec<PageRecord>,
     /// A page already read from the device (by a read-ahead), used
     /// instead of reading it again, and a buffer no longer needed.
-    preloaded: Option<(u64, AlignedBytes)>,
-    spent: Option<AlignedBytes>,
+    preloaded: Option<(u64, PageBuf)>,
+    spent: Option<PageBuf>,
     /// Pages below this were only on the device when this was made.
     pub(crate) on_device: u64,
 }
@@ -68,22 +72,22 @@ pub(crate) struct Pages<D> {
 pub(crate) type FromMemory<'m> = &'m mut dyn FnMut(u64, u64, &mut [u8]) -> Result<bool>;
 
 impl<D: Device> Pages<D> {
-    pub(crate) fn new<K: Key, V: Value>(inner: &StoreInner<K, V, D>) -> Self {
+    pub(crate) fn new<K: Key, V: Value>(inner: &StoreInner<K, V, D>) -> Result<Self> {
         let log = &inner.log;
-        Self {
+        Ok(Self {
             reader: log.reader(),
             shape: RecordFormat::<K, V>::shape(),
             page_size: log.page_size(),
             begin: log.begin_address().raw(),
             gaps: inner.checkpoints.gaps.lock().unwrap_or_else(|p| p.into_inner()).clone(),
-            buf: AlignedBytes::zeroed(log.page_size() as usize),
+            buf: PageBuf::zeroed(log.page_size() as usize)?,
             chunk: 0..0,
             records: Vec::new(),
             preloaded: None,
             spent: None,
             on_device: log.head_address().raw().min(log.flushed_until_address().raw())
                 & !(log.page_size() - 1),
-        }
+        })
     }
 
     /// A reader of this log's device.
@@ -98,7 +102,7 @@ impl<D: Device> Pages<D> {
 
     /// Offers the page at `page`, read from the device (whole), for the
     /// next read of that page.
-    pub(crate) fn preload(&mut self, page: u64, bytes: AlignedBytes) {
+    pub(crate) fn preload(&mut self, page: u64, bytes: PageBuf) {
         if let Some((_, old)) = self.preloaded.replace((page, bytes)) {
             self.spent = Some(old);
         }
@@ -106,7 +110,7 @@ impl<D: Device> Pages<D> {
 
     /// A page buffer this reader no longer needs (after a preloaded page
     /// was used or passed over).
-    pub(crate) fn take_spent(&mut self) -> Option<AlignedBytes> {
+    pub(crate) fn take_spent(&mut self) -> Option<PageBuf> {
         self.spent.take()
     }
 
@@ -232,12 +236,12 @@ impl<D: Device> Pages<D> {
     }
 
     /// A spare chunk of this reader's page size.
-    pub(crate) fn spare_chunk(&self) -> Chunk {
-        Chunk {
-            buf: AlignedBytes::zeroed(self.page_size as usize),
+    pub(crate) fn spare_chunk(&self) -> Result<Chunk> {
+        Ok(Chunk {
+            buf: PageBuf::zeroed(self.page_size as usize)?,
             range: 0..0,
             records: Vec::new(),
-        }
+        })
     }
 
     /// The bytes the last [`Pages::read_chunk`] read (its records'
@@ -250,7 +254,7 @@ impl<D: Device> Pages<D> {
 /// A chunk's bytes and records, moved between readers (see
 /// [`Pages::swap_chunk`]).
 pub(crate) struct Chunk {
-    buf: AlignedBytes,
+    buf: PageBuf,
     range: std::ops::Range<usize>,
     records: Vec<PageRecord>,
 }

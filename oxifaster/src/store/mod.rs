@@ -97,6 +97,9 @@ pub struct StoreConfig {
     /// The bytes the store directory (log segments and checkpoints) may
     /// take; `None`: no bound. Default `None`.
     pub disk_budget: Option<u64>,
+    /// Whether the log's segment files are read and written with
+    /// `O_DIRECT` (Linux), around the page cache. Default false.
+    pub direct_io: bool,
 }
 
 impl Default for StoreConfig {
@@ -117,6 +120,7 @@ impl Default for StoreConfig {
             max_pending: 1 << 16,
             segment_size_bits: crate::device::DEFAULT_SEGMENT_SIZE_BITS,
             disk_budget: None,
+            direct_io: false,
         }
     }
 }
