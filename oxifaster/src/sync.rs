@@ -6,9 +6,9 @@
 //! usual.)
 
 #[cfg(oxifaster_loom)]
-pub(crate) use loom::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering, fence};
+pub(crate) use loom::sync::atomic::{AtomicBool, AtomicPtr, AtomicU64, AtomicU8, AtomicUsize, Ordering, fence};
 #[cfg(not(oxifaster_loom))]
-pub(crate) use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering, fence};
+pub(crate) use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicU64, AtomicU8, AtomicUsize, Ordering, fence};
 
 /// Gives way to other threads in a wait loop: under loom, a loom yield
 /// (a spin loop must yield for loom to schedule the thread it waits for).

@@ -164,11 +164,13 @@ impl HashIndex {
         // Overflow allocation waits while the dump runs, so that every
         // bucket a chain links to has a number in the file.
         let overflow = self.overflow.lock().unwrap_or_else(|p| p.into_inner());
-        let numbers: HashMap<*const HashBucket, u64> = overflow
+        let chained: Vec<&HashBucket> = overflow.in_use.iter().map(|&i| &*overflow.owned[i]).collect();
+        let numbers: HashMap<*const HashBucket, u64> = chained
             .iter()
             .enumerate()
-            .map(|(i, b)| (&**b as *const HashBucket, i as u64 + 1))
+            .map(|(i, b)| (*b as *const HashBucket, i as u64 + 1))
             .collect();
+        let table = self.table();
         out.write_all(&[0u8; HEADER_SIZE])?;
         // Buckets are encoded into a chunk, which is hashed and written
         // whole: hashing 64 bytes at a time costs more than the copy.
@@ -193,19 +195,20 @@ impl HashIndex {
             }
             Ok::<(), std::io::Error>(())
         };
-        for index in 0..self.table_size() {
-            write_bucket(Some(self.bucket_at(index)), out)?;
+        for index in 0..table.size() {
+            write_bucket(Some(table.bucket_at(index)), out)?;
         }
-        for bucket in overflow.iter() {
+        for bucket in &chained {
             write_bucket(Some(bucket), out)?;
         }
         write_bucket(None, out)?;
         let header = IndexFileHeader {
-            table_size: self.table_size(),
-            overflow_buckets: overflow.len() as u64,
+            table_size: table.size(),
+            overflow_buckets: chained.len() as u64,
             log_start,
             log_end: log_end(),
         };
+        drop(chained);
         drop(overflow);
         let header_bytes = header.encode();
         let trailer = checksum(&header_bytes, &chunk_hashes);
@@ -283,7 +286,7 @@ impl HashIndex {
         // SAFETY: the index was just created and is not shared, so nothing
         // else refers to its table; the table is `main_bytes` long, and any
         // bytes are a valid bucket (atomics only).
-        let table = unsafe { std::slice::from_raw_parts_mut(index.table.as_ptr(), main_bytes) };
+        let table = unsafe { std::slice::from_raw_parts_mut(index.table().buf.as_ptr(), main_bytes) };
         let whole = main_bytes / CHUNK;
         let (direct, partial) = table.split_at_mut(whole * CHUNK);
         let (hashes_direct, _) = chunk_hashes.split_at_mut(whole);
@@ -376,7 +379,9 @@ impl HashIndex {
                 overflow[(number - header.table_size) as usize].set_next(target);
             }
         }
-        *index.overflow.lock().unwrap_or_else(|p| p.into_inner()) = std::mem::take(&mut overflow);
+        let in_use = (0..overflow.len()).collect();
+        *index.overflow.lock().unwrap_or_else(|p| p.into_inner()) =
+            super::Overflow { owned: std::mem::take(&mut overflow), free: Vec::new(), in_use };
         Ok((index, header))
     }
 
@@ -394,8 +399,8 @@ impl HashIndex {
             visit(self.bucket_at(index), &mut f);
         }
         let overflow = self.overflow.lock().unwrap_or_else(|p| p.into_inner());
-        for bucket in overflow.iter() {
-            visit(bucket, &mut f);
+        for &i in &overflow.in_use {
+            visit(&overflow.owned[i], &mut f);
         }
     }
 }

@@ -22,6 +22,7 @@
 
 mod bucket;
 mod checkpoint;
+pub mod grow;
 
 pub use bucket::{HashBucket, HashBucketEntry};
 #[doc(hidden)]
@@ -36,22 +37,105 @@ use std::sync::Mutex;
 use crate::address::Address;
 #[cfg(not(oxifaster_loom))]
 use crate::mem::LargeBuffer;
-use crate::sync::{AtomicU64, Ordering};
+use crate::sync::{AtomicPtr, AtomicU64, Ordering};
 
 /// The hash index.
 pub struct HashIndex {
+    /// The table operations use: replaced only by growth, while no
+    /// operation uses the index (see [`grow`]), and freed only when the
+    /// index is dropped or after it was retired
+    /// ([`HashIndex::retire_table`]).
+    table: AtomicPtr<Table>,
+    /// Owns every overflow bucket; only allocation takes the lock. Boxed so
+    /// that a bucket's address never changes when the vector grows. A
+    /// retired table's overflow buckets are zeroed and listed in `free`
+    /// for the next allocations.
+    #[allow(clippy::vec_box)]
+    overflow: Mutex<Overflow>,
+    /// A growth's state.
+    grow: grow::Growth,
+}
+
+/// The overflow buckets: every one allocated, and those free for reuse.
+#[derive(Default)]
+struct Overflow {
+    #[allow(clippy::vec_box)]
+    owned: Vec<Box<HashBucket>>,
+    /// Indexes into `owned` of zeroed buckets no chain links.
+    free: Vec<usize>,
+    /// Indexes into `owned` of the buckets the current table's chains use.
+    in_use: Vec<usize>,
+}
+
+/// A table of main buckets.
+pub(crate) struct Table {
     /// `mask + 1` zero-initialised buckets (all-zero is a valid, empty
     /// bucket).
     #[cfg(not(oxifaster_loom))]
-    table: LargeBuffer,
+    buf: LargeBuffer,
     /// Under loom, whose atomics cannot be zero-initialised: built ones.
     #[cfg(oxifaster_loom)]
-    table: Box<[HashBucket]>,
+    buf: Box<[HashBucket]>,
     mask: u64,
-    /// Owns every overflow bucket; only allocation takes the lock. Boxed so
-    /// that a bucket's address never changes when the vector grows.
-    #[allow(clippy::vec_box)]
-    overflow: Mutex<Vec<Box<HashBucket>>>,
+}
+
+impl Table {
+    fn new(table_size: u64) -> crate::Result<Self> {
+        if !table_size.is_power_of_two() || table_size > MAX_TABLE_SIZE {
+            return Err(crate::Error::InvalidConfig {
+                what: "table_size",
+                why: format!("{table_size} is not a power of two between 1 and 2^40"),
+            });
+        }
+        let bytes = usize::try_from(table_size)
+            .ok()
+            .and_then(|n| n.checked_mul(size_of::<HashBucket>()))
+            .ok_or(crate::Error::OutOfMemory { bytes: usize::MAX })?;
+        #[cfg(not(oxifaster_loom))]
+        let buf = LargeBuffer::zeroed(bytes, align_of::<HashBucket>())?;
+        #[cfg(oxifaster_loom)]
+        let buf = {
+            let _ = bytes;
+            (0..table_size).map(|_| HashBucket::default()).collect()
+        };
+        Ok(Self { buf, mask: table_size - 1 })
+    }
+
+    #[inline(always)]
+    fn size(&self) -> u64 {
+        self.mask + 1
+    }
+
+    #[cfg(oxifaster_loom)]
+    fn bucket_at(&self, index: u64) -> &HashBucket {
+        &self.buf[(index & self.mask) as usize]
+    }
+
+    #[cfg(not(oxifaster_loom))]
+    #[inline(always)]
+    fn bucket_at(&self, index: u64) -> &HashBucket {
+        let index = (index & self.mask) as usize;
+        // SAFETY: `index <= mask`, and the table holds `mask + 1` buckets,
+        // 64-byte aligned, zero-initialised (a valid empty bucket: atomics
+        // only), living as long as `self`.
+        unsafe { &*self.buf.as_ptr().cast::<HashBucket>().add(index) }
+    }
+}
+
+impl Overflow {
+    /// A zeroed bucket for a chain of the current table (a free one, or a
+    /// new one), as a pointer that lives as long as the index.
+    fn take(&mut self) -> *const HashBucket {
+        let index = match self.free.pop() {
+            Some(index) => index,
+            None => {
+                self.owned.push(Box::new(HashBucket::default()));
+                self.owned.len() - 1
+            }
+        };
+        self.in_use.push(index);
+        &*self.owned[index]
+    }
 }
 
 impl std::fmt::Debug for HashIndex {
@@ -60,6 +144,20 @@ impl std::fmt::Debug for HashIndex {
             .field("buckets", &self.table_size())
             .field("overflow_buckets", &self.overflow_buckets())
             .finish()
+    }
+}
+
+/// The largest table: 2^40 buckets (64 TiB of index).
+pub const MAX_TABLE_SIZE: u64 = 1 << 40;
+
+impl Drop for HashIndex {
+    fn drop(&mut self) {
+        let table = self.table.load(Ordering::Acquire);
+        // SAFETY: the current table was made by `Box::into_raw` (in `new`
+        // or by a growth) and is freed only here; nothing else can use the
+        // index while it is dropped.
+        drop(unsafe { Box::from_raw(table) });
+        self.grow.drop_pending();
     }
 }
 
@@ -92,29 +190,28 @@ pub struct EntrySlot<'a> {
 impl HashIndex {
     /// An index of `table_size` buckets; `table_size` must be a power of two.
     pub fn new(table_size: u64) -> crate::Result<Self> {
-        if !table_size.is_power_of_two() || table_size > 1 << 40 {
-            return Err(crate::Error::InvalidConfig {
-                what: "table_size",
-                why: format!("{table_size} is not a power of two between 1 and 2^40"),
-            });
-        }
-        let bytes = usize::try_from(table_size)
-            .ok()
-            .and_then(|n| n.checked_mul(size_of::<HashBucket>()))
-            .ok_or(crate::Error::OutOfMemory { bytes: usize::MAX })?;
-        #[cfg(not(oxifaster_loom))]
-        let table = LargeBuffer::zeroed(bytes, align_of::<HashBucket>())?;
-        #[cfg(oxifaster_loom)]
-        let table = {
-            let _ = bytes;
-            (0..table_size).map(|_| HashBucket::default()).collect()
-        };
-        Ok(Self { table, mask: table_size - 1, overflow: Mutex::new(Vec::new()) })
+        let table = Box::into_raw(Box::new(Table::new(table_size)?));
+        Ok(Self {
+            table: AtomicPtr::new(table),
+            overflow: Mutex::new(Overflow::default()),
+            grow: grow::Growth::default(),
+        })
+    }
+
+    /// The current table.
+    #[inline(always)]
+    fn table(&self) -> &Table {
+        // SAFETY: the pointer is always a live table: set from
+        // `Box::into_raw` in `new` or when a growth publishes its new table
+        // (Release, read with Acquire here); a table a growth replaced is
+        // freed only by `retire_table`, whose contract is that no thread
+        // still uses a reference obtained before the replacement.
+        unsafe { &*self.table.load(Ordering::Acquire) }
     }
 
     /// The number of main buckets.
     pub fn table_size(&self) -> u64 {
-        self.mask + 1
+        self.table().size()
     }
 
     /// The table's size and fill, counted now (walks every bucket).
@@ -132,29 +229,20 @@ impl HashIndex {
         }
     }
 
-    /// The number of overflow buckets allocated so far.
+    /// The number of overflow buckets the current table's chains use.
     pub fn overflow_buckets(&self) -> usize {
-        self.overflow.lock().map(|v| v.len()).unwrap_or(0)
+        self.overflow.lock().map(|o| o.in_use.len()).unwrap_or(0)
     }
 
     #[inline(always)]
     fn bucket(&self, hash: u64) -> &HashBucket {
-        self.bucket_at(hash & self.mask)
+        let table = self.table();
+        table.bucket_at(hash & table.mask)
     }
 
-    #[cfg(oxifaster_loom)]
-    fn bucket_at(&self, index: u64) -> &HashBucket {
-        &self.table[(index & self.mask) as usize]
-    }
-
-    #[cfg(not(oxifaster_loom))]
     #[inline(always)]
     fn bucket_at(&self, index: u64) -> &HashBucket {
-        let index = (index & self.mask) as usize;
-        // SAFETY: `index <= mask`, and the table holds `mask + 1` buckets,
-        // 64-byte aligned, zero-initialised (a valid empty bucket: atomics
-        // only), living as long as `self`.
-        unsafe { &*self.table.as_ptr().cast::<HashBucket>().add(index) }
+        self.table().bucket_at(index)
     }
 
     /// Asks the CPU to start loading `hash`'s bucket (for loops that look
@@ -324,14 +412,12 @@ impl HashIndex {
     /// Links a new overflow bucket after `tail` (or returns the one another
     /// thread linked first).
     fn append_overflow<'a>(&'a self, tail: &'a HashBucket) -> &'a HashBucket {
-        let mut owned = self.overflow.lock().unwrap_or_else(|poison| poison.into_inner());
+        let mut overflow = self.overflow.lock().unwrap_or_else(|poison| poison.into_inner());
         // Under the allocation lock, a racing allocator may have linked one.
         if let Some(next) = tail.next() {
             return next;
         }
-        let new = Box::new(HashBucket::default());
-        let ptr: *const HashBucket = &*new;
-        owned.push(new);
+        let ptr = overflow.take();
         tail.set_next(ptr);
         // SAFETY: the bucket is owned by `self.overflow`, which never drops
         // or moves a boxed bucket before `self` is dropped.

@@ -1,0 +1,441 @@
+//! Growing the hash index: its table doubles online (FASTER's GrowIndex).
+//!
+//! ## Protocol
+//!
+//! The table lives behind [`HashIndex`]'s table pointer. One growth runs at
+//! a time, in three phases ([`GrowPhase`]):
+//!
+//! 1. **Prepare** ([`HashIndex::start_grow`]): the new table (twice the
+//!    buckets, zeroed) is allocated and the phase published. Every
+//!    operation checks the phase after protecting itself in the epoch; in
+//!    any phase but `Rest` it does not touch the index but helps or waits.
+//!    The caller bumps the epoch with an action that moves to `Split`
+//!    ([`HashIndex::begin_split`]): the action runs once every thread
+//!    protected at the bump has refreshed, that is, finished the operation
+//!    it was in — so from `Split` on nobody writes the old table.
+//! 2. **Split** ([`HashIndex::split`]): threads claim chunks of old buckets
+//!    and split each bucket chain `i` into new buckets `i` and `i + n` (`n`
+//!    the old size) by the hash bit the new mask adds. An entry whose record
+//!    is in memory goes to its record's side; its chain is followed back to
+//!    the first record of the other side, whose address becomes that side's
+//!    entry (same tag). An entry whose record is not in memory (on the
+//!    device, or gone) goes to both sides: chains keep linking records of
+//!    both sides, which costs a longer walk for some keys on the device and
+//!    never a wrong answer (a walk compares keys). Only the claimer of old
+//!    bucket `i` writes new buckets `i` and `i + n`.
+//! 3. The thread that finishes the last chunk publishes the new table
+//!    (Release) and then the phase `Rest`; operations that waited load the
+//!    phase (Acquire) and then the table. The old table is kept until
+//!    [`HashIndex::release_retired`] is called after an epoch drain (no
+//!    operation that began before the swap still runs); its overflow
+//!    buckets are zeroed and reused by the new table's chains.
+//!
+//! **Invariant**: while the phase is not `Rest`, no thread writes to the
+//! current table, and each bucket of the new table has one writer.
+//!
+//! What the caller must add (the store does not grow its index yet): a
+//! phase check at the start of every operation, and, since an operation
+//! may refresh its epoch protection in its middle (waiting for a frame,
+//! retrying), a check before every use of an index slot obtained before
+//! such a refresh that no growth started meanwhile — else the epoch drain
+//! of step 1 could pass an operation that still writes the old table. The
+//! unit tests below check splits against a model log (records in memory
+//! and on the device, several growths, overflow buckets reused).
+
+use std::sync::Mutex;
+
+use super::bucket::HashBucketEntry;
+use super::{HashIndex, MAX_TABLE_SIZE, Table};
+use crate::address::Address;
+use crate::sync::{AtomicPtr, AtomicU8, AtomicU64, Ordering};
+
+/// Where a growth of the index is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GrowPhase {
+    /// No growth: operations use the table.
+    Rest,
+    /// A growth waits for the operations that use the table to finish.
+    Prepare,
+    /// Threads split the old table's buckets into the new one.
+    Split,
+}
+
+const REST: u8 = 0;
+const PREPARE: u8 = 1;
+const SPLIT: u8 = 2;
+
+/// Old buckets per chunk a splitter claims.
+const CHUNK_BUCKETS: u64 = 1 << 12;
+
+/// What a splitter learns of a record of a chain.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Traced {
+    /// In memory: its key's hash, and the previous record of its chain.
+    Memory {
+        /// The key's hash.
+        hash: u64,
+        /// The previous record's address.
+        previous: Address,
+    },
+    /// Not in memory (on the device, or gone): an entry keeps pointing at
+    /// it from both sides.
+    Elsewhere,
+}
+
+/// A growth's state (see the module's protocol).
+pub(crate) struct Growth {
+    phase: AtomicU8,
+    /// The table being filled (null at rest).
+    new: AtomicPtr<Table>,
+    next_chunk: AtomicU64,
+    chunks_done: AtomicU64,
+    /// The old table's overflow buckets, set aside when the split starts.
+    old_overflow: Mutex<Vec<usize>>,
+    /// Tables a growth replaced, with the overflow buckets their chains
+    /// used, until they are released.
+    retired: Mutex<Vec<(Box<Table>, Vec<usize>)>>,
+    /// Growths completed.
+    pub(crate) completed: AtomicU64,
+}
+
+impl Default for Growth {
+    fn default() -> Self {
+        Self {
+            phase: AtomicU8::new(REST),
+            new: AtomicPtr::new(std::ptr::null_mut()),
+            next_chunk: AtomicU64::new(0),
+            chunks_done: AtomicU64::new(0),
+            old_overflow: Mutex::new(Vec::new()),
+            retired: Mutex::new(Vec::new()),
+            completed: AtomicU64::new(0),
+        }
+    }
+}
+
+impl Growth {
+    /// Frees a table being filled (the index is dropped mid-growth).
+    pub(super) fn drop_pending(&mut self) {
+        let new = self.new.swap(std::ptr::null_mut(), Ordering::AcqRel);
+        if !new.is_null() {
+            // SAFETY: made by `Box::into_raw` in `start_grow`, published
+            // nowhere else; the index is being dropped.
+            drop(unsafe { Box::from_raw(new) });
+        }
+    }
+}
+
+/// Twice `size`, if a table may have that many buckets.
+fn doubled(size: u64) -> crate::Result<u64> {
+    match size.checked_mul(2) {
+        Some(doubled) if doubled <= MAX_TABLE_SIZE => Ok(doubled),
+        _ => Err(crate::Error::InvalidConfig {
+            what: "table_size",
+            why: format!("the index cannot grow past 2^40 buckets (it has {size})"),
+        }),
+    }
+}
+
+impl HashIndex {
+    /// The phase of a growth (`Rest` when none runs).
+    #[inline(always)]
+    pub fn grow_phase(&self) -> GrowPhase {
+        match self.grow.phase.load(Ordering::Acquire) {
+            REST => GrowPhase::Rest,
+            PREPARE => GrowPhase::Prepare,
+            _ => GrowPhase::Split,
+        }
+    }
+
+    /// Growths this index completed.
+    pub fn growths(&self) -> u64 {
+        self.grow.completed.load(Ordering::Acquire)
+    }
+
+    /// Starts doubling the table: allocates the new one and moves to
+    /// `Prepare`. The caller then waits until no operation still uses the
+    /// table (an epoch drain) and calls [`Self::begin_split`]. Returns the
+    /// new size, or `None` if a growth already runs (this one is not
+    /// started). Fails past 2^40 buckets, or without the memory.
+    pub fn start_grow(&self) -> crate::Result<Option<u64>> {
+        let size = doubled(self.table_size())?;
+        let new = Box::into_raw(Box::new(Table::new(size)?));
+        if self.grow.new.compare_exchange(std::ptr::null_mut(), new, Ordering::AcqRel, Ordering::Acquire).is_err() {
+            // SAFETY: made just above and published nowhere.
+            drop(unsafe { Box::from_raw(new) });
+            return Ok(None);
+        }
+        self.grow.next_chunk.store(0, Ordering::Relaxed);
+        self.grow.chunks_done.store(0, Ordering::Relaxed);
+        self.grow.phase.store(PREPARE, Ordering::SeqCst);
+        Ok(Some(size))
+    }
+
+    /// Moves a prepared growth to `Split`: call once no operation uses
+    /// the table (see the module's protocol). The old table's overflow
+    /// buckets are set aside for release with it.
+    pub fn begin_split(&self) {
+        if self.grow.phase.load(Ordering::Acquire) != PREPARE {
+            return;
+        }
+        {
+            let mut overflow = self.overflow.lock().unwrap_or_else(|p| p.into_inner());
+            *self.grow.old_overflow.lock().unwrap_or_else(|p| p.into_inner()) =
+                std::mem::take(&mut overflow.in_use);
+        }
+        self.grow.phase.store(SPLIT, Ordering::SeqCst);
+    }
+
+    /// Splits chunks of the old table until none is left to claim, reading
+    /// records through `trace`; true if this call finished the last chunk
+    /// (the new table is then published and the phase back to `Rest`).
+    /// Does nothing outside `Split`.
+    pub fn split(&self, trace: &dyn Fn(Address) -> Traced) -> bool {
+        if self.grow.phase.load(Ordering::Acquire) != SPLIT {
+            return false;
+        }
+        let new = self.grow.new.load(Ordering::Acquire);
+        // SAFETY: in `Split` the new table is set and stays alive until the
+        // last splitter publishes it (after every chunk, this one's
+        // included, is done).
+        let new = unsafe { &*new };
+        let old = self.table();
+        let chunks = old.size().div_ceil(CHUNK_BUCKETS);
+        loop {
+            let chunk = self.grow.next_chunk.fetch_add(1, Ordering::AcqRel);
+            if chunk >= chunks {
+                return false;
+            }
+            let first = chunk * CHUNK_BUCKETS;
+            for i in first..(first + CHUNK_BUCKETS).min(old.size()) {
+                self.split_bucket(old, new, i, trace);
+            }
+            if self.grow.chunks_done.fetch_add(1, Ordering::AcqRel) + 1 == chunks {
+                self.publish();
+                return true;
+            }
+        }
+    }
+
+    /// Splits old bucket `i`'s chain into new buckets `i` and `i + n`.
+    fn split_bucket(&self, old: &Table, new: &Table, i: u64, trace: &dyn Fn(Address) -> Traced) {
+        let n = old.size();
+        let mut bucket = Some(old.bucket_at(i));
+        while let Some(b) = bucket {
+            for slot in &b.entries {
+                let entry = HashBucketEntry::from_raw(slot.load(Ordering::Acquire));
+                if entry.is_unused() || entry.is_tentative() || !entry.address().is_valid() {
+                    continue;
+                }
+                let tag = entry.tag();
+                let Traced::Memory { hash, previous } = trace(entry.address()) else {
+                    self.put(new, i, entry);
+                    self.put(new, i + n, entry);
+                    continue;
+                };
+                let upper = hash & n != 0;
+                let (mine, other) = if upper { (i + n, i) } else { (i, i + n) };
+                self.put(new, mine, entry);
+                let mut at = previous;
+                while at.is_valid() {
+                    match trace(at) {
+                        Traced::Memory { hash, previous } if (hash & n != 0) == upper => at = previous,
+                        _ => {
+                            self.put(new, other, HashBucketEntry::new(at, tag, false));
+                            break;
+                        }
+                    }
+                }
+            }
+            bucket = b.next();
+        }
+    }
+
+    /// Adds `entry` to `index`'s chain of `table`, which only this thread
+    /// writes (see the module's invariant).
+    fn put(&self, table: &Table, index: u64, entry: HashBucketEntry) {
+        let mut bucket = table.bucket_at(index);
+        loop {
+            for slot in &bucket.entries {
+                if slot.load(Ordering::Relaxed) == 0 {
+                    slot.store(entry.raw(), Ordering::Release);
+                    return;
+                }
+            }
+            bucket = match bucket.next() {
+                Some(next) => next,
+                None => self.append_overflow(bucket),
+            };
+        }
+    }
+
+    /// Publishes the new table, retires the old one and ends the growth.
+    fn publish(&self) {
+        let new = self.grow.new.swap(std::ptr::null_mut(), Ordering::AcqRel);
+        let old = self.table.swap(new, Ordering::AcqRel);
+        let overflow = std::mem::take(&mut *self.grow.old_overflow.lock().unwrap_or_else(|p| p.into_inner()));
+        // SAFETY: `old` was the current table, made by `Box::into_raw`;
+        // it is no longer published, and is freed only by
+        // `release_retired`.
+        let old = unsafe { Box::from_raw(old) };
+        self.grow.retired.lock().unwrap_or_else(|p| p.into_inner()).push((old, overflow));
+        self.grow.completed.fetch_add(1, Ordering::AcqRel);
+        self.grow.phase.store(REST, Ordering::SeqCst);
+    }
+
+    /// Frees the tables growths replaced and makes their overflow buckets
+    /// free for reuse.
+    ///
+    /// # Safety
+    ///
+    /// No reference into a replaced table — a bucket or an
+    /// [`EntrySlot`](super::EntrySlot) obtained before its growth published
+    /// the new table — may be used after this call: call it after an epoch
+    /// drain that followed the growth (every operation protected before it
+    /// has finished).
+    pub unsafe fn release_retired(&self) {
+        let retired = std::mem::take(&mut *self.grow.retired.lock().unwrap_or_else(|p| p.into_inner()));
+        if retired.is_empty() {
+            return;
+        }
+        let mut overflow = self.overflow.lock().unwrap_or_else(|p| p.into_inner());
+        for (table, buckets) in retired {
+            drop(table);
+            for i in buckets {
+                let bucket = &overflow.owned[i];
+                for slot in &bucket.entries {
+                    slot.store(0, Ordering::Relaxed);
+                }
+                bucket.set_next(std::ptr::null());
+                overflow.free.push(i);
+            }
+        }
+    }
+}
+
+#[cfg(all(test, not(oxifaster_loom)))]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    /// A model log: records by address (hash, previous), and each key's
+    /// newest record.
+    #[derive(Default)]
+    struct Log {
+        records: HashMap<u64, (u64, Address)>,
+        newest: HashMap<u64, u64>,
+        next: u64,
+        /// Records below this are "on the device".
+        head: u64,
+    }
+
+    impl Log {
+        /// Appends a record of `hash` to its index chain.
+        fn write(&mut self, index: &HashIndex, hash: u64) {
+            self.next += 8;
+            let address = Address::new(self.next).expect("address");
+            let slot = index.find_or_create_entry(hash);
+            self.records.insert(self.next, (hash, slot.entry.address()));
+            let entry = HashBucketEntry::new(address, HashBucketEntry::tag_of(hash), false);
+            slot.slot.store(entry.raw(), Ordering::Release);
+            self.newest.insert(hash, self.next);
+        }
+
+        fn trace(&self, address: Address) -> Traced {
+            match self.records.get(&address.raw()) {
+                Some(&(hash, previous)) if address.raw() >= self.head => {
+                    Traced::Memory { hash, previous }
+                }
+                _ => Traced::Elsewhere,
+            }
+        }
+
+        /// Every key's walk from its entry meets its newest record first.
+        fn check(&self, index: &HashIndex) {
+            for (&hash, &newest) in &self.newest {
+                let entry = index.find_entry(hash).expect("an entry");
+                let mut at = entry.entry.address().raw();
+                loop {
+                    let &(h, previous) = self.records.get(&at).expect("a record");
+                    if h == hash {
+                        assert_eq!(at, newest, "hash {hash:#x}: an older record first");
+                        break;
+                    }
+                    at = previous.raw();
+                }
+            }
+        }
+    }
+
+    fn grow(index: &HashIndex, log: &Log) {
+        let size = index.table_size();
+        assert_eq!(index.start_grow().expect("grow"), Some(size * 2));
+        assert_eq!(index.start_grow().expect("grow"), None, "one growth at a time");
+        assert_eq!(index.grow_phase(), GrowPhase::Prepare);
+        index.begin_split();
+        assert_eq!(index.grow_phase(), GrowPhase::Split);
+        assert!(index.split(&|a| log.trace(a)));
+        assert_eq!(index.grow_phase(), GrowPhase::Rest);
+        assert_eq!(index.table_size(), size * 2);
+        // SAFETY: nothing holds a reference into the old table.
+        unsafe { index.release_retired() };
+    }
+
+    #[test]
+    fn splits_keep_every_key_reachable_in_memory_and_on_the_device() {
+        let index = HashIndex::new(4).expect("index");
+        let mut log = Log::default();
+        let mut x = 0x1234_5678_9abc_def0u64;
+        let mut hashes = Vec::new();
+        for _ in 0..1000 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            hashes.push(x);
+        }
+        for round in 0..4 {
+            // New keys and new versions of old ones, some of them below
+            // the "head".
+            for (i, &hash) in hashes.iter().enumerate() {
+                if i % 4 <= round {
+                    log.write(&index, hash);
+                }
+            }
+            log.head = log.next / 2;
+            log.check(&index);
+            grow(&index, &log);
+            log.check(&index);
+        }
+        assert_eq!(index.table_size(), 64);
+        assert_eq!(index.growths(), 4);
+    }
+
+    #[test]
+    fn overflow_buckets_of_a_replaced_table_are_reused() {
+        let index = HashIndex::new(1).expect("index");
+        let mut log = Log::default();
+        // 100 tags in one bucket: 14 overflow buckets.
+        for tag in 1..=100u64 {
+            log.write(&index, tag << 48);
+        }
+        let before = index.overflow_buckets();
+        assert!(before >= 14);
+        log.head = u64::MAX; // all "on the device": entries go to both halves
+        grow(&index, &log);
+        log.check(&index);
+        let owned = index.overflow.lock().expect("lock").owned.len();
+        // Both halves hold all 100 entries, in buckets taken first from the
+        // new allocations, then (after the release) from the old ones.
+        grow(&index, &log);
+        log.check(&index);
+        let overflow = index.overflow.lock().expect("lock");
+        assert!(overflow.owned.len() < owned + 4 * before, "old overflow buckets reused");
+        assert_eq!(overflow.in_use.len() + overflow.free.len(), overflow.owned.len());
+    }
+
+    #[test]
+    fn a_growth_past_the_largest_table_is_refused() {
+        assert_eq!(doubled(1 << 39).expect("fits"), 1 << 40);
+        let err = doubled(1 << 40).expect_err("too large");
+        assert!(matches!(err, crate::Error::InvalidConfig { what: "table_size", .. }), "{err}");
+    }
+}
