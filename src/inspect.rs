@@ -218,6 +218,16 @@ pub fn info(args: InfoArgs) -> Result<()> {
         chosen.table_size,
         chosen.index_token
     );
+    let index = checkpoint::index_stats(&args.dir, chosen.token.as_str())?;
+    println!(
+        "  index      {} buckets and {} overflow buckets ({}), {} entries: {:.1}% of the slots, {:.2} per bucket",
+        index.buckets,
+        index.overflow_buckets,
+        size(index.bytes),
+        index.entries,
+        100.0 * index.entries as f64 / index.slots.max(1) as f64,
+        index.entries as f64 / index.buckets.max(1) as f64
+    );
     println!(
         "  log        begin {:#x}, replay from {:#x}, final {:#x} ({} of log)",
         chosen.begin_address,

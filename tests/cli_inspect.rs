@@ -88,6 +88,15 @@ fn info_describes_a_store_of_any_types_and_checkpoints_prunes() {
     assert!(out.contains("checkpoints  3"), "{out}");
     assert!(out.contains("alloc::string::String (variable length"), "{out}");
     assert!(out.contains("u64 (8 bytes"), "{out}");
+    // The index the checkpoint recovers: 1,500 keys in 1,024 buckets (an
+    // entry per bucket and tag: keys that share both share one).
+    assert!(out.contains("  index      1024 buckets and 0 overflow buckets"), "{out}");
+    let latest = checkpoint::latest_token(dir.path()).expect("latest");
+    let stats = checkpoint::index_stats(dir.path(), &latest).expect("index stats");
+    assert_eq!(stats.buckets, 1024);
+    assert!((1490..=1500).contains(&stats.entries), "{stats:?}");
+    assert!(out.contains(&format!("{} entries", stats.entries)), "{out}");
+    assert!(checkpoint::index_stats(dir.path(), "no-such-token").is_err());
     // The first record: key "user:0" (length-prefixed), value 0.
     assert!(out.contains(&"user:0".bytes().map(|b| format!("{b:02x}")).collect::<String>()));
     assert!(out.contains("value 0000000000000000"), "{out}");

@@ -56,6 +56,13 @@ pub fn verify(dir: impl AsRef<Path>, token: &str) -> Result<CheckpointInfo> {
     super::verify::verify(dir.as_ref(), token)
 }
 
+/// The size and fill of the hash index checkpoint `token` recovers
+/// (buckets, overflow buckets, entries), read from its index file without
+/// opening the store.
+pub fn index_stats(dir: impl AsRef<Path>, token: &str) -> Result<crate::IndexStats> {
+    super::verify::index_stats(dir.as_ref(), token)
+}
+
 /// Walks the records of one log page image at `address` as recovery does;
 /// returns how many there are (for fuzzing).
 #[cfg(any(test, feature = "testing"))]

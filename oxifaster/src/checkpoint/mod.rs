@@ -71,7 +71,8 @@ pub(crate) use admin::retain_older;
 #[cfg(any(test, feature = "testing"))]
 pub(crate) use admin::walk_page;
 pub use admin::{
-    LogVerification, RawRecord, delete, latest_token, list, retain, scan_log, verify, verify_log,
+    LogVerification, RawRecord, delete, index_stats, latest_token, list, retain, scan_log, verify,
+    verify_log,
 };
 pub(crate) use recover::recover as recover_store;
 pub(crate) use walk::for_each_record;

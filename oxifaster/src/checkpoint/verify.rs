@@ -76,6 +76,15 @@ pub(super) fn verify(dir: &Path, token: &str) -> Result<CheckpointInfo> {
     verify_files(dir, token).map(|(_, info)| info)
 }
 
+/// The size and fill of checkpoint `token`'s index (its file read whole
+/// and checked).
+pub(super) fn index_stats(dir: &Path, token: &str) -> Result<crate::IndexStats> {
+    let (meta, _) = load_meta(dir, token)?;
+    let index_path = root(dir).join(&meta.index.token).join("index");
+    let (index, _) = HashIndex::read_checkpoint(&index_path)?;
+    Ok(index.stats())
+}
+
 /// Checks a checkpoint's metadata and files; returns the metadata too.
 pub(super) fn verify_files(dir: &Path, token: &str) -> Result<(Meta, CheckpointInfo)> {
     let (meta, _) = load_meta(dir, token)?;
