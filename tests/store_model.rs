@@ -144,39 +144,39 @@ fn fixed_keys_and_values_on_a_memory_device() {
     }
 }
 
-#[test]
-fn fixed_keys_and_values_on_a_file_device() {
+/// The fixed-size model on a device `make` opens in a fresh directory.
+fn fixed_on<D: Device>(make: impl Fn(&std::path::Path) -> D) {
     for seed in seeds() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let device = FileDevice::open(dir.path(), 16).expect("device");
-        let store = tiny().open_with_device(device).expect("store");
+        let store = tiny().open_with_device(make(dir.path())).expect("store");
         run(&store, seed, |r| r.below(500), |r| r.below(1000));
     }
+}
+
+#[test]
+fn fixed_keys_and_values_on_a_file_device() {
+    fixed_on(|dir| FileDevice::open(dir, 16).expect("device"));
 }
 
 #[test]
 fn fixed_keys_and_values_on_an_io_uring_device() {
-    for seed in seeds() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let device = oxifaster::device::IoUringDevice::open(dir.path(), 16).expect("io_uring");
-        let store = tiny().open_with_device(device).expect("store");
-        run(&store, seed, |r| r.below(500), |r| r.below(1000));
-    }
+    fixed_on(|dir| oxifaster::device::IoUringDevice::open(dir, 16).expect("io_uring"));
 }
 
 #[test]
 fn fixed_keys_and_values_with_direct_io() {
-    for seed in seeds() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let device = FileDevice::open(dir.path(), 16).expect("device").with_direct_io();
-        let store = tiny().open_with_device(device).expect("store");
-        run(&store, seed, |r| r.below(500), |r| r.below(1000));
-        let dir = tempfile::tempdir().expect("tempdir");
-        let device =
-            oxifaster::device::IoUringDevice::open_direct_io(dir.path(), 16).expect("io_uring");
-        let store = tiny().open_with_device(device).expect("store");
-        run(&store, seed, |r| r.below(500), |r| r.below(1000));
-    }
+    fixed_on(|dir| FileDevice::open(dir, 16).expect("device").with_direct_io());
+    fixed_on(|dir| oxifaster::device::IoUringDevice::open_direct_io(dir, 16).expect("io_uring"));
+}
+
+/// The variable-length model (byte keys, text values) on a store.
+fn variable_on<D: Device>(store: &Store<Vec<u8>, String, D>, seed: u64) {
+    run(
+        store,
+        seed,
+        |r| format!("key-{}", r.below(400)).into_bytes(),
+        |r| "v".repeat(r.below(40) as usize),
+    );
 }
 
 #[test]
@@ -193,12 +193,7 @@ fn variable_length_keys_and_values_with_direct_io_and_whole_block_pages() {
             .for_types::<Vec<u8>, String>()
             .open()
             .expect("store");
-        run(
-            &store,
-            seed,
-            |r| format!("key-{}", r.below(400)).into_bytes(),
-            |r| "v".repeat(r.below(40) as usize),
-        );
+        variable_on(&store, seed);
     }
 }
 
@@ -209,12 +204,7 @@ fn variable_length_keys_and_values() {
             .for_types::<Vec<u8>, String>()
             .open_with_device(MemoryDevice::new())
             .expect("store");
-        run(
-            &store,
-            seed,
-            |r| format!("key-{}", r.below(400)).into_bytes(),
-            |r| "v".repeat(r.below(40) as usize),
-        );
+        variable_on(&store, seed);
     }
 }
 
