@@ -170,11 +170,6 @@ impl FileDevice {
         self
     }
 
-    /// Whether reads bypass the page cache (see [`Self::with_direct_io`]).
-    pub fn direct_io(&self) -> bool {
-        self.direct_reads
-    }
-
     /// The directory.
     pub fn dir(&self) -> &Path {
         &self.dir
@@ -342,9 +337,15 @@ fn read_blocks(file: &File, at: u64, buf: &mut [u8], need: usize) -> io::Result<
 }
 
 fn aligned(at: u64, bytes: &[u8]) -> bool {
+    direct_request(at, bytes.as_ptr(), bytes.len())
+}
+
+/// Whether `len` bytes at device offset `at` from or into `ptr` can go
+/// through an `O_DIRECT` handle as they are (all three block-aligned).
+pub(crate) fn direct_request(at: u64, ptr: *const u8, len: usize) -> bool {
     at.is_multiple_of(DIRECT_BLOCK as u64)
-        && bytes.len().is_multiple_of(DIRECT_BLOCK)
-        && (bytes.as_ptr() as usize).is_multiple_of(DIRECT_BLOCK)
+        && len.is_multiple_of(DIRECT_BLOCK)
+        && (ptr as usize).is_multiple_of(DIRECT_BLOCK)
 }
 
 impl Device for FileDevice {

@@ -99,10 +99,7 @@ impl IoUringDevice {
             // SAFETY: `from + n <= len`: the chunk lies inside the buffer.
             let ptr = unsafe { ptr.add(from) };
             let direct = file.direct.is_some() && (write || self.files.direct_reads);
-            let block = super::file::DIRECT_BLOCK;
-            let aligned = at.is_multiple_of(block as u64)
-                && n.is_multiple_of(block)
-                && (ptr as usize).is_multiple_of(block);
+            let aligned = super::file::direct_request(at, ptr, n);
             let mut op = Operation {
                 file,
                 direct: direct && aligned,

@@ -395,8 +395,9 @@ impl HashIndex {
                 }
             }
         };
-        for index in 0..self.table_size() {
-            visit(self.bucket_at(index), &mut f);
+        let table = self.table();
+        for index in 0..table.size() {
+            visit(table.bucket_at(index), &mut f);
         }
         let overflow = self.overflow.lock().unwrap_or_else(|p| p.into_inner());
         for &i in &overflow.in_use {
