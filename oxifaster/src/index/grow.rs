@@ -47,7 +47,7 @@ use std::sync::Mutex;
 use super::bucket::HashBucketEntry;
 use super::{HashIndex, MAX_TABLE_SIZE, Table};
 use crate::address::Address;
-use crate::sync::{AtomicPtr, AtomicU8, AtomicU64, Ordering};
+use crate::sync::{AtomicBool, AtomicPtr, AtomicU8, AtomicU64, Ordering};
 
 /// Where a growth of the index is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -96,6 +96,10 @@ pub(crate) struct Growth {
     retired: Mutex<Vec<(Box<Table>, Vec<usize>)>>,
     /// Growths completed.
     pub(crate) completed: AtomicU64,
+    /// Set when the overflow buckets pass an eighth of the main buckets.
+    requested: AtomicBool,
+    /// Overflow buckets the last growth's table started with.
+    overflow_after: AtomicU64,
 }
 
 impl Default for Growth {
@@ -108,6 +112,8 @@ impl Default for Growth {
             old_overflow: Mutex::new(Vec::new()),
             retired: Mutex::new(Vec::new()),
             completed: AtomicU64::new(0),
+            requested: AtomicBool::new(false),
+            overflow_after: AtomicU64::new(0),
         }
     }
 }
@@ -143,6 +149,30 @@ impl HashIndex {
             REST => GrowPhase::Rest,
             PREPARE => GrowPhase::Prepare,
             _ => GrowPhase::Split,
+        }
+    }
+
+    /// Whether the chains' overflow buckets passed an eighth of the main
+    /// buckets since this was last asked (then a growth is due): one load
+    /// while nothing is due.
+    #[inline(always)]
+    pub fn take_growth_request(&self) -> bool {
+        self.grow.requested.load(Ordering::Relaxed)
+            && self.grow.requested.swap(false, Ordering::AcqRel)
+    }
+
+    /// Notes a chain's new overflow bucket: asks for a growth when they
+    /// pass an eighth of the main buckets and twice what the last growth
+    /// left. (Entries whose records are on the device go to both halves of
+    /// a split, so a table of mostly such entries keeps its share of
+    /// overflow buckets when it grows: only new entries ask again.)
+    pub(super) fn overflow_grew(&self, overflow_buckets: usize) {
+        let n = overflow_buckets as u64;
+        if n * 8 > self.table_size()
+            && n > 2 * self.grow.overflow_after.load(Ordering::Relaxed)
+            && self.grow_phase() == GrowPhase::Rest
+        {
+            self.grow.requested.store(true, Ordering::Release);
         }
     }
 
@@ -277,6 +307,8 @@ impl HashIndex {
         // it is no longer published, and is freed only by
         // `release_retired`.
         let old = unsafe { Box::from_raw(old) };
+        let after = self.overflow.lock().unwrap_or_else(|p| p.into_inner()).in_use.len();
+        self.grow.overflow_after.store(after as u64, Ordering::Relaxed);
         self.grow.retired.lock().unwrap_or_else(|p| p.into_inner()).push((old, overflow));
         self.grow.completed.fetch_add(1, Ordering::AcqRel);
         self.grow.phase.store(REST, Ordering::SeqCst);

@@ -419,6 +419,7 @@ impl HashIndex {
         }
         let ptr = overflow.take();
         tail.set_next(ptr);
+        self.overflow_grew(overflow.in_use.len());
         // SAFETY: the bucket is owned by `self.overflow`, which never drops
         // or moves a boxed bucket before `self` is dropped.
         unsafe { &*ptr }

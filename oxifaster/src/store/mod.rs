@@ -24,6 +24,7 @@
 //! invalid and retries the operation, so concurrent updates are never lost.
 
 pub(crate) mod disk;
+pub(crate) mod grow;
 pub(crate) mod record;
 mod session;
 
@@ -100,6 +101,9 @@ pub struct StoreConfig {
     /// Whether the log's segment files are read and written with
     /// `O_DIRECT` (Linux), around the page cache. Default false.
     pub direct_io: bool,
+    /// Whether the hash index doubles by itself when its overflow buckets
+    /// pass an eighth of its main buckets. Default true.
+    pub auto_grow_index: bool,
 }
 
 impl Default for StoreConfig {
@@ -121,6 +125,7 @@ impl Default for StoreConfig {
             segment_size_bits: crate::device::DEFAULT_SEGMENT_SIZE_BITS,
             disk_budget: None,
             direct_io: false,
+            auto_grow_index: true,
         }
     }
 }
@@ -537,6 +542,24 @@ impl<K: Key, V: Value, D: Device> Store<K, V, D> {
     /// hot path).
     pub fn index_stats(&self) -> IndexStats {
         self.inner.index.stats()
+    }
+
+    /// Doubles the hash index's table online: sessions that begin an
+    /// operation meanwhile help split the buckets, and operations already
+    /// running finish first (so this must not be called from inside an
+    /// operation's closure). With a growth already running, helps it to
+    /// its end. Returns the new number of buckets. Checkpoints taken after
+    /// it record (and recovery restores) the grown table. The store also
+    /// grows by itself when overflow buckets pass an eighth of the main
+    /// buckets (see [`StoreBuilder::auto_grow_index`](crate::StoreBuilder::auto_grow_index)).
+    pub fn grow_index(&self) -> Result<u64> {
+        let handle = self.inner.epoch.register()?;
+        grow::grow(&self.inner, &handle)
+    }
+
+    /// How many times the hash index has doubled since the store opened.
+    pub fn index_growths(&self) -> u64 {
+        self.inner.index.growths()
     }
 
     /// The device the log lives on.
