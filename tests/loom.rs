@@ -292,6 +292,56 @@ fn a_copy_without_its_newest_check_is_caught() {
     );
 }
 
+/// The hand-off between operations and a growth of the index (the
+/// protocol at the top of `store/grow.rs`): a session upserts key 7 (2
+/// over 1) while another thread doubles the table. The upsert either
+/// finishes before the split reads its bucket or helps the growth and then
+/// writes the new table: afterwards the key reads 2.
+fn grow_handoff_model() {
+    use oxifaster::Store;
+    use oxifaster::device::MemoryDevice;
+    const KEY: u64 = 7;
+    let mut builder = loom::model::Builder::new();
+    builder.preemption_bound = Some(3);
+    builder.max_branches = 1_000_000;
+    builder.check(move || {
+        let store = Arc::new(
+            Store::<u64, u64>::builder()
+                .table_size(1)
+                .max_sessions(2)
+                .page_size_bits(9)
+                .log_memory_size_bytes(8 << 9)
+                .auto_grow_index(false)
+                .open_with_device(MemoryDevice::new())
+                .expect("store"),
+        );
+        let mut writer = store.start_session().expect("session");
+        writer.upsert(&KEY, &1).expect("upsert");
+        // Read-only now: the upsert appends and swings the index entry (an
+        // update in place would not touch the index).
+        store.flush().expect("flush");
+        let session = loom::thread::spawn(move || {
+            writer.upsert(&KEY, &2).expect("upsert");
+            writer
+        });
+        store.grow_index().expect("grow");
+        let mut writer = session.join().expect("session");
+        assert_eq!(writer.read_blocking(&KEY).expect("read"), Some(2), "the upsert was lost");
+        drop(writer);
+    });
+}
+
+#[test]
+fn an_upsert_racing_a_growth_is_kept() {
+    broken::set_late_in_op(false);
+    grow_handoff_model();
+}
+
+#[test]
+fn an_operation_flagged_after_its_phase_check_is_caught() {
+    expect_caught(broken::set_late_in_op, grow_handoff_model, &["the upsert was lost"]);
+}
+
 /// Runs `model` with a broken variant switched on by `switch`: loom must
 /// fail it with one of the model's own assertions (one of `messages`).
 fn expect_caught(switch: fn(bool), model: fn(), messages: &[&str]) {

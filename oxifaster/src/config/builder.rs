@@ -132,6 +132,17 @@ impl<K: Key, V: Value> StoreBuilder<K, V> {
         self.config.segment_size_bits = bits;
         self
     }
+    /// Whether the hash index doubles by itself (default on): when the
+    /// entries inserts created pass four per main bucket
+    /// ([`index::grow::GROW_AT`](crate::index::grow::GROW_AT)), the session
+    /// whose write crossed that line grows the table between its
+    /// operations (sessions that begin an operation meanwhile help; see
+    /// [`Store::grow_index`](crate::Store::grow_index)). Off: the table
+    /// keeps its size unless grown by hand.
+    pub fn auto_grow_index(mut self, on: bool) -> Self {
+        self.config.auto_grow_index = on;
+        self
+    }
     /// Reads and writes the log's segment files with `O_DIRECT` (Linux;
     /// default off): the log's pages go to the disk around the page
     /// cache, and records come back from the disk itself, so a store

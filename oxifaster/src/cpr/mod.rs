@@ -171,6 +171,11 @@ pub(crate) struct SessionSlot {
     /// How many operations of the session may have written (see
     /// `Registry::writes`); on the same cache line as `serial`.
     pub(crate) writes: AtomicU64,
+    /// Whether the session is inside an operation that may use the hash
+    /// index (see `index::grow`: a growth waits for such operations to
+    /// finish). Set before the operation protects itself, cleared at its
+    /// end; on the same cache line as `serial`.
+    pub(crate) in_op: crate::sync::AtomicBool,
     state: Mutex<SlotState>,
 }
 
@@ -300,6 +305,7 @@ impl Registry {
             id,
             serial: AtomicU64::new(0),
             writes: AtomicU64::new(0),
+            in_op: crate::sync::AtomicBool::new(false),
             state: Mutex::new(SlotState { version, open: true, internal, ..SlotState::default() }),
         });
         self.slots().insert(id, slot.clone());
@@ -328,6 +334,7 @@ impl Registry {
             id,
             serial: AtomicU64::new(point.until),
             writes: AtomicU64::new(0),
+            in_op: crate::sync::AtomicBool::new(false),
             state: Mutex::new(SlotState {
                 version,
                 // The excluded operations never ran in this incarnation:

@@ -1136,7 +1136,7 @@ impl FlushBlock {
 /// Spin briefly, then yield: waits here last microseconds (a page turn, an
 /// epoch action), not milliseconds.
 #[inline]
-fn backoff(spins: &mut u32) {
+pub(crate) fn backoff(spins: &mut u32) {
     *spins = spins.wrapping_add(1);
     if *spins < 64 && !cfg!(oxifaster_loom) {
         std::hint::spin_loop();

@@ -161,6 +161,9 @@ impl HashIndex {
         log_start: u64,
         log_end: impl FnOnce() -> u64,
     ) -> std::io::Result<(IndexFileHeader, [u8; HEADER_SIZE])> {
+        // No growth replaces the table during the dump (the old table's
+        // overflow buckets would be missing from it).
+        let _held = self.hold_table();
         // Overflow allocation waits while the dump runs, so that every
         // bucket a chain links to has a number in the file.
         let overflow = self.overflow.lock().unwrap_or_else(|p| p.into_inner());

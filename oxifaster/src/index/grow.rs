@@ -9,20 +9,24 @@
 //!    buckets, zeroed) is allocated and the phase published. Every
 //!    operation checks the phase after protecting itself in the epoch; in
 //!    any phase but `Rest` it does not touch the index but helps or waits.
-//!    The caller bumps the epoch with an action that moves to `Split`
-//!    ([`HashIndex::begin_split`]): the action runs once every thread
-//!    protected at the bump has refreshed, that is, finished the operation
-//!    it was in — so from `Split` on nobody writes the old table.
+//!    The caller waits until every operation that began before the phase
+//!    was published has finished, then moves to `Split`
+//!    ([`HashIndex::begin_split`]) — so from `Split` on nobody writes the
+//!    old table.
 //! 2. **Split** ([`HashIndex::split`]): threads claim chunks of old buckets
 //!    and split each bucket chain `i` into new buckets `i` and `i + n` (`n`
 //!    the old size) by the hash bit the new mask adds. An entry whose record
 //!    is in memory goes to its record's side; its chain is followed back to
 //!    the first record of the other side, whose address becomes that side's
 //!    entry (same tag). An entry whose record is not in memory (on the
-//!    device, or gone) goes to both sides: chains keep linking records of
-//!    both sides, which costs a longer walk for some keys on the device and
-//!    never a wrong answer (a walk compares keys). Only the claimer of old
-//!    bucket `i` writes new buckets `i` and `i + n`.
+//!    device, or gone) goes to both sides (its key's hash is not at
+//!    hand); after the growth the caller reads those chains back and
+//!    points each copy at its own side's first record or frees it
+//!    ([`HashIndex::entries_below`], [`HashIndex::retarget`]), so copies
+//!    do not double with every growth. Until then a copy costs a longer
+//!    walk for some keys on the device and never a wrong answer (a walk
+//!    compares keys). Only the claimer of old bucket `i` writes new
+//!    buckets `i` and `i + n`.
 //! 3. The thread that finishes the last chunk publishes the new table
 //!    (Release) and then the phase `Rest`; operations that waited load the
 //!    phase (Acquire) and then the table. The old table is kept until
@@ -33,21 +37,23 @@
 //! **Invariant**: while the phase is not `Rest`, no thread writes to the
 //! current table, and each bucket of the new table has one writer.
 //!
-//! What the caller must add (the store does not grow its index yet): a
-//! phase check at the start of every operation, and, since an operation
-//! may refresh its epoch protection in its middle (waiting for a frame,
-//! retrying), a check before every use of an index slot obtained before
-//! such a refresh that no growth started meanwhile — else the epoch drain
-//! of step 1 could pass an operation that still writes the old table. The
-//! unit tests below check splits against a model log (records in memory
-//! and on the device, several growths, overflow buckets reused).
+//! What the caller adds (the store does, in `store/grow.rs`): a phase
+//! check at the start of every operation, an operation-in-flight flag the
+//! growth waits for (an operation may refresh its epoch protection in its
+//! middle, so the epoch alone cannot tell that it still holds a slot of
+//! the old table), `HashIndex::hold_table` around the split so that no
+//! index checkpoint dumps a table being replaced, and the resolution of
+//! the copies. The unit tests below check splits against a model log
+//! (records in memory and on the device, several growths, overflow buckets
+//! reused); `tests/index_grow.rs` and the loom model in `tests/loom.rs`
+//! check the store's side.
 
 use std::sync::Mutex;
 
 use super::bucket::HashBucketEntry;
 use super::{HashIndex, MAX_TABLE_SIZE, Table};
 use crate::address::Address;
-use crate::sync::{AtomicPtr, AtomicU8, AtomicU64, Ordering};
+use crate::sync::{AtomicBool, AtomicPtr, AtomicU8, AtomicU64, Ordering};
 
 /// Where a growth of the index is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -82,6 +88,17 @@ pub enum Traced {
     Elsewhere,
 }
 
+/// An entry where it is in the table (see [`HashIndex::entries_below`]).
+#[derive(Debug, Clone, Copy)]
+pub struct Placed<'a> {
+    /// The bucket that holds it.
+    pub bucket: u64,
+    /// Its slot.
+    pub slot: &'a AtomicU64,
+    /// The entry, as read.
+    pub entry: HashBucketEntry,
+}
+
 /// A growth's state (see the module's protocol).
 pub(crate) struct Growth {
     phase: AtomicU8,
@@ -96,7 +113,30 @@ pub(crate) struct Growth {
     retired: Mutex<Vec<(Box<Table>, Vec<usize>)>>,
     /// Growths completed.
     pub(crate) completed: AtomicU64,
+    /// Set when the entries created pass [`GROW_AT`] per main bucket.
+    requested: AtomicBool,
+    /// Entries created by inserts (not by splits), in shards on their own
+    /// cache lines (picked by the bucket's address), so that inserts on
+    /// different threads do not share a counter line.
+    created: [Counter; SHARDS],
+    /// Held while the table may be replaced (a growth, from its split to
+    /// its publication) and by readers of the whole table (an index
+    /// checkpoint's dump, statistics), which must see one table throughout.
+    table_lock: Mutex<()>,
 }
+
+/// A counter alone on its cache line pair.
+#[derive(Default)]
+#[repr(align(128))]
+struct Counter(AtomicU64);
+
+const SHARDS: usize = 8;
+
+/// The automatic growth's trigger: entries created per main bucket (a
+/// bucket holds 7; at 4 per bucket on average about 5% of the buckets
+/// have overflowed). A growth halves it to 2, the load of a table sized
+/// for its keys.
+pub const GROW_AT: u64 = 4;
 
 impl Default for Growth {
     fn default() -> Self {
@@ -108,6 +148,9 @@ impl Default for Growth {
             old_overflow: Mutex::new(Vec::new()),
             retired: Mutex::new(Vec::new()),
             completed: AtomicU64::new(0),
+            requested: AtomicBool::new(false),
+            created: Default::default(),
+            table_lock: Mutex::new(()),
         }
     }
 }
@@ -144,6 +187,50 @@ impl HashIndex {
             PREPARE => GrowPhase::Prepare,
             _ => GrowPhase::Split,
         }
+    }
+
+    /// Whether the entries created passed [`GROW_AT`] per main bucket
+    /// since this was last asked (then a growth is due): one load while
+    /// nothing is due.
+    #[inline(always)]
+    pub fn take_growth_request(&self) -> bool {
+        self.grow.requested.load(Ordering::Relaxed)
+            && self.grow.requested.swap(false, Ordering::AcqRel)
+    }
+
+    /// Counts an entry an insert made final in `slot` (off the hot path:
+    /// only inserts of a new (bucket, tag) come here), and asks for a
+    /// growth when the entries pass [`GROW_AT`] per main bucket. Entries a
+    /// split writes are not counted, so copies of an entry in both halves
+    /// (see the protocol) never inflate the trigger.
+    pub(super) fn entry_created(&self, slot: &AtomicU64) {
+        let shard = ((slot as *const AtomicU64 as usize) >> 6) % SHARDS;
+        let n = self.grow.created[shard].0.fetch_add(1, Ordering::Relaxed) + 1;
+        if n * SHARDS as u64 > GROW_AT * self.table_size()
+            && !self.grow.requested.load(Ordering::Relaxed)
+            && self.grow_phase() == GrowPhase::Rest
+        {
+            self.grow.requested.store(true, Ordering::Release);
+        }
+    }
+
+    /// Sets the count of created entries to the entries in the table now
+    /// (after recovery loaded and replayed it).
+    pub(crate) fn recount_entries(&self) {
+        let mut entries = 0u64;
+        self.for_each_entry(|_| entries += 1);
+        // Spread evenly: the trigger takes one shard as an eighth of all.
+        for (i, counter) in self.grow.created.iter().enumerate() {
+            let share = entries / SHARDS as u64 + u64::from((i as u64) < entries % SHARDS as u64);
+            counter.0.store(share, Ordering::Relaxed);
+        }
+    }
+
+    /// Holds the table in place: no growth replaces it until the guard is
+    /// dropped. For readers of the whole table (an index checkpoint's dump,
+    /// statistics) and for a growth's split.
+    pub(crate) fn hold_table(&self) -> std::sync::MutexGuard<'_, ()> {
+        self.grow.table_lock.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// Growths this index completed.
@@ -280,6 +367,50 @@ impl HashIndex {
         self.grow.retired.lock().unwrap_or_else(|p| p.into_inner()).push((old, overflow));
         self.grow.completed.fetch_add(1, Ordering::AcqRel);
         self.grow.phase.store(REST, Ordering::SeqCst);
+    }
+
+    /// The entries of buckets `first..first + count` whose records are
+    /// below `below` (on the device), for the caller to check by reading
+    /// their chains ([`Self::retarget`]): after a split these include the
+    /// copies it put in both halves.
+    ///
+    /// The references stay valid while the table is current: the caller
+    /// keeps other growths out while it uses them.
+    pub fn entries_below(&self, first: u64, count: u64, below: Address) -> Vec<Placed<'_>> {
+        let table = self.table();
+        let mut found = Vec::new();
+        for i in first..first.saturating_add(count).min(table.size()) {
+            let mut bucket = Some(table.bucket_at(i));
+            while let Some(b) = bucket {
+                for slot in &b.entries {
+                    let entry = HashBucketEntry::from_raw(slot.load(Ordering::Acquire));
+                    if !entry.is_unused()
+                        && !entry.is_tentative()
+                        && entry.address().is_valid()
+                        && entry.address() < below
+                    {
+                        found.push(Placed { bucket: i, slot, entry });
+                    }
+                }
+                bucket = b.next();
+            }
+        }
+        found
+    }
+
+    /// Points an entry at `to` — the first record of its chain whose key
+    /// belongs to the entry's bucket and tag — or, with an invalid `to`
+    /// (no such record), frees its slot; by a CAS from the entry as it was
+    /// read, so a session's insert that got there first wins. False if the
+    /// entry changed meanwhile.
+    ///
+    /// Correct because the records skipped belong to other buckets: no key
+    /// of this bucket and tag loses a record (its walks compare keys and
+    /// would have passed them). A freed slot is a slot any insert may take;
+    /// an insert racing for this tag sees the slot change and looks again.
+    pub fn retarget(&self, placed: &Placed<'_>, to: Address) -> bool {
+        let new = if to.is_valid() { HashBucketEntry::new(to, placed.entry.tag(), false).raw() } else { 0 };
+        placed.slot.compare_exchange(placed.entry.raw(), new, Ordering::AcqRel, Ordering::Relaxed).is_ok()
     }
 
     /// Frees the tables growths replaced and makes their overflow buckets

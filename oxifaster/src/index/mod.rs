@@ -216,6 +216,7 @@ impl HashIndex {
 
     /// The table's size and fill, counted now (walks every bucket).
     pub fn stats(&self) -> IndexStats {
+        let _held = self.hold_table();
         let mut entries = 0u64;
         self.for_each_entry(|_| entries += 1);
         let overflow_buckets = self.overflow_buckets() as u64;
@@ -241,6 +242,7 @@ impl HashIndex {
     }
 
     #[inline(always)]
+    #[cfg_attr(oxifaster_loom, allow(dead_code))]
     fn bucket_at(&self, index: u64) -> &HashBucket {
         self.table().bucket_at(index)
     }
@@ -328,6 +330,7 @@ impl HashIndex {
         }
         let entry = HashBucketEntry::new(Address::INVALID, tag, false);
         slot.store(entry.raw(), Ordering::Release);
+        self.entry_created(slot);
         Some(EntrySlot { slot, entry })
     }
 

@@ -23,6 +23,26 @@ pub(super) struct DiskRecord {
     pub(super) value: AlignedBytes,
 }
 
+/// A record a walk of [`DiskReader::walk_batch`] reads: where it is, its
+/// header, its key's and its value's bytes.
+pub(super) struct Visited<'a> {
+    pub(super) address: Address,
+    pub(super) info: RecordInfo,
+    pub(super) key: &'a [u8],
+    pub(super) value: &'a [u8],
+}
+
+/// How a walk of [`DiskReader::walk_batch`] ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Walked {
+    /// Its `stop` returned true.
+    Stopped,
+    /// The chain ended.
+    Ended,
+    /// It passed its most records.
+    TooLong,
+}
+
 /// Walks record chains on the device.
 pub(super) struct DiskReader<K, V, D> {
     log: LogReader<D>,
@@ -44,18 +64,55 @@ impl<K: Key, V: Value, D: Device> DiskReader<K, V, D> {
     /// every unfinished chain in one device batch (all in flight together on
     /// a device with a submission queue).
     pub fn find_batch(&self, walks: Vec<(&[u8], Address)>) -> Vec<Result<Option<DiskRecord>>> {
+        let starts: Vec<Address> = walks.iter().map(|&(_, address)| address).collect();
+        let mut found: Vec<Option<DiskRecord>> = walks.iter().map(|_| None).collect();
+        let ends = self.walk_batch(&starts, MAX_DISK_HOPS, |walk, record| {
+            if record.info.is_invalid() || record.key != walks[walk].0 {
+                return false;
+            }
+            found[walk] = Some(DiskRecord {
+                address: record.address,
+                info: record.info,
+                value: AlignedBytes::copy_from(record.value),
+            });
+            true
+        });
+        ends.into_iter()
+            .zip(found)
+            .zip(&starts)
+            .map(|((end, record), start)| match end? {
+                Walked::TooLong => Err(Error::Corruption {
+                    address: start.raw(),
+                    what: format!("a record chain of more than {MAX_DISK_HOPS} records"),
+                }),
+                _ => Ok(record),
+            })
+            .collect()
+    }
+
+    /// Walks many chains on the device at once, batched as
+    /// [`Self::find_batch`]: `stop(walk, record)` sees each record of walk
+    /// `walk`'s chain in turn, from its start, until it returns true or the
+    /// chain ends (a previous address that is invalid or below the begin
+    /// address) or `max_hops` records were passed. A chain going forwards
+    /// is an error.
+    pub(super) fn walk_batch(
+        &self,
+        starts: &[Address],
+        max_hops: u64,
+        mut stop: impl FnMut(usize, &Visited<'_>) -> bool,
+    ) -> Vec<Result<Walked>> {
         let begin = self.log.begin_address();
-        let mut results: Vec<Option<Result<Option<DiskRecord>>>> =
-            walks.iter().map(|_| None).collect();
+        let mut results: Vec<Option<Result<Walked>>> = starts.iter().map(|_| None).collect();
         // (walk, current address, hops so far)
-        let mut active: Vec<(usize, Address, u64)> = Vec::with_capacity(walks.len());
-        for (index, (_, address)) in walks.iter().enumerate() {
+        let mut active: Vec<(usize, Address, u64)> = Vec::with_capacity(starts.len());
+        for (index, address) in starts.iter().enumerate() {
             if !address.raw().is_multiple_of(8) {
                 results[index] = Some(Err(misaligned(*address)));
             } else if address.is_valid() && *address >= begin {
                 active.push((index, *address, 0));
             } else {
-                results[index] = Some(Ok(None));
+                results[index] = Some(Ok(Walked::Ended));
             }
         }
         while !active.is_empty() {
@@ -104,7 +161,7 @@ impl<K: Key, V: Value, D: Device> DiskReader<K, V, D> {
                     // is gone for readers too (they check the key's index
                     // entry, see `Session::entry_moved`).
                     Err(_) if address < self.log.begin_address() => {
-                        results[index] = Some(Ok(None));
+                        results[index] = Some(Ok(Walked::Ended));
                         continue;
                     }
                     Err(e) => {
@@ -114,29 +171,36 @@ impl<K: Key, V: Value, D: Device> DiskReader<K, V, D> {
                 };
                 let Ok(buffer) = &buffers[slot] else { continue };
                 let header = self.format.header_size();
-                if !info.is_invalid() && &buffer[header..header + key_len] == walks[index].0 {
-                    let value_at = header + pad8(key_len);
-                    let value = AlignedBytes::copy_from(&buffer[value_at..value_at + value_len]);
-                    results[index] = Some(Ok(Some(DiskRecord { address, info, value })));
+                let value_at = header + pad8(key_len);
+                let visited = Visited {
+                    address,
+                    info,
+                    key: &buffer[header..header + key_len],
+                    value: &buffer[value_at..value_at + value_len],
+                };
+                if stop(index, &visited) {
+                    results[index] = Some(Ok(Walked::Stopped));
                     continue;
                 }
                 let previous = info.previous();
                 if !previous.raw().is_multiple_of(8) {
                     results[index] = Some(Err(misaligned(previous)));
-                } else if previous >= address || hops + 1 > MAX_DISK_HOPS {
+                } else if previous >= address {
                     results[index] = Some(Err(Error::Corruption {
                         address: address.raw(),
                         what: format!("record chain goes forward to {previous}"),
                     }));
+                } else if hops + 1 > max_hops {
+                    results[index] = Some(Ok(Walked::TooLong));
                 } else if previous.is_valid() && previous >= begin {
                     next.push((index, previous, hops + 1));
                 } else {
-                    results[index] = Some(Ok(None));
+                    results[index] = Some(Ok(Walked::Ended));
                 }
             }
             active = next;
         }
-        results.into_iter().map(|r| r.unwrap_or(Ok(None))).collect()
+        results.into_iter().map(|r| r.unwrap_or(Ok(Walked::Ended))).collect()
     }
 
     /// How many bytes to read first at `address`: the whole record when its

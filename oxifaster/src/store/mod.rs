@@ -24,6 +24,7 @@
 //! invalid and retries the operation, so concurrent updates are never lost.
 
 pub(crate) mod disk;
+pub(crate) mod grow;
 pub(crate) mod record;
 mod session;
 
@@ -100,6 +101,9 @@ pub struct StoreConfig {
     /// Whether the log's segment files are read and written with
     /// `O_DIRECT` (Linux), around the page cache. Default false.
     pub direct_io: bool,
+    /// Whether the hash index doubles by itself when its entries pass four
+    /// per main bucket. Default true.
+    pub auto_grow_index: bool,
 }
 
 impl Default for StoreConfig {
@@ -121,6 +125,7 @@ impl Default for StoreConfig {
             segment_size_bits: crate::device::DEFAULT_SEGMENT_SIZE_BITS,
             disk_budget: None,
             direct_io: false,
+            auto_grow_index: true,
         }
     }
 }
@@ -269,6 +274,9 @@ pub(crate) struct StoreInner<K, V, D> {
     pub(crate) scans: crate::scan::ScanGate,
     /// What compactions did, summed (the compaction layer adds to it).
     pub(crate) compaction_totals: std::sync::Mutex<CompactionTotals>,
+    /// Held by a growth of the index from its start to the end of its
+    /// copies' resolution (see `grow`): one at a time.
+    pub(crate) growing: std::sync::Mutex<()>,
     types: PhantomData<fn(K, V)>,
 }
 
@@ -329,6 +337,9 @@ impl<K: Key, V: Value, D: Device> StoreInner<K, V, D> {
         // A fixed-size record must fit in a page: records are read with the
         // fixed sizes, so a type whose `FIXED_SIZE` is larger than a page
         // is refused here rather than read past a frame.
+        // The automatic growth counts entries from what the index holds
+        // (a recovered one is loaded and replayed by now).
+        index.recount_entries();
         let format = RecordFormat::<K, V>::new();
         let fixed = (K::FIXED_KEY_SIZE, V::FIXED_SIZE);
         if fixed.0.is_some() || fixed.1.is_some() {
@@ -344,9 +355,10 @@ impl<K: Key, V: Value, D: Device> StoreInner<K, V, D> {
         Ok(Self {
             index,
             log,
-            // Three more entries than sessions: the running checkpoint's,
-            // compaction's and the store's own (flush at close).
-            epoch: Epoch::new(config.max_sessions + 3),
+            // Four more entries than sessions: the running checkpoint's,
+            // compaction's, an index growth's and the store's own (flush
+            // at close).
+            epoch: Epoch::new(config.max_sessions + 4),
             format: RecordFormat::new(),
             config,
             dir: None,
@@ -357,6 +369,7 @@ impl<K: Key, V: Value, D: Device> StoreInner<K, V, D> {
             maintenance: std::sync::Mutex::new(()),
             scans: crate::scan::ScanGate::default(),
             compaction_totals: std::sync::Mutex::new(CompactionTotals::default()),
+            growing: std::sync::Mutex::new(()),
             types: PhantomData,
         })
     }
@@ -537,6 +550,40 @@ impl<K: Key, V: Value, D: Device> Store<K, V, D> {
     /// hot path).
     pub fn index_stats(&self) -> IndexStats {
         self.inner.index.stats()
+    }
+
+    /// Doubles the hash index's table online: sessions that begin an
+    /// operation meanwhile help split the buckets, and operations already
+    /// running finish first (so this must not be called from inside an
+    /// operation's closure). With a growth already running, waits for it
+    /// and then doubles the table again. Returns the new number of
+    /// buckets.
+    ///
+    /// Entries whose records are on the device are put in both halves by
+    /// the split (their keys' hashes are not in memory); this call then
+    /// reads those chains back, in batches, and points each copy at its
+    /// own bucket's records or frees it — one device read per such entry,
+    /// while sessions run on.
+    ///
+    /// Checkpoints taken after it record (and recovery restores) the grown
+    /// table. The store also grows by itself when the index's entries pass
+    /// four per bucket (see
+    /// [`StoreBuilder::auto_grow_index`](crate::StoreBuilder::auto_grow_index)).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidConfig`] past 2^40 buckets, [`Error::OutOfMemory`]
+    /// without the memory for the new table, [`Error::TooManySessions`]
+    /// if the store's epoch table has no entry free for the call.
+    pub fn grow_index(&self) -> Result<u64> {
+        let handle = self.inner.epoch.register()?;
+        let grown = grow::grow(&self.inner, &handle, true)?;
+        Ok(grown.map_or_else(|| self.inner.index.table_size(), |g| g.buckets))
+    }
+
+    /// How many times the hash index has doubled since the store opened.
+    pub fn index_growths(&self) -> u64 {
+        self.inner.index.growths()
     }
 
     /// The device the log lives on.

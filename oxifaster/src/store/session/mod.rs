@@ -30,6 +30,7 @@ use crate::address::Address;
 use crate::cpr::{self, SessionSlot, is_newer, version_bits};
 use crate::device::Device;
 use crate::epoch::EpochHandle;
+use crate::index::grow::GrowPhase;
 use crate::index::{EntrySlot, HashBucketEntry};
 use crate::record::{AlignedBytes, Key, KeyArg, Merge, Value, ValueArg};
 
@@ -370,19 +371,63 @@ impl<K: Key, V: Value, D: Device> Session<K, V, D> {
         self.version
     }
 
-    /// Protects the session for an operation and follows a version change.
+    /// Protects the session for an operation and follows a version change;
+    /// while the hash index grows, helps it first (see `index::grow`).
     #[inline(always)]
     fn begin(&mut self) {
+        #[cfg(oxifaster_loom)]
+        if crate::sync::broken::late_in_op() {
+            self.handle.refresh();
+            if self.store.index.grow_phase() != GrowPhase::Rest {
+                self.help_grow();
+            }
+            self.slot.in_op.store(true, Ordering::Relaxed);
+            self.observe_version();
+            return;
+        }
+        // The flag, then the refresh's full barrier, then the phase: of
+        // this and a growth that publishes its phase and then reads the
+        // flag, at least one sees the other (the growth waits for this
+        // operation, or this operation helps the growth).
+        self.slot.in_op.store(true, Ordering::Relaxed);
         self.handle.refresh();
+        if self.store.index.grow_phase() != GrowPhase::Rest {
+            self.help_grow();
+        }
         self.observe_version();
     }
 
     /// Refreshes inside an operation (before it has written anything),
     /// following a version change: an operation that waits may not run on
-    /// at a version a checkpoint has already left behind.
+    /// at a version a checkpoint has already left behind. (A growth of the
+    /// index waits for this operation to end.)
     #[inline]
     fn refresh_in_op(&mut self) {
-        self.begin();
+        self.handle.refresh();
+        self.observe_version();
+    }
+
+    /// Helps a growth of the index to its end, outside any operation.
+    #[cold]
+    #[inline(never)]
+    fn help_grow(&mut self) {
+        loop {
+            self.slot.in_op.store(false, Ordering::Release);
+            let mut spins = 0u32;
+            while !crate::store::grow::help_round(self.store, &self.handle) {
+                // A checkpoint's version change may be waiting for this
+                // session meanwhile.
+                self.handle.refresh();
+                self.observe_version();
+                self.handle.unprotect();
+                crate::hlog::backoff(&mut spins);
+            }
+            self.slot.in_op.store(true, Ordering::Relaxed);
+            self.handle.refresh();
+            if self.store.index.grow_phase() == GrowPhase::Rest {
+                return;
+            }
+        }
     }
 
     #[inline(always)]
@@ -418,12 +463,27 @@ impl<K: Key, V: Value, D: Device> Session<K, V, D> {
         self.writes += 1;
         self.slot.writes.store(self.writes, Ordering::Release);
         self.end();
+        if self.store.config.auto_grow_index && self.store.index.take_growth_request() {
+            self.grow_index_now();
+        }
+    }
+
+    /// The index asked to grow (its entries passed four per main bucket):
+    /// grow it now, between operations (unless another session is already
+    /// growing it).
+    #[cold]
+    #[inline(never)]
+    fn grow_index_now(&mut self) {
+        if let Err(e) = crate::store::grow::grow(self.store, &self.handle, false) {
+            tracing::warn!(error = %e, "growing the hash index");
+        }
     }
 
     /// Publishes the finished operation's serial number and unprotects.
     #[inline(always)]
     fn end(&mut self) {
         self.slot.serial.store(self.serial, Ordering::Release);
+        self.slot.in_op.store(false, Ordering::Release);
         self.handle.unprotect();
     }
 
@@ -1204,6 +1264,9 @@ impl<K: Key, V: Value, D: Device> Drop for Session<K, V, D> {
         // the commit points of a checkpoint in flight; with no checkpoint
         // in flight the session is forgotten at once (a store that opens a
         // session per request stays flat), else by that checkpoint.
+        // A closure that panicked inside an operation left it flagged: a
+        // growth of the index must not wait for it.
+        self.slot.in_op.store(false, Ordering::Release);
         self.slot.close();
         if self.store.cpr.load().1 == cpr::REST {
             self.store.sessions.forget(&[self.slot.id]);

@@ -1,0 +1,220 @@
+//! Growing the store's hash index (the protocol is `index::grow`'s): the
+//! store's side, which knows the sessions and the records.
+//!
+//! A growth, one at a time (`StoreInner::growing`):
+//!
+//! 1. publishes `Prepare`, then waits until no session is inside an
+//!    operation it began before (`SessionSlot::in_op`; operations that
+//!    begin afterwards see the phase and help instead);
+//! 2. holds the table (no index checkpoint dumps it meanwhile), splits
+//!    with every session that begins an operation, and frees the old table
+//!    once every thread protected at the swap has refreshed;
+//! 3. resolves the copies: an entry whose record was on the device went to
+//!    both halves; its chain is read back (batched device reads) and each
+//!    copy is pointed at the first record of its own bucket, or freed if
+//!    the chain has none. Sessions run meanwhile; a copy is changed by a
+//!    CAS from what the split wrote, so a session's insert that got there
+//!    first wins. Without this step the copies of device-resident entries
+//!    would double with every growth.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use super::StoreInner;
+use super::disk::{DiskReader, Walked};
+use super::record::RecordPtr;
+use crate::Result;
+use crate::address::Address;
+use crate::device::Device;
+use crate::epoch::EpochHandle;
+use crate::index::HashBucketEntry;
+use crate::index::grow::{GrowPhase, Traced};
+use crate::record::{Key, Value};
+
+/// Buckets whose device-resident entries are checked in one batch of walks.
+const RESOLVE_BUCKETS: u64 = 1 << 12;
+
+/// Records a checking walk reads before it leaves an entry as it is (the
+/// entry stays correct: a walk from it compares keys).
+const RESOLVE_HOPS: u64 = 64;
+
+/// What a growth did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct Grown {
+    /// The table's buckets after it.
+    pub(crate) buckets: u64,
+    /// Copies of device-resident entries pointed at their own bucket's
+    /// first record.
+    pub(crate) retargeted: u64,
+    /// Copies freed (their chain has no record of their bucket).
+    pub(crate) freed: u64,
+    /// Copies left as they were (a long chain, a changed entry, a read
+    /// error).
+    pub(crate) left: u64,
+}
+
+/// Doubles the index's table; with a growth already running, waits for it
+/// and returns `None`. `handle` is the caller's, not protected, and the
+/// caller is outside any operation.
+pub(crate) fn grow<K: Key, V: Value, D: Device>(
+    inner: &StoreInner<K, V, D>,
+    handle: &EpochHandle<'_>,
+    wait: bool,
+) -> Result<Option<Grown>> {
+    let _one = if wait {
+        inner.growing.lock().unwrap_or_else(|p| p.into_inner())
+    } else {
+        match inner.growing.try_lock() {
+            Ok(guard) => guard,
+            Err(std::sync::TryLockError::Poisoned(p)) => p.into_inner(),
+            Err(std::sync::TryLockError::WouldBlock) => return Ok(None),
+        }
+    };
+    let span = tracing::info_span!("grow_index", from = inner.index.table_size());
+    let _enter = span.enter();
+    let Some(buckets) = inner.index.start_grow()? else {
+        // Not ours (cannot happen while `growing` is held; helped anyway).
+        help(inner, handle);
+        return Ok(None);
+    };
+    // Every operation in flight when the phase was published finishes;
+    // the ones that begin now help instead of using the table. (The phase
+    // store, a full barrier, then the flags; a session stores its flag,
+    // then a full barrier (its refresh), then loads the phase: of the two,
+    // at least one sees the other's store.)
+    crate::sync::fence(Ordering::SeqCst);
+    for slot in inner.sessions.all() {
+        let mut spins = 0u32;
+        while slot.in_op.load(Ordering::SeqCst) {
+            crate::hlog::backoff(&mut spins);
+        }
+    }
+    {
+        let _held = inner.index.hold_table();
+        inner.index.begin_split();
+        help(inner, handle);
+    }
+    // The old table goes once every thread protected now has refreshed:
+    // none of them still holds a reference into it.
+    let released = Arc::new(AtomicBool::new(false));
+    let flag = released.clone();
+    handle.bump_with_action(move || flag.store(true, Ordering::Release));
+    let mut spins = 0u32;
+    while !released.load(Ordering::Acquire) {
+        handle.refresh();
+        handle.unprotect();
+        crate::hlog::backoff(&mut spins);
+    }
+    // SAFETY: the drain above passed: every operation that could hold a
+    // reference into a replaced table (protected before the swap) has
+    // refreshed since, and operations that began later use the new table.
+    unsafe { inner.index.release_retired() };
+    let mut grown = Grown { buckets, ..Grown::default() };
+    resolve_copies(inner, &mut grown);
+    tracing::info!(
+        buckets,
+        retargeted = grown.retargeted,
+        freed = grown.freed,
+        left = grown.left,
+        "grew the hash index"
+    );
+    Ok(Some(grown))
+}
+
+/// Splits with the running growth until it ends (the caller is outside any
+/// operation).
+fn help<K: Key, V: Value, D: Device>(inner: &StoreInner<K, V, D>, handle: &EpochHandle<'_>) {
+    let mut spins = 0u32;
+    while !help_round(inner, handle) {
+        crate::hlog::backoff(&mut spins);
+    }
+}
+
+/// One round of help: splits what is left to claim (protected, as reading
+/// records needs), then unprotects; true once the growth has ended.
+pub(crate) fn help_round<K: Key, V: Value, D: Device>(
+    inner: &StoreInner<K, V, D>,
+    handle: &EpochHandle<'_>,
+) -> bool {
+    handle.refresh();
+    inner.index.split(&|address| trace(inner, address));
+    handle.unprotect();
+    inner.index.grow_phase() == GrowPhase::Rest
+}
+
+/// What a split learns of the record at `address`: its key's hash and the
+/// previous record of its chain while it is in memory. The caller is
+/// protected.
+fn trace<K: Key, V: Value, D: Device>(inner: &StoreInner<K, V, D>, address: Address) -> Traced {
+    if address < inner.log.head_address() || address >= inner.log.tail_address() {
+        return Traced::Elsewhere;
+    }
+    // SAFETY: the caller is protected and `address >= head` was observed
+    // after it protected itself, so the frame stays valid; the record was
+    // published (an index entry or a published record's previous link
+    // points at it) and no operation writes its key or header meanwhile
+    // (none runs while the index splits).
+    let record = unsafe { RecordPtr::new(inner.log.record_ptr(address), inner.format) };
+    let info = record.info();
+    let (key_len, _) = record.lengths();
+    let hash = crate::record::hash_bytes(record.key_bytes(key_len));
+    Traced::Memory { hash, previous: info.previous() }
+}
+
+/// Step 3 of the growth: checks every entry whose record is on the
+/// device — the copies the split left in both halves among them — by
+/// reading its chain: an entry whose first record is of another bucket is
+/// pointed at the first of its own, or freed if the chain has none. The
+/// caller holds `growing` (so the table stays current) and is outside any
+/// operation.
+fn resolve_copies<K: Key, V: Value, D: Device>(inner: &StoreInner<K, V, D>, grown: &mut Grown) {
+    let size = inner.index.table_size();
+    let mask = size - 1;
+    let disk = DiskReader::new(inner.log.reader(), inner.format);
+    let mut first = 0;
+    while first < size {
+        let placed = inner.index.entries_below(first, RESOLVE_BUCKETS, inner.log.head_address());
+        first += RESOLVE_BUCKETS;
+        if placed.is_empty() {
+            continue;
+        }
+        let starts: Vec<Address> = placed.iter().map(|p| p.entry.address()).collect();
+        let mut own: Vec<Address> = vec![Address::INVALID; placed.len()];
+        let ends = disk.walk_batch(&starts, RESOLVE_HOPS, |walk, record| {
+            let hash = crate::record::hash_bytes(record.key);
+            let mine = hash & mask == placed[walk].bucket
+                && HashBucketEntry::tag_of(hash) == placed[walk].entry.tag();
+            if mine {
+                own[walk] = record.address;
+            }
+            mine
+        });
+        for ((entry, end), own) in placed.iter().zip(ends).zip(own) {
+            let to = match end {
+                Ok(Walked::Stopped) if own == entry.entry.address() => continue,
+                Ok(Walked::Stopped) => own,
+                Ok(Walked::Ended) => Address::INVALID,
+                Ok(Walked::TooLong) => {
+                    grown.left += 1;
+                    continue;
+                }
+                Err(e) => {
+                    tracing::warn!(
+                        address = %entry.entry.address(),
+                        error = %e,
+                        "reading a record chain to check an index entry after a split"
+                    );
+                    grown.left += 1;
+                    continue;
+                }
+            };
+            if !inner.index.retarget(entry, to) {
+                grown.left += 1;
+            } else if to.is_valid() {
+                grown.retargeted += 1;
+            } else {
+                grown.freed += 1;
+            }
+        }
+    }
+}
