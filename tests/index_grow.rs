@@ -202,3 +202,71 @@ fn automatic_growth_can_be_turned_off() {
         assert_eq!(session.read_blocking(&key).expect("read"), Some(key));
     }
 }
+
+/// Many growths back to back while two sessions run short in-memory
+/// operations as fast as they can: every operation that begins during a
+/// split helps it, so helpers often race the publication of the new table
+/// (a helper that took the old table from the index after the swap would
+/// split the new table into itself).
+#[test]
+fn helpers_racing_publication_keep_every_key() {
+    for _ in 0..100 * scale() {
+        race_growths_with_helpers();
+    }
+}
+
+fn race_growths_with_helpers() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = Arc::new(
+        Store::<u64, u64>::builder()
+            .dir(dir.path())
+            .table_size(16)
+            .auto_grow_index(false)
+            .checkpoint_every(None)
+            .checkpoint_on_close(false)
+            .open()
+            .expect("open"),
+    );
+    let keys = 20_000u64;
+    let done = Arc::new(AtomicBool::new(false));
+    let started = Arc::new(std::sync::Barrier::new(3));
+    let workers: Vec<_> = (0..2u64)
+        .map(|me| {
+            let (store, done, started) = (store.clone(), done.clone(), started.clone());
+            std::thread::spawn(move || {
+                let mut session = store.start_session().expect("session");
+                let mut round = 0u64;
+                started.wait();
+                while !done.load(Ordering::Acquire) || round < 2 {
+                    round += 1;
+                    for key in (me..keys).step_by(2) {
+                        session.upsert(&key, &(key * 1000 + round)).expect("upsert");
+                        let got = session.read(&key).expect("read");
+                        assert!(
+                            matches!(got, oxifaster::store::ReadStatus::Found(v) if v == key * 1000 + round),
+                            "key {key}: {got:?}"
+                        );
+                    }
+                }
+                round
+            })
+        })
+        .collect();
+    let growths = 10;
+    started.wait();
+    for _ in 0..growths {
+        store.grow_index().expect("grow");
+    }
+    done.store(true, Ordering::Release);
+    let rounds: Vec<u64> = workers.into_iter().map(|w| w.join().expect("worker")).collect();
+    assert_eq!(store.index_stats().buckets, 16 << growths);
+    let mut session = store.start_session().expect("session");
+    for key in 0..keys {
+        let round = rounds[(key % 2) as usize];
+        assert_eq!(
+            session.read_blocking(&key).expect("read"),
+            Some(key * 1000 + round),
+            "key {key}"
+        );
+    }
+}

@@ -106,9 +106,14 @@ pub(crate) struct BenchArgs {
     /// Log memory, e.g. 512MiB, 2GiB (default: enough for the keys).
     #[arg(long, value_parser = parse_bytes)]
     log_memory: Option<u64>,
-    /// Hash buckets, a power of two (default: keys / 2, rounded up).
+    /// Hash buckets at open, a power of two (default: keys / 2, rounded
+    /// up). The table doubles by itself when its entries pass four per
+    /// bucket; the report after the load says how often and to what.
     #[arg(long)]
     table_size: Option<u64>,
+    /// Keep the table at `--table-size` (no automatic growth).
+    #[arg(long)]
+    no_auto_grow: bool,
     /// log2 of the page size.
     #[arg(long, default_value_t = 22)]
     page_size_bits: u32,
@@ -303,7 +308,8 @@ fn bench_values<V: BenchValue>(args: BenchArgs) -> Result<(), Box<dyn std::error
         .checkpoint_every(None)
         .checkpoint_on_close(false)
         .disk_budget(args.disk_budget)
-        .direct_io(args.direct_io);
+        .direct_io(args.direct_io)
+        .auto_grow_index(!args.no_auto_grow);
     let builder = match &args.dir {
         Some(dir) => builder.dir(dir),
         None => builder,
@@ -469,9 +475,11 @@ fn run_workloads<V: BenchValue, D: Device>(
     threads: usize,
     values: &Values<V>,
 ) -> Result<(), Box<dyn std::error::Error>> {
+    let opened_with = store.index_stats().buckets;
     report_header(args);
     let loaded = load(store, args.keys, threads, values, &progress_bar(args, args.keys, "load"))?;
     report(args, "load", "-", threads, &loaded);
+    report_index(args, store, opened_with);
     let mut counters_valid = true;
     let mut increments = 0u64;
     for &dist in &args.dist {
@@ -515,6 +523,31 @@ fn run_workloads<V: BenchValue, D: Device>(
         }
     }
     Ok(())
+}
+
+/// The hash index after the load: its growths (automatic unless
+/// `--no-auto-grow`) and its fill.
+fn report_index<V: BenchValue, D: Device>(
+    args: &BenchArgs,
+    store: &Store<u64, V, D>,
+    opened_with: u64,
+) {
+    let stats = store.index_stats();
+    let growths = store.index_growths();
+    if args.json {
+        println!(
+            "{{\"index_buckets_at_open\":{opened_with},\"index_growths\":{growths},\"index_buckets\":{},\"index_overflow_buckets\":{},\"index_entries\":{}}}",
+            stats.buckets, stats.overflow_buckets, stats.entries
+        );
+    } else {
+        println!(
+            "index: {} buckets ({growths} growths from {opened_with}), {} overflow buckets, {} entries ({:.2} per bucket)",
+            stats.buckets,
+            stats.overflow_buckets,
+            stats.entries,
+            stats.entries as f64 / stats.buckets as f64
+        );
+    }
 }
 
 fn report(args: &BenchArgs, workload: &str, dist: &str, threads: usize, r: &RunResult) {

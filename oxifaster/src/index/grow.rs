@@ -104,6 +104,8 @@ pub(crate) struct Growth {
     phase: AtomicU8,
     /// The table being filled (null at rest).
     new: AtomicPtr<Table>,
+    /// The table being split (null at rest).
+    old: AtomicPtr<Table>,
     next_chunk: AtomicU64,
     chunks_done: AtomicU64,
     /// The old table's overflow buckets, set aside when the split starts.
@@ -143,6 +145,7 @@ impl Default for Growth {
         Self {
             phase: AtomicU8::new(REST),
             new: AtomicPtr::new(std::ptr::null_mut()),
+            old: AtomicPtr::new(std::ptr::null_mut()),
             next_chunk: AtomicU64::new(0),
             chunks_done: AtomicU64::new(0),
             old_overflow: Mutex::new(Vec::new()),
@@ -251,6 +254,7 @@ impl HashIndex {
             drop(unsafe { Box::from_raw(new) });
             return Ok(None);
         }
+        self.grow.old.store(self.table.load(Ordering::Acquire), Ordering::Release);
         self.grow.next_chunk.store(0, Ordering::Relaxed);
         self.grow.chunks_done.store(0, Ordering::Relaxed);
         self.grow.phase.store(PREPARE, Ordering::SeqCst);
@@ -275,17 +279,28 @@ impl HashIndex {
     /// Splits chunks of the old table until none is left to claim, reading
     /// records through `trace`; true if this call finished the last chunk
     /// (the new table is then published and the phase back to `Rest`).
-    /// Does nothing outside `Split`.
+    /// Does nothing outside `Split`. The caller is protected in the epoch
+    /// for the whole call (the growth's drain, which waits for it, keeps
+    /// the tables it uses alive).
     pub fn split(&self, trace: &dyn Fn(Address) -> Traced) -> bool {
         if self.grow.phase.load(Ordering::Acquire) != SPLIT {
             return false;
         }
+        // Both tables of this growth, or null once it published: the next
+        // growth cannot set others while this thread is protected (its
+        // start waits for an epoch drain after this one's publication).
+        // Not `self.table()` for the old one: after a publication that is
+        // the new table.
         let new = self.grow.new.load(Ordering::Acquire);
-        // SAFETY: in `Split` the new table is set and stays alive until the
-        // last splitter publishes it (after every chunk, this one's
-        // included, is done).
-        let new = unsafe { &*new };
-        let old = self.table();
+        let old = self.grow.old.load(Ordering::Acquire);
+        if new.is_null() || old.is_null() {
+            return false;
+        }
+        // SAFETY: non-null, so set by this growth's `start_grow`: the new
+        // table lives on as the index's table (freed only by a later
+        // growth's `release_retired`, after a drain this thread holds
+        // back), the old one until this growth's `release_retired` (same).
+        let (new, old) = unsafe { (&*new, &*old) };
         let chunks = old.size().div_ceil(CHUNK_BUCKETS);
         loop {
             let chunk = self.grow.next_chunk.fetch_add(1, Ordering::AcqRel);
@@ -359,6 +374,7 @@ impl HashIndex {
     fn publish(&self) {
         let new = self.grow.new.swap(std::ptr::null_mut(), Ordering::AcqRel);
         let old = self.table.swap(new, Ordering::AcqRel);
+        self.grow.old.store(std::ptr::null_mut(), Ordering::Release);
         let overflow = std::mem::take(&mut *self.grow.old_overflow.lock().unwrap_or_else(|p| p.into_inner()));
         // SAFETY: `old` was the current table, made by `Box::into_raw`;
         // it is no longer published, and is freed only by
