@@ -20,6 +20,8 @@ def run(binary, args):
     for line in out.splitlines():
         if line.startswith("{"):
             r = json.loads(line)
+            if "workload" not in r:
+                continue
             points[(r["workload"], r["dist"], r["threads"])] = r["mops"]
     return points
 

@@ -19,6 +19,14 @@
 //! participant whose protection the scan missed likewise observes that
 //! state. So when the action runs, nobody can still act on the old state.
 //!
+//! An entry's top bit (`MID_OP`) is not part of its epoch: it flags an
+//! operation that refreshed or suspended its protection in its middle and
+//! so may still hold what it read at an older epoch.
+//! `EpochHandle::refresh_mid_op` and `EpochHandle::suspend` set it, the
+//! unprotect at an operation's end clears it, and
+//! [`Epoch::wait_mid_ops`] waits for it (the hash index's growth uses it,
+//! see `store::grow`). The scan ignores it.
+//!
 //! Idle participants never stall a bump: an unprotected entry holds 0 and
 //! does not count, and a session that parks unprotects first.
 //!
@@ -39,6 +47,9 @@ const FREE: u64 = u64::MAX;
 const LOCKED: u64 = u64::MAX - 1;
 /// The epoch of an unprotected entry.
 const UNPROTECTED: u64 = 0;
+/// The bit of an entry's epoch that flags an operation whose protection
+/// was refreshed or suspended in its middle (epochs never reach it).
+const MID_OP: u64 = 1 << 63;
 
 /// The default number of participant entries.
 pub const DEFAULT_MAX_PARTICIPANTS: usize = 128;
@@ -54,7 +65,11 @@ pub const DRAIN_LIST_SIZE: usize = 2;
 #[repr(align(64))]
 #[derive(Debug, Default)]
 struct Entry {
-    /// The epoch the participant is protected at, or `UNPROTECTED`.
+    /// The epoch the participant is protected at, or `UNPROTECTED`; with
+    /// [`MID_OP`] set while the participant is inside an operation that
+    /// refreshed (or suspended) its protection in its middle: the epoch
+    /// alone no longer tells that it still holds what it read before (see
+    /// [`Epoch::wait_mid_ops`]).
     local_epoch: AtomicU64,
     /// Whether a handle owns this entry.
     taken: AtomicBool,
@@ -189,7 +204,12 @@ impl Epoch {
             }
             // The list is full: make progress on it, then look again.
             if let Some(handle) = handle {
-                handle.refresh();
+                // Possibly inside an operation (a page turn's bump).
+                if handle.is_protected() {
+                    handle.refresh_mid_op();
+                } else {
+                    handle.refresh();
+                }
             } else {
                 self.drain();
             }
@@ -208,7 +228,7 @@ impl Epoch {
         fence(Ordering::SeqCst);
         let mut oldest = self.current_epoch.load(Ordering::SeqCst);
         for entry in self.entries.iter() {
-            let local = entry.local_epoch.load(Ordering::SeqCst);
+            let local = entry.local_epoch.load(Ordering::SeqCst) & !MID_OP;
             if local != UNPROTECTED && local < oldest {
                 oldest = local;
             }
@@ -216,6 +236,32 @@ impl Epoch {
         let safe = oldest - 1;
         self.safe_to_reclaim_epoch.fetch_max(safe, Ordering::SeqCst);
         safe
+    }
+
+    /// Waits until no participant is inside an operation that refreshed or
+    /// suspended its protection in its middle
+    /// ([`EpochHandle::refresh_mid_op`], [`EpochHandle::suspend`]).
+    ///
+    /// With an epoch drain before it, this tells that every operation that
+    /// began before some point has ended: the drain passes those that kept
+    /// their protection from start to end (they unprotected at their end,
+    /// or are gone) and those that refreshed; the ones that refreshed or
+    /// suspended flagged themselves first, and the drain's observation of
+    /// their new epoch carries the flag (Release/Acquire through the
+    /// entry, SeqCst through the scan). The caller is not inside an
+    /// operation itself.
+    pub fn wait_mid_ops(&self) {
+        for entry in self.entries.iter() {
+            let mut spins = 0u32;
+            while entry.local_epoch.load(Ordering::Acquire) & MID_OP != 0 {
+                spins += 1;
+                if spins < 64 && !cfg!(oxifaster_loom) {
+                    std::hint::spin_loop();
+                } else {
+                    crate::sync::yield_now();
+                }
+            }
+        }
     }
 
     /// Runs every pending action whose epoch is safe. The common case (no
@@ -275,17 +321,25 @@ impl EpochHandle<'_> {
     /// the participant holds back every action tagged with `E` or later.
     #[inline]
     pub fn protect(&self) -> u64 {
+        self.protect_flagged(0)
+    }
+
+    /// [`Self::protect`], with `flag` (0 or `MID_OP`) stored with the
+    /// epoch.
+    #[inline(always)]
+    fn protect_flagged(&self, flag: u64) -> u64 {
         let current = self.epoch.current_epoch.load(Ordering::SeqCst);
+        let value = current | flag;
         #[cfg(oxifaster_loom)]
         if crate::sync::broken::weak_protect() {
-            self.entry().local_epoch.store(current, Ordering::Relaxed);
+            self.entry().local_epoch.store(value, Ordering::Relaxed);
             return current;
         }
         // A SeqCst read-modify-write is a full barrier (one `xchg` on x86,
         // cheaper than a store and an `mfence`): it pairs with the fence in
         // `compute_safe_to_reclaim` (module invariant), and no later load of
         // this thread is performed before it.
-        self.entry().local_epoch.swap(current, Ordering::SeqCst);
+        self.entry().local_epoch.swap(value, Ordering::SeqCst);
         // Loom models SeqCst accesses as AcqRel but SeqCst fences exactly:
         // the model checks the handshake in its fence form, which the swap
         // implies on every target we build for.
@@ -303,15 +357,37 @@ impl EpochHandle<'_> {
         current
     }
 
-    /// Drops the protection: this participant no longer holds anything back.
+    /// [`Self::refresh`] in the middle of an operation that keeps what it
+    /// read before (an index slot, say): every refresh of an operation
+    /// after its start must be this one. The new epoch carries `MID_OP`,
+    /// published by the same store (see [`Epoch::wait_mid_ops`]); the
+    /// operation's [`Self::unprotect`] clears it.
+    #[inline]
+    pub fn refresh_mid_op(&self) -> u64 {
+        let current = self.protect_flagged(MID_OP);
+        self.epoch.drain();
+        current
+    }
+
+    /// Drops the protection at the end of an operation: this participant
+    /// no longer holds anything back.
     #[inline]
     pub fn unprotect(&self) {
         self.entry().local_epoch.store(UNPROTECTED, Ordering::Release);
     }
 
+    /// Drops the protection in the middle of an operation (to wait for a
+    /// device read, say), flagged as such: the operation still holds what
+    /// it read before (see [`Epoch::wait_mid_ops`]). The flag goes at the
+    /// operation's [`Self::unprotect`].
+    #[inline]
+    pub fn suspend(&self) {
+        self.entry().local_epoch.store(MID_OP, Ordering::Release);
+    }
+
     /// Whether this participant is protected.
     pub fn is_protected(&self) -> bool {
-        self.entry().local_epoch.load(Ordering::Relaxed) != UNPROTECTED
+        self.entry().local_epoch.load(Ordering::Relaxed) & !MID_OP != UNPROTECTED
     }
 
     /// [`Epoch::bump_with_action`] from a participant that may be protected:

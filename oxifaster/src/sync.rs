@@ -43,17 +43,18 @@ pub mod broken {
     static EAGER_FLUSH: AtomicBool = AtomicBool::new(false);
     static NO_RESCAN: AtomicBool = AtomicBool::new(false);
     static UNCONDITIONAL_COPY: AtomicBool = AtomicBool::new(false);
-    static LATE_IN_OP: AtomicBool = AtomicBool::new(false);
+    static NO_GROW_DRAIN: AtomicBool = AtomicBool::new(false);
 
-    /// `Session::begin` checks the index's growth phase before it flags
-    /// the operation in flight (instead of after), so a growth can start
-    /// splitting under an operation that goes on writing the old table.
-    pub fn set_late_in_op(on: bool) {
-        LATE_IN_OP.store(on, Ordering::SeqCst);
+    /// A growth of the index splits once no operation is flagged as
+    /// refreshed in its middle, without the epoch drain before: an
+    /// operation that began before the growth's phase and kept its
+    /// protection goes on writing the old table.
+    pub fn set_no_grow_drain(on: bool) {
+        NO_GROW_DRAIN.store(on, Ordering::SeqCst);
     }
 
-    pub(crate) fn late_in_op() -> bool {
-        LATE_IN_OP.load(Ordering::SeqCst)
+    pub(crate) fn no_grow_drain() -> bool {
+        NO_GROW_DRAIN.load(Ordering::SeqCst)
     }
 
     /// Compaction's `Session::copy_if_newest` copies without checking that

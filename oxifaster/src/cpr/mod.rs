@@ -133,15 +133,21 @@ impl CommitPoint {
     }
 }
 
-/// The store's version and phase: `version << 8 | phase`.
+/// The bit of the CPR word that tells operations the hash index is growing
+/// (see `store::grow`): not part of the version or the phase.
+pub(crate) const GROWING: u64 = 1 << 63;
+
+/// The store's version and phase: `version << 8 | phase` (and [`GROWING`]).
 #[derive(Debug)]
 pub(crate) struct CprState {
-    word: AtomicU64,
+    /// loom's under `--cfg oxifaster_loom` (the growth hand-off's model
+    /// reads it).
+    word: crate::sync::AtomicU64,
 }
 
 impl CprState {
     pub(crate) fn new(version: u32) -> Self {
-        Self { word: AtomicU64::new(u64::from(version) << 8) }
+        Self { word: crate::sync::AtomicU64::new(u64::from(version) << 8) }
     }
 
     /// `(version, phase)`. SeqCst: read after the session protects (the
@@ -152,8 +158,30 @@ impl CprState {
         ((word >> 8) as u32, word & 0xff)
     }
 
+    /// The whole word: `version << 8 | phase`, with [`GROWING`] while the
+    /// hash index grows. An operation's start compares it with what it
+    /// expects (its version, phase `REST`, no growth) in one load, and
+    /// takes its slow path on any difference.
+    #[inline(always)]
+    pub(crate) fn word(&self) -> u64 {
+        self.word.load(Ordering::SeqCst)
+    }
+
+    /// Sets the version and phase, keeping the [`GROWING`] bit.
     pub(crate) fn store(&self, version: u32, phase: u64) {
-        self.word.store(u64::from(version) << 8 | phase, Ordering::SeqCst);
+        let new = u64::from(version) << 8 | phase;
+        let _ = self
+            .word
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |word| Some(word & GROWING | new));
+    }
+
+    /// Sets or clears [`GROWING`].
+    pub(crate) fn set_growing(&self, on: bool) {
+        if on {
+            self.word.fetch_or(GROWING, Ordering::SeqCst);
+        } else {
+            self.word.fetch_and(!GROWING, Ordering::SeqCst);
+        }
     }
 }
 
@@ -171,11 +199,6 @@ pub(crate) struct SessionSlot {
     /// How many operations of the session may have written (see
     /// `Registry::writes`); on the same cache line as `serial`.
     pub(crate) writes: AtomicU64,
-    /// Whether the session is inside an operation that may use the hash
-    /// index (see `index::grow`: a growth waits for such operations to
-    /// finish). Set before the operation protects itself, cleared at its
-    /// end; on the same cache line as `serial`.
-    pub(crate) in_op: crate::sync::AtomicBool,
     state: Mutex<SlotState>,
 }
 
@@ -305,7 +328,6 @@ impl Registry {
             id,
             serial: AtomicU64::new(0),
             writes: AtomicU64::new(0),
-            in_op: crate::sync::AtomicBool::new(false),
             state: Mutex::new(SlotState { version, open: true, internal, ..SlotState::default() }),
         });
         self.slots().insert(id, slot.clone());
@@ -334,7 +356,6 @@ impl Registry {
             id,
             serial: AtomicU64::new(point.until),
             writes: AtomicU64::new(0),
-            in_op: crate::sync::AtomicBool::new(false),
             state: Mutex::new(SlotState {
                 version,
                 // The excluded operations never ran in this incarnation:

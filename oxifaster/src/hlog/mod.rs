@@ -475,7 +475,7 @@ impl<D: Device> HybridLog<D> {
             // Another thread is turning the page: wait for it.
             while split(s.tail.load(Ordering::Acquire)).0 == page {
                 s.check_poisoned()?;
-                handle.refresh();
+                handle.refresh_mid_op();
                 backoff(&mut spins);
             }
         }
@@ -582,7 +582,7 @@ impl<D: Device> HybridLog<D> {
             && (self.shared.making_room.load(Ordering::Acquire)
                 || started.elapsed() < MAX_THROTTLE_PAUSE)
         {
-            handle.refresh();
+            handle.refresh_mid_op();
             std::thread::sleep(std::time::Duration::from_micros(200));
         }
     }
@@ -614,7 +614,7 @@ impl<D: Device> HybridLog<D> {
                 if s.flushed_until.load(Ordering::Acquire) >= needed {
                     self.shift_head(needed, handle);
                 }
-                handle.refresh();
+                handle.refresh_mid_op();
                 backoff(&mut spins);
             }
         }
@@ -738,7 +738,7 @@ impl<D: Device> HybridLog<D> {
         let mut spins = 0u32;
         while self.shared.flushed_until.load(Ordering::Acquire) < target {
             self.shared.check_poisoned()?;
-            handle.refresh();
+            handle.refresh_mid_op();
             backoff(&mut spins);
         }
         self.shared.check_poisoned()

@@ -4,8 +4,10 @@
 //! A growth, one at a time (`StoreInner::growing`):
 //!
 //! 1. publishes `Prepare`, then waits until no session is inside an
-//!    operation it began before (`SessionSlot::in_op`; operations that
-//!    begin afterwards see the phase and help instead);
+//!    operation it began before: an epoch drain, then the flags of
+//!    operations that refreshed their protection in their middle
+//!    (`Epoch::wait_mid_ops`). Operations that begin afterwards see the
+//!    phase and help instead;
 //! 2. holds the table (no index checkpoint dumps it meanwhile), splits
 //!    with every session that begins an operation, and frees the old table
 //!    once every thread protected at the swap has refreshed;
@@ -77,34 +79,36 @@ pub(crate) fn grow<K: Key, V: Value, D: Device>(
         help(inner, handle);
         return Ok(None);
     };
-    // Every operation in flight when the phase was published finishes;
-    // the ones that begin now help instead of using the table. (The phase
-    // store, a full barrier, then the flags; a session stores its flag,
-    // then a full barrier (its refresh), then loads the phase: of the two,
-    // at least one sees the other's store.)
+    // Every operation in flight when the phase was published ends before
+    // the split; the ones that begin now see `cpr::GROWING` (in the word
+    // they load at their start anyway), find the phase and help instead of
+    // using the table. An operation that kept its protection holds the
+    // drain back until its end (it protected itself before the flag was
+    // set, or it would have seen it: the flag's SeqCst RMW, a fence and
+    // the epoch bump here; its protect's barrier and its load there). One that refreshed or suspended its protection in its middle
+    // flagged itself first, and is waited for by its flag.
+    inner.cpr.set_growing(true);
     crate::sync::fence(Ordering::SeqCst);
-    for slot in inner.sessions.all() {
-        let mut spins = 0u32;
-        while slot.in_op.load(Ordering::SeqCst) {
-            crate::hlog::backoff(&mut spins);
-        }
+    #[cfg(oxifaster_loom)]
+    let drain = !crate::sync::broken::no_grow_drain();
+    #[cfg(not(oxifaster_loom))]
+    let drain = true;
+    if drain {
+        drain_epoch(handle);
     }
+    inner.epoch.wait_mid_ops();
     {
         let _held = inner.index.hold_table();
         inner.index.begin_split();
         help(inner, handle);
     }
-    // The old table goes once every thread protected now has refreshed:
-    // none of them still holds a reference into it.
-    let released = Arc::new(AtomicBool::new(false));
-    let flag = released.clone();
-    handle.bump_with_action(move || flag.store(true, Ordering::Release));
-    let mut spins = 0u32;
-    while !released.load(Ordering::Acquire) {
-        handle.refresh();
-        handle.unprotect();
-        crate::hlog::backoff(&mut spins);
-    }
+    // Operations find the phase `Rest` from here on; the flag only sends
+    // them to look.
+    inner.cpr.set_growing(false);
+    // The old table goes once every thread protected now (a helper still
+    // in its last split round) has refreshed: none of them still holds a
+    // reference into it.
+    drain_epoch(handle);
     // SAFETY: the drain above passed: every operation that could hold a
     // reference into a replaced table (protected before the swap) has
     // refreshed since, and operations that began later use the new table.
@@ -119,6 +123,20 @@ pub(crate) fn grow<K: Key, V: Value, D: Device>(
         "grew the hash index"
     );
     Ok(Some(grown))
+}
+
+/// Waits until every thread protected now has refreshed or unprotected
+/// (the caller is not protected, and is not protected after).
+fn drain_epoch(handle: &EpochHandle<'_>) {
+    let drained = Arc::new(AtomicBool::new(false));
+    let flag = drained.clone();
+    handle.bump_with_action(move || flag.store(true, Ordering::Release));
+    let mut spins = 0u32;
+    while !drained.load(Ordering::Acquire) {
+        handle.refresh();
+        handle.unprotect();
+        crate::hlog::backoff(&mut spins);
+    }
 }
 
 /// Splits with the running growth until it ends (the caller is outside any

@@ -101,7 +101,7 @@ impl<K: Key, V: Value, D: Device> Session<K, V, D> {
                 Location::Disk(from) if from > address => {
                     // The walk continues on the device; the protection is
                     // not held across the I/O.
-                    self.handle.unprotect();
+                    self.handle.suspend();
                     let found = self.disk().find(key.0, from)?.map(|record| record.address);
                     self.refresh_in_op();
                     found

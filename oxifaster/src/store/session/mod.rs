@@ -372,26 +372,26 @@ impl<K: Key, V: Value, D: Device> Session<K, V, D> {
     }
 
     /// Protects the session for an operation and follows a version change;
-    /// while the hash index grows, helps it first (see `index::grow`).
+    /// while the hash index grows, helps it first (see `store::grow`: a
+    /// growth sets `cpr::GROWING`, then drains the epoch, so an operation
+    /// that saw no growth here holds the drain back until its end).
     #[inline(always)]
     fn begin(&mut self) {
-        #[cfg(oxifaster_loom)]
-        if crate::sync::broken::late_in_op() {
-            self.handle.refresh();
-            if self.store.index.grow_phase() != GrowPhase::Rest {
-                self.help_grow();
-            }
-            self.slot.in_op.store(true, Ordering::Relaxed);
-            self.observe_version();
-            return;
-        }
-        // The flag, then the refresh's full barrier, then the phase: of
-        // this and a growth that publishes its phase and then reads the
-        // flag, at least one sees the other (the growth waits for this
-        // operation, or this operation helps the growth).
-        self.slot.in_op.store(true, Ordering::Relaxed);
         self.handle.refresh();
-        if self.store.index.grow_phase() != GrowPhase::Rest {
+        // One load and compare: this session's version, no growth (the
+        // phase byte is masked; a version change is what matters here).
+        let word = self.store.cpr.word();
+        if word & !0xff != u64::from(self.version) << 8 {
+            self.begin_slow(word);
+        }
+    }
+
+    /// The start of an operation that found the index growing or a new
+    /// version.
+    #[cold]
+    #[inline(never)]
+    fn begin_slow(&mut self, word: u64) {
+        if word & cpr::GROWING != 0 && self.store.index.grow_phase() != GrowPhase::Rest {
             self.help_grow();
         }
         self.observe_version();
@@ -399,20 +399,24 @@ impl<K: Key, V: Value, D: Device> Session<K, V, D> {
 
     /// Refreshes inside an operation (before it has written anything),
     /// following a version change: an operation that waits may not run on
-    /// at a version a checkpoint has already left behind. (A growth of the
-    /// index waits for this operation to end.)
+    /// at a version a checkpoint has already left behind. (Flagged as a
+    /// refresh in the middle of an operation: a growth of the index waits
+    /// for it to end, see `Epoch::wait_mid_ops`.)
     #[inline]
     fn refresh_in_op(&mut self) {
-        self.handle.refresh();
+        self.handle.refresh_mid_op();
         self.observe_version();
     }
 
-    /// Helps a growth of the index to its end, outside any operation.
+    /// Helps a growth of the index to its end, at the start of an
+    /// operation (nothing of the index held yet).
     #[cold]
     #[inline(never)]
     fn help_grow(&mut self) {
         loop {
-            self.slot.in_op.store(false, Ordering::Release);
+            // Unprotected, the operation is not in flight: a growth waiting
+            // for operations to end does not wait for this one.
+            self.handle.unprotect();
             let mut spins = 0u32;
             while !crate::store::grow::help_round(self.store, &self.handle) {
                 // A checkpoint's version change may be waiting for this
@@ -422,7 +426,6 @@ impl<K: Key, V: Value, D: Device> Session<K, V, D> {
                 self.handle.unprotect();
                 crate::hlog::backoff(&mut spins);
             }
-            self.slot.in_op.store(true, Ordering::Relaxed);
             self.handle.refresh();
             if self.store.index.grow_phase() == GrowPhase::Rest {
                 return;
@@ -483,7 +486,6 @@ impl<K: Key, V: Value, D: Device> Session<K, V, D> {
     #[inline(always)]
     fn end(&mut self) {
         self.slot.serial.store(self.serial, Ordering::Release);
-        self.slot.in_op.store(false, Ordering::Release);
         self.handle.unprotect();
     }
 
@@ -844,7 +846,7 @@ impl<K: Key, V: Value, D: Device> Session<K, V, D> {
                     return Ok(f(Some(bytes)));
                 }
                 Location::Disk(address) => {
-                    self.handle.unprotect();
+                    self.handle.suspend();
                     let key_bytes = key.key_arg_to_aligned_bytes();
                     match self.disk().find(&key_bytes, address)? {
                         Some(record) if !record.info.is_tombstone() => {
@@ -1229,7 +1231,7 @@ impl<K: Key, V: Value, D: Device> Session<K, V, D> {
                     None => {
                         // Read the old value now, unprotected while waiting.
                         let expected_entry = slot.entry.raw();
-                        self.handle.unprotect();
+                        self.handle.suspend();
                         let found = self.disk().find(&key.key_arg_to_aligned_bytes(), address);
                         self.refresh_in_op();
                         let new_value = match found?.filter(|r| !r.info.is_tombstone()) {
@@ -1264,9 +1266,6 @@ impl<K: Key, V: Value, D: Device> Drop for Session<K, V, D> {
         // the commit points of a checkpoint in flight; with no checkpoint
         // in flight the session is forgotten at once (a store that opens a
         // session per request stays flat), else by that checkpoint.
-        // A closure that panicked inside an operation left it flagged: a
-        // growth of the index must not wait for it.
-        self.slot.in_op.store(false, Ordering::Release);
         self.slot.close();
         if self.store.cpr.load().1 == cpr::REST {
             self.store.sessions.forget(&[self.slot.id]);
