@@ -74,6 +74,7 @@ pub(crate) fn grow<K: Key, V: Value, D: Device>(
     };
     let span = tracing::info_span!("grow_index", from = inner.index.table_size());
     let _enter = span.enter();
+    let started = std::time::Instant::now();
     let Some(buckets) = inner.index.start_grow()? else {
         // Not ours (cannot happen while `growing` is held; helped anyway).
         help(inner, handle);
@@ -113,10 +114,17 @@ pub(crate) fn grow<K: Key, V: Value, D: Device>(
     // reference into a replaced table (protected before the swap) has
     // refreshed since, and operations that began later use the new table.
     unsafe { inner.index.release_retired() };
+    let split_in = started.elapsed();
     let mut grown = Grown { buckets, ..Grown::default() };
-    resolve_copies(inner, &mut grown);
+    // Without copies (every record was in memory) there is nothing to
+    // resolve, and the table is not scanned again.
+    if inner.index.copied_by_last_split() > 0 {
+        resolve_copies(inner, &mut grown);
+    }
     tracing::info!(
         buckets,
+        split_secs = split_in.as_secs_f64(),
+        secs = started.elapsed().as_secs_f64(),
         retargeted = grown.retargeted,
         freed = grown.freed,
         left = grown.left,
@@ -155,9 +163,27 @@ pub(crate) fn help_round<K: Key, V: Value, D: Device>(
     handle: &EpochHandle<'_>,
 ) -> bool {
     handle.refresh();
-    inner.index.split(&|address| trace(inner, address));
+    inner.index.split(&|address| trace(inner, address), &|address| prefetch(inner, address));
     handle.unprotect();
     inner.index.grow_phase() == GrowPhase::Rest
+}
+
+/// Asks the CPU to start loading the record at `address` if it is in
+/// memory (a hint: nothing is read). The caller is protected.
+fn prefetch<K: Key, V: Value, D: Device>(inner: &StoreInner<K, V, D>, address: Address) {
+    if address < inner.log.head_address() || address >= inner.log.tail_address() {
+        return;
+    }
+    // SAFETY: `record_ptr`'s contract: the caller is protected and
+    // `address >= head` was observed after it protected itself.
+    let ptr = unsafe { inner.log.record_ptr(address) };
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: a prefetch is a hint: it never faults and changes no memory.
+    unsafe {
+        std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(ptr.cast::<i8>())
+    };
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = ptr;
 }
 
 /// What a split learns of the record at `address`: its key's hash and the
