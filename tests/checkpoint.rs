@@ -56,17 +56,6 @@ fn random_ops(
     }
 }
 
-fn check(store: &Store<u64, u64>, model: &BTreeMap<u64, u64>, keys: u64) {
-    let mut session = store.start_session().expect("session");
-    for key in 0..keys {
-        assert_eq!(
-            session.read_blocking(&key).expect("read"),
-            model.get(&key).copied(),
-            "key {key}"
-        );
-    }
-}
-
 #[test]
 fn every_kind_recovers_exactly_its_state() {
     // Small memory (most records on disk) and large (all in memory).
@@ -104,7 +93,7 @@ fn every_kind_recovers_exactly_its_state() {
         };
         let store: Store<u64, u64> =
             builder(dir.path()).recover(info.token.as_str()).expect("recover");
-        check(&store, &model, keys);
+        common::check_model(&store, &model, keys);
         assert_eq!(store.recovered().expect("recovered").token, info.token);
     }
 }
@@ -131,7 +120,7 @@ fn a_recovered_store_keeps_working_and_recovery_destroys_nothing() {
     let c = {
         let store: Store<u64, u64> =
             builder(dir.path()).recover(a.token.as_str()).expect("recover a");
-        check(&store, &first, keys);
+        common::check_model(&store, &first, keys);
         assert!(store.version() > b.version, "a new incarnation numbers past every checkpoint");
         let mut session = store.start_session().expect("session");
         random_ops(&mut session, &mut third, &mut rng, 20_000, keys);
@@ -140,7 +129,7 @@ fn a_recovered_store_keeps_working_and_recovery_destroys_nothing() {
     // Every checkpoint still recovers to its own state.
     for (token, model) in [(&a.token, &first), (&b.token, &second), (&c.token, &third)] {
         let store: Store<u64, u64> = builder(dir.path()).recover(token.as_str()).expect("recover");
-        check(&store, model, keys);
+        common::check_model(&store, model, keys);
     }
     let latest: Store<u64, u64> = builder(dir.path()).recover_latest().expect("latest");
     assert_eq!(latest.recovered().expect("recovered").token, c.token);

@@ -3,6 +3,8 @@
 //! every key stays exact; checkpoints taken during and after growths
 //! recover exactly, with the grown table.
 
+mod common;
+
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::Arc;
@@ -69,17 +71,6 @@ fn run_session(
     model
 }
 
-fn check_all(store: &Store<u64, u64>, model: &BTreeMap<u64, u64>, keys: u64) {
-    let mut session = store.start_session().expect("session");
-    for key in 0..keys {
-        assert_eq!(
-            session.read_blocking(&key).expect("read"),
-            model.get(&key).copied(),
-            "key {key}"
-        );
-    }
-}
-
 #[test]
 fn growths_under_load_keep_every_key() {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -119,7 +110,7 @@ fn growths_under_load_keep_every_key() {
     // each split and were resolved afterwards, so the index holds about
     // one entry per key (tags shared within a bucket make it fewer), not
     // one per key and growth.
-    check_all(&store, &model, keys);
+    common::check_model(&store, &model, keys);
     assert!(stats.entries <= keys + keys / 20, "{keys} keys: {stats:?}");
     assert!(stats.buckets <= 4 * keys, "{keys} keys: {stats:?}");
 }
@@ -162,7 +153,7 @@ fn checkpoints_taken_during_and_after_growths_recover_exactly() {
     // wrote everything before each checkpoint).
     for (token, expected) in &tokens {
         let store = builder(dir.path()).recover(token.as_str()).expect("recover");
-        check_all(&store, expected, 5_000);
+        common::check_model(&store, expected, 5_000);
     }
     // The last one with the table it had, grown.
     let store =
@@ -171,7 +162,7 @@ fn checkpoints_taken_during_and_after_growths_recover_exactly() {
     // A recovered store grows on.
     store.grow_index().expect("grow");
     assert_eq!(store.index_stats().buckets, grown * 2);
-    check_all(&store, &tokens.last().expect("a token").1, 5_000);
+    common::check_model(&store, &tokens.last().expect("a token").1, 5_000);
 }
 
 #[test]

@@ -390,6 +390,27 @@ impl EpochHandle<'_> {
         self.entry().local_epoch.load(Ordering::Relaxed) & !MID_OP != UNPROTECTED
     }
 
+    /// Runs one epoch: bumps with an action and waits, unprotected
+    /// (refreshing only to drain), until it has run — every participant
+    /// protected before the bump has refreshed or unprotected since. The
+    /// caller is not inside an operation, and is unprotected on return.
+    pub fn wait_epoch(&self) {
+        let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let flag = done.clone();
+        self.bump_with_action(move || flag.store(true, std::sync::atomic::Ordering::Release));
+        let mut spins = 0u32;
+        while !done.load(std::sync::atomic::Ordering::Acquire) {
+            self.refresh();
+            self.unprotect();
+            spins += 1;
+            if spins < 64 || cfg!(oxifaster_loom) {
+                crate::sync::yield_now();
+            } else {
+                std::thread::sleep(std::time::Duration::from_micros(50));
+            }
+        }
+    }
+
     /// [`Epoch::bump_with_action`] from a participant that may be protected:
     /// it refreshes itself while it waits for a drain slot.
     pub fn bump_with_action(&self, action: impl FnOnce() + Send + 'static) -> u64 {

@@ -44,3 +44,23 @@ pub fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
         }
     }
 }
+
+/// Reads keys `0..keys` through a new session of `store` and checks each
+/// against `model` (absent keys read as `None`).
+pub fn check_model<V, D>(
+    store: &oxifaster::Store<u64, V, D>,
+    model: &std::collections::BTreeMap<u64, V>,
+    keys: u64,
+) where
+    V: oxifaster::Value + PartialEq + std::fmt::Debug + Clone,
+    D: Device,
+{
+    let mut session = store.start_session().expect("session");
+    for key in 0..keys {
+        assert_eq!(
+            session.read_blocking(&key).expect("read"),
+            model.get(&key).cloned(),
+            "key {key}"
+        );
+    }
+}

@@ -4,9 +4,8 @@
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::sync::atomic::Ordering;
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use super::appender::Appender;
 use super::meta::{self, DeltaRef, Meta, SessionPoint};
@@ -23,26 +22,6 @@ use crate::epoch::EpochHandle;
 use crate::record::{Key, Value};
 use crate::store::StoreInner;
 use crate::{Error, Result};
-
-/// Runs one epoch: bumps with an action and waits, unprotected (refreshing
-/// only to drain), until every session protected before the bump has
-/// refreshed.
-fn wait_epoch(handle: &EpochHandle<'_>) {
-    let done = Arc::new(AtomicBool::new(false));
-    let flag = done.clone();
-    handle.bump_with_action(move || flag.store(true, Ordering::Release));
-    let mut spins = 0u32;
-    while !done.load(Ordering::Acquire) {
-        handle.refresh();
-        handle.unprotect();
-        spins += 1;
-        if spins < 64 {
-            std::thread::yield_now();
-        } else {
-            std::thread::sleep(Duration::from_micros(50));
-        }
-    }
-}
 
 fn now_ms() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
@@ -139,7 +118,7 @@ impl<K: Key, V: Value, D: Device> StoreInner<K, V, D> {
             _ => {
                 let _phase = tracing::info_span!("index").entered();
                 let log_start = self.log.tail_address().raw();
-                wait_epoch(&handle);
+                handle.wait_epoch();
                 let total = self.index.table_size() * 64;
                 report(&progress, "index", 0, total);
                 let header = self.write_index(&dir.join("index"), log_start)?;
@@ -162,7 +141,7 @@ impl<K: Key, V: Value, D: Device> StoreInner<K, V, D> {
             {
                 let _phase = tracing::info_span!("version_change", to = version + 1).entered();
                 self.cpr.store(version + 1, IN_PROGRESS);
-                wait_epoch(&handle);
+                handle.wait_epoch();
                 self.cpr.store(version + 1, WAIT_FLUSH);
             }
             let slots = self.sessions.all();
@@ -329,7 +308,7 @@ impl<K: Key, V: Value, D: Device> StoreInner<K, V, D> {
         let _phase = tracing::info_span!("snapshot").entered();
         let final_address = self.log.tail_address().raw();
         // Every record below the final address is completely written.
-        wait_epoch(handle);
+        handle.wait_epoch();
         let page_size = 1u64 << self.config.page_size_bits;
         // Sessions kept appending while we waited: the flush may have passed
         // the final address (read before). The snapshot starts at the page
@@ -372,7 +351,7 @@ impl<K: Key, V: Value, D: Device> StoreInner<K, V, D> {
     ) -> Result<(u64, DeltaRef)> {
         let _phase = tracing::info_span!("incremental_snapshot").entered();
         let final_address = self.log.tail_address().raw();
-        wait_epoch(handle);
+        handle.wait_epoch();
         let page_size = 1u64 << self.config.page_size_bits;
         let base_end = base.from + base.len;
         let path = dir.join("delta");

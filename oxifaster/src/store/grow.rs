@@ -19,8 +19,7 @@
 //!    first wins. Without this step the copies of device-resident entries
 //!    would double with every growth.
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::Ordering;
 
 use super::StoreInner;
 use super::disk::{DiskReader, Walked};
@@ -95,7 +94,7 @@ pub(crate) fn grow<K: Key, V: Value, D: Device>(
     #[cfg(not(oxifaster_loom))]
     let drain = true;
     if drain {
-        drain_epoch(handle);
+        handle.wait_epoch();
     }
     inner.epoch.wait_mid_ops();
     {
@@ -109,7 +108,7 @@ pub(crate) fn grow<K: Key, V: Value, D: Device>(
     // The old table goes once every thread protected now (a helper still
     // in its last split round) has refreshed: none of them still holds a
     // reference into it.
-    drain_epoch(handle);
+    handle.wait_epoch();
     // SAFETY: the drain above passed: every operation that could hold a
     // reference into a replaced table (protected before the swap) has
     // refreshed since, and operations that began later use the new table.
@@ -131,20 +130,6 @@ pub(crate) fn grow<K: Key, V: Value, D: Device>(
         "grew the hash index"
     );
     Ok(Some(grown))
-}
-
-/// Waits until every thread protected now has refreshed or unprotected
-/// (the caller is not protected, and is not protected after).
-fn drain_epoch(handle: &EpochHandle<'_>) {
-    let drained = Arc::new(AtomicBool::new(false));
-    let flag = drained.clone();
-    handle.bump_with_action(move || flag.store(true, Ordering::Release));
-    let mut spins = 0u32;
-    while !drained.load(Ordering::Acquire) {
-        handle.refresh();
-        handle.unprotect();
-        crate::hlog::backoff(&mut spins);
-    }
 }
 
 /// Splits with the running growth until it ends (the caller is outside any
