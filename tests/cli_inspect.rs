@@ -137,8 +137,15 @@ fn bench_reports_latencies_and_checkpoints_and_its_store_verifies() {
     ]);
     assert!(out.status.success(), "{}", text(&out));
     let stdout = String::from_utf8_lossy(&out.stdout);
-    let lines: Vec<&str> = stdout.lines().collect();
+    // The runs, and the index after the load (no growth: presized).
+    let lines: Vec<&str> = stdout.lines().filter(|l| l.contains("\"workload\":")).collect();
     assert_eq!(lines.len(), 5, "load and four runs: {stdout}");
+    assert!(
+        stdout
+            .lines()
+            .any(|l| l.contains("\"index_growths\":0,") && l.contains("\"index_entries\":")),
+        "the index after the load: {stdout}"
+    );
     for line in &lines {
         for field in ["\"mops\":", "\"p50_us\":", "\"p99_us\":", "\"p999_us\":", "\"rss_bytes\":"] {
             assert!(line.contains(field), "{field} missing: {line}");
@@ -183,7 +190,7 @@ fn bench_runs_variable_length_values_and_refuses_bad_sizes() {
     ]);
     assert!(out.status.success(), "{}", text(&out));
     let stdout = String::from_utf8_lossy(&out.stdout);
-    let lines: Vec<&str> = stdout.lines().collect();
+    let lines: Vec<&str> = stdout.lines().filter(|l| l.contains("\"workload\":")).collect();
     assert_eq!(lines.len(), 5, "load and four runs: {stdout}");
     assert!(lines.iter().all(|l| l.contains("\"value_size\":\"16-600\"")), "{stdout}");
     assert!(
