@@ -87,6 +87,12 @@ impl<K: Key, V: Value, D: Device> StoreInner<K, V, D> {
         *self.checkpoints.started_at.lock().unwrap_or_else(|p| p.into_inner()) =
             Some(self.change_mark());
         let handle = self.epoch.register()?;
+        // No growth of the index while the checkpoint runs: every record in
+        // its replay range is then chained by the table size its index has
+        // (a growth also forgets the last index, see `store::grow`), which
+        // recovery's replay needs — replaying records chained by a larger
+        // table into a smaller one would merge buckets and lose chains.
+        let _no_growth = self.growing.lock().unwrap_or_else(|p| p.into_inner());
         let (version, phase) = self.cpr.load();
         debug_assert_eq!(phase, REST);
         // The log this checkpoint needs starts at today's begin address:

@@ -1,7 +1,8 @@
 //! Growing the store's hash index (the protocol is `index::grow`'s): the
 //! store's side, which knows the sessions and the records.
 //!
-//! A growth, one at a time (`StoreInner::growing`):
+//! A growth, one at a time and never during a checkpoint
+//! (`StoreInner::growing`, which checkpoints hold too):
 //!
 //! 1. publishes `Prepare`, then waits until no session is inside an
 //!    operation it began before: an epoch drain, then the flags of
@@ -113,6 +114,10 @@ pub(crate) fn grow<K: Key, V: Value, D: Device>(
     // reference into a replaced table (protected before the swap) has
     // refreshed since, and operations that began later use the new table.
     unsafe { inner.index.release_retired() };
+    // Checkpoints from now on dump the grown index: a log-only or
+    // incremental one on the last index would replay records chained by
+    // the grown table into the smaller one (see the checkpoint machine).
+    *inner.checkpoints.last_index.lock().unwrap_or_else(|p| p.into_inner()) = None;
     let split_in = started.elapsed();
     let mut grown = Grown { buckets, ..Grown::default() };
     // Without copies (every record was in memory) there is nothing to
