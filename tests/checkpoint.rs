@@ -444,10 +444,16 @@ fn snapshots_under_heavy_appends_are_consistent() {
             let (store, stop) = (&store, &stop);
             scope.spawn(move || {
                 let mut session = store.start_session().expect("session");
-                let mut key = thread << 40;
+                // New keys all the time, so the index grows while the
+                // snapshots run (a snapshot once waited for a growth's
+                // device reads, and the writers outran the snapshots until
+                // memory ran out); the range wraps at 4 M keys a writer
+                // so that the store stays bounded on any machine.
+                let mut i = 0u64;
                 while !stop.load(Ordering::Relaxed) {
-                    session.upsert(&key, &key).expect("upsert");
-                    key += 1;
+                    let key = (thread << 40) | (i % (1 << 22));
+                    session.upsert(&key, &i).expect("upsert");
+                    i += 1;
                 }
             });
         }

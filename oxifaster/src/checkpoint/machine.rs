@@ -92,7 +92,7 @@ impl<K: Key, V: Value, D: Device> StoreInner<K, V, D> {
         // (a growth also forgets the last index, see `store::grow`), which
         // recovery's replay needs — replaying records chained by a larger
         // table into a smaller one would merge buckets and lose chains.
-        let _no_growth = self.growing.lock().unwrap_or_else(|p| p.into_inner());
+        let _no_growth = self.resizing.lock().unwrap_or_else(|p| p.into_inner());
         let (version, phase) = self.cpr.load();
         debug_assert_eq!(phase, REST);
         // The log this checkpoint needs starts at today's begin address:

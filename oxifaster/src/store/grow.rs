@@ -1,8 +1,9 @@
 //! Growing the store's hash index (the protocol is `index::grow`'s): the
 //! store's side, which knows the sessions and the records.
 //!
-//! A growth, one at a time and never during a checkpoint
-//! (`StoreInner::growing`, which checkpoints hold too):
+//! A growth runs one at a time (`StoreInner::growing`), and its steps 1
+//! and 2 never during a checkpoint (`StoreInner::resizing`, which
+//! checkpoints hold too):
 //!
 //! 1. publishes `Prepare`, then waits until no session is inside an
 //!    operation it began before: an epoch drain, then the flags of
@@ -63,15 +64,10 @@ pub(crate) fn grow<K: Key, V: Value, D: Device>(
     handle: &EpochHandle<'_>,
     wait: bool,
 ) -> Result<Option<Grown>> {
-    let _one = if wait {
-        inner.growing.lock().unwrap_or_else(|p| p.into_inner())
-    } else {
-        match inner.growing.try_lock() {
-            Ok(guard) => guard,
-            Err(std::sync::TryLockError::Poisoned(p)) => p.into_inner(),
-            Err(std::sync::TryLockError::WouldBlock) => return Ok(None),
-        }
-    };
+    // An automatic growth does not wait: a busy lock leaves the request
+    // to fire again at the next entry an insert creates.
+    let Some(_one) = take(&inner.growing, wait) else { return Ok(None) };
+    let Some(resizing) = take(&inner.resizing, wait) else { return Ok(None) };
     let span = tracing::info_span!("grow_index", from = inner.index.table_size());
     let _enter = span.enter();
     let started = std::time::Instant::now();
@@ -118,6 +114,10 @@ pub(crate) fn grow<K: Key, V: Value, D: Device>(
     // incremental one on the last index would replay records chained by
     // the grown table into the smaller one (see the checkpoint machine).
     *inner.checkpoints.last_index.lock().unwrap_or_else(|p| p.into_inner()) = None;
+    // Checkpoints may run from here on: the table keeps its size while
+    // `growing` is held, and resolving only moves entries along their
+    // chains (a dump with either address recovers the same keys).
+    drop(resizing);
     let split_in = started.elapsed();
     let mut grown = Grown { buckets, ..Grown::default() };
     // Without copies (every record was in memory) there is nothing to
@@ -135,6 +135,18 @@ pub(crate) fn grow<K: Key, V: Value, D: Device>(
         "grew the hash index"
     );
     Ok(Some(grown))
+}
+
+/// Locks `lock`, or with `wait` false, takes it only if it is free.
+fn take(lock: &std::sync::Mutex<()>, wait: bool) -> Option<std::sync::MutexGuard<'_, ()>> {
+    if wait {
+        return Some(lock.lock().unwrap_or_else(|p| p.into_inner()));
+    }
+    match lock.try_lock() {
+        Ok(guard) => Some(guard),
+        Err(std::sync::TryLockError::Poisoned(p)) => Some(p.into_inner()),
+        Err(std::sync::TryLockError::WouldBlock) => None,
+    }
 }
 
 /// Splits with the running growth until it ends (the caller is outside any
@@ -199,7 +211,7 @@ fn trace<K: Key, V: Value, D: Device>(inner: &StoreInner<K, V, D>, address: Addr
 /// device — the copies the split left in both halves among them — by
 /// reading its chain: an entry whose first record is of another bucket is
 /// pointed at the first of its own, or freed if the chain has none. The
-/// caller holds `growing` (so the table stays current) and is outside any
+/// caller holds `growing` (so the table keeps its size) and is outside any
 /// operation.
 fn resolve_copies<K: Key, V: Value, D: Device>(inner: &StoreInner<K, V, D>, grown: &mut Grown) {
     let size = inner.index.table_size();

@@ -277,6 +277,12 @@ pub(crate) struct StoreInner<K, V, D> {
     /// Held by a growth of the index from its start to the end of its
     /// copies' resolution (see `grow`): one at a time.
     pub(crate) growing: std::sync::Mutex<()>,
+    /// Held by a growth while it changes the table's size (its split, up
+    /// to forgetting the last index) and by a checkpoint for its whole
+    /// run: the two never overlap. The resolution of a growth's copies,
+    /// which reads the device, runs outside it, so a checkpoint never
+    /// waits for device reads of a growth.
+    pub(crate) resizing: std::sync::Mutex<()>,
     types: PhantomData<fn(K, V)>,
 }
 
@@ -370,6 +376,7 @@ impl<K: Key, V: Value, D: Device> StoreInner<K, V, D> {
             scans: crate::scan::ScanGate::default(),
             compaction_totals: std::sync::Mutex::new(CompactionTotals::default()),
             growing: std::sync::Mutex::new(()),
+            resizing: std::sync::Mutex::new(()),
             types: PhantomData,
         })
     }
