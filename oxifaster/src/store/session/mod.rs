@@ -32,6 +32,7 @@ use crate::device::Device;
 use crate::epoch::EpochHandle;
 use crate::index::grow::GrowPhase;
 use crate::index::{EntrySlot, HashBucketEntry};
+use crate::readcache;
 use crate::record::{AlignedBytes, Key, KeyArg, Merge, Value, ValueArg};
 
 /// Merges `input` into the stored bytes in place: `Merge::in_place`, or for
@@ -558,9 +559,54 @@ impl<K: Key, V: Value, D: Device> Session<K, V, D> {
     /// protecting (or the address was just allocated by this session).
     #[inline(always)]
     unsafe fn record(&self, address: Address) -> RecordPtr<K, V> {
-        // SAFETY: per this function's contract, the frame holding the
-        // record stays valid until the session refreshes or unprotects.
-        unsafe { RecordPtr::new(self.store.log.record_ptr(address), self.format()) }
+        let ptr = match &self.store.read_cache {
+            // SAFETY: a read-cache address comes from an index entry loaded
+            // after the session protected itself (the cache's invariant).
+            Some(cache) if readcache::is_cached(address) => unsafe { cache.record_ptr(address) }.cast_mut(),
+            // SAFETY: per this function's contract, the frame holding the
+            // record stays valid until the session refreshes or unprotects.
+            _ => unsafe { self.store.log.record_ptr(address) },
+        };
+        // SAFETY: as above: the record stays valid while protected.
+        unsafe { RecordPtr::new(ptr, self.format()) }
+    }
+
+    /// The log address the chain of an entry holding `entry` continues at:
+    /// `entry` itself, or, when it is a read-cache record's, that record's
+    /// `previous` (writes and walks that must see the log's own records
+    /// start here). Protected.
+    #[inline(always)]
+    fn log_start(&self, entry: Address) -> Address {
+        if readcache::is_cached(entry) { self.cached_previous(entry) } else { entry }
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn cached_previous(&self, entry: Address) -> Address {
+        // SAFETY: loaded from an index entry while protected.
+        unsafe { self.record(entry) }.info().previous()
+    }
+
+    /// [`Self::locate`] for a read: a read-cache record of the key first,
+    /// then the log from the record's `previous`.
+    #[inline(always)]
+    fn locate_read<Q: KeyArg<K> + ?Sized>(&self, key: &Q, from: Address) -> Location {
+        if readcache::is_cached(from) {
+            return self.locate_cached(key, from);
+        }
+        self.locate(key, from)
+    }
+
+    #[inline(never)]
+    fn locate_cached<Q: KeyArg<K> + ?Sized>(&self, key: &Q, from: Address) -> Location {
+        // SAFETY: loaded from an index entry while protected.
+        let record = unsafe { self.record(from) };
+        let info = record.info();
+        let (key_len, _) = record.lengths();
+        if !info.is_invalid() && key.key_arg_matches(record.key_bytes(key_len)) {
+            return Location::Memory(from);
+        }
+        self.locate(key, info.previous())
     }
 
     #[inline]
@@ -606,7 +652,7 @@ impl<K: Key, V: Value, D: Device> Session<K, V, D> {
     ) -> Result<bool> {
         let format = self.format();
         let (key_len, value_len) = format.checked_lengths(key, value)?;
-        let previous = slot.entry.address();
+        let previous = self.log_start(slot.entry.address());
         let size = format.record_size(key_len, value_len) as u64;
         let address = self.store.log.allocate(size, &self.handle)?;
         // SAFETY: just allocated by this session, which is protected.
@@ -671,7 +717,7 @@ impl<K: Key, V: Value, D: Device> Session<K, V, D> {
             let Some(slot) = self.store.index.find_entry(hash) else {
                 return Ok(ReadStatus::NotFound);
             };
-            match self.locate(key, slot.entry.address()) {
+            match self.locate_read(key, slot.entry.address()) {
                 Location::Memory(address) => {
                     // SAFETY: `locate` found it at or above head while protected.
                     let record = unsafe { self.record(address) };
@@ -829,7 +875,7 @@ impl<K: Key, V: Value, D: Device> Session<K, V, D> {
                 return Ok(f(None));
             };
             let entry = slot.entry.raw();
-            match self.locate(key, slot.entry.address()) {
+            match self.locate_read(key, slot.entry.address()) {
                 Location::Memory(address) => {
                     // SAFETY: `locate` found it at or above head while protected.
                     let record = unsafe { self.record(address) };
@@ -906,7 +952,7 @@ impl<K: Key, V: Value, D: Device> Session<K, V, D> {
         let Some(slot) = self.store.index.find_entry(hash) else {
             return Err(FastPath::NoEntry);
         };
-        let start = slot.entry.address();
+        let start = self.log_start(slot.entry.address());
         if !start.is_valid() || start < self.store.log.read_only_address() {
             return Err(FastPath::Fallback);
         }
@@ -990,7 +1036,7 @@ impl<K: Key, V: Value, D: Device> Session<K, V, D> {
         let mut no_entry = no_entry;
         loop {
             let slot = self.entry_for_attempt(hash, &mut no_entry);
-            let start = slot.entry.address();
+            let start = self.log_start(slot.entry.address());
             let read_only = self.store.log.read_only_address();
             if start.is_valid()
                 && start >= read_only
@@ -1038,7 +1084,7 @@ impl<K: Key, V: Value, D: Device> Session<K, V, D> {
             let Some(slot) = self.store.index.find_entry(hash) else {
                 return Ok(());
             };
-            let start = slot.entry.address();
+            let start = self.log_start(slot.entry.address());
             if start >= self.store.log.read_only_address()
                 && let Location::Memory(address) = self.locate(key, start)
                 && address >= self.store.log.read_only_address()
@@ -1157,7 +1203,7 @@ impl<K: Key, V: Value, D: Device> Session<K, V, D> {
         let mut drained = None;
         loop {
             let slot = self.entry_for_attempt(hash, &mut no_entry);
-            let start = slot.entry.address();
+            let start = self.log_start(slot.entry.address());
             let location =
                 if start.is_valid() { self.locate(key, start) } else { Location::Absent };
             let new_value = match location {
