@@ -392,7 +392,7 @@ impl<K: Key, V: Value, D: Device> StoreInner<K, V, D> {
             0 => None,
             bytes => Some(crate::readcache::ReadCache::new(
                 bytes,
-                log.page_bits(),
+                config.page_size_bits,
                 RecordFormat::<K, V>::shape(),
             )?),
         };

@@ -560,9 +560,12 @@ impl<K: Key, V: Value, D: Device> Session<K, V, D> {
     #[inline(always)]
     unsafe fn record(&self, address: Address) -> RecordPtr<K, V> {
         let ptr = match &self.store.read_cache {
-            // SAFETY: a read-cache address comes from an index entry loaded
-            // after the session protected itself (the cache's invariant).
-            Some(cache) if readcache::is_cached(address) => unsafe { cache.record_ptr(address) }.cast_mut(),
+            Some(cache) if readcache::is_cached(address) => {
+                // SAFETY: a read-cache address comes from an index entry
+                // loaded after the session protected itself (the cache's
+                // invariant).
+                unsafe { cache.record_ptr(address) }.cast_mut()
+            }
             // SAFETY: per this function's contract, the frame holding the
             // record stays valid until the session refreshes or unprotects.
             _ => unsafe { self.store.log.record_ptr(address) },
@@ -896,6 +899,10 @@ impl<K: Key, V: Value, D: Device> Session<K, V, D> {
                     let key_bytes = key.key_arg_to_aligned_bytes();
                     match self.disk().find(&key_bytes, address)? {
                         Some(record) if !record.info.is_tombstone() => {
+                            if self.store.read_cache.is_some() {
+                                self.refresh_in_op();
+                                self.cache_read(hash, &key_bytes, entry, &record);
+                            }
                             return Ok(f(Some(&record.value)));
                         }
                         Some(_) => return Ok(f(None)),
@@ -908,6 +915,21 @@ impl<K: Key, V: Value, D: Device> Session<K, V, D> {
                 Location::BelowBegin => return Ok(f(None)),
             }
         }
+    }
+
+    /// Whether `key`'s newest value is in the read cache (see
+    /// [`StoreBuilder::read_cache_bytes`](crate::StoreBuilder::read_cache_bytes)):
+    /// read from memory even though its record left the log's memory.
+    pub fn is_cached<Q: KeyArg<K> + ?Sized>(&mut self, key: &Q) -> bool {
+        self.begin();
+        let hash = key.key_arg_hash();
+        let cached = self.store.index.find_entry(hash).is_some_and(|slot| {
+            let start = slot.entry.address();
+            readcache::is_cached(start)
+                && matches!(self.locate_read(key, start), Location::Memory(at) if readcache::is_cached(at))
+        });
+        self.end();
+        cached
     }
 
     /// Inserts or replaces `key`'s value.
