@@ -265,6 +265,9 @@ pub struct Session<K: Key, V: Value, D: Device> {
     /// returns them first.
     ready: Vec<Completed<V>>,
     scratch: Vec<u64>,
+    /// The record `cache_read` builds for the read cache (kept, so that
+    /// filling the cache allocates nothing once warm).
+    cache_record: Vec<u8>,
     /// The CPR version this session runs at, and its 13 record bits.
     version: u32,
     version_bits: u32,
@@ -354,6 +357,7 @@ impl<K: Key, V: Value, D: Device> Session<K, V, D> {
             pending: VecDeque::new(),
             ready: Vec::new(),
             scratch: Vec::new(),
+            cache_record: Vec::new(),
             version,
             version_bits: version_bits(version),
             slot,

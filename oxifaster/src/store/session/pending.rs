@@ -198,7 +198,9 @@ impl<K: Key, V: Value, D: Device> Session<K, V, D> {
         let value = record.value.as_slice();
         let header = format.header_size();
         let value_at = header + pad8(key.len());
-        let mut bytes = vec![0u8; format.record_size(key.len(), value.len())];
+        let mut bytes = std::mem::take(&mut self.cache_record);
+        bytes.clear();
+        bytes.resize(format.record_size(key.len(), value.len()), 0);
         let info = RecordInfo::new(previous, record.info.version(), false);
         bytes[..8].copy_from_slice(&info.raw().to_le_bytes());
         if format.has_lengths() {
@@ -240,6 +242,7 @@ impl<K: Key, V: Value, D: Device> Session<K, V, D> {
                 }
             },
         );
+        self.cache_record = bytes;
     }
 
     /// A reader of records on the device, detached from this session.
