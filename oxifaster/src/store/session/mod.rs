@@ -555,7 +555,9 @@ impl<K: Key, V: Value, D: Device> Session<K, V, D> {
         self.store.format
     }
 
-    /// The record at `address`.
+    /// The record at log address `address` (never a read-cache address:
+    /// a log record's `previous` is always in the log, so chain walks use
+    /// this; see [`Self::any_record`]).
     ///
     /// # Safety
     ///
@@ -563,17 +565,28 @@ impl<K: Key, V: Value, D: Device> Session<K, V, D> {
     /// protecting (or the address was just allocated by this session).
     #[inline(always)]
     unsafe fn record(&self, address: Address) -> RecordPtr<K, V> {
-        let ptr = match &self.store.read_cache {
-            Some(cache) if readcache::is_cached(address) => {
-                // SAFETY: a read-cache address comes from an index entry
-                // loaded after the session protected itself (the cache's
-                // invariant).
-                unsafe { cache.record_ptr(address) }.cast_mut()
-            }
-            // SAFETY: per this function's contract, the frame holding the
-            // record stays valid until the session refreshes or unprotects.
-            _ => unsafe { self.store.log.record_ptr(address) },
+        // SAFETY: per this function's contract, the frame holding the
+        // record stays valid until the session refreshes or unprotects.
+        unsafe { RecordPtr::new(self.store.log.record_ptr(address), self.format()) }
+    }
+
+    /// The read-cache record at `address` (kept out of line: only a store
+    /// with a read cache has such addresses).
+    ///
+    /// # Safety
+    ///
+    /// The session is protected and loaded `address` from an index entry
+    /// after protecting itself: the cache frees a frame only after an epoch
+    /// drain that follows unlinking its records.
+    #[cold]
+    #[inline(never)]
+    unsafe fn cached_record(&self, address: Address) -> RecordPtr<K, V> {
+        let Some(cache) = &self.store.read_cache else {
+            // An index entry points into the cache only when there is one.
+            unreachable!("a read-cache address in a store without a read cache")
         };
+        // SAFETY: this function's contract is the cache's.
+        let ptr = unsafe { cache.record_ptr(address) }.cast_mut();
         // SAFETY: as above: the record stays valid while protected.
         unsafe { RecordPtr::new(ptr, self.format()) }
     }
@@ -591,29 +604,54 @@ impl<K: Key, V: Value, D: Device> Session<K, V, D> {
     #[inline(never)]
     fn cached_previous(&self, entry: Address) -> Address {
         // SAFETY: loaded from an index entry while protected.
-        unsafe { self.record(entry) }.info().previous()
+        unsafe { self.cached_record(entry) }.info().previous()
     }
 
-    /// [`Self::locate`] for a read: a read-cache record of the key first,
-    /// then the log from the record's `previous`.
+    /// [`Self::locate`] for a read, from an index entry's address `from`:
+    /// with a read-cache address, the cached record if it is the key's
+    /// (`Err`), else the log from the record's `previous`. One bit test on
+    /// the log's path.
     #[inline(always)]
-    fn locate_read<Q: KeyArg<K> + ?Sized>(&self, key: &Q, from: Address) -> Location {
+    fn locate_read<Q: KeyArg<K> + ?Sized>(
+        &self,
+        key: &Q,
+        from: Address,
+    ) -> std::result::Result<Location, Address> {
         if readcache::is_cached(from) {
             return self.locate_cached(key, from);
         }
-        self.locate(key, from)
+        Ok(self.locate(key, from))
     }
 
     #[inline(never)]
-    fn locate_cached<Q: KeyArg<K> + ?Sized>(&self, key: &Q, from: Address) -> Location {
+    fn locate_cached<Q: KeyArg<K> + ?Sized>(
+        &self,
+        key: &Q,
+        from: Address,
+    ) -> std::result::Result<Location, Address> {
         // SAFETY: loaded from an index entry while protected.
-        let record = unsafe { self.record(from) };
+        let record = unsafe { self.cached_record(from) };
         let info = record.info();
         let (key_len, _) = record.lengths();
         if !info.is_invalid() && key.key_arg_matches(record.key_bytes(key_len)) {
-            return Location::Memory(from);
+            return Err(from);
         }
-        self.locate(key, info.previous())
+        Ok(self.locate(key, info.previous()))
+    }
+
+    /// The value bytes of the read-cache record at `address` (which
+    /// [`Self::locate_read`] found), where they lie: a cached record is
+    /// never written once linked. Protected.
+    #[cold]
+    #[inline(never)]
+    fn cached_value(&self, address: Address) -> &[u8] {
+        // SAFETY: loaded from an index entry while protected.
+        let record = unsafe { self.cached_record(address) };
+        let (key_len, value_len) = record.lengths();
+        let bytes = record.value_bytes_immutable(key_len, value_len);
+        // SAFETY: the frame stays valid while the session is protected,
+        // which outlasts this borrow of the session.
+        unsafe { std::slice::from_raw_parts(bytes.as_ptr(), bytes.len()) }
     }
 
     #[inline]
@@ -724,7 +762,11 @@ impl<K: Key, V: Value, D: Device> Session<K, V, D> {
             let Some(slot) = self.store.index.find_entry(hash) else {
                 return Ok(ReadStatus::NotFound);
             };
-            match self.locate_read(key, slot.entry.address()) {
+            let location = match self.locate_read(key, slot.entry.address()) {
+                Ok(location) => location,
+                Err(cached) => return Ok(ReadStatus::Found(V::decode(self.cached_value(cached))?)),
+            };
+            match location {
                 Location::Memory(address) => {
                     // SAFETY: `locate` found it at or above head while protected.
                     let record = unsafe { self.record(address) };
@@ -882,7 +924,11 @@ impl<K: Key, V: Value, D: Device> Session<K, V, D> {
                 return Ok(f(None));
             };
             let entry = slot.entry.raw();
-            match self.locate_read(key, slot.entry.address()) {
+            let location = match self.locate_read(key, slot.entry.address()) {
+                Ok(location) => location,
+                Err(cached) => return Ok(f(Some(self.cached_value(cached)))),
+            };
+            match location {
                 Location::Memory(address) => {
                     // SAFETY: `locate` found it at or above head while protected.
                     let record = unsafe { self.record(address) };
@@ -929,8 +975,7 @@ impl<K: Key, V: Value, D: Device> Session<K, V, D> {
         let hash = key.key_arg_hash();
         let cached = self.store.index.find_entry(hash).is_some_and(|slot| {
             let start = slot.entry.address();
-            readcache::is_cached(start)
-                && matches!(self.locate_read(key, start), Location::Memory(at) if readcache::is_cached(at))
+            readcache::is_cached(start) && self.locate_read(key, start).is_err()
         });
         self.end();
         cached
