@@ -6,6 +6,10 @@
 //! from there. Nothing acknowledged (a checkpoint that returned) may be
 //! lost, and no key may hold a value that was never written.
 //!
+//! `kill9_cycles_with_a_read_cache` runs the same with reads among the
+//! operations and a read cache, so that index entries point into the cache
+//! when checkpoints dump the index and when the process dies.
+//!
 //! Knobs: `OXIFASTER_KILL9_CYCLES` (default 20), `OXIFASTER_KILL9_SEED`,
 //! `OXIFASTER_KILL9_RESET_EVERY` (start a fresh store every N cycles; 0:
 //! never).
@@ -33,11 +37,13 @@ fn env(name: &str, default: u64) -> u64 {
 }
 
 /// The store lives in `dir/store`; the child's `acked` file beside it.
-fn builder(dir: &Path) -> StoreBuilder<u64, u64> {
+/// With `cache`, a read cache of eight 4 KiB pages.
+fn builder(dir: &Path, cache: bool) -> StoreBuilder<u64, u64> {
     Store::<u64, u64>::builder()
         .dir(dir.join("store"))
         .page_size_bits(12)
         .log_memory_size_bytes(128 << 10)
+        .read_cache_bytes(if cache { 8 << 12 } else { 0 })
         .table_size(1 << 12)
         // Checkpoints here are taken by hand, and a drop is a crash.
         .checkpoint_every(None)
@@ -49,12 +55,18 @@ enum Op {
     Upsert(u64, u64),
     Delete(u64),
     Add(u64, u64),
+    Read(u64),
 }
 
-/// Session `thread`'s operation with serial number `serial`.
-fn op(seed: u64, thread: u64, serial: u64) -> Op {
+/// Session `thread`'s operation with serial number `serial`; with
+/// `reads`, every third is a read (a serial number too, nothing in the
+/// model).
+fn op(seed: u64, thread: u64, serial: u64, reads: bool) -> Op {
     let mut rng = Rng::new(seed ^ (thread << 48) ^ serial.wrapping_mul(0x9e37_79b9_7f4a_7c15));
     let owned = thread * OWNED + rng.below(OWNED);
+    if reads && rng.below(3) == 0 {
+        return Op::Read(if rng.below(2) == 0 { owned } else { SHARED_BASE + rng.below(SHARED) });
+    }
     match rng.below(10) {
         0..=3 => Op::Upsert(owned, rng.next_u64() | 1),
         4 => Op::Delete(owned),
@@ -69,9 +81,10 @@ fn kill9_child() {
     let Ok(dir) = std::env::var("OXIFASTER_KILL9_DIR") else { return };
     let dir = Path::new(&dir);
     let seed = env("OXIFASTER_KILL9_SEED", 0);
+    let cache = env("OXIFASTER_KILL9_READ_CACHE", 0) == 1;
     // `open` reopens the store (its newest intact checkpoint), or starts
     // one in the new directory.
-    let store: Store<u64, u64> = builder(dir).open().expect("child open");
+    let store: Store<u64, u64> = builder(dir, cache).open().expect("child open");
     let mut recovered = store.recovered_sessions();
     recovered.sort_by_key(|(id, _)| *id);
     let mut sessions: Vec<_> = if recovered.is_empty() {
@@ -96,7 +109,12 @@ fn kill9_child() {
             scope.spawn(move || {
                 loop {
                     let serial = session.serial() + 1;
-                    match op(seed, thread as u64, serial) {
+                    match op(seed, thread as u64, serial, cache) {
+                        Op::Read(k) => {
+                            // Parked reads finish (and fill the cache) in
+                            // the `complete_pending` below.
+                            session.read(&k).expect("read");
+                        }
                         Op::Upsert(k, v) => session.upsert(&k, &v).expect("upsert"),
                         Op::Delete(k) => session.delete(&k).expect("delete"),
                         Op::Add(k, v) => {
@@ -133,7 +151,15 @@ fn last_acked(dir: &Path) -> Option<u32> {
 
 #[test]
 fn kill9_cycles() {
-    let cycles = env("OXIFASTER_KILL9_CYCLES", 20);
+    cycles(false, env("OXIFASTER_KILL9_CYCLES", 20));
+}
+
+#[test]
+fn kill9_cycles_with_a_read_cache() {
+    cycles(true, env("OXIFASTER_KILL9_CYCLES", 20) / 2);
+}
+
+fn cycles(cache: bool, cycles: u64) {
     let seed = env("OXIFASTER_KILL9_SEED", 0x9e37_79b9);
     eprintln!("OXIFASTER_KILL9_SEED={seed} OXIFASTER_KILL9_CYCLES={cycles}");
     // Long runs start a fresh store every `reset` cycles, so that a cycle
@@ -143,6 +169,7 @@ fn kill9_cycles() {
     let mut rng = Rng::new(seed);
     let mut verified = 0;
     let seed_text = seed.to_string();
+    let cache_text = if cache { "1" } else { "0" };
     for cycle in 0..cycles {
         if reset > 0 && cycle > 0 && cycle % reset == 0 {
             dir = tempfile::tempdir().expect("tempdir");
@@ -153,6 +180,7 @@ fn kill9_cycles() {
             &[
                 ("OXIFASTER_KILL9_DIR", dir.path().as_os_str()),
                 ("OXIFASTER_KILL9_SEED", seed_text.as_ref()),
+                ("OXIFASTER_KILL9_READ_CACHE", cache_text.as_ref()),
             ],
             Duration::from_millis(50 + rng.below(250)),
         );
@@ -161,21 +189,21 @@ fn kill9_cycles() {
             // Killed before its first checkpoint: nothing was promised.
             continue;
         };
-        let store: Store<u64, u64> = builder(dir.path()).recover_latest().expect("recover");
+        let store: Store<u64, u64> = builder(dir.path(), cache).recover_latest().expect("recover");
         let info = store.recovered().expect("recovered");
         assert!(
             info.version >= acked,
             "cycle {cycle}: recovered version {} but version {acked} was acknowledged",
             info.version
         );
-        check(&store, &info, seed, cycle);
+        check(&store, &info, seed, cycle, cache);
         verified += 1;
     }
     assert!(verified >= cycles / 2, "only {verified} of {cycles} cycles reached a checkpoint");
 }
 
 /// Every key equals the model replayed to the sessions' commit points.
-fn check(store: &Store<u64, u64>, info: &CheckpointInfo, seed: u64, cycle: u64) {
+fn check(store: &Store<u64, u64>, info: &CheckpointInfo, seed: u64, cycle: u64, reads: bool) {
     let mut sessions = info.sessions.clone();
     sessions.sort_by_key(|(id, _)| *id);
     assert_eq!(sessions.len() as u64, THREADS);
@@ -185,7 +213,8 @@ fn check(store: &Store<u64, u64>, info: &CheckpointInfo, seed: u64, cycle: u64) 
             if !point.includes(serial) {
                 continue;
             }
-            match op(seed, thread as u64, serial) {
+            match op(seed, thread as u64, serial, reads) {
+                Op::Read(_) => {}
                 Op::Upsert(k, v) => {
                     model.insert(k, v);
                 }

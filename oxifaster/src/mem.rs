@@ -148,6 +148,15 @@ impl Drop for LargeBuffer {
     }
 }
 
+/// The machine's physical memory in bytes (Linux: `MemTotal` of
+/// `/proc/meminfo`), if known.
+pub(crate) fn physical_memory() -> Option<u64> {
+    let text = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let line = text.lines().find(|l| l.starts_with("MemTotal:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    kib.checked_mul(1024)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

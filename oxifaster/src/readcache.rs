@@ -2,9 +2,11 @@
 //! read from the device (FASTER's read cache), so that a hot key whose
 //! record was evicted from the log is read from memory again.
 //!
-//! The store does not use it yet; this module is the cache itself, checked
-//! on its own by the tests below against a model index.
-#![allow(dead_code)]
+//! The store links the records (`Session::cache_read`), reads them
+//! (`Session::locate_read`), writes over them (`Session::log_start`), splits
+//! them with the index (`store::grow`) and leaves them out of index
+//! checkpoints; the tests below check the ring itself against a model
+//! index, `tests/read_cache.rs` the store with it.
 //!
 //! ## Protocol
 //!
@@ -44,8 +46,7 @@ use crate::mem::LargeBuffer;
 use crate::store::record::RecordShape;
 use crate::{Error, Result};
 
-/// The bit of an address that makes it a read-cache address.
-pub const READ_CACHE_BIT: u64 = 1 << 47;
+pub use crate::index::READ_CACHE_BIT;
 
 /// The header bit that marks a record invalid (the log's record format).
 const INVALID_BIT: u64 = 1 << 61;
@@ -131,6 +132,7 @@ impl ReadCache {
     }
 
     /// The lowest logical offset whose records may still be linked.
+    #[cfg(test)]
     pub fn head(&self) -> u64 {
         self.head.load(Ordering::Acquire)
     }

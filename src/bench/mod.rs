@@ -114,6 +114,10 @@ pub(crate) struct BenchArgs {
     /// Keep the table at `--table-size` (no automatic growth).
     #[arg(long)]
     no_auto_grow: bool,
+    /// A read cache of this size, e.g. 256MiB (whole pages; default none):
+    /// records read back from the device stay in memory for the next reads.
+    #[arg(long, value_parser = parse_bytes)]
+    read_cache: Option<u64>,
     /// log2 of the page size.
     #[arg(long, default_value_t = 22)]
     page_size_bits: u32,
@@ -309,7 +313,8 @@ fn bench_values<V: BenchValue>(args: BenchArgs) -> Result<(), Box<dyn std::error
         .checkpoint_on_close(false)
         .disk_budget(args.disk_budget)
         .direct_io(args.direct_io)
-        .auto_grow_index(!args.no_auto_grow);
+        .auto_grow_index(!args.no_auto_grow)
+        .read_cache_bytes(args.read_cache.unwrap_or(0));
     let builder = match &args.dir {
         Some(dir) => builder.dir(dir),
         None => builder,

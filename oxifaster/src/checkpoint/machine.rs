@@ -127,7 +127,7 @@ impl<K: Key, V: Value, D: Device> StoreInner<K, V, D> {
                 handle.wait_epoch();
                 let total = self.index.table_size() * 64;
                 report(&progress, "index", 0, total);
-                let header = self.write_index(&dir.join("index"), log_start)?;
+                let header = self.write_index(&dir.join("index"), log_start, &handle)?;
                 meta::sync_dir(self.io(), &dir)?;
                 report(&progress, "index", total, total);
                 IndexRef {
@@ -234,13 +234,49 @@ impl<K: Key, V: Value, D: Device> StoreInner<K, V, D> {
     }
 
     /// Dumps the index into `path` (synced).
-    fn write_index(&self, path: &Path, log_start: u64) -> Result<crate::index::IndexFileHeader> {
+    /// The entry in `slot` with a read-cache address replaced by the log
+    /// address its cache record's chain continues at (protected while it
+    /// reads the record: the cache frees a frame only after a drain).
+    fn resolve_cached_entry(&self, handle: &EpochHandle<'_>, slot: &crate::sync::AtomicU64) -> u64 {
+        handle.protect();
+        let raw = slot.load(Ordering::Acquire);
+        let entry = crate::index::HashBucketEntry::from_raw(raw);
+        let resolved = match &self.read_cache {
+            Some(cache) if crate::readcache::is_cached(entry.address()) => {
+                // SAFETY: loaded from the index after protecting (the
+                // cache's invariant); a record's header is an aligned word.
+                let header = unsafe {
+                    &*cache.record_ptr(entry.address()).cast::<std::sync::atomic::AtomicU64>()
+                };
+                let previous =
+                    crate::store::record::RecordInfo::from_raw(header.load(Ordering::Acquire))
+                        .previous();
+                crate::index::HashBucketEntry::new(previous, entry.tag(), entry.is_tentative())
+                    .raw()
+            }
+            _ => raw,
+        };
+        handle.unprotect();
+        resolved
+    }
+
+    fn write_index(
+        &self,
+        path: &Path,
+        log_start: u64,
+        handle: &EpochHandle<'_>,
+    ) -> Result<crate::index::IndexFileHeader> {
         let io = |source| Error::Io { context: format!("writing {}", path.display()), source };
         let file = self.io().create(path).map_err(io)?;
         let mut out = std::io::BufWriter::with_capacity(1 << 20, Appender::new(file, true));
         let (header, header_bytes) = self
             .index
-            .write_checkpoint(&mut out, log_start, || self.log.tail_address().raw())
+            .write_checkpoint_resolving(
+                &mut out,
+                log_start,
+                || self.log.tail_address().raw(),
+                &|slot| self.resolve_cached_entry(handle, slot),
+            )
             .map_err(io)?;
         let mut appender = out.into_inner().map_err(|e| io(e.into_error()))?;
         appender.finish().map_err(io)?;

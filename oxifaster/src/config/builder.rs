@@ -143,6 +143,17 @@ impl<K: Key, V: Value> StoreBuilder<K, V> {
         self.config.auto_grow_index = on;
         self
     }
+    /// Bytes of memory for the read cache (default 0: off): records read
+    /// back from the device are copied into an in-memory ring of this
+    /// size, so that the next reads of a hot key whose record left the
+    /// log's memory do not go to the device again. A whole number of log
+    /// pages, at least two; with the log memory, no more than the
+    /// machine's memory. Writes of a cached key never let a later read see
+    /// the cached value; checkpoints and recovery ignore the cache.
+    pub fn read_cache_bytes(mut self, bytes: u64) -> Self {
+        self.config.read_cache_bytes = bytes;
+        self
+    }
     /// Reads and writes the log's segment files with `O_DIRECT` (Linux;
     /// default off): the log's pages go to the disk around the page
     /// cache, and records come back from the disk itself, so a store

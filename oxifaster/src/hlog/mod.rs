@@ -592,7 +592,9 @@ impl<D: Device> HybridLog<D> {
         let s = &self.shared;
         let g = s.geometry;
         let next = page + 1;
-        if next >= (1u64 << 32) || next >= (1u64 << (Address::BITS - g.page_bits)) {
+        // Log addresses stay below 2^47: bit 47 of an index entry's address
+        // marks a read-cache record (`readcache::READ_CACHE_BIT`).
+        if next >= (1u64 << 32) || next >= (1u64 << (Address::BITS - 1 - g.page_bits)) {
             // The tail stays past the page end: poison the log, so that
             // threads waiting for the page to turn get an error, not a hang.
             s.poison(Error::LogFull.to_string(), None);

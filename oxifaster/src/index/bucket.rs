@@ -12,6 +12,8 @@ use crate::address::Address;
 pub struct HashBucketEntry(u64);
 
 const ADDRESS_MASK: u64 = (1 << Address::BITS) - 1;
+/// The address bit that makes an entry's address a read-cache address.
+pub const READ_CACHE_BIT: u64 = 1 << 47;
 const TAG_SHIFT: u32 = 48;
 /// The number of tag bits.
 pub const TAG_BITS: u32 = 14;

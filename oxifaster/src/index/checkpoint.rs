@@ -26,6 +26,7 @@ use std::sync::atomic::Ordering;
 
 use xxhash_rust::xxh3::Xxh3Default;
 
+use super::bucket::READ_CACHE_BIT;
 use super::{HashBucket, HashBucketEntry, HashIndex};
 use crate::{Error, Result};
 
@@ -161,6 +162,20 @@ impl HashIndex {
         log_start: u64,
         log_end: impl FnOnce() -> u64,
     ) -> std::io::Result<(IndexFileHeader, [u8; HEADER_SIZE])> {
+        self.write_checkpoint_resolving(out, log_start, log_end, &|slot| slot.load(Ordering::Acquire))
+    }
+
+    /// [`Self::write_checkpoint`], writing for each entry that points into
+    /// the read cache what `resolve` returns for its slot: the entry with
+    /// the log address the cache record's chain continues at (a file
+    /// never holds a read-cache address).
+    pub(crate) fn write_checkpoint_resolving(
+        &self,
+        out: &mut impl Write,
+        log_start: u64,
+        log_end: impl FnOnce() -> u64,
+        resolve: &dyn Fn(&crate::sync::AtomicU64) -> u64,
+    ) -> std::io::Result<(IndexFileHeader, [u8; HEADER_SIZE])> {
         // No growth replaces the table during the dump (the old table's
         // overflow buckets would be missing from it).
         let _held = self.hold_table();
@@ -182,7 +197,10 @@ impl HashIndex {
         let mut write_bucket = |bucket: Option<&HashBucket>, out: &mut dyn Write| {
             if let Some(bucket) = bucket {
                 for slot in &bucket.entries {
-                    let entry = HashBucketEntry::from_raw(slot.load(Ordering::Acquire));
+                    let mut entry = HashBucketEntry::from_raw(slot.load(Ordering::Acquire));
+                    if entry.address().raw() & READ_CACHE_BIT != 0 {
+                        entry = HashBucketEntry::from_raw(resolve(slot));
+                    }
                     let raw = if entry.is_tentative() { 0 } else { entry.raw() };
                     chunk.extend_from_slice(&raw.to_le_bytes());
                 }

@@ -24,7 +24,7 @@ mod bucket;
 mod checkpoint;
 pub mod grow;
 
-pub use bucket::{HashBucket, HashBucketEntry};
+pub use bucket::{HashBucket, HashBucketEntry, READ_CACHE_BIT};
 #[doc(hidden)]
 #[cfg(feature = "testing")]
 pub use checkpoint::fix_checkpoint_trailer;

@@ -192,6 +192,19 @@ fn prefetch<K: Key, V: Value, D: Device>(inner: &StoreInner<K, V, D>, address: A
 /// previous record of its chain while it is in memory. The caller is
 /// protected.
 fn trace<K: Key, V: Value, D: Device>(inner: &StoreInner<K, V, D>, address: Address) -> Traced {
+    if let Some(cache) = &inner.read_cache
+        && crate::readcache::is_cached(address)
+    {
+        // A read-cache record (the entry's only one; its `previous` is in
+        // the log): it goes to its key's side like a log record, so that
+        // its eviction finds the one entry that points at it.
+        // SAFETY: loaded from an entry of the table being split while
+        // protected (the cache's invariant keeps the frame).
+        let record = unsafe { RecordPtr::new(cache.record_ptr(address).cast_mut(), inner.format) };
+        let (key_len, _) = record.lengths();
+        let hash = crate::record::hash_bytes(record.key_bytes(key_len));
+        return Traced::Memory { hash, previous: record.info().previous() };
+    }
     if address < inner.log.head_address() || address >= inner.log.tail_address() {
         return Traced::Elsewhere;
     }

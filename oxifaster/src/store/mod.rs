@@ -104,6 +104,10 @@ pub struct StoreConfig {
     /// Whether the hash index doubles by itself when its entries pass four
     /// per main bucket. Default true.
     pub auto_grow_index: bool,
+    /// Bytes of memory for the read cache (records read back from the
+    /// device, kept in memory for the next reads), in whole log pages and
+    /// at least two; 0 turns it off. Default 0.
+    pub read_cache_bytes: u64,
 }
 
 impl Default for StoreConfig {
@@ -126,6 +130,7 @@ impl Default for StoreConfig {
             disk_budget: None,
             direct_io: false,
             auto_grow_index: true,
+            read_cache_bytes: 0,
         }
     }
 }
@@ -228,6 +233,29 @@ impl StoreConfig {
                 });
             }
         }
+        if self.read_cache_bytes != 0 {
+            let page = 1u64 << self.page_size_bits;
+            if !self.read_cache_bytes.is_multiple_of(page) || self.read_cache_bytes < 2 * page {
+                return Err(Error::InvalidConfig {
+                    what: "read_cache_bytes",
+                    why: format!(
+                        "{} is not 0 or a whole number of at least two pages of {page} bytes",
+                        self.read_cache_bytes
+                    ),
+                });
+            }
+            if let Some(total) = crate::mem::physical_memory()
+                && self.read_cache_bytes.saturating_add(self.log_memory_size_bytes) > total
+            {
+                return Err(Error::InvalidConfig {
+                    what: "read_cache_bytes",
+                    why: format!(
+                        "{} bytes of read cache and {} of log memory exceed this machine's {total} bytes of memory",
+                        self.read_cache_bytes, self.log_memory_size_bytes
+                    ),
+                });
+            }
+        }
         if self.max_pending == 0 {
             return Err(Error::InvalidConfig {
                 what: "max_pending",
@@ -255,6 +283,8 @@ impl StoreConfig {
 pub(crate) struct StoreInner<K, V, D> {
     pub(crate) index: HashIndex,
     pub(crate) log: HybridLog<D>,
+    /// The read cache, if `config.read_cache_bytes` asks for one.
+    pub(crate) read_cache: Option<crate::readcache::ReadCache>,
     pub(crate) epoch: Epoch,
     pub(crate) format: RecordFormat<K, V>,
     pub(crate) config: StoreConfig,
@@ -358,9 +388,18 @@ impl<K: Key, V: Value, D: Device> StoreInner<K, V, D> {
                 return Err(Error::RecordTooLarge { size: record, max });
             }
         }
+        let read_cache = match config.read_cache_bytes {
+            0 => None,
+            bytes => Some(crate::readcache::ReadCache::new(
+                bytes,
+                config.page_size_bits,
+                RecordFormat::<K, V>::shape(),
+            )?),
+        };
         Ok(Self {
             index,
             log,
+            read_cache,
             // Four more entries than sessions: the running checkpoint's,
             // compaction's, an index growth's and the store's own (flush
             // at close).

@@ -50,9 +50,17 @@ impl<K: Key, V: Value, D: Device> Session<K, V, D> {
                         });
                     };
                     let hash = op.hash;
+                    // The key, for the read cache (if there is one).
+                    let cached_key = self.store.read_cache.is_some().then(|| op.key.clone());
                     match self.find_async(op.key, op.address).await? {
                         Some(record) if !record.info.is_tombstone() => {
-                            return Ok(Some(V::decode(&record.value)?));
+                            let value = V::decode(&record.value)?;
+                            if let Some(key) = cached_key {
+                                self.begin();
+                                self.cache_read(hash, &key, entry, &record);
+                                self.end();
+                            }
+                            return Ok(Some(value));
                         }
                         Some(_) => return Ok(None),
                         // Compaction may have moved the record meanwhile

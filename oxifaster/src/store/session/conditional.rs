@@ -468,7 +468,7 @@ impl<K: Key, V: Value, D: Device> Session<K, V, D> {
                     self.store.index.find_or_create_entry(hash)
                 }
             };
-            let start = slot.entry.address();
+            let start = self.log_start(slot.entry.address());
             let location =
                 if start.is_valid() { self.locate(key, start) } else { Location::Absent };
             let address = match location {

@@ -90,7 +90,7 @@ impl<K: Key, V: Value, D: Device> Session<K, V, D> {
             let Some(slot) = self.store.index.find_entry(hash) else {
                 return Ok(CopyOutcome::Superseded);
             };
-            let newest = match self.locate(&key, slot.entry.address()) {
+            let newest = match self.locate(&key, self.log_start(slot.entry.address())) {
                 Location::Memory(found) => Some(found),
                 // The walk reached the record itself (no record of the key
                 // above it): no need to read it back.

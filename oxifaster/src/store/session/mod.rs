@@ -32,6 +32,7 @@ use crate::device::Device;
 use crate::epoch::EpochHandle;
 use crate::index::grow::GrowPhase;
 use crate::index::{EntrySlot, HashBucketEntry};
+use crate::readcache;
 use crate::record::{AlignedBytes, Key, KeyArg, Merge, Value, ValueArg};
 
 /// Merges `input` into the stored bytes in place: `Merge::in_place`, or for
@@ -264,6 +265,9 @@ pub struct Session<K: Key, V: Value, D: Device> {
     /// returns them first.
     ready: Vec<Completed<V>>,
     scratch: Vec<u64>,
+    /// The record `cache_read` builds for the read cache (kept, so that
+    /// filling the cache allocates nothing once warm).
+    cache_record: Vec<u8>,
     /// The CPR version this session runs at, and its 13 record bits.
     version: u32,
     version_bits: u32,
@@ -353,6 +357,7 @@ impl<K: Key, V: Value, D: Device> Session<K, V, D> {
             pending: VecDeque::new(),
             ready: Vec::new(),
             scratch: Vec::new(),
+            cache_record: Vec::new(),
             version,
             version_bits: version_bits(version),
             slot,
@@ -550,7 +555,9 @@ impl<K: Key, V: Value, D: Device> Session<K, V, D> {
         self.store.format
     }
 
-    /// The record at `address`.
+    /// The record at log address `address` (never a read-cache address:
+    /// a log record's `previous` is always in the log, so chain walks use
+    /// this; see [`Self::any_record`]).
     ///
     /// # Safety
     ///
@@ -561,6 +568,90 @@ impl<K: Key, V: Value, D: Device> Session<K, V, D> {
         // SAFETY: per this function's contract, the frame holding the
         // record stays valid until the session refreshes or unprotects.
         unsafe { RecordPtr::new(self.store.log.record_ptr(address), self.format()) }
+    }
+
+    /// The read-cache record at `address` (kept out of line: only a store
+    /// with a read cache has such addresses).
+    ///
+    /// # Safety
+    ///
+    /// The session is protected and loaded `address` from an index entry
+    /// after protecting itself: the cache frees a frame only after an epoch
+    /// drain that follows unlinking its records.
+    #[cold]
+    #[inline(never)]
+    unsafe fn cached_record(&self, address: Address) -> RecordPtr<K, V> {
+        let Some(cache) = &self.store.read_cache else {
+            // An index entry points into the cache only when there is one.
+            unreachable!("a read-cache address in a store without a read cache")
+        };
+        // SAFETY: this function's contract is the cache's.
+        let ptr = unsafe { cache.record_ptr(address) }.cast_mut();
+        // SAFETY: as above: the record stays valid while protected.
+        unsafe { RecordPtr::new(ptr, self.format()) }
+    }
+
+    /// The log address the chain of an entry holding `entry` continues at:
+    /// `entry` itself, or, when it is a read-cache record's, that record's
+    /// `previous` (writes and walks that must see the log's own records
+    /// start here). Protected.
+    #[inline(always)]
+    fn log_start(&self, entry: Address) -> Address {
+        if readcache::is_cached(entry) { self.cached_previous(entry) } else { entry }
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn cached_previous(&self, entry: Address) -> Address {
+        // SAFETY: loaded from an index entry while protected.
+        unsafe { self.cached_record(entry) }.info().previous()
+    }
+
+    /// [`Self::locate`] for a read, from an index entry's address `from`:
+    /// with a read-cache address, the cached record if it is the key's
+    /// (`Err`), else the log from the record's `previous`. One bit test on
+    /// the log's path.
+    #[inline(always)]
+    fn locate_read<Q: KeyArg<K> + ?Sized>(
+        &self,
+        key: &Q,
+        from: Address,
+    ) -> std::result::Result<Location, Address> {
+        if readcache::is_cached(from) {
+            return self.locate_cached(key, from);
+        }
+        Ok(self.locate(key, from))
+    }
+
+    #[inline(never)]
+    fn locate_cached<Q: KeyArg<K> + ?Sized>(
+        &self,
+        key: &Q,
+        from: Address,
+    ) -> std::result::Result<Location, Address> {
+        // SAFETY: loaded from an index entry while protected.
+        let record = unsafe { self.cached_record(from) };
+        let info = record.info();
+        let (key_len, _) = record.lengths();
+        if !info.is_invalid() && key.key_arg_matches(record.key_bytes(key_len)) {
+            return Err(from);
+        }
+        Ok(self.locate(key, info.previous()))
+    }
+
+    /// The value bytes of the read-cache record at `address` (which
+    /// [`Self::locate_read`] found), where they lie: a cached record is
+    /// never written once linked. Protected.
+    #[cold]
+    #[inline(never)]
+    fn cached_value(&self, address: Address) -> &[u8] {
+        // SAFETY: loaded from an index entry while protected.
+        let record = unsafe { self.cached_record(address) };
+        let (key_len, value_len) = record.lengths();
+        let bytes = record.value_bytes_immutable(key_len, value_len);
+        // SAFETY: the frame stays valid while the session is protected,
+        // which outlasts this borrow of the session.
+        unsafe { std::slice::from_raw_parts(bytes.as_ptr(), bytes.len()) }
     }
 
     #[inline]
@@ -606,7 +697,7 @@ impl<K: Key, V: Value, D: Device> Session<K, V, D> {
     ) -> Result<bool> {
         let format = self.format();
         let (key_len, value_len) = format.checked_lengths(key, value)?;
-        let previous = slot.entry.address();
+        let previous = self.log_start(slot.entry.address());
         let size = format.record_size(key_len, value_len) as u64;
         let address = self.store.log.allocate(size, &self.handle)?;
         // SAFETY: just allocated by this session, which is protected.
@@ -671,7 +762,11 @@ impl<K: Key, V: Value, D: Device> Session<K, V, D> {
             let Some(slot) = self.store.index.find_entry(hash) else {
                 return Ok(ReadStatus::NotFound);
             };
-            match self.locate(key, slot.entry.address()) {
+            let location = match self.locate_read(key, slot.entry.address()) {
+                Ok(location) => location,
+                Err(cached) => return Ok(ReadStatus::Found(V::decode(self.cached_value(cached))?)),
+            };
+            match location {
                 Location::Memory(address) => {
                     // SAFETY: `locate` found it at or above head while protected.
                     let record = unsafe { self.record(address) };
@@ -829,7 +924,11 @@ impl<K: Key, V: Value, D: Device> Session<K, V, D> {
                 return Ok(f(None));
             };
             let entry = slot.entry.raw();
-            match self.locate(key, slot.entry.address()) {
+            let location = match self.locate_read(key, slot.entry.address()) {
+                Ok(location) => location,
+                Err(cached) => return Ok(f(Some(self.cached_value(cached)))),
+            };
+            match location {
                 Location::Memory(address) => {
                     // SAFETY: `locate` found it at or above head while protected.
                     let record = unsafe { self.record(address) };
@@ -850,6 +949,10 @@ impl<K: Key, V: Value, D: Device> Session<K, V, D> {
                     let key_bytes = key.key_arg_to_aligned_bytes();
                     match self.disk().find(&key_bytes, address)? {
                         Some(record) if !record.info.is_tombstone() => {
+                            if self.store.read_cache.is_some() {
+                                self.refresh_in_op();
+                                self.cache_read(hash, &key_bytes, entry, &record);
+                            }
                             return Ok(f(Some(&record.value)));
                         }
                         Some(_) => return Ok(f(None)),
@@ -862,6 +965,20 @@ impl<K: Key, V: Value, D: Device> Session<K, V, D> {
                 Location::BelowBegin => return Ok(f(None)),
             }
         }
+    }
+
+    /// Whether `key`'s newest value is in the read cache (see
+    /// [`StoreBuilder::read_cache_bytes`](crate::StoreBuilder::read_cache_bytes)):
+    /// read from memory even though its record left the log's memory.
+    pub fn is_cached<Q: KeyArg<K> + ?Sized>(&mut self, key: &Q) -> bool {
+        self.begin();
+        let hash = key.key_arg_hash();
+        let cached = self.store.index.find_entry(hash).is_some_and(|slot| {
+            let start = slot.entry.address();
+            readcache::is_cached(start) && self.locate_read(key, start).is_err()
+        });
+        self.end();
+        cached
     }
 
     /// Inserts or replaces `key`'s value.
@@ -906,7 +1023,7 @@ impl<K: Key, V: Value, D: Device> Session<K, V, D> {
         let Some(slot) = self.store.index.find_entry(hash) else {
             return Err(FastPath::NoEntry);
         };
-        let start = slot.entry.address();
+        let start = self.log_start(slot.entry.address());
         if !start.is_valid() || start < self.store.log.read_only_address() {
             return Err(FastPath::Fallback);
         }
@@ -990,7 +1107,7 @@ impl<K: Key, V: Value, D: Device> Session<K, V, D> {
         let mut no_entry = no_entry;
         loop {
             let slot = self.entry_for_attempt(hash, &mut no_entry);
-            let start = slot.entry.address();
+            let start = self.log_start(slot.entry.address());
             let read_only = self.store.log.read_only_address();
             if start.is_valid()
                 && start >= read_only
@@ -1038,7 +1155,7 @@ impl<K: Key, V: Value, D: Device> Session<K, V, D> {
             let Some(slot) = self.store.index.find_entry(hash) else {
                 return Ok(());
             };
-            let start = slot.entry.address();
+            let start = self.log_start(slot.entry.address());
             if start >= self.store.log.read_only_address()
                 && let Location::Memory(address) = self.locate(key, start)
                 && address >= self.store.log.read_only_address()
@@ -1157,7 +1274,7 @@ impl<K: Key, V: Value, D: Device> Session<K, V, D> {
         let mut drained = None;
         loop {
             let slot = self.entry_for_attempt(hash, &mut no_entry);
-            let start = slot.entry.address();
+            let start = self.log_start(slot.entry.address());
             let location =
                 if start.is_valid() { self.locate(key, start) } else { Location::Absent };
             let new_value = match location {

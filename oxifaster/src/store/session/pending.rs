@@ -5,10 +5,15 @@
 use super::{
     Completed, CompletedOp, OpError, PendingKind, PendingOp, RmwStatus, Session, UpdateStatus,
 };
+use std::sync::atomic::Ordering;
+
 use crate::Result;
 use crate::device::Device;
+use crate::index::HashBucketEntry;
+use crate::readcache;
 use crate::record::{EncodedKey, Key, Merge, Value};
 use crate::store::disk::{DiskReader, DiskRecord};
+use crate::store::record::{RecordInfo, pad8};
 
 impl<K: Key, V: Value, D: Device> Session<K, V, D> {
     /// Finishes every pending operation of this session and returns each
@@ -73,7 +78,15 @@ impl<K: Key, V: Value, D: Device> Session<K, V, D> {
         match op.kind {
             PendingKind::Read { entry } => {
                 let value = match (old, found_nothing) {
-                    (Some(record), _) => Some(V::decode(&record.value)?),
+                    (Some(record), _) => {
+                        let value = V::decode(&record.value)?;
+                        if self.store.read_cache.is_some() {
+                            self.begin();
+                            self.cache_read(op.hash, &op.key, entry, &record);
+                            self.end();
+                        }
+                        Some(value)
+                    }
                     // Nothing found while the key's entry changed:
                     // compaction may have moved the record (see
                     // `Session::entry_moved`); read again from the index.
@@ -165,6 +178,71 @@ impl<K: Key, V: Value, D: Device> Session<K, V, D> {
         }
         // The chain changed while we read: redo the whole RMW.
         self.rmw_inner(key, input, serial)
+    }
+
+    /// Copies `record`, just read from the device for `key` (encoded) under
+    /// an index entry that held `entry` when the read began, into the read
+    /// cache (if the store has one) and points the entry at it — only if
+    /// the entry still holds `entry` and that is a log address (see
+    /// `readcache`'s protocol). Best effort: nothing happens when the
+    /// cache has no room or the entry moved. The caller is protected,
+    /// inside an operation.
+    pub(super) fn cache_read(&mut self, hash: u64, key: &[u8], entry: u64, record: &DiskRecord) {
+        let Some(cache) = &self.store.read_cache else { return };
+        let entry = HashBucketEntry::from_raw(entry);
+        let previous = entry.address();
+        if readcache::is_cached(previous) || !previous.is_valid() || record.info.is_tombstone() {
+            return;
+        }
+        let format = self.format();
+        let value = record.value.as_slice();
+        let header = format.header_size();
+        let value_at = header + pad8(key.len());
+        let mut bytes = std::mem::take(&mut self.cache_record);
+        bytes.clear();
+        bytes.resize(format.record_size(key.len(), value.len()), 0);
+        let info = RecordInfo::new(previous, record.info.version(), false);
+        bytes[..8].copy_from_slice(&info.raw().to_le_bytes());
+        if format.has_lengths() {
+            let lengths = key.len() as u64 | (value.len() as u64) << 32;
+            bytes[header - 8..header].copy_from_slice(&lengths.to_le_bytes());
+        }
+        bytes[header..header + key.len()].copy_from_slice(key);
+        bytes[value_at..value_at + value.len()].copy_from_slice(value);
+        let index = &self.store.index;
+        cache.insert(
+            &bytes,
+            &self.store.epoch,
+            |address| match index.find_entry(hash) {
+                Some(slot) if slot.entry.raw() == entry.raw() => {
+                    let linked = HashBucketEntry::new(address, entry.tag(), false);
+                    slot.slot
+                        .compare_exchange(
+                            entry.raw(),
+                            linked.raw(),
+                            Ordering::AcqRel,
+                            Ordering::Relaxed,
+                        )
+                        .is_ok()
+                }
+                _ => false,
+            },
+            |address, previous, key| {
+                let hash = crate::record::hash_bytes(key);
+                if let Some(slot) = index.find_entry(hash)
+                    && slot.entry.address() == address
+                {
+                    let back = HashBucketEntry::new(previous, slot.entry.tag(), false);
+                    let _ = slot.slot.compare_exchange(
+                        slot.entry.raw(),
+                        back.raw(),
+                        Ordering::AcqRel,
+                        Ordering::Relaxed,
+                    );
+                }
+            },
+        );
+        self.cache_record = bytes;
     }
 
     /// A reader of records on the device, detached from this session.

@@ -177,7 +177,7 @@ impl<K: Key, V: Value, D: Device> Session<K, V, D> {
     /// walk of its chain in memory. Protected.
     fn settle(&self, key: &EncodedKey<'_>, hash: u64, address: u64, end: Address) -> Settle {
         let Some(slot) = self.store.index.find_entry(hash) else { return Settle::Older };
-        let mut at = slot.entry.address();
+        let mut at = self.log_start(slot.entry.address());
         if at.raw() == address {
             // The chain starts at the record itself (the common case): it
             // is the newest record of its key, below the end.
@@ -261,7 +261,7 @@ impl<K: Key, V: Value, D: Device> Session<K, V, D> {
         out: &mut Vec<KeyVersion<V>>,
     ) -> Result<Option<Address>> {
         let Some(slot) = self.store.index.find_entry(key.key_arg_hash()) else { return Ok(None) };
-        let mut at = slot.entry.address();
+        let mut at = self.log_start(slot.entry.address());
         loop {
             match self.locate(key, at) {
                 Location::Memory(found) => {
