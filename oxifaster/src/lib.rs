@@ -111,7 +111,6 @@ internal_mod!(
 mod lock;
 pub mod log;
 mod mem;
-#[cfg(not(oxifaster_loom))]
 mod readcache;
 pub mod record;
 pub mod scan;
