@@ -10,6 +10,7 @@
 
 mod bench;
 mod compact;
+mod config_cmd;
 mod dump;
 mod durability;
 mod inspect;
@@ -52,6 +53,9 @@ enum Command {
     /// and strings decoded, anything else as hex), as a checkpoint holds
     /// them.
     Dump(dump::DumpArgs),
+    /// Print the default configuration file (`--print-default`), or check
+    /// one with the `OXIFASTER_` environment over it (`--check FILE`).
+    Config(config_cmd::ConfigArgs),
 }
 
 /// A failure with its exit status: 1 for damage found (or a failed run),
@@ -95,6 +99,7 @@ fn main() {
         Some(Command::Checkpoints(args)) => inspect::checkpoints(args),
         Some(Command::Compact(args)) => compact::compact(args),
         Some(Command::Dump(args)) => dump::dump(args),
+        Some(Command::Config(args)) => config_cmd::run(args),
         None => {
             println!(
                 "oxifaster {}: run `oxifaster bench` or `oxifaster --help`",

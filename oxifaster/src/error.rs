@@ -75,6 +75,20 @@ pub enum Error {
         /// What is wrong with it.
         why: String,
     },
+    /// A configuration file or environment variable is not valid
+    /// (feature `serde`): where (the file and line, or "the environment"),
+    /// which key or variable, and what is allowed.
+    #[error("{}", config_file_message(origin, *line, key.as_deref(), message))]
+    ConfigFile {
+        /// The file's path, or "the environment".
+        origin: String,
+        /// The line of the file (1-based), where known.
+        line: Option<usize>,
+        /// The key (or environment variable), where known.
+        key: Option<String>,
+        /// What is wrong, and what is allowed.
+        message: String,
+    },
     /// Every entry of the epoch table is taken by an open session.
     #[error("too many sessions: at most {max} may be open at once")]
     TooManySessions {
@@ -245,5 +259,22 @@ impl Error {
             self.io_kind(),
             Some(std::io::ErrorKind::StorageFull | std::io::ErrorKind::QuotaExceeded)
         )
+    }
+}
+
+/// The text of [`Error::ConfigFile`]: `file:line: key: message`.
+fn config_file_message(
+    origin: &str,
+    line: Option<usize>,
+    key: Option<&str>,
+    message: &str,
+) -> String {
+    let at = match line {
+        Some(line) => format!("{origin}:{line}"),
+        None => origin.to_owned(),
+    };
+    match key {
+        Some(key) => format!("configuration {at}: `{key}`: {message}"),
+        None => format!("configuration {at}: {message}"),
     }
 }

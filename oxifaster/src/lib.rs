@@ -114,6 +114,7 @@ mod mem;
 mod readcache;
 pub mod record;
 pub mod scan;
+pub mod stats;
 pub mod store;
 internal_mod!(
     mod sync;
@@ -123,6 +124,7 @@ pub use config::{StoreBuilder, StoreConfig};
 pub use error::{Error, Result};
 pub use oxifaster_derive::{FasterKey, FasterValue};
 pub use record::{Key, KeyArg, Merge, Value, ValueArg};
+pub use stats::Stats;
 pub use store::{CloseReport, CompactionTotals, FasterKv, IndexStats, LogRegions, Session, Store};
 
 // A store is shared across threads; a session moves to one.

@@ -80,6 +80,10 @@ struct State {
     /// Pages below this one were unlinked (their frames reused or
     /// waiting for a drain).
     evicted_through: u64,
+    /// Records linked, and records copied in but not linked or not
+    /// copied (for `stats`).
+    inserted: u64,
+    skipped: u64,
 }
 
 /// What an insert did.
@@ -127,6 +131,8 @@ impl ReadCache {
                 tail: 0,
                 ends: vec![0; frame_count as usize],
                 evicted_through: 0,
+                inserted: 0,
+                skipped: 0,
             }),
         })
     }
@@ -135,6 +141,17 @@ impl ReadCache {
     #[cfg(test)]
     pub fn head(&self) -> u64 {
         self.head.load(Ordering::Acquire)
+    }
+
+    /// Its size, records linked, records skipped and pages evicted.
+    pub fn stats(&self) -> crate::stats::ReadCacheStats {
+        let state = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        crate::stats::ReadCacheStats {
+            bytes: self.frame_count << self.page_bits,
+            inserted: state.inserted,
+            skipped: state.skipped,
+            evicted_pages: state.evicted_through,
+        }
     }
 
     /// A pointer to the record at cache address `address`.
@@ -194,6 +211,7 @@ impl ReadCache {
             });
         }
         if self.writable_through.load(Ordering::Acquire) < this_page {
+            state.skipped += 1;
             return Inserted::NoRoom;
         }
         // SAFETY: `at` is this cache's tail, inside a frame no index entry
@@ -208,8 +226,10 @@ impl ReadCache {
         state.ends[frame] = state.tail;
         let address = Address::new(at | READ_CACHE_BIT).unwrap_or(Address::INVALID);
         if link(address) {
+            state.inserted += 1;
             Inserted::Linked(address)
         } else {
+            state.skipped += 1;
             // SAFETY: the record's header is 8-aligned (records are 8-byte
             // multiples from a 64-aligned frame) and only this thread writes
             // it (the lock); readers never reach an unlinked record.

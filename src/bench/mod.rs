@@ -150,6 +150,16 @@ pub(crate) struct BenchArgs {
     /// and io-uring devices).
     #[arg(long)]
     direct_io: bool,
+    /// Serve the store's statistics as Prometheus text at
+    /// http://ADDR/metrics while the bench runs (e.g. 127.0.0.1:9898),
+    /// refreshed every 100 ms.
+    #[arg(long, value_name = "ADDR")]
+    metrics_addr: Option<std::net::SocketAddr>,
+    /// A TOML configuration file for the store (`oxifaster config
+    /// --print-default` shows the keys), applied over the bench's own
+    /// settings and flags, with the `OXIFASTER_` environment over it.
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
     /// Print results as JSON lines.
     #[arg(long)]
     json: bool,
@@ -181,26 +191,13 @@ pub(crate) fn flag_error(e: oxifaster::Error) -> Box<dyn std::error::Error> {
 }
 
 pub(crate) fn parse_bytes(s: &str) -> Result<u64, String> {
-    let s = s.trim();
-    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
-    let (number, unit) = s.split_at(split);
-    let number: u64 = number.parse().map_err(|_| format!("`{s}` is not a size like 512MiB"))?;
-    let shift = match unit.trim().to_ascii_lowercase().as_str() {
-        // A bare number is bytes, but a log memory of a few KiB is never
-        // meant: ask for the unit.
-        "" if number < 1 << 16 => {
-            return Err(format!("`{s}` would be {number} bytes: give a unit, e.g. {number}MiB"));
-        }
-        "" | "b" => 0,
-        "k" | "kib" | "kb" => 10,
-        "m" | "mib" | "mb" => 20,
-        "g" | "gib" | "gb" => 30,
-        other => return Err(format!("unknown unit `{other}`: use KiB, MiB or GiB")),
-    };
-    number
-        .checked_shl(shift)
-        .filter(|v| v >> shift == number)
-        .ok_or_else(|| "size overflows".into())
+    let bytes = oxifaster::config::parse_size(s)?;
+    // A bare number is bytes, but a log memory of a few KiB is never
+    // meant: ask for the unit.
+    if bytes < 1 << 16 && s.trim().bytes().all(|b| b.is_ascii_digit()) {
+        return Err(format!("`{s}` would be {bytes} bytes: give a unit, e.g. {bytes}MiB"));
+    }
+    Ok(bytes)
 }
 
 pub(crate) struct RunResult {
@@ -319,6 +316,12 @@ fn bench_values<V: BenchValue>(args: BenchArgs) -> Result<(), Box<dyn std::error
         Some(dir) => builder.dir(dir),
         None => builder,
     };
+    let builder = match &args.config {
+        Some(file) => builder.config_file(file)?,
+        None => builder,
+    };
+    let (log_memory, table_size) =
+        (builder.config().log_memory_size_bytes, builder.config().table_size);
     if !args.json {
         println!(
             "oxifaster bench: {} keys, {}-byte values, {threads} threads, log memory {} MiB, {} buckets, {:?} device",
@@ -380,12 +383,42 @@ fn run_all<V: BenchValue, D: Device>(
         Some(dir) => Some(DirMonitor::start(dir, args.dir_trace.as_deref())?),
         None => None,
     };
-    let result = run_workloads(store, args, threads, values);
+    let result = match args.metrics_addr {
+        None => run_workloads(store, args, threads, values),
+        Some(addr) => serve_metrics(store, addr, || run_workloads(store, args, threads, values))?,
+    };
     if let Some(monitor) = monitor {
         let (largest, last) = monitor.stop();
         report_disk(args, store, largest, last);
     }
     result
+}
+
+/// Runs `work` while the store's statistics are served as Prometheus text
+/// at `http://addr/metrics` (the standard exporter, fed through the
+/// `metrics` facade every 100 ms).
+fn serve_metrics<V: BenchValue, D: Device, R>(
+    store: &Store<u64, V, D>,
+    addr: std::net::SocketAddr,
+    work: impl FnOnce() -> R,
+) -> Result<R, Box<dyn std::error::Error>> {
+    metrics_exporter_prometheus::PrometheusBuilder::new()
+        .with_http_listener(addr)
+        .install()
+        .map_err(|e| format!("--metrics-addr {addr}: {e}"))?;
+    store.stats().record_metrics();
+    let stop = AtomicBool::new(false);
+    Ok(std::thread::scope(|scope| {
+        scope.spawn(|| {
+            while !stop.load(Ordering::Relaxed) {
+                store.stats().record_metrics();
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        });
+        let result = work();
+        stop.store(true, Ordering::Relaxed);
+        result
+    }))
 }
 
 /// Samples a directory's size (the blocks its files take) every 50 ms,

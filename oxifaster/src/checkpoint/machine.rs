@@ -69,7 +69,9 @@ impl<K: Key, V: Value, D: Device> StoreInner<K, V, D> {
         self.run_checkpoint(kind, &token)
     }
 
-    /// Runs a whole checkpoint on this thread.
+    /// Runs a whole checkpoint on this thread, and counts it (`stats`):
+    /// its duration and the bytes of its files, or its failure (an ERROR
+    /// event naming the token).
     pub(super) fn run_checkpoint(
         &self,
         kind: CheckpointKind,
@@ -77,6 +79,31 @@ impl<K: Key, V: Value, D: Device> StoreInner<K, V, D> {
     ) -> Result<CheckpointInfo> {
         let span = tracing::info_span!("checkpoint", token = %token, ?kind);
         let _enter = span.enter();
+        let started = std::time::Instant::now();
+        let result = self.run_checkpoint_steps(kind, token);
+        match &result {
+            Ok(_) => {
+                let bytes = self
+                    .checkpoint_dir()
+                    .map(|root| dir_bytes(&root.join(token.as_str())))
+                    .unwrap_or(0);
+                self.checkpoint_counters.checkpoint(true, started.elapsed(), bytes);
+                tracing::info!(secs = started.elapsed().as_secs_f64(), bytes, "checkpoint done");
+            }
+            Err(e) => {
+                self.checkpoint_counters.checkpoint(false, started.elapsed(), 0);
+                tracing::error!(token = %token, error = %e, "checkpoint failed");
+            }
+        }
+        result
+    }
+
+    /// The steps of [`Self::run_checkpoint`].
+    fn run_checkpoint_steps(
+        &self,
+        kind: CheckpointKind,
+        token: &CheckpointToken,
+    ) -> Result<CheckpointInfo> {
         let progress = self.config.progress.clone();
         let root = self.checkpoint_dir()?;
         let dir = root.join(token.as_str());
@@ -469,4 +496,13 @@ impl Drop for LogPin<'_> {
     fn drop(&mut self) {
         *self.slot.lock().unwrap_or_else(|p| p.into_inner()) = None;
     }
+}
+
+/// The bytes of the files in `dir` (a checkpoint's; 0 where unreadable).
+fn dir_bytes(dir: &std::path::Path) -> u64 {
+    std::fs::read_dir(dir)
+        .map(|entries| {
+            entries.filter_map(|e| e.ok()?.metadata().ok()).map(|m| m.len()).sum::<u64>()
+        })
+        .unwrap_or(0)
 }

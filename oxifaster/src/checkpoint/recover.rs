@@ -47,6 +47,7 @@ pub(crate) fn recover<K: Key, V: Value, D: Device>(
 ) -> Result<StoreInner<K, V, D>> {
     let span = tracing::info_span!("recover", token);
     let _enter = span.enter();
+    let started = std::time::Instant::now();
     let progress = config.progress.clone();
     let (meta, kind) = load_meta(dir, token)?;
     if kind == CheckpointKind::IndexOnly {
@@ -376,6 +377,8 @@ pub(crate) fn recover<K: Key, V: Value, D: Device>(
     *inner.checkpoints.gaps.lock().unwrap_or_else(|p| p.into_inner()) = gaps;
     let info = CheckpointInfo::from_meta(&meta).ok_or_else(|| corrupt(dir, "unknown kind"))?;
     *inner.checkpoints.recovered.lock().unwrap_or_else(|p| p.into_inner()) = Some(info);
+    inner.checkpoint_counters.recovered(started.elapsed());
+    tracing::info!(secs = started.elapsed().as_secs_f64(), "recovered");
     Ok(inner)
 }
 

@@ -117,6 +117,7 @@ impl<K: Key, V: Value, D: Device> Store<K, V, D> {
 
     /// [`Store::compact`] in the given form (see [`CompactionKind`]).
     pub fn compact_with(&self, until: u64, kind: CompactionKind) -> Result<CompactionReport> {
+        let _span = tracing::info_span!("compact", until, ?kind).entered();
         crate::hlog::unthrottled(|| compact(&self.inner, until, kind))
     }
 

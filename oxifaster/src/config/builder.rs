@@ -154,6 +154,37 @@ impl<K: Key, V: Value> StoreBuilder<K, V> {
         self.config.read_cache_bytes = bytes;
         self
     }
+    /// Applies the TOML configuration file at `path`, then the
+    /// `OXIFASTER_<KEY>` environment variables, over what this builder was
+    /// given so far (feature `serde`; precedence: code < file <
+    /// environment). Setters called afterwards win again. The keys:
+    /// `oxifaster config --print-default`, or
+    /// [`StoreConfig::default_file`].
+    ///
+    /// # Errors
+    ///
+    /// [`Error::ConfigFile`](crate::Error::ConfigFile) naming the file and
+    /// line (or the variable), the key and what is allowed;
+    /// [`Error::Io`](crate::Error::Io) if the file cannot be read.
+    #[cfg(feature = "serde")]
+    pub fn config_file(mut self, path: impl AsRef<std::path::Path>) -> crate::Result<Self> {
+        self.config.apply_file(path)?;
+        self.config.apply_env()?;
+        Ok(self)
+    }
+
+    /// Applies the `OXIFASTER_<KEY>` environment variables over what this
+    /// builder was given so far (feature `serde`); see
+    /// [`Self::config_file`].
+    ///
+    /// # Errors
+    ///
+    /// [`Error::ConfigFile`](crate::Error::ConfigFile) naming the variable.
+    #[cfg(feature = "serde")]
+    pub fn env_overrides(mut self) -> crate::Result<Self> {
+        self.config.apply_env()?;
+        Ok(self)
+    }
     /// Reads and writes the log's segment files with `O_DIRECT` (Linux;
     /// default off): the log's pages go to the disk around the page
     /// cache, and records come back from the disk itself, so a store

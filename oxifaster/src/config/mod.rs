@@ -5,6 +5,10 @@
 
 mod auto;
 mod builder;
+#[cfg(feature = "serde")]
+mod file;
 
 pub use crate::store::{DEFAULT_CHECKPOINT_INTERVAL, StoreConfig};
 pub use builder::StoreBuilder;
+#[cfg(feature = "serde")]
+pub use file::parse_size;

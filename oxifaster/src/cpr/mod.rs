@@ -200,6 +200,8 @@ pub(crate) struct SessionSlot {
     /// `Registry::writes`); on the same cache line as `serial`.
     pub(crate) writes: AtomicU64,
     state: Mutex<SlotState>,
+    /// The session's operation counters (`stats`), on their own lines.
+    pub(crate) counters: crate::stats::SessionCounters,
 }
 
 #[derive(Debug, Default)]
@@ -297,6 +299,8 @@ pub(crate) struct Registry {
     /// the live sessions' counts, a counter that grows with every write
     /// (see [`Registry::writes`]).
     forgotten_writes: AtomicU64,
+    /// The operation counters of every session forgotten so far, summed.
+    forgotten_counters: crate::stats::SessionCounters,
 }
 
 impl Registry {
@@ -305,6 +309,7 @@ impl Registry {
             slots: Mutex::new(BTreeMap::new()),
             next_id: AtomicU64::new(1),
             forgotten_writes: AtomicU64::new(0),
+            forgotten_counters: Default::default(),
         }
     }
 
@@ -329,6 +334,7 @@ impl Registry {
             serial: AtomicU64::new(0),
             writes: AtomicU64::new(0),
             state: Mutex::new(SlotState { version, open: true, internal, ..SlotState::default() }),
+            counters: Default::default(),
         });
         self.slots().insert(id, slot.clone());
         slot
@@ -364,6 +370,7 @@ impl Registry {
                 recovered: true,
                 ..SlotState::default()
             }),
+            counters: Default::default(),
         });
         self.slots().insert(id, slot);
         self.next_id.fetch_max(id + 1, Ordering::Relaxed);
@@ -388,8 +395,23 @@ impl Registry {
             if let Some(slot) = slots.remove(id) {
                 self.forgotten_writes
                     .fetch_add(slot.writes.load(Ordering::Acquire), Ordering::AcqRel);
+                slot.counters.add_into(&self.forgotten_counters);
             }
         }
+    }
+
+    /// Every session's operation counters (forgotten ones included) added
+    /// to a snapshot.
+    pub(crate) fn sum_counters(
+        &self,
+        ops: &mut crate::stats::OperationStats,
+        pending: &mut crate::stats::PendingStats,
+    ) {
+        let slots = self.slots();
+        for slot in slots.values() {
+            slot.counters.sum_into(ops, pending);
+        }
+        self.forgotten_counters.sum_into(ops, pending);
     }
 
     /// A count that grows with every write of every session (forgotten

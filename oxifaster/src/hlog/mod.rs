@@ -913,7 +913,10 @@ impl<D: Device> LogReader<D> {
         if known(&s.verified.lock().unwrap_or_else(|p| p.into_inner())) {
             return Ok(());
         }
-        let corrupt = |what: String| Error::Corruption { address: page, what };
+        let corrupt = |what: String| {
+            tracing::error!(page = format_args!("{page:#x}"), %what, "a log page read from the device does not check");
+            Error::Corruption { address: page, what }
+        };
         if need > s.body {
             return Err(corrupt(format!("a record reaches {need} bytes into a page of {}", s.body)));
         }
@@ -946,9 +949,9 @@ impl<D: Device> LogReader<D> {
 
 impl<D: Device> Shared<D> {
     fn read_from_device(&self, address: Address, buf: &mut [u8]) -> Result<()> {
-        self.device.read_at(address.raw(), buf).map_err(|source| Error::Io {
-            context: format!("reading {} bytes of the log at {address}", buf.len()),
-            source,
+        self.device.read_at(address.raw(), buf).map_err(|source| {
+            tracing::warn!(%address, bytes = buf.len(), error = %source, "reading the log from the device failed");
+            Error::Io { context: format!("reading {} bytes of the log at {address}", buf.len()), source }
         })
     }
 

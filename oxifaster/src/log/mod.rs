@@ -125,14 +125,14 @@ impl std::fmt::Display for LogAddress {
 /// How to open a [`FasterLog`].
 #[derive(Debug, Clone)]
 pub struct LogConfig {
-    dir: Option<PathBuf>,
-    page_size_bits: u32,
-    log_memory_size_bytes: u64,
-    segment_size_bits: u32,
-    auto_commit_interval: Option<Duration>,
-    auto_commit_bytes: Option<u64>,
-    max_threads: usize,
-    direct_io: bool,
+    pub(crate) dir: Option<PathBuf>,
+    pub(crate) page_size_bits: u32,
+    pub(crate) log_memory_size_bytes: u64,
+    pub(crate) segment_size_bits: u32,
+    pub(crate) auto_commit_interval: Option<Duration>,
+    pub(crate) auto_commit_bytes: Option<u64>,
+    pub(crate) max_threads: usize,
+    pub(crate) direct_io: bool,
 }
 
 impl Default for LogConfig {

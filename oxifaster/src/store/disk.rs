@@ -81,10 +81,10 @@ impl<K: Key, V: Value, D: Device> DiskReader<K, V, D> {
             .zip(found)
             .zip(&starts)
             .map(|((end, record), start)| match end? {
-                Walked::TooLong => Err(Error::Corruption {
-                    address: start.raw(),
-                    what: format!("a record chain of more than {MAX_DISK_HOPS} records"),
-                }),
+                Walked::TooLong => Err(corrupt(
+                    start.raw(),
+                    format!("a record chain of more than {MAX_DISK_HOPS} records"),
+                )),
                 _ => Ok(record),
             })
             .collect()
@@ -138,19 +138,14 @@ impl<K: Key, V: Value, D: Device> DiskReader<K, V, D> {
             let mut outcome_for = requested.into_iter().peekable();
             for (slot, (index, address, hops)) in active.into_iter().enumerate() {
                 let step = match &mut buffers[slot] {
-                    Err(e) => {
-                        Err(Error::Corruption { address: address.raw(), what: e.to_string() })
-                    }
+                    Err(e) => Err(corrupt(address.raw(), e.to_string())),
                     Ok(buffer) => {
                         debug_assert_eq!(outcome_for.peek(), Some(&slot));
                         outcome_for.next();
                         match outcomes.next() {
                             Some(Ok(())) => self.parse(address, buffer),
                             Some(Err(e)) => Err(e),
-                            None => Err(Error::Corruption {
-                                address: address.raw(),
-                                what: "lost read".into(),
-                            }),
+                            None => Err(corrupt(address.raw(), "lost read".into())),
                         }
                     }
                 };
@@ -186,10 +181,10 @@ impl<K: Key, V: Value, D: Device> DiskReader<K, V, D> {
                 if !previous.raw().is_multiple_of(8) {
                     results[index] = Some(Err(misaligned(previous)));
                 } else if previous >= address {
-                    results[index] = Some(Err(Error::Corruption {
-                        address: address.raw(),
-                        what: format!("record chain goes forward to {previous}"),
-                    }));
+                    results[index] = Some(Err(corrupt(
+                        address.raw(),
+                        format!("record chain goes forward to {previous}"),
+                    )));
                 } else if hops + 1 > max_hops {
                     results[index] = Some(Ok(Walked::TooLong));
                 } else if previous.is_valid() && previous >= begin {
@@ -214,10 +209,7 @@ impl<K: Key, V: Value, D: Device> DiskReader<K, V, D> {
             _ => FIRST_READ_BYTES.min(page_left),
         };
         if guess < format.header_size() as u64 || guess > page_left {
-            return Err(Error::Corruption {
-                address: address.raw(),
-                what: "record header crosses its page".into(),
-            });
+            return Err(corrupt(address.raw(), "record header crosses its page".into()));
         }
         Ok(guess)
     }
@@ -238,18 +230,12 @@ impl<K: Key, V: Value, D: Device> DiskReader<K, V, D> {
         };
         let info = RecordInfo::from_raw(word(buf, 0));
         if info.is_empty() {
-            return Err(Error::Corruption {
-                address: address.raw(),
-                what: "no record header".into(),
-            });
+            return Err(corrupt(address.raw(), "no record header".into()));
         }
         let (key_len, value_len) = format.lengths_in(buf);
         let size = format.record_size(key_len, value_len) as u64;
         if size > page_left {
-            return Err(Error::Corruption {
-                address: address.raw(),
-                what: format!("record of {size} bytes crosses its page"),
-            });
+            return Err(corrupt(address.raw(), format!("record of {size} bytes crosses its page")));
         }
         let guess = buf.len() as u64;
         if size > guess {
@@ -269,8 +255,12 @@ impl<K: Key, V: Value, D: Device> DiskReader<K, V, D> {
 /// Records start on 8-byte boundaries: an address that does not came from
 /// damaged (or forged) bytes.
 fn misaligned(address: Address) -> Error {
-    Error::Corruption {
-        address: address.raw(),
-        what: "a record address that is not 8-byte aligned".into(),
-    }
+    corrupt(address.raw(), "a record address that is not 8-byte aligned".into())
+}
+
+/// A record read back from the device that does not check: logged (an
+/// ERROR event with the address) and returned as [`Error::Corruption`].
+fn corrupt(address: u64, what: String) -> Error {
+    tracing::error!(address = format_args!("{address:#x}"), %what, "a corrupted record was read from the device");
+    Error::Corruption { address, what }
 }

@@ -313,6 +313,8 @@ pub(crate) struct StoreInner<K, V, D> {
     /// which reads the device, runs outside it, so a checkpoint never
     /// waits for device reads of a growth.
     pub(crate) resizing: std::sync::Mutex<()>,
+    /// Checkpoints and recovery, counted for `stats`.
+    pub(crate) checkpoint_counters: crate::stats::CheckpointCounters,
     types: PhantomData<fn(K, V)>,
 }
 
@@ -416,6 +418,7 @@ impl<K: Key, V: Value, D: Device> StoreInner<K, V, D> {
             compaction_totals: std::sync::Mutex::new(CompactionTotals::default()),
             growing: std::sync::Mutex::new(()),
             resizing: std::sync::Mutex::new(()),
+            checkpoint_counters: Default::default(),
             types: PhantomData,
         })
     }
@@ -625,6 +628,53 @@ impl<K: Key, V: Value, D: Device> Store<K, V, D> {
         let handle = self.inner.epoch.register()?;
         let grown = grow::grow(&self.inner, &handle, true)?;
         Ok(grown.map_or_else(|| self.inner.index.table_size(), |g| g.buckets))
+    }
+
+    /// A snapshot of the store's statistics: operations by kind and
+    /// outcome (every session's, summed), pending completions and their
+    /// latency, the index, the log, checkpoints and recovery, compaction
+    /// and the read cache. Cheap: no walk of the index or the log.
+    ///
+    /// ```
+    /// # use oxifaster::Store;
+    /// let store = Store::<u64, u64>::builder().open()?;
+    /// let mut session = store.start_session()?;
+    /// session.upsert(&1, &10)?;
+    /// session.read(&1)?;
+    /// let stats = store.stats();
+    /// assert_eq!(stats.operations.upserts(), 1);
+    /// assert_eq!(stats.operations.reads_found, 1);
+    /// # Ok::<(), oxifaster::Error>(())
+    /// ```
+    pub fn stats(&self) -> crate::Stats {
+        let inner = &self.inner;
+        let mut stats = crate::Stats::default();
+        inner.sessions.sum_counters(&mut stats.operations, &mut stats.pending);
+        stats.sessions_open = inner.open_sessions.load(Ordering::Relaxed) as u64;
+        stats.index = crate::stats::IndexCounts {
+            buckets: inner.index.table_size(),
+            overflow_buckets: inner.index.overflow_buckets() as u64,
+            growths: inner.index.growths(),
+        };
+        let log = &inner.log;
+        let geometry = log.geometry();
+        let (begin, head, tail) =
+            (log.begin_address().raw(), log.head_address().raw(), log.tail_address().raw());
+        let flushed = log.flushed_until_address().raw();
+        stats.log = crate::stats::LogStats {
+            begin_address: begin,
+            head_address: head,
+            read_only_address: log.read_only_address().raw(),
+            tail_address: tail,
+            flushed_until: flushed,
+            memory_bytes: geometry.frames << geometry.page_bits,
+            in_memory_bytes: tail.saturating_sub(head),
+            on_device_bytes: flushed.saturating_sub(begin),
+        };
+        stats.checkpoints = inner.checkpoint_counters.snapshot();
+        stats.compaction = *inner.compaction_totals.lock().unwrap_or_else(|p| p.into_inner());
+        stats.read_cache = inner.read_cache.as_ref().map(|c| c.stats());
+        stats
     }
 
     /// How many times the hash index has doubled since the store opened.

@@ -13,6 +13,7 @@ use crate::address::Address;
 use crate::cpr::SessionSlot;
 use crate::device::Device;
 use crate::record::{AlignedBytes, Key, KeyArg, Merge, Value, ValueArg};
+use crate::stats::Count;
 use crate::{Error, Result};
 
 /// Takes a parked RMW out of its session's parked set when dropped (see
@@ -52,7 +53,10 @@ impl<K: Key, V: Value, D: Device> Session<K, V, D> {
                     let hash = op.hash;
                     // The key, for the read cache (if there is one).
                     let cached_key = self.store.read_cache.is_some().then(|| op.key.clone());
-                    match self.find_async(op.key, op.address).await? {
+                    let parked_at = op.parked_at;
+                    let found = self.find_async(op.key, op.address).await?;
+                    self.slot.counters.completed(parked_at.elapsed());
+                    match found {
                         Some(record) if !record.info.is_tombstone() => {
                             let value = V::decode(&record.value)?;
                             if let Some(key) = cached_key {
@@ -129,9 +133,12 @@ impl<K: Key, V: Value, D: Device> Session<K, V, D> {
                 });
             };
             let found = self.find_async(op.key, op.address).await?;
-            let new_value = match found.filter(|r| !r.info.is_tombstone()) {
-                Some(record) => V::copy_update(V::view(&record.value)?, input),
-                None => V::initial(input),
+            self.slot.counters.completed(op.parked_at.elapsed());
+            let (new_value, count) = match found.filter(|r| !r.info.is_tombstone()) {
+                Some(record) => {
+                    (V::copy_update(V::view(&record.value)?, input), Count::RmwsCopyUpdate)
+                }
+                None => (V::initial(input), Count::RmwsInitial),
             };
             self.begin();
             let slot = self.store.index.find_or_create_entry(op.hash);
@@ -143,6 +150,7 @@ impl<K: Key, V: Value, D: Device> Session<K, V, D> {
             if matches!(published, Ok(true)) {
                 // While still protected: see `complete_one`.
                 self.slot.finished(serial);
+                self.slot.counters.bump(count);
             }
             self.end_write();
             if published? {
@@ -208,6 +216,7 @@ impl<K: Key, V: Value, D: Device> Session<K, V, D> {
     ) -> Result<Outcome> {
         // One serial number for the whole operation (see `rmw_async`).
         let serial = self.next_serial();
+        self.slot.counters.bump(crate::stats::Count::Conditional);
         let hash = key.key_arg_hash();
         self.begin();
         let first = self.conditional_core(key, hash, update, serial);
@@ -227,6 +236,7 @@ impl<K: Key, V: Value, D: Device> Session<K, V, D> {
                 });
             };
             let found = self.find_async(op.key, op.address).await?;
+            self.slot.counters.completed(op.parked_at.elapsed());
             let old = found.filter(|r| !r.info.is_tombstone());
             self.begin();
             let result = self.finish_parked_update(

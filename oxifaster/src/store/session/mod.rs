@@ -34,6 +34,7 @@ use crate::index::grow::GrowPhase;
 use crate::index::{EntrySlot, HashBucketEntry};
 use crate::readcache;
 use crate::record::{AlignedBytes, Key, KeyArg, Merge, Value, ValueArg};
+use crate::stats::Count;
 
 /// Merges `input` into the stored bytes in place: `Merge::in_place`, or for
 /// a fixed-size value whose `in_place` declines, its copy-update written back
@@ -215,6 +216,8 @@ struct PendingOp<V> {
     key: AlignedBytes,
     address: Address,
     kind: PendingKind<V>,
+    /// When it went pending (for the completion latency in `stats`).
+    parked_at: std::time::Instant,
 }
 
 /// What an inlined fast path did.
@@ -654,6 +657,21 @@ impl<K: Key, V: Value, D: Device> Session<K, V, D> {
         unsafe { std::slice::from_raw_parts(bytes.as_ptr(), bytes.len()) }
     }
 
+    /// Adds one to this session's `count` (see `stats`).
+    #[inline(always)]
+    fn count(&self, count: Count) {
+        self.slot.counters.bump(count);
+    }
+
+    /// A read served by the read cache (out of line).
+    #[cold]
+    #[inline(never)]
+    fn read_cached(&self, address: Address) -> Result<ReadStatus<V>> {
+        self.count(Count::ReadsFound);
+        self.count(Count::ReadsFromCache);
+        Ok(ReadStatus::Found(V::decode(self.cached_value(address))?))
+    }
+
     #[inline]
     fn next_serial(&mut self) -> u64 {
         self.serial += 1;
@@ -760,19 +778,22 @@ impl<K: Key, V: Value, D: Device> Session<K, V, D> {
         let hash = key.key_arg_hash();
         loop {
             let Some(slot) = self.store.index.find_entry(hash) else {
+                self.count(Count::ReadsNotFound);
                 return Ok(ReadStatus::NotFound);
             };
             let location = match self.locate_read(key, slot.entry.address()) {
                 Ok(location) => location,
-                Err(cached) => return Ok(ReadStatus::Found(V::decode(self.cached_value(cached))?)),
+                Err(cached) => return self.read_cached(cached),
             };
             match location {
                 Location::Memory(address) => {
                     // SAFETY: `locate` found it at or above head while protected.
                     let record = unsafe { self.record(address) };
                     if record.info().is_tombstone() {
+                        self.count(Count::ReadsNotFound);
                         return Ok(ReadStatus::NotFound);
                     }
+                    self.count(Count::ReadsFound);
                     let (key_len, value_len) = record.lengths();
                     let value = if self.format().atomic_value() {
                         V::decode(&record.load_atomic_value(key_len).to_ne_bytes())?
@@ -790,14 +811,21 @@ impl<K: Key, V: Value, D: Device> Session<K, V, D> {
                         None => Err(self.too_many_pending()),
                     };
                 }
-                Location::Absent => return Ok(ReadStatus::NotFound),
+                Location::Absent => {
+                    self.count(Count::ReadsNotFound);
+                    return Ok(ReadStatus::NotFound);
+                }
                 // Compaction may have copied the key's record to the tail
                 // and moved the begin address past the original meanwhile:
                 // then the read runs again from the index.
                 Location::BelowBegin if self.entry_moved(hash, slot.entry.raw()) => {
+                    self.count(Count::Retries);
                     self.refresh_in_op();
                 }
-                Location::BelowBegin => return Ok(ReadStatus::NotFound),
+                Location::BelowBegin => {
+                    self.count(Count::ReadsNotFound);
+                    return Ok(ReadStatus::NotFound);
+                }
             }
         }
     }
@@ -834,7 +862,9 @@ impl<K: Key, V: Value, D: Device> Session<K, V, D> {
             key: key.key_arg_to_aligned_bytes(),
             address,
             kind: PendingKind::Read { entry },
+            parked_at: std::time::Instant::now(),
         });
+        self.count(Count::ReadsPending);
         Some(ReadStatus::Pending { serial })
     }
 
@@ -921,20 +951,27 @@ impl<K: Key, V: Value, D: Device> Session<K, V, D> {
         let hash = key.key_arg_hash();
         loop {
             let Some(slot) = self.store.index.find_entry(hash) else {
+                self.count(Count::ReadsNotFound);
                 return Ok(f(None));
             };
             let entry = slot.entry.raw();
             let location = match self.locate_read(key, slot.entry.address()) {
                 Ok(location) => location,
-                Err(cached) => return Ok(f(Some(self.cached_value(cached)))),
+                Err(cached) => {
+                    self.count(Count::ReadsFound);
+                    self.count(Count::ReadsFromCache);
+                    return Ok(f(Some(self.cached_value(cached))));
+                }
             };
             match location {
                 Location::Memory(address) => {
                     // SAFETY: `locate` found it at or above head while protected.
                     let record = unsafe { self.record(address) };
                     if record.info().is_tombstone() {
+                        self.count(Count::ReadsNotFound);
                         return Ok(f(None));
                     }
+                    self.count(Count::ReadsFound);
                     let (key_len, value_len) = record.lengths();
                     if address < self.store.log.safe_read_only_address() {
                         // Immutable: view it where it lies.
@@ -947,7 +984,13 @@ impl<K: Key, V: Value, D: Device> Session<K, V, D> {
                 Location::Disk(address) => {
                     self.handle.suspend();
                     let key_bytes = key.key_arg_to_aligned_bytes();
-                    match self.disk().find(&key_bytes, address)? {
+                    // A device read in line: counted as a pending read
+                    // completed at once.
+                    self.count(Count::ReadsPending);
+                    let started = std::time::Instant::now();
+                    let found = self.disk().find(&key_bytes, address);
+                    self.slot.counters.completed(started.elapsed());
+                    match found? {
                         Some(record) if !record.info.is_tombstone() => {
                             if self.store.read_cache.is_some() {
                                 self.refresh_in_op();
@@ -960,9 +1003,15 @@ impl<K: Key, V: Value, D: Device> Session<K, V, D> {
                         None => return Ok(f(None)),
                     }
                 }
-                Location::Absent => return Ok(f(None)),
+                Location::Absent => {
+                    self.count(Count::ReadsNotFound);
+                    return Ok(f(None));
+                }
                 Location::BelowBegin if self.entry_moved(hash, entry) => self.refresh_in_op(),
-                Location::BelowBegin => return Ok(f(None)),
+                Location::BelowBegin => {
+                    self.count(Count::ReadsNotFound);
+                    return Ok(f(None));
+                }
             }
         }
     }
@@ -997,6 +1046,7 @@ impl<K: Key, V: Value, D: Device> Session<K, V, D> {
         let hash = key.key_arg_hash();
         let fast = self.try_upsert_in_place(key, hash, value);
         if fast == FastPath::Done {
+            self.count(Count::UpsertsInPlace);
             self.end_write();
             return Ok(());
         }
@@ -1122,6 +1172,7 @@ impl<K: Key, V: Value, D: Device> Session<K, V, D> {
                     // Never in place across versions (`cpr` invariants 1, 3).
                     if self.is_newer_than_me(info.version()) {
                         self.pivot();
+                        self.count(Count::Retries);
                         continue;
                     }
                 } else if !info.is_tombstone()
@@ -1130,18 +1181,22 @@ impl<K: Key, V: Value, D: Device> Session<K, V, D> {
                         value.encode_value_arg_into(bytes).is_ok()
                     })
                 {
+                    self.count(Count::UpsertsInPlace);
                     return Ok(());
                 }
             }
             if self.append(&slot, hash, key, Some(value), false)? {
+                self.count(Count::UpsertsAppended);
                 return Ok(());
             }
+            self.count(Count::Retries);
         }
     }
 
     /// Deletes `key` (a tombstone: reads then find nothing).
     pub fn delete<Q: KeyArg<K> + ?Sized>(&mut self, key: &Q) -> Result<()> {
         self.next_serial();
+        self.count(Count::Deletes);
         self.begin();
         let result = self.delete_inner(key);
         self.end_write();
@@ -1191,6 +1246,7 @@ impl<K: Key, V: Value, D: Device> Session<K, V, D> {
         let hash = key.key_arg_hash();
         let fast = self.try_rmw_in_place(key, hash, &update);
         if fast == FastPath::Done {
+            self.count(Count::RmwsInPlace);
             self.end_write();
             return Ok(RmwStatus::Done);
         }
@@ -1277,7 +1333,7 @@ impl<K: Key, V: Value, D: Device> Session<K, V, D> {
             let start = self.log_start(slot.entry.address());
             let location =
                 if start.is_valid() { self.locate(key, start) } else { Location::Absent };
-            let new_value = match location {
+            let (new_value, initial_or_copy) = match location {
                 Location::Memory(address) => {
                     let log = &self.store.log;
                     // SAFETY: found at or above head while protected.
@@ -1292,6 +1348,7 @@ impl<K: Key, V: Value, D: Device> Session<K, V, D> {
                                 update.in_place(bytes)
                             })
                         {
+                            self.count(Count::RmwsInPlace);
                             return Ok(RmwStatus::Done);
                         }
                         if self.format().atomic_value()
@@ -1313,8 +1370,14 @@ impl<K: Key, V: Value, D: Device> Session<K, V, D> {
                         let new_value =
                             if tombstone { update.initial() } else { update.copy_update(bytes)? };
                         if self.append(&slot, hash, key, Some(&new_value), false)? {
+                            self.count(if tombstone {
+                                Count::RmwsInitial
+                            } else {
+                                Count::RmwsCopyUpdate
+                            });
                             return Ok(RmwStatus::Done);
                         }
+                        self.count(Count::Retries);
                         continue;
                     } else if current && address >= log.safe_read_only_address() {
                         // The fuzzy region: a session that saw the old
@@ -1326,10 +1389,10 @@ impl<K: Key, V: Value, D: Device> Session<K, V, D> {
                         continue;
                     }
                     if tombstone {
-                        update.initial()
+                        (update.initial(), Count::RmwsInitial)
                     } else {
                         let bytes = record.copy_value(key_len, value_len, &mut self.scratch);
-                        update.copy_update(bytes)?
+                        (update.copy_update(bytes)?, Count::RmwsCopyUpdate)
                     }
                 }
                 Location::Disk(address) => match update.park() {
@@ -1342,7 +1405,9 @@ impl<K: Key, V: Value, D: Device> Session<K, V, D> {
                             key: key.key_arg_to_aligned_bytes(),
                             address,
                             kind: PendingKind::Rmw { input, expected_entry: slot.entry.raw() },
+                            parked_at: std::time::Instant::now(),
                         });
+                        self.count(Count::RmwsPending);
                         return Ok(RmwStatus::Pending { serial });
                     }
                     None => {
@@ -1351,7 +1416,10 @@ impl<K: Key, V: Value, D: Device> Session<K, V, D> {
                         self.handle.suspend();
                         let found = self.disk().find(&key.key_arg_to_aligned_bytes(), address);
                         self.refresh_in_op();
-                        let new_value = match found?.filter(|r| !r.info.is_tombstone()) {
+                        let old = found?.filter(|r| !r.info.is_tombstone());
+                        let count =
+                            if old.is_some() { Count::RmwsCopyUpdate } else { Count::RmwsInitial };
+                        let new_value = match old {
                             Some(record) => update.copy_update(&record.value)?,
                             None => update.initial(),
                         };
@@ -1359,8 +1427,10 @@ impl<K: Key, V: Value, D: Device> Session<K, V, D> {
                         if slot.entry.raw() == expected_entry
                             && self.append(&slot, hash, key, Some(&new_value), false)?
                         {
+                            self.count(count);
                             return Ok(RmwStatus::Done);
                         }
+                        self.count(Count::Retries);
                         continue;
                     }
                 },
@@ -1368,11 +1438,13 @@ impl<K: Key, V: Value, D: Device> Session<K, V, D> {
                 // compaction just moved it to the tail, which changed the
                 // entry: then the CAS from `slot` below fails and the RMW
                 // runs again.
-                Location::Absent | Location::BelowBegin => update.initial(),
+                Location::Absent | Location::BelowBegin => (update.initial(), Count::RmwsInitial),
             };
             if self.append(&slot, hash, key, Some(&new_value), false)? {
+                self.count(initial_or_copy);
                 return Ok(RmwStatus::Done);
             }
+            self.count(Count::Retries);
         }
     }
 }

@@ -12,6 +12,7 @@ use crate::device::Device;
 use crate::index::HashBucketEntry;
 use crate::readcache;
 use crate::record::{EncodedKey, Key, Merge, Value};
+use crate::stats::Count;
 use crate::store::disk::{DiskReader, DiskRecord};
 use crate::store::record::{RecordInfo, pad8};
 
@@ -75,6 +76,7 @@ impl<K: Key, V: Value, D: Device> Session<K, V, D> {
     {
         let found_nothing = found.is_none();
         let old = found.filter(|r| !r.info.is_tombstone());
+        self.slot.counters.completed(op.parked_at.elapsed());
         match op.kind {
             PendingKind::Read { entry } => {
                 let value = match (old, found_nothing) {
@@ -104,15 +106,17 @@ impl<K: Key, V: Value, D: Device> Session<K, V, D> {
             }
             PendingKind::Rmw { input, expected_entry } => {
                 let key = K::decode_key(&op.key)?;
-                let new_value = match &old {
-                    Some(record) => V::copy_update(V::view(&record.value)?, &input),
-                    None => V::initial(&input),
+                let (new_value, count) = match &old {
+                    Some(record) => {
+                        (V::copy_update(V::view(&record.value)?, &input), Count::RmwsCopyUpdate)
+                    }
+                    None => (V::initial(&input), Count::RmwsInitial),
                 };
                 self.begin();
                 let status = self.publish_pending_rmw(
                     &key,
                     &input,
-                    &new_value,
+                    (&new_value, count),
                     op.hash,
                     expected_entry,
                     op.serial,
@@ -162,7 +166,7 @@ impl<K: Key, V: Value, D: Device> Session<K, V, D> {
         &mut self,
         key: &K,
         input: &V,
-        new_value: &V,
+        (new_value, count): (&V, Count),
         hash: u64,
         expected_entry: u64,
         serial: u64,
@@ -174,8 +178,10 @@ impl<K: Key, V: Value, D: Device> Session<K, V, D> {
         if slot.entry.raw() == expected_entry
             && self.append(&slot, hash, key, Some(new_value), false)?
         {
+            self.slot.counters.bump(count);
             return Ok(RmwStatus::Done);
         }
+        self.slot.counters.bump(Count::Retries);
         // The chain changed while we read: redo the whole RMW.
         self.rmw_inner(key, input, serial)
     }
