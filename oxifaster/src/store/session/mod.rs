@@ -666,10 +666,10 @@ impl<K: Key, V: Value, D: Device> Session<K, V, D> {
     /// A read served by the read cache (out of line).
     #[cold]
     #[inline(never)]
-    fn read_cached(&self, address: Address) -> Result<ReadStatus<V>> {
+    fn read_cached(&self, address: Address) -> Result<V> {
         self.count(Count::ReadsFound);
         self.count(Count::ReadsFromCache);
-        Ok(ReadStatus::Found(V::decode(self.cached_value(address))?))
+        Ok(V::decode(self.cached_value(address))?)
     }
 
     #[inline]
@@ -783,7 +783,14 @@ impl<K: Key, V: Value, D: Device> Session<K, V, D> {
             };
             let location = match self.locate_read(key, slot.entry.address()) {
                 Ok(location) => location,
-                Err(cached) => return self.read_cached(cached),
+                // A small return from the cold call (as for `park_read`
+                // below) keeps the inlined read's result built in place.
+                Err(cached) => {
+                    return match self.read_cached(cached) {
+                        Ok(value) => Ok(ReadStatus::Found(value)),
+                        Err(e) => Err(e),
+                    };
+                }
             };
             match location {
                 Location::Memory(address) => {
