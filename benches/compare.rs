@@ -18,6 +18,9 @@
 //! ```
 //!
 //! Knobs: `OXIFASTER_COMPARE_SECS` (per point, default 3),
+//! `OXIFASTER_COMPARE_KEYGEN` (`trace`, the default: keys from a trace made
+//! before the run, as FASTER's benchmark; `inline`: every key computed in
+//! the loop, as a YCSB client does; or `trace,inline`),
 //! `OXIFASTER_COMPARE_STORES` (comma-separated names), `OXIFASTER_COMPARE_THREADS`
 //! (default `1,2`), `OXIFASTER_COMPARE_CHART` (write a PNG chart of the
 //! results there).
@@ -542,25 +545,34 @@ struct Outcome {
     latency: Histogram<u64>,
 }
 
-/// One worker's run: replays `trace` with `workload`'s mix until `stop`;
+/// One worker's run: replays `trace` with `workload`'s mix until `stop`,
+/// or with `inline`, computes each key with that chooser in the loop;
 /// times one operation in 64.
 fn drive(
     mut w: Box<dyn Worker + '_>,
     workload: Workload,
     trace: &[u64],
+    inline: Option<&KeyChooser>,
     thread: usize,
     stop: &AtomicBool,
     ready: &Barrier,
 ) -> (u64, u64, u64, Histogram<u64>) {
     let mut rng = Rng::new(thread as u64 + 1);
+    let mut key_rng = Rng::new(100 + thread as u64);
     let mut latency = Histogram::<u64>::new(3).expect("histogram");
     let (mut ops, mut not_found, mut rmws, mut next) = (0u64, 0u64, 0u64, 0usize);
     ready.wait();
     while !stop.load(Ordering::Relaxed) {
         let sampled = (ops / 256 * 37 % 64) as usize;
         for i in 0..256usize {
-            let key = trace[next];
-            next = (next + 1) % trace.len();
+            let key = match inline {
+                Some(chooser) => fnv64(chooser.next(&mut key_rng)),
+                None => {
+                    let key = trace[next];
+                    next = (next + 1) % trace.len();
+                    key
+                }
+            };
             let timed = (i % 64 == sampled).then(Instant::now);
             match workload.next_op(&mut rng) {
                 Op::Read => not_found += u64::from(!w.read(key)),
@@ -591,6 +603,7 @@ fn run(
     system: &Arc<dyn System>,
     workload: Workload,
     traces: &[Arc<Vec<u64>>],
+    inline: Option<&Arc<KeyChooser>>,
     secs: f64,
     grace: Duration,
 ) -> Option<Outcome> {
@@ -601,8 +614,10 @@ fn run(
     for (t, trace) in traces.iter().enumerate() {
         let (system, stop, ready, done_tx, trace) =
             (system.clone(), stop.clone(), ready.clone(), done_tx.clone(), trace.clone());
+        let inline = inline.cloned();
         std::thread::spawn(move || {
-            let counts = drive(system.worker(), workload, &trace, t, &stop, &ready);
+            let counts =
+                drive(system.worker(), workload, &trace, inline.as_deref(), t, &stop, &ready);
             let _ = done_tx.send(counts);
         });
     }
@@ -652,6 +667,7 @@ struct Row {
     keys: u64,
     workload: &'static str,
     dist: &'static str,
+    keygen: &'static str,
     threads: usize,
     store: String,
     mops: Option<f64>,
@@ -663,7 +679,7 @@ impl Row {
     /// A row back from a child's table line.
     fn parse(line: &str) -> Option<Row> {
         let cells: Vec<&str> = line.trim_matches('|').split('|').map(str::trim).collect();
-        if cells.len() < 9 {
+        if cells.len() < 10 {
             return None;
         }
         let workload = match cells[1] {
@@ -676,11 +692,12 @@ impl Row {
             keys: cells[0].parse().ok()?,
             workload,
             dist: if cells[2] == "zipf" { "zipf" } else { "uniform" },
-            threads: cells[3].parse().ok()?,
-            store: cells[4].to_string(),
-            mops: cells[5].parse().ok(),
-            p99_us: cells[6].parse().unwrap_or(0.0),
-            notes: cells[8].to_string(),
+            keygen: if cells[3] == "inline" { "inline" } else { "trace" },
+            threads: cells[4].parse().ok()?,
+            store: cells[5].to_string(),
+            mops: cells[6].parse().ok(),
+            p99_us: cells[7].parse().unwrap_or(0.0),
+            notes: cells[9].to_string(),
         })
     }
 }
@@ -697,12 +714,16 @@ fn main() {
     let thread_counts: Vec<usize> = env("OXIFASTER_COMPARE_THREADS")
         .map(|s| s.split(',').filter_map(|t| t.trim().parse().ok()).collect())
         .unwrap_or_else(|| vec![1, 2]);
+    let keygens: Vec<bool> = match env("OXIFASTER_COMPARE_KEYGEN") {
+        Some(k) => k.split(',').map(|k| k.trim() == "inline").collect(),
+        None => vec![false],
+    };
     let child = env("OXIFASTER_COMPARE_CHILD").is_some();
     if !child {
         println!(
-            "| keys | workload | dist | threads | store | Mops/s | p99 µs | load Mops/s | notes |"
+            "| keys | workload | dist | keygen | threads | store | Mops/s | p99 µs | load Mops/s | notes |"
         );
-        println!("|---|---|---|---|---|---|---|---|---|");
+        println!("|---|---|---|---|---|---|---|---|---|---|");
     }
     if key_counts.len() > 1 && !child {
         // One process per key count: a store that hangs (0.1.3) leaves
@@ -747,12 +768,22 @@ fn main() {
         };
         let mut points = Vec::new();
         for dist in [Distribution::Uniform, Distribution::Zipf] {
-            let chooser = KeyChooser::new(keys, dist);
-            for &threads in &thread_counts {
-                let traces: Vec<Arc<Vec<u64>>> = (0..threads)
-                    .map(|t| Arc::new(key_trace(&chooser, &mut Rng::new(100 + t as u64), 1 << 22)))
-                    .collect();
-                points.push((dist, threads, traces));
+            let chooser = Arc::new(KeyChooser::new(keys, dist));
+            for &inline in &keygens {
+                for &threads in &thread_counts {
+                    let traces: Vec<Arc<Vec<u64>>> = (0..threads)
+                        .map(|t| match inline {
+                            // Only its length (the thread count) is used.
+                            true => Arc::new(Vec::new()),
+                            false => Arc::new(key_trace(
+                                &chooser,
+                                &mut Rng::new(100 + t as u64),
+                                1 << 22,
+                            )),
+                        })
+                        .collect();
+                    points.push((dist, threads, traces, inline.then(|| chooser.clone())));
+                }
             }
         }
         for (name, make, can_ltm) in STORES {
@@ -766,12 +797,13 @@ fn main() {
             // A (with upserts) runs last, so that the counters of the RMW
             // runs can be checked.
             for workload in [Workload::C, Workload::Rmw, Workload::A] {
-                for (dist, threads, traces) in &points {
+                for (dist, threads, traces, inline) in &points {
                     let dist_name = if *dist == Distribution::Uniform { "uniform" } else { "zipf" };
                     let mut row = Row {
                         keys,
                         workload: workload.name(),
                         dist: dist_name,
+                        keygen: if inline.is_some() { "inline" } else { "trace" },
                         threads: *threads,
                         store: system.name(),
                         mops: None,
@@ -781,7 +813,14 @@ fn main() {
                     if hung {
                         row.notes = "not measured (hung earlier)".into();
                     } else {
-                        match run(&system, workload, traces, secs, Duration::from_secs(30)) {
+                        match run(
+                            &system,
+                            workload,
+                            traces,
+                            inline.as_ref(),
+                            secs,
+                            Duration::from_secs(30),
+                        ) {
                             Some(o) => {
                                 increments += o.rmws;
                                 row.mops = Some(o.mops);
@@ -808,10 +847,11 @@ fn main() {
                         }
                     }
                     println!(
-                        "| {} | {} | {} | {} | {} | {} | {:.2} | {load_mops:.2} | {} |",
+                        "| {} | {} | {} | {} | {} | {} | {} | {:.2} | {load_mops:.2} | {} |",
                         row.keys,
                         row.workload,
                         row.dist,
+                        row.keygen,
                         row.threads,
                         row.store,
                         row.mops.map_or("—".into(), |m| format!("{m:.2}")),
@@ -864,7 +904,7 @@ fn chart(rows: &[Row], path: &str) -> Result<(), Box<dyn std::error::Error>> {
         let mine: Vec<&Row> = rows.iter().filter(|r| r.keys == k).collect();
         let mut groups: Vec<String> = Vec::new();
         for r in &mine {
-            let g = format!("{} {} {}t", r.workload, r.dist, r.threads);
+            let g = group_name(r);
             if !groups.contains(&g) {
                 groups.push(g);
             }
@@ -891,9 +931,7 @@ fn chart(rows: &[Row], path: &str) -> Result<(), Box<dyn std::error::Error>> {
         for (si, store) in stores.iter().enumerate() {
             let color = Palette99::pick(si).mix(0.9);
             let bars = mine.iter().filter(|r| &r.store == store).filter_map(|r| {
-                let g = groups
-                    .iter()
-                    .position(|g| *g == format!("{} {} {}t", r.workload, r.dist, r.threads))?;
+                let g = groups.iter().position(|g| *g == group_name(r))?;
                 let x0 = g as f64 + (si as f64 + 0.5) / n;
                 Some(Rectangle::new([(x0, bottom), (x0 + 1.0 / n, r.mops?)], color.filled()))
             });
@@ -909,4 +947,11 @@ fn chart(rows: &[Row], path: &str) -> Result<(), Box<dyn std::error::Error>> {
     }
     root.present()?;
     Ok(())
+}
+
+/// A chart group: workload, distribution, key generation (when inline) and
+/// threads.
+fn group_name(r: &Row) -> String {
+    let keygen = if r.keygen == "inline" { " inline" } else { "" };
+    format!("{} {}{keygen} {}t", r.workload, r.dist, r.threads)
 }

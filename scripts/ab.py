@@ -7,6 +7,13 @@ each side's median Mops/s and the median of the per-round ratios B/A.
 
 Alternating in one session is what makes the ratio honest on a shared,
 noisy machine: both sides see the same background load, round by round.
+
+    scripts/ab.py --stack-pads 0,3,8,13 OLD NEW ROUNDS -- bench ...
+
+runs round i of both sides with `--stack-pad` P[i mod len]: the hot loop's
+speed depends on where its worker's stack starts (4 KiB aliasing), so one
+position can favour one binary by 10% or more; varying it makes the ratio
+one of code, not of layout. (Both binaries must know `--stack-pad`.)
 """
 import json
 import statistics
@@ -27,14 +34,20 @@ def run(binary, args):
 
 
 def main():
-    if len(sys.argv) < 5 or "--" not in sys.argv:
+    argv = sys.argv[1:]
+    pads = None
+    if argv[:1] == ["--stack-pads"]:
+        pads = [p for p in argv[1].split(",") if p]
+        argv = argv[2:]
+    if len(argv) < 4 or "--" not in argv:
         sys.exit(__doc__)
-    a, b, rounds = sys.argv[1], sys.argv[2], int(sys.argv[3])
-    args = sys.argv[sys.argv.index("--") + 1 :]
+    a, b, rounds = argv[0], argv[1], int(argv[2])
+    args = argv[argv.index("--") + 1 :]
     results = {"A": [], "B": []}
     for i in range(rounds):
+        round_args = args + ["--stack-pad", pads[i % len(pads)]] if pads else args
         for side, binary in (("A", a), ("B", b)) if i % 2 == 0 else (("B", b), ("A", a)):
-            results[side].append(run(binary, args))
+            results[side].append(run(binary, round_args))
             print(f"round {i + 1} {side} done", file=sys.stderr)
     print(f"{'point':<24} {'A median':>9} {'B median':>9} {'B/A (median of rounds)':>24}  per-round ratios")
     for point in results["A"][0]:

@@ -182,11 +182,11 @@ fn bad_files_are_named_errors() {
         let mut config = StoreConfig::default();
         let err = config.apply_toml(text, "bad.toml").expect_err(text);
         match &err {
-            Error::ConfigFile { origin, line: at, key: k, message } => {
-                assert_eq!(origin, "bad.toml", "{text}");
-                assert_eq!(*at, Some(*line), "{text}: {err}");
-                assert_eq!(k.as_deref(), *key, "{text}: {err}");
-                assert!(message.contains(says), "{text}: {err}");
+            Error::ConfigFile(e) => {
+                assert_eq!(e.origin, "bad.toml", "{text}");
+                assert_eq!(e.line, Some(*line), "{text}: {err}");
+                assert_eq!(e.key.as_deref(), *key, "{text}: {err}");
+                assert!(e.message.contains(says), "{text}: {err}");
             }
             other => panic!("{text}: {other:?}"),
         }

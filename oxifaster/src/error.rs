@@ -77,18 +77,11 @@ pub enum Error {
     },
     /// A configuration file or environment variable is not valid
     /// (feature `serde`): where (the file and line, or "the environment"),
-    /// which key or variable, and what is allowed.
-    #[error("{}", config_file_message(origin, *line, key.as_deref(), message))]
-    ConfigFile {
-        /// The file's path, or "the environment".
-        origin: String,
-        /// The line of the file (1-based), where known.
-        line: Option<usize>,
-        /// The key (or environment variable), where known.
-        key: Option<String>,
-        /// What is wrong, and what is allowed.
-        message: String,
-    },
+    /// which key or variable, and what is allowed. (Boxed: every
+    /// operation returns a `Result` of this type, whose size is its
+    /// largest variant's.)
+    #[error("{0}")]
+    ConfigFile(Box<ConfigError>),
     /// Every entry of the epoch table is taken by an open session.
     #[error("too many sessions: at most {max} may be open at once")]
     TooManySessions {
@@ -262,19 +255,35 @@ impl Error {
     }
 }
 
-/// The text of [`Error::ConfigFile`]: `file:line: key: message`.
-fn config_file_message(
-    origin: &str,
-    line: Option<usize>,
-    key: Option<&str>,
-    message: &str,
-) -> String {
-    let at = match line {
-        Some(line) => format!("{origin}:{line}"),
-        None => origin.to_owned(),
-    };
-    match key {
-        Some(key) => format!("configuration {at}: `{key}`: {message}"),
-        None => format!("configuration {at}: {message}"),
+/// What [`Error::ConfigFile`] says: where a configuration is not valid,
+/// and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    /// The file's path, or "the environment".
+    pub origin: String,
+    /// The line of the file (1-based), where known.
+    pub line: Option<usize>,
+    /// The key (or environment variable), where known.
+    pub key: Option<String>,
+    /// What is wrong, and what is allowed.
+    pub message: String,
+}
+
+/// `file:line: key: message`.
+impl std::fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "configuration {}", self.origin)?;
+        if let Some(line) = self.line {
+            write!(f, ":{line}")?;
+        }
+        if let Some(key) = &self.key {
+            write!(f, ": `{key}`")?;
+        }
+        write!(f, ": {}", self.message)
     }
 }
+
+// Every operation returns a `Result` of `Error`, built in place by the
+// inlined operations: keep it no larger than it is (large payloads go in
+// a `Box`).
+const _: () = assert!(std::mem::size_of::<Error>() <= 88);

@@ -121,7 +121,7 @@ internal_mod!(
 );
 
 pub use config::{StoreBuilder, StoreConfig};
-pub use error::{Error, Result};
+pub use error::{ConfigError, Error, Result};
 pub use oxifaster_derive::{FasterKey, FasterValue};
 pub use record::{Key, KeyArg, Merge, Value, ValueArg};
 pub use stats::Stats;

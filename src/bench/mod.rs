@@ -67,6 +67,18 @@ pub(crate) enum DistArg {
     Zipf,
 }
 
+/// How a timed run gets its keys.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub(crate) enum KeygenArg {
+    /// From a trace generated before the run (FASTER's own benchmark):
+    /// the loop does nothing but operations.
+    Trace,
+    /// Computed in the loop, as a YCSB client does: uniform, a random
+    /// draw and the FNV scrambling; zipf, the scrambled-zipfian draw with
+    /// its `pow`, hash and modulo, then the FNV scrambling.
+    Inline,
+}
+
 #[derive(Debug, Clone, Copy, ValueEnum)]
 pub(crate) enum DeviceArg {
     /// Segment files in the store's directory.
@@ -160,6 +172,20 @@ pub(crate) struct BenchArgs {
     /// settings and flags, with the `OXIFASTER_` environment over it.
     #[arg(long, value_name = "FILE")]
     config: Option<PathBuf>,
+    /// Where the timed loop's keys come from.
+    #[arg(long, value_enum, default_value = "trace")]
+    keygen: KeygenArg,
+    /// Operations per call: 1 runs single operations; N > 1 gathers N
+    /// operations and runs their reads, upserts and RMWs with
+    /// `read_batch`, `upsert_batch` and `rmw_batch` (C, A, B, RMW and F;
+    /// latencies are then a batch's time divided by its size).
+    #[arg(long, default_value_t = 1, value_parser = at_least_one)]
+    batch: usize,
+    /// Start each worker this many small stack frames (about 64 bytes
+    /// each) deeper: a layout control for A/B comparisons (see
+    /// `scripts/ab.py --stack-pads`).
+    #[arg(long, default_value_t = 0)]
+    stack_pad: u32,
     /// Print results as JSON lines.
     #[arg(long)]
     json: bool,
@@ -268,6 +294,12 @@ fn progress_bar(args: &BenchArgs, len: u64, what: &str) -> ProgressBar {
 }
 
 pub(crate) fn bench(args: BenchArgs) -> Result<(), Box<dyn std::error::Error>> {
+    if args.batch > 1
+        && let Some(w) =
+            args.workload.iter().find(|w| matches!(w, WorkloadArg::Cas | WorkloadArg::Insert))
+    {
+        return Err(format!("--batch runs reads, upserts and RMWs: not --workload {w:?}").into());
+    }
     if args.value_size.is_counter() {
         bench_values::<u64>(args)
     } else {
@@ -727,9 +759,32 @@ fn run<V: BenchValue, D: Device>(
     let (totals, start) = std::thread::scope(|scope| {
         let workers: Vec<_> = (0..threads as u64)
             .map(|t| {
-                let (chooser, stop, ready, done) = (&chooser, &stop, &ready, &done);
+                let ctx = Ctx {
+                    workload,
+                    ops_limit: args.ops,
+                    stop: &stop,
+                    ready: &ready,
+                    done: &done,
+                    values,
+                };
+                let chooser = &chooser;
                 scope.spawn(move || {
-                    worker(store, chooser, workload, t, args.ops, stop, ready, done, values)
+                    let mut rng = Rng::new(0x5eed ^ (t + 1).wrapping_mul(0x9e37_79b9_7f4a_7c15));
+                    let inline = || InlineKeys { chooser, rng: Rng::new(0xca11 ^ (t + 1)) };
+                    below_stack_pad(args.stack_pad, || match (args.keygen, args.batch) {
+                        (KeygenArg::Trace, 1) => {
+                            worker(store, &ctx, TraceKeys::new(chooser, &mut rng, args.ops), rng)
+                        }
+                        (KeygenArg::Inline, 1) => worker(store, &ctx, inline(), rng),
+                        (KeygenArg::Trace, n) => batch_worker(
+                            store,
+                            &ctx,
+                            TraceKeys::new(chooser, &mut rng, args.ops),
+                            rng,
+                            n,
+                        ),
+                        (KeygenArg::Inline, n) => batch_worker(store, &ctx, inline(), rng, n),
+                    })
                 })
             })
             .collect();
@@ -803,28 +858,81 @@ fn run<V: BenchValue, D: Device>(
     })
 }
 
-#[allow(clippy::too_many_arguments)]
+/// What every worker of a run shares.
+struct Ctx<'a, V> {
+    workload: Workload,
+    ops_limit: Option<u64>,
+    stop: &'a AtomicBool,
+    ready: &'a Barrier,
+    done: &'a AtomicU64,
+    values: &'a Values<V>,
+}
+
+impl<V> Ctx<'_, V> {
+    /// Whether a worker that has done `ops` operations stops.
+    fn finished(&self, ops: u64) -> bool {
+        match self.ops_limit {
+            Some(limit) => ops >= limit,
+            None => self.stop.load(Ordering::Relaxed),
+        }
+    }
+}
+
+/// Where a worker's keys come from (`--keygen`).
+trait Keys {
+    fn next_key(&mut self) -> u64;
+}
+
+/// A trace generated before the run, read round and round.
+struct TraceKeys {
+    trace: Vec<u64>,
+    next: usize,
+}
+
+impl TraceKeys {
+    /// A trace of `--ops` keys, or of 4 M keys for a timed run.
+    fn new(chooser: &KeyChooser, rng: &mut Rng, ops: Option<u64>) -> Self {
+        const TRACE_KEYS: u64 = 1 << 22;
+        let len = ops.unwrap_or(TRACE_KEYS).min(TRACE_KEYS) as usize;
+        Self { trace: key_trace(chooser, rng, len), next: 0 }
+    }
+}
+
+impl Keys for TraceKeys {
+    #[inline(always)]
+    fn next_key(&mut self) -> u64 {
+        let key = self.trace[self.next];
+        self.next = if self.next + 1 == self.trace.len() { 0 } else { self.next + 1 };
+        key
+    }
+}
+
+/// Keys computed in the loop, as a YCSB client computes them.
+struct InlineKeys<'a> {
+    chooser: &'a KeyChooser,
+    rng: Rng,
+}
+
+impl Keys for InlineKeys<'_> {
+    #[inline(always)]
+    fn next_key(&mut self) -> u64 {
+        fnv64(self.chooser.next(&mut self.rng))
+    }
+}
+
+/// Single operations: rounds of 256, then the pending ones completed.
 fn worker<V: BenchValue, D: Device>(
     store: &Store<u64, V, D>,
-    chooser: &KeyChooser,
-    workload: Workload,
-    thread: u64,
-    ops_limit: Option<u64>,
-    stop: &AtomicBool,
-    ready: &Barrier,
-    done: &AtomicU64,
-    values: &Values<V>,
+    ctx: &Ctx<'_, V>,
+    mut keys: impl Keys,
+    mut rng: Rng,
 ) -> oxifaster::Result<RunResult> {
-    const TRACE_KEYS: u64 = 1 << 22;
+    let (workload, values) = (ctx.workload, ctx.values);
     let session = store.start_session();
-    let mut rng = Rng::new(0x5eed ^ (thread + 1).wrapping_mul(0x9e37_79b9_7f4a_7c15));
-    let trace =
-        key_trace(chooser, &mut rng, ops_limit.unwrap_or(TRACE_KEYS).min(TRACE_KEYS) as usize);
     let mut r = RunResult::new();
-    let mut next = 0usize;
     let mut batch = 0u64;
     // Every worker reaches the barrier, even one that failed to start.
-    ready.wait();
+    ctx.ready.wait();
     let mut session = session?;
     loop {
         // One operation of every `SAMPLE_EVERY` is timed, at a place in
@@ -832,8 +940,7 @@ fn worker<V: BenchValue, D: Device>(
         let sampled = (batch.wrapping_mul(37) % SAMPLE_EVERY) as usize;
         batch += 1;
         for i in 0..256usize {
-            let key = trace[next];
-            next = if next + 1 == trace.len() { 0 } else { next + 1 };
+            let key = keys.next_key();
             let timed = (i % SAMPLE_EVERY as usize == sampled).then(Instant::now);
             match workload.next_op(&mut rng) {
                 Op::Read => match session.read(&key)? {
@@ -861,19 +968,99 @@ fn worker<V: BenchValue, D: Device>(
             }
             r.ops += 1;
         }
-        done.fetch_add(256, Ordering::Relaxed);
-        if session.pending_count() > 0 {
-            for done in session.complete_pending()? {
-                if matches!(done.op, CompletedOp::Read(None)) {
-                    r.not_found += 1;
-                }
-            }
-        }
-        let limit_reached = ops_limit.is_some_and(|limit| r.ops >= limit);
-        if limit_reached || (ops_limit.is_none() && stop.load(Ordering::Relaxed)) {
+        ctx.done.fetch_add(256, Ordering::Relaxed);
+        settle(&mut session, &mut r)?;
+        if ctx.finished(r.ops) {
             return Ok(r);
         }
     }
+}
+
+/// Completes a session's pending operations, counting reads that found
+/// nothing.
+fn settle<V: BenchValue, D: Device>(
+    session: &mut Session<u64, V, D>,
+    r: &mut RunResult,
+) -> oxifaster::Result<()> {
+    if session.pending_count() > 0 {
+        for done in session.complete_pending()? {
+            if matches!(done.op, CompletedOp::Read(None)) {
+                r.not_found += 1;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Batched operations (`--batch N`): N operations are drawn, then their
+/// reads, upserts and RMWs run as one `read_batch`, `upsert_batch` and
+/// `rmw_batch` each. One batch in 16 is timed; its time divided by N is
+/// recorded as an operation's latency.
+fn batch_worker<V: BenchValue, D: Device>(
+    store: &Store<u64, V, D>,
+    ctx: &Ctx<'_, V>,
+    mut keys: impl Keys,
+    mut rng: Rng,
+    batch: usize,
+) -> oxifaster::Result<RunResult> {
+    let (workload, values) = (ctx.workload, ctx.values);
+    let session = store.start_session();
+    let mut r = RunResult::new();
+    let (mut reads, mut upserts, mut rmws) = (Vec::new(), Vec::new(), Vec::new());
+    let (mut read_statuses, mut rmw_statuses) = (Vec::new(), Vec::new());
+    let mut unsettled = 0usize;
+    ctx.ready.wait();
+    let mut session = session?;
+    for round in 0u64.. {
+        reads.clear();
+        upserts.clear();
+        rmws.clear();
+        let timed = round.is_multiple_of(16).then(Instant::now);
+        for _ in 0..batch {
+            let key = keys.next_key();
+            match workload.next_op(&mut rng) {
+                Op::Read => reads.push(key),
+                Op::Upsert => upserts.push((key, values.upsert(r.ops).clone())),
+                Op::Rmw => rmws.push((key, values.increment_for(key).clone())),
+                Op::Cas | Op::Insert => unreachable!("refused by `bench`"),
+            }
+        }
+        if !reads.is_empty() {
+            session.read_batch(&reads, &mut read_statuses)?;
+            for status in &read_statuses {
+                match status {
+                    ReadStatus::NotFound => r.not_found += 1,
+                    ReadStatus::Pending { .. } => r.pending += 1,
+                    _ => {}
+                }
+            }
+        }
+        if !upserts.is_empty() {
+            session.upsert_batch(&upserts)?;
+        }
+        if !rmws.is_empty() {
+            session.rmw_batch(&rmws, &mut rmw_statuses)?;
+            r.rmws += rmws.len() as u64;
+            r.pending +=
+                rmw_statuses.iter().filter(|s| matches!(s, RmwStatus::Pending { .. })).count()
+                    as u64;
+        }
+        if let Some(at) = timed {
+            let _ = r.latency.record(at.elapsed().as_nanos() as u64 / batch as u64);
+        }
+        r.ops += batch as u64;
+        ctx.done.fetch_add(batch as u64, Ordering::Relaxed);
+        unsettled += batch;
+        if unsettled >= 256 {
+            unsettled = 0;
+            settle(&mut session, &mut r)?;
+        }
+        if ctx.finished(r.ops) {
+            break;
+        }
+    }
+    settle(&mut session, &mut r)?;
+    Ok(r)
 }
 
 /// A read, then a compare-and-swap of the value read for it plus 1.
@@ -927,4 +1114,25 @@ fn sum_all<V: BenchValue, D: Device>(
         return Err(format!("the store holds {live} keys, {keys} were loaded").into());
     }
     Ok(sum)
+}
+
+/// Runs `f` `levels` small frames further down the stack. A worker's loop
+/// keeps its locals on the stack, and on some processors a load whose
+/// address matches an earlier store's in its low 12 bits waits for it
+/// (4 KiB aliasing): the same binary then runs up to ~12% faster or
+/// slower with where its worker's stack happens to start. `--stack-pad`
+/// moves it, so that an A/B comparison can average over positions
+/// instead of measuring one layout's luck.
+#[inline(never)]
+fn below_stack_pad<R>(levels: u32, f: impl FnOnce() -> R) -> R {
+    if levels == 0 {
+        return f();
+    }
+    let frame = [0u8; 48];
+    std::hint::black_box(&frame);
+    let result = below_stack_pad(levels - 1, f);
+    // Used after the call: the recursion is not a tail call, so each
+    // level keeps its frame.
+    std::hint::black_box(&frame);
+    result
 }

@@ -22,7 +22,7 @@ use toml::Spanned;
 
 use crate::log::LogConfig;
 use crate::store::StoreConfig;
-use crate::{Error, Result};
+use crate::{ConfigError, Error, Result};
 
 /// A value as a file or the environment gives it.
 #[derive(Debug, Clone, Copy)]
@@ -426,12 +426,12 @@ fn line_of(text: &str, at: usize) -> usize {
 }
 
 fn file_error(file: &Path, line: Option<usize>, key: Option<&str>, message: String) -> Error {
-    Error::ConfigFile {
+    Error::ConfigFile(Box::new(ConfigError {
         origin: file.display().to_string(),
         line,
         key: key.map(str::to_owned),
         message,
-    }
+    }))
 }
 
 /// Applies the TOML file at `path` to `config`.
@@ -486,18 +486,17 @@ fn apply_env<C>(config: &mut C, settings: &[Setting<C>], prefix: &str) -> Result
     for setting in settings {
         let variable = format!("{prefix}{}", setting.key.to_ascii_uppercase());
         let Some(value) = std::env::var_os(&variable) else { continue };
-        let value = value.to_str().ok_or_else(|| Error::ConfigFile {
-            origin: "the environment".into(),
-            line: None,
-            key: Some(variable.clone()),
-            message: "not valid UTF-8".into(),
-        })?;
-        (setting.apply)(config, Input::Str(value)).map_err(|why| Error::ConfigFile {
-            origin: "the environment".into(),
-            line: None,
-            key: Some(variable.clone()),
-            message: format!("\"{value}\": {why}"),
-        })?;
+        let env_error = |message: String| {
+            Error::ConfigFile(Box::new(ConfigError {
+                origin: "the environment".into(),
+                line: None,
+                key: Some(variable.clone()),
+                message,
+            }))
+        };
+        let value = value.to_str().ok_or_else(|| env_error("not valid UTF-8".into()))?;
+        (setting.apply)(config, Input::Str(value))
+            .map_err(|why| env_error(format!("\"{value}\": {why}")))?;
     }
     Ok(())
 }

@@ -449,6 +449,17 @@ impl<D: Device> HybridLog<D> {
         unsafe { s.base.as_ptr().add(offset as usize) }
     }
 
+    /// Asks the CPU to start loading the record at `address` (a hint: the
+    /// frame its page would occupy is touched by nothing; an address not
+    /// in memory just loads a useless line).
+    #[inline(always)]
+    pub fn prefetch(&self, address: Address) {
+        let s = &self.shared;
+        // In the frames allocation whatever the address (as `record_ptr`);
+        // a prefetch never faults anyway.
+        crate::mem::prefetch(s.base.as_ptr().wrapping_add((address.raw() & s.ring_mask) as usize));
+    }
+
     /// Allocates `size` bytes (a multiple of 8, at most a page) at the tail.
     /// The caller holds epoch protection through `handle` and must write the
     /// record before its next refresh.

@@ -251,15 +251,7 @@ impl HashIndex {
     /// up many hashes, such as recovery's replay).
     #[inline(always)]
     pub fn prefetch(&self, hash: u64) {
-        #[cfg(target_arch = "x86_64")]
-        {
-            let ptr = (self.bucket(hash) as *const HashBucket).cast::<i8>();
-            // SAFETY: a prefetch is a hint: it never faults and changes no
-            // memory (and `ptr` points at a live bucket anyway).
-            unsafe { std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(ptr) };
-        }
-        #[cfg(not(target_arch = "x86_64"))]
-        let _ = hash;
+        crate::mem::prefetch(self.bucket(hash));
     }
 
     /// The final (non-tentative) entry for `hash`'s bucket and tag, if any.

@@ -107,19 +107,7 @@ impl KeyTable {
     /// starts.
     #[inline(always)]
     pub(crate) fn prefetch(&self, hash: u64) {
-        #[cfg(target_arch = "x86_64")]
-        {
-            let slot = &self.slots[hash as usize & (self.slots.len() - 1)];
-            // SAFETY: a prefetch is a hint: it never faults and changes no
-            // memory (and `slot` is a live element anyway).
-            unsafe {
-                std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(
-                    (slot as *const Slot).cast::<i8>(),
-                )
-            };
-        }
-        #[cfg(not(target_arch = "x86_64"))]
-        let _ = hash;
+        crate::mem::prefetch(&self.slots[hash as usize & (self.slots.len() - 1)]);
     }
 
     /// The keys present, as (address, tombstone), in address order.

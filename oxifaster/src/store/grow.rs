@@ -176,16 +176,7 @@ fn prefetch<K: Key, V: Value, D: Device>(inner: &StoreInner<K, V, D>, address: A
     if address < inner.log.head_address() || address >= inner.log.tail_address() {
         return;
     }
-    // SAFETY: `record_ptr`'s contract: the caller is protected and
-    // `address >= head` was observed after it protected itself.
-    let ptr = unsafe { inner.log.record_ptr(address) };
-    #[cfg(target_arch = "x86_64")]
-    // SAFETY: a prefetch is a hint: it never faults and changes no memory.
-    unsafe {
-        std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(ptr.cast::<i8>())
-    };
-    #[cfg(not(target_arch = "x86_64"))]
-    let _ = ptr;
+    inner.log.prefetch(address);
 }
 
 /// What a split learns of the record at `address`: its key's hash and the

@@ -55,7 +55,7 @@ impl<K: Key, V: Value, D: Device> Session<K, V, D> {
                     let cached_key = self.store.read_cache.is_some().then(|| op.key.clone());
                     let parked_at = op.parked_at;
                     let found = self.find_async(op.key, op.address).await?;
-                    self.slot.counters.completed(parked_at.elapsed());
+                    self.completed(parked_at.elapsed());
                     match found {
                         Some(record) if !record.info.is_tombstone() => {
                             let value = V::decode(&record.value)?;
@@ -133,7 +133,7 @@ impl<K: Key, V: Value, D: Device> Session<K, V, D> {
                 });
             };
             let found = self.find_async(op.key, op.address).await?;
-            self.slot.counters.completed(op.parked_at.elapsed());
+            self.completed(op.parked_at.elapsed());
             let (new_value, count) = match found.filter(|r| !r.info.is_tombstone()) {
                 Some(record) => {
                     (V::copy_update(V::view(&record.value)?, input), Count::RmwsCopyUpdate)
@@ -150,7 +150,7 @@ impl<K: Key, V: Value, D: Device> Session<K, V, D> {
             if matches!(published, Ok(true)) {
                 // While still protected: see `complete_one`.
                 self.slot.finished(serial);
-                self.slot.counters.bump(count);
+                self.count(count);
             }
             self.end_write();
             if published? {
@@ -216,7 +216,7 @@ impl<K: Key, V: Value, D: Device> Session<K, V, D> {
     ) -> Result<Outcome> {
         // One serial number for the whole operation (see `rmw_async`).
         let serial = self.next_serial();
-        self.slot.counters.bump(crate::stats::Count::Conditional);
+        self.count(crate::stats::Count::Conditional);
         let hash = key.key_arg_hash();
         self.begin();
         let first = self.conditional_core(key, hash, update, serial);
@@ -236,7 +236,7 @@ impl<K: Key, V: Value, D: Device> Session<K, V, D> {
                 });
             };
             let found = self.find_async(op.key, op.address).await?;
-            self.slot.counters.completed(op.parked_at.elapsed());
+            self.completed(op.parked_at.elapsed());
             let old = found.filter(|r| !r.info.is_tombstone());
             self.begin();
             let result = self.finish_parked_update(

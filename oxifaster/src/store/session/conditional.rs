@@ -435,7 +435,7 @@ impl<K: Key, V: Value, D: Device> Session<K, V, D> {
         update: &mut U,
     ) -> Result<UpdateStatus> {
         let serial = self.next_serial();
-        self.slot.counters.bump(crate::stats::Count::Conditional);
+        self.count(crate::stats::Count::Conditional);
         self.begin();
         let result = self.conditional_core(key, key.key_arg_hash(), update, serial);
         match result {

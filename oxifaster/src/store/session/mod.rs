@@ -9,6 +9,7 @@
 
 #[cfg(feature = "tokio")]
 mod asynk;
+mod batch;
 mod conditional;
 mod copy;
 mod scan;
@@ -220,6 +221,16 @@ struct PendingOp<V> {
     parked_at: std::time::Instant,
 }
 
+/// The bytes a read that never parks found (`read_with_protected` with
+/// `park = None` gives no `Pending`).
+fn found(status: ReadStatus<&[u8]>) -> Option<&[u8]> {
+    debug_assert!(!matches!(status, ReadStatus::Pending { .. }));
+    match status {
+        ReadStatus::Found(bytes) => Some(bytes),
+        ReadStatus::NotFound | ReadStatus::Pending { .. } => None,
+    }
+}
+
 /// What an inlined fast path did.
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum FastPath {
@@ -268,6 +279,8 @@ pub struct Session<K: Key, V: Value, D: Device> {
     /// returns them first.
     ready: Vec<Completed<V>>,
     scratch: Vec<u64>,
+    /// Operation counts, published to `slot` now and then (see `stats`).
+    counts: crate::stats::LocalCounts,
     /// The record `cache_read` builds for the read cache (kept, so that
     /// filling the cache allocates nothing once warm).
     cache_record: Vec<u8>,
@@ -360,6 +373,7 @@ impl<K: Key, V: Value, D: Device> Session<K, V, D> {
             pending: VecDeque::new(),
             ready: Vec::new(),
             scratch: Vec::new(),
+            counts: Default::default(),
             cache_record: Vec::new(),
             version,
             version_bits: version_bits(version),
@@ -490,11 +504,15 @@ impl<K: Key, V: Value, D: Device> Session<K, V, D> {
         }
     }
 
-    /// Publishes the finished operation's serial number and unprotects.
+    /// Publishes the finished operation's serial number and unprotects;
+    /// every `stats::PUBLISH_EVERY` operations, the session's counts too.
     #[inline(always)]
     fn end(&mut self) {
         self.slot.serial.store(self.serial, Ordering::Release);
         self.handle.unprotect();
+        if self.serial & (crate::stats::PUBLISH_EVERY - 1) == 0 {
+            self.publish_counts();
+        }
     }
 
     /// Whether a record an RMW-like operation (it reads the value, then
@@ -660,7 +678,17 @@ impl<K: Key, V: Value, D: Device> Session<K, V, D> {
     /// Adds one to this session's `count` (see `stats`).
     #[inline(always)]
     fn count(&self, count: Count) {
-        self.slot.counters.bump(count);
+        self.counts.bump(count);
+    }
+
+    /// Counts a pending operation's completion after `waited`.
+    fn completed(&self, waited: std::time::Duration) {
+        self.counts.completed(waited, &self.slot.counters);
+    }
+
+    /// Makes this session's counts visible to `Store::stats`.
+    pub(crate) fn publish_counts(&self) {
+        self.counts.publish(&self.slot.counters);
     }
 
     /// A read served by the read cache (out of line).
@@ -765,17 +793,23 @@ impl<K: Key, V: Value, D: Device> Session<K, V, D> {
     pub fn read<Q: KeyArg<K> + ?Sized>(&mut self, key: &Q) -> Result<ReadStatus<V>> {
         let serial = self.next_serial();
         self.begin();
-        let result = self.read_inner(key, serial);
+        let result = self.read_inner(key, key.key_arg_hash(), serial);
         self.end();
         result
     }
 
+    /// A read of `key` (whose hash is `hash`) as operation `serial`, in a
+    /// protected session.
     #[inline(always)]
-    fn read_inner<Q: KeyArg<K> + ?Sized>(&mut self, key: &Q, serial: u64) -> Result<ReadStatus<V>> {
+    fn read_inner<Q: KeyArg<K> + ?Sized>(
+        &mut self,
+        key: &Q,
+        hash: u64,
+        serial: u64,
+    ) -> Result<ReadStatus<V>> {
         // No poisoning check: a poisoned store (a failed write, a full
         // disk) still answers reads. What it holds in memory is intact, and
         // so is what reached the device before the failure.
-        let hash = key.key_arg_hash();
         loop {
             let Some(slot) = self.store.index.find_entry(hash) else {
                 self.count(Count::ReadsNotFound);
@@ -944,22 +978,29 @@ impl<K: Key, V: Value, D: Device> Session<K, V, D> {
     ) -> Result<R> {
         self.next_serial();
         self.begin();
-        let result = self.read_with_protected(key, f);
+        let result =
+            self.read_with_protected(key, key.key_arg_hash(), None, |status| f(found(status)));
         self.end();
         result
     }
 
+    /// Reads `key` (whose hash is `hash`) in a protected session and calls
+    /// `f` with the value's bytes where they can be viewed: in place when
+    /// immutable, else copied consistently to the session's scratch.
+    /// A record on the device is read right away, or with `park =
+    /// Some(serial)` parked as a pending read (`f` then gets `Pending`).
     fn read_with_protected<Q: KeyArg<K> + ?Sized, R>(
         &mut self,
         key: &Q,
-        f: impl FnOnce(Option<&[u8]>) -> R,
+        hash: u64,
+        park: Option<u64>,
+        f: impl FnOnce(ReadStatus<&[u8]>) -> R,
     ) -> Result<R> {
         // No poisoning check, as for `read_inner`.
-        let hash = key.key_arg_hash();
         loop {
             let Some(slot) = self.store.index.find_entry(hash) else {
                 self.count(Count::ReadsNotFound);
-                return Ok(f(None));
+                return Ok(f(ReadStatus::NotFound));
             };
             let entry = slot.entry.raw();
             let location = match self.locate_read(key, slot.entry.address()) {
@@ -967,7 +1008,7 @@ impl<K: Key, V: Value, D: Device> Session<K, V, D> {
                 Err(cached) => {
                     self.count(Count::ReadsFound);
                     self.count(Count::ReadsFromCache);
-                    return Ok(f(Some(self.cached_value(cached))));
+                    return Ok(f(ReadStatus::Found(self.cached_value(cached))));
                 }
             };
             match location {
@@ -976,19 +1017,25 @@ impl<K: Key, V: Value, D: Device> Session<K, V, D> {
                     let record = unsafe { self.record(address) };
                     if record.info().is_tombstone() {
                         self.count(Count::ReadsNotFound);
-                        return Ok(f(None));
+                        return Ok(f(ReadStatus::NotFound));
                     }
                     self.count(Count::ReadsFound);
                     let (key_len, value_len) = record.lengths();
                     if address < self.store.log.safe_read_only_address() {
                         // Immutable: view it where it lies.
                         let bytes = record.value_bytes_immutable(key_len, value_len);
-                        return Ok(f(Some(bytes)));
+                        return Ok(f(ReadStatus::Found(bytes)));
                     }
                     let bytes = record.copy_value(key_len, value_len, &mut self.scratch);
-                    return Ok(f(Some(bytes)));
+                    return Ok(f(ReadStatus::Found(bytes)));
                 }
                 Location::Disk(address) => {
+                    if let Some(serial) = park {
+                        if self.park_read(key, hash, serial, address, entry).is_none() {
+                            return Err(self.too_many_pending());
+                        }
+                        return Ok(f(ReadStatus::Pending { serial }));
+                    }
                     self.handle.suspend();
                     let key_bytes = key.key_arg_to_aligned_bytes();
                     // A device read in line: counted as a pending read
@@ -996,28 +1043,28 @@ impl<K: Key, V: Value, D: Device> Session<K, V, D> {
                     self.count(Count::ReadsPending);
                     let started = std::time::Instant::now();
                     let found = self.disk().find(&key_bytes, address);
-                    self.slot.counters.completed(started.elapsed());
+                    self.completed(started.elapsed());
                     match found? {
                         Some(record) if !record.info.is_tombstone() => {
                             if self.store.read_cache.is_some() {
                                 self.refresh_in_op();
                                 self.cache_read(hash, &key_bytes, entry, &record);
                             }
-                            return Ok(f(Some(&record.value)));
+                            return Ok(f(ReadStatus::Found(&record.value)));
                         }
-                        Some(_) => return Ok(f(None)),
+                        Some(_) => return Ok(f(ReadStatus::NotFound)),
                         None if self.entry_moved(hash, entry) => self.refresh_in_op(),
-                        None => return Ok(f(None)),
+                        None => return Ok(f(ReadStatus::NotFound)),
                     }
                 }
                 Location::Absent => {
                     self.count(Count::ReadsNotFound);
-                    return Ok(f(None));
+                    return Ok(f(ReadStatus::NotFound));
                 }
                 Location::BelowBegin if self.entry_moved(hash, entry) => self.refresh_in_op(),
                 Location::BelowBegin => {
                     self.count(Count::ReadsNotFound);
-                    return Ok(f(None));
+                    return Ok(f(ReadStatus::NotFound));
                 }
             }
         }
@@ -1050,7 +1097,18 @@ impl<K: Key, V: Value, D: Device> Session<K, V, D> {
     ) -> Result<()> {
         self.next_serial();
         self.begin();
-        let hash = key.key_arg_hash();
+        self.upsert_begun(key, key.key_arg_hash(), value)
+    }
+
+    /// An upsert of `key` (whose hash is `hash`) in a protected session,
+    /// to the operation's end.
+    #[inline(always)]
+    fn upsert_begun<Q: KeyArg<K> + ?Sized, W: ValueArg<V> + ?Sized>(
+        &mut self,
+        key: &Q,
+        hash: u64,
+        value: &W,
+    ) -> Result<()> {
         let fast = self.try_upsert_in_place(key, hash, value);
         if fast == FastPath::Done {
             self.count(Count::UpsertsInPlace);
@@ -1249,8 +1307,23 @@ impl<K: Key, V: Value, D: Device> Session<K, V, D> {
     {
         let serial = self.next_serial();
         self.begin();
+        self.rmw_begun(key, key.key_arg_hash(), input, serial)
+    }
+
+    /// An RMW of `key` (whose hash is `hash`) as operation `serial`, in a
+    /// protected session, to the operation's end.
+    #[inline(always)]
+    fn rmw_begun<Q: KeyArg<K> + ?Sized>(
+        &mut self,
+        key: &Q,
+        hash: u64,
+        input: &V,
+        serial: u64,
+    ) -> Result<RmwStatus>
+    where
+        V: Merge + Clone,
+    {
         let update = MergeUpdate(input);
-        let hash = key.key_arg_hash();
         let fast = self.try_rmw_in_place(key, hash, &update);
         if fast == FastPath::Done {
             self.count(Count::RmwsInPlace);
@@ -1458,6 +1531,7 @@ impl<K: Key, V: Value, D: Device> Session<K, V, D> {
 
 impl<K: Key, V: Value, D: Device> Drop for Session<K, V, D> {
     fn drop(&mut self) {
+        self.publish_counts();
         // Parked operations that were never completed stay excluded from
         // the commit points of a checkpoint in flight; with no checkpoint
         // in flight the session is forgotten at once (a store that opens a

@@ -62,6 +62,7 @@ impl<K: Key, V: Value, D: Device> Session<K, V, D> {
                 }
             }
         }
+        self.publish_counts();
         Ok(done)
     }
 
@@ -76,7 +77,7 @@ impl<K: Key, V: Value, D: Device> Session<K, V, D> {
     {
         let found_nothing = found.is_none();
         let old = found.filter(|r| !r.info.is_tombstone());
-        self.slot.counters.completed(op.parked_at.elapsed());
+        self.completed(op.parked_at.elapsed());
         match op.kind {
             PendingKind::Read { entry } => {
                 let value = match (old, found_nothing) {
@@ -95,8 +96,9 @@ impl<K: Key, V: Value, D: Device> Session<K, V, D> {
                     (None, true) if self.entry_moved(op.hash, entry) => {
                         let key = EncodedKey(op.key.as_slice());
                         self.begin();
-                        let again =
-                            self.read_with_protected(&key, |b| b.map(V::decode).transpose());
+                        let again = self.read_with_protected(&key, op.hash, None, |b| {
+                            super::found(b).map(V::decode).transpose()
+                        });
                         self.end();
                         again??
                     }
@@ -178,10 +180,10 @@ impl<K: Key, V: Value, D: Device> Session<K, V, D> {
         if slot.entry.raw() == expected_entry
             && self.append(&slot, hash, key, Some(new_value), false)?
         {
-            self.slot.counters.bump(count);
+            self.count(count);
             return Ok(RmwStatus::Done);
         }
-        self.slot.counters.bump(Count::Retries);
+        self.count(Count::Retries);
         // The chain changed while we read: redo the whole RMW.
         self.rmw_inner(key, input, serial)
     }
