@@ -84,9 +84,9 @@ fn le_value(bytes: &[u8]) -> u64 {
 // ---- oxifaster 0.2 (this crate) ----
 
 struct Ours<D: oxifaster::device::Device>(oxifaster::Store<u64, u64, D>, &'static str);
-struct OursWorker<'a, D: oxifaster::device::Device>(oxifaster::Session<u64, u64, D>);
+struct OursWorker<D: oxifaster::device::Device>(oxifaster::Session<u64, u64, D>);
 
-impl<D: oxifaster::device::Device> Worker for OursWorker<'_, D> {
+impl<D: oxifaster::device::Device> Worker for OursWorker<D> {
     fn read(&mut self, key: u64) -> bool {
         use oxifaster::store::ReadStatus;
         match self.0.read(&key).expect("read") {

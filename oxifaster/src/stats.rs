@@ -1,14 +1,11 @@
 //! Statistics: what the store's sessions did, and where its log, index,
 //! checkpoints, compaction and read cache stand ([`Store::stats`]).
 //!
-//! Operation counters are per session: plain integers in the session
-//! itself, next to its serial number (an add to a line the operation
-//! writes anyway), copied to the session's shared slot every
-//! [`PUBLISH_EVERY`] operations, at the end of each `complete_pending` and
-//! when the session ends; snapshots sum the slots on demand, and a closed
-//! session's counts are added to the store's. The operation touches no
-//! shared line for its count. A snapshot is a plain value: counters only
-//! grow, so two snapshots subtract to a rate.
+//! Operation counters are per session, on the session's own cache line,
+//! written only by the session's thread (a relaxed load and store: no
+//! locked instruction on the hot path), and summed on demand; a closed
+//! session's counts are added to the store's. A snapshot is a plain value:
+//! counters only grow, so two snapshots subtract to a rate.
 //!
 //! [`Store::stats`]: crate::Store::stats
 
@@ -40,62 +37,12 @@ pub(crate) enum Count {
 
 const COUNTS: usize = Count::PendingNanos as usize + 1;
 
-/// A session publishes its counts when its serial number passes a
-/// multiple of this (a power of two): a live session's counts in
-/// [`Store::stats`](crate::Store::stats) are at most this many operations
-/// old.
-pub const PUBLISH_EVERY: u64 = 1024;
-
-/// A session's own counts, published to its [`SessionCounters`] by
-/// [`LocalCounts::publish`]. Only the session's thread touches them:
-/// atomics only so that a session is `Sync` (an async operation's future
-/// holds a reference to it); relaxed loads and stores are plain moves.
-#[derive(Debug, Default)]
-pub(crate) struct LocalCounts {
-    counts: [AtomicU64; COUNTS],
-}
-
-impl LocalCounts {
-    /// Adds one to `count`.
-    #[inline(always)]
-    pub(crate) fn bump(&self, count: Count) {
-        self.add(count, 1);
-    }
-
-    /// Adds `n` to `count`.
-    #[inline(always)]
-    pub(crate) fn add(&self, count: Count, n: u64) {
-        let c = &self.counts[count as usize];
-        c.store(c.load(Ordering::Relaxed).wrapping_add(n), Ordering::Relaxed);
-    }
-
-    /// Records one pending operation's completion after `waited`: counted
-    /// here, its latency into `shared`'s histogram.
-    pub(crate) fn completed(&self, waited: Duration, shared: &SessionCounters) {
-        let nanos = u64::try_from(waited.as_nanos()).unwrap_or(u64::MAX);
-        self.bump(Count::PendingCompleted);
-        self.add(Count::PendingNanos, nanos);
-        shared.record_latency(nanos);
-    }
-
-    /// Copies the counts to `to` (the session's shared counters), where
-    /// snapshots read them.
-    #[cold]
-    #[inline(never)]
-    pub(crate) fn publish(&self, to: &SessionCounters) {
-        for (from, to) in self.counts.iter().zip(&to.counts) {
-            to.store(from.load(Ordering::Relaxed), Ordering::Relaxed);
-        }
-    }
-}
-
 /// log2 buckets of pending-operation latency, in microseconds: bucket `i`
 /// holds latencies below 2^i µs (the last one everything longer).
 pub const LATENCY_BUCKETS: usize = 24;
 
-/// One session's published counters: one writer (the session's thread),
-/// read by [`Store::stats`](crate::Store::stats). Aligned to its own cache
-/// lines.
+/// One session's counters: one writer (the session's thread), read by
+/// [`Store::stats`](crate::Store::stats). Aligned to its own cache lines.
 #[repr(align(64))]
 #[derive(Debug, Default)]
 pub(crate) struct SessionCounters {
@@ -104,9 +51,26 @@ pub(crate) struct SessionCounters {
 }
 
 impl SessionCounters {
-    /// Adds one completion of `nanos` to the latency histogram. Only the
-    /// session's own thread calls this (a relaxed load and store).
-    pub(crate) fn record_latency(&self, nanos: u64) {
+    /// Adds one to `count`. Only the session's own thread calls this (a
+    /// relaxed load and store, not a read-modify-write: readers see some
+    /// recent value, which is all a statistic needs).
+    #[inline(always)]
+    pub(crate) fn bump(&self, count: Count) {
+        self.add(count, 1);
+    }
+
+    /// Adds `n` to `count` (single writer, as [`Self::bump`]).
+    #[inline(always)]
+    pub(crate) fn add(&self, count: Count, n: u64) {
+        let c = &self.counts[count as usize];
+        c.store(c.load(Ordering::Relaxed).wrapping_add(n), Ordering::Relaxed);
+    }
+
+    /// Records one pending operation's completion after `waited`.
+    pub(crate) fn completed(&self, waited: Duration) {
+        self.bump(Count::PendingCompleted);
+        let nanos = u64::try_from(waited.as_nanos()).unwrap_or(u64::MAX);
+        self.add(Count::PendingNanos, nanos);
         let micros = nanos / 1_000;
         let bucket = (64 - micros.leading_zeros() as usize).min(LATENCY_BUCKETS - 1);
         let c = &self.latency[bucket];
@@ -698,11 +662,10 @@ mod tests {
 
     #[test]
     fn latencies_land_in_their_power_of_two_bucket() {
-        let (local, c) = (LocalCounts::default(), SessionCounters::default());
+        let c = SessionCounters::default();
         for micros in [0u64, 1, 3, 1000, 1 << 40] {
-            local.completed(Duration::from_micros(micros), &c);
+            c.completed(Duration::from_micros(micros));
         }
-        local.publish(&c);
         let (mut ops, mut pending) = (OperationStats::default(), PendingStats::default());
         c.sum_into(&mut ops, &mut pending);
         assert_eq!(pending.completed, 5);
@@ -710,7 +673,7 @@ mod tests {
         assert_eq!((h[0], h[1], h[2], h[10], h[LATENCY_BUCKETS - 1]), (1, 1, 1, 1, 1));
         let other = SessionCounters::default();
         c.add_into(&other);
-        other.counts[Count::Deletes as usize].fetch_add(1, Ordering::Relaxed);
+        other.bump(Count::Deletes);
         other.sum_into(&mut ops, &mut pending);
         assert_eq!((ops.deletes, pending.completed), (1, 10));
     }

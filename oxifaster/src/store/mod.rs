@@ -635,18 +635,12 @@ impl<K: Key, V: Value, D: Device> Store<K, V, D> {
     /// latency, the index, the log, checkpoints and recovery, compaction
     /// and the read cache. Cheap: no walk of the index or the log.
     ///
-    /// A session publishes its counts every
-    /// [`stats::PUBLISH_EVERY`](crate::stats::PUBLISH_EVERY) operations,
-    /// at the end of each `complete_pending` and when it ends: a live
-    /// session's last few operations may not be in the snapshot yet.
-    ///
     /// ```
     /// # use oxifaster::Store;
     /// let store = Store::<u64, u64>::builder().open()?;
     /// let mut session = store.start_session()?;
     /// session.upsert(&1, &10)?;
     /// session.read(&1)?;
-    /// drop(session);
     /// let stats = store.stats();
     /// assert_eq!(stats.operations.upserts(), 1);
     /// assert_eq!(stats.operations.reads_found, 1);

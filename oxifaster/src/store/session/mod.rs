@@ -279,8 +279,6 @@ pub struct Session<K: Key, V: Value, D: Device> {
     /// returns them first.
     ready: Vec<Completed<V>>,
     scratch: Vec<u64>,
-    /// Operation counts, published to `slot` now and then (see `stats`).
-    counts: crate::stats::LocalCounts,
     /// The record `cache_read` builds for the read cache (kept, so that
     /// filling the cache allocates nothing once warm).
     cache_record: Vec<u8>,
@@ -373,7 +371,6 @@ impl<K: Key, V: Value, D: Device> Session<K, V, D> {
             pending: VecDeque::new(),
             ready: Vec::new(),
             scratch: Vec::new(),
-            counts: Default::default(),
             cache_record: Vec::new(),
             version,
             version_bits: version_bits(version),
@@ -504,15 +501,11 @@ impl<K: Key, V: Value, D: Device> Session<K, V, D> {
         }
     }
 
-    /// Publishes the finished operation's serial number and unprotects;
-    /// every `stats::PUBLISH_EVERY` operations, the session's counts too.
+    /// Publishes the finished operation's serial number and unprotects.
     #[inline(always)]
     fn end(&mut self) {
         self.slot.serial.store(self.serial, Ordering::Release);
         self.handle.unprotect();
-        if self.serial & (crate::stats::PUBLISH_EVERY - 1) == 0 {
-            self.publish_counts();
-        }
     }
 
     /// Whether a record an RMW-like operation (it reads the value, then
@@ -678,17 +671,12 @@ impl<K: Key, V: Value, D: Device> Session<K, V, D> {
     /// Adds one to this session's `count` (see `stats`).
     #[inline(always)]
     fn count(&self, count: Count) {
-        self.counts.bump(count);
+        self.slot.counters.bump(count);
     }
 
     /// Counts a pending operation's completion after `waited`.
     fn completed(&self, waited: std::time::Duration) {
-        self.counts.completed(waited, &self.slot.counters);
-    }
-
-    /// Makes this session's counts visible to `Store::stats`.
-    pub(crate) fn publish_counts(&self) {
-        self.counts.publish(&self.slot.counters);
+        self.slot.counters.completed(waited);
     }
 
     /// A read served by the read cache (out of line).
@@ -1531,7 +1519,6 @@ impl<K: Key, V: Value, D: Device> Session<K, V, D> {
 
 impl<K: Key, V: Value, D: Device> Drop for Session<K, V, D> {
     fn drop(&mut self) {
-        self.publish_counts();
         // Parked operations that were never completed stay excluded from
         // the commit points of a checkpoint in flight; with no checkpoint
         // in flight the session is forgotten at once (a store that opens a

@@ -62,7 +62,6 @@ impl<K: Key, V: Value, D: Device> Session<K, V, D> {
                 }
             }
         }
-        self.publish_counts();
         Ok(done)
     }
 
