@@ -8,35 +8,20 @@
 //!
 //! `OXIFASTER_MODEL_OPS` sets the batches per run (default 3 000).
 
+mod common;
+
 use std::collections::{BTreeMap, HashMap};
 use std::fmt::Debug;
 
+use common::{merged, tiny};
+use oxifaster::Error;
 use oxifaster::device::{Device, FileDevice, MemoryDevice};
 use oxifaster::record::{Key, Merge, Value};
 use oxifaster::store::{CompletedOp, ReadStatus, RmwStatus, Session, Store};
-use oxifaster::{Error, StoreBuilder};
 use oxifaster_cli::workload::Rng;
 
 fn batches() -> u64 {
     std::env::var("OXIFASTER_MODEL_OPS").ok().and_then(|s| s.parse().ok()).unwrap_or(3_000)
-}
-
-fn tiny() -> StoreBuilder<u64, u64> {
-    Store::<u64, u64>::builder()
-        .table_size(64)
-        .page_size_bits(10)
-        .log_memory_size_bytes(4 << 10)
-        .mutable_fraction(0.5)
-}
-
-fn merged<V: Merge + Clone>(old: Option<&V>, input: &V) -> V {
-    match old {
-        Some(old) => {
-            let bytes = old.to_aligned_bytes();
-            V::copy_update(V::view(&bytes).expect("view"), input)
-        }
-        None => V::initial(input),
-    }
 }
 
 /// What a batch run saw, so that a test can insist the paths ran.

@@ -6,10 +6,12 @@
 //! `OXIFASTER_MODEL_OPS` sets the operations per run (default 20 000);
 //! `OXIFASTER_MODEL_SEED` replays one seed.
 
+mod common;
+
 use std::collections::BTreeMap;
 use std::fmt::Debug;
 
-use oxifaster::StoreBuilder;
+use common::{merged, tiny};
 use oxifaster::device::{Device, FileDevice, MemoryDevice};
 use oxifaster::record::{Key, Merge, Value};
 use oxifaster::store::{CompletedOp, ReadStatus, RmwStatus, Session, Store};
@@ -24,24 +26,6 @@ fn seeds() -> Vec<u64> {
     match std::env::var("OXIFASTER_MODEL_SEED").ok().and_then(|s| s.parse().ok()) {
         Some(seed) => vec![seed],
         None => vec![1, 2, 3],
-    }
-}
-
-fn tiny() -> StoreBuilder<u64, u64> {
-    Store::<u64, u64>::builder()
-        .table_size(64)
-        .page_size_bits(10)
-        .log_memory_size_bytes(4 << 10)
-        .mutable_fraction(0.5)
-}
-
-fn merged<V: Merge + Clone>(old: Option<&V>, input: &V) -> V {
-    match old {
-        Some(old) => {
-            let bytes = old.to_aligned_bytes();
-            V::copy_update(V::view(&bytes).expect("view"), input)
-        }
-        None => V::initial(input),
     }
 }
 

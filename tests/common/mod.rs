@@ -64,3 +64,25 @@ pub fn check_model<V, D>(
         );
     }
 }
+
+/// A `Store<u64, u64>` builder with a tiny memory (4 KiB of 1 KiB pages,
+/// half mutable, 64 buckets): most records live on the device, so reads
+/// and RMWs go pending.
+pub fn tiny() -> oxifaster::StoreBuilder<u64, u64> {
+    oxifaster::Store::<u64, u64>::builder()
+        .table_size(64)
+        .page_size_bits(10)
+        .log_memory_size_bytes(4 << 10)
+        .mutable_fraction(0.5)
+}
+
+/// What an RMW of `input` makes of `old` (the model of `Merge`).
+pub fn merged<V: oxifaster::Merge + Clone>(old: Option<&V>, input: &V) -> V {
+    match old {
+        Some(old) => {
+            let bytes = old.to_aligned_bytes();
+            V::copy_update(V::view(&bytes).expect("view"), input)
+        }
+        None => V::initial(input),
+    }
+}
