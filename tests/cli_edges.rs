@@ -104,6 +104,9 @@ fn bench_flags_that_cannot_run_are_refused_up_front() {
         (vec!["--keys", "0"], "not in 1.."),
         (vec!["--log-memory", "64"], "give a unit"),
         (vec!["--log-memory", "64KiB"], "--log-memory"),
+        (vec!["--batch", "0"], "at least 1"),
+        (vec!["--batch", "8", "--workload", "c,cas"], "not --workload cas"),
+        (vec!["--keygen", "later"], "invalid value"),
     ] {
         let mut all = vec!["bench", "--device", "null", "--secs", "0.1"];
         if args[0] != "--keys" {

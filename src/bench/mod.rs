@@ -298,7 +298,8 @@ pub(crate) fn bench(args: BenchArgs) -> Result<(), Box<dyn std::error::Error>> {
         && let Some(w) =
             args.workload.iter().find(|w| matches!(w, WorkloadArg::Cas | WorkloadArg::Insert))
     {
-        return Err(format!("--batch runs reads, upserts and RMWs: not --workload {w:?}").into());
+        let name = w.to_possible_value().map(|v| v.get_name().to_owned()).unwrap_or_default();
+        return Err(format!("--batch runs reads, upserts and RMWs: not --workload {name}").into());
     }
     if args.value_size.is_counter() {
         bench_values::<u64>(args)
