@@ -22,8 +22,12 @@
 //! before the run, as FASTER's benchmark; `inline`: every key computed in
 //! the loop, as a YCSB client does; or `trace,inline`),
 //! `OXIFASTER_COMPARE_STORES` (comma-separated names), `OXIFASTER_COMPARE_THREADS`
-//! (default `1,2`), `OXIFASTER_COMPARE_CHART` (write a PNG chart of the
-//! results there).
+//! (default `1,2`), `OXIFASTER_COMPARE_ROUNDS` (default 1: each store
+//! alone, store after store; N > 1: the chosen stores loaded side by side
+//! and every point run N times in turns, alternating the order, the median
+//! reported with every round's figure in the notes: on a machine whose
+//! speed drifts, the fair way to compare two stores), `OXIFASTER_COMPARE_CHART`
+//! (write a PNG chart of the results there).
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Barrier};
@@ -648,6 +652,17 @@ fn run(
     })
 }
 
+/// A store in a run, with what is known of it so far.
+struct Contender {
+    system: Arc<dyn System>,
+    load_mops: f64,
+    /// RMW increments issued to it (checked against its counters).
+    increments: u64,
+    /// A run that did not stop: its threads are left behind and the store
+    /// is not measured further.
+    hung: bool,
+}
+
 fn sum(system: &dyn System, keys: u64) -> u64 {
     let mut w = system.worker();
     let total = match w.scan_sum() {
@@ -718,6 +733,8 @@ fn main() {
         Some(k) => k.split(',').map(|k| k.trim() == "inline").collect(),
         None => vec![false],
     };
+    let rounds: usize =
+        env("OXIFASTER_COMPARE_ROUNDS").and_then(|r| r.parse().ok()).unwrap_or(1).max(1);
     let child = env("OXIFASTER_COMPARE_CHILD").is_some();
     if !child {
         println!(
@@ -786,85 +803,117 @@ fn main() {
                 }
             }
         }
-        for (name, make, can_ltm) in STORES {
-            if wanted.as_ref().is_some_and(|w| !w.iter().any(|n| n == name)) || (ltm && !can_ltm) {
-                continue;
-            }
-            let system: Arc<dyn System> = Arc::from(make(sizing));
-            let load_mops = load(&*system, keys);
-            let mut increments = 0u64;
-            let mut hung = false;
+        let chosen: Vec<&(&str, Maker, bool)> = STORES
+            .iter()
+            .filter(|(name, _, can_ltm)| {
+                !(wanted.as_ref().is_some_and(|w| !w.iter().any(|n| n == name)) || (ltm && !can_ltm))
+            })
+            .collect();
+        // One round: store by store, one in memory at a time. More: every
+        // chosen store loaded at once and each point run in turns,
+        // alternating the order, so that drift of the machine's speed
+        // meets every store alike.
+        let groups: Vec<Vec<&(&str, Maker, bool)>> = if rounds == 1 {
+            chosen.iter().map(|s| vec![*s]).collect()
+        } else {
+            vec![chosen]
+        };
+        for group in groups {
+            let mut contenders: Vec<Contender> = group
+                .iter()
+                .map(|(_, make, _)| {
+                    let system: Arc<dyn System> = Arc::from(make(sizing));
+                    let load_mops = load(&*system, keys);
+                    Contender { system, load_mops, increments: 0, hung: false }
+                })
+                .collect();
             // A (with upserts) runs last, so that the counters of the RMW
             // runs can be checked.
             for workload in [Workload::C, Workload::Rmw, Workload::A] {
-                for (dist, threads, traces, inline) in &points {
-                    let dist_name = if *dist == Distribution::Uniform { "uniform" } else { "zipf" };
-                    let mut row = Row {
-                        keys,
-                        workload: workload.name(),
-                        dist: dist_name,
-                        keygen: if inline.is_some() { "inline" } else { "trace" },
-                        threads: *threads,
-                        store: system.name(),
-                        mops: None,
-                        p99_us: 0.0,
-                        notes: String::new(),
-                    };
-                    if hung {
-                        row.notes = "not measured (hung earlier)".into();
-                    } else {
-                        match run(
-                            &system,
-                            workload,
-                            traces,
-                            inline.as_ref(),
-                            secs,
-                            Duration::from_secs(30),
-                        ) {
-                            Some(o) => {
-                                increments += o.rmws;
-                                row.mops = Some(o.mops);
-                                row.p99_us = o.latency.value_at_quantile(0.99) as f64 / 1000.0;
-                                if o.not_found > 0 {
-                                    row.notes += &format!("{} WRONG NOT-FOUND; ", o.not_found);
-                                }
+                for (p, (dist, threads, traces, inline)) in points.iter().enumerate() {
+                    let mut outcomes: Vec<Vec<Outcome>> =
+                        contenders.iter().map(|_| Vec::new()).collect();
+                    for round in 0..rounds {
+                        for k in 0..contenders.len() {
+                            let i = if round % 2 == 0 { k } else { contenders.len() - 1 - k };
+                            let c = &mut contenders[i];
+                            if c.hung {
+                                continue;
                             }
-                            None => {
-                                hung = true;
-                                row.notes = "HUNG: no progress 30 s after the run".into();
+                            let grace = Duration::from_secs(30);
+                            match run(&c.system, workload, traces, inline.as_ref(), secs, grace) {
+                                Some(o) => outcomes[i].push(o),
+                                None => c.hung = true,
                             }
                         }
                     }
-                    let last_rmw = workload == Workload::Rmw
-                        && std::ptr::eq(&points[points.len() - 1].2, traces);
-                    if last_rmw && !hung {
-                        let total = sum(&*system, keys);
-                        if total != increments {
-                            row.notes +=
-                                &format!("LOST UPDATES ({total} of {increments} increments); ");
-                        } else {
-                            row.notes += &format!("counters checked ({increments} increments); ");
+                    for (c, mut outcomes) in contenders.iter_mut().zip(outcomes) {
+                        let mut row = Row {
+                            keys,
+                            workload: workload.name(),
+                            dist: if *dist == Distribution::Uniform { "uniform" } else { "zipf" },
+                            keygen: if inline.is_some() { "inline" } else { "trace" },
+                            threads: *threads,
+                            store: c.system.name(),
+                            mops: None,
+                            p99_us: 0.0,
+                            notes: String::new(),
+                        };
+                        c.increments += outcomes.iter().map(|o| o.rmws).sum::<u64>();
+                        let not_found: u64 = outcomes.iter().map(|o| o.not_found).sum();
+                        if not_found > 0 {
+                            row.notes += &format!("{not_found} WRONG NOT-FOUND; ");
                         }
+                        // The median round (its throughput and its p99).
+                        outcomes.sort_by(|a, b| a.mops.total_cmp(&b.mops));
+                        if let Some(o) = outcomes.get(outcomes.len() / 2) {
+                            row.mops = Some(o.mops);
+                            row.p99_us = o.latency.value_at_quantile(0.99) as f64 / 1000.0;
+                            if outcomes.len() > 1 {
+                                let spread: Vec<String> =
+                                    outcomes.iter().map(|o| format!("{:.2}", o.mops)).collect();
+                                row.notes += &format!("rounds {}; ", spread.join(" "));
+                            }
+                        }
+                        if c.hung {
+                            row.notes += "HUNG: no progress 30 s after a run; ";
+                        }
+                        let last_rmw = workload == Workload::Rmw && p == points.len() - 1;
+                        if last_rmw && !c.hung {
+                            let total = sum(&*c.system, keys);
+                            if total != c.increments {
+                                row.notes += &format!(
+                                    "LOST UPDATES ({total} of {} increments); ",
+                                    c.increments
+                                );
+                            } else {
+                                row.notes +=
+                                    &format!("counters checked ({} increments); ", c.increments);
+                            }
+                        }
+                        println!(
+                            "| {} | {} | {} | {} | {} | {} | {} | {:.2} | {:.2} | {} |",
+                            row.keys,
+                            row.workload,
+                            row.dist,
+                            row.keygen,
+                            row.threads,
+                            row.store,
+                            row.mops.map_or("—".into(), |m| format!("{m:.2}")),
+                            row.p99_us,
+                            c.load_mops,
+                            row.notes
+                        );
+                        rows.push(row);
                     }
-                    println!(
-                        "| {} | {} | {} | {} | {} | {} | {} | {:.2} | {load_mops:.2} | {} |",
-                        row.keys,
-                        row.workload,
-                        row.dist,
-                        row.keygen,
-                        row.threads,
-                        row.store,
-                        row.mops.map_or("—".into(), |m| format!("{m:.2}")),
-                        row.p99_us,
-                        row.notes
-                    );
-                    rows.push(row);
                 }
             }
-            if hung {
-                // Its threads are still spinning: leak the store rather
-                // than drop it under them.
-                std::mem::forget(system);
+            for c in contenders {
+                if c.hung {
+                    // Its threads are still spinning: leak the store rather
+                    // than drop it under them.
+                    std::mem::forget(c.system);
+                }
             }
         }
     }
