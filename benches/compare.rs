@@ -806,18 +806,16 @@ fn main() {
         let chosen: Vec<&(&str, Maker, bool)> = STORES
             .iter()
             .filter(|(name, _, can_ltm)| {
-                !(wanted.as_ref().is_some_and(|w| !w.iter().any(|n| n == name)) || (ltm && !can_ltm))
+                !(wanted.as_ref().is_some_and(|w| !w.iter().any(|n| n == name))
+                    || (ltm && !can_ltm))
             })
             .collect();
         // One round: store by store, one in memory at a time. More: every
         // chosen store loaded at once and each point run in turns,
         // alternating the order, so that drift of the machine's speed
         // meets every store alike.
-        let groups: Vec<Vec<&(&str, Maker, bool)>> = if rounds == 1 {
-            chosen.iter().map(|s| vec![*s]).collect()
-        } else {
-            vec![chosen]
-        };
+        let groups: Vec<Vec<&(&str, Maker, bool)>> =
+            if rounds == 1 { chosen.iter().map(|s| vec![*s]).collect() } else { vec![chosen] };
         for group in groups {
             let mut contenders: Vec<Contender> = group
                 .iter()

@@ -1,0 +1,335 @@
+//! The Raft log on a [`FasterLog`].
+//!
+//! Each Raft entry is one log entry (its postcard encoding). The vote, the
+//! committed log id and the last purged log id travel in the log's commit
+//! cookie, so that they are durable exactly with the commit that carries
+//! them. In memory the store keeps, for every present entry, its log id and
+//! address (rebuilt at open by one scan of the log).
+//!
+//! Invariants:
+//!
+//! 1. The entries listed in memory are durable: an append commits (one
+//!    fsync for the whole batch) before it lists its entries and before it
+//!    reports them flushed, so a reader never asks the log for an entry it
+//!    does not hold yet, and a crash never loses a reported append.
+//! 2. The listed entries have increasing indexes (Raft appends them
+//!    consecutively), all above the last purged log id.
+//! 3. A purge makes its log id durable (cookie) before it releases the
+//!    log's prefix: after a crash in between, the open skips entries at or
+//!    below it. A conflict truncation (`truncate_after`) is durable when it
+//!    returns; the dropped entries never come back.
+//! 4. The committed log id is written with the next commit of the log (an
+//!    append, a vote, a purge): it is never durable ahead of the entries it
+//!    names, and after a crash it may be behind (which Raft allows).
+
+use std::collections::BTreeMap;
+use std::fmt::Debug;
+use std::ops::{Bound, RangeBounds};
+use std::path::Path;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use openraft::storage::{LogFlushed, LogState, RaftLogStorage};
+use openraft::{ErrorSubject, ErrorVerb, OptionalSend, RaftLogReader, StorageIOError, Vote};
+use oxifaster::log::{FasterLog, LogAddress, LogConfig};
+use serde::{Deserialize, Serialize};
+
+use crate::types::{Entry, LogId, NodeId, StorageError, TypeConfig};
+
+/// What the commit cookie holds.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+struct Cookie {
+    /// The cookie's format (1).
+    format: u32,
+    vote: Option<Vote<NodeId>>,
+    committed: Option<LogId>,
+    last_purged: Option<LogId>,
+}
+
+const COOKIE_FORMAT: u32 = 1;
+
+#[derive(Debug, Default)]
+struct Listing {
+    /// The present entries by index: log id and address.
+    entries: BTreeMap<u64, (LogId, LogAddress)>,
+    cookie: Cookie,
+}
+
+impl Listing {
+    fn last_log_id(&self) -> Option<LogId> {
+        self.entries.last_key_value().map(|(_, (id, _))| *id).or(self.cookie.last_purged)
+    }
+}
+
+#[derive(Debug)]
+struct Shared {
+    log: FasterLog,
+    listing: Mutex<Listing>,
+}
+
+impl Shared {
+    fn listing(&self) -> MutexGuard<'_, Listing> {
+        // A panic while the listing was held leaves it as it was before the
+        // panicking call's first change, or with that change whole: each
+        // change is one assignment or one push/truncate.
+        self.listing.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Commits the log with `cookie` (durable when this returns).
+    fn commit_cookie(&self, cookie: &Cookie) -> Result<(), StorageError> {
+        let bytes = postcard::to_allocvec(cookie).map_err(|e| write_err(ErrorSubject::Logs, e))?;
+        self.log.commit_with_cookie(&bytes).map_err(|e| write_err(ErrorSubject::Logs, e))?;
+        Ok(())
+    }
+
+    fn read_entries(&self, addresses: &[(LogId, LogAddress)]) -> Result<Vec<Entry>, StorageError> {
+        let mut out = Vec::with_capacity(addresses.len());
+        for (id, address) in addresses {
+            let bytes = self
+                .log
+                .read(*address)
+                .map_err(|e| StorageIOError::read_log_at_index(id.index, anyerror(&e)))?;
+            let entry: Entry = postcard::from_bytes(&bytes)
+                .map_err(|e| StorageIOError::read_log_at_index(id.index, anyerror(&e)))?;
+            if entry.log_id != *id {
+                let e = std::io::Error::other(format!(
+                    "the entry at {address} holds log id {} where {id} was listed",
+                    entry.log_id
+                ));
+                return Err(StorageIOError::read_log_at_index(id.index, anyerror(&e)).into());
+            }
+            out.push(entry);
+        }
+        Ok(out)
+    }
+}
+
+/// The Raft log storage of one node: a [`FasterLog`] in a directory of its
+/// own.
+#[derive(Debug, Clone)]
+pub struct LogStore {
+    shared: Arc<Shared>,
+}
+
+impl LogStore {
+    /// Opens (or creates) the Raft log in `dir`, recovering what its last
+    /// commit made durable.
+    pub fn open(dir: impl AsRef<Path>) -> Result<Self, crate::Error> {
+        let dir = dir.as_ref();
+        let log = FasterLog::open(LogConfig::new(dir).page_size_bits(22))?;
+        let mut cookie = Cookie::default();
+        let raw = log.cookie();
+        if !raw.is_empty() {
+            cookie = postcard::from_bytes(&raw).map_err(|e| crate::Error::Corrupt {
+                what: format!("the Raft log's commit cookie in {}", dir.display()),
+                why: e.to_string(),
+            })?;
+            if cookie.format != COOKIE_FORMAT {
+                return Err(crate::Error::Corrupt {
+                    what: format!("the Raft log's commit cookie in {}", dir.display()),
+                    why: format!("format {} (this build reads {COOKIE_FORMAT})", cookie.format),
+                });
+            }
+        }
+        let mut listing = Listing { entries: BTreeMap::new(), cookie };
+        let floor = listing.cookie.last_purged.map_or(0, |id| id.index + 1);
+        for item in log.scan_all() {
+            let item = item?;
+            let entry: Entry =
+                postcard::from_bytes(&item.data).map_err(|e| crate::Error::Corrupt {
+                    what: format!("the Raft log entry at {} in {}", item.address, dir.display()),
+                    why: e.to_string(),
+                })?;
+            if entry.log_id.index < floor {
+                continue;
+            }
+            if let Some((&last, _)) = listing.entries.last_key_value()
+                && last >= entry.log_id.index
+            {
+                return Err(crate::Error::Corrupt {
+                    what: format!("the Raft log in {}", dir.display()),
+                    why: format!(
+                        "entry {} follows entry {last} (at {})",
+                        entry.log_id.index, item.address
+                    ),
+                });
+            }
+            listing.entries.insert(entry.log_id.index, (entry.log_id, item.address));
+        }
+        Ok(Self { shared: Arc::new(Shared { log, listing: Mutex::new(listing) }) })
+    }
+
+    /// The largest entry this log takes (bytes of its encoding).
+    pub fn max_entry_size(&self) -> usize {
+        self.shared.log.max_entry_size()
+    }
+
+    /// Runs `f` on the blocking pool (device writes and syncs).
+    async fn blocking<R: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Shared) -> Result<R, StorageError> + Send + 'static,
+    ) -> Result<R, StorageError> {
+        let shared = self.shared.clone();
+        tokio::task::spawn_blocking(move || f(&shared))
+            .await
+            .map_err(|e| write_err(ErrorSubject::Logs, e))?
+    }
+}
+
+fn anyerror(e: &(impl std::error::Error + 'static)) -> openraft::AnyError {
+    openraft::AnyError::new(e)
+}
+
+fn write_err(subject: ErrorSubject<NodeId>, e: impl std::error::Error + 'static) -> StorageError {
+    StorageIOError::new(subject, ErrorVerb::Write, anyerror(&e)).into()
+}
+
+impl RaftLogReader<TypeConfig> for LogStore {
+    async fn try_get_log_entries<RB: RangeBounds<u64> + Clone + Debug + OptionalSend>(
+        &mut self,
+        range: RB,
+    ) -> Result<Vec<Entry>, StorageError> {
+        let wanted: Vec<(LogId, LogAddress)> = {
+            let listing = self.shared.listing();
+            let from = match range.start_bound() {
+                Bound::Included(&i) => i,
+                Bound::Excluded(&i) => i.saturating_add(1),
+                Bound::Unbounded => 0,
+            };
+            let to = match range.end_bound() {
+                Bound::Included(&i) => i.saturating_add(1),
+                Bound::Excluded(&i) => i,
+                Bound::Unbounded => u64::MAX,
+            };
+            if from >= to {
+                return Ok(Vec::new());
+            }
+            listing.entries.range(from..to).map(|(_, e)| *e).collect()
+        };
+        self.blocking(move |shared| shared.read_entries(&wanted)).await
+    }
+}
+
+impl RaftLogStorage<TypeConfig> for LogStore {
+    type LogReader = LogStore;
+
+    async fn get_log_state(&mut self) -> Result<LogState<TypeConfig>, StorageError> {
+        let listing = self.shared.listing();
+        Ok(LogState {
+            last_purged_log_id: listing.cookie.last_purged,
+            last_log_id: listing.last_log_id(),
+        })
+    }
+
+    async fn get_log_reader(&mut self) -> Self::LogReader {
+        self.clone()
+    }
+
+    async fn save_vote(&mut self, vote: &Vote<NodeId>) -> Result<(), StorageError> {
+        let vote = *vote;
+        self.blocking(move |shared| {
+            let mut cookie = shared.listing().cookie.clone();
+            cookie.format = COOKIE_FORMAT;
+            cookie.vote = Some(vote);
+            shared.commit_cookie(&cookie)?;
+            shared.listing().cookie.vote = Some(vote);
+            Ok(())
+        })
+        .await
+    }
+
+    async fn read_vote(&mut self) -> Result<Option<Vote<NodeId>>, StorageError> {
+        Ok(self.shared.listing().cookie.vote)
+    }
+
+    async fn save_committed(&mut self, committed: Option<LogId>) -> Result<(), StorageError> {
+        // Written with the next commit of the log (invariant 4).
+        self.shared.listing().cookie.committed = committed;
+        Ok(())
+    }
+
+    async fn read_committed(&mut self) -> Result<Option<LogId>, StorageError> {
+        Ok(self.shared.listing().cookie.committed)
+    }
+
+    async fn append<I>(
+        &mut self,
+        entries: I,
+        callback: LogFlushed<TypeConfig>,
+    ) -> Result<(), StorageError>
+    where
+        I: IntoIterator<Item = Entry> + OptionalSend,
+        I::IntoIter: OptionalSend,
+    {
+        let mut ids = Vec::new();
+        let mut encoded = Vec::new();
+        for entry in entries {
+            let bytes = postcard::to_allocvec(&entry)
+                .map_err(|e| StorageIOError::write_log_entry(entry.log_id, anyerror(&e)))?;
+            ids.push(entry.log_id);
+            encoded.push(bytes);
+        }
+        let result = self
+            .blocking(move |shared| {
+                if encoded.is_empty() {
+                    return Ok(());
+                }
+                let addresses = shared
+                    .log
+                    .enqueue_batch(&encoded)
+                    .map_err(|e| StorageIOError::write_log_entry(ids[0], anyerror(&e)))?;
+                let mut cookie = shared.listing().cookie.clone();
+                cookie.format = COOKIE_FORMAT;
+                shared.commit_cookie(&cookie)?;
+                let mut listing = shared.listing();
+                for (id, address) in ids.into_iter().zip(addresses) {
+                    listing.entries.insert(id.index, (id, address));
+                }
+                Ok(())
+            })
+            .await;
+        match &result {
+            Ok(()) => callback.log_io_completed(Ok(())),
+            Err(e) => callback.log_io_completed(Err(std::io::Error::other(e.to_string()))),
+        }
+        result
+    }
+
+    async fn truncate(&mut self, log_id: LogId) -> Result<(), StorageError> {
+        self.blocking(move |shared| {
+            let address = {
+                let listing = shared.listing();
+                match listing.entries.range(log_id.index..).next() {
+                    Some((_, (_, address))) => *address,
+                    None => return Ok(()),
+                }
+            };
+            shared.log.truncate_after(address).map_err(|e| write_err(ErrorSubject::Logs, e))?;
+            let mut listing = shared.listing();
+            listing.entries.split_off(&log_id.index);
+            Ok(())
+        })
+        .await
+    }
+
+    async fn purge(&mut self, log_id: LogId) -> Result<(), StorageError> {
+        self.blocking(move |shared| {
+            let mut cookie = shared.listing().cookie.clone();
+            if cookie.last_purged.is_some_and(|purged| purged.index >= log_id.index) {
+                return Ok(());
+            }
+            cookie.format = COOKIE_FORMAT;
+            cookie.last_purged = Some(log_id);
+            shared.commit_cookie(&cookie)?;
+            let until = {
+                let mut listing = shared.listing();
+                listing.cookie.last_purged = Some(log_id);
+                listing.entries = listing.entries.split_off(&log_id.index.saturating_add(1));
+                listing.entries.first_key_value().map(|(_, (_, address))| *address)
+            };
+            let until = until.unwrap_or_else(|| shared.log.committed_until());
+            shared.log.truncate_until(until).map_err(|e| write_err(ErrorSubject::Logs, e))?;
+            Ok(())
+        })
+        .await
+    }
+}
