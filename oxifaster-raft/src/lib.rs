@@ -10,12 +10,17 @@
 #![allow(clippy::result_large_err)]
 
 pub mod archive;
+pub mod client;
 mod error;
 pub mod log_store;
+pub mod network;
+pub mod node;
 pub mod state_machine;
 pub mod types;
 
+pub use client::Client;
 pub use error::{Error, Result};
 pub use log_store::LogStore;
+pub use node::{Node, NodeConfig};
 pub use state_machine::StateMachine;
 pub use types::{Command, Request, Response, TypeConfig};
