@@ -15,6 +15,7 @@ mod dump;
 mod durability;
 mod inspect;
 mod log_bench;
+mod raft;
 
 use clap::{Parser, Subcommand};
 
@@ -56,6 +57,11 @@ enum Command {
     /// Print the default configuration file (`--print-default`), or check
     /// one with the `OXIFASTER_` environment over it (`--check FILE`).
     Config(config_cmd::ConfigArgs),
+    /// Run one node of a replicated Store<u64, u64> (Raft over TCP).
+    RaftNode(raft::RaftNodeArgs),
+    /// Start a cluster of raft-node processes on 127.0.0.1 and measure
+    /// replicated writes (and, with --failover, a leader's failover).
+    RaftBench(raft::RaftBenchArgs),
 }
 
 /// A failure with its exit status: 1 for damage found (or a failed run),
@@ -100,6 +106,8 @@ fn main() {
         Some(Command::Compact(args)) => compact::compact(args),
         Some(Command::Dump(args)) => dump::dump(args),
         Some(Command::Config(args)) => config_cmd::run(args),
+        Some(Command::RaftNode(args)) => raft::node(args),
+        Some(Command::RaftBench(args)) => raft::bench(args),
         None => {
             println!(
                 "oxifaster {}: run `oxifaster bench` or `oxifaster --help`",

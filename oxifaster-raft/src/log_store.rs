@@ -8,10 +8,13 @@
 //!
 //! Invariants:
 //!
-//! 1. The entries listed in memory are durable: an append commits (one
-//!    fsync for the whole batch) before it lists its entries and before it
-//!    reports them flushed, so a reader never asks the log for an entry it
-//!    does not hold yet, and a crash never loses a reported append.
+//! 1. An append places its entries in the log and lists them at once, and
+//!    hands its flush callback to the store's committer thread, which
+//!    commits (one fsync for every append queued meanwhile: group commit)
+//!    and only then reports those appends flushed, in order. A reader
+//!    waits for an entry's commit before it reads it. So Raft may queue the
+//!    next append while one is being synced, and a crash never loses an
+//!    append reported flushed.
 //! 2. The listed entries have increasing indexes (Raft appends them
 //!    consecutively), all above the last purged log id.
 //! 3. A purge makes its log id durable (cookie) before it releases the
@@ -26,7 +29,7 @@ use std::collections::BTreeMap;
 use std::fmt::Debug;
 use std::ops::{Bound, RangeBounds};
 use std::path::Path;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, Weak, mpsc};
 
 use openraft::storage::{LogFlushed, LogState, RaftLogStorage};
 use openraft::{ErrorSubject, ErrorVerb, OptionalSend, RaftLogReader, StorageIOError, Vote};
@@ -64,6 +67,10 @@ impl Listing {
 struct Shared {
     log: FasterLog,
     listing: Mutex<Listing>,
+    /// The committer thread's queue (see invariant 1).
+    flushes: Mutex<mpsc::Sender<LogFlushed<TypeConfig>>>,
+    /// Held by a commit with a cookie (see `commit_with`).
+    committing: Mutex<()>,
 }
 
 impl Shared {
@@ -74,9 +81,19 @@ impl Shared {
         self.listing.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    /// Commits the log with `cookie` (durable when this returns).
-    fn commit_cookie(&self, cookie: &Cookie) -> Result<(), StorageError> {
-        let bytes = postcard::to_allocvec(cookie).map_err(|e| write_err(ErrorSubject::Logs, e))?;
+    /// Applies `update` to the cookie and commits the log with it (durable
+    /// when this returns). One commit with a cookie at a time: the cookie
+    /// a commit writes is the newest, so no commit can write back an older
+    /// vote or purge point over a newer one.
+    fn commit_with(&self, update: impl FnOnce(&mut Cookie)) -> Result<(), StorageError> {
+        let _one_at_a_time = self.committing.lock().unwrap_or_else(|p| p.into_inner());
+        let cookie = {
+            let mut listing = self.listing();
+            update(&mut listing.cookie);
+            listing.cookie.format = COOKIE_FORMAT;
+            listing.cookie.clone()
+        };
+        let bytes = postcard::to_allocvec(&cookie).map_err(|e| write_err(ErrorSubject::Logs, e))?;
         self.log.commit_with_cookie(&bytes).map_err(|e| write_err(ErrorSubject::Logs, e))?;
         Ok(())
     }
@@ -84,6 +101,12 @@ impl Shared {
     fn read_entries(&self, addresses: &[(LogId, LogAddress)]) -> Result<Vec<Entry>, StorageError> {
         let mut out = Vec::with_capacity(addresses.len());
         for (id, address) in addresses {
+            if *address >= self.log.committed_until() {
+                // Placed, not committed yet (invariant 1).
+                self.log
+                    .wait_for_commit(*address)
+                    .map_err(|e| StorageIOError::read_log_at_index(id.index, anyerror(&e)))?;
+            }
             let bytes = self
                 .log
                 .read(*address)
@@ -155,7 +178,19 @@ impl LogStore {
             }
             listing.entries.insert(entry.log_id.index, (entry.log_id, item.address));
         }
-        Ok(Self { shared: Arc::new(Shared { log, listing: Mutex::new(listing) }) })
+        let (tx, rx) = mpsc::channel();
+        let shared = Arc::new(Shared {
+            log,
+            listing: Mutex::new(listing),
+            flushes: Mutex::new(tx),
+            committing: Mutex::new(()),
+        });
+        let weak = Arc::downgrade(&shared);
+        std::thread::Builder::new()
+            .name("raft-log-commit".into())
+            .spawn(move || committer(weak, rx))
+            .map_err(|e| crate::Error::io("starting the Raft log's committer", e))?;
+        Ok(Self { shared })
     }
 
     /// The largest entry this log takes (bytes of its encoding).
@@ -172,6 +207,23 @@ impl LogStore {
         tokio::task::spawn_blocking(move || f(&shared))
             .await
             .map_err(|e| write_err(ErrorSubject::Logs, e))?
+    }
+}
+
+/// The committer thread: waits for appends, commits once for all that
+/// are queued, then reports them flushed in order. Ends when the store is
+/// dropped (its queue closes).
+fn committer(shared: Weak<Shared>, queue: mpsc::Receiver<LogFlushed<TypeConfig>>) {
+    while let Ok(first) = queue.recv() {
+        let mut batch = vec![first];
+        batch.extend(queue.try_iter());
+        let result = match shared.upgrade() {
+            Some(shared) => shared.commit_with(|_| {}).map_err(|e| e.to_string()),
+            None => Err("the Raft log was closed".to_string()),
+        };
+        for callback in batch {
+            callback.log_io_completed(result.clone().map_err(std::io::Error::other));
+        }
     }
 }
 
@@ -226,15 +278,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
 
     async fn save_vote(&mut self, vote: &Vote<NodeId>) -> Result<(), StorageError> {
         let vote = *vote;
-        self.blocking(move |shared| {
-            let mut cookie = shared.listing().cookie.clone();
-            cookie.format = COOKIE_FORMAT;
-            cookie.vote = Some(vote);
-            shared.commit_cookie(&cookie)?;
-            shared.listing().cookie.vote = Some(vote);
-            Ok(())
-        })
-        .await
+        self.blocking(move |shared| shared.commit_with(|cookie| cookie.vote = Some(vote))).await
     }
 
     async fn read_vote(&mut self) -> Result<Option<Vote<NodeId>>, StorageError> {
@@ -268,30 +312,23 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             ids.push(entry.log_id);
             encoded.push(bytes);
         }
-        let result = self
-            .blocking(move |shared| {
-                if encoded.is_empty() {
-                    return Ok(());
-                }
-                let addresses = shared
-                    .log
-                    .enqueue_batch(&encoded)
-                    .map_err(|e| StorageIOError::write_log_entry(ids[0], anyerror(&e)))?;
-                let mut cookie = shared.listing().cookie.clone();
-                cookie.format = COOKIE_FORMAT;
-                shared.commit_cookie(&cookie)?;
-                let mut listing = shared.listing();
-                for (id, address) in ids.into_iter().zip(addresses) {
-                    listing.entries.insert(id.index, (id, address));
-                }
-                Ok(())
-            })
-            .await;
-        match &result {
-            Ok(()) => callback.log_io_completed(Ok(())),
-            Err(e) => callback.log_io_completed(Err(std::io::Error::other(e.to_string()))),
+        if !encoded.is_empty() {
+            // Placing entries only waits when the page ring is full.
+            let addresses = self
+                .shared
+                .log
+                .enqueue_batch(&encoded)
+                .map_err(|e| StorageIOError::write_log_entry(ids[0], anyerror(&e)))?;
+            let mut listing = self.shared.listing();
+            for (id, address) in ids.into_iter().zip(addresses) {
+                listing.entries.insert(id.index, (id, address));
+            }
         }
-        result
+        let queue = self.shared.flushes.lock().unwrap_or_else(|p| p.into_inner());
+        if let Err(mpsc::SendError(callback)) = queue.send(callback) {
+            callback.log_io_completed(Err(std::io::Error::other("the committer has stopped")));
+        }
+        Ok(())
     }
 
     async fn truncate(&mut self, log_id: LogId) -> Result<(), StorageError> {
@@ -313,16 +350,13 @@ impl RaftLogStorage<TypeConfig> for LogStore {
 
     async fn purge(&mut self, log_id: LogId) -> Result<(), StorageError> {
         self.blocking(move |shared| {
-            let mut cookie = shared.listing().cookie.clone();
-            if cookie.last_purged.is_some_and(|purged| purged.index >= log_id.index) {
+            let purged = shared.listing().cookie.last_purged;
+            if purged.is_some_and(|purged| purged.index >= log_id.index) {
                 return Ok(());
             }
-            cookie.format = COOKIE_FORMAT;
-            cookie.last_purged = Some(log_id);
-            shared.commit_cookie(&cookie)?;
+            shared.commit_with(|cookie| cookie.last_purged = Some(log_id))?;
             let until = {
                 let mut listing = shared.listing();
-                listing.cookie.last_purged = Some(log_id);
                 listing.entries = listing.entries.split_off(&log_id.index.saturating_add(1));
                 listing.entries.first_key_value().map(|(_, (_, address))| *address)
             };

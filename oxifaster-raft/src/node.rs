@@ -15,7 +15,7 @@ use crate::network::{
     not_leader, read_frame, write_frame,
 };
 use crate::state_machine::{Configure, Reader};
-use crate::types::{NodeId, TypeConfig};
+use crate::types::{NodeId, Proposal, Request, Response, TypeConfig};
 use crate::{Error, LogStore, Result, StateMachine};
 
 /// How to run a node.
@@ -69,6 +69,58 @@ pub struct Node<K: Key, V: Value> {
     reader: Reader<K, V>,
     addr: SocketAddr,
     server: tokio::task::JoinHandle<()>,
+    batcher: tokio::task::JoinHandle<()>,
+}
+
+/// A client's write waiting for the batcher, and where its answer goes.
+type Pending = (Request, tokio::sync::oneshot::Sender<std::result::Result<Response, ClientError>>);
+
+/// The most requests, and about the most bytes of keys and values, in one
+/// proposal.
+const MAX_BATCH: usize = 4096;
+const MAX_BATCH_BYTES: usize = 1 << 20;
+
+/// Proposes the waiting client writes: all that queued while the previous
+/// proposal was replicated go in the next one (one Raft entry, one log
+/// sync per node for all of them).
+async fn batcher(raft: Raft<TypeConfig>, mut queue: tokio::sync::mpsc::Receiver<Pending>) {
+    while let Some(first) = queue.recv().await {
+        let mut bytes = request_bytes(&first.0);
+        let mut batch = vec![first];
+        while batch.len() < MAX_BATCH && bytes < MAX_BATCH_BYTES {
+            match queue.try_recv() {
+                Ok(next) => {
+                    bytes += request_bytes(&next.0);
+                    batch.push(next);
+                }
+                Err(_) => break,
+            }
+        }
+        let (requests, answers): (Vec<_>, Vec<_>) = batch.into_iter().unzip();
+        match raft.client_write(Proposal(requests)).await {
+            Ok(written) => {
+                for (answer, response) in answers.into_iter().zip(written.data.0) {
+                    let _ = answer.send(Ok(response));
+                }
+            }
+            Err(e) => {
+                let error = not_leader(&e).unwrap_or(ClientError::Failed(e.to_string()));
+                for answer in answers {
+                    let _ = answer.send(Err(error.clone()));
+                }
+            }
+        }
+    }
+}
+
+fn request_bytes(request: &Request) -> usize {
+    use crate::types::Command::*;
+    32 + match &request.command {
+        Upsert { key, value } | InsertIfAbsent { key, value } => key.len() + value.len(),
+        Rmw { key, input } => key.len() + input.len(),
+        Delete { key } => key.len(),
+        CompareAndSwap { key, expected, new } => key.len() + expected.len() + new.len(),
+    }
 }
 
 impl<K: Key, V: Value> std::fmt::Debug for Node<K, V> {
@@ -141,14 +193,17 @@ impl<K: Key, V: Value + Merge + Clone> Node<K, V> {
             .await
             .map_err(|e| Error::io(format!("listening on {}", config.listen), e))?;
         let addr = listener.local_addr().map_err(|e| Error::io("the bound address", e))?;
+        let (writes, queue) = tokio::sync::mpsc::channel(MAX_BATCH);
+        let batcher = tokio::spawn(batcher(raft.clone(), queue));
         let server = tokio::spawn(serve(
             listener,
             raft.clone(),
             reader.clone(),
+            writes,
             config.cluster.clone(),
             config.max_frame,
         ));
-        Ok(Self { id: config.id, raft, reader, addr, server })
+        Ok(Self { id: config.id, raft, reader, addr, server, batcher })
     }
 
     /// The address it listens on.
@@ -189,6 +244,8 @@ impl<K: Key, V: Value + Merge + Clone> Node<K, V> {
     pub async fn shutdown(self) -> Result<()> {
         self.server.abort();
         let _ = self.server.await;
+        self.batcher.abort();
+        let _ = self.batcher.await;
         self.raft.shutdown().await.map_err(|e| Error::Raft(e.to_string()))
     }
 }
@@ -211,6 +268,7 @@ async fn serve<K: Key, V: Value>(
     listener: TcpListener,
     raft: Raft<TypeConfig>,
     reader: Reader<K, V>,
+    writes: tokio::sync::mpsc::Sender<Pending>,
     cluster: String,
     max_frame: usize,
 ) {
@@ -227,9 +285,10 @@ async fn serve<K: Key, V: Value>(
                 continue;
             }
         };
-        let (raft, reader, cluster) = (raft.clone(), reader.clone(), cluster.clone());
+        let (raft, reader, writes, cluster) =
+            (raft.clone(), reader.clone(), writes.clone(), cluster.clone());
         connections.spawn(async move {
-            if let Err(e) = connection(stream, raft, reader, &cluster, max_frame).await {
+            if let Err(e) = connection(stream, raft, reader, writes, &cluster, max_frame).await {
                 tracing::debug!(error = %e, "a connection ended");
             }
         });
@@ -240,6 +299,7 @@ async fn connection<K: Key, V: Value>(
     mut stream: TcpStream,
     raft: Raft<TypeConfig>,
     reader: Reader<K, V>,
+    writes: tokio::sync::mpsc::Sender<Pending>,
     cluster: &str,
     max_frame: usize,
 ) -> Result<()> {
@@ -255,7 +315,7 @@ async fn connection<K: Key, V: Value>(
     write_frame(&mut stream, &HelloReply::Welcome, max_frame).await?;
     let id = raft.metrics().borrow().id;
     while let Some(message) = read_frame::<_, Message>(&mut stream, max_frame).await? {
-        let reply = handle(message, &raft, &reader, id).await;
+        let reply = handle(message, &raft, &reader, &writes, id).await;
         write_frame(&mut stream, &reply, max_frame).await?;
     }
     Ok(())
@@ -281,6 +341,7 @@ async fn handle<K: Key, V: Value>(
     message: Message,
     raft: &Raft<TypeConfig>,
     reader: &Reader<K, V>,
+    writes: &tokio::sync::mpsc::Sender<Pending>,
     id: NodeId,
 ) -> Reply {
     let failed = |e: &dyn std::fmt::Display| Reply::Client(Err(ClientError::Failed(e.to_string())));
@@ -298,12 +359,16 @@ async fn handle<K: Key, V: Value>(
         Message::AppendEntries(rpc) => Reply::AppendEntries(raft.append_entries(rpc).await),
         Message::Vote(rpc) => Reply::Vote(raft.vote(rpc).await),
         Message::InstallSnapshot(rpc) => Reply::InstallSnapshot(raft.install_snapshot(rpc).await),
-        Message::Write(request) => match raft.client_write(request).await {
-            Ok(r) => Reply::Client(Ok(ClientReply::Written(r.data))),
-            Err(e) => {
-                Reply::Client(Err(not_leader(&e).unwrap_or(ClientError::Failed(e.to_string()))))
+        Message::Write(request) => {
+            let (answer, answered) = tokio::sync::oneshot::channel();
+            if writes.send((request, answer)).await.is_err() {
+                return failed(&"the node is shutting down");
             }
-        },
+            match answered.await {
+                Ok(result) => Reply::Client(result.map(ClientReply::Written)),
+                Err(_) => failed(&"the node is shutting down"),
+            }
+        }
         Message::Read(key) => match raft.ensure_linearizable().await {
             Ok(_) => local_read(key).await,
             Err(e) => match e.forward_to_leader::<openraft::BasicNode>() {

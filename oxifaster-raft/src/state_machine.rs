@@ -49,8 +49,8 @@ use xxhash_rust::xxh3::xxh3_64;
 
 use crate::archive;
 use crate::types::{
-    Command, Entry, LogId, Request, Response, SnapshotMeta, StorageError, StoredMembership,
-    TypeConfig,
+    Command, Entry, LogId, Request, Response, Responses, SnapshotMeta, StorageError,
+    StoredMembership, TypeConfig,
 };
 use crate::{Error, Result};
 
@@ -648,7 +648,7 @@ impl<K: Key, V: Value + Merge + Clone> RaftStateMachine<TypeConfig> for StateMac
         Ok((self.applied.last_applied, self.applied.membership.clone()))
     }
 
-    async fn apply<I>(&mut self, entries: I) -> std::result::Result<Vec<Response>, StorageError>
+    async fn apply<I>(&mut self, entries: I) -> std::result::Result<Vec<Responses>, StorageError>
     where
         I: IntoIterator<Item = Entry> + OptionalSend,
         I::IntoIter: OptionalSend,
@@ -657,18 +657,22 @@ impl<K: Key, V: Value + Merge + Clone> RaftStateMachine<TypeConfig> for StateMac
         for entry in entries {
             let log_id = entry.log_id;
             let response = match entry.payload {
-                EntryPayload::Blank => Response::Applied,
-                EntryPayload::Normal(request) => {
-                    self.apply_request(request).await.map_err(|e| {
-                        StorageError::from(StorageIOError::apply(
-                            log_id,
-                            openraft::AnyError::new(&e),
-                        ))
-                    })?
+                EntryPayload::Blank => Responses(Vec::new()),
+                EntryPayload::Normal(proposal) => {
+                    let mut out = Vec::with_capacity(proposal.0.len());
+                    for request in proposal.0 {
+                        out.push(self.apply_request(request).await.map_err(|e| {
+                            StorageError::from(StorageIOError::apply(
+                                log_id,
+                                openraft::AnyError::new(&e),
+                            ))
+                        })?);
+                    }
+                    Responses(out)
                 }
                 EntryPayload::Membership(membership) => {
                     self.applied.membership = RaftStoredMembership::new(Some(log_id), membership);
-                    Response::Applied
+                    Responses(Vec::new())
                 }
             };
             self.applied.last_applied = Some(log_id);

@@ -7,8 +7,8 @@ openraft::declare_raft_types!(
     /// this crate, `u64` node ids, nodes known by their address, snapshots
     /// as files (archives of store checkpoints, see `archive`).
     pub TypeConfig:
-        D = Request,
-        R = Response,
+        D = Proposal,
+        R = Responses,
         NodeId = u64,
         Node = openraft::BasicNode,
         Entry = openraft::Entry<TypeConfig>,
@@ -86,6 +86,16 @@ pub struct Request {
     /// What to do.
     pub command: Command,
 }
+
+/// One Raft entry's commands: the requests a node gathered while its
+/// previous proposal was being replicated (group commit across clients),
+/// applied in order.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Proposal(pub Vec<Request>);
+
+/// The responses to a [`Proposal`]'s requests, in their order.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Responses(pub Vec<Response>);
 
 /// What a command did.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
