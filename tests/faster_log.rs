@@ -405,6 +405,38 @@ fn truncate_until_deletes_segments_and_truncate_after_is_durable() {
     assert_eq!(data[300], b"new suffix");
 }
 
+/// A purge into the page the log ends in (as a Raft log does when a
+/// snapshot covers everything it holds) punches out the blocks below the
+/// new begin; the reopen reads that page from the begin, not from its
+/// start.
+#[test]
+fn truncate_until_inside_the_tail_page_reopens() {
+    for whole in [false, true] {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let config = || LogConfig::new(dir.path()).page_size_bits(20);
+        let cut;
+        {
+            let log = FasterLog::open(config()).expect("open");
+            let addresses: Vec<_> =
+                (0..200u32).map(|i| log.enqueue(&[i as u8; 100]).expect("enqueue")).collect();
+            log.commit().expect("commit");
+            // Past the first 4 KiB blocks of the page, still inside it.
+            cut = if whole { log.committed_until() } else { addresses[150] };
+            log.truncate_until(cut).expect("truncate");
+        }
+        let log = FasterLog::open(config()).expect("reopen after a purge inside the tail page");
+        let data: Vec<Vec<u8>> = log.scan_all().map(|e| e.expect("entry").data).collect();
+        assert_eq!(data.len(), if whole { 0 } else { 50 });
+        assert_eq!(log.begin_address(), cut);
+        log.enqueue(b"after").expect("enqueue");
+        log.commit().expect("commit");
+        drop(log);
+        let log = FasterLog::open(config()).expect("reopen");
+        let data: Vec<Vec<u8>> = log.scan_all().map(|e| e.expect("entry").data).collect();
+        assert_eq!(data.last().map(Vec::as_slice), Some(&b"after"[..]));
+    }
+}
+
 #[test]
 fn a_second_open_of_the_directory_is_refused() {
     let dir = tempfile::tempdir().expect("tempdir");

@@ -106,7 +106,7 @@ impl<D: Device> FasterLog<D> {
             None => (HybridLog::new(geometry, data)?, None),
             Some(r) => {
                 let hlog = HybridLog::resumed(geometry, data, r.begin, r.committed)?;
-                load_tail_page(&hlog, r.committed)?;
+                load_tail_page(&hlog, r.begin, r.committed)?;
                 let end = hlog.device().end_offset().map_err(|source| Error::Io {
                     context: "reading the log's length".into(),
                     source,
@@ -205,10 +205,11 @@ fn read_commit_record<D: Device>(commits: &D) -> Result<Option<CommitRecord>> {
 
 /// Copies the committed part of the page holding `committed` back into
 /// memory, checking that it is a chain of valid entries ending exactly
-/// there.
-fn load_tail_page<D: Device>(hlog: &HybridLog<D>, committed: u64) -> Result<()> {
+/// there. It starts at `begin` when that lies in the page: below it,
+/// `truncate_until` may have punched the blocks out (they read as zeros).
+fn load_tail_page<D: Device>(hlog: &HybridLog<D>, begin: u64, committed: u64) -> Result<()> {
     let bits = hlog.geometry().page_bits;
-    let head = (committed >> bits << bits).max(FIRST_ADDRESS);
+    let head = (committed >> bits << bits).max(FIRST_ADDRESS).max(begin);
     if committed <= head {
         return Ok(());
     }
