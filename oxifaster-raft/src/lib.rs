@@ -12,6 +12,7 @@
 pub mod archive;
 pub mod client;
 mod error;
+pub mod linearizability;
 pub mod log_store;
 pub mod network;
 pub mod node;

@@ -21,7 +21,14 @@
 //!    log's prefix: after a crash in between, the open skips entries at or
 //!    below it. A conflict truncation (`truncate_after`) is durable when it
 //!    returns; the dropped entries never come back.
-//! 4. The committed log id is written with the next commit of the log (an
+//! 4. With a purge limit (`limit_purges`, a node's state machine's durable
+//!    snapshot), a purge never releases entries the newest durable
+//!    snapshot does not cover: openraft asks for a purge as soon as it
+//!    hands a received snapshot to the state machine, before the install
+//!    is durable, and a crash in between must find those entries still in
+//!    the log. Such a purge waits for the install (at most a minute, then
+//!    it fails: a snapshot that never becomes durable stops the node).
+//! 5. The committed log id is written with the next commit of the log (an
 //!    append, a vote, a purge): it is never durable ahead of the entries it
 //!    names, and after a crash it may be behind (which Raft allows).
 
@@ -29,6 +36,7 @@ use std::collections::BTreeMap;
 use std::fmt::Debug;
 use std::ops::{Bound, RangeBounds};
 use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, Weak, mpsc};
 
 use openraft::storage::{LogFlushed, LogState, RaftLogStorage};
@@ -71,6 +79,8 @@ struct Shared {
     flushes: Mutex<mpsc::Sender<LogFlushed<TypeConfig>>>,
     /// Held by a commit with a cookie (see `commit_with`).
     committing: Mutex<()>,
+    /// Purges release entries below this index only (invariant 4).
+    purge_limit: Mutex<Option<Arc<AtomicU64>>>,
 }
 
 impl Shared {
@@ -184,6 +194,7 @@ impl LogStore {
             listing: Mutex::new(listing),
             flushes: Mutex::new(tx),
             committing: Mutex::new(()),
+            purge_limit: Mutex::new(None),
         });
         let weak = Arc::downgrade(&shared);
         std::thread::Builder::new()
@@ -191,6 +202,12 @@ impl LogStore {
             .spawn(move || committer(weak, rx))
             .map_err(|e| crate::Error::io("starting the Raft log's committer", e))?;
         Ok(Self { shared })
+    }
+
+    /// Limits purges to entries below `limit` (the index past the newest
+    /// durable snapshot's last entry; see invariant 4).
+    pub fn limit_purges(&self, limit: Arc<AtomicU64>) {
+        *self.shared.purge_limit.lock().unwrap_or_else(|p| p.into_inner()) = Some(limit);
     }
 
     /// The largest entry this log takes (bytes of its encoding).
@@ -350,6 +367,20 @@ impl RaftLogStorage<TypeConfig> for LogStore {
 
     async fn purge(&mut self, log_id: LogId) -> Result<(), StorageError> {
         self.blocking(move |shared| {
+            let limit = shared.purge_limit.lock().unwrap_or_else(|p| p.into_inner()).clone();
+            if let Some(limit) = limit {
+                let start = std::time::Instant::now();
+                while limit.load(Ordering::Acquire) <= log_id.index {
+                    if start.elapsed() > std::time::Duration::from_secs(60) {
+                        let e = std::io::Error::other(format!(
+                            "a purge up to {log_id} waited a minute for a durable snapshot \
+                             covering it"
+                        ));
+                        return Err(write_err(ErrorSubject::Logs, e));
+                    }
+                    std::thread::sleep(std::time::Duration::from_millis(1));
+                }
+            }
             let purged = shared.listing().cookie.last_purged;
             if purged.is_some_and(|purged| purged.index >= log_id.index) {
                 return Ok(());

@@ -171,6 +171,7 @@ impl<K: Key, V: Value + Merge + Clone> Node<K, V> {
         check_identity(&config.dir, &config.cluster, config.id)?;
         let log = LogStore::open(config.dir.join("log"))?;
         let sm = StateMachine::open_with(config.dir.join("sm"), configure)?;
+        log.limit_purges(sm.durable_snapshot());
         let reader = sm.reader();
         let raft_config = openraft::Config {
             cluster_name: config.cluster.clone(),

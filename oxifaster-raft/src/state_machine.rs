@@ -36,6 +36,7 @@
 use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 
 use openraft::storage::{RaftStateMachine, Snapshot};
@@ -126,6 +127,10 @@ pub struct StateMachine<K: Key, V: Value + Merge + Clone> {
     session: Session<K, V, oxifaster::device::FileDevice>,
     applied: Applied,
     current: Arc<Mutex<Option<Current>>>,
+    /// Files made to receive snapshots (removed after an install).
+    incoming: Vec<PathBuf>,
+    /// The index past the newest durable snapshot's last entry.
+    durable: Arc<AtomicU64>,
 }
 
 impl<K: Key, V: Value + Merge + Clone> std::fmt::Debug for StateMachine<K, V> {
@@ -264,7 +269,8 @@ impl<K: Key, V: Value + Merge + Clone> StateMachine<K, V> {
             }
             Err(e) => return Err(Error::io(format!("reading {}", applied_path.display()), e)),
         };
-        let current = Self::newest_snapshot(&root)?;
+        let current = Self::newest_snapshot(&root, applied.last_applied)?;
+        let current_index = current.as_ref().and_then(|c| c.meta.last_log_id);
         let session = store.start_session()?;
         Ok(Self {
             root,
@@ -274,6 +280,8 @@ impl<K: Key, V: Value + Merge + Clone> StateMachine<K, V> {
             session,
             applied,
             current: Arc::new(Mutex::new(current)),
+            incoming: Vec::new(),
+            durable: Arc::new(AtomicU64::new(past(current_index))),
         })
     }
 
@@ -314,8 +322,10 @@ impl<K: Key, V: Value + Merge + Clone> StateMachine<K, V> {
         Ok(())
     }
 
-    /// The newest complete snapshot archive in `root/snapshots`.
-    fn newest_snapshot(root: &Path) -> Result<Option<Current>> {
+    /// The newest complete snapshot archive in `root/snapshots` that is not
+    /// newer than what the store holds (`applied`); newer ones (an install
+    /// that a crash cut short) are removed.
+    fn newest_snapshot(root: &Path, applied: Option<LogId>) -> Result<Option<Current>> {
         let dir = root.join("snapshots");
         let mut newest: Option<Current> = None;
         for entry in std::fs::read_dir(&dir).map_err(io(format!("listing {}", dir.display())))? {
@@ -325,6 +335,10 @@ impl<K: Key, V: Value + Merge + Clone> StateMachine<K, V> {
                 continue;
             }
             let header = read_snapshot_header(&path)?;
+            if header.meta.last_log_id.map(|id| id.index) > applied.map(|id| id.index) {
+                std::fs::remove_file(&path).map_err(io(format!("removing {}", path.display())))?;
+                continue;
+            }
             let index = |c: &Current| c.meta.last_log_id.map(|id| id.index);
             let candidate = Current { meta: header.meta, path };
             if newest.as_ref().is_none_or(|n| index(n) < index(&candidate)) {
@@ -332,6 +346,12 @@ impl<K: Key, V: Value + Merge + Clone> StateMachine<K, V> {
             }
         }
         Ok(newest)
+    }
+
+    /// The index past the newest durable snapshot's last entry, kept
+    /// current: a node limits its log's purges to it (`LogStore::limit_purges`).
+    pub fn durable_snapshot(&self) -> Arc<AtomicU64> {
+        self.durable.clone()
     }
 
     /// A handle for reads that follows the store across snapshot installs.
@@ -488,6 +508,11 @@ impl<K: Key, V: Value + Merge + Clone> StateMachine<K, V> {
     }
 }
 
+/// The index past `id`'s (0 for none).
+fn past(id: Option<LogId>) -> u64 {
+    id.map_or(0, |id| id.index + 1)
+}
+
 /// Reads and decodes a snapshot archive's header.
 fn read_snapshot_header(path: &Path) -> Result<SnapshotHeader> {
     let bytes = archive::read_header(path)?;
@@ -582,6 +607,7 @@ struct Prepared {
 pub struct SnapshotBuilder {
     prepared: std::result::Result<Prepared, String>,
     current: Arc<Mutex<Option<Current>>>,
+    durable: Arc<AtomicU64>,
 }
 
 impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
@@ -627,6 +653,7 @@ impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
                 None
             }
         };
+        self.durable.fetch_max(past(prepared.meta.last_log_id), Ordering::AcqRel);
         if let Some(old) = old
             && old.path != path
         {
@@ -683,7 +710,7 @@ impl<K: Key, V: Value + Merge + Clone> RaftStateMachine<TypeConfig> for StateMac
 
     async fn get_snapshot_builder(&mut self) -> Self::SnapshotBuilder {
         let prepared = self.prepare_snapshot().await.map_err(|e| e.to_string());
-        SnapshotBuilder { prepared, current: self.current.clone() }
+        SnapshotBuilder { prepared, current: self.current.clone(), durable: self.durable.clone() }
     }
 
     async fn begin_receiving_snapshot(
@@ -703,6 +730,7 @@ impl<K: Key, V: Value + Merge + Clone> RaftStateMachine<TypeConfig> for StateMac
                     Error::io(format!("creating {}", path.display()), e),
                 )
             })?;
+        self.incoming.push(path);
         Ok(Box::new(file))
     }
 
@@ -725,12 +753,16 @@ impl<K: Key, V: Value + Merge + Clone> RaftStateMachine<TypeConfig> for StateMac
             src.seek(std::io::SeekFrom::Start(0)).await?;
             let mut dst = tokio::fs::File::create(&tmp).await?;
             tokio::io::copy(&mut src, &mut dst).await?;
-            dst.sync_all().await?;
-            tokio::fs::rename(&tmp, &path).await
+            dst.sync_all().await
         };
-        copy.await.map_err(|e| fail(Error::io(format!("saving {}", path.display()), e)))?;
+        copy.await.map_err(|e| fail(Error::io(format!("saving {}", tmp.display()), e)))?;
+        // Installed first, named a snapshot after: a snapshot on disk is
+        // never newer than the store (a crash between leaves the older one).
+        self.install(meta, tmp.clone()).await.map_err(fail)?;
+        std::fs::rename(&tmp, &path)
+            .map_err(|e| fail(Error::io(format!("renaming {}", tmp.display()), e)))?;
         archive::sync_dir(&dir).map_err(fail)?;
-        self.install(meta, path.clone()).await.map_err(fail)?;
+        self.durable.fetch_max(past(meta.last_log_id), Ordering::AcqRel);
         let old = self
             .current
             .lock()
@@ -740,6 +772,9 @@ impl<K: Key, V: Value + Merge + Clone> RaftStateMachine<TypeConfig> for StateMac
             && old.path != path
         {
             let _ = std::fs::remove_file(&old.path);
+        }
+        for received in self.incoming.drain(..) {
+            let _ = std::fs::remove_file(received);
         }
         Ok(())
     }
