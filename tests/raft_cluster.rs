@@ -185,7 +185,7 @@ async fn reads_and_writes_under_leader_kills_are_linearizable() {
                 while !stop.load(Ordering::Relaxed) {
                     let key = i % 3;
                     let call = clock.elapsed().as_nanos() as u64;
-                    let kind = if i % 2 == 0 {
+                    let kind = if i.is_multiple_of(2) {
                         // Unique values: client, sequence.
                         let value = (c << 32) | i;
                         client.upsert(&key, &value).await.expect("write");
