@@ -3,8 +3,8 @@
 
 use openraft::storage::RaftStateMachine;
 use openraft::{CommittedLeaderId, EntryPayload, LogId, RaftSnapshotBuilder};
-use oxifaster_raft::{Command, Request, StateMachine, TypeConfig};
 use oxifaster_raft::types::{Proposal, Response};
+use oxifaster_raft::{Command, Request, StateMachine, TypeConfig};
 
 fn rmw(index: u64, client: u64, serial: u64, key: u64, by: u64) -> openraft::Entry<TypeConfig> {
     openraft::Entry {
@@ -106,5 +106,8 @@ async fn a_damaged_snapshot_is_refused_and_nothing_changes() {
     drop(follower);
     let mut follower = StateMachine::<u64, u64>::open(dir.path().join("b")).expect("reopen");
     assert_eq!(follower.applied_state().await.expect("state").0, built.meta.last_log_id);
-    assert_eq!(follower.reader().read(&1).await.expect("read"), Some((1..=50).filter(|i| i % 5 == 1).sum()));
+    assert_eq!(
+        follower.reader().read(&1).await.expect("read"),
+        Some((1..=50).filter(|i| i % 5 == 1).sum())
+    );
 }
