@@ -4,7 +4,8 @@
 //! snapshotted by its checkpoints.
 //!
 //! [`FasterLog`]: oxifaster::log::FasterLog
-
+//!
+#![doc = include_str!("../README.md")]
 // openraft's storage traits return its `StorageError` (224 bytes); the
 // helpers behind them return the same rather than convert at every call.
 #![allow(clippy::result_large_err)]
