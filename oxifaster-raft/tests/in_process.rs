@@ -131,3 +131,35 @@ async fn a_retried_command_applies_once_and_strangers_are_refused() {
     let err = Node::<u64, u64>::start(config, Arc::new(|b| b)).await.expect_err("wrong node");
     assert!(matches!(err, oxifaster_raft::Error::WrongIdentity { .. }), "{err}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn membership_add_a_learner_promote_it_and_remove_a_voter() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut nodes = Vec::new();
+    for id in 1..=4 {
+        nodes.push(start(id, dir.path(), "127.0.0.1:0", 10_000).await);
+    }
+    let addrs: Vec<String> = nodes.iter().map(|n| n.addr().to_string()).collect();
+    let members: BTreeMap<u64, String> =
+        addrs[..3].iter().enumerate().map(|(i, a)| (i as u64 + 1, a.clone())).collect();
+    nodes[0].initialize(members).await.expect("initialize");
+    let mut client = Client::<u64, u64>::new(11, "oxifaster", &addrs[..3]);
+    for _ in 0..50 {
+        client.rmw(&1, &1).await.expect("rmw");
+    }
+    // Node 4 joins as a learner (the call returns once it caught up) ...
+    client.add_learner(4, &addrs[3]).await.expect("add a learner");
+    assert_eq!(nodes[3].reader().read(&1).await.expect("read"), Some(50));
+    assert!(!nodes[3].status().voters.contains(&4));
+    // ... is promoted to a voter, and node 1 is removed.
+    client.change_membership([1, 2, 3, 4].into()).await.expect("promote");
+    client.change_membership([2, 3, 4].into()).await.expect("remove node 1");
+    let mut client = Client::<u64, u64>::new(12, "oxifaster", &addrs[1..]);
+    client.rmw(&1, &1).await.expect("rmw after the change");
+    assert_eq!(client.read(&1).await.expect("read"), Some(51));
+    wait_for("node 4 to apply the change", async || nodes[3].status().voters == [2, 3, 4].into())
+        .await;
+    for node in nodes {
+        node.shutdown().await.expect("shutdown");
+    }
+}
