@@ -119,3 +119,55 @@ fn bench_flags_that_cannot_run_are_refused_up_front() {
         assert!(!text(&out).contains("Mops"), "{args:?} ran: {}", text(&out));
     }
 }
+
+#[test]
+fn raft_commands_refuse_what_cannot_run() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let d = dir.path().to_str().expect("utf-8");
+    for (args, says) in [
+        (
+            vec!["raft-node", "--id", "1", "--addr", "127.0.0.1:0", "--dir", d, "--peers", "x"],
+            "ID=HOST:PORT",
+        ),
+        (
+            vec!["raft-node", "--id", "1", "--addr", "127.0.0.1:0", "--dir", d, "--peers", "0=a:1"],
+            "start at 1",
+        ),
+        (
+            vec![
+                "raft-node",
+                "--id",
+                "5",
+                "--addr",
+                "127.0.0.1:0",
+                "--dir",
+                d,
+                "--peers",
+                "1=a:1",
+                "--init",
+            ],
+            "not in --peers",
+        ),
+        (vec!["raft-bench", "--nodes", "0"], "at least 1"),
+        (vec!["raft-bench", "--nodes", "1", "--failover"], "at least 3 nodes"),
+    ] {
+        let out = oxifaster(&args);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {}", text(&out));
+        assert!(text(&out).contains(says), "{args:?}: {}", text(&out));
+    }
+    // A node on another node's directory stops with a named error.
+    std::fs::write(dir.path().join("IDENTITY"), "cluster=elsewhere\nnode=1\n").expect("write");
+    let out = oxifaster(&[
+        "raft-node",
+        "--id",
+        "1",
+        "--addr",
+        "127.0.0.1:0",
+        "--dir",
+        d,
+        "--peers",
+        "1=127.0.0.1:1",
+    ]);
+    assert!(!out.status.success());
+    assert!(text(&out).contains("belongs to cluster=elsewhere"), "{}", text(&out));
+}
