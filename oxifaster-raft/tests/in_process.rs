@@ -147,9 +147,13 @@ async fn membership_add_a_learner_promote_it_and_remove_a_voter() {
     for _ in 0..50 {
         client.rmw(&1, &1).await.expect("rmw");
     }
-    // Node 4 joins as a learner (the call returns once it caught up) ...
+    // Node 4 joins as a learner (the call returns once its log caught up;
+    // it applies what it received soon after) ...
     client.add_learner(4, &addrs[3]).await.expect("add a learner");
-    assert_eq!(nodes[3].reader().read(&1).await.expect("read"), Some(50));
+    wait_for("the learner to apply the log", async || {
+        nodes[3].reader().read(&1).await.expect("read") == Some(50)
+    })
+    .await;
     assert!(!nodes[3].status().voters.contains(&4));
     // ... is promoted to a voter, and node 1 is removed.
     client.change_membership([1, 2, 3, 4].into()).await.expect("promote");
