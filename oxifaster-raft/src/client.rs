@@ -143,10 +143,7 @@ impl<K: Key, V: Value> Client<K, V> {
     pub async fn read(&mut self, key: &K) -> Result<Option<V>> {
         let message = Message::Read(key_bytes(key)?);
         match self.leader_call(&message).await? {
-            ClientReply::Value(value) => Ok(value
-                .map(|b| V::decode(&b))
-                .transpose()
-                .map_err(|e| Error::Corrupt { what: "a value read".into(), why: e.to_string() })?),
+            ClientReply::Value(value) => decode_value(value),
             other => Err(Error::Protocol(format!("a read answered with {other:?}"))),
         }
     }
@@ -155,10 +152,7 @@ impl<K: Key, V: Value> Client<K, V> {
     pub async fn read_local(&mut self, node: usize, key: &K) -> Result<Option<V>> {
         let message = Message::ReadLocal(key_bytes(key)?);
         match self.conns[node].call(&message, self.timeout).await? {
-            Reply::Client(Ok(ClientReply::Value(value))) => Ok(value
-                .map(|b| V::decode(&b))
-                .transpose()
-                .map_err(|e| Error::Corrupt { what: "a value read".into(), why: e.to_string() })?),
+            Reply::Client(Ok(ClientReply::Value(value))) => decode_value(value),
             other => Err(Error::Protocol(format!("a local read answered with {other:?}"))),
         }
     }
@@ -181,4 +175,12 @@ impl<K: Key, V: Value> Client<K, V> {
     pub async fn change_membership(&mut self, members: BTreeSet<NodeId>) -> Result<()> {
         self.leader_call(&Message::ChangeMembership { members }).await.map(|_| ())
     }
+}
+
+/// A value a node sent (the store's encoding of `V`), if any.
+fn decode_value<V: Value>(value: Option<Vec<u8>>) -> Result<Option<V>> {
+    value
+        .map(|b| V::decode(&b))
+        .transpose()
+        .map_err(|e| Error::Corrupt { what: "a value read".into(), why: e.to_string() })
 }

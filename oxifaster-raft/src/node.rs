@@ -153,12 +153,7 @@ fn check_identity(dir: &Path, cluster: &str, id: NodeId) -> Result<()> {
                     expected: expected.trim().replace('\n', ", "),
                 });
             }
-            let tmp = dir.join("IDENTITY.tmp");
-            std::fs::write(&tmp, &expected)
-                .and_then(|()| std::fs::File::open(&tmp)?.sync_all())
-                .and_then(|()| std::fs::rename(&tmp, &path))
-                .map_err(|e| Error::io(format!("writing {}", path.display()), e))?;
-            crate::archive::sync_dir(dir)
+            crate::state_machine::write_atomic(&path, expected.as_bytes())
         }
         Err(e) => Err(Error::io(format!("reading {}", path.display()), e)),
     }
@@ -322,15 +317,11 @@ async fn connection<K: Key, V: Value>(
     Ok(())
 }
 
-fn encode_key<K: Key>(key: &K) -> Result<Vec<u8>> {
+/// The encoding of `key` (what commands and reads carry).
+pub fn key_bytes<K: Key>(key: &K) -> Result<Vec<u8>> {
     let mut bytes = vec![0u8; key.key_size()];
     key.encode_key_into(&mut bytes).map_err(|e| Error::Store(e.into()))?;
     Ok(bytes)
-}
-
-/// The encoding of `key` (what commands and reads carry).
-pub fn key_bytes<K: Key>(key: &K) -> Result<Vec<u8>> {
-    encode_key(key)
 }
 
 /// The encoding of `value`.

@@ -152,8 +152,9 @@ fn storage(subject: ErrorSubject<u64>, verb: ErrorVerb, e: Error) -> StorageErro
     StorageIOError::new(subject, verb, openraft::AnyError::new(&e)).into()
 }
 
-/// Writes `bytes` to `path` atomically and durably.
-fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+/// Writes `bytes` to `path` atomically and durably (temp file, fsync,
+/// rename, fsync of the directory).
+pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     let tmp = path.with_extension("tmp");
     let mut f = std::fs::File::create(&tmp).map_err(io(format!("creating {}", tmp.display())))?;
     f.write_all(bytes).map_err(io(format!("writing {}", tmp.display())))?;
