@@ -112,7 +112,13 @@ fn growths_under_load_keep_every_key() {
     // one per key and growth.
     common::check_model(&store, &model, keys);
     assert!(stats.entries <= keys + keys / 20, "{keys} keys: {stats:?}");
-    assert!(stats.buckets <= 4 * keys, "{keys} keys: {stats:?}");
+    // No runaway growth: the automatic trigger stops once the table has
+    // one main bucket per GROW_AT entries (rounded up to a power of two,
+    // once more for its one-shard estimate), and the three growths by
+    // hand may all come after it (8×), depending on the host's timing.
+    const GROW_AT: u64 = 4; // the index's trigger, entries per main bucket
+    let automatic = (keys / GROW_AT).next_power_of_two() * 2;
+    assert!(stats.buckets <= automatic << 3, "{keys} keys: {stats:?}");
 }
 
 #[test]
