@@ -395,10 +395,6 @@ fn small_in(dir: &std::path::Path) -> oxifaster::StoreBuilder<u64, String> {
 /// back exactly, and the store reopens with all of it. The directory,
 /// measured every 100 upserts, never passes the budget.
 #[test]
-#[ignore = "open defect: on a 2-vCPU Intel Xeon host the directory reaches 1.2-1.7x the \
-            budget here (the writer appends more between two of the budget gauge's 50 ms \
-            measurements than the throttle's margin); it passes on the AMD EPYC hosts it was \
-            written on. Run with --ignored"]
 fn a_disk_budget_bounds_the_directory() {
     let dir = tempfile::tempdir().expect("tempdir");
     let budget = 2u64 << 20;

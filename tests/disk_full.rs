@@ -139,9 +139,6 @@ fn a_full_disk_is_a_typed_error_the_store_stays_readable_and_reopens() {
 }
 
 #[test]
-#[ignore = "open defect: on a 2-vCPU Intel Xeon host the directory passes the 10 MiB budget \
-            (10.4 MiB seen), as in tests/compaction.rs's budget test; passes on the AMD EPYC \
-            hosts it was written on. Run with --ignored (as root, for the tmpfs)"]
 fn a_budget_below_the_free_space_never_meets_a_full_disk() {
     let size = 24u64 << 20;
     let Some(fs) = Tmpfs::mount(size) else { return };

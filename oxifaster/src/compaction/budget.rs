@@ -18,13 +18,15 @@
 //! prunes. Compacting the *oldest* half keeps copies few: under steady
 //! updates, the oldest records are the most likely superseded.
 //!
-//! A gauge thread measures every 50 ms. Past 80% of the budget it arms
-//! the log's admission control (`HybridLog::throttle_at`): appends may take
-//! the tail only as far as 95% of the budget allows, as of the last
-//! measurement, then wait while a round runs (however long it takes: a
-//! round's own appends are never throttled, so it ends), and up to a
-//! second when none does (the live data may not fit the budget; then the
-//! bound gives). In-place updates, which take no new space, never wait. A
+//! A gauge thread measures every 50 ms (and the task once before the
+//! store opens) and sets the log's admission control
+//! (`HybridLog::throttle_at`) each time: appends may take the tail only as
+//! far as 95% of the budget allows, as of that measurement, then wait
+//! while a round runs (however long it takes: a round's own appends are
+//! never throttled, so it ends), and up to a second when none does (the
+//! live data may not fit the budget; then the bound gives). The limit is
+//! set at every measurement, not only near the budget: a writer can
+//! append more than the whole budget between two of them. In-place updates, which take no new space, never wait. A
 //! round
 //! that finds its range nearly all live (the live data hardly fits the
 //! budget) makes the next one wait a second rather than copy the same
@@ -53,12 +55,10 @@ const PERIOD: Duration = Duration::from_millis(50);
 const LOG_ROOM_PERCENT: u64 = 85;
 /// Past this share of the budget, a round runs whatever the log's size.
 const HIGH_WATER_PERCENT: u64 = 70;
-/// Appends may not take the directory past this share of the budget: past
-/// the arming mark, they wait at the tail address where it would be (as of
-/// the last measurement) until rounds make room.
+/// Appends may not take the directory past this share of the budget: they
+/// wait at the tail address where it would be (as of the last measurement)
+/// until rounds make room.
 const THROTTLE_PERCENT: u64 = 95;
-/// See [`THROTTLE_PERCENT`].
-const ARM_PERCENT: u64 = 80;
 /// Past this share, a round that has no compaction to do checkpoints to
 /// let go of log that only older checkpoints need.
 const RELEASE_PERCENT: u64 = 85;
@@ -77,6 +77,9 @@ impl BudgetTask {
         budget: u64,
     ) -> Result<Self> {
         let stop = Arc::new((Mutex::new(false), Condvar::new()));
+        // Admission is set before the store is handed out: a writer can
+        // append more than the whole budget before the gauge's first tick.
+        admit(&inner, budget);
         let spawn = |name: &str, f: Box<dyn FnOnce() + Send>| {
             std::thread::Builder::new().name(name.into()).spawn(f).map_err(|source| Error::Io {
                 context: "starting the disk budget task".into(),
@@ -130,25 +133,28 @@ fn stopped(stop: &(Mutex<bool>, Condvar), period: Duration) -> bool {
     *stopped
 }
 
-/// Measures the directory and, past the arming mark, lets writers append
-/// only what the throttle mark still has room for (from the tail, until
-/// the next measurement).
+/// Measures the directory every period and lets writers append only what
+/// the throttle mark still has room for ([`admit`]).
 fn gauge<K: Key, V: Value, D: Device>(
     inner: &StoreInner<K, V, D>,
     budget: u64,
     stop: &(Mutex<bool>, Condvar),
 ) {
     while !stopped(stop, PERIOD) {
-        let used = usage(inner);
-        let limit = if used > budget / 100 * ARM_PERCENT {
-            let room = (budget / 100 * THROTTLE_PERCENT).saturating_sub(used);
-            crate::address::Address::new(inner.log.tail_address().raw() + room)
-        } else {
-            None
-        };
-        inner.log.throttle_at(limit);
+        admit(inner, budget);
     }
     inner.log.throttle_at(None);
+}
+
+/// Measures the directory and sets the tail address appends may reach
+/// until the next measurement: the tail plus what the throttle mark still
+/// has room for. The tail is read before the measurement, so that what is
+/// appended while the directory is walked counts against the room, not on
+/// top of it.
+fn admit<K: Key, V: Value, D: Device>(inner: &StoreInner<K, V, D>, budget: u64) {
+    let tail = inner.log.tail_address().raw();
+    let room = (budget / 100 * THROTTLE_PERCENT).saturating_sub(usage(inner));
+    inner.log.throttle_at(crate::address::Address::new(tail + room));
 }
 
 /// Runs a round whenever the log outgrows its share of the budget.

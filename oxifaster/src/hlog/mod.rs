@@ -466,7 +466,8 @@ impl<D: Device> HybridLog<D> {
     pub fn allocate(&self, size: u64, handle: &EpochHandle<'_>) -> Result<Address> {
         let s = &self.shared;
         debug_assert!(size.is_multiple_of(8) && size > 0);
-        if s.throttle_at.load(Ordering::Relaxed) != u64::MAX {
+        let limit = s.throttle_at.load(Ordering::Relaxed);
+        if limit != u64::MAX && self.tail_address().raw() >= limit {
             self.pause(handle);
         }
         if size > s.body - FIRST_ADDRESS {
@@ -562,12 +563,12 @@ impl<D: Device> HybridLog<D> {
     /// no part of the log yet: other threads, and page turns, go on), until
     /// the limit moves or is lifted (`None`), or — unless room is being
     /// made (see [`HybridLog::set_making_room`]) — [`MAX_THROTTLE_PAUSE`]
-    /// has passed. The disk budget's task sets it while the store nears its
-    /// budget, to the tail plus the bytes the budget still has room for,
-    /// so that writers cannot outrun compaction however fast they write.
-    /// Threads marked with [`unthrottled`] (compaction's, whose copies make
-    /// room) never wait. Without a limit, an allocation pays one load of a
-    /// word nobody writes.
+    /// has passed. The disk budget's task sets it at every measurement, to
+    /// the tail plus the bytes the budget still has room for, so that
+    /// writers cannot outrun compaction however fast they write. Threads
+    /// marked with [`unthrottled`] (compaction's, whose copies make room)
+    /// never wait. Without a limit, an allocation pays one load of a word
+    /// nobody writes; with one below the limit, a load of the tail too.
     pub fn throttle_at(&self, limit: Option<Address>) {
         let raw = limit.map_or(u64::MAX, Address::raw);
         self.shared.throttle_at.store(raw, Ordering::Release);
