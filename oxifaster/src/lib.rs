@@ -99,6 +99,7 @@ internal_mod!(
     mod epoch;
 );
 mod error;
+pub mod f2;
 #[cfg(feature = "testing")]
 #[doc(hidden)]
 pub mod fuzzing;

@@ -160,11 +160,34 @@ pub enum CompactionKind {
     Scan,
 }
 
+/// Where a migration puts the records a compaction keeps, instead of the
+/// log's tail (the F2 store's cold tier).
+pub(crate) trait Migrate {
+    /// The record of `key` (its encoding) with `value` is its key's newest
+    /// and no tombstone: keep it. A record written here later for the key
+    /// supersedes it (the caller reads this log first).
+    fn keep(&mut self, key: &[u8], value: &[u8]) -> Result<()>;
+    /// Every record kept is to be visible where it went: called before the
+    /// begin address moves past the originals.
+    fn publish(&mut self) -> Result<()>;
+}
+
 /// [`Store::compact_with`] on the store's shared state.
 pub(crate) fn compact<K: Key, V: Value, D: Device>(
     inner: &Arc<StoreInner<K, V, D>>,
     until: u64,
     kind: CompactionKind,
+) -> Result<CompactionReport> {
+    compact_to(inner, until, kind, None)
+}
+
+/// [`compact`], keeping the live records in `target` instead of copying
+/// them to the tail when one is given (a migration).
+pub(crate) fn compact_to<K: Key, V: Value, D: Device>(
+    inner: &Arc<StoreInner<K, V, D>>,
+    until: u64,
+    kind: CompactionKind,
+    mut migrate: Option<&mut dyn Migrate>,
 ) -> Result<CompactionReport> {
     let started = Instant::now();
     let _one = inner.maintenance.lock().unwrap_or_else(|p| p.into_inner());
@@ -208,7 +231,14 @@ pub(crate) fn compact<K: Key, V: Value, D: Device>(
     }
     // 2. Copy what is still live, straight from the page read back.
     let shape = pages.shape;
-    let mut copier = Copier { session: &mut session, shape, copied: 0, bytes: 0, tombstones: 0 };
+    let mut copier = Copier {
+        session: &mut session,
+        shape,
+        copied: 0,
+        bytes: 0,
+        tombstones: 0,
+        target: migrate.as_deref_mut(),
+    };
     match kind {
         CompactionKind::Lookup => {
             let mut records = 0;
@@ -290,6 +320,9 @@ pub(crate) fn compact<K: Key, V: Value, D: Device>(
     }
     (report.copied, report.copied_bytes) = (copier.copied, copier.bytes);
     report.tombstones_dropped = copier.tombstones;
+    if let Some(migrate) = migrate {
+        migrate.publish()?;
+    }
     // 3. The begin address, once every copy is published.
     session.with_handle(|handle| log.shift_begin(target, handle))?;
     {
@@ -323,15 +356,16 @@ fn flush_and_sync<K: Key, V: Value, D: Device>(
 }
 
 /// Copies records that are still their key's newest, counting.
-struct Copier<'s, K: Key, V: Value, D: Device> {
+struct Copier<'s, 't, K: Key, V: Value, D: Device> {
     session: &'s mut Session<K, V, D>,
     shape: RecordShape,
     copied: u64,
     bytes: u64,
     tombstones: u64,
+    target: Option<&'s mut (dyn Migrate + 't)>,
 }
 
-impl<K: Key, V: Value, D: Device> Copier<'_, K, V, D> {
+impl<K: Key, V: Value, D: Device> Copier<'_, '_, K, V, D> {
     /// Copies the record at `address` (its bytes from the header on) if it
     /// is still its key's newest and not a tombstone (see
     /// `Session::copy_if_newest`, and `device`).
@@ -344,8 +378,16 @@ impl<K: Key, V: Value, D: Device> Copier<'_, K, V, D> {
     ) -> Result<CopyOutcome> {
         let (key, value) = key_value(&self.shape, bytes);
         let at = Address::new(address).ok_or(Error::LogFull)?;
-        let outcome = self.session.copy_if_newest(at, key, value, tombstone, device)?;
+        let tell = self.target.is_some();
+        let outcome = self.session.copy_if_newest(at, key, value, tombstone, device, tell)?;
         match outcome {
+            CopyOutcome::Newest => {
+                if let Some(target) = self.target.as_deref_mut() {
+                    target.keep(key, value)?;
+                }
+                self.copied += 1;
+                self.bytes += bytes.len() as u64;
+            }
             CopyOutcome::Copied => {
                 self.copied += 1;
                 self.bytes += bytes.len() as u64;

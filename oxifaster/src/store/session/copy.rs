@@ -54,6 +54,9 @@ pub(crate) enum CopyOutcome {
     /// Asked to settle in memory only, the walk would have had to read the
     /// device (nothing was copied).
     Unsettled,
+    /// Asked only to tell, the record is its key's newest and not a
+    /// tombstone (nothing was copied: the caller keeps it elsewhere).
+    Newest,
 }
 
 impl<K: Key, V: Value, D: Device> Session<K, V, D> {
@@ -61,6 +64,9 @@ impl<K: Key, V: Value, D: Device> Session<K, V, D> {
     /// encodings) to the tail if it is still the newest record of its key
     /// (see the module's protocol). With `device` false, a walk that would
     /// continue on the device stops and returns [`CopyOutcome::Unsettled`].
+    /// With `tell` true nothing is copied: a newest live record is reported
+    /// as [`CopyOutcome::Newest`] (for a migration to another log, which a
+    /// newer record written here afterwards still supersedes).
     pub(crate) fn copy_if_newest(
         &mut self,
         address: Address,
@@ -68,9 +74,10 @@ impl<K: Key, V: Value, D: Device> Session<K, V, D> {
         value: &[u8],
         tombstone: bool,
         device: bool,
+        tell: bool,
     ) -> Result<CopyOutcome> {
         self.begin();
-        let result = self.copy_if_newest_protected(address, key, value, tombstone, device);
+        let result = self.copy_if_newest_protected(address, key, value, tombstone, device, tell);
         self.end_write();
         result
     }
@@ -82,6 +89,7 @@ impl<K: Key, V: Value, D: Device> Session<K, V, D> {
         value: &[u8],
         tombstone: bool,
         device: bool,
+        tell: bool,
     ) -> Result<CopyOutcome> {
         self.store.log.check_poisoned()?;
         let key = EncodedKey(key);
@@ -119,6 +127,9 @@ impl<K: Key, V: Value, D: Device> Session<K, V, D> {
             if tombstone {
                 return Ok(CopyOutcome::Tombstone);
             }
+            if tell {
+                return Ok(CopyOutcome::Newest);
+            }
             if self.append(&slot, hash, &key, Some(&EncodedValue(value)), false)? {
                 return Ok(CopyOutcome::Copied);
             }
@@ -155,7 +166,7 @@ impl<K: Key, V: Value, D: Device> Session<K, V, D> {
     #[doc(hidden)]
     pub fn loom_copy_if_newest(&mut self, address: u64, key: &[u8], value: &[u8]) -> Result<bool> {
         let address = Address::new(address).ok_or(crate::Error::LogFull)?;
-        let outcome = self.copy_if_newest(address, key, value, false, true)?;
+        let outcome = self.copy_if_newest(address, key, value, false, true, false)?;
         Ok(outcome == CopyOutcome::Copied)
     }
 }

@@ -1,0 +1,1091 @@
+//! F2: hot–cold tiering with an on-disk cold index, for data sets whose
+//! keys alone would not fit in memory (Kanellis et al., "F2: Designing a
+//! Key-Value Store for Large Skewed Workloads", 2023).
+//!
+//! An [`F2Store`] is two tiers under one typed API:
+//!
+//! - the **hot tier**, a [`Store`] of `K` to [`Tiered<V>`] with its
+//!   in-memory hash index, which takes every write;
+//! - the **cold tier** (`cold`), a log of records whose index lives
+//!   mostly on disk: hash chunks stored as the values of a small store of
+//!   their own, so that a key that lives only in the cold tier costs
+//!   about a byte of memory (the chunk store's index holds one entry per
+//!   chunk of 32 slots).
+//!
+//! Reads go hot → cold; writes go hot. A delete is a hot
+//! [`Tiered::Deleted`] value, which hides the key's cold versions. An RMW
+//! whose key is not in the hot tier reads its cold value and inserts the
+//! merged value in the hot tier *only if* the hot tier still has no record
+//! of the key and no migration ran meanwhile (see [`F2Session::rmw`]).
+//!
+//! **Migration** (hot → cold) is a compaction of the hot log's oldest
+//! range whose live records go to the cold tier instead of the hot tail
+//! (`compaction::compact_to`): each record is kept only if it is still its
+//! key's newest hot record (the same conditional check as compaction's
+//! copy), the cold records are committed and indexed, the migration count
+//! moves, and only then does the hot begin address move past the
+//! originals. A record a session writes in the hot tier afterwards
+//! supersedes the migrated one, because reads look in the hot tier first.
+//! **Cold compaction** copies the newest cold record of each key of the
+//! cold log's oldest range to its tail (dropping deletions: nothing older
+//! of their key can remain once the range is gone), publishes, and
+//! truncates the range after the next checkpoint.
+//!
+//! **Checkpoints** cover both tiers: under the maintenance lock (no
+//! migration or cold compaction runs), the cold log is committed, the
+//! chunk store and then the hot store take fold-over checkpoints, and a
+//! manifest naming the two checkpoints and the cold log's commit point is
+//! written atomically (`F2` in the store directory; format in
+//! docs/FORMAT.md). Recovery opens exactly the checkpoints the manifest
+//! names. The cold tier at a manifest holds only records migrated from
+//! hot records older than the hot checkpoint's cut, each still in the hot
+//! checkpoint's log or superseded there, so the two agree.
+
+mod cold;
+mod tiered;
+
+pub use cold::{CHUNK_SLOTS, ColdProbe};
+pub use tiered::{Tiered, TieredView};
+
+use std::collections::{HashMap, VecDeque};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use crate::checkpoint::CheckpointKind;
+use crate::compaction::{CompactionKind, CompactionReport, Migrate};
+use crate::log::{FasterLog, LogAddress, LogConfig};
+use crate::record::{AlignedBytes, EncodedKey, Key, KeyArg, Merge, Value, ValueArg};
+use crate::store::{Completed, CompletedOp, Decision, Outcome, ReadStatus, Session, UpdateStatus};
+use crate::{Error, Result, Store};
+
+use cold::{Chunk, Cold, ColdWriter};
+use tiered::LiveArg;
+
+/// The manifest's file name in the store directory.
+const MANIFEST: &str = "F2";
+const MANIFEST_MAGIC: &[u8; 8] = b"OXF2MAN\0";
+const MANIFEST_VERSION: u32 = 1;
+
+/// How an [`F2Store`] is opened: its directory, the hot tier's memory and
+/// size, the cold index's geometry and memory, and the background work.
+#[derive(Debug, Clone)]
+pub struct F2Builder {
+    dir: Option<PathBuf>,
+    page_size_bits: u32,
+    segment_size_bits: u32,
+    hot_log_memory_bytes: u64,
+    hot_table_size: u64,
+    hot_log_size_bytes: Option<u64>,
+    cold_index_chunks: u64,
+    cold_index_memory_bytes: u64,
+    cold_index_table_size: u64,
+    cold_log_size_bytes: Option<u64>,
+    checkpoint_every: Option<Duration>,
+    checkpoint_on_close: bool,
+    max_sessions: usize,
+}
+
+impl Default for F2Builder {
+    fn default() -> Self {
+        Self {
+            dir: None,
+            page_size_bits: 22,
+            segment_size_bits: crate::device::DEFAULT_SEGMENT_SIZE_BITS,
+            hot_log_memory_bytes: 64 << 20,
+            hot_table_size: 1 << 16,
+            hot_log_size_bytes: Some(256 << 20),
+            cold_index_chunks: 1 << 16,
+            cold_index_memory_bytes: 16 << 20,
+            cold_index_table_size: 1 << 14,
+            cold_log_size_bytes: None,
+            checkpoint_every: Some(crate::store::DEFAULT_CHECKPOINT_INTERVAL),
+            checkpoint_on_close: true,
+            max_sessions: 64,
+        }
+    }
+}
+
+impl F2Builder {
+    /// The store directory (created if missing; reopened if it holds an
+    /// F2 store). Without one, a temporary directory deleted on drop.
+    pub fn dir(mut self, dir: impl Into<PathBuf>) -> Self {
+        self.dir = Some(dir.into());
+        self
+    }
+
+    /// log2 of the page size of every log (default 22: 4 MiB). A record
+    /// must fit in a page.
+    pub fn page_size_bits(mut self, bits: u32) -> Self {
+        self.page_size_bits = bits;
+        self
+    }
+
+    /// log2 of the segment file size of every log.
+    pub fn segment_size_bits(mut self, bits: u32) -> Self {
+        self.segment_size_bits = bits;
+        self
+    }
+
+    /// The hot log's memory (default 64 MiB).
+    pub fn hot_log_memory_bytes(mut self, bytes: u64) -> Self {
+        self.hot_log_memory_bytes = bytes;
+        self
+    }
+
+    /// The hot index's buckets (a power of two; it grows by itself).
+    pub fn hot_table_size(mut self, buckets: u64) -> Self {
+        self.hot_table_size = buckets;
+        self
+    }
+
+    /// Past this size (begin to tail, in memory or not) the hot log's
+    /// oldest half migrates to the cold tier in the background (default
+    /// 256 MiB; `None`: only [`F2Store::migrate`] moves records).
+    pub fn hot_log_size_bytes(mut self, bytes: Option<u64>) -> Self {
+        self.hot_log_size_bytes = bytes;
+        self
+    }
+
+    /// Chunks of the cold index, fixed when the store is created (default
+    /// 65,536, for about a million cold keys at half a slot per key; more
+    /// keys make longer chains, not errors).
+    pub fn cold_index_chunks(mut self, chunks: u64) -> Self {
+        self.cold_index_chunks = chunks;
+        self
+    }
+
+    /// The memory of the chunk store's log (default 16 MiB): the chunks
+    /// that stay in memory.
+    pub fn cold_index_memory_bytes(mut self, bytes: u64) -> Self {
+        self.cold_index_memory_bytes = bytes;
+        self
+    }
+
+    /// Past this size the cold log's oldest half is compacted in the
+    /// background (default `None`: never).
+    pub fn cold_log_size_bytes(mut self, bytes: Option<u64>) -> Self {
+        self.cold_log_size_bytes = bytes;
+        self
+    }
+
+    /// Splits a memory budget over the parts: half for the hot log, a
+    /// quarter for the chunk store's log, an eighth for the hot index's
+    /// table and a sixteenth for the chunk store's table (each rounded
+    /// down to a power of two). [`F2Store::memory`] reports what each
+    /// takes.
+    pub fn memory_budget(mut self, bytes: u64) -> Self {
+        let pow2 = |n: u64| if n == 0 { 1 } else { 1u64 << (63 - n.leading_zeros()) };
+        let page = 1u64 << self.page_size_bits;
+        self.hot_log_memory_bytes = pow2(bytes / 2).max(4 * page);
+        self.cold_index_memory_bytes = pow2(bytes / 4).max(4 * page);
+        self.hot_table_size = pow2(bytes / 8 / 64).max(16);
+        self.cold_index_table_size = pow2(bytes / 16 / 64).max(16);
+        self
+    }
+
+    /// How often the background checkpoints both tiers when anything
+    /// changed (default 5 s; `None`: only [`F2Store::checkpoint`]).
+    pub fn checkpoint_every(mut self, interval: Option<Duration>) -> Self {
+        self.checkpoint_every = interval;
+        self
+    }
+
+    /// Whether dropping the store checkpoints it (default true).
+    pub fn checkpoint_on_close(mut self, on: bool) -> Self {
+        self.checkpoint_on_close = on;
+        self
+    }
+
+    /// Sessions that may be open at once (default 64).
+    pub fn max_sessions(mut self, sessions: usize) -> Self {
+        self.max_sessions = sessions;
+        self
+    }
+
+    /// Opens the store: recovers the checkpoints its manifest names, or
+    /// creates a new one.
+    pub fn open<K: Key, V: Value>(self) -> Result<F2Store<K, V>> {
+        F2Store::open_with(self)
+    }
+}
+
+/// What the parts of an [`F2Store`] take in memory, in bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct F2Memory {
+    /// The hot log's pages.
+    pub hot_log: u64,
+    /// The hot index (table and overflow buckets).
+    pub hot_index: u64,
+    /// The chunk store's log pages (chunks in memory).
+    pub cold_index_log: u64,
+    /// The chunk store's own index (one entry per chunk).
+    pub cold_index_table: u64,
+    /// The cold log's pages.
+    pub cold_log: u64,
+}
+
+impl F2Memory {
+    /// All parts together.
+    pub fn total(&self) -> u64 {
+        self.hot_log + self.hot_index + self.cold_index_log + self.cold_index_table + self.cold_log
+    }
+}
+
+/// What an F2 checkpoint captured.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct F2Checkpoint {
+    /// The hot store's checkpoint (its token, version, session points).
+    pub hot: crate::checkpoint::CheckpointInfo,
+    /// The chunk store's checkpoint token.
+    pub cold_index_token: String,
+    /// The cold log's commit point.
+    pub cold_committed: u64,
+}
+
+/// What migrations, cold compactions and checkpoints did since the store
+/// opened.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct F2Totals {
+    /// Migrations run.
+    pub migrations: u64,
+    /// Records moved to the cold tier (deletions included).
+    pub migrated_records: u64,
+    /// Deletions dropped by migrations (nothing of their key was cold).
+    pub deletions_dropped: u64,
+    /// Cold compactions run.
+    pub cold_compactions: u64,
+    /// Records cold compaction copied to the cold tail.
+    pub cold_copied: u64,
+    /// Checkpoints taken.
+    pub checkpoints: u64,
+}
+
+/// The maintenance state: the cold tier's writer and a truncation waiting
+/// for the next checkpoint.
+struct Maintenance {
+    writer: ColdWriter,
+    truncate_to: Option<u64>,
+    /// The hot store's change mark (writes, tail) at the last checkpoint.
+    checkpointed: (u64, u64),
+}
+
+struct F2Inner<K: Key, V: Value> {
+    hot: Store<K, Tiered<V>>,
+    cold: Cold,
+    maintenance: Mutex<Maintenance>,
+    /// Moves after each migration's cold records are published and before
+    /// the hot begin address moves (see `F2Session::rmw`).
+    migrations: Arc<AtomicU64>,
+    totals: Mutex<F2Totals>,
+    dir: PathBuf,
+    config: F2Builder,
+    _temp: Option<tempfile::TempDir>,
+}
+
+/// A typed, two-tier store (see the module documentation).
+///
+/// ```
+/// use oxifaster::f2::F2Store;
+///
+/// let store = F2Store::<u64, String>::builder().page_size_bits(12).open()?;
+/// let mut session = store.start_session()?;
+/// session.upsert(&1, "one")?;
+/// store.migrate_all()?; // move everything to the cold tier
+/// assert_eq!(session.read_blocking(&1)?.as_deref(), Some("one"));
+/// session.delete(&1)?;
+/// assert_eq!(session.read_blocking(&1)?, None);
+/// # Ok::<(), oxifaster::Error>(())
+/// ```
+pub struct F2Store<K: Key, V: Value> {
+    inner: Arc<F2Inner<K, V>>,
+    background: Option<Background>,
+}
+
+struct Background {
+    stop: Arc<(Mutex<bool>, Condvar)>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Background {
+    fn stop(&mut self) {
+        let (flag, wake) = &*self.stop;
+        *flag.lock().unwrap_or_else(|p| p.into_inner()) = true;
+        wake.notify_all();
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+impl<K: Key, V: Value> F2Store<K, V> {
+    /// A builder with the defaults.
+    pub fn builder() -> F2Builder {
+        F2Builder::default()
+    }
+
+    fn open_with(config: F2Builder) -> Result<Self> {
+        let (dir, temp) = match &config.dir {
+            Some(dir) => (dir.clone(), None),
+            None => {
+                let temp = tempfile::Builder::new().prefix("oxifaster-f2-").tempdir().map_err(
+                    |source| Error::Io { context: "creating a temporary directory".into(), source },
+                )?;
+                (temp.path().to_path_buf(), Some(temp))
+            }
+        };
+        let io =
+            |what: &str, source| Error::Io { context: format!("{what} {}", dir.display()), source };
+        std::fs::create_dir_all(&dir).map_err(|e| io("creating", e))?;
+        let manifest = read_manifest(&dir)?;
+        if manifest.is_none() {
+            // A new store, or one whose first open crashed before its first
+            // manifest: nothing in its parts was ever acknowledged durable.
+            for entry in std::fs::read_dir(&dir).map_err(|e| io("listing", e))?.flatten() {
+                let name = entry.file_name();
+                match name.to_str() {
+                    Some("hot" | "cold") => std::fs::remove_dir_all(entry.path())
+                        .map_err(|e| io("clearing an unfinished store in", e))?,
+                    Some(n) if n == format!("{MANIFEST}.tmp") => {}
+                    _ => {
+                        return Err(Error::NotAStore {
+                            path: dir.clone(),
+                            why: format!(
+                                "it holds {name:?} but no F2 manifest (an F2 store keeps `hot/`, \
+                                 `cold/` and `{MANIFEST}`)"
+                            ),
+                        });
+                    }
+                }
+            }
+        }
+        let chunks = manifest.as_ref().map_or(config.cold_index_chunks, |m| m.chunks);
+        if chunks == 0 {
+            return Err(Error::InvalidConfig {
+                what: "cold_index_chunks",
+                why: "must be at least 1".into(),
+            });
+        }
+        let hot_builder = Store::<K, Tiered<V>>::builder()
+            .dir(dir.join("hot"))
+            .page_size_bits(config.page_size_bits)
+            .segment_size_bits(config.segment_size_bits)
+            .log_memory_size_bytes(config.hot_log_memory_bytes)
+            .table_size(config.hot_table_size)
+            .max_sessions(config.max_sessions + 2)
+            // Both tiers checkpoint together, or not at all.
+            .checkpoint_every(None)
+            .checkpoint_on_close(false)
+            .keep_checkpoints(2);
+        let index_builder = Store::<u64, Chunk>::builder()
+            .dir(dir.join("cold").join("index"))
+            .page_size_bits(config.page_size_bits)
+            .segment_size_bits(config.segment_size_bits)
+            .log_memory_size_bytes(config.cold_index_memory_bytes)
+            .table_size(config.cold_index_table_size)
+            .max_sessions(config.max_sessions + 2)
+            .checkpoint_every(None)
+            .checkpoint_on_close(false)
+            .keep_checkpoints(2);
+        let (hot, index) = match &manifest {
+            Some(m) => (hot_builder.recover(&m.hot_token)?, index_builder.recover(&m.index_token)?),
+            None => (hot_builder.open()?, index_builder.open()?),
+        };
+        let log = FasterLog::open(
+            LogConfig::new(dir.join("cold").join("log"))
+                .page_size_bits(config.page_size_bits)
+                .segment_size_bits(config.segment_size_bits)
+                .log_memory_size_bytes((4u64 << config.page_size_bits).max(1 << 20))
+                .max_threads(config.max_sessions + 4),
+        )?;
+        if let Some(m) = &manifest
+            && log.committed_until().raw() < m.cold_committed
+        {
+            return Err(Error::Corruption {
+                address: log.committed_until().raw(),
+                what: format!(
+                    "the cold log ends before the commit point {:#x} its manifest names",
+                    m.cold_committed
+                ),
+            });
+        }
+        let cold = Cold { log, index, chunks };
+        let writer = ColdWriter::new(cold.index.start_session()?);
+        let inner = Arc::new(F2Inner {
+            hot,
+            cold,
+            maintenance: Mutex::new(Maintenance {
+                writer,
+                truncate_to: None,
+                checkpointed: (0, 0),
+            }),
+            migrations: Arc::new(AtomicU64::new(0)),
+            totals: Mutex::new(F2Totals::default()),
+            dir,
+            config,
+            _temp: temp,
+        });
+        if manifest.is_none() {
+            // A manifest from the start: a crash later always finds one.
+            inner.checkpoint()?;
+        }
+        let background = Background::start(inner.clone())?;
+        Ok(Self { inner, background: Some(background) })
+    }
+
+    /// Starts a session (one thread at a time; it may move between
+    /// threads).
+    pub fn start_session(&self) -> Result<F2Session<K, V>> {
+        Ok(F2Session {
+            hot: self.inner.hot.start_session()?,
+            index: self.inner.cold.index.start_session()?,
+            inner: self.inner.clone(),
+            hot_parked: HashMap::new(),
+            cold_parked: VecDeque::new(),
+            stash: Vec::new(),
+            probe: ColdProbe::default(),
+            #[cfg(feature = "testing")]
+            rmw_pause: None,
+        })
+    }
+
+    /// Migrates the hot log below `until` to the cold tier now (`until` a
+    /// record boundary at most the hot log's safe read-only address, as
+    /// for [`Store::compact`]).
+    pub fn migrate(&self, until: u64) -> Result<CompactionReport> {
+        self.inner.migrate(until)
+    }
+
+    /// Migrates everything the hot log holds below its safe read-only
+    /// address, first making the whole log read-only: afterwards every key
+    /// is served by the cold tier until it is written again.
+    pub fn migrate_all(&self) -> Result<CompactionReport> {
+        self.inner.migrate_all()
+    }
+
+    /// Compacts the cold log's oldest entries below `until` (rounded down
+    /// to an entry boundary); the range is truncated at the next
+    /// checkpoint. Returns the records copied.
+    pub fn compact_cold(&self, until: u64) -> Result<u64> {
+        self.inner.compact_cold(until)
+    }
+
+    /// Checkpoints both tiers (see the module documentation).
+    pub fn checkpoint(&self) -> Result<F2Checkpoint> {
+        self.inner.checkpoint()
+    }
+
+    /// What each part takes in memory now.
+    pub fn memory(&self) -> F2Memory {
+        let index = |s: &crate::store::IndexStats| s.bytes;
+        F2Memory {
+            hot_log: self.inner.config.hot_log_memory_bytes,
+            hot_index: index(&self.inner.hot.index_stats()),
+            cold_index_log: self.inner.config.cold_index_memory_bytes,
+            cold_index_table: index(&self.inner.cold.index.index_stats()),
+            cold_log: (4u64 << self.inner.config.page_size_bits).max(1 << 20),
+        }
+    }
+
+    /// What the background and explicit maintenance did so far.
+    pub fn totals(&self) -> F2Totals {
+        *self.inner.totals.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The hot store (for its statistics and log regions).
+    pub fn hot(&self) -> &Store<K, Tiered<V>> {
+        &self.inner.hot
+    }
+
+    /// The cold log's begin and tail addresses.
+    pub fn cold_log_range(&self) -> (u64, u64) {
+        (self.inner.cold.log.begin_address().raw(), self.inner.cold.log.tail_address().raw())
+    }
+
+    /// The store directory.
+    pub fn dir(&self) -> &Path {
+        &self.inner.dir
+    }
+}
+
+impl<K: Key, V: Value> std::fmt::Debug for F2Store<K, V> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("F2Store").field("dir", &self.inner.dir).finish_non_exhaustive()
+    }
+}
+
+impl<K: Key, V: Value> std::fmt::Debug for F2Session<K, V> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("F2Session").field("pending", &self.pending_count()).finish_non_exhaustive()
+    }
+}
+
+impl<K: Key, V: Value> Drop for F2Store<K, V> {
+    fn drop(&mut self) {
+        if let Some(mut background) = self.background.take() {
+            background.stop();
+        }
+        if self.inner.config.checkpoint_on_close
+            && self.inner.has_changes()
+            && let Err(e) = self.inner.checkpoint()
+        {
+            tracing::error!(error = %e, "the F2 store's checkpoint on close failed");
+        }
+    }
+}
+
+impl<K: Key, V: Value> F2Inner<K, V> {
+    fn lock(&self) -> MutexGuard<'_, Maintenance> {
+        self.maintenance.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn has_changes(&self) -> bool {
+        let m = self.lock();
+        self.hot.inner.change_mark() != m.checkpointed || m.truncate_to.is_some()
+    }
+
+    fn migrate(&self, until: u64) -> Result<CompactionReport> {
+        let mut m = self.lock();
+        let mut sink = ToCold {
+            cold: &self.cold,
+            writer: &mut m.writer,
+            migrations: &self.migrations,
+            kept: 0,
+            dropped: 0,
+            _key: std::marker::PhantomData::<K>,
+        };
+        let report = crate::hlog::unthrottled(|| {
+            crate::compaction::compact_to(
+                &self.hot.inner,
+                until,
+                CompactionKind::Scan,
+                Some(&mut sink),
+            )
+        })?;
+        let (kept, dropped) = (sink.kept, sink.dropped);
+        drop(m);
+        let mut totals = self.totals.lock().unwrap_or_else(|p| p.into_inner());
+        totals.migrations += 1;
+        totals.migrated_records += kept;
+        totals.deletions_dropped += dropped;
+        Ok(report)
+    }
+
+    fn migrate_all(&self) -> Result<CompactionReport> {
+        // A fold-over checkpoint of the hot store alone would make its log
+        // read-only, but it must not stand apart from the cold tier's; the
+        // log's own flush does it without one.
+        let log = &self.hot.inner.log;
+        let mut session = Session::internal(self.hot.inner.clone())?;
+        let tail = log.tail_address();
+        session.with_handle(|handle| {
+            log.shift_read_only(tail, handle);
+            log.flush_written(tail, handle)
+        })?;
+        drop(session);
+        let until = log.safe_read_only_address().raw();
+        self.migrate(until)
+    }
+
+    fn compact_cold(&self, until: u64) -> Result<u64> {
+        let mut m = self.lock();
+        let cold = &self.cold;
+        let begin = cold.log.begin_address().raw();
+        let committed = cold.log.committed_until().raw();
+        if until.min(committed) <= begin {
+            return Ok(0);
+        }
+        // The range ends at the first entry at or past `until` (or at the
+        // commit point): an entry boundary, as truncation needs.
+        let mut to = committed;
+        let mut copied = 0;
+        let mut probe = ColdProbe::default();
+        let mut it = cold.log.scan(LogAddress::from_raw(begin), LogAddress::from_raw(committed));
+        while let Some((address, bytes)) = it.next_ref()? {
+            let address = address.raw();
+            if address >= until {
+                to = address;
+                break;
+            }
+            let record = cold::decode_record(address, bytes)?;
+            let hash = <EncodedKey<'_> as KeyArg<K>>::key_arg_hash(&EncodedKey(record.key));
+            let newest = cold.find(&mut m.writer.index, record.key, hash, &mut probe)?;
+            // Superseded records go; so do deletions that are their key's
+            // newest: every older record of the key is in the range (a
+            // key's records are appended in version order).
+            if newest.map(|(at, _)| at) != Some(address) || tiered::is_deleted(record.value) {
+                continue;
+            }
+            let (key, value) = (record.key.to_vec(), record.value.to_vec());
+            m.writer.append(cold, &key, hash, &value)?;
+            copied += 1;
+        }
+        drop(it);
+        m.writer.publish(cold)?;
+        // Truncated after the next checkpoint: until then the checkpoint
+        // in the manifest still needs the range.
+        m.truncate_to = Some(m.truncate_to.map_or(to, |t| t.max(to)));
+        drop(m);
+        let mut totals = self.totals.lock().unwrap_or_else(|p| p.into_inner());
+        totals.cold_compactions += 1;
+        totals.cold_copied += copied;
+        Ok(copied)
+    }
+
+    fn checkpoint(&self) -> Result<F2Checkpoint> {
+        let mut m = self.lock();
+        m.writer.publish(&self.cold)?;
+        let mark = self.hot.inner.change_mark();
+        // The chunk store's log grows with every publication: compact its
+        // older half when it holds more than twice the chunks' bytes.
+        let index = &self.cold.index;
+        let regions = index.log_regions();
+        let chunk_bytes = self.cold.chunks * (std::mem::size_of::<Chunk>() as u64 + 16);
+        if regions.tail_address - regions.begin_address > 2 * chunk_bytes.max(1 << 20) {
+            let page = regions.page_size_bytes;
+            let half = regions.begin_address + (regions.tail_address - regions.begin_address) / 2;
+            let until = half.min(regions.safe_read_only_address) / page * page;
+            if until > regions.begin_address {
+                crate::hlog::unthrottled(|| index.compact(until))?;
+            }
+        }
+        self.cold.log.commit()?;
+        let cold_committed = self.cold.log.committed_until().raw();
+        let index_cp = index.checkpoint_and_wait(CheckpointKind::FoldOver)?;
+        let hot_cp = self.hot.checkpoint_and_wait(CheckpointKind::FoldOver)?;
+        let manifest = Manifest {
+            chunks: self.cold.chunks,
+            cold_committed,
+            hot_token: hot_cp.token.to_string(),
+            index_token: index_cp.token.to_string(),
+        };
+        write_manifest(&self.dir, &manifest)?;
+        if let Some(to) = m.truncate_to.take() {
+            self.cold.log.truncate_until(LogAddress::from_raw(to))?;
+        }
+        // Older checkpoints than the two newest (the manifest's and the
+        // one before) go, and the log segments only they needed.
+        crate::checkpoint::retain_older(&self.dir.join("hot"), 2)?;
+        self.hot.reclaim()?;
+        crate::checkpoint::retain_older(&self.dir.join("cold").join("index"), 2)?;
+        index.reclaim()?;
+        m.checkpointed = mark;
+        drop(m);
+        self.totals.lock().unwrap_or_else(|p| p.into_inner()).checkpoints += 1;
+        Ok(F2Checkpoint { hot: hot_cp, cold_index_token: manifest.index_token, cold_committed })
+    }
+}
+
+/// Migration's target: the cold tier.
+struct ToCold<'a, K> {
+    cold: &'a Cold,
+    writer: &'a mut ColdWriter,
+    migrations: &'a AtomicU64,
+    kept: u64,
+    dropped: u64,
+    _key: std::marker::PhantomData<K>,
+}
+
+impl<K: Key> Migrate for ToCold<'_, K> {
+    fn keep(&mut self, key: &[u8], value: &[u8]) -> Result<()> {
+        let hash = <EncodedKey<'_> as KeyArg<K>>::key_arg_hash(&EncodedKey(key));
+        // A deletion hides older cold records of its key; with none (its
+        // slot is empty) it has nothing to hide.
+        if tiered::is_deleted(value) && self.cold.slot_empty(&mut self.writer.index, hash)? {
+            self.dropped += 1;
+            return Ok(());
+        }
+        self.writer.append(self.cold, key, hash, value)?;
+        self.kept += 1;
+        Ok(())
+    }
+
+    fn publish(&mut self) -> Result<()> {
+        self.writer.publish(self.cold)?;
+        // After the cold records are visible, before the hot begin address
+        // moves (see `F2Session::rmw`).
+        self.migrations.fetch_add(1, Ordering::SeqCst);
+        Ok(())
+    }
+}
+
+impl Background {
+    fn start<K: Key, V: Value>(inner: Arc<F2Inner<K, V>>) -> Result<Self> {
+        let stop = Arc::new((Mutex::new(false), Condvar::new()));
+        let thread = {
+            let stop = stop.clone();
+            std::thread::Builder::new()
+                .name("oxifaster-f2".into())
+                .spawn(move || background(&inner, &stop))
+                .map_err(|source| Error::Io {
+                    context: "starting the F2 background task".into(),
+                    source,
+                })?
+        };
+        Ok(Self { stop, thread: Some(thread) })
+    }
+}
+
+/// Migrates, compacts the cold log and checkpoints as the configuration
+/// asks, every 20 ms, until stopped.
+fn background<K: Key, V: Value>(inner: &F2Inner<K, V>, stop: &(Mutex<bool>, Condvar)) {
+    let mut last_checkpoint = Instant::now();
+    loop {
+        {
+            let (flag, wake) = stop;
+            let stopped = flag.lock().unwrap_or_else(|p| p.into_inner());
+            let (stopped, _) = wake
+                .wait_timeout_while(stopped, Duration::from_millis(20), |s| !*s)
+                .unwrap_or_else(|p| p.into_inner());
+            if *stopped {
+                return;
+            }
+        }
+        if let Err(e) = step(inner, &mut last_checkpoint) {
+            tracing::error!(error = %e, "F2 background maintenance failed");
+        }
+    }
+}
+
+fn step<K: Key, V: Value>(inner: &F2Inner<K, V>, last_checkpoint: &mut Instant) -> Result<()> {
+    if let Some(limit) = inner.config.hot_log_size_bytes {
+        let r = inner.hot.log_regions();
+        if r.tail_address - r.begin_address > limit {
+            let half = r.begin_address + (r.tail_address - r.begin_address) / 2;
+            let until = half.min(r.safe_read_only_address) / r.page_size_bytes * r.page_size_bytes;
+            if until > r.begin_address {
+                inner.migrate(until)?;
+            }
+        }
+    }
+    if let Some(limit) = inner.config.cold_log_size_bytes {
+        let (begin, tail) =
+            (inner.cold.log.begin_address().raw(), inner.cold.log.committed_until().raw());
+        if tail - begin > limit {
+            inner.compact_cold(begin + (tail - begin) / 2)?;
+        }
+    }
+    if let Some(every) = inner.config.checkpoint_every
+        && last_checkpoint.elapsed() >= every
+    {
+        *last_checkpoint = Instant::now();
+        if inner.has_changes() {
+            inner.checkpoint()?;
+        }
+    }
+    Ok(())
+}
+
+/// A session of an [`F2Store`]: the same operations as a [`Session`] of a
+/// [`Store`], over both tiers.
+///
+/// Reads whose key is not in the hot tier's memory return
+/// [`ReadStatus::Pending`] (the hot tier's device read, or the cold
+/// lookup) and finish in [`F2Session::complete_pending`]; the `_blocking`
+/// forms do the I/O at once. Read-modify-writes finish before they return.
+pub struct F2Session<K: Key, V: Value> {
+    hot: Session<K, Tiered<V>, crate::device::FileDevice>,
+    index: cold::IndexSession,
+    inner: Arc<F2Inner<K, V>>,
+    /// Hot reads gone to the device, by serial: their keys, for the cold
+    /// lookup if the hot tier has no record.
+    hot_parked: HashMap<u64, AlignedBytes>,
+    /// Reads to finish in the cold tier: serial, key, hash.
+    cold_parked: VecDeque<(u64, AlignedBytes, u64)>,
+    /// Hot completions met while an RMW waited for its own.
+    stash: Vec<Completed<Tiered<V>>>,
+    probe: ColdProbe,
+    /// Runs between an RMW's cold read and its hot insert (tests widen the
+    /// race window with it).
+    #[cfg(feature = "testing")]
+    rmw_pause: Option<Box<dyn FnMut() + Send>>,
+}
+
+impl<K: Key, V: Value> F2Session<K, V> {
+    /// Reads `key`: the hot tier, then the cold tier.
+    pub fn read<Q: KeyArg<K> + ?Sized>(&mut self, key: &Q) -> Result<ReadStatus<V>> {
+        match self.hot.read(key)? {
+            ReadStatus::Found(Tiered::Live(v)) => Ok(ReadStatus::Found(v)),
+            ReadStatus::Found(Tiered::Deleted) => Ok(ReadStatus::NotFound),
+            ReadStatus::Pending { serial } => {
+                self.hot_parked.insert(serial, key.key_arg_to_aligned_bytes());
+                Ok(ReadStatus::Pending { serial })
+            }
+            ReadStatus::NotFound => {
+                let serial = self.hot.serial();
+                self.cold_parked.push_back((
+                    serial,
+                    key.key_arg_to_aligned_bytes(),
+                    key.key_arg_hash(),
+                ));
+                Ok(ReadStatus::Pending { serial })
+            }
+        }
+    }
+
+    /// Reads `key`, doing any device I/O (hot or cold) right away.
+    pub fn read_blocking<Q: KeyArg<K> + ?Sized>(&mut self, key: &Q) -> Result<Option<V>> {
+        match self.hot.read_blocking(key)? {
+            Some(Tiered::Live(v)) => Ok(Some(v)),
+            Some(Tiered::Deleted) => Ok(None),
+            None => self.cold_read(key.key_arg_to_aligned_bytes().as_slice(), key.key_arg_hash()),
+        }
+    }
+
+    /// The value of `key` in the cold tier.
+    fn cold_read(&mut self, key: &[u8], hash: u64) -> Result<Option<V>> {
+        let found = self.inner.cold.lookup(&mut self.index, key, hash, &mut self.probe)?;
+        match found.map(|bytes| Tiered::<V>::decode(bytes.as_slice())).transpose()? {
+            Some(Tiered::Live(v)) => Ok(Some(v)),
+            _ => Ok(None),
+        }
+    }
+
+    /// Writes `value` for `key` in the hot tier.
+    pub fn upsert<Q: KeyArg<K> + ?Sized, W: ValueArg<V> + ?Sized>(
+        &mut self,
+        key: &Q,
+        value: &W,
+    ) -> Result<()> {
+        self.hot.upsert(key, &LiveArg(value))
+    }
+
+    /// Deletes `key` (a hot deletion, hiding its cold versions).
+    pub fn delete<Q: KeyArg<K> + ?Sized>(&mut self, key: &Q) -> Result<()> {
+        self.hot.upsert(key, &Tiered::<V>::Deleted)
+    }
+
+    /// Merges `input` into `key`'s value (its `Merge`), wherever the value
+    /// is.
+    ///
+    /// In the hot tier the merge is the hot store's conditional update. A
+    /// key with no hot record is read from the cold tier and the merged
+    /// value inserted in the hot tier by a second conditional update that
+    /// inserts only if the key still has no hot record **and** no migration
+    /// published since the cold read began; otherwise the RMW starts over.
+    /// Why the migration count: a record written to the hot tier after the
+    /// first look, then migrated and dropped from the hot tier before the
+    /// insert, would leave the key without a hot record while the cold
+    /// value read is older than it. The count moves after a migration's
+    /// cold records are visible and before the hot begin address moves,
+    /// so an insert that sees no hot record of such a key sees the count
+    /// moved.
+    pub fn rmw<Q: KeyArg<K> + ?Sized>(&mut self, key: &Q, input: &V) -> Result<()>
+    where
+        V: Merge + Clone,
+    {
+        let input = input.to_aligned_bytes();
+        let key_bytes = key.key_arg_to_aligned_bytes();
+        let hash = key.key_arg_hash();
+        loop {
+            let seen = self.inner.migrations.load(Ordering::SeqCst);
+            let given = input.clone();
+            let hot = self.update_blocking(key, move |old| {
+                let Ok(input) = V::decode(given.as_slice()) else { return Decision::Abort };
+                match old {
+                    Some(TieredView::Live(old)) => {
+                        Decision::Set(Tiered::Live(V::copy_update(old, &input)))
+                    }
+                    Some(TieredView::Deleted) => Decision::Set(Tiered::Live(V::initial(&input))),
+                    None => Decision::Abort,
+                }
+            })?;
+            if hot != Outcome::Aborted {
+                return Ok(());
+            }
+            let cold = self.inner.cold.lookup(
+                &mut self.index,
+                key_bytes.as_slice(),
+                hash,
+                &mut self.probe,
+            )?;
+            let input_value = V::decode(input.as_slice())?;
+            let merged = match cold.map(|b| Tiered::<V>::decode(b.as_slice())).transpose()? {
+                Some(Tiered::Live(old)) => {
+                    let old = old.to_aligned_bytes();
+                    V::copy_update(V::view(old.as_slice())?, &input_value)
+                }
+                _ => V::initial(&input_value),
+            }
+            .to_aligned_bytes();
+            #[cfg(feature = "testing")]
+            if let Some(pause) = self.rmw_pause.as_mut() {
+                pause();
+            }
+            let migrations = self.inner.migrations.clone();
+            let inserted = self.update_blocking(key, move |old| match old {
+                None if migrations.load(Ordering::SeqCst) == seen => {
+                    match V::decode(merged.as_slice()) {
+                        Ok(v) => Decision::Set(Tiered::Live(v)),
+                        Err(_) => Decision::Abort,
+                    }
+                }
+                _ => Decision::Abort,
+            })?;
+            if inserted == Outcome::Set {
+                return Ok(());
+            }
+        }
+    }
+
+    /// A hot conditional update, its device I/O done now (other pending
+    /// operations' completions are kept for `complete_pending`).
+    fn update_blocking<Q, F>(&mut self, key: &Q, decide: F) -> Result<Outcome>
+    where
+        Q: KeyArg<K> + ?Sized,
+        F: FnMut(Option<TieredView<'_, V>>) -> Decision<Tiered<V>> + Send + 'static,
+        V: Merge + Clone,
+    {
+        let serial = match self.hot.update(key, decide)? {
+            UpdateStatus::Done(outcome) => return Ok(outcome),
+            UpdateStatus::Pending { serial } => serial,
+        };
+        loop {
+            for done in self.hot.complete_pending()? {
+                if done.serial == serial {
+                    return match done.op {
+                        CompletedOp::Update(outcome) => Ok(outcome),
+                        CompletedOp::Failed(e) => Err(Error::Io {
+                            context: format!("a pending update failed: {}", e.0),
+                            source: std::io::Error::other(e.0.to_string()),
+                        }),
+                        _ => Err(Error::Corruption {
+                            address: 0,
+                            what: "an update completed as another operation".into(),
+                        }),
+                    };
+                }
+                self.stash.push(done);
+            }
+            std::thread::yield_now();
+        }
+    }
+
+    /// Operations that returned `Pending` and have not been reported.
+    pub fn pending_count(&self) -> usize {
+        self.hot.pending_count() + self.cold_parked.len() + self.stash.len()
+    }
+
+    /// Finishes what it can of the pending operations (hot device reads,
+    /// then cold lookups) and reports them.
+    pub fn complete_pending(&mut self) -> Result<Vec<Completed<V>>>
+    where
+        V: Merge + Clone,
+    {
+        let mut hot = std::mem::take(&mut self.stash);
+        hot.extend(self.hot.complete_pending()?);
+        let mut done = Vec::with_capacity(hot.len() + self.cold_parked.len());
+        for Completed { serial, op } in hot {
+            let key = self.hot_parked.remove(&serial);
+            let op = match op {
+                CompletedOp::Read(Some(Tiered::Live(v))) => CompletedOp::Read(Some(v)),
+                CompletedOp::Read(Some(Tiered::Deleted)) => CompletedOp::Read(None),
+                CompletedOp::Read(None) => match key {
+                    Some(key) => {
+                        let hash = <EncodedKey<'_> as KeyArg<K>>::key_arg_hash(&EncodedKey(
+                            key.as_slice(),
+                        ));
+                        self.cold_parked.push_back((serial, key, hash));
+                        continue;
+                    }
+                    None => CompletedOp::Read(None),
+                },
+                CompletedOp::Rmw => CompletedOp::Rmw,
+                CompletedOp::Update(outcome) => CompletedOp::Update(outcome),
+                CompletedOp::Failed(e) => CompletedOp::Failed(e),
+            };
+            done.push(Completed { serial, op });
+        }
+        while let Some((serial, key, hash)) = self.cold_parked.pop_front() {
+            let op = match self.cold_read(key.as_slice(), hash) {
+                Ok(value) => CompletedOp::Read(value),
+                Err(e) => CompletedOp::Failed(crate::store::OpError(Arc::new(e))),
+            };
+            done.push(Completed { serial, op });
+        }
+        Ok(done)
+    }
+
+    /// Sets a function an RMW runs between its cold read and its hot
+    /// insert (tests widen the race window with it).
+    #[cfg(feature = "testing")]
+    #[doc(hidden)]
+    pub fn set_rmw_pause(&mut self, pause: Option<Box<dyn FnMut() + Send>>) {
+        self.rmw_pause = pause;
+    }
+
+    /// What this session's cold lookups cost so far.
+    pub fn cold_probe(&self) -> ColdProbe {
+        self.probe
+    }
+}
+
+/// The F2 manifest (docs/FORMAT.md).
+struct Manifest {
+    chunks: u64,
+    cold_committed: u64,
+    hot_token: String,
+    index_token: String,
+}
+
+fn write_manifest(dir: &Path, m: &Manifest) -> Result<()> {
+    let mut bytes = Vec::new();
+    bytes.extend_from_slice(MANIFEST_MAGIC);
+    bytes.extend_from_slice(&MANIFEST_VERSION.to_le_bytes());
+    bytes.extend_from_slice(&0u32.to_le_bytes());
+    bytes.extend_from_slice(&m.chunks.to_le_bytes());
+    bytes.extend_from_slice(&m.cold_committed.to_le_bytes());
+    for token in [&m.hot_token, &m.index_token] {
+        bytes.extend_from_slice(&(token.len() as u16).to_le_bytes());
+        bytes.extend_from_slice(token.as_bytes());
+    }
+    let crc = crc32c::crc32c(&bytes);
+    bytes.extend_from_slice(&crc.to_le_bytes());
+    crate::checkpoint::write_atomic(&crate::checkpoint::RealIo, &dir.join(MANIFEST), &bytes)
+}
+
+fn read_manifest(dir: &Path) -> Result<Option<Manifest>> {
+    let path = dir.join(MANIFEST);
+    let bytes = match std::fs::read(&path) {
+        Ok(bytes) => bytes,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(source) => {
+            return Err(Error::Io { context: format!("reading {}", path.display()), source });
+        }
+    };
+    let corrupt = |what: &str| Error::CheckpointCorrupt { path: path.clone(), what: what.into() };
+    if bytes.len() < 36 || &bytes[..8] != MANIFEST_MAGIC {
+        return Err(corrupt("not an F2 manifest (magic)"));
+    }
+    let (body, crc) = bytes.split_at(bytes.len() - 4);
+    if crc32c::crc32c(body).to_le_bytes() != crc {
+        return Err(corrupt("checksum mismatch"));
+    }
+    let version = u32::from_le_bytes(body[8..12].try_into().unwrap_or_default());
+    if version != MANIFEST_VERSION {
+        return Err(Error::UnsupportedFormat { path, found: version, supported: MANIFEST_VERSION });
+    }
+    let word = |at: usize| u64::from_le_bytes(body[at..at + 8].try_into().unwrap_or_default());
+    let (chunks, cold_committed) = (word(16), word(24));
+    let mut at = 32;
+    let mut token = || -> Result<String> {
+        let len = body.get(at..at + 2).ok_or_else(|| corrupt("truncated token"))?;
+        let len = u16::from_le_bytes([len[0], len[1]]) as usize;
+        let text = body.get(at + 2..at + 2 + len).ok_or_else(|| corrupt("truncated token"))?;
+        at += 2 + len;
+        String::from_utf8(text.to_vec()).map_err(|_| corrupt("a token that is not UTF-8"))
+    };
+    let (hot_token, index_token) = (token()?, token()?);
+    if at != body.len() {
+        return Err(corrupt("bytes after the tokens"));
+    }
+    if chunks == 0 {
+        return Err(corrupt("no chunks"));
+    }
+    Ok(Some(Manifest { chunks, cold_committed, hot_token, index_token }))
+}

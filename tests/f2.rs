@@ -1,0 +1,408 @@
+//! F2: two tiers under one API. Reads fall through to the cold tier,
+//! deletes hide cold versions, RMWs merge onto cold values, migrations and
+//! cold compactions run while sessions write, and checkpoints of both
+//! tiers recover exactly.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use oxifaster::Error;
+use oxifaster::f2::{F2Builder, F2Store};
+use oxifaster::store::ReadStatus;
+use oxifaster_cli::workload::Rng;
+
+/// Small pages and memory, a tiny cold index (long chains), no background
+/// work: the tests drive migrations, compactions and checkpoints.
+fn small(dir: &Path) -> F2Builder {
+    F2Store::<u64, u64>::builder()
+        .dir(dir)
+        .page_size_bits(12)
+        .segment_size_bits(16)
+        .hot_log_memory_bytes(64 << 10)
+        .hot_table_size(64)
+        .cold_index_chunks(16)
+        .cold_index_memory_bytes(64 << 10)
+        .hot_log_size_bytes(None)
+        .checkpoint_every(None)
+}
+
+fn scale() -> u64 {
+    if std::env::var_os("OXIFASTER_LONG").is_some() { 10 } else { 1 }
+}
+
+#[test]
+fn reads_deletes_and_rmws_reach_the_cold_tier() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store: F2Store<u64, u64> = small(dir.path()).open().expect("open");
+    let mut session = store.start_session().expect("session");
+    for key in 0..3_000u64 {
+        session.upsert(&key, &(key * 10)).expect("upsert");
+    }
+    let report = store.migrate_all().expect("migrate");
+    assert!(report.copied >= 3_000, "{report:?}");
+    assert!(store.totals().migrated_records >= 3_000);
+    let regions = store.hot().log_regions();
+    assert_eq!(regions.begin_address, report.until, "the hot log let go of the range");
+    // Every key now comes from the cold tier.
+    for key in (0..3_000u64).step_by(7) {
+        assert_eq!(session.read_blocking(&key).expect("read"), Some(key * 10), "key {key}");
+    }
+    let probe = session.cold_probe();
+    assert!(probe.records >= 3_000 / 7, "cold records read: {probe:?}");
+    // Pending reads finish in complete_pending.
+    let mut serials = BTreeMap::new();
+    for key in 0..50u64 {
+        match session.read(&key).expect("read") {
+            ReadStatus::Pending { serial } => {
+                serials.insert(serial, key);
+            }
+            ReadStatus::Found(v) => assert_eq!(v, key * 10),
+            other => panic!("key {key}: {other:?}"),
+        }
+    }
+    assert!(!serials.is_empty(), "cold reads go pending");
+    for done in session.complete_pending().expect("complete") {
+        let key = serials.remove(&done.serial).expect("a serial we issued");
+        assert_eq!(done.op, oxifaster::store::CompletedOp::Read(Some(key * 10)));
+    }
+    assert!(serials.is_empty());
+    // A delete hides the cold version, in the hot tier and after it moves.
+    session.delete(&5).expect("delete");
+    assert_eq!(session.read_blocking(&5).expect("read"), None);
+    // An RMW merges onto the cold value (u64 merges by adding).
+    session.rmw(&6, &1).expect("rmw");
+    assert_eq!(session.read_blocking(&6).expect("read"), Some(61));
+    // An absent key's RMW starts from its input.
+    session.rmw(&1_000_000, &3).expect("rmw");
+    assert_eq!(session.read_blocking(&1_000_000).expect("read"), Some(3));
+    store.migrate_all().expect("migrate again");
+    assert_eq!(session.read_blocking(&5).expect("read"), None, "the deletion went cold too");
+    assert_eq!(session.read_blocking(&6).expect("read"), Some(61));
+    assert_eq!(session.read_blocking(&1_000_000).expect("read"), Some(3));
+    session.rmw(&6, &1).expect("rmw");
+    assert_eq!(session.read_blocking(&6).expect("read"), Some(62));
+    // Cold compaction: superseded versions and deletions go, the rest
+    // stays readable, the range is truncated at the next checkpoint.
+    let (begin, tail) = store.cold_log_range();
+    let copied = store.compact_cold(tail).expect("compact cold");
+    assert!(copied > 0 && copied < 3_010, "{copied} copied");
+    store.checkpoint().expect("checkpoint");
+    let (new_begin, _) = store.cold_log_range();
+    assert!(new_begin > begin, "cold log truncated: {begin:#x} -> {new_begin:#x}");
+    for key in 0..3_000u64 {
+        let want = match key {
+            5 => None,
+            6 => Some(62),
+            _ => Some(key * 10),
+        };
+        assert_eq!(session.read_blocking(&key).expect("read"), want, "key {key}");
+    }
+}
+
+/// Random operations from two sessions on their own keys, against a model,
+/// while a third thread migrates, compacts the cold log and checkpoints;
+/// every key exact at the end, and after reopening.
+fn model_run<V, F>(value_of: F)
+where
+    V: oxifaster::Value + oxifaster::Merge + Clone + PartialEq + std::fmt::Debug,
+    F: Fn(u64) -> V + Send + Sync + Copy + 'static,
+{
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store: Arc<F2Store<u64, V>> = Arc::new(small(dir.path()).open().expect("open"));
+    let stop = Arc::new(AtomicBool::new(false));
+    let maintainer = {
+        let (store, stop) = (store.clone(), stop.clone());
+        std::thread::spawn(move || {
+            let mut rng = Rng::new(99);
+            let mut rounds = 0u64;
+            while rounds < 40 * scale() {
+                match rng.below(4) {
+                    0 | 1 => {
+                        store.migrate_all().expect("migrate");
+                    }
+                    2 => {
+                        let (begin, tail) = store.cold_log_range();
+                        store.compact_cold(begin + (tail - begin) / 2).expect("cold compaction");
+                    }
+                    _ => {
+                        store.checkpoint().expect("checkpoint");
+                    }
+                }
+                rounds += 1;
+                std::thread::sleep(std::time::Duration::from_millis(2));
+            }
+            stop.store(true, Ordering::Release);
+            rounds
+        })
+    };
+    let sessions = 2u64;
+    let workers: Vec<_> = (0..sessions)
+        .map(|me| {
+            let (store, stop) = (store.clone(), stop.clone());
+            std::thread::spawn(move || {
+                let mut session = store.start_session().expect("session");
+                let mut model: BTreeMap<u64, V> = BTreeMap::new();
+                let mut rng = Rng::new(7 + me);
+                // At least the operations, and on until the maintainer has
+                // done its rounds.
+                let mut step = 0u64;
+                while step < 20_000 * scale() || !stop.load(Ordering::Acquire) {
+                    step += 1;
+                    let key = rng.below(1_500) * sessions + me;
+                    match rng.below(10) {
+                        0..=3 => {
+                            let value = value_of(step);
+                            session.upsert(&key, &value).expect("upsert");
+                            model.insert(key, value);
+                        }
+                        4..=5 => {
+                            let input = value_of(step % 5);
+                            session.rmw(&key, &input).expect("rmw");
+                            let merged = match model.get(&key) {
+                                Some(old) => merge_of(old, &input),
+                                None => V::initial(&input),
+                            };
+                            model.insert(key, merged);
+                        }
+                        6 => {
+                            session.delete(&key).expect("delete");
+                            model.remove(&key);
+                        }
+                        _ => {
+                            let got = session.read_blocking(&key).expect("read");
+                            assert_eq!(got.as_ref(), model.get(&key), "key {key} at step {step}");
+                        }
+                    }
+                }
+                model
+            })
+        })
+        .collect();
+    let mut model = BTreeMap::new();
+    for worker in workers {
+        model.extend(worker.join().expect("worker"));
+    }
+    let rounds = maintainer.join().expect("maintainer");
+    assert!(rounds >= 40, "only {rounds} maintenance rounds ran");
+    let totals = store.totals();
+    assert!(totals.migrations > 0 && totals.cold_compactions > 0, "{totals:?}");
+    let check = |store: &F2Store<u64, V>| {
+        let mut session = store.start_session().expect("session");
+        for key in 0..1_500 * sessions {
+            assert_eq!(
+                session.read_blocking(&key).expect("read").as_ref(),
+                model.get(&key),
+                "key {key}"
+            );
+        }
+    };
+    check(&store);
+    drop(Arc::into_inner(store).expect("last handle")); // checkpoints on close
+    let reopened: F2Store<u64, V> = small(dir.path()).open().expect("reopen");
+    check(&reopened);
+}
+
+/// The merge the model applies (the store's `Merge` through a view).
+fn merge_of<V: oxifaster::Value + oxifaster::Merge>(old: &V, input: &V) -> V {
+    let bytes = old.to_aligned_bytes();
+    V::copy_update(V::view(bytes.as_slice()).expect("view"), input)
+}
+
+#[test]
+fn model_with_fixed_size_values() {
+    model_run::<u64, _>(|step| step);
+}
+
+#[test]
+fn model_with_variable_length_values() {
+    model_run::<String, _>(|step| format!("{step}:{}", "v".repeat((step % 9) as usize)));
+}
+
+/// RMW counters from two sessions on the same keys while migrations run
+/// back to back: every increment lands exactly once, whether the key was
+/// hot, cold, or moving between the two (the conditional insert's
+/// migration check).
+#[test]
+fn rmw_counters_racing_migrations_are_exact() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store: Arc<F2Store<u64, u64>> = Arc::new(small(dir.path()).open().expect("open"));
+    let stop = Arc::new(AtomicBool::new(false));
+    let migrator = {
+        let (store, stop) = (store.clone(), stop.clone());
+        std::thread::spawn(move || {
+            for _ in 0..200 * scale() {
+                store.migrate_all().expect("migrate");
+            }
+            stop.store(true, Ordering::Release);
+        })
+    };
+    let keys = 64u64;
+    // Each session increments until the migrations are done (and at least
+    // 20,000 times), counting its increments.
+    let workers: Vec<_> = (0..2u64)
+        .map(|me| {
+            let (store, stop) = (store.clone(), stop.clone());
+            std::thread::spawn(move || {
+                let mut session = store.start_session().expect("session");
+                let mut rng = Rng::new(31 + me);
+                let mut done = 0u64;
+                while done < 20_000 * scale() || !stop.load(Ordering::Acquire) {
+                    session.rmw(&rng.below(keys), &1).expect("rmw");
+                    done += 1;
+                }
+                done
+            })
+        })
+        .collect();
+    let increments: u64 = workers.into_iter().map(|w| w.join().expect("worker")).sum();
+    migrator.join().expect("migrator");
+    assert!(store.totals().migrations >= 200);
+    let mut session = store.start_session().expect("session");
+    let total: u64 = (0..keys).map(|k| session.read_blocking(&k).expect("read").unwrap_or(0)).sum();
+    assert_eq!(total, increments, "increments lost or doubled");
+}
+
+/// The race the RMW's migration check closes, made to happen: between an
+/// RMW's cold read and its hot insert, another session writes the key and
+/// a migration moves that write to the cold tier (the hot tier has no
+/// record of the key again). The insert must not land on the stale cold
+/// value: the RMW starts over and merges onto the write.
+#[test]
+fn an_rmw_whose_cold_read_went_stale_starts_over() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store: Arc<F2Store<u64, u64>> = Arc::new(small(dir.path()).open().expect("open"));
+    let mut session = store.start_session().expect("session");
+    session.upsert(&7, &5).expect("upsert");
+    store.migrate_all().expect("migrate");
+    let (other_store, mut other) = (store.clone(), store.start_session().expect("session"));
+    let mut fired = false;
+    session.set_rmw_pause(Some(Box::new(move || {
+        if !std::mem::replace(&mut fired, true) {
+            other.upsert(&7, &100).expect("the racing write");
+            other_store.migrate_all().expect("the racing migration");
+        }
+    })));
+    session.rmw(&7, &1).expect("rmw");
+    assert_eq!(session.read_blocking(&7).expect("read"), Some(101), "the racing write was lost");
+}
+
+/// A crash (no checkpoint on close) recovers the last checkpoint exactly:
+/// writes after it are gone, everything before it is there, in both tiers.
+#[test]
+fn a_crash_recovers_the_last_checkpoint_exactly() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut model = BTreeMap::new();
+    {
+        let store: F2Store<u64, u64> =
+            small(dir.path()).checkpoint_on_close(false).open().expect("open");
+        let mut session = store.start_session().expect("session");
+        for round in 0..4u64 {
+            for key in 0..800u64 {
+                session.upsert(&key, &(round * 1_000 + key)).expect("upsert");
+                model.insert(key, round * 1_000 + key);
+            }
+            for key in (0..800u64).step_by(13) {
+                session.delete(&key).expect("delete");
+                model.remove(&key);
+            }
+            store.migrate_all().expect("migrate");
+        }
+        let (_, tail) = store.cold_log_range();
+        store.compact_cold(tail).expect("cold compaction");
+        store.checkpoint().expect("checkpoint");
+        // After the checkpoint: lost in the crash.
+        for key in 0..800u64 {
+            session.upsert(&key, &7).expect("upsert");
+        }
+        store.migrate_all().expect("migrate");
+        drop(session);
+    }
+    let store: F2Store<u64, u64> = small(dir.path()).open().expect("recover");
+    let mut session = store.start_session().expect("session");
+    for key in 0..800u64 {
+        assert_eq!(
+            session.read_blocking(&key).expect("read"),
+            model.get(&key).copied(),
+            "key {key}"
+        );
+    }
+}
+
+#[test]
+fn bad_directories_and_manifests_are_named_errors() {
+    // A plain store's directory is not an F2 store.
+    let dir = tempfile::tempdir().expect("tempdir");
+    {
+        let store = oxifaster::Store::<u64, u64>::builder().dir(dir.path()).open().expect("store");
+        drop(store);
+    }
+    let err = small(dir.path()).open::<u64, u64>().expect_err("not an F2 store");
+    assert!(matches!(err, Error::NotAStore { .. }), "{err}");
+    // A damaged manifest.
+    let dir = tempfile::tempdir().expect("tempdir");
+    drop(small(dir.path()).open::<u64, u64>().expect("open"));
+    let manifest = dir.path().join("F2");
+    let mut bytes = std::fs::read(&manifest).expect("manifest");
+    bytes[20] ^= 0x40;
+    std::fs::write(&manifest, &bytes).expect("write");
+    let err = small(dir.path()).open::<u64, u64>().expect_err("damaged");
+    assert!(matches!(err, Error::CheckpointCorrupt { .. }), "{err}");
+    std::fs::write(&manifest, b"OXF2MAN").expect("write");
+    let err = small(dir.path()).open::<u64, u64>().expect_err("truncated");
+    assert!(matches!(err, Error::CheckpointCorrupt { .. }), "{err}");
+    // Other value types than the store was written with.
+    let dir = tempfile::tempdir().expect("tempdir");
+    {
+        let store: F2Store<u64, u64> = small(dir.path()).open().expect("open");
+        store.start_session().expect("session").upsert(&1, &1).expect("upsert");
+    }
+    let err = small(dir.path()).open::<u64, String>().expect_err("other types");
+    assert!(matches!(err, Error::LayoutMismatch { .. }), "{err}");
+}
+
+/// A cold record damaged on disk is reported as corruption by the read that
+/// meets it, never returned.
+#[test]
+fn a_damaged_cold_record_is_an_error() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    {
+        let store: F2Store<u64, u64> = small(dir.path()).open().expect("open");
+        let mut session = store.start_session().expect("session");
+        for key in 0..500u64 {
+            session.upsert(&key, &key).expect("upsert");
+        }
+        store.migrate_all().expect("migrate");
+    }
+    // Flip bytes in the cold log's second and third pages (not the tail
+    // page, which reopening checks).
+    let log_dir = dir.path().join("cold").join("log").join("log");
+    let mut damaged = 0;
+    for entry in std::fs::read_dir(&log_dir).expect("log dir").flatten() {
+        let path = entry.path();
+        let name = path.file_name().and_then(|n| n.to_str()).unwrap_or_default().to_string();
+        if !path.is_file() || !name.starts_with("log.") {
+            continue;
+        }
+        damaged += 1;
+        let mut bytes = std::fs::read(&path).expect("segment");
+        for at in (4096..bytes.len().min(3 * 4096)).step_by(64) {
+            bytes[at] ^= 0x5a;
+        }
+        std::fs::write(&path, &bytes).expect("write");
+    }
+    assert!(damaged > 0, "no cold log segment found");
+    let store: F2Store<u64, u64> = small(dir.path()).open().expect("reopen");
+    let mut session = store.start_session().expect("session");
+    let mut errors = 0;
+    for key in 0..500u64 {
+        match session.read_blocking(&key) {
+            Ok(Some(v)) => assert_eq!(v, key, "a damaged record was returned"),
+            Ok(None) => panic!("key {key} silently lost"),
+            Err(Error::Corruption { .. }) => errors += 1,
+            Err(e) => panic!("unexpected error for key {key}: {e}"),
+        }
+    }
+    assert!(errors > 0, "no read met the damage");
+}
