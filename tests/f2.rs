@@ -45,6 +45,10 @@ fn reads_deletes_and_rmws_reach_the_cold_tier() {
     assert!(store.totals().migrated_records >= 3_000);
     let regions = store.hot().log_regions();
     assert_eq!(regions.begin_address, report.until, "the hot log let go of the range");
+    // ... and the hot index of the keys: it holds entries for hot keys only.
+    let entries = store.hot().index_stats().entries;
+    assert_eq!(entries, 0, "hot index entries left after everything migrated");
+    assert!(store.totals().hot_entries_freed >= 2_900, "{:?}", store.totals());
     // Every key now comes from the cold tier.
     for key in (0..3_000u64).step_by(7) {
         assert_eq!(session.read_blocking(&key).expect("read"), Some(key * 10), "key {key}");

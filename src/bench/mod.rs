@@ -2,6 +2,7 @@
 //! (every read of a loaded key must find it; after RMW runs the counters
 //! must sum to the increments issued).
 
+mod f2;
 mod scan;
 pub(crate) mod value;
 
@@ -186,9 +187,25 @@ pub(crate) struct BenchArgs {
     /// `scripts/ab.py --stack-pads`).
     #[arg(long, default_value_t = 0)]
     stack_pad: u32,
+    /// The store: `store` (a `Store`) or `f2` (an `F2Store`: hot and cold
+    /// tiers under `--memory-budget`; 8-byte values; C, A, B, RMW, F).
+    #[arg(long, value_enum, default_value = "store")]
+    store: StoreArg,
+    /// With `--store f2`: the memory of the hot log, the hot index and the
+    /// cold index together, e.g. 1GiB (default 256 MiB).
+    #[arg(long, value_parser = parse_bytes)]
+    memory_budget: Option<u64>,
     /// Print results as JSON lines.
     #[arg(long)]
     json: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub(crate) enum StoreArg {
+    /// `Store<u64, V>`.
+    Store,
+    /// `F2Store<u64, u64>`.
+    F2,
 }
 
 fn at_least_one(s: &str) -> Result<usize, String> {
@@ -294,6 +311,12 @@ fn progress_bar(args: &BenchArgs, len: u64, what: &str) -> ProgressBar {
 }
 
 pub(crate) fn bench(args: BenchArgs) -> Result<(), Box<dyn std::error::Error>> {
+    if args.store == StoreArg::F2 {
+        return f2::bench_f2(&args);
+    }
+    if args.memory_budget.is_some() {
+        return Err("--memory-budget is for --store f2".into());
+    }
     if args.batch > 1
         && let Some(w) =
             args.workload.iter().find(|w| matches!(w, WorkloadArg::Cas | WorkloadArg::Insert))

@@ -178,7 +178,7 @@ impl Cold {
                     return Ok(None);
                 }
                 probe.records += 1;
-                let bytes = match self.log.read(LogAddress::from_raw(at)) {
+                let bytes = match self.log.read_at_known(LogAddress::from_raw(at)) {
                     Ok(bytes) => bytes,
                     // Truncated while we read: see above.
                     Err(_) if at < self.log.begin_address().raw() => continue,

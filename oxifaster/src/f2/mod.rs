@@ -24,7 +24,8 @@
 //! key's newest hot record (the same conditional check as compaction's
 //! copy), the cold records are committed and indexed, the migration count
 //! moves, and only then does the hot begin address move past the
-//! originals. A record a session writes in the hot tier afterwards
+//! originals; after an epoch drain the hot index frees the entries of the
+//! keys that left, so it holds entries for hot keys only. A record a session writes in the hot tier afterwards
 //! supersedes the migrated one, because reads look in the hot tier first.
 //! **Cold compaction** copies the newest cold record of each key of the
 //! cold log's oldest range to its tail (dropping deletions: nothing older
@@ -171,17 +172,21 @@ impl F2Builder {
         self
     }
 
-    /// Splits a memory budget over the parts: half for the hot log, a
-    /// quarter for the chunk store's log, an eighth for the hot index's
-    /// table and a sixteenth for the chunk store's table (each rounded
-    /// down to a power of two). [`F2Store::memory`] reports what each
-    /// takes.
+    /// Splits a memory budget over the parts (each rounded down to a power
+    /// of two): half for the hot log, which then migrates its older half
+    /// once it outgrows its memory (`hot_log_size_bytes`, unless set
+    /// after this); a quarter for the hot index's table (four entries a
+    /// bucket for a hot log of 32-byte records; it grows by itself past
+    /// that); an eighth for the chunk store's log (the chunks kept in
+    /// memory) and a sixteenth for the chunk store's table.
+    /// [`F2Store::memory`] reports what each takes.
     pub fn memory_budget(mut self, bytes: u64) -> Self {
         let pow2 = |n: u64| if n == 0 { 1 } else { 1u64 << (63 - n.leading_zeros()) };
         let page = 1u64 << self.page_size_bits;
         self.hot_log_memory_bytes = pow2(bytes / 2).max(4 * page);
-        self.cold_index_memory_bytes = pow2(bytes / 4).max(4 * page);
-        self.hot_table_size = pow2(bytes / 8 / 64).max(16);
+        self.hot_log_size_bytes = Some(self.hot_log_memory_bytes);
+        self.hot_table_size = pow2(bytes / 4 / 64).max(16);
+        self.cold_index_memory_bytes = pow2(bytes / 8).max(4 * page);
         self.cold_index_table_size = pow2(bytes / 16 / 64).max(16);
         self
     }
@@ -258,6 +263,9 @@ pub struct F2Totals {
     pub migrated_records: u64,
     /// Deletions dropped by migrations (nothing of their key was cold).
     pub deletions_dropped: u64,
+    /// Hot index entries freed after migrations (their keys left the hot
+    /// tier).
+    pub hot_entries_freed: u64,
     /// Cold compactions run.
     pub cold_compactions: u64,
     /// Records cold compaction copied to the cold tail.
@@ -434,6 +442,11 @@ impl<K: Key, V: Value> F2Store<K, V> {
             // A manifest from the start: a crash later always finds one.
             inner.checkpoint()?;
         }
+        if let Some(limit) = inner.config.hot_log_size_bytes {
+            // Admission from the start (see `step`).
+            let log = &inner.hot.inner.log;
+            log.throttle_at(crate::address::Address::new(log.begin_address().raw() + 2 * limit));
+        }
         let background = Background::start(inner.clone())?;
         Ok(Self { inner, background: Some(background) })
     }
@@ -511,6 +524,12 @@ impl<K: Key, V: Value> F2Store<K, V> {
     pub fn dir(&self) -> &Path {
         &self.inner.dir
     }
+
+    /// The hot checkpoint this store was recovered from (its sessions'
+    /// commit points), if it was reopened from one with sessions.
+    pub fn recovered(&self) -> Option<crate::checkpoint::CheckpointInfo> {
+        self.inner.hot.recovered()
+    }
 }
 
 impl<K: Key, V: Value> std::fmt::Debug for F2Store<K, V> {
@@ -569,10 +588,20 @@ impl<K: Key, V: Value> F2Inner<K, V> {
         })?;
         let (kept, dropped) = (sink.kept, sink.dropped);
         drop(m);
+        // The hot index lets go of the keys that left: after an epoch
+        // drain (every operation that saw the migration count before it
+        // moved has finished: see `rmw`), entries whose newest record is
+        // below the new begin address are freed. Without it the hot index
+        // would keep an entry for every key ever written.
+        let mut session = Session::internal(self.hot.inner.clone())?;
+        session.drain_epoch();
+        drop(session);
+        let freed = self.hot.inner.index.clear_below(self.hot.inner.log.begin_address());
         let mut totals = self.totals.lock().unwrap_or_else(|p| p.into_inner());
         totals.migrations += 1;
         totals.migrated_records += kept;
         totals.deletions_dropped += dropped;
+        totals.hot_entries_freed += freed;
         Ok(report)
     }
 
@@ -754,14 +783,26 @@ fn background<K: Key, V: Value>(inner: &F2Inner<K, V>, stop: &(Mutex<bool>, Cond
 
 fn step<K: Key, V: Value>(inner: &F2Inner<K, V>, last_checkpoint: &mut Instant) -> Result<()> {
     if let Some(limit) = inner.config.hot_log_size_bytes {
+        let log = &inner.hot.inner.log;
         let r = inner.hot.log_regions();
         if r.tail_address - r.begin_address > limit {
             let half = r.begin_address + (r.tail_address - r.begin_address) / 2;
             let until = half.min(r.safe_read_only_address) / r.page_size_bytes * r.page_size_bytes;
             if until > r.begin_address {
-                inner.migrate(until)?;
+                // Writers that reach the admission limit wait for it.
+                log.set_making_room(true);
+                let migrated = inner.migrate(until);
+                log.set_making_room(false);
+                migrated?;
             }
         }
+        // Admission: the hot log (and with it the hot index, which holds
+        // the hot keys only) may not grow past twice its size while
+        // migrations catch up with the writers (the hot store's throttle:
+        // writers past the limit wait while a migration runs, and up to a
+        // second otherwise).
+        let begin = log.begin_address().raw();
+        log.throttle_at(crate::address::Address::new(begin + 2 * limit));
     }
     if let Some(limit) = inner.config.cold_log_size_bytes {
         let (begin, tail) =
@@ -807,6 +848,17 @@ pub struct F2Session<K: Key, V: Value> {
 }
 
 impl<K: Key, V: Value> F2Session<K, V> {
+    /// The session's id (its commit points in checkpoints are listed
+    /// under it: [`F2Checkpoint::hot`]).
+    pub fn id(&self) -> u64 {
+        self.hot.id()
+    }
+
+    /// The serial number of the last operation started in this session.
+    pub fn serial(&self) -> u64 {
+        self.hot.serial()
+    }
+
     /// Reads `key`: the hot tier, then the cold tier.
     pub fn read<Q: KeyArg<K> + ?Sized>(&mut self, key: &Q) -> Result<ReadStatus<V>> {
         match self.hot.read(key)? {
@@ -874,7 +926,14 @@ impl<K: Key, V: Value> F2Session<K, V> {
     /// value read is older than it. The count moves after a migration's
     /// cold records are visible and before the hot begin address moves,
     /// so an insert that sees no hot record of such a key sees the count
-    /// moved.
+    /// moved. A migration frees the hot index entries of the keys it moved
+    /// only after an epoch drain that follows the count's move, so an
+    /// insert whose CAS expects the key's entry to be empty cannot succeed
+    /// across a record that was inserted and migrated in between (its
+    /// operation, protected from its look at the entry to its CAS, holds
+    /// the drain back, and the entry still points at the moved record).
+    /// `tests/f2.rs` makes the race happen and fails with the check
+    /// removed.
     pub fn rmw<Q: KeyArg<K> + ?Sized>(&mut self, key: &Q, input: &V) -> Result<()>
     where
         V: Merge + Clone,

@@ -223,6 +223,14 @@ impl HashIndex {
         }
     }
 
+    /// Uncounts an entry freed in `slot` (see [`HashIndex::clear_below`]),
+    /// so that the growth trigger follows the entries the table holds.
+    pub(super) fn entry_freed(&self, slot: &AtomicU64) {
+        let shard = ((slot as *const AtomicU64 as usize) >> 6) % SHARDS;
+        let counter = &self.grow.created[shard].0;
+        let _ = counter.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1));
+    }
+
     /// Sets the count of created entries to the entries in the table now
     /// (after recovery loaded and replayed it).
     pub(crate) fn recount_entries(&self) {

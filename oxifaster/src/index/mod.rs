@@ -336,6 +336,34 @@ impl HashIndex {
         false
     }
 
+    /// Frees every entry whose newest record is below `below` (the log's
+    /// begin address: no record of its bucket and tag is left), by a CAS
+    /// from the entry as read, so an insert that got there first wins.
+    /// Returns the entries freed. Holds the table in place (no growth
+    /// meanwhile).
+    ///
+    /// A caller that relies on an absent key's entry never going back to a
+    /// value it held (a conditional insert's CAS from an empty entry)
+    /// calls this only after an epoch drain that followed whatever made
+    /// the key's newest record unreachable: then every operation that
+    /// looked at the entry before has finished (see `f2`).
+    pub(crate) fn clear_below(&self, below: Address) -> u64 {
+        const BUCKETS: u64 = 4096;
+        let _held = self.hold_table();
+        let mut freed = 0;
+        let mut first = 0;
+        while first < self.table_size() {
+            for placed in self.entries_below(first, BUCKETS, below) {
+                if self.retarget(&placed, Address::INVALID) {
+                    self.entry_freed(placed.slot);
+                    freed += 1;
+                }
+            }
+            first += BUCKETS;
+        }
+        freed
+    }
+
     /// Points the entry of `hash`'s (bucket, tag) at `address`, creating
     /// it if needed, in one pass over the chain and without the
     /// tentative-bit protocol. For recovery's replay, where each bucket

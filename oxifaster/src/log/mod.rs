@@ -445,6 +445,15 @@ impl<D: Device> FasterLog<D> {
         self.inner.read(address.0)
     }
 
+    /// [`Self::read`] for an address the caller took from its own record
+    /// of where it enqueued an entry (the F2 cold index): without the walk
+    /// of the page up to `address` that proves an arbitrary address is an
+    /// entry's start. The entry's checksum covers its address, so a wrong
+    /// address still fails unless the bytes there were crafted to pass.
+    pub(crate) fn read_at_known(&self, address: LogAddress) -> Result<Vec<u8>> {
+        self.inner.read(address.0)
+    }
+
     /// An iterator over the committed entries in `[from, to)`, from memory
     /// and the device. With `to == LogAddress::MAX` it follows the log:
     /// `next()` stops at the commit point, `next_blocking()` and

@@ -138,6 +138,12 @@ impl<K: Key, V: Value, D: Device> Session<K, V, D> {
         }
     }
 
+    /// Waits until every operation protected when it is called has
+    /// finished (an epoch drain). Call it between operations.
+    pub(crate) fn drain_epoch(&mut self) {
+        self.handle.wait_epoch();
+    }
+
     /// Runs `f` with this session's epoch handle, protected (for log
     /// operations that need one: the begin address shift).
     pub(crate) fn with_handle<R>(
