@@ -44,7 +44,7 @@
 //! moves the hot log's oldest range first, and a copy is made only of a
 //! record nothing newer in the cold tier supersedes).
 
-use std::collections::BTreeMap;
+use std::collections::HashMap;
 
 use crate::log::{FasterLog, LogAddress};
 use crate::record::AlignedBytes;
@@ -202,31 +202,28 @@ impl Cold {
     }
 }
 
+/// Chunks a batch may change before the writer publishes it by itself
+/// (4 MiB of chunks).
+const BATCH_CHUNKS: usize = 16_384;
+
 /// The cold tier's one writer: appends records and publishes them in
-/// batches (log commit first, then the chunks).
+/// batches (log commit first, then the chunks). Each chunk a batch touches
+/// is read once and kept, changed, until the batch is published.
 pub(crate) struct ColdWriter {
     pub index: IndexSession,
-    /// Slot heads appended in this batch, not yet in the chunks.
-    heads: BTreeMap<(u64, usize), u64>,
+    /// The chunks this batch changed, as they will be published.
+    chunks: HashMap<u64, Chunk>,
 }
 
 impl ColdWriter {
     pub(crate) fn new(index: IndexSession) -> Self {
-        Self { index, heads: BTreeMap::new() }
-    }
-
-    /// The newest record of `hash`'s slot, this batch's included.
-    fn head(&mut self, cold: &Cold, hash: u64) -> Result<u64> {
-        let place = place(hash, cold.chunks);
-        match self.heads.get(&place) {
-            Some(at) => Ok(*at),
-            None => cold.head(&mut self.index, hash, &mut ColdProbe::default()),
-        }
+        Self { index, chunks: HashMap::new() }
     }
 
     /// Appends a record of `key` (hash `hash`) with `value` (a `Tiered`
     /// encoding) in front of its slot's chain; readers see it after
-    /// [`Self::publish`].
+    /// [`Self::publish`] (which a batch that outgrows [`BATCH_CHUNKS`]
+    /// calls by itself: records become visible early, never late).
     pub(crate) fn append(
         &mut self,
         cold: &Cold,
@@ -234,38 +231,37 @@ impl ColdWriter {
         hash: u64,
         value: &[u8],
     ) -> Result<u64> {
-        let previous = self.head(cold, hash)?;
+        let (chunk, slot) = place(hash, cold.chunks);
+        if self.chunks.len() >= BATCH_CHUNKS && !self.chunks.contains_key(&chunk) {
+            self.publish(cold)?;
+        }
+        let entries = match self.chunks.entry(chunk) {
+            std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
+            std::collections::hash_map::Entry::Vacant(e) => {
+                let read = self.index.read_with(&chunk, |c| c.copied())?;
+                e.insert(read.unwrap_or([0; CHUNK_SLOTS]))
+            }
+        };
+        let previous = entries[slot];
         let previous = if previous < cold.log.begin_address().raw() { 0 } else { previous };
         let address = cold.log.enqueue(&encode_record(previous, key, value))?.raw();
-        self.heads.insert(place(hash, cold.chunks), address);
+        entries[slot] = address;
         Ok(address)
     }
 
-    /// Makes the batch durable and visible: commits the log, then points
-    /// the chunks at the new records, chunk by chunk. Returns the records
-    /// published.
+    /// Makes the batch durable and visible: commits the log, then writes
+    /// the chunks it changed, in chunk order. Returns the chunks written.
     pub(crate) fn publish(&mut self, cold: &Cold) -> Result<usize> {
-        if self.heads.is_empty() {
+        if self.chunks.is_empty() {
             return Ok(0);
         }
         cold.log.commit()?;
-        let heads = std::mem::take(&mut self.heads);
-        let published = heads.len();
-        let mut entries = heads.into_iter().peekable();
-        while let Some(((chunk, slot), address)) = entries.next() {
-            let mut value: Chunk =
-                self.index.read_with(&chunk, |c| c.copied())?.unwrap_or([0; CHUNK_SLOTS]);
-            value[slot] = address;
-            while let Some(((next, slot), address)) = entries.peek().copied() {
-                if next != chunk {
-                    break;
-                }
-                value[slot] = address;
-                entries.next();
-            }
-            self.index.upsert(&chunk, &value)?;
+        let mut chunks: Vec<(u64, Chunk)> = self.chunks.drain().collect();
+        chunks.sort_unstable_by_key(|(chunk, _)| *chunk);
+        for (chunk, entries) in &chunks {
+            self.index.upsert(chunk, entries)?;
         }
-        Ok(published)
+        Ok(chunks.len())
     }
 }
 
