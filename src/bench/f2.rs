@@ -46,6 +46,7 @@ pub(crate) fn bench_f2(args: &BenchArgs) -> Result<(), Box<dyn std::error::Error
         .memory_budget(budget)
         .cold_index_chunks(chunks)
         .max_sessions(threads + 2)
+        .direct_io(args.direct_io)
         .checkpoint_every(None)
         .checkpoint_on_close(false);
     let builder = match &args.dir {

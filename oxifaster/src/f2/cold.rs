@@ -118,7 +118,8 @@ pub(crate) fn decode_record(address: u64, bytes: &[u8]) -> Result<ColdRecord<'_>
 pub struct ColdProbe {
     /// Chunks read (one per lookup, more if it started over).
     pub chunks: u64,
-    /// Chunks that were not in the chunk store's memory.
+    /// Chunks that were not in the chunk store's memory (each a device
+    /// read; an absent chunk counts too, though it costs none).
     pub chunk_misses: u64,
     /// Cold-log records read.
     pub records: u64,
@@ -136,7 +137,7 @@ impl Cold {
     fn head(&self, index: &mut IndexSession, hash: u64, probe: &mut ColdProbe) -> Result<u64> {
         let (chunk, slot) = place(hash, self.chunks);
         probe.chunks += 1;
-        if !index.is_cached(&chunk) {
+        if !index.is_in_memory(&chunk) {
             probe.chunk_misses += 1;
         }
         index.read_with(&chunk, |c| c.map_or(0, |c| c[slot]))

@@ -87,6 +87,7 @@ pub struct F2Builder {
     checkpoint_every: Option<Duration>,
     checkpoint_on_close: bool,
     max_sessions: usize,
+    direct_io: bool,
 }
 
 impl Default for F2Builder {
@@ -105,6 +106,7 @@ impl Default for F2Builder {
             checkpoint_every: Some(crate::store::DEFAULT_CHECKPOINT_INTERVAL),
             checkpoint_on_close: true,
             max_sessions: 64,
+            direct_io: false,
         }
     }
 }
@@ -201,6 +203,15 @@ impl F2Builder {
     /// Whether dropping the store checkpoints it (default true).
     pub fn checkpoint_on_close(mut self, on: bool) -> Self {
         self.checkpoint_on_close = on;
+        self
+    }
+
+    /// Reads and writes every log (hot, cold, and the cold index's) with
+    /// `O_DIRECT` (default off), as [`crate::StoreBuilder::direct_io`]:
+    /// device reads then cost what the disk costs, not what the page
+    /// cache does.
+    pub fn direct_io(mut self, on: bool) -> Self {
+        self.direct_io = on;
         self
     }
 
@@ -386,6 +397,7 @@ impl<K: Key, V: Value> F2Store<K, V> {
             .log_memory_size_bytes(config.hot_log_memory_bytes)
             .table_size(config.hot_table_size)
             .max_sessions(config.max_sessions + 2)
+            .direct_io(config.direct_io)
             // Both tiers checkpoint together, or not at all.
             .checkpoint_every(None)
             .checkpoint_on_close(false)
@@ -397,6 +409,7 @@ impl<K: Key, V: Value> F2Store<K, V> {
             .log_memory_size_bytes(config.cold_index_memory_bytes)
             .table_size(config.cold_index_table_size)
             .max_sessions(config.max_sessions + 2)
+            .direct_io(config.direct_io)
             .checkpoint_every(None)
             .checkpoint_on_close(false)
             .keep_checkpoints(2);
@@ -409,7 +422,8 @@ impl<K: Key, V: Value> F2Store<K, V> {
                 .page_size_bits(config.page_size_bits)
                 .segment_size_bits(config.segment_size_bits)
                 .log_memory_size_bytes((4u64 << config.page_size_bits).max(1 << 20))
-                .max_threads(config.max_sessions + 4),
+                .max_threads(config.max_sessions + 4)
+                .direct_io(config.direct_io),
         )?;
         if let Some(m) = &manifest
             && log.committed_until().raw() < m.cold_committed
