@@ -105,16 +105,56 @@ fn reads_deletes_and_rmws_reach_the_cold_tier() {
     }
 }
 
+/// With `promote_cold_reads`, a read the cold tier served copies the value
+/// into the hot tier: the next read needs no cold lookup, and a later
+/// write still wins.
+#[test]
+fn promoted_cold_reads_become_hot() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store: F2Store<u64, u64> = small(dir.path()).promote_cold_reads(true).open().expect("open");
+    let mut session = store.start_session().expect("session");
+    for key in 0..1_000u64 {
+        session.upsert(&key, &(key + 1)).expect("upsert");
+    }
+    store.migrate_all().expect("migrate");
+    assert_eq!(store.hot().index_stats().entries, 0);
+    assert_eq!(session.read_blocking(&10).expect("read"), Some(11));
+    let probe = session.cold_probe();
+    assert_eq!(probe.promoted, 1, "{probe:?}");
+    assert_eq!(store.hot().index_stats().entries, 1, "the key is hot now");
+    assert_eq!(session.read_blocking(&10).expect("read"), Some(11));
+    assert_eq!(session.cold_probe().chunks, probe.chunks, "the second read stayed hot");
+    session.upsert(&10, &99).expect("upsert");
+    assert_eq!(session.read_blocking(&10).expect("read"), Some(99));
+    // Pending reads promote too, and report only their own serials.
+    let serial = match session.read(&20).expect("read") {
+        ReadStatus::Pending { serial } => serial,
+        other => panic!("{other:?}"),
+    };
+    let done = session.complete_pending().expect("complete");
+    assert_eq!(done.len(), 1);
+    assert_eq!(
+        (done[0].serial, &done[0].op),
+        (serial, &oxifaster::store::CompletedOp::Read(Some(21)))
+    );
+    assert_eq!(session.pending_count(), 0);
+    assert!(
+        matches!(session.read(&20).expect("read"), ReadStatus::Found(21)),
+        "hot after the pending read"
+    );
+}
+
 /// Random operations from two sessions on their own keys, against a model,
 /// while a third thread migrates, compacts the cold log and checkpoints;
 /// every key exact at the end, and after reopening.
-fn model_run<V, F>(value_of: F)
+fn model_run<V, F>(value_of: F, promote: bool)
 where
     V: oxifaster::Value + oxifaster::Merge + Clone + PartialEq + std::fmt::Debug,
     F: Fn(u64) -> V + Send + Sync + Copy + 'static,
 {
     let dir = tempfile::tempdir().expect("tempdir");
-    let store: Arc<F2Store<u64, V>> = Arc::new(small(dir.path()).open().expect("open"));
+    let store: Arc<F2Store<u64, V>> =
+        Arc::new(small(dir.path()).promote_cold_reads(promote).open().expect("open"));
     let stop = Arc::new(AtomicBool::new(false));
     let maintainer = {
         let (store, stop) = (store.clone(), stop.clone());
@@ -216,12 +256,19 @@ fn merge_of<V: oxifaster::Value + oxifaster::Merge>(old: &V, input: &V) -> V {
 
 #[test]
 fn model_with_fixed_size_values() {
-    model_run::<u64, _>(|step| step);
+    model_run::<u64, _>(|step| step, false);
+}
+
+/// The same with cold reads copied into the hot tier (their conditional
+/// inserts racing the sessions' writes and the migrations).
+#[test]
+fn model_with_promoted_cold_reads() {
+    model_run::<u64, _>(|step| step, true);
 }
 
 #[test]
 fn model_with_variable_length_values() {
-    model_run::<String, _>(|step| format!("{step}:{}", "v".repeat((step % 9) as usize)));
+    model_run::<String, _>(|step| format!("{step}:{}", "v".repeat((step % 9) as usize)), false);
 }
 
 /// RMW counters from two sessions on the same keys while migrations run

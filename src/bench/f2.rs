@@ -47,6 +47,7 @@ pub(crate) fn bench_f2(args: &BenchArgs) -> Result<(), Box<dyn std::error::Error
         .cold_index_chunks(chunks)
         .max_sessions(threads + 2)
         .direct_io(args.direct_io)
+        .promote_cold_reads(args.promote_cold_reads)
         .checkpoint_every(None)
         .checkpoint_on_close(false);
     let builder = match &args.dir {

@@ -195,6 +195,10 @@ pub(crate) struct BenchArgs {
     /// cold index together, e.g. 1GiB (default 256 MiB).
     #[arg(long, value_parser = parse_bytes)]
     memory_budget: Option<u64>,
+    /// With `--store f2`: copy every value the cold tier serves into the
+    /// hot tier (`F2Builder::promote_cold_reads`).
+    #[arg(long)]
+    promote_cold_reads: bool,
     /// Print results as JSON lines.
     #[arg(long)]
     json: bool,

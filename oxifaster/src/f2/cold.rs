@@ -123,6 +123,9 @@ pub struct ColdProbe {
     pub chunk_misses: u64,
     /// Cold-log records read.
     pub records: u64,
+    /// Cold reads copied into the hot tier
+    /// ([`super::F2Builder::promote_cold_reads`]).
+    pub promoted: u64,
 }
 
 /// The cold tier: its log, its index store and the index's geometry.

@@ -88,6 +88,7 @@ pub struct F2Builder {
     checkpoint_on_close: bool,
     max_sessions: usize,
     direct_io: bool,
+    promote_cold_reads: bool,
 }
 
 impl Default for F2Builder {
@@ -107,6 +108,7 @@ impl Default for F2Builder {
             checkpoint_on_close: true,
             max_sessions: 64,
             direct_io: false,
+            promote_cold_reads: false,
         }
     }
 }
@@ -212,6 +214,20 @@ impl F2Builder {
     /// cache does.
     pub fn direct_io(mut self, on: bool) -> Self {
         self.direct_io = on;
+        self
+    }
+
+    /// Copies the value of every read that the cold tier served into the
+    /// hot tier (default off), so that keys read often become hot: the
+    /// next reads of the key cost what a hot read costs. The copy is a
+    /// conditional insert, made only if the key still has no hot record
+    /// and no migration published since the cold read began (as an RMW's,
+    /// see [`F2Session::rmw`]); it never hides a newer write. It turns
+    /// each such read into a hot-log append that a later migration moves
+    /// back: for skewed reads, not for reads spread over more keys than
+    /// the hot tier holds.
+    pub fn promote_cold_reads(mut self, on: bool) -> Self {
+        self.promote_cold_reads = on;
         self
     }
 
@@ -475,6 +491,7 @@ impl<K: Key, V: Value> F2Store<K, V> {
             hot_parked: HashMap::new(),
             cold_parked: VecDeque::new(),
             stash: Vec::new(),
+            promotions: std::collections::HashSet::new(),
             probe: ColdProbe::default(),
             #[cfg(feature = "testing")]
             rmw_pause: None,
@@ -854,6 +871,9 @@ pub struct F2Session<K: Key, V: Value> {
     cold_parked: VecDeque<(u64, AlignedBytes, u64)>,
     /// Hot completions met while an RMW waited for its own.
     stash: Vec<Completed<Tiered<V>>>,
+    /// Serials of promotions (see `promote`) that went pending: their
+    /// completions are not the caller's.
+    promotions: std::collections::HashSet<u64>,
     probe: ColdProbe,
     /// Runs between an RMW's cold read and its hot insert (tests widen the
     /// race window with it).
@@ -903,12 +923,43 @@ impl<K: Key, V: Value> F2Session<K, V> {
         }
     }
 
-    /// The value of `key` in the cold tier.
+    /// The value of `key` in the cold tier (copied into the hot tier with
+    /// [`F2Builder::promote_cold_reads`]).
     fn cold_read(&mut self, key: &[u8], hash: u64) -> Result<Option<V>> {
-        let found = self.inner.cold.lookup(&mut self.index, key, hash, &mut self.probe)?;
-        match found.map(|bytes| Tiered::<V>::decode(bytes.as_slice())).transpose()? {
-            Some(Tiered::Live(v)) => Ok(Some(v)),
-            _ => Ok(None),
+        let seen = self.inner.migrations.load(Ordering::SeqCst);
+        let Some(bytes) = self.inner.cold.lookup(&mut self.index, key, hash, &mut self.probe)?
+        else {
+            return Ok(None);
+        };
+        let Tiered::Live(value) = Tiered::<V>::decode(bytes.as_slice())? else { return Ok(None) };
+        if self.inner.config.promote_cold_reads {
+            self.promote(key, bytes, seen);
+        }
+        Ok(Some(value))
+    }
+
+    /// Inserts `bytes` (a live `Tiered` encoding, read from the cold tier
+    /// when the migration count was `seen`) as `key`'s hot value if the key
+    /// still has no hot record and the count has not moved (the RMW's
+    /// conditional insert). Best effort: a failure leaves the key cold.
+    fn promote(&mut self, key: &[u8], bytes: AlignedBytes, seen: u64) {
+        let migrations = self.inner.migrations.clone();
+        let decide = move |old: Option<TieredView<'_, V>>| match old {
+            None if migrations.load(Ordering::SeqCst) == seen => {
+                Tiered::<V>::decode(bytes.as_slice()).map_or(Decision::Abort, Decision::Set)
+            }
+            _ => Decision::Abort,
+        };
+        match self.hot.update(&EncodedKey(key), decide) {
+            Ok(UpdateStatus::Done(Outcome::Set)) => self.probe.promoted += 1,
+            Ok(UpdateStatus::Done(_)) => {}
+            // The key got a hot record on the device meanwhile: the
+            // decision (an abort) comes with the next completions, which
+            // do not report it.
+            Ok(UpdateStatus::Pending { serial }) => {
+                self.promotions.insert(serial);
+            }
+            Err(e) => tracing::debug!(error = %e, "copying a cold read into the hot tier"),
         }
     }
 
@@ -1041,7 +1092,8 @@ impl<K: Key, V: Value> F2Session<K, V> {
 
     /// Operations that returned `Pending` and have not been reported.
     pub fn pending_count(&self) -> usize {
-        self.hot.pending_count() + self.cold_parked.len() + self.stash.len()
+        (self.hot.pending_count() + self.cold_parked.len() + self.stash.len())
+            .saturating_sub(self.promotions.len())
     }
 
     /// Finishes what it can of the pending operations (hot device reads,
@@ -1054,6 +1106,9 @@ impl<K: Key, V: Value> F2Session<K, V> {
         hot.extend(self.hot.complete_pending()?);
         let mut done = Vec::with_capacity(hot.len() + self.cold_parked.len());
         for Completed { serial, op } in hot {
+            if self.promotions.remove(&serial) {
+                continue;
+            }
             let key = self.hot_parked.remove(&serial);
             let op = match op {
                 CompletedOp::Read(Some(Tiered::Live(v))) => CompletedOp::Read(Some(v)),
