@@ -48,6 +48,9 @@ pub(crate) fn bench_f2(args: &BenchArgs) -> Result<(), Box<dyn std::error::Error
         .max_sessions(threads + 2)
         .direct_io(args.direct_io)
         .promote_cold_reads(args.promote_cold_reads)
+        // Cold compaction once the cold log holds about twice the loaded
+        // records (48 bytes each with the entry's header).
+        .cold_log_size_bytes(Some((args.keys * 96).max(64 << 20)))
         .checkpoint_every(None)
         .checkpoint_on_close(false);
     let builder = match &args.dir {
