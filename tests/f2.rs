@@ -321,7 +321,7 @@ fn rmw_counters_racing_migrations_are_exact() {
 /// record of the key again). The insert must not land on the stale cold
 /// value: the RMW starts over and merges onto the write.
 #[test]
-fn an_rmw_whose_cold_read_went_stale_starts_over() {
+fn an_rmw_or_update_whose_cold_read_went_stale_starts_over() {
     let dir = tempfile::tempdir().expect("tempdir");
     let store: Arc<F2Store<u64, u64>> = Arc::new(small(dir.path()).open().expect("open"));
     let mut session = store.start_session().expect("session");
@@ -337,6 +337,87 @@ fn an_rmw_whose_cold_read_went_stale_starts_over() {
     })));
     session.rmw(&7, &1).expect("rmw");
     assert_eq!(session.read_blocking(&7).expect("read"), Some(101), "the racing write was lost");
+    // The same race against a conditional update.
+    session.upsert(&8, &5).expect("upsert");
+    store.migrate_all().expect("migrate");
+    let (other_store, mut other) = (store.clone(), store.start_session().expect("session"));
+    let mut fired = false;
+    session.set_rmw_pause(Some(Box::new(move || {
+        if !std::mem::replace(&mut fired, true) {
+            other.upsert(&8, &100).expect("the racing write");
+            other_store.migrate_all().expect("the racing migration");
+        }
+    })));
+    let add = |old: Option<&u64>| oxifaster::store::Decision::Set(old.copied().unwrap_or(0) + 1);
+    session.update(&8, add).expect("update");
+    assert_eq!(session.read_blocking(&8).expect("read"), Some(101), "the racing write was lost");
+}
+
+/// Conditional operations see the key's value in whichever tier it is,
+/// and decide on it exactly once per effect; counters incremented by
+/// `update` from two sessions while migrations run are exact.
+#[test]
+fn conditional_operations_span_both_tiers() {
+    use oxifaster::store::{Decision, Outcome};
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store: Arc<F2Store<u64, u64>> = Arc::new(small(dir.path()).open().expect("open"));
+    let mut session = store.start_session().expect("session");
+    for key in 0..100u64 {
+        session.upsert(&key, &key).expect("upsert");
+    }
+    session.delete(&7).expect("delete");
+    store.migrate_all().expect("migrate");
+    // Cold values: present, deleted, absent.
+    assert_eq!(session.insert_if_absent(&3, &1).expect("insert"), Outcome::Aborted);
+    assert_eq!(
+        session.insert_if_absent(&7, &70).expect("insert"),
+        Outcome::Set,
+        "a deleted key is absent"
+    );
+    assert_eq!(session.insert_if_absent(&500, &5).expect("insert"), Outcome::Set);
+    assert_eq!(session.read_blocking(&7).expect("read"), Some(70));
+    assert_eq!(session.delete_if(&4, |v| *v == 5).expect("delete_if"), Outcome::Aborted);
+    assert_eq!(session.delete_if(&4, |v| *v == 4).expect("delete_if"), Outcome::Deleted);
+    assert_eq!(session.read_blocking(&4).expect("read"), None);
+    let keep = |old: Option<&u64>| if old.is_some() { Decision::Keep } else { Decision::Abort };
+    assert_eq!(session.update(&5, keep).expect("update"), Outcome::Kept);
+    assert_eq!(session.update(&4, keep).expect("update"), Outcome::Aborted, "deleted, hot");
+    store.migrate_all().expect("migrate");
+    assert_eq!(session.read_blocking(&4).expect("read"), None, "the deletion moved too");
+    assert_eq!(session.update(&4, keep).expect("update"), Outcome::Aborted, "deleted, cold");
+    // Racing increments through `update`.
+    let stop = Arc::new(AtomicBool::new(false));
+    let migrator = {
+        let (store, stop) = (store.clone(), stop.clone());
+        std::thread::spawn(move || {
+            for _ in 0..100 * scale() {
+                store.migrate_all().expect("migrate");
+            }
+            stop.store(true, Ordering::Release);
+        })
+    };
+    let workers: Vec<_> = (0..2u64)
+        .map(|me| {
+            let (store, stop) = (store.clone(), stop.clone());
+            std::thread::spawn(move || {
+                let mut session = store.start_session().expect("session");
+                let mut rng = Rng::new(77 + me);
+                let mut done = 0u64;
+                while done < 10_000 * scale() || !stop.load(Ordering::Acquire) {
+                    let key = 1_000 + rng.below(32);
+                    let add = |old: Option<&u64>| Decision::Set(old.copied().unwrap_or(0) + 1);
+                    assert_eq!(session.update(&key, add).expect("update"), Outcome::Set);
+                    done += 1;
+                }
+                done
+            })
+        })
+        .collect();
+    let increments: u64 = workers.into_iter().map(|w| w.join().expect("worker")).sum();
+    migrator.join().expect("migrator");
+    let total: u64 =
+        (1_000..1_032u64).map(|k| session.read_blocking(&k).expect("read").unwrap_or(0)).sum();
+    assert_eq!(total, increments, "increments lost or doubled");
 }
 
 /// A crash (no checkpoint on close) recovers the last checkpoint exactly:

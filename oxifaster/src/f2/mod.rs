@@ -875,8 +875,8 @@ pub struct F2Session<K: Key, V: Value> {
     /// completions are not the caller's.
     promotions: std::collections::HashSet<u64>,
     probe: ColdProbe,
-    /// Runs between an RMW's cold read and its hot insert (tests widen the
-    /// race window with it).
+    /// Runs between an RMW's (or update's) cold read and its hot insert
+    /// (tests widen the race window with it).
     #[cfg(feature = "testing")]
     rmw_pause: Option<Box<dyn FnMut() + Send>>,
 }
@@ -1057,6 +1057,167 @@ impl<K: Key, V: Value> F2Session<K, V> {
         }
     }
 
+    /// A conditional update over both tiers: `decide` sees the key's value
+    /// (hot, or else cold; `None` when it has none or is deleted) and its
+    /// decision is written to the hot tier only if nothing changed the key
+    /// since — the hot store's conditional update when the key has a hot
+    /// record, else the RMW's conditional insert (no hot record and no
+    /// migration published since the cold read; otherwise it starts over).
+    /// A deletion is written as a hot deletion value. `decide` may run more
+    /// than once; make it free of side effects. Finishes before it returns.
+    ///
+    /// ```
+    /// use oxifaster::f2::F2Store;
+    /// use oxifaster::store::{Decision, Outcome};
+    ///
+    /// let store = F2Store::<u64, u64>::builder().page_size_bits(12).open()?;
+    /// let mut session = store.start_session()?;
+    /// session.upsert(&1, &10)?;
+    /// store.migrate_all()?; // the value is cold now
+    /// let double = |old: Option<&u64>| old.map_or(Decision::Abort, |v| Decision::Set(v * 2));
+    /// assert_eq!(session.update(&1, double)?, Outcome::Set);
+    /// assert_eq!(session.read_blocking(&1)?, Some(20));
+    /// assert_eq!(session.insert_if_absent(&1, &5)?, Outcome::Aborted);
+    /// assert_eq!(session.delete_if(&1, |v| *v == 20)?, Outcome::Deleted);
+    /// assert_eq!(session.insert_if_absent(&1, &5)?, Outcome::Set);
+    /// # Ok::<(), oxifaster::Error>(())
+    /// ```
+    pub fn update<Q, F>(&mut self, key: &Q, decide: F) -> Result<Outcome>
+    where
+        Q: KeyArg<K> + ?Sized,
+        F: FnMut(Option<V::View<'_>>) -> Decision<V> + Send + 'static,
+        V: Merge + Clone,
+    {
+        use std::sync::atomic::AtomicBool;
+        /// What the user decided last (its run is the one that counts).
+        #[derive(Clone, Copy, PartialEq)]
+        enum Last {
+            Nothing,
+            Delete,
+            Other,
+        }
+        let decide = Arc::new(Mutex::new(decide));
+        let key_bytes = key.key_arg_to_aligned_bytes();
+        let hash = key.key_arg_hash();
+        loop {
+            let seen = self.inner.migrations.load(Ordering::SeqCst);
+            let last = Arc::new(Mutex::new(Last::Nothing));
+            // Runs the user's closure on `old` and maps its decision onto
+            // the hot tier's values (`had` says whether there was a value
+            // to delete).
+            let run = {
+                let (decide, last) = (decide.clone(), last.clone());
+                move |old: Option<V::View<'_>>, had: bool| -> Decision<Tiered<V>> {
+                    let decision = (decide.lock().unwrap_or_else(|p| p.into_inner()))(old);
+                    *last.lock().unwrap_or_else(|p| p.into_inner()) =
+                        if matches!(decision, Decision::Delete) {
+                            Last::Delete
+                        } else {
+                            Last::Other
+                        };
+                    match decision {
+                        Decision::Set(v) => Decision::Set(Tiered::Live(v)),
+                        Decision::Keep => Decision::Keep,
+                        Decision::Abort => Decision::Abort,
+                        Decision::Delete if had => Decision::Set(Tiered::Deleted),
+                        Decision::Delete => Decision::Keep,
+                    }
+                }
+            };
+            let report = |outcome: Outcome, last: &Mutex<Last>| match *last
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+            {
+                Last::Delete => Outcome::Deleted,
+                _ => outcome,
+            };
+            // Phase 1: the hot tier (its last run says whether it was absent).
+            let absent = Arc::new(AtomicBool::new(false));
+            let hot = {
+                let (absent, run) = (absent.clone(), run.clone());
+                move |old: Option<TieredView<'_, V>>| {
+                    absent.store(old.is_none(), Ordering::Relaxed);
+                    match old {
+                        Some(TieredView::Live(v)) => run(Some(v), true),
+                        Some(TieredView::Deleted) => run(None, false),
+                        None => Decision::Abort,
+                    }
+                }
+            };
+            let outcome = self.update_blocking(key, hot)?;
+            if !absent.load(Ordering::Relaxed) {
+                return Ok(report(outcome, &last));
+            }
+            // Phase 2: the cold value, inserted only if the key is still
+            // absent from the hot tier and no migration published.
+            let cold = self.inner.cold.lookup(
+                &mut self.index,
+                key_bytes.as_slice(),
+                hash,
+                &mut self.probe,
+            )?;
+            let cold = cold.filter(|bytes| !tiered::is_deleted(bytes.as_slice()));
+            #[cfg(feature = "testing")]
+            if let Some(pause) = self.rmw_pause.as_mut() {
+                pause();
+            }
+            let retry = Arc::new(AtomicBool::new(false));
+            let insert = {
+                let (retry, migrations) = (retry.clone(), self.inner.migrations.clone());
+                move |old: Option<TieredView<'_, V>>| {
+                    let current = old.is_none() && migrations.load(Ordering::SeqCst) == seen;
+                    retry.store(!current, Ordering::Relaxed);
+                    if !current {
+                        return Decision::Abort;
+                    }
+                    match &cold {
+                        Some(bytes) => match V::view(&bytes.as_slice()[tiered::HEAD..]) {
+                            Ok(view) => run(Some(view), true),
+                            Err(_) => Decision::Abort,
+                        },
+                        None => run(None, false),
+                    }
+                }
+            };
+            let outcome = self.update_blocking(key, insert)?;
+            if !retry.load(Ordering::Relaxed) {
+                return Ok(report(outcome, &last));
+            }
+        }
+    }
+
+    /// Stores `value` if `key` has none in either tier: [`Outcome::Set`]
+    /// if it did, [`Outcome::Aborted`] if the key has a value. As
+    /// [`Self::update`].
+    pub fn insert_if_absent<Q, W>(&mut self, key: &Q, value: &W) -> Result<Outcome>
+    where
+        Q: KeyArg<K> + ?Sized,
+        W: ValueArg<V> + ?Sized,
+        V: Merge + Clone,
+    {
+        let bytes =
+            AlignedBytes::from_encoder(value.value_arg_size(), |s| value.encode_value_arg(s));
+        self.update(key, move |old| match old {
+            None => V::decode(bytes.as_slice()).map_or(Decision::Abort, Decision::Set),
+            Some(_) => Decision::Abort,
+        })
+    }
+
+    /// Deletes `key` if `predicate` holds for its value (in either tier):
+    /// [`Outcome::Deleted`] if it did, [`Outcome::Aborted`] otherwise. As
+    /// [`Self::update`].
+    pub fn delete_if<Q, P>(&mut self, key: &Q, mut predicate: P) -> Result<Outcome>
+    where
+        Q: KeyArg<K> + ?Sized,
+        P: FnMut(V::View<'_>) -> bool + Send + 'static,
+        V: Merge + Clone,
+    {
+        self.update(key, move |old| match old.map(&mut predicate) {
+            Some(true) => Decision::Delete,
+            _ => Decision::Abort,
+        })
+    }
+
     /// A hot conditional update, its device I/O done now (other pending
     /// operations' completions are kept for `complete_pending`).
     fn update_blocking<Q, F>(&mut self, key: &Q, decide: F) -> Result<Outcome>
@@ -1139,8 +1300,8 @@ impl<K: Key, V: Value> F2Session<K, V> {
         Ok(done)
     }
 
-    /// Sets a function an RMW runs between its cold read and its hot
-    /// insert (tests widen the race window with it).
+    /// Sets a function an RMW or a conditional update runs between its
+    /// cold read and its hot insert (tests widen the race window with it).
     #[cfg(feature = "testing")]
     #[doc(hidden)]
     pub fn set_rmw_pause(&mut self, pause: Option<Box<dyn FnMut() + Send>>) {
