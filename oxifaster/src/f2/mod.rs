@@ -978,7 +978,8 @@ impl<K: Key, V: Value> F2Session<K, V> {
     }
 
     /// Merges `input` into `key`'s value (its `Merge`), wherever the value
-    /// is.
+    /// is: an [`Self::update`] whose decision is the merge (the initial
+    /// value for a key with none).
     ///
     /// In the hot tier the merge is the hot store's conditional update. A
     /// key with no hot record is read from the cold tier and the merged
@@ -1003,58 +1004,14 @@ impl<K: Key, V: Value> F2Session<K, V> {
     where
         V: Merge + Clone,
     {
-        let input = input.to_aligned_bytes();
-        let key_bytes = key.key_arg_to_aligned_bytes();
-        let hash = key.key_arg_hash();
-        loop {
-            let seen = self.inner.migrations.load(Ordering::SeqCst);
-            let given = input.clone();
-            let hot = self.update_blocking(key, move |old| {
-                let Ok(input) = V::decode(given.as_slice()) else { return Decision::Abort };
-                match old {
-                    Some(TieredView::Live(old)) => {
-                        Decision::Set(Tiered::Live(V::copy_update(old, &input)))
-                    }
-                    Some(TieredView::Deleted) => Decision::Set(Tiered::Live(V::initial(&input))),
-                    None => Decision::Abort,
-                }
-            })?;
-            if hot != Outcome::Aborted {
-                return Ok(());
-            }
-            let cold = self.inner.cold.lookup(
-                &mut self.index,
-                key_bytes.as_slice(),
-                hash,
-                &mut self.probe,
-            )?;
-            let input_value = V::decode(input.as_slice())?;
-            let merged = match cold.map(|b| Tiered::<V>::decode(b.as_slice())).transpose()? {
-                Some(Tiered::Live(old)) => {
-                    let old = old.to_aligned_bytes();
-                    V::copy_update(V::view(old.as_slice())?, &input_value)
-                }
-                _ => V::initial(&input_value),
-            }
-            .to_aligned_bytes();
-            #[cfg(feature = "testing")]
-            if let Some(pause) = self.rmw_pause.as_mut() {
-                pause();
-            }
-            let migrations = self.inner.migrations.clone();
-            let inserted = self.update_blocking(key, move |old| match old {
-                None if migrations.load(Ordering::SeqCst) == seen => {
-                    match V::decode(merged.as_slice()) {
-                        Ok(v) => Decision::Set(Tiered::Live(v)),
-                        Err(_) => Decision::Abort,
-                    }
-                }
-                _ => Decision::Abort,
-            })?;
-            if inserted == Outcome::Set {
-                return Ok(());
-            }
-        }
+        let input = input.clone();
+        self.update(key, move |old| {
+            Decision::Set(match old {
+                Some(old) => V::copy_update(old, &input),
+                None => V::initial(&input),
+            })
+        })?;
+        Ok(())
     }
 
     /// A conditional update over both tiers: `decide` sees the key's value
