@@ -484,6 +484,30 @@ fn bad_directories_and_manifests_are_named_errors() {
     std::fs::write(&manifest, b"OXF2MAN").expect("write");
     let err = small(dir.path()).open::<u64, u64>().expect_err("truncated");
     assert!(matches!(err, Error::CheckpointCorrupt { .. }), "{err}");
+    // A store whose manifest is lost is refused, never cleared: putting
+    // the manifest back gives everything back.
+    let dir = tempfile::tempdir().expect("tempdir");
+    {
+        let store: F2Store<u64, u64> = small(dir.path()).open().expect("open");
+        store.start_session().expect("session").upsert(&9, &90).expect("upsert");
+    }
+    let manifest = dir.path().join("F2");
+    let saved = std::fs::read(&manifest).expect("manifest");
+    std::fs::remove_file(&manifest).expect("remove");
+    let err = small(dir.path()).open::<u64, u64>().expect_err("a lost manifest");
+    assert!(matches!(err, Error::NotAStore { .. }), "{err}");
+    std::fs::write(&manifest, &saved).expect("restore");
+    let store: F2Store<u64, u64> = small(dir.path()).open().expect("reopen");
+    assert_eq!(store.start_session().expect("session").read_blocking(&9).expect("read"), Some(90));
+    drop(store);
+    // A creation that crashed before its first manifest (its marker left)
+    // starts over.
+    std::fs::remove_file(&manifest).expect("remove");
+    std::fs::write(dir.path().join("F2.creating"), b"").expect("marker");
+    let store: F2Store<u64, u64> = small(dir.path()).open().expect("an unfinished creation");
+    assert_eq!(store.start_session().expect("session").read_blocking(&9).expect("read"), None);
+    assert!(!dir.path().join("F2.creating").exists(), "the marker goes once the manifest is there");
+    drop(store);
     // Other value types than the store was written with.
     let dir = tempfile::tempdir().expect("tempdir");
     {

@@ -74,6 +74,6 @@ pub use admin::{
     LogVerification, RawRecord, delete, index_stats, latest_token, list, retain, scan_log, verify,
     verify_log,
 };
-pub(crate) use meta::write_atomic;
+pub(crate) use meta::{sync_dir, write_atomic};
 pub(crate) use recover::recover as recover_store;
 pub(crate) use walk::for_each_record;

@@ -69,6 +69,8 @@ use tiered::LiveArg;
 const MANIFEST: &str = "F2";
 const MANIFEST_MAGIC: &[u8; 8] = b"OXF2MAN\0";
 const MANIFEST_VERSION: u32 = 1;
+/// Present while a new store is being created (until its first manifest).
+const CREATING: &str = "F2.creating";
 
 /// How an [`F2Store`] is opened: its directory, the hot tier's memory and
 /// size, the cold index's geometry and memory, and the background work.
@@ -378,15 +380,29 @@ impl<K: Key, V: Value> F2Store<K, V> {
             |what: &str, source| Error::Io { context: format!("{what} {}", dir.display()), source };
         std::fs::create_dir_all(&dir).map_err(|e| io("creating", e))?;
         let manifest = read_manifest(&dir)?;
+        let creating = dir.join(CREATING);
         if manifest.is_none() {
             // A new store, or one whose first open crashed before its first
-            // manifest: nothing in its parts was ever acknowledged durable.
+            // manifest (it left `CREATING`): nothing in its parts was ever
+            // acknowledged durable, so they are cleared. Parts without
+            // `CREATING` belong to a store whose manifest is gone: refused,
+            // never cleared.
+            let unfinished = creating.exists();
             for entry in std::fs::read_dir(&dir).map_err(|e| io("listing", e))?.flatten() {
                 let name = entry.file_name();
                 match name.to_str() {
-                    Some("hot" | "cold") => std::fs::remove_dir_all(entry.path())
+                    Some("hot" | "cold") if unfinished => std::fs::remove_dir_all(entry.path())
                         .map_err(|e| io("clearing an unfinished store in", e))?,
-                    Some(n) if n == format!("{MANIFEST}.tmp") => {}
+                    Some("hot" | "cold") => {
+                        return Err(Error::NotAStore {
+                            path: dir.clone(),
+                            why: format!(
+                                "it holds an F2 store's `{name:?}` but no manifest `{MANIFEST}` \
+                                 (restore the manifest; nothing was changed)"
+                            ),
+                        });
+                    }
+                    Some(n) if n == format!("{MANIFEST}.tmp") || n == CREATING => {}
                     _ => {
                         return Err(Error::NotAStore {
                             path: dir.clone(),
@@ -398,6 +414,9 @@ impl<K: Key, V: Value> F2Store<K, V> {
                     }
                 }
             }
+        }
+        if manifest.is_none() {
+            crate::checkpoint::write_atomic(&crate::checkpoint::RealIo, &creating, b"")?;
         }
         let chunks = manifest.as_ref().map_or(config.cold_index_chunks, |m| m.chunks);
         if chunks == 0 {
@@ -471,6 +490,11 @@ impl<K: Key, V: Value> F2Store<K, V> {
         if manifest.is_none() {
             // A manifest from the start: a crash later always finds one.
             inner.checkpoint()?;
+            std::fs::remove_file(&creating).map_err(|source| Error::Io {
+                context: format!("finishing the creation of {}", inner.dir.display()),
+                source,
+            })?;
+            crate::checkpoint::sync_dir(&crate::checkpoint::RealIo, &inner.dir)?;
         }
         if let Some(limit) = inner.config.hot_log_size_bytes {
             // Admission from the start (see `step`).
