@@ -62,3 +62,20 @@ impl LockFile {
         Ok(Self { _file: file })
     }
 }
+
+/// `dir`, or a new temporary directory named `prefix…` (returned too: the
+/// directory is removed when it is dropped) when there is none.
+pub(crate) fn dir_or_temp(
+    dir: Option<&std::path::Path>,
+    prefix: &str,
+) -> crate::Result<(std::path::PathBuf, Option<tempfile::TempDir>)> {
+    match dir {
+        Some(dir) => Ok((dir.to_path_buf(), None)),
+        None => {
+            let temp = tempfile::Builder::new().prefix(prefix).tempdir().map_err(|source| {
+                crate::Error::Io { context: "creating a temporary directory".into(), source }
+            })?;
+            Ok((temp.path().to_path_buf(), Some(temp)))
+        }
+    }
+}

@@ -367,15 +367,7 @@ impl<K: Key, V: Value> F2Store<K, V> {
     }
 
     fn open_with(config: F2Builder) -> Result<Self> {
-        let (dir, temp) = match &config.dir {
-            Some(dir) => (dir.clone(), None),
-            None => {
-                let temp = tempfile::Builder::new().prefix("oxifaster-f2-").tempdir().map_err(
-                    |source| Error::Io { context: "creating a temporary directory".into(), source },
-                )?;
-                (temp.path().to_path_buf(), Some(temp))
-            }
-        };
+        let (dir, temp) = crate::lock::dir_or_temp(config.dir.as_deref(), "oxifaster-f2-")?;
         let io =
             |what: &str, source| Error::Io { context: format!("{what} {}", dir.display()), source };
         std::fs::create_dir_all(&dir).map_err(|e| io("creating", e))?;

@@ -25,15 +25,7 @@ impl FasterLog<FileDevice> {
     /// The directory is locked: a second open, from this process or
     /// another, fails with [`Error::Locked`] until this log is dropped.
     pub fn open(config: LogConfig) -> Result<Self> {
-        let (dir, temp) = match &config.dir {
-            Some(dir) => (dir.clone(), None),
-            None => {
-                let temp = tempfile::Builder::new().prefix("oxifaster-log-").tempdir().map_err(
-                    |source| Error::Io { context: "creating a temporary directory".into(), source },
-                )?;
-                (temp.path().to_path_buf(), Some(temp))
-            }
-        };
+        let (dir, temp) = crate::lock::dir_or_temp(config.dir.as_deref(), "oxifaster-log-")?;
         std::fs::create_dir_all(&dir).map_err(|source| Error::Io {
             context: format!("creating {}", dir.display()),
             source,
