@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use oxifaster::Error;
 use oxifaster::f2::{F2Builder, F2Store};
-use oxifaster::store::ReadStatus;
+use oxifaster::store::{CompletedOp, ReadStatus};
 use oxifaster_cli::workload::Rng;
 
 /// Small pages and memory, a tiny cold index (long chains), no background
@@ -214,9 +214,38 @@ where
                             session.delete(&key).expect("delete");
                             model.remove(&key);
                         }
-                        _ => {
+                        7 => {
                             let got = session.read_blocking(&key).expect("read");
                             assert_eq!(got.as_ref(), model.get(&key), "key {key} at step {step}");
+                        }
+                        _ => {
+                            // A burst of reads, the cold ones completed
+                            // together as one batch.
+                            let mut waiting = BTreeMap::new();
+                            for _ in 0..1 + rng.below(24) {
+                                let key = rng.below(1_500) * sessions + me;
+                                match session.read(&key).expect("read") {
+                                    ReadStatus::Found(v) => {
+                                        assert_eq!(Some(&v), model.get(&key), "key {key}")
+                                    }
+                                    ReadStatus::NotFound => {
+                                        assert_eq!(None, model.get(&key), "key {key}")
+                                    }
+                                    ReadStatus::Pending { serial } => {
+                                        waiting.insert(serial, key);
+                                    }
+                                    other => panic!("key {key}: {other:?}"),
+                                }
+                            }
+                            while !waiting.is_empty() {
+                                for done in session.complete_pending().expect("complete") {
+                                    let key = waiting.remove(&done.serial).expect("our serial");
+                                    let CompletedOp::Read(got) = done.op else {
+                                        panic!("key {key}: {:?}", done.op)
+                                    };
+                                    assert_eq!(got.as_ref(), model.get(&key), "key {key}");
+                                }
+                            }
                         }
                     }
                 }

@@ -373,6 +373,18 @@ impl Device for FileDevice {
         Ok(())
     }
 
+    /// With the `io_uring` feature (Linux), a batch of reads is in flight
+    /// at once through the thread's ring, as on [`super::IoUringDevice`];
+    /// otherwise (or where the kernel refuses io_uring) one after the
+    /// other.
+    fn read_batch(&self, requests: &mut [super::ReadRequest<'_>]) -> Vec<io::Result<()>> {
+        #[cfg(all(target_os = "linux", feature = "io_uring"))]
+        if requests.len() > 1 && super::uring::available() {
+            return super::uring::read_batch(self, requests);
+        }
+        requests.iter_mut().map(|r| self.read_at(r.offset, r.buf)).collect()
+    }
+
     fn sync(&self) -> io::Result<()> {
         let segments: Vec<Arc<Segment>> =
             self.segments.read().map_err(poisoned)?.values().cloned().collect();

@@ -86,7 +86,7 @@ impl IoUringDevice {
 
     /// Splits a request into per-segment operations.
     fn plan(
-        &self,
+        files: &FileDevice,
         request: usize,
         offset: u64,
         ptr: *mut u8,
@@ -94,11 +94,11 @@ impl IoUringDevice {
         write: bool,
         out: &mut Vec<Operation>,
     ) -> io::Result<()> {
-        for (segment, at, from, n) in self.files.chunks(offset, len) {
-            let file = self.files.segment(segment, write)?;
+        for (segment, at, from, n) in files.chunks(offset, len) {
+            let file = files.segment(segment, write)?;
             // SAFETY: `from + n <= len`: the chunk lies inside the buffer.
             let ptr = unsafe { ptr.add(from) };
-            let direct = file.direct.is_some() && (write || self.files.direct_reads);
+            let direct = file.direct.is_some() && (write || files.direct_reads);
             let aligned = super::file::direct_request(at, ptr, n);
             let mut op = Operation {
                 file,
@@ -265,14 +265,14 @@ impl Device for IoUringDevice {
     fn write_at(&self, offset: u64, buf: &[u8]) -> io::Result<()> {
         let mut ops = Vec::new();
         // The kernel only reads from a write's buffer.
-        self.plan(0, offset, buf.as_ptr().cast_mut(), buf.len(), true, &mut ops)?;
+        Self::plan(&self.files, 0, offset, buf.as_ptr().cast_mut(), buf.len(), true, &mut ops)?;
         Self::run(&mut ops);
         Self::finish(ops, 1).pop().unwrap_or(Ok(()))
     }
 
     fn read_at(&self, offset: u64, buf: &mut [u8]) -> io::Result<()> {
         let mut ops = Vec::new();
-        self.plan(0, offset, buf.as_mut_ptr(), buf.len(), false, &mut ops)?;
+        Self::plan(&self.files, 0, offset, buf.as_mut_ptr(), buf.len(), false, &mut ops)?;
         Self::run(&mut ops);
         Self::finish(ops, 1).pop().unwrap_or(Ok(()))
     }
@@ -302,27 +302,45 @@ impl Device for IoUringDevice {
     }
 
     fn read_batch(&self, requests: &mut [ReadRequest<'_>]) -> Vec<io::Result<()>> {
-        let mut ops = Vec::new();
-        let mut planned: Vec<io::Result<()>> = Vec::with_capacity(requests.len());
-        for (index, request) in requests.iter_mut().enumerate() {
-            planned.push(self.plan(
-                index,
-                request.offset,
-                request.buf.as_mut_ptr(),
-                request.buf.len(),
-                false,
-                &mut ops,
-            ));
-        }
-        Self::run(&mut ops);
-        let mut results = Self::finish(ops, requests.len());
-        for (result, plan) in results.iter_mut().zip(planned) {
-            if let Err(e) = plan {
-                *result = Err(e);
-            }
-        }
-        results
+        read_batch(&self.files, requests)
     }
+}
+
+/// Whether this process may use io_uring (a kernel or a sandbox may refuse
+/// it), asked once.
+pub(super) fn available() -> bool {
+    static AVAILABLE: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *AVAILABLE.get_or_init(|| IoUring::new(8).is_ok())
+}
+
+/// Reads a batch from `files` through this thread's ring, all in flight
+/// together (what [`FileDevice`]'s `read_batch` does when io_uring is
+/// [`available`]).
+pub(super) fn read_batch(
+    files: &FileDevice,
+    requests: &mut [ReadRequest<'_>],
+) -> Vec<io::Result<()>> {
+    let mut ops = Vec::new();
+    let mut planned: Vec<io::Result<()>> = Vec::with_capacity(requests.len());
+    for (index, request) in requests.iter_mut().enumerate() {
+        planned.push(IoUringDevice::plan(
+            files,
+            index,
+            request.offset,
+            request.buf.as_mut_ptr(),
+            request.buf.len(),
+            false,
+            &mut ops,
+        ));
+    }
+    IoUringDevice::run(&mut ops);
+    let mut results = IoUringDevice::finish(ops, requests.len());
+    for (result, plan) in results.iter_mut().zip(planned) {
+        if let Err(e) = plan {
+            *result = Err(e);
+        }
+    }
+    results
 }
 
 #[cfg(test)]

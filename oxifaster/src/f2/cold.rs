@@ -45,16 +45,52 @@
 //! record nothing newer in the cold tier supersedes).
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
-use crate::log::{FasterLog, LogAddress};
-use crate::record::AlignedBytes;
-use crate::store::Session;
+use crate::log::FasterLog;
+use crate::record::{AlignedBytes, CodecError, Layout, Merge, Sink, Value};
+use crate::store::{CompletedOp, ReadStatus, Session};
 use crate::{Error, Result, Store};
 
 /// Entries in a chunk of the cold index.
 pub const CHUNK_SLOTS: usize = 32;
-/// A chunk of the cold index: cold-log addresses (0: no record).
-pub(crate) type Chunk = [u64; CHUNK_SLOTS];
+/// A chunk of the cold index: cold-log addresses (0: no record). Stored as
+/// a `[u64; CHUNK_SLOTS]` (its layout); a write replaces it whole (its
+/// merge, which lets the chunk store complete pending reads).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Chunk(pub [u64; CHUNK_SLOTS]);
+
+impl Value for Chunk {
+    const FIXED_SIZE: Option<usize> = <[u64; CHUNK_SLOTS] as Value>::FIXED_SIZE;
+    type View<'a> = &'a [u64; CHUNK_SLOTS];
+    fn encoded_size(&self) -> usize {
+        self.0.encoded_size()
+    }
+    fn encode<S: Sink + ?Sized>(&self, sink: &mut S) {
+        self.0.encode(sink)
+    }
+    fn decode(bytes: &[u8]) -> std::result::Result<Self, CodecError> {
+        <[u64; CHUNK_SLOTS]>::decode(bytes).map(Chunk)
+    }
+    fn view(bytes: &[u8]) -> std::result::Result<Self::View<'_>, CodecError> {
+        <[u64; CHUNK_SLOTS]>::view(bytes)
+    }
+    fn layout() -> Layout {
+        <[u64; CHUNK_SLOTS]>::layout()
+    }
+}
+
+impl Merge for Chunk {
+    fn initial(input: &Self) -> Self {
+        *input
+    }
+    fn in_place(stored: &mut [u8], input: &Self) -> bool {
+        input.encode_into(stored).is_ok()
+    }
+    fn copy_update(_old: Self::View<'_>, input: &Self) -> Self {
+        *input
+    }
+}
 
 /// A session of the chunk store.
 pub(crate) type IndexSession = Session<u64, Chunk, crate::device::FileDevice>;
@@ -123,6 +159,9 @@ pub struct ColdProbe {
     pub chunk_misses: u64,
     /// Cold-log records read.
     pub records: u64,
+    /// Cold-log records that were not in the cold log's memory (each a
+    /// device read).
+    pub record_misses: u64,
     /// Cold reads copied into the hot tier
     /// ([`super::F2Builder::promote_cold_reads`]).
     pub promoted: u64,
@@ -135,15 +174,74 @@ pub(crate) struct Cold {
     pub chunks: u64,
 }
 
+/// A lookup of [`Cold::lookup_batch`]: the key's bytes and hash.
+pub(crate) type Lookup<'a> = (&'a [u8], u64);
+
+/// What a lookup found: the address and value (a `Tiered` encoding) of the
+/// key's newest cold record.
+pub(crate) type Found = Option<(u64, AlignedBytes)>;
+
+/// An error of a batch, shared by the lookups it failed.
+pub(crate) type Shared = Arc<Error>;
+
+/// The error itself, where this was its only user (else its message).
+pub(crate) fn unshare(e: Shared) -> Error {
+    Arc::try_unwrap(e).unwrap_or_else(|e| Error::Io {
+        context: "a cold lookup of a batch".into(),
+        source: std::io::Error::other(e.to_string()),
+    })
+}
+
 impl Cold {
-    /// The address in `chunk`'s `slot` (0 without one).
-    fn head(&self, index: &mut IndexSession, hash: u64, probe: &mut ColdProbe) -> Result<u64> {
-        let (chunk, slot) = place(hash, self.chunks);
-        probe.chunks += 1;
-        if !index.is_in_memory(&chunk) {
-            probe.chunk_misses += 1;
+    /// The chunks numbered `numbers` (each read once; an absent chunk is
+    /// all zeros), those on the chunk store's device read as one batch.
+    /// Counts the device reads in `probe.chunk_misses`.
+    pub(crate) fn read_chunks(
+        &self,
+        index: &mut IndexSession,
+        numbers: &[u64],
+        probe: &mut ColdProbe,
+    ) -> std::result::Result<HashMap<u64, [u64; CHUNK_SLOTS]>, Shared> {
+        let mut chunks = HashMap::with_capacity(numbers.len());
+        let mut waiting: HashMap<u64, u64> = HashMap::new(); // serial -> chunk
+        for &number in numbers {
+            if chunks.contains_key(&number) || waiting.values().any(|&n| n == number) {
+                continue;
+            }
+            match index.read(&number).map_err(Arc::new)? {
+                ReadStatus::Found(Chunk(c)) => {
+                    chunks.insert(number, c);
+                }
+                ReadStatus::NotFound => {
+                    chunks.insert(number, [0; CHUNK_SLOTS]);
+                }
+                ReadStatus::Pending { serial } => {
+                    probe.chunk_misses += 1;
+                    waiting.insert(serial, number);
+                }
+            }
         }
-        index.read_with(&chunk, |c| c.map_or(0, |c| c[slot]))
+        while !waiting.is_empty() {
+            let done = index.complete_pending().map_err(Arc::new)?;
+            if done.is_empty() {
+                std::thread::yield_now();
+            }
+            for done in done {
+                let Some(number) = waiting.remove(&done.serial) else { continue };
+                let chunk = match done.op {
+                    CompletedOp::Read(c) => c.map_or([0; CHUNK_SLOTS], |c| c.0),
+                    CompletedOp::Failed(e) => return Err(e.0),
+                    _ => {
+                        return Err(Arc::new(Error::Corruption {
+                            address: 0,
+                            what: "a cold-index read completed as another operation".into(),
+                        }));
+                    }
+                };
+                chunks.insert(number, chunk);
+            }
+        }
+        Ok(chunks)
     }
 
     /// The value (a `Tiered` encoding) of `key`'s newest cold record, if
@@ -165,43 +263,103 @@ impl Cold {
         key: &[u8],
         hash: u64,
         probe: &mut ColdProbe,
-    ) -> Result<Option<(u64, AlignedBytes)>> {
-        'start: loop {
-            let head = self.head(index, hash, probe)?;
-            let mut at = head;
-            while at != 0 {
-                if at < self.log.begin_address().raw() {
-                    // Truncated. If the chunk still holds the head we
-                    // started from, the rest of the chain is older than
-                    // anything compaction kept (it published its copies in
-                    // front of the head before truncating); otherwise it
-                    // moved under us: start again from it.
-                    if self.head(index, hash, probe)? != head {
-                        continue 'start;
+    ) -> Result<Found> {
+        self.lookup_batch(index, &[(key, hash)], probe).pop().unwrap_or(Ok(None)).map_err(unshare)
+    }
+
+    /// Many lookups at once, each step's device reads in flight together:
+    /// the chunks of all of them, then the first record of every chain,
+    /// then the next record of those not yet found, and so on. The results
+    /// are in the order of `lookups`.
+    pub(crate) fn lookup_batch(
+        &self,
+        index: &mut IndexSession,
+        lookups: &[Lookup<'_>],
+        probe: &mut ColdProbe,
+    ) -> Vec<std::result::Result<Found, Shared>> {
+        let mut results: Vec<Option<std::result::Result<Found, Shared>>> =
+            lookups.iter().map(|_| None).collect();
+        // (lookup, the head it started from, the record to read next)
+        let mut walks: Vec<(usize, u64, u64)> = Vec::with_capacity(lookups.len());
+        // Walks that met a truncated record, with the head they started
+        // from (none to begin with: every lookup starts at its chunk).
+        let mut truncated: Vec<(usize, Option<u64>)> =
+            (0..lookups.len()).map(|i| (i, None)).collect();
+        while !truncated.is_empty() {
+            let numbers: Vec<u64> =
+                truncated.iter().map(|&(i, _)| place(lookups[i].1, self.chunks).0).collect();
+            probe.chunks += numbers.len() as u64;
+            let chunks = match self.read_chunks(index, &numbers, probe) {
+                Ok(chunks) => chunks,
+                Err(e) => {
+                    for (i, _) in truncated.drain(..) {
+                        results[i] = Some(Err(e.clone()));
                     }
-                    return Ok(None);
+                    break;
                 }
-                probe.records += 1;
-                let bytes = match self.log.read_at_known(LogAddress::from_raw(at)) {
-                    Ok(bytes) => bytes,
-                    // Truncated while we read: see above.
-                    Err(_) if at < self.log.begin_address().raw() => continue,
-                    Err(e) => return Err(e),
-                };
-                let record = decode_record(at, &bytes)?;
-                if record.key == key {
-                    return Ok(Some((at, AlignedBytes::copy_from(record.value))));
+            };
+            for (i, started) in truncated.drain(..) {
+                let (chunk, slot) = place(lookups[i].1, self.chunks);
+                let head = chunks.get(&chunk).map_or(0, |c| c[slot]);
+                if started == Some(head) {
+                    // The chunk still holds the head the walk started
+                    // from: the rest of its chain is older than anything
+                    // compaction kept (it publishes its copies in front of
+                    // the head before it truncates).
+                    results[i] = Some(Ok(None));
+                } else {
+                    // A first look, or the chunk moved under the walk.
+                    walks.push((i, head, head));
                 }
-                at = record.previous;
             }
-            return Ok(None);
+            while !walks.is_empty() {
+                let begin = self.log.begin_address().raw();
+                let mut reading = Vec::with_capacity(walks.len());
+                for (i, head, at) in walks.drain(..) {
+                    if at == 0 {
+                        results[i] = Some(Ok(None));
+                    } else if at < begin {
+                        truncated.push((i, Some(head)));
+                    } else {
+                        reading.push((i, head, at));
+                    }
+                }
+                let addresses: Vec<u64> = reading.iter().map(|r| r.2).collect();
+                probe.records += addresses.len() as u64;
+                let (read, from_device) = self.log.read_batch_known(&addresses);
+                probe.record_misses += from_device as u64;
+                for ((i, head, at), bytes) in reading.into_iter().zip(read) {
+                    let record = match &bytes {
+                        Ok(bytes) => decode_record(at, bytes),
+                        // Truncated while we read.
+                        Err(_) if at < self.log.begin_address().raw() => {
+                            truncated.push((i, Some(head)));
+                            continue;
+                        }
+                        Err(_) => Err(bytes.err().unwrap_or(Error::LogFull)),
+                    }
+                    .map_err(Arc::new);
+                    match record {
+                        Ok(record) if record.key == lookups[i].0 => {
+                            results[i] =
+                                Some(Ok(Some((at, AlignedBytes::copy_from(record.value)))));
+                        }
+                        Ok(record) => walks.push((i, head, record.previous)),
+                        Err(e) => results[i] = Some(Err(e)),
+                    }
+                }
+            }
         }
+        results.into_iter().map(|r| r.unwrap_or(Ok(None))).collect()
     }
 
     /// Whether `hash`'s slot has no record in the cold tier (then no key
     /// of that hash has one either).
     pub(crate) fn slot_empty(&self, index: &mut IndexSession, hash: u64) -> Result<bool> {
-        let head = self.head(index, hash, &mut ColdProbe::default())?;
+        let (chunk, slot) = place(hash, self.chunks);
+        let chunks =
+            self.read_chunks(index, &[chunk], &mut ColdProbe::default()).map_err(unshare)?;
+        let head = chunks.get(&chunk).map_or(0, |c| c[slot]);
         Ok(head == 0 || head < self.log.begin_address().raw())
     }
 }
@@ -210,60 +368,123 @@ impl Cold {
 /// (4 MiB of chunks).
 const BATCH_CHUNKS: usize = 16_384;
 
+/// Records the writer queues before it reads their chunks (as one batch of
+/// device reads) and appends them.
+const QUEUE_RECORDS: usize = 4_096;
+
 /// The cold tier's one writer: appends records and publishes them in
 /// batches (log commit first, then the chunks). Each chunk a batch touches
-/// is read once and kept, changed, until the batch is published.
+/// is read once and kept, changed, until the batch is published; records
+/// wait in a queue until [`QUEUE_RECORDS`] of them can have their chunks
+/// read together.
 pub(crate) struct ColdWriter {
     pub index: IndexSession,
     /// The chunks this batch changed, as they will be published.
-    chunks: HashMap<u64, Chunk>,
+    chunks: HashMap<u64, [u64; CHUNK_SLOTS]>,
+    /// Queued records: hash, and where the key and value are in `bytes`.
+    queue: Vec<(u64, std::ops::Range<usize>, std::ops::Range<usize>)>,
+    bytes: Vec<u8>,
 }
 
 impl ColdWriter {
     pub(crate) fn new(index: IndexSession) -> Self {
-        Self { index, chunks: HashMap::new() }
+        Self { index, chunks: HashMap::new(), queue: Vec::new(), bytes: Vec::new() }
     }
 
     /// Appends a record of `key` (hash `hash`) with `value` (a `Tiered`
-    /// encoding) in front of its slot's chain; readers see it after
-    /// [`Self::publish`] (which a batch that outgrows [`BATCH_CHUNKS`]
-    /// calls by itself: records become visible early, never late).
+    /// encoding) in front of its slot's chain, in the order of the calls;
+    /// readers see it after [`Self::publish`] (which a batch that outgrows
+    /// [`BATCH_CHUNKS`] calls by itself: records become visible early,
+    /// never late).
     pub(crate) fn append(
         &mut self,
         cold: &Cold,
         key: &[u8],
         hash: u64,
         value: &[u8],
-    ) -> Result<u64> {
-        let (chunk, slot) = place(hash, cold.chunks);
-        if self.chunks.len() >= BATCH_CHUNKS && !self.chunks.contains_key(&chunk) {
-            self.publish(cold)?;
+    ) -> Result<()> {
+        let at = self.bytes.len();
+        self.bytes.extend_from_slice(key);
+        self.bytes.extend_from_slice(value);
+        self.queue.push((hash, at..at + key.len(), at + key.len()..self.bytes.len()));
+        if self.queue.len() >= QUEUE_RECORDS {
+            self.drain(cold)?;
         }
-        let entries = match self.chunks.entry(chunk) {
-            std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
-            std::collections::hash_map::Entry::Vacant(e) => {
-                let read = self.index.read_with(&chunk, |c| c.copied())?;
-                e.insert(read.unwrap_or([0; CHUNK_SLOTS]))
-            }
-        };
-        let previous = entries[slot];
-        let previous = if previous < cold.log.begin_address().raw() { 0 } else { previous };
-        let address = cold.log.enqueue(&encode_record(previous, key, value))?.raw();
-        entries[slot] = address;
-        Ok(address)
+        Ok(())
     }
 
-    /// Makes the batch durable and visible: commits the log, then writes
-    /// the chunks it changed, in chunk order. Returns the chunks written.
+    /// Appends the queued records: reads the chunks they need that the
+    /// batch does not hold (one batch of reads), then appends each.
+    fn drain(&mut self, cold: &Cold) -> Result<()> {
+        let queue = std::mem::take(&mut self.queue);
+        let bytes = std::mem::take(&mut self.bytes);
+        let mut start = 0;
+        while start < queue.len() {
+            // As many records as fit in the batch's chunk limit.
+            let mut needed: Vec<u64> = Vec::new();
+            let mut seen = std::collections::HashSet::new();
+            let mut end = start;
+            while end < queue.len() {
+                let (chunk, _) = place(queue[end].0, cold.chunks);
+                if !self.chunks.contains_key(&chunk) && seen.insert(chunk) {
+                    if self.chunks.len() + needed.len() >= BATCH_CHUNKS {
+                        break;
+                    }
+                    needed.push(chunk);
+                }
+                end += 1;
+            }
+            if end == start {
+                // The batch is full: publish it and go on with a new one.
+                self.publish_chunks(cold)?;
+                continue;
+            }
+            let read = cold
+                .read_chunks(&mut self.index, &needed, &mut ColdProbe::default())
+                .map_err(unshare)?;
+            for chunk in needed {
+                self.chunks.insert(chunk, read.get(&chunk).copied().unwrap_or([0; CHUNK_SLOTS]));
+            }
+            for (hash, key, value) in &queue[start..end] {
+                let (chunk, slot) = place(*hash, cold.chunks);
+                let Some(entries) = self.chunks.get_mut(&chunk) else {
+                    return Err(Error::Corruption {
+                        address: 0,
+                        what: format!("cold index chunk {chunk} was not read before its append"),
+                    });
+                };
+                let previous = entries[slot];
+                let previous = if previous < cold.log.begin_address().raw() { 0 } else { previous };
+                let record = encode_record(previous, &bytes[key.clone()], &bytes[value.clone()]);
+                entries[slot] = cold.log.enqueue(&record)?.raw();
+            }
+            start = end;
+        }
+        // Keep the buffers' capacity for the next queue.
+        self.queue = queue;
+        self.queue.clear();
+        self.bytes = bytes;
+        self.bytes.clear();
+        Ok(())
+    }
+
+    /// Makes the batch durable and visible: appends the queued records,
+    /// commits the log, then writes the chunks it changed, in chunk order.
+    /// Returns the chunks written.
     pub(crate) fn publish(&mut self, cold: &Cold) -> Result<usize> {
+        self.drain(cold)?;
+        self.publish_chunks(cold)
+    }
+
+    fn publish_chunks(&mut self, cold: &Cold) -> Result<usize> {
         if self.chunks.is_empty() {
             return Ok(0);
         }
         cold.log.commit()?;
-        let mut chunks: Vec<(u64, Chunk)> = self.chunks.drain().collect();
+        let mut chunks: Vec<(u64, [u64; CHUNK_SLOTS])> = self.chunks.drain().collect();
         chunks.sort_unstable_by_key(|(chunk, _)| *chunk);
         for (chunk, entries) in &chunks {
-            self.index.upsert(chunk, entries)?;
+            self.index.upsert(chunk, &Chunk(*entries))?;
         }
         Ok(chunks.len())
     }

@@ -682,24 +682,45 @@ impl<K: Key, V: Value> F2Inner<K, V> {
         let mut copied = 0;
         let mut probe = ColdProbe::default();
         let mut it = cold.log.scan(LogAddress::from_raw(begin), LogAddress::from_raw(committed));
-        while let Some((address, bytes)) = it.next_ref()? {
-            let address = address.raw();
-            if address >= until {
-                to = address;
-                break;
+        // Records in groups, each group's lookups of their keys' newest
+        // records done as one batch.
+        let mut group: Vec<(u64, Vec<u8>, u64)> = Vec::with_capacity(COMPACTION_GROUP);
+        let mut finished = false;
+        while !finished {
+            group.clear();
+            while group.len() < COMPACTION_GROUP {
+                let Some((address, bytes)) = it.next_ref()? else {
+                    finished = true;
+                    break;
+                };
+                let address = address.raw();
+                if address >= until {
+                    to = address;
+                    finished = true;
+                    break;
+                }
+                let record = cold::decode_record(address, bytes)?;
+                let hash = <EncodedKey<'_> as KeyArg<K>>::key_arg_hash(&EncodedKey(record.key));
+                group.push((address, bytes.to_vec(), hash));
             }
-            let record = cold::decode_record(address, bytes)?;
-            let hash = <EncodedKey<'_> as KeyArg<K>>::key_arg_hash(&EncodedKey(record.key));
-            let newest = cold.find(&mut m.writer.index, record.key, hash, &mut probe)?;
-            // Superseded records go; so do deletions that are their key's
-            // newest: every older record of the key is in the range (a
-            // key's records are appended in version order).
-            if newest.map(|(at, _)| at) != Some(address) || tiered::is_deleted(record.value) {
-                continue;
+            let records = group
+                .iter()
+                .map(|(address, bytes, _)| cold::decode_record(*address, bytes))
+                .collect::<Result<Vec<_>>>()?;
+            let lookups: Vec<cold::Lookup<'_>> =
+                records.iter().zip(&group).map(|(r, (_, _, hash))| (r.key, *hash)).collect();
+            let newest = cold.lookup_batch(&mut m.writer.index, &lookups, &mut probe);
+            for ((record, (address, _, hash)), newest) in records.iter().zip(&group).zip(newest) {
+                let newest = newest.map_err(cold::unshare)?;
+                // Superseded records go; so do deletions that are their
+                // key's newest: every older record of the key is in the
+                // range (a key's records are appended in version order).
+                if newest.map(|(at, _)| at) != Some(*address) || tiered::is_deleted(record.value) {
+                    continue;
+                }
+                m.writer.append(cold, record.key, *hash, record.value)?;
+                copied += 1;
             }
-            let (key, value) = (record.key.to_vec(), record.value.to_vec());
-            m.writer.append(cold, &key, hash, &value)?;
-            copied += 1;
         }
         drop(it);
         m.writer.publish(cold)?;
@@ -756,6 +777,9 @@ impl<K: Key, V: Value> F2Inner<K, V> {
         Ok(F2Checkpoint { hot: hot_cp, cold_index_token: manifest.index_token, cold_committed })
     }
 }
+
+/// Cold-log records a cold compaction looks up together.
+const COMPACTION_GROUP: usize = 1_024;
 
 /// Migration's target: the cold tier.
 struct ToCold<'a, K> {
@@ -943,10 +967,15 @@ impl<K: Key, V: Value> F2Session<K, V> {
     /// [`F2Builder::promote_cold_reads`]).
     fn cold_read(&mut self, key: &[u8], hash: u64) -> Result<Option<V>> {
         let seen = self.inner.migrations.load(Ordering::SeqCst);
-        let Some(bytes) = self.inner.cold.lookup(&mut self.index, key, hash, &mut self.probe)?
-        else {
-            return Ok(None);
-        };
+        match self.inner.cold.lookup(&mut self.index, key, hash, &mut self.probe)? {
+            Some(bytes) => self.cold_value(key, bytes, seen),
+            None => Ok(None),
+        }
+    }
+
+    /// The value in `bytes`, what the cold tier holds for `key` (found when
+    /// the migration count was `seen`), promoted if so configured.
+    fn cold_value(&mut self, key: &[u8], bytes: AlignedBytes, seen: u64) -> Result<Option<V>> {
         let Tiered::Live(value) = Tiered::<V>::decode(bytes.as_slice())? else { return Ok(None) };
         if self.inner.config.promote_cold_reads {
             self.promote(key, bytes, seen);
@@ -1263,12 +1292,26 @@ impl<K: Key, V: Value> F2Session<K, V> {
             };
             done.push(Completed { serial, op });
         }
-        while let Some((serial, key, hash)) = self.cold_parked.pop_front() {
-            let op = match self.cold_read(key.as_slice(), hash) {
-                Ok(value) => CompletedOp::Read(value),
-                Err(e) => CompletedOp::Failed(crate::store::OpError(Arc::new(e))),
+        // The cold lookups, as one batch (their device reads in flight
+        // together).
+        let parked: Vec<_> = self.cold_parked.drain(..).collect();
+        let seen = self.inner.migrations.load(Ordering::SeqCst);
+        let lookups: Vec<cold::Lookup<'_>> =
+            parked.iter().map(|(_, key, hash)| (key.as_slice(), *hash)).collect();
+        let found = self.inner.cold.lookup_batch(&mut self.index, &lookups, &mut self.probe);
+        for ((serial, key, _), found) in parked.iter().zip(found) {
+            let value = match found {
+                Ok(Some((_, bytes))) => {
+                    self.cold_value(key.as_slice(), bytes, seen).map_err(Arc::new)
+                }
+                Ok(None) => Ok(None),
+                Err(e) => Err(e),
             };
-            done.push(Completed { serial, op });
+            let op = match value {
+                Ok(value) => CompletedOp::Read(value),
+                Err(e) => CompletedOp::Failed(crate::store::OpError(e)),
+            };
+            done.push(Completed { serial: *serial, op });
         }
         Ok(done)
     }

@@ -729,6 +729,11 @@ impl<D: Device> HybridLog<D> {
         self.shared.read_from_device(address, buf)
     }
 
+    /// Reads a batch from the device ([`LogReader::read_batch`]).
+    pub fn read_batch(&self, requests: &mut [crate::device::ReadRequest<'_>]) -> Vec<Result<()>> {
+        self.reader().read_batch(requests)
+    }
+
     /// Makes everything below `target` immutable and durable: moves
     /// `read_only` to `target`, waits (refreshing `handle`) until the pages
     /// below it are written, then syncs the device. `target` may fall inside

@@ -445,13 +445,15 @@ impl<D: Device> FasterLog<D> {
         self.inner.read(address.0)
     }
 
-    /// [`Self::read`] for an address the caller took from its own record
-    /// of where it enqueued an entry (the F2 cold index): without the walk
-    /// of the page up to `address` that proves an arbitrary address is an
-    /// entry's start. The entry's checksum covers its address, so a wrong
+    /// [`Self::read`] for addresses the caller took from its own record of
+    /// where it enqueued entries (the F2 cold index): without the walk of
+    /// each page up to the address that proves an arbitrary address is an
+    /// entry's start. An entry's checksum covers its address, so a wrong
     /// address still fails unless the bytes there were crafted to pass.
-    pub(crate) fn read_at_known(&self, address: LogAddress) -> Result<Vec<u8>> {
-        self.inner.read(address.0)
+    /// The device reads among them are in flight together; returns how
+    /// many there were, too.
+    pub(crate) fn read_batch_known(&self, addresses: &[u64]) -> (Vec<Result<Vec<u8>>>, usize) {
+        self.inner.read_batch(addresses)
     }
 
     /// An iterator over the committed entries in `[from, to)`, from memory

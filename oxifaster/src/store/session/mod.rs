@@ -1072,19 +1072,6 @@ impl<K: Key, V: Value, D: Device> Session<K, V, D> {
         cached
     }
 
-    /// Whether a read of `key` now would be served from memory (the log's
-    /// memory or the read cache), without a device read; false for an
-    /// absent key.
-    pub(crate) fn is_in_memory<Q: KeyArg<K> + ?Sized>(&mut self, key: &Q) -> bool {
-        self.begin();
-        let hash = key.key_arg_hash();
-        let in_memory = self.store.index.find_entry(hash).is_some_and(|slot| {
-            matches!(self.locate_read(key, slot.entry.address()), Err(_) | Ok(Location::Memory(_)))
-        });
-        self.end();
-        in_memory
-    }
-
     /// Inserts or replaces `key`'s value.
     // `read`, `upsert` and `rmw` are inlined into the caller's loop (their
     // full protocols and parked I/O stay out of line). Called out of line,
