@@ -2,7 +2,8 @@
 //! threads and key traces on oxifaster 0.2 and on the embedded stores a
 //! Rust user would otherwise pick, in one process and one run, store by
 //! store for every point: `dashmap` (an in-memory hash map: the upper
-//! bound), oxifaster 0.1.3 (crates.io), RocksDB (the system's librocksdb,
+//! bound), oxifaster's F2 store (`f2`: hot and cold tiers, the cache as
+//! its memory budget), oxifaster 0.1.3 (crates.io), RocksDB (the system's librocksdb,
 //! WAL off, a merge operator for RMW), `redb` (durability none, one write
 //! transaction per batch of 256 operations), `fjall` (its optimistic
 //! transactional keyspace, `fetch_update` for RMW) and `sled`
@@ -21,6 +22,9 @@
 //! `OXIFASTER_COMPARE_KEYGEN` (`trace`, the default: keys from a trace made
 //! before the run, as FASTER's benchmark; `inline`: every key computed in
 //! the loop, as a YCSB client does; or `trace,inline`),
+//! `OXIFASTER_COMPARE_WORKLOADS` (default `c,rmw,a`, in that order),
+//! `OXIFASTER_COMPARE_CACHE_MIB` (each store's cache or memory budget,
+//! instead of the default for the key count),
 //! `OXIFASTER_COMPARE_STORES` (comma-separated names), `OXIFASTER_COMPARE_THREADS`
 //! (default `1,2`), `OXIFASTER_COMPARE_ROUNDS` (default 1: each store
 //! alone, store after store; N > 1: the chosen stores loaded side by side
@@ -42,7 +46,9 @@ trait Worker {
     fn read(&mut self, key: u64) -> bool;
     fn upsert(&mut self, key: u64, value: u64);
     fn rmw(&mut self, key: u64);
-    fn settle(&mut self);
+    /// Returns the reads it completed that found nothing (for a store whose
+    /// reads may finish here rather than in `read`).
+    fn settle(&mut self) -> u64;
     fn get(&mut self, key: u64) -> Option<u64>;
     /// The sum of every stored counter in one ordered scan, where the
     /// store has one (far faster than a point read per key when the data
@@ -106,10 +112,11 @@ impl<D: oxifaster::device::Device> Worker for OursWorker<D> {
     fn rmw(&mut self, key: u64) {
         self.0.rmw(&key, &1).expect("rmw");
     }
-    fn settle(&mut self) {
+    fn settle(&mut self) -> u64 {
         if self.0.pending_count() > 0 {
             self.0.complete_pending().expect("complete_pending");
         }
+        0
     }
     fn get(&mut self, key: u64) -> Option<u64> {
         self.0.read_blocking(&key).expect("read")
@@ -149,6 +156,71 @@ fn ours(s: Sizing) -> Box<dyn System> {
     }
 }
 
+// ---- oxifaster's F2 store (hot and cold tiers) ----
+
+// The directory lives as long as the store.
+#[allow(dead_code)]
+struct F2(oxifaster::f2::F2Store<u64, u64>, tempfile::TempDir);
+struct F2Worker(oxifaster::f2::F2Session<u64, u64>);
+
+impl Worker for F2Worker {
+    fn read(&mut self, key: u64) -> bool {
+        use oxifaster::store::ReadStatus;
+        // A pending read (a hot device read or a cold lookup) finishes in
+        // `settle`, with the others of its round, which counts it there.
+        !matches!(self.0.read(&key).expect("read"), ReadStatus::NotFound)
+    }
+    fn upsert(&mut self, key: u64, value: u64) {
+        self.0.upsert(&key, &value).expect("upsert");
+    }
+    fn rmw(&mut self, key: u64) {
+        self.0.rmw(&key, &1).expect("rmw");
+    }
+    fn settle(&mut self) -> u64 {
+        use oxifaster::store::CompletedOp;
+        let mut not_found = 0;
+        for done in self.0.complete_pending().expect("complete_pending") {
+            match done.op {
+                CompletedOp::Read(None) => not_found += 1,
+                CompletedOp::Failed(e) => panic!("a pending read failed: {e}"),
+                _ => {}
+            }
+        }
+        not_found
+    }
+    fn get(&mut self, key: u64) -> Option<u64> {
+        self.0.read_blocking(&key).expect("read")
+    }
+}
+
+impl System for F2 {
+    fn name(&self) -> String {
+        "oxifaster F2".into()
+    }
+    fn worker(&self) -> Box<dyn Worker + '_> {
+        Box::new(F2Worker(self.0.start_session().expect("session")))
+    }
+}
+
+/// The F2 store with the run's cache as its whole memory budget (hot log,
+/// hot index and the cold index's memory together), as `bench --store f2`
+/// configures it.
+fn f2_store(s: Sizing) -> Box<dyn System> {
+    let dir = temp_dir("f2");
+    let store = oxifaster::f2::F2Store::<u64, u64>::builder()
+        .dir(dir.path())
+        .page_size_bits(20)
+        .memory_budget(s.cache_bytes)
+        .cold_index_chunks((s.keys / 16).max(1))
+        .cold_log_size_bytes(Some((s.keys * 96).max(64 << 20)))
+        .max_sessions(8)
+        .checkpoint_every(None)
+        .checkpoint_on_close(false)
+        .open()
+        .expect("f2");
+    Box::new(F2(store, dir))
+}
+
 // ---- dashmap: the in-memory upper bound ----
 
 struct Dash(dashmap::DashMap<u64, u64>);
@@ -164,7 +236,9 @@ impl Worker for DashWorker<'_> {
     fn rmw(&mut self, key: u64) {
         *self.0.entry(key).or_insert(0) += 1;
     }
-    fn settle(&mut self) {}
+    fn settle(&mut self) -> u64 {
+        0
+    }
     fn get(&mut self, key: u64) -> Option<u64> {
         self.0.get(&key).map(|v| *v)
     }
@@ -211,10 +285,11 @@ impl Worker for PreviousWorker {
             self.1 = true;
         }
     }
-    fn settle(&mut self) {
+    fn settle(&mut self) -> u64 {
         if std::mem::take(&mut self.1) {
             self.0.complete_pending(true);
         }
+        0
     }
     fn get(&mut self, key: u64) -> Option<u64> {
         for _ in 0..1000 {
@@ -277,7 +352,9 @@ impl Worker for RocksWorker<'_> {
     fn rmw(&mut self, key: u64) {
         self.0.0.merge_opt(be(key), 1u64.to_le_bytes(), &self.0.1).expect("merge");
     }
-    fn settle(&mut self) {}
+    fn settle(&mut self) -> u64 {
+        0
+    }
     fn get(&mut self, key: u64) -> Option<u64> {
         self.0.0.get_pinned(be(key)).expect("get").map(|v| le_value(&v))
     }
@@ -363,11 +440,12 @@ impl Worker for RedbWorker<'_> {
         let old = table.get(key).expect("get").map_or(0, |v| v.value());
         table.insert(key, old + 1).expect("insert");
     }
-    fn settle(&mut self) {
+    fn settle(&mut self) -> u64 {
         self.read = None;
         if let Some(tx) = self.write.take() {
             tx.commit().expect("commit");
         }
+        0
     }
     fn get(&mut self, key: u64) -> Option<u64> {
         use redb::{ReadableDatabase, ReadableTable};
@@ -437,7 +515,9 @@ impl Worker for FjallWorker<'_> {
             })
             .expect("fetch_update");
     }
-    fn settle(&mut self) {}
+    fn settle(&mut self) -> u64 {
+        0
+    }
     fn get(&mut self, key: u64) -> Option<u64> {
         self.0.get(be(key)).expect("get").map(|v| le_value(&v))
     }
@@ -483,7 +563,9 @@ impl Worker for SledWorker<'_> {
             })
             .expect("update");
     }
-    fn settle(&mut self) {}
+    fn settle(&mut self) -> u64 {
+        0
+    }
     fn get(&mut self, key: u64) -> Option<u64> {
         self.0.get(be(key)).expect("get").map(|v| le_value(&v))
     }
@@ -519,8 +601,9 @@ type Maker = fn(Sizing) -> Box<dyn System>;
 /// Every store, by name, with whether it can run larger than memory.
 /// oxifaster 0.1.3 runs last: if it hangs, its threads keep spinning, and
 /// nothing else may be measured beside them.
-const STORES: [(&str, Maker, bool); 7] = [
+const STORES: [(&str, Maker, bool); 8] = [
     ("oxifaster", ours, true),
+    ("f2", f2_store, true),
     ("dashmap", |_| Box::new(Dash(dashmap::DashMap::new())), false),
     ("rocksdb", rocks, true),
     ("redb", redb_store, true),
@@ -594,7 +677,7 @@ fn drive(
             }
             ops += 1;
         }
-        w.settle();
+        not_found += w.settle();
     }
     (ops, not_found, rmws, latency)
 }
@@ -735,6 +818,18 @@ fn main() {
     };
     let rounds: usize =
         env("OXIFASTER_COMPARE_ROUNDS").and_then(|r| r.parse().ok()).unwrap_or(1).max(1);
+    let workloads: Vec<Workload> = env("OXIFASTER_COMPARE_WORKLOADS")
+        .map(|w| {
+            w.split(',')
+                .map(|name| match name.trim() {
+                    "c" | "C" => Workload::C,
+                    "rmw" | "RMW" => Workload::Rmw,
+                    "a" | "A" => Workload::A,
+                    other => panic!("OXIFASTER_COMPARE_WORKLOADS: unknown workload {other:?}"),
+                })
+                .collect()
+        })
+        .unwrap_or_else(|| vec![Workload::C, Workload::Rmw, Workload::A]);
     let child = env("OXIFASTER_COMPARE_CHILD").is_some();
     if !child {
         println!(
@@ -770,13 +865,17 @@ fn main() {
         }
         return;
     }
+    let cache_override = env("OXIFASTER_COMPARE_CACHE_MIB")
+        .map(|mib| mib.parse::<u64>().expect("OXIFASTER_COMPARE_CACHE_MIB: a number of MiB") << 20);
     let mut rows = Vec::new();
     for &keys in &key_counts {
         let sizing = Sizing {
             keys,
             // 16 bytes of key and value per record; a tenth of that when
             // larger than memory, else room for all of it and then some.
-            cache_bytes: if ltm {
+            cache_bytes: if let Some(bytes) = cache_override {
+                bytes
+            } else if ltm {
                 (keys * 16 / 10).max(1 << 20)
             } else {
                 (keys * 64).max(64 << 20)
@@ -827,7 +926,7 @@ fn main() {
                 .collect();
             // A (with upserts) runs last, so that the counters of the RMW
             // runs can be checked.
-            for workload in [Workload::C, Workload::Rmw, Workload::A] {
+            for &workload in &workloads {
                 for (p, (dist, threads, traces, inline)) in points.iter().enumerate() {
                     let mut outcomes: Vec<Vec<Outcome>> =
                         contenders.iter().map(|_| Vec::new()).collect();

@@ -342,6 +342,83 @@ fn a_growth_without_its_epoch_drain_is_caught() {
     expect_caught(broken::set_no_grow_drain, grow_handoff_model, &["the upsert was lost"]);
 }
 
+/// The F2 store's conditional update (the invariant at the top of
+/// `f2/protocol.rs`) racing a write and a migration of the same key: key
+/// 7's value 1 lives only in the cold tier (a model of it, one value and
+/// the migration count). One thread adds 5 by the F2 RMW: it finds no hot
+/// record, reads the cold value and inserts the merged value only if the
+/// key still has no hot record and no migration published. The other
+/// upserts 2 in the hot tier and migrates the whole hot log to the cold
+/// tier, which frees the key's hot entry. Either order is a valid history
+/// (7, or 2 when the upsert came last); 6 means the RMW landed on the cold
+/// 1 after the upsert had replaced it: the upsert was lost.
+fn f2_migration_model() {
+    use oxifaster::Store;
+    use oxifaster::device::MemoryDevice;
+    use oxifaster::f2::{Tiered, loom_model};
+    const KEY: u64 = 7;
+    let mut builder = loom::model::Builder::new();
+    builder.preemption_bound = Some(3);
+    builder.max_branches = 1_000_000;
+    builder.check(|| {
+        drop(oxifaster::sync::take_notes());
+        let store = Store::<u64, Tiered<u64>>::builder()
+            .table_size(8)
+            .max_sessions(4)
+            .page_size_bits(9)
+            .log_memory_size_bytes(8 << 9)
+            .mutable_fraction(0.1)
+            .open_with_device(MemoryDevice::new())
+            .expect("store");
+        let store = Arc::new(store);
+        let tiers = Arc::new(loom_model::ModelTiers::new(Some(1)));
+        let mut writer = store.start_session().expect("session");
+        let mut updater = store.start_session().expect("session");
+        let other = {
+            let (store, tiers) = (store.clone(), tiers.clone());
+            loom::thread::spawn(move || {
+                writer.upsert(&KEY, &Tiered::Live(2u64)).expect("upsert");
+                tiers.note("upsert 2 done".into());
+                loom_model::migrate_all(&store, &tiers).expect("migrate");
+                drop(writer);
+            })
+        };
+        loom_model::rmw(&mut updater, &tiers, KEY, 5).expect("rmw");
+        other.join().expect("writer");
+        let got = loom_model::read(&mut updater, &tiers, KEY).expect("read");
+        assert!(
+            got == Some(7) || got == Some(2),
+            "the racing write was lost: {got:?} after {:#?}",
+            tiers.events()
+        );
+    });
+}
+
+// Not run by default: loom reports an interleaving in which the update
+// sees the migrated record below the begin address yet reads the count
+// from before the migration published. On hardware the begin address is
+// stored (Release) after the count moves and loaded (Acquire) before the
+// update reads the count, so that cannot happen; but the region
+// addresses are std atomics, which loom does not track, so it misses the
+// edge. With them modelled (loom's atomics in `AtomicAddress`) the model
+// no longer fits the time budget of a test run (over 12 minutes).
+#[test]
+#[ignore = "the region addresses are not loom atomics: see above"]
+fn an_f2_update_never_lands_on_a_migrated_write() {
+    broken::set_no_migration_check(false);
+    f2_migration_model();
+}
+
+#[test]
+#[ignore = "its correct variant does not pass under loom yet: see above"]
+fn an_f2_update_without_its_migration_check_is_caught() {
+    expect_caught(
+        broken::set_no_migration_check,
+        f2_migration_model,
+        &["the racing write was lost"],
+    );
+}
+
 /// Runs `model` with a broken variant switched on by `switch`: loom must
 /// fail it with one of the model's own assertions (one of `messages`).
 fn expect_caught(switch: fn(bool), model: fn(), messages: &[&str]) {

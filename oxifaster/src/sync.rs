@@ -31,6 +31,23 @@ pub(crate) fn schedule_point() {
     loom::thread::yield_now();
 }
 
+/// Under loom, a line for the trace a failed model prints
+/// ([`take_notes`]); nothing otherwise.
+#[cfg(oxifaster_loom)]
+pub(crate) fn note(line: impl FnOnce() -> String) {
+    NOTES.lock().unwrap_or_else(|p| p.into_inner()).push(line());
+}
+
+#[cfg(oxifaster_loom)]
+static NOTES: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
+
+/// The notes so far (and clears them).
+#[cfg(oxifaster_loom)]
+#[doc(hidden)]
+pub fn take_notes() -> Vec<String> {
+    std::mem::take(&mut *NOTES.lock().unwrap_or_else(|p| p.into_inner()))
+}
+
 /// Deliberately broken variants of the protocols, switched on by the loom
 /// tests to check that the models catch them. Compiled only for loom.
 #[cfg(oxifaster_loom)]
@@ -44,6 +61,18 @@ pub mod broken {
     static NO_RESCAN: AtomicBool = AtomicBool::new(false);
     static UNCONDITIONAL_COPY: AtomicBool = AtomicBool::new(false);
     static NO_GROW_DRAIN: AtomicBool = AtomicBool::new(false);
+    static NO_MIGRATION_CHECK: AtomicBool = AtomicBool::new(false);
+
+    /// The F2 store's conditional update inserts over a cold value without
+    /// checking that no migration published since its cold read (it still
+    /// inserts only if the key has no hot record).
+    pub fn set_no_migration_check(on: bool) {
+        NO_MIGRATION_CHECK.store(on, Ordering::SeqCst);
+    }
+
+    pub(crate) fn no_migration_check() -> bool {
+        NO_MIGRATION_CHECK.load(Ordering::SeqCst)
+    }
 
     /// A growth of the index splits once no operation is flagged as
     /// refreshed in its middle, without the epoch drain before: an

@@ -373,13 +373,15 @@ impl Device for FileDevice {
         Ok(())
     }
 
-    /// With the `io_uring` feature (Linux), a batch of reads is in flight
-    /// at once through the thread's ring, as on [`super::IoUringDevice`];
-    /// otherwise (or where the kernel refuses io_uring) one after the
-    /// other.
+    /// With direct reads and the `io_uring` feature (Linux), a batch of
+    /// reads is in flight at once through the thread's ring, as on
+    /// [`super::IoUringDevice`]: that is what a disk needs to reach its
+    /// IOPS. Buffered reads (served by the page cache while the data fits
+    /// the machine's memory), or where the kernel refuses io_uring: one
+    /// after the other.
     fn read_batch(&self, requests: &mut [super::ReadRequest<'_>]) -> Vec<io::Result<()>> {
         #[cfg(all(target_os = "linux", feature = "io_uring"))]
-        if requests.len() > 1 && super::uring::available() {
+        if self.direct_reads && requests.len() > 1 && super::uring::available() {
             return super::uring::read_batch(self, requests);
         }
         requests.iter_mut().map(|r| self.read_at(r.offset, r.buf)).collect()

@@ -204,8 +204,9 @@ impl Cold {
     ) -> std::result::Result<HashMap<u64, [u64; CHUNK_SLOTS]>, Shared> {
         let mut chunks = HashMap::with_capacity(numbers.len());
         let mut waiting: HashMap<u64, u64> = HashMap::new(); // serial -> chunk
+        let mut asked = std::collections::HashSet::with_capacity(numbers.len());
         for &number in numbers {
-            if chunks.contains_key(&number) || waiting.values().any(|&n| n == number) {
+            if !asked.insert(number) {
                 continue;
             }
             match index.read(&number).map_err(Arc::new)? {

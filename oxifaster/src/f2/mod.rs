@@ -43,20 +43,25 @@
 //! checkpoint's log or superseded there, so the two agree.
 
 mod cold;
+mod protocol;
 mod tiered;
+
+#[cfg(oxifaster_loom)]
+#[doc(hidden)]
+pub use protocol::loom_model;
 
 pub use cold::{CHUNK_SLOTS, ColdProbe};
 pub use tiered::{Tiered, TieredView};
 
 use std::collections::{HashMap, VecDeque};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use crate::checkpoint::CheckpointKind;
-use crate::compaction::{CompactionKind, CompactionReport, Migrate};
+use crate::compaction::{CompactionReport, Migrate};
 use crate::log::{FasterLog, LogAddress, LogConfig};
 use crate::record::{AlignedBytes, EncodedKey, Key, KeyArg, Merge, Value, ValueArg};
 use crate::store::{Completed, CompletedOp, Decision, Outcome, ReadStatus, Session, UpdateStatus};
@@ -318,7 +323,7 @@ struct F2Inner<K: Key, V: Value> {
     maintenance: Mutex<Maintenance>,
     /// Moves after each migration's cold records are published and before
     /// the hot begin address moves (see `F2Session::rmw`).
-    migrations: Arc<AtomicU64>,
+    migrations: Arc<crate::sync::AtomicU64>,
     totals: Mutex<F2Totals>,
     dir: PathBuf,
     config: F2Builder,
@@ -473,7 +478,7 @@ impl<K: Key, V: Value> F2Store<K, V> {
                 truncate_to: None,
                 checkpointed: (0, 0),
             }),
-            migrations: Arc::new(AtomicU64::new(0)),
+            migrations: Arc::new(crate::sync::AtomicU64::new(0)),
             totals: Mutex::new(F2Totals::default()),
             dir,
             config,
@@ -625,25 +630,11 @@ impl<K: Key, V: Value> F2Inner<K, V> {
             dropped: 0,
             _key: std::marker::PhantomData::<K>,
         };
-        let report = crate::hlog::unthrottled(|| {
-            crate::compaction::compact_to(
-                &self.hot.inner,
-                until,
-                CompactionKind::Scan,
-                Some(&mut sink),
-            )
-        })?;
+        // The hot side, with the cold tier as the target; it moves the
+        // count before the begin address (see `protocol`).
+        let (report, freed) = protocol::migrate(&self.hot.inner, until, &mut sink)?;
         let (kept, dropped) = (sink.kept, sink.dropped);
         drop(m);
-        // The hot index lets go of the keys that left: after an epoch
-        // drain (every operation that saw the migration count before it
-        // moved has finished: see `rmw`), entries whose newest record is
-        // below the new begin address are freed. Without it the hot index
-        // would keep an entry for every key ever written.
-        let mut session = Session::internal(self.hot.inner.clone())?;
-        session.drain_epoch();
-        drop(session);
-        let freed = self.hot.inner.index.clear_below(self.hot.inner.log.begin_address());
         let mut totals = self.totals.lock().unwrap_or_else(|p| p.into_inner());
         totals.migrations += 1;
         totals.migrated_records += kept;
@@ -653,18 +644,7 @@ impl<K: Key, V: Value> F2Inner<K, V> {
     }
 
     fn migrate_all(&self) -> Result<CompactionReport> {
-        // A fold-over checkpoint of the hot store alone would make its log
-        // read-only, but it must not stand apart from the cold tier's; the
-        // log's own flush does it without one.
-        let log = &self.hot.inner.log;
-        let mut session = Session::internal(self.hot.inner.clone())?;
-        let tail = log.tail_address();
-        session.with_handle(|handle| {
-            log.shift_read_only(tail, handle);
-            log.flush_written(tail, handle)
-        })?;
-        drop(session);
-        let until = log.safe_read_only_address().raw();
+        let until = protocol::read_only_all(&self.hot.inner)?;
         self.migrate(until)
     }
 
@@ -785,7 +765,7 @@ const COMPACTION_GROUP: usize = 1_024;
 struct ToCold<'a, K> {
     cold: &'a Cold,
     writer: &'a mut ColdWriter,
-    migrations: &'a AtomicU64,
+    migrations: &'a crate::sync::AtomicU64,
     kept: u64,
     dropped: u64,
     _key: std::marker::PhantomData<K>,
@@ -1090,102 +1070,16 @@ impl<K: Key, V: Value> F2Session<K, V> {
         F: FnMut(Option<V::View<'_>>) -> Decision<V> + Send + 'static,
         V: Merge + Clone,
     {
-        use std::sync::atomic::AtomicBool;
-        /// What the user decided last (its run is the one that counts).
-        #[derive(Clone, Copy, PartialEq)]
-        enum Last {
-            Nothing,
-            Delete,
-            Other,
-        }
-        let decide = Arc::new(Mutex::new(decide));
         let key_bytes = key.key_arg_to_aligned_bytes();
         let hash = key.key_arg_hash();
-        loop {
-            let seen = self.inner.migrations.load(Ordering::SeqCst);
-            let last = Arc::new(Mutex::new(Last::Nothing));
-            // Runs the user's closure on `old` and maps its decision onto
-            // the hot tier's values (`had` says whether there was a value
-            // to delete).
-            let run = {
-                let (decide, last) = (decide.clone(), last.clone());
-                move |old: Option<V::View<'_>>, had: bool| -> Decision<Tiered<V>> {
-                    let decision = (decide.lock().unwrap_or_else(|p| p.into_inner()))(old);
-                    *last.lock().unwrap_or_else(|p| p.into_inner()) =
-                        if matches!(decision, Decision::Delete) {
-                            Last::Delete
-                        } else {
-                            Last::Other
-                        };
-                    match decision {
-                        Decision::Set(v) => Decision::Set(Tiered::Live(v)),
-                        Decision::Keep => Decision::Keep,
-                        Decision::Abort => Decision::Abort,
-                        Decision::Delete if had => Decision::Set(Tiered::Deleted),
-                        Decision::Delete => Decision::Keep,
-                    }
-                }
-            };
-            let report = |outcome: Outcome, last: &Mutex<Last>| match *last
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-            {
-                Last::Delete => Outcome::Deleted,
-                _ => outcome,
-            };
-            // Phase 1: the hot tier (its last run says whether it was absent).
-            let absent = Arc::new(AtomicBool::new(false));
-            let hot = {
-                let (absent, run) = (absent.clone(), run.clone());
-                move |old: Option<TieredView<'_, V>>| {
-                    absent.store(old.is_none(), Ordering::Relaxed);
-                    match old {
-                        Some(TieredView::Live(v)) => run(Some(v), true),
-                        Some(TieredView::Deleted) => run(None, false),
-                        None => Decision::Abort,
-                    }
-                }
-            };
-            let outcome = self.update_blocking(key, hot)?;
-            if !absent.load(Ordering::Relaxed) {
-                return Ok(report(outcome, &last));
-            }
-            // Phase 2: the cold value, inserted only if the key is still
-            // absent from the hot tier and no migration published.
-            let cold = self.inner.cold.lookup(
-                &mut self.index,
-                key_bytes.as_slice(),
-                hash,
-                &mut self.probe,
-            )?;
-            let cold = cold.filter(|bytes| !tiered::is_deleted(bytes.as_slice()));
-            #[cfg(feature = "testing")]
-            if let Some(pause) = self.rmw_pause.as_mut() {
-                pause();
-            }
-            let retry = Arc::new(AtomicBool::new(false));
-            let insert = {
-                let (retry, migrations) = (retry.clone(), self.inner.migrations.clone());
-                move |old: Option<TieredView<'_, V>>| {
-                    let current = old.is_none() && migrations.load(Ordering::SeqCst) == seen;
-                    retry.store(!current, Ordering::Relaxed);
-                    if !current {
-                        return Decision::Abort;
-                    }
-                    match &cold {
-                        Some(bytes) => match V::view(&bytes.as_slice()[tiered::HEAD..]) {
-                            Ok(view) => run(Some(view), true),
-                            Err(_) => Decision::Abort,
-                        },
-                        None => run(None, false),
-                    }
-                }
-            };
-            let outcome = self.update_blocking(key, insert)?;
-            if !retry.load(Ordering::Relaxed) {
-                return Ok(report(outcome, &last));
-            }
-        }
+        let (cold, index, probe) = (&self.inner.cold, &mut self.index, &mut self.probe);
+        let mut lookup = || cold.lookup(index, key_bytes.as_slice(), hash, probe);
+        #[cfg(feature = "testing")]
+        let pause = self.rmw_pause.as_mut().map(|p| p as &mut dyn FnMut());
+        #[cfg(not(feature = "testing"))]
+        let pause = None;
+        let mut hot = protocol::Hot { session: &mut self.hot, stash: &mut self.stash };
+        protocol::update(&mut hot, &self.inner.migrations, &mut lookup, pause, key, decide)
     }
 
     /// Stores `value` if `key` has none in either tier: [`Outcome::Set`]
@@ -1218,39 +1112,6 @@ impl<K: Key, V: Value> F2Session<K, V> {
             Some(true) => Decision::Delete,
             _ => Decision::Abort,
         })
-    }
-
-    /// A hot conditional update, its device I/O done now (other pending
-    /// operations' completions are kept for `complete_pending`).
-    fn update_blocking<Q, F>(&mut self, key: &Q, decide: F) -> Result<Outcome>
-    where
-        Q: KeyArg<K> + ?Sized,
-        F: FnMut(Option<TieredView<'_, V>>) -> Decision<Tiered<V>> + Send + 'static,
-        V: Merge + Clone,
-    {
-        let serial = match self.hot.update(key, decide)? {
-            UpdateStatus::Done(outcome) => return Ok(outcome),
-            UpdateStatus::Pending { serial } => serial,
-        };
-        loop {
-            for done in self.hot.complete_pending()? {
-                if done.serial == serial {
-                    return match done.op {
-                        CompletedOp::Update(outcome) => Ok(outcome),
-                        CompletedOp::Failed(e) => Err(Error::Io {
-                            context: format!("a pending update failed: {}", e.0),
-                            source: std::io::Error::other(e.0.to_string()),
-                        }),
-                        _ => Err(Error::Corruption {
-                            address: 0,
-                            what: "an update completed as another operation".into(),
-                        }),
-                    };
-                }
-                self.stash.push(done);
-            }
-            std::thread::yield_now();
-        }
     }
 
     /// Operations that returned `Pending` and have not been reported.
