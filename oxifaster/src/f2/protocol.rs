@@ -241,8 +241,6 @@ pub mod loom_model {
     pub struct ModelTiers {
         cold: AtomicU64,
         migrations: Arc<AtomicU64>,
-        /// What happened, in order (for the message of a failed model).
-        events: Arc<std::sync::Mutex<Vec<String>>>,
     }
 
     impl ModelTiers {
@@ -251,7 +249,6 @@ pub mod loom_model {
             Self {
                 cold: AtomicU64::new(cold.map_or(0, |v| v + 1)),
                 migrations: Arc::new(AtomicU64::new(0)),
-                events: Arc::new(std::sync::Mutex::new(Vec::new())),
             }
         }
 
@@ -312,7 +309,7 @@ pub mod loom_model {
             ));
             Ok(value.map(|v| Tiered::Live(v).to_aligned_bytes()))
         };
-        let (events, count) = (tiers.events.clone(), tiers.migrations.clone());
+        let count = tiers.migrations.clone();
         let outcome = update(
             &mut hot,
             &tiers.migrations,
@@ -321,7 +318,6 @@ pub mod loom_model {
             &key,
             move |old: Option<&u64>| {
                 let count = count.load(Ordering::SeqCst);
-                let _ = &events;
                 crate::sync::note(|| format!("update decides on {old:?} (count {count})"));
                 Decision::Set(old.map_or(input, |v| v + input))
             },
