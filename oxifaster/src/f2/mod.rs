@@ -648,57 +648,108 @@ impl<K: Key, V: Value> F2Inner<K, V> {
         self.migrate(until)
     }
 
+    /// Compacts the cold log below `until`, slice by slice.
     fn compact_cold(&self, until: u64) -> Result<u64> {
+        let mut copied = 0;
+        loop {
+            let (n, more) = self.compact_cold_slice(until)?;
+            copied += n;
+            if !more {
+                break;
+            }
+        }
+        self.totals.lock().unwrap_or_else(|p| p.into_inner()).cold_compactions += 1;
+        Ok(copied)
+    }
+
+    /// Where the next slice of a cold compaction starts: the cold log's
+    /// begin address, or past it the end of the slices already compacted
+    /// (their range is truncated at the next checkpoint).
+    fn cold_cursor(&self, m: &Maintenance) -> u64 {
+        let begin = self.cold.log.begin_address().raw();
+        m.truncate_to.map_or(begin, |to| to.max(begin))
+    }
+
+    /// One slice of a cold compaction: up to [`COMPACTION_SLICE`] records
+    /// from the cursor towards `until`, under the maintenance lock, which
+    /// is released between slices so that a migration is never held up
+    /// behind the compaction of a whole cold log (writers past the hot
+    /// log's admission limit wait for migrations). Returns the records
+    /// copied and whether records below `until` remain.
+    ///
+    /// Each key's newest record is copied to the tail; the others, and
+    /// deletions that are their key's newest, are left behind. Slices run
+    /// from the log's begin address without gaps, so every record older
+    /// than one in this slice is in this slice or an earlier one: all of
+    /// them are truncated together at the next checkpoint, which is what
+    /// makes dropping a newest deletion safe. Migrations between slices
+    /// append newer records at the tail; a later slice then finds its
+    /// record superseded and leaves it.
+    fn compact_cold_slice(&self, until: u64) -> Result<(u64, bool)> {
         let mut m = self.lock();
         let cold = &self.cold;
-        let begin = cold.log.begin_address().raw();
+        let from = self.cold_cursor(&m);
         let committed = cold.log.committed_until().raw();
-        if until.min(committed) <= begin {
-            return Ok(0);
+        if until.min(committed) <= from {
+            return Ok((0, false));
         }
-        // The range ends at the first entry at or past `until` (or at the
-        // commit point): an entry boundary, as truncation needs.
+        // The slice ends at an entry boundary: the first entry at or past
+        // `until` or past the slice's size, or the commit point.
         let mut to = committed;
+        let mut more = false;
+        let mut scanned = 0;
         let mut copied = 0;
         let mut probe = ColdProbe::default();
-        let mut it = cold.log.scan(LogAddress::from_raw(begin), LogAddress::from_raw(committed));
+        let mut it = cold.log.scan(LogAddress::from_raw(from), LogAddress::from_raw(committed));
         // Records in groups, each group's lookups of their keys' newest
-        // records done as one batch.
-        let mut group: Vec<(u64, Vec<u8>, u64)> = Vec::with_capacity(COMPACTION_GROUP);
+        // records done as one batch; a group's records are decoded once,
+        // into one buffer.
+        let mut bytes = Vec::new();
+        let mut group: Vec<GroupRecord> = Vec::with_capacity(COMPACTION_GROUP);
         let mut finished = false;
         while !finished {
             group.clear();
+            bytes.clear();
             while group.len() < COMPACTION_GROUP {
-                let Some((address, bytes)) = it.next_ref()? else {
+                let Some((address, entry)) = it.next_ref()? else {
                     finished = true;
                     break;
                 };
                 let address = address.raw();
-                if address >= until {
+                if address >= until || scanned == COMPACTION_SLICE {
                     to = address;
+                    more = address < until;
                     finished = true;
                     break;
                 }
-                let record = cold::decode_record(address, bytes)?;
+                scanned += 1;
+                let record = cold::decode_record(address, entry)?;
                 let hash = <EncodedKey<'_> as KeyArg<K>>::key_arg_hash(&EncodedKey(record.key));
-                group.push((address, bytes.to_vec(), hash));
+                let base = bytes.len();
+                let at = |part: &[u8]| {
+                    let start = base + (part.as_ptr() as usize - entry.as_ptr() as usize);
+                    start..start + part.len()
+                };
+                group.push(GroupRecord {
+                    address,
+                    hash,
+                    key: at(record.key),
+                    value: at(record.value),
+                });
+                bytes.extend_from_slice(entry);
             }
-            let records = group
-                .iter()
-                .map(|(address, bytes, _)| cold::decode_record(*address, bytes))
-                .collect::<Result<Vec<_>>>()?;
             let lookups: Vec<cold::Lookup<'_>> =
-                records.iter().zip(&group).map(|(r, (_, _, hash))| (r.key, *hash)).collect();
+                group.iter().map(|r| (&bytes[r.key.clone()], r.hash)).collect();
             let newest = cold.lookup_batch(&mut m.writer.index, &lookups, &mut probe);
-            for ((record, (address, _, hash)), newest) in records.iter().zip(&group).zip(newest) {
+            for (r, newest) in group.iter().zip(newest) {
                 let newest = newest.map_err(cold::unshare)?;
+                let value = &bytes[r.value.clone()];
                 // Superseded records go; so do deletions that are their
-                // key's newest: every older record of the key is in the
-                // range (a key's records are appended in version order).
-                if newest.map(|(at, _)| at) != Some(*address) || tiered::is_deleted(record.value) {
+                // key's newest (see above).
+                if newest.map(|(at, _)| at) != Some(r.address) || tiered::is_deleted(value) {
                     continue;
                 }
-                m.writer.append(cold, record.key, *hash, record.value)?;
+                m.writer.append(cold, &bytes[r.key.clone()], r.hash, value)?;
                 copied += 1;
             }
         }
@@ -708,10 +759,8 @@ impl<K: Key, V: Value> F2Inner<K, V> {
         // in the manifest still needs the range.
         m.truncate_to = Some(m.truncate_to.map_or(to, |t| t.max(to)));
         drop(m);
-        let mut totals = self.totals.lock().unwrap_or_else(|p| p.into_inner());
-        totals.cold_compactions += 1;
-        totals.cold_copied += copied;
-        Ok(copied)
+        self.totals.lock().unwrap_or_else(|p| p.into_inner()).cold_copied += copied;
+        Ok((copied, more))
     }
 
     fn checkpoint(&self) -> Result<F2Checkpoint> {
@@ -760,6 +809,19 @@ impl<K: Key, V: Value> F2Inner<K, V> {
 
 /// Cold-log records a cold compaction looks up together.
 const COMPACTION_GROUP: usize = 1_024;
+
+/// Cold-log records one slice of a cold compaction scans (see
+/// `F2Inner::compact_cold_slice`).
+const COMPACTION_SLICE: usize = 8 * COMPACTION_GROUP;
+
+/// A record of a cold compaction's group: its address, its key's hash,
+/// and where its key and value are in the group's buffer.
+struct GroupRecord {
+    address: u64,
+    hash: u64,
+    key: std::ops::Range<usize>,
+    value: std::ops::Range<usize>,
+}
 
 /// Migration's target: the cold tier.
 struct ToCold<'a, K> {
@@ -811,28 +873,47 @@ impl Background {
     }
 }
 
+/// What the background task carries from one step to the next.
+struct Chores {
+    last_checkpoint: Instant,
+    /// A cold compaction in progress: the address it compacts below.
+    cold_until: Option<u64>,
+}
+
 /// Migrates, compacts the cold log and checkpoints as the configuration
-/// asks, every 20 ms, until stopped.
+/// asks, every 20 ms (at once while a cold compaction has slices left),
+/// until stopped.
 fn background<K: Key, V: Value>(inner: &F2Inner<K, V>, stop: &(Mutex<bool>, Condvar)) {
-    let mut last_checkpoint = Instant::now();
+    let mut chores = Chores { last_checkpoint: Instant::now(), cold_until: None };
+    let mut busy = false;
     loop {
         {
             let (flag, wake) = stop;
             let stopped = flag.lock().unwrap_or_else(|p| p.into_inner());
-            let (stopped, _) = wake
-                .wait_timeout_while(stopped, Duration::from_millis(20), |s| !*s)
-                .unwrap_or_else(|p| p.into_inner());
+            let pause = if busy { Duration::ZERO } else { Duration::from_millis(20) };
+            let (stopped, _) =
+                wake.wait_timeout_while(stopped, pause, |s| !*s).unwrap_or_else(|p| p.into_inner());
             if *stopped {
                 return;
             }
         }
-        if let Err(e) = step(inner, &mut last_checkpoint) {
-            tracing::error!(error = %e, "F2 background maintenance failed");
-        }
+        busy = match step(inner, &mut chores) {
+            Ok(busy) => busy,
+            Err(e) => {
+                tracing::error!(error = %e, "F2 background maintenance failed");
+                chores.cold_until = None;
+                false
+            }
+        };
     }
 }
 
-fn step<K: Key, V: Value>(inner: &F2Inner<K, V>, last_checkpoint: &mut Instant) -> Result<()> {
+/// One round of the background task: a migration if the hot log is past
+/// its size, one slice of a cold compaction if one is due or in progress
+/// (so that the next round's migration never waits for a whole cold
+/// compaction), a checkpoint if one is due. Returns whether a cold
+/// compaction has slices left.
+fn step<K: Key, V: Value>(inner: &F2Inner<K, V>, chores: &mut Chores) -> Result<bool> {
     if let Some(limit) = inner.config.hot_log_size_bytes {
         let log = &inner.hot.inner.log;
         let r = inner.hot.log_regions();
@@ -855,22 +936,36 @@ fn step<K: Key, V: Value>(inner: &F2Inner<K, V>, last_checkpoint: &mut Instant) 
         let begin = log.begin_address().raw();
         log.throttle_at(crate::address::Address::new(begin + 2 * limit));
     }
+    let mut busy = false;
     if let Some(limit) = inner.config.cold_log_size_bytes {
-        let (begin, tail) =
-            (inner.cold.log.begin_address().raw(), inner.cold.log.committed_until().raw());
-        if tail - begin > limit {
-            inner.compact_cold(begin + (tail - begin) / 2)?;
+        if chores.cold_until.is_none() {
+            // Measured from where compaction left off: the range below it
+            // goes at the next checkpoint.
+            let from = inner.cold_cursor(&inner.lock());
+            let tail = inner.cold.log.committed_until().raw();
+            if tail.saturating_sub(from) > limit {
+                chores.cold_until = Some(from + (tail - from) / 2);
+            }
+        }
+        if let Some(until) = chores.cold_until {
+            let (_, more) = inner.compact_cold_slice(until)?;
+            if more {
+                busy = true;
+            } else {
+                chores.cold_until = None;
+                inner.totals.lock().unwrap_or_else(|p| p.into_inner()).cold_compactions += 1;
+            }
         }
     }
     if let Some(every) = inner.config.checkpoint_every
-        && last_checkpoint.elapsed() >= every
+        && chores.last_checkpoint.elapsed() >= every
     {
-        *last_checkpoint = Instant::now();
+        chores.last_checkpoint = Instant::now();
         if inner.has_changes() {
             inner.checkpoint()?;
         }
     }
-    Ok(())
+    Ok(busy)
 }
 
 /// A session of an [`F2Store`]: the same operations as a [`Session`] of a
