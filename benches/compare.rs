@@ -25,6 +25,8 @@
 //! `OXIFASTER_COMPARE_WORKLOADS` (default `c,rmw,a`, in that order),
 //! `OXIFASTER_COMPARE_CACHE_MIB` (each store's cache or memory budget,
 //! instead of the default for the key count),
+//! `OXIFASTER_COMPARE_DIRECT=1` (direct I/O for oxifaster, F2 and
+//! RocksDB: no page cache beside each store's own memory),
 //! `OXIFASTER_COMPARE_STORES` (comma-separated names), `OXIFASTER_COMPARE_THREADS`
 //! (default `1,2`), `OXIFASTER_COMPARE_ROUNDS` (default 1: each store
 //! alone, store after store; N > 1: the chosen stores loaded side by side
@@ -63,6 +65,10 @@ trait Worker {
 trait System: Send + Sync {
     fn name(&self) -> String;
     fn worker(&self) -> Box<dyn Worker + '_>;
+    /// Runs after the load, before the first timed point, for a store that
+    /// has background work to finish first (RocksDB's flush and
+    /// compactions, so that its reads are not measured behind them).
+    fn after_load(&self) {}
 }
 
 /// How much of the data a store may cache: all of it, or (larger than
@@ -72,6 +78,10 @@ struct Sizing {
     keys: u64,
     cache_bytes: u64,
     larger_than_memory: bool,
+    /// Direct I/O for the stores that read from files
+    /// (`OXIFASTER_COMPARE_DIRECT`): no page cache beside the run's
+    /// memory.
+    direct: bool,
 }
 
 fn temp_dir(name: &str) -> tempfile::TempDir {
@@ -144,6 +154,7 @@ fn ours(s: Sizing) -> Box<dyn System> {
         let store = builder
             .dir(dir.path())
             .log_memory_size_bytes(s.cache_bytes.next_power_of_two() / 2)
+            .direct_io(s.direct)
             .open()
             .expect("store");
         Box::new(Ours(store, "oxifaster 0.2"))
@@ -216,6 +227,7 @@ fn f2_store(s: Sizing) -> Box<dyn System> {
         .max_sessions(8)
         .checkpoint_every(None)
         .checkpoint_on_close(false)
+        .direct_io(s.direct)
         .open()
         .expect("f2");
     Box::new(F2(store, dir))
@@ -374,6 +386,13 @@ impl System for Rocks {
     fn worker(&self) -> Box<dyn Worker + '_> {
         Box::new(RocksWorker(self))
     }
+    /// The memtable flushed and every level compacted into the last one:
+    /// the reads that follow meet one sorted run per key range, with no
+    /// compaction in flight (the layout RocksDB reads best).
+    fn after_load(&self) {
+        self.0.flush().expect("flush");
+        self.0.compact_range::<&[u8], &[u8]>(None, None);
+    }
 }
 
 fn rocks(s: Sizing) -> Box<dyn System> {
@@ -391,6 +410,10 @@ fn rocks(s: Sizing) -> Box<dyn System> {
     options.set_block_based_table_factory(&table);
     options.set_memtable_prefix_bloom_ratio(0.1);
     options.set_memtable_whole_key_filtering(true);
+    if s.direct {
+        options.set_use_direct_reads(true);
+        options.set_use_direct_io_for_flush_and_compaction(true);
+    }
     let db = rocksdb::DB::open(&options, dir.path()).expect("rocksdb");
     let mut write = rocksdb::WriteOptions::default();
     write.disable_wal(true);
@@ -807,6 +830,7 @@ fn main() {
     };
     let secs: f64 = env("OXIFASTER_COMPARE_SECS").and_then(|s| s.parse().ok()).unwrap_or(3.0);
     let ltm = env("OXIFASTER_COMPARE_LTM").is_some_and(|v| v != "0");
+    let direct = env("OXIFASTER_COMPARE_DIRECT").is_some_and(|v| v != "0");
     let wanted: Option<Vec<String>> = env("OXIFASTER_COMPARE_STORES")
         .map(|s| s.split(',').map(|n| n.trim().to_string()).collect());
     let thread_counts: Vec<usize> = env("OXIFASTER_COMPARE_THREADS")
@@ -881,6 +905,7 @@ fn main() {
                 (keys * 64).max(64 << 20)
             },
             larger_than_memory: ltm,
+            direct,
         };
         let mut points = Vec::new();
         for dist in [Distribution::Uniform, Distribution::Zipf] {
@@ -921,6 +946,13 @@ fn main() {
                 .map(|(_, make, _)| {
                     let system: Arc<dyn System> = Arc::from(make(sizing));
                     let load_mops = load(&*system, keys);
+                    let settled = Instant::now();
+                    system.after_load();
+                    eprintln!(
+                        "{}: loaded at {load_mops:.3} Mops/s, settled after the load in {:.1} s",
+                        system.name(),
+                        settled.elapsed().as_secs_f64()
+                    );
                     Contender { system, load_mops, increments: 0, hung: false }
                 })
                 .collect();

@@ -491,7 +491,23 @@ fn conditional_operations_span_both_tiers() {
     store.migrate_all().expect("migrate");
     assert_eq!(session.read_blocking(&4).expect("read"), None, "the deletion moved too");
     assert_eq!(session.update(&4, keep).expect("update"), Outcome::Aborted, "deleted, cold");
-    // Racing increments through `update`.
+    // compare_and_swap on cold, hot, other, deleted and absent values.
+    let cas = |s: &mut oxifaster::f2::F2Session<u64, u64>, key: u64, old: u64, new: u64| {
+        s.compare_and_swap(&key, &old, &new).expect("compare_and_swap")
+    };
+    assert_eq!(cas(&mut session, 9, 9, 90), Outcome::Set, "a cold value");
+    assert_eq!(cas(&mut session, 9, 9, 91), Outcome::Aborted, "the hot value differs");
+    assert_eq!(cas(&mut session, 9, 90, 92), Outcome::Set, "a hot value");
+    assert_eq!(cas(&mut session, 10, 11, 1), Outcome::Aborted, "a cold value that differs");
+    assert_eq!(cas(&mut session, 4, 4, 1), Outcome::Aborted, "a cold deletion");
+    assert_eq!(cas(&mut session, 600, 0, 1), Outcome::Aborted, "an absent key");
+    assert_eq!(session.read_blocking(&9).expect("read"), Some(92));
+    assert_eq!(session.read_blocking(&10).expect("read"), Some(10));
+    assert_eq!(session.read_blocking(&4).expect("read"), None);
+    assert_eq!(session.read_blocking(&600).expect("read"), None);
+    // Racing increments through `update` (one session) and through reads
+    // and `compare_and_swap` (the other), with migrations moving the
+    // values between the tiers meanwhile.
     let stop = Arc::new(AtomicBool::new(false));
     let migrator = {
         let (store, stop) = (store.clone(), stop.clone());
@@ -511,8 +527,19 @@ fn conditional_operations_span_both_tiers() {
                 let mut done = 0u64;
                 while done < 10_000 * scale() || !stop.load(Ordering::Acquire) {
                     let key = 1_000 + rng.below(32);
-                    let add = |old: Option<&u64>| Decision::Set(old.copied().unwrap_or(0) + 1);
-                    assert_eq!(session.update(&key, add).expect("update"), Outcome::Set);
+                    if me == 0 {
+                        let add = |old: Option<&u64>| Decision::Set(old.copied().unwrap_or(0) + 1);
+                        assert_eq!(session.update(&key, add).expect("update"), Outcome::Set);
+                    } else {
+                        // Until a swap from the value read lands.
+                        while match session.read_blocking(&key).expect("read") {
+                            Some(v) => session.compare_and_swap(&key, &v, &(v + 1)),
+                            None => session.insert_if_absent(&key, &1),
+                        }
+                        .expect("swap")
+                            != Outcome::Set
+                        {}
+                    }
                     done += 1;
                 }
                 done

@@ -1159,10 +1159,28 @@ impl<K: Key, V: Value> F2Session<K, V> {
     /// assert_eq!(session.insert_if_absent(&1, &5)?, Outcome::Set);
     /// # Ok::<(), oxifaster::Error>(())
     /// ```
-    pub fn update<Q, F>(&mut self, key: &Q, decide: F) -> Result<Outcome>
+    pub fn update<Q, F>(&mut self, key: &Q, mut decide: F) -> Result<Outcome>
     where
         Q: KeyArg<K> + ?Sized,
         F: FnMut(Option<V::View<'_>>) -> Decision<V> + Send + 'static,
+        V: Merge + Clone,
+    {
+        self.update_encoded(key, move |old| {
+            Ok(match decide(old.map(V::view).transpose()?) {
+                Decision::Set(value) => Decision::Set(value.to_aligned_bytes()),
+                Decision::Keep => Decision::Keep,
+                Decision::Delete => Decision::Delete,
+                Decision::Abort => Decision::Abort,
+            })
+        })
+    }
+
+    /// [`Self::update`] decided on the value's encoding (`None`: no value)
+    /// and giving the new value as an encoding of `V`.
+    fn update_encoded<Q, F>(&mut self, key: &Q, decide: F) -> Result<Outcome>
+    where
+        Q: KeyArg<K> + ?Sized,
+        F: FnMut(Option<&[u8]>) -> Result<Decision<AlignedBytes>> + Send + 'static,
         V: Merge + Clone,
     {
         let key_bytes = key.key_arg_to_aligned_bytes();
@@ -1186,11 +1204,45 @@ impl<K: Key, V: Value> F2Session<K, V> {
         W: ValueArg<V> + ?Sized,
         V: Merge + Clone,
     {
-        let bytes =
-            AlignedBytes::from_encoder(value.value_arg_size(), |s| value.encode_value_arg(s));
-        self.update(key, move |old| match old {
-            None => V::decode(bytes.as_slice()).map_or(Decision::Abort, Decision::Set),
-            Some(_) => Decision::Abort,
+        let value = encoding::<V, W>(value);
+        self.update_encoded(key, move |old| {
+            Ok(match old {
+                None => Decision::Set(value.clone()),
+                Some(_) => Decision::Abort,
+            })
+        })
+    }
+
+    /// Stores `new` if `key`'s value (in either tier) is `expected` (the
+    /// same encoding): [`Outcome::Set`] if it did, [`Outcome::Aborted`] if
+    /// the key has another value or none. As [`Self::update`].
+    ///
+    /// ```
+    /// use oxifaster::f2::F2Store;
+    /// use oxifaster::store::Outcome;
+    ///
+    /// let store = F2Store::<u64, String>::builder().page_size_bits(12).open()?;
+    /// let mut session = store.start_session()?;
+    /// session.upsert(&7, "draft")?;
+    /// store.migrate_all()?; // the value is cold now
+    /// assert_eq!(session.compare_and_swap(&7, "draft", "final")?, Outcome::Set);
+    /// assert_eq!(session.compare_and_swap(&7, "draft", "other")?, Outcome::Aborted);
+    /// assert_eq!(session.read_blocking(&7)?.as_deref(), Some("final"));
+    /// # Ok::<(), oxifaster::Error>(())
+    /// ```
+    pub fn compare_and_swap<Q, E, N>(&mut self, key: &Q, expected: &E, new: &N) -> Result<Outcome>
+    where
+        Q: KeyArg<K> + ?Sized,
+        E: ValueArg<V> + ?Sized,
+        N: ValueArg<V> + ?Sized,
+        V: Merge + Clone,
+    {
+        let (expected, new) = (encoding::<V, E>(expected), encoding::<V, N>(new));
+        self.update_encoded(key, move |old| {
+            Ok(match old {
+                Some(stored) if stored == expected.as_slice() => Decision::Set(new.clone()),
+                _ => Decision::Abort,
+            })
         })
     }
 
@@ -1284,6 +1336,11 @@ impl<K: Key, V: Value> F2Session<K, V> {
     pub fn cold_probe(&self) -> ColdProbe {
         self.probe
     }
+}
+
+/// `value`'s encoding as a `V`, owned.
+fn encoding<V: Value, W: ValueArg<V> + ?Sized>(value: &W) -> AlignedBytes {
+    AlignedBytes::from_encoder(value.value_arg_size(), |s| value.encode_value_arg(s))
 }
 
 /// The F2 manifest (docs/FORMAT.md).

@@ -21,7 +21,7 @@
 use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex};
 
-use super::{Tiered, TieredView, tiered};
+use super::{Tiered, tiered};
 use crate::compaction::{CompactionKind, CompactionReport, Migrate};
 use crate::device::Device;
 use crate::record::{AlignedBytes, Key, KeyArg, Merge, Value};
@@ -46,10 +46,12 @@ fn unchanged(migrations: &AtomicU64, seen: u64) -> bool {
     migrations.load(Ordering::SeqCst) == seen
 }
 
-/// The conditional update over both tiers (`F2Session::update`):
-/// `lookup` reads the key's cold value (a `Tiered` encoding), `pause`
-/// runs between the cold read and the hot insert (tests widen the race
-/// window with it). See the module's invariant.
+/// The conditional update over both tiers (`F2Session::update` and the
+/// operations made of it): `decide` sees the key's value as its encoding
+/// (`None`: no value, or deleted) and gives the new value as an encoding
+/// of `V`; `lookup` reads the key's cold value (a `Tiered` encoding),
+/// `pause` runs between the cold read and the hot insert (tests widen the
+/// race window with it). See the module's invariant.
 pub(crate) fn update<K, V, D, Q, F>(
     hot_tier: &mut Hot<'_, K, V, D>,
     migrations: &Arc<AtomicU64>,
@@ -63,7 +65,7 @@ where
     V: Value + Merge + Clone,
     D: Device,
     Q: KeyArg<K> + ?Sized,
-    F: FnMut(Option<V::View<'_>>) -> Decision<V> + Send + 'static,
+    F: FnMut(Option<&[u8]>) -> Result<Decision<AlignedBytes>> + Send + 'static,
 {
     /// What the user decided last (its run is the one that counts).
     #[derive(Clone, Copy, PartialEq)]
@@ -76,22 +78,22 @@ where
     loop {
         let seen = migrations.load(Ordering::SeqCst);
         let last = Arc::new(Mutex::new(Last::Nothing));
-        // Runs the user's closure on `old` and maps its decision onto
-        // the hot tier's values (`had` says whether there was a value
-        // to delete).
+        // Runs the user's decision on `old` (a `V` encoding) and maps it
+        // onto the hot tier's `Tiered` encodings (`had` says whether
+        // there was a value to delete).
         let run = {
             let (decide, last) = (decide.clone(), last.clone());
-            move |old: Option<V::View<'_>>, had: bool| -> Decision<Tiered<V>> {
-                let decision = (decide.lock().unwrap_or_else(|p| p.into_inner()))(old);
+            move |old: Option<&[u8]>, had: bool| -> Result<Decision<AlignedBytes>> {
+                let decision = (decide.lock().unwrap_or_else(|p| p.into_inner()))(old)?;
                 *last.lock().unwrap_or_else(|p| p.into_inner()) =
                     if matches!(decision, Decision::Delete) { Last::Delete } else { Last::Other };
-                match decision {
-                    Decision::Set(v) => Decision::Set(Tiered::Live(v)),
+                Ok(match decision {
+                    Decision::Set(v) => Decision::Set(tiered::live_bytes(v.as_slice())),
                     Decision::Keep => Decision::Keep,
                     Decision::Abort => Decision::Abort,
-                    Decision::Delete if had => Decision::Set(Tiered::Deleted),
+                    Decision::Delete if had => Decision::Set(tiered::deleted_bytes::<V>()),
                     Decision::Delete => Decision::Keep,
-                }
+                })
             }
         };
         let report = |outcome: Outcome, last: &Mutex<Last>| match *last
@@ -105,12 +107,12 @@ where
         let absent = Arc::new(AtomicBool::new(false));
         let hot = {
             let (absent, run) = (absent.clone(), run.clone());
-            move |old: Option<TieredView<'_, V>>| {
+            move |old: Option<&[u8]>| {
                 absent.store(old.is_none(), Ordering::Relaxed);
                 match old {
-                    Some(TieredView::Live(v)) => run(Some(v), true),
-                    Some(TieredView::Deleted) => run(None, false),
-                    None => Decision::Abort,
+                    Some(bytes) if tiered::state(bytes)? => run(Some(&bytes[tiered::HEAD..]), true),
+                    Some(_) => run(None, false),
+                    None => Ok(Decision::Abort),
                 }
             }
         };
@@ -128,17 +130,14 @@ where
         let retry = Arc::new(AtomicBool::new(false));
         let insert = {
             let (retry, migrations) = (retry.clone(), migrations.clone());
-            move |old: Option<TieredView<'_, V>>| {
+            move |old: Option<&[u8]>| {
                 let current = old.is_none() && (unchanged(&migrations, seen));
                 retry.store(!current, Ordering::Relaxed);
                 if !current {
-                    return Decision::Abort;
+                    return Ok(Decision::Abort);
                 }
                 match &cold {
-                    Some(bytes) => match V::view(&bytes.as_slice()[tiered::HEAD..]) {
-                        Ok(view) => run(Some(view), true),
-                        Err(_) => Decision::Abort,
-                    },
+                    Some(bytes) => run(Some(&bytes.as_slice()[tiered::HEAD..]), true),
                     None => run(None, false),
                 }
             }
@@ -150,17 +149,17 @@ where
     }
 }
 
-/// A hot conditional update, its device I/O done now (other pending
-/// operations' completions go to the stash).
+/// A hot conditional update decided on `Tiered` encodings, its device I/O
+/// done now (other pending operations' completions go to the stash).
 fn update_blocking<K, V, D, Q, F>(hot: &mut Hot<'_, K, V, D>, key: &Q, decide: F) -> Result<Outcome>
 where
     K: Key,
     V: Value + Merge + Clone,
     D: Device,
     Q: KeyArg<K> + ?Sized,
-    F: FnMut(Option<TieredView<'_, V>>) -> Decision<Tiered<V>> + Send + 'static,
+    F: FnMut(Option<&[u8]>) -> Result<Decision<AlignedBytes>> + Send + 'static,
 {
-    let serial = match hot.session.update(key, decide)? {
+    let serial = match hot.session.update_encoded(key, Box::new(decide))? {
         UpdateStatus::Done(outcome) => return Ok(outcome),
         UpdateStatus::Pending { serial } => serial,
     };
@@ -316,10 +315,11 @@ pub mod loom_model {
             &mut lookup,
             None,
             &key,
-            move |old: Option<&u64>| {
+            move |old: Option<&[u8]>| {
+                let old = old.map(u64::decode).transpose()?;
                 let count = count.load(Ordering::SeqCst);
                 crate::sync::note(|| format!("update decides on {old:?} (count {count})"));
-                Decision::Set(old.map_or(input, |v| v + input))
+                Ok(Decision::Set(old.map_or(input, |v| v + input).to_aligned_bytes()))
             },
         )?;
         tiers.note(format!("update done: {outcome:?}"));

@@ -12,7 +12,7 @@
 //! zeros of that size, so that the type keeps its fixed size). The value
 //! starts 8 bytes in, so it keeps the log's 8-byte alignment for views.
 
-use crate::record::{CodecError, FieldLayout, Layout, Merge, Sink, Value, ValueArg};
+use crate::record::{AlignedBytes, CodecError, FieldLayout, Layout, Merge, Sink, Value, ValueArg};
 
 const LIVE: u64 = 0;
 const DELETED: u64 = 1;
@@ -59,6 +59,19 @@ pub(crate) fn state(bytes: &[u8]) -> Result<bool, CodecError> {
 /// not decode: the caller keeps what it cannot read).
 pub(crate) fn is_deleted(bytes: &[u8]) -> bool {
     matches!(state(bytes), Ok(false))
+}
+
+/// The encoding of [`Tiered::Live`] of the value encoded as `value`.
+pub(crate) fn live_bytes(value: &[u8]) -> AlignedBytes {
+    AlignedBytes::from_encoder(HEAD + value.len(), |s| {
+        s.put(&LIVE.to_ne_bytes());
+        s.put(value);
+    })
+}
+
+/// The encoding of [`Tiered::Deleted`] for values of `V`.
+pub(crate) fn deleted_bytes<V: Value>() -> AlignedBytes {
+    Tiered::<V>::Deleted.to_aligned_bytes()
 }
 
 fn put_zeros<S: Sink + ?Sized>(sink: &mut S, mut n: usize) {

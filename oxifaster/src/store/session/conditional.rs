@@ -137,7 +137,8 @@ pub(crate) trait Decide<V: Value> {
 
 /// The owned form of a parked decision: it decides on the old value's
 /// bytes and gives a new value as its encoding.
-type ParkedFn = Box<dyn FnMut(Option<&[u8]>) -> Result<Decision<AlignedBytes>> + Send>;
+pub(crate) type ParkedFn =
+    Box<dyn FnMut(Option<&[u8]>) -> Result<Decision<AlignedBytes>> + Send>;
 
 /// A value reached only through `&mut`: so it can be shared (`Sync`)
 /// whatever it is, which a session's `&self` futures need (the standard
@@ -426,6 +427,18 @@ impl<K: Key, V: Value, D: Device> Session<K, V, D> {
         P: FnMut(V::View<'_>) -> bool + Send + 'static,
     {
         self.update(key, delete_if(predicate))
+    }
+
+    /// [`Session::update`] decided on the value's encoding: `decide` gets
+    /// the stored encoding (`None`: no value) and gives the new value as
+    /// an encoding of `V`. For the F2 store's protocol, which decides on
+    /// the `Tiered` encodings of its hot tier.
+    pub(crate) fn update_encoded<Q: KeyArg<K> + ?Sized>(
+        &mut self,
+        key: &Q,
+        decide: ParkedFn,
+    ) -> Result<UpdateStatus> {
+        self.conditional(key, &mut Parked::<V>::new(decide))
     }
 
     /// Runs a conditional operation as one operation of the session.
