@@ -137,8 +137,7 @@ pub(crate) trait Decide<V: Value> {
 
 /// The owned form of a parked decision: it decides on the old value's
 /// bytes and gives a new value as its encoding.
-pub(crate) type ParkedFn =
-    Box<dyn FnMut(Option<&[u8]>) -> Result<Decision<AlignedBytes>> + Send>;
+pub(crate) type ParkedFn = Box<dyn FnMut(Option<&[u8]>) -> Result<Decision<AlignedBytes>> + Send>;
 
 /// A value reached only through `&mut`: so it can be shared (`Sync`)
 /// whatever it is, which a session's `&self` futures need (the standard
