@@ -695,3 +695,55 @@ fn a_damaged_cold_record_is_an_error() {
     }
     assert!(errors > 0, "no read met the damage");
 }
+
+/// The async reads and writes: futures that are `Send` (sessions move into
+/// spawned tasks), reads of hot keys on the device and of cold keys
+/// awaited, deletions hiding cold values; and a read dropped at its
+/// `.await` leaves the session working.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn async_reads_and_writes_span_both_tiers() {
+    fn assert_send<F: std::future::Future + Send>(future: F) -> F {
+        future
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store: Arc<F2Store<u64, u64>> = Arc::new(small(dir.path()).open().expect("open"));
+    let mut session = store.start_session().expect("session");
+    for key in 0..4_000u64 {
+        assert_send(session.upsert_async(&key, &(key + 1))).await.expect("upsert");
+    }
+    store.migrate_all().expect("migrate");
+    // Hot again, and on the hot log's device (the hot log holds 64 KiB).
+    for key in 0..2_000u64 {
+        session.upsert_async(&key, &(key + 2)).await.expect("upsert");
+    }
+    assert_send(session.delete_async(&3_000)).await.expect("delete");
+    let want = |key: u64| match key {
+        3_000 => None,
+        k if k < 2_000 => Some(k + 2),
+        k if k < 4_000 => Some(k + 1),
+        _ => None,
+    };
+    let before = session.cold_probe();
+    for key in (0..4_100u64).step_by(3) {
+        assert_eq!(assert_send(session.read_async(&key)).await.expect("read"), want(key), "{key}");
+    }
+    assert!(session.cold_probe().records > before.records, "cold lookups ran");
+    // A read dropped before it finished: the session goes on.
+    let dropped = tokio::time::timeout(std::time::Duration::ZERO, session.read_async(&3_999)).await;
+    drop(dropped);
+    assert_eq!(session.read_async(&3_999).await.expect("read"), Some(4_000));
+    // Sessions move into tasks.
+    let tasks: Vec<_> = (0..2u64)
+        .map(|t| {
+            let mut session = store.start_session().expect("session");
+            tokio::spawn(async move {
+                for key in (t..4_000u64).step_by(2) {
+                    assert_eq!(session.read_async(&key).await.expect("read"), want(key), "{key}");
+                }
+            })
+        })
+        .collect();
+    for task in tasks {
+        task.await.expect("task");
+    }
+}

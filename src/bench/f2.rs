@@ -241,10 +241,7 @@ fn run(
             total.reads += r.reads;
             total.not_found += r.not_found;
             total.rmws += r.rmws;
-            total.probe.chunks += r.probe.chunks;
-            total.probe.chunk_misses += r.probe.chunk_misses;
-            total.probe.records += r.probe.records;
-            total.probe.record_misses += r.probe.record_misses;
+            total.probe += r.probe;
         }
         Ok::<_, oxifaster::Error>((total, start))
     })?;

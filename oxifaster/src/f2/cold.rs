@@ -167,6 +167,17 @@ pub struct ColdProbe {
     pub promoted: u64,
 }
 
+/// Sums the counts (of several sessions, say).
+impl std::ops::AddAssign for ColdProbe {
+    fn add_assign(&mut self, other: ColdProbe) {
+        self.chunks += other.chunks;
+        self.chunk_misses += other.chunk_misses;
+        self.records += other.records;
+        self.record_misses += other.record_misses;
+        self.promoted += other.promoted;
+    }
+}
+
 /// The cold tier: its log, its index store and the index's geometry.
 pub(crate) struct Cold {
     pub log: FasterLog,

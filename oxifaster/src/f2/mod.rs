@@ -42,6 +42,8 @@
 //! hot records older than the hot checkpoint's cut, each still in the hot
 //! checkpoint's log or superseded there, so the two agree.
 
+#[cfg(feature = "tokio")]
+mod asynk;
 mod cold;
 mod protocol;
 mod tiered;
@@ -514,6 +516,8 @@ impl<K: Key, V: Value> F2Store<K, V> {
             stash: Vec::new(),
             promotions: std::collections::HashSet::new(),
             probe: ColdProbe::default(),
+            #[cfg(feature = "tokio")]
+            async_index: None,
             #[cfg(feature = "testing")]
             rmw_pause: None,
         })
@@ -990,6 +994,11 @@ pub struct F2Session<K: Key, V: Value> {
     /// completions are not the caller's.
     promotions: std::collections::HashSet<u64>,
     probe: ColdProbe,
+    /// The chunk-store session the async cold lookups take to tokio's
+    /// blocking pool and bring back (a future dropped meanwhile loses it;
+    /// the next lookup starts another).
+    #[cfg(feature = "tokio")]
+    async_index: Option<cold::IndexSession>,
     /// Runs between an RMW's (or update's) cold read and its hot insert
     /// (tests widen the race window with it).
     #[cfg(feature = "testing")]
