@@ -1073,13 +1073,14 @@ impl<K: Key, V: Value> F2Session<K, V> {
     /// conditional insert). Best effort: a failure leaves the key cold.
     fn promote(&mut self, key: &[u8], bytes: AlignedBytes, seen: u64) {
         let migrations = self.inner.migrations.clone();
-        let decide = move |old: Option<TieredView<'_, V>>| match old {
-            None if migrations.load(Ordering::SeqCst) == seen => {
-                Tiered::<V>::decode(bytes.as_slice()).map_or(Decision::Abort, Decision::Set)
-            }
-            _ => Decision::Abort,
+        // The cold encoding is the hot one: stored as it is, not decoded.
+        let decide = move |old: Option<&[u8]>| {
+            Ok(match old {
+                None if migrations.load(Ordering::SeqCst) == seen => Decision::Set(bytes.clone()),
+                _ => Decision::Abort,
+            })
         };
-        match self.hot.update(&EncodedKey(key), decide) {
+        match self.hot.update_encoded(&EncodedKey(key), Box::new(decide)) {
             Ok(UpdateStatus::Done(Outcome::Set)) => self.probe.promoted += 1,
             Ok(UpdateStatus::Done(_)) => {}
             // The key got a hot record on the device meanwhile: the
