@@ -75,10 +75,11 @@ fn main() -> Result<(), oxifaster::Error> {
     );
     let memory = store.memory();
     println!(
-        "memory: hot log {} KiB, hot index {} KiB, cold index log {} KiB, cold index table {} KiB, \
+        "memory: hot log {} KiB, hot index {} KiB, read cache {} KiB, cold index log {} KiB, cold index table {} KiB, \
          cold log {} KiB; total {} KiB = {:.2} bytes per key",
         memory.hot_log >> 10,
         memory.hot_index >> 10,
+        memory.read_cache >> 10,
         memory.cold_index_log >> 10,
         memory.cold_index_table >> 10,
         memory.cold_log >> 10,

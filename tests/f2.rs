@@ -24,6 +24,7 @@ fn small(dir: &Path) -> F2Builder {
         .hot_table_size(64)
         .cold_index_chunks(16)
         .cold_index_memory_bytes(64 << 10)
+        .read_cache_bytes(16 << 10)
         .hot_log_size_bytes(None)
         .checkpoint_every(None)
 }
@@ -111,7 +112,8 @@ fn reads_deletes_and_rmws_reach_the_cold_tier() {
 #[test]
 fn promoted_cold_reads_become_hot() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let store: F2Store<u64, u64> = small(dir.path()).promote_cold_reads(true).open().expect("open");
+    let store: F2Store<u64, u64> =
+        small(dir.path()).read_cache_bytes(0).promote_cold_reads(true).open().expect("open");
     let mut session = store.start_session().expect("session");
     for key in 0..1_000u64 {
         session.upsert(&key, &(key + 1)).expect("upsert");
@@ -142,6 +144,101 @@ fn promoted_cold_reads_become_hot() {
         matches!(session.read(&20).expect("read"), ReadStatus::Found(21)),
         "hot after the pending read"
     );
+}
+
+/// Reads that the cold tier served are linked into the hot tier's read
+/// cache: the next read of the key does no cold lookup; a write or a
+/// delete replaces the cached value; evicted records free the hot index
+/// entries they took.
+#[test]
+fn cold_reads_are_served_by_the_read_cache() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store: F2Store<u64, u64> = small(dir.path()).open().expect("open");
+    let mut session = store.start_session().expect("session");
+    for key in 0..1_000u64 {
+        session.upsert(&key, &(key + 1)).expect("upsert");
+    }
+    store.migrate_all().expect("migrate");
+    assert_eq!(store.hot().index_stats().entries, 0);
+    let from_cache = |store: &F2Store<u64, u64>| store.hot().stats().operations.reads_from_cache;
+    assert_eq!(session.read_blocking(&10).expect("read"), Some(11));
+    let lookups = session.cold_probe().chunks;
+    assert_eq!(store.hot().index_stats().entries, 1, "the cached key's entry");
+    assert_eq!(session.read_blocking(&10).expect("read"), Some(11));
+    assert!(matches!(session.read(&10).expect("read"), ReadStatus::Found(11)));
+    assert_eq!(session.cold_probe().chunks, lookups, "served by the cache, not the cold tier");
+    assert_eq!(from_cache(&store), 2);
+    assert_eq!(session.cold_probe().promoted, 0, "cached, not copied into the hot log");
+    // A write replaces the cached value, a delete hides it.
+    session.upsert(&10, &99).expect("upsert");
+    assert_eq!(session.read_blocking(&10).expect("read"), Some(99));
+    session.delete(&10).expect("delete");
+    assert_eq!(session.read_blocking(&10).expect("read"), None);
+    // Pending reads are cached too.
+    let serial = match session.read(&20).expect("read") {
+        ReadStatus::Pending { serial } => serial,
+        other => panic!("{other:?}"),
+    };
+    let done = session.complete_pending().expect("complete");
+    assert_eq!((done[0].serial, &done[0].op), (serial, &CompletedOp::Read(Some(21))));
+    assert!(matches!(session.read(&20).expect("read"), ReadStatus::Found(21)));
+    // Every key through a cache of four 4 KiB pages: pages are evicted and
+    // the entries their records took freed; every value stays exact.
+    for round in 0..2 {
+        for key in 0..1_000u64 {
+            let want = match key {
+                10 => None,
+                k => Some(k + 1),
+            };
+            assert_eq!(
+                session.read_blocking(&key).expect("read"),
+                want,
+                "key {key}, round {round}"
+            );
+        }
+    }
+    let cache = store.hot().stats().read_cache.expect("a read cache");
+    assert!(cache.evicted_pages > 2, "{cache:?}");
+    let entries = store.hot().index_stats().entries;
+    assert!(entries < 600, "{entries} hot index entries for a cache of at most 512 records");
+    // A migration leaves cached keys exact (their cache records stay, over
+    // hot records that left).
+    for key in 0..100u64 {
+        session.upsert(&key, &(key + 7)).expect("upsert");
+    }
+    store.migrate_all().expect("migrate");
+    for key in 0..1_000u64 {
+        let want = if key < 100 { key + 7 } else { key + 1 };
+        assert_eq!(session.read_blocking(&key).expect("read"), Some(want), "key {key}");
+    }
+}
+
+/// The race a read-cache link must not lose: between a read's cold lookup
+/// and its link, another session writes the key and a migration moves the
+/// write to the cold tier and frees the key's hot entry, so that the entry
+/// looks as it did when the read missed. The link checks that no
+/// migration published since; without that check the stale cold value
+/// would be cached and served.
+#[test]
+fn a_read_cache_link_after_a_racing_write_and_migration_is_refused() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store: Arc<F2Store<u64, u64>> = Arc::new(small(dir.path()).open().expect("open"));
+    let mut session = store.start_session().expect("session");
+    session.upsert(&7, &5).expect("upsert");
+    store.migrate_all().expect("migrate");
+    let (other_store, mut other) = (store.clone(), store.start_session().expect("session"));
+    let mut fired = false;
+    session.set_rmw_pause(Some(Box::new(move || {
+        if !std::mem::replace(&mut fired, true) {
+            other.upsert(&7, &100).expect("the racing write");
+            other_store.migrate_all().expect("the racing migration");
+        }
+    })));
+    assert_eq!(session.read_blocking(&7).expect("read"), Some(5), "the read's own value");
+    assert_eq!(store.hot().index_stats().entries, 0, "the stale value was linked into the cache");
+    session.set_rmw_pause(None);
+    assert_eq!(session.read_blocking(&7).expect("read"), Some(100), "a stale value was cached");
+    assert_eq!(session.read_blocking(&7).expect("read"), Some(100));
 }
 
 /// Random operations from two sessions on their own keys, against a model,
@@ -261,6 +358,8 @@ where
     assert!(rounds >= 40, "only {rounds} maintenance rounds ran");
     let totals = store.totals();
     assert!(totals.migrations > 0 && totals.cold_compactions > 0, "{totals:?}");
+    let cached = store.hot().stats().operations.reads_from_cache;
+    assert!(cached > 0, "the read cache served no read");
     let check = |store: &F2Store<u64, V>| {
         let mut session = store.start_session().expect("session");
         for key in 0..1_500 * sessions {

@@ -26,6 +26,8 @@ struct F2Run {
     reads: u64,
     not_found: u64,
     rmws: u64,
+    /// Reads the hot tier's read cache answered.
+    cache_hits: u64,
     probe: ColdProbe,
     elapsed: Duration,
 }
@@ -63,22 +65,24 @@ pub(crate) fn bench_f2(args: &BenchArgs) -> Result<(), Box<dyn std::error::Error
     if !args.json {
         println!(
             "oxifaster bench --store f2: {} keys, 8-byte values, {threads} threads, memory budget {} MiB \
-             (hot log {} MiB, hot index {} MiB, cold index log {} MiB, cold index table {} MiB), \
+             (hot log {} MiB, hot index {} MiB, read cache {} MiB, cold index log {} MiB, cold index table {} MiB), \
              {chunks} cold index chunks, in {}",
             args.keys,
             budget >> 20,
             m.hot_log >> 20,
             m.hot_index >> 20,
+            m.read_cache >> 20,
             m.cold_index_log >> 20,
             m.cold_index_table >> 20,
             store.dir().display()
         );
         println!(
-            "{:>5} {:>8} {:>3} {:>9} {:>12} {:>14} {:>14} {:>11}",
+            "{:>5} {:>8} {:>3} {:>9} {:>12} {:>12} {:>14} {:>14} {:>11}",
             "work",
             "dist",
             "thr",
             "Mops/s",
+            "cached/read",
             "cold/op",
             "chunk reads",
             "records/lookup",
@@ -177,6 +181,8 @@ fn run(
     let ready = Barrier::new(threads + 1);
     let done = AtomicU64::new(0);
     let duration = Duration::from_secs_f64(args.secs);
+    let cache_hits = || store.hot().stats().operations.reads_from_cache;
+    let hits_before = cache_hits();
     let (mut total, start) = std::thread::scope(|scope| {
         let workers: Vec<_> = (0..threads as u64)
             .map(|t| {
@@ -246,6 +252,7 @@ fn run(
         Ok::<_, oxifaster::Error>((total, start))
     })?;
     total.elapsed = start.elapsed();
+    total.cache_hits = cache_hits() - hits_before;
     Ok(total)
 }
 
@@ -270,6 +277,7 @@ fn report_row(
     let lookups = r.probe.chunks;
     let per_op = |n: u64, of: u64| if of == 0 { 0.0 } else { n as f64 / of as f64 };
     let cold_per_op = ops.map_or(0.0, |ops| per_op(lookups, ops));
+    let cached = per_op(r.cache_hits, r.reads);
     let chunk_reads = per_op(r.probe.chunk_misses, lookups);
     let records = per_op(r.probe.records, lookups);
     // The cold tier's device reads per second: chunks and records.
@@ -278,13 +286,13 @@ fn report_row(
     let kiops = if secs > 0.0 { device_reads / secs / 1e3 } else { 0.0 };
     if args.json {
         println!(
-            "{{\"store\":\"f2\",\"workload\":\"{workload}\",\"dist\":\"{dist}\",\"threads\":{threads},\"keys\":{},\"mops\":{mops:.3},\"cold_lookups\":{lookups},\"cold_lookups_per_op\":{cold_per_op:.4},\"chunk_device_reads_per_lookup\":{chunk_reads:.4},\"records_per_lookup\":{records:.4},\"cold_device_reads_per_sec\":{:.0}}}",
+            "{{\"store\":\"f2\",\"workload\":\"{workload}\",\"dist\":\"{dist}\",\"threads\":{threads},\"keys\":{},\"mops\":{mops:.3},\"cached_per_read\":{cached:.4},\"cold_lookups\":{lookups},\"cold_lookups_per_op\":{cold_per_op:.4},\"chunk_device_reads_per_lookup\":{chunk_reads:.4},\"records_per_lookup\":{records:.4},\"cold_device_reads_per_sec\":{:.0}}}",
             args.keys,
             kiops * 1e3
         );
     } else {
         println!(
-            "{workload:>5} {dist:>8} {threads:>3} {mops:>9.2} {cold_per_op:>12.3} {chunk_reads:>14.3} {records:>14.3} {kiops:>11.1}"
+            "{workload:>5} {dist:>8} {threads:>3} {mops:>9.2} {cached:>12.3} {cold_per_op:>12.3} {chunk_reads:>14.3} {records:>14.3} {kiops:>11.1}"
         );
     }
 }
@@ -301,9 +309,10 @@ fn report_memory(args: &BenchArgs, store: &F2Store<u64, u64>) {
     let (begin, tail) = store.cold_log_range();
     if args.json {
         println!(
-            "{{\"hot_log_bytes\":{},\"hot_index_bytes\":{},\"cold_index_log_bytes\":{},\"cold_index_table_bytes\":{},\"cold_log_memory_bytes\":{},\"total_bytes\":{},\"hot_index_entries\":{hot_keys},\"cold_index_table_bytes_per_cold_key\":{cold_index_per_key:.4},\"migrations\":{},\"migrated_records\":{},\"cold_log_bytes\":{}}}",
+            "{{\"hot_log_bytes\":{},\"hot_index_bytes\":{},\"read_cache_bytes\":{},\"cold_index_log_bytes\":{},\"cold_index_table_bytes\":{},\"cold_log_memory_bytes\":{},\"total_bytes\":{},\"hot_index_entries\":{hot_keys},\"cold_index_table_bytes_per_cold_key\":{cold_index_per_key:.4},\"migrations\":{},\"migrated_records\":{},\"cold_log_bytes\":{}}}",
             m.hot_log,
             m.hot_index,
+            m.read_cache,
             m.cold_index_log,
             m.cold_index_table,
             m.cold_log,
@@ -315,11 +324,12 @@ fn report_memory(args: &BenchArgs, store: &F2Store<u64, u64>) {
     } else {
         let mib = |b: u64| b as f64 / (1 << 20) as f64;
         println!(
-            "memory: hot log {:.1} MiB, hot index {:.1} MiB ({hot_keys} entries), cold index log {:.1} MiB, \
+            "memory: hot log {:.1} MiB, hot index {:.1} MiB ({hot_keys} entries), read cache {:.1} MiB, cold index log {:.1} MiB, \
              cold index table {:.2} MiB ({cold_index_per_key:.3} bytes per cold-only key), cold log {:.1} MiB; \
              total {:.1} MiB. {} migrations moved {} records; cold log {:.1} MiB",
             mib(m.hot_log),
             mib(m.hot_index),
+            mib(m.read_cache),
             mib(m.cold_index_log),
             mib(m.cold_index_table),
             mib(m.cold_log),

@@ -6,7 +6,7 @@
 use std::sync::atomic::Ordering;
 
 use super::cold::{ColdProbe, IndexSession};
-use super::{F2Session, Tiered};
+use super::{F2Session, HotMiss, Tiered};
 use crate::record::{AlignedBytes, Key, KeyArg, Value, ValueArg};
 use crate::{Error, Result};
 
@@ -33,15 +33,17 @@ impl<K: Key, V: Value> F2Session<K, V> {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub async fn read_async<Q: KeyArg<K> + ?Sized>(&mut self, key: &Q) -> Result<Option<V>> {
+        let seen = self.inner.migrations.load(Ordering::SeqCst);
         match self.hot.read_async(key).await? {
             Some(Tiered::Live(value)) => return Ok(Some(value)),
             Some(Tiered::Deleted) => return Ok(None),
             None => {}
         }
+        let miss = HotMiss { entry: self.hot.last_miss_entry(), seen };
         let key_bytes = key.key_arg_to_aligned_bytes();
-        let seen = self.inner.migrations.load(Ordering::SeqCst);
-        match self.cold_lookup_async(key_bytes.clone(), key.key_arg_hash()).await? {
-            Some(bytes) => self.cold_value(key_bytes.as_slice(), bytes, seen),
+        let hash = key.key_arg_hash();
+        match self.cold_lookup_async(key_bytes.clone(), hash).await? {
+            Some(bytes) => self.cold_value(key_bytes.as_slice(), hash, bytes, Some(miss)),
             None => Ok(None),
         }
     }

@@ -12,7 +12,12 @@
 //!   about a byte of memory (the chunk store's index holds one entry per
 //!   chunk of 32 slots).
 //!
-//! Reads go hot → cold; writes go hot. A delete is a hot
+//! Reads go hot (its index, then its read cache) → cold; writes go hot.
+//! A value the cold tier served is linked into the hot tier's read cache
+//! only if the hot index entry the read missed under is unchanged and no
+//! migration published since the read began (`Session::cache_value`): a
+//! migration is the one way an entry returns to a value it held (emptied
+//! after its keys left), and it moves the count before that. A delete is a hot
 //! [`Tiered::Deleted`] value, which hides the key's cold versions. An RMW
 //! whose key is not in the hot tier reads its cold value and inserts the
 //! merged value in the hot tier *only if* the hot tier still has no record
@@ -89,6 +94,7 @@ pub struct F2Builder {
     hot_log_memory_bytes: u64,
     hot_table_size: u64,
     hot_log_size_bytes: Option<u64>,
+    read_cache_bytes: Option<u64>,
     cold_index_chunks: u64,
     cold_index_memory_bytes: u64,
     cold_index_table_size: u64,
@@ -109,6 +115,7 @@ impl Default for F2Builder {
             hot_log_memory_bytes: 64 << 20,
             hot_table_size: 1 << 16,
             hot_log_size_bytes: Some(256 << 20),
+            read_cache_bytes: None,
             cold_index_chunks: 1 << 16,
             cold_index_memory_bytes: 16 << 20,
             cold_index_table_size: 1 << 14,
@@ -163,6 +170,23 @@ impl F2Builder {
         self
     }
 
+    /// The hot tier's read cache (default 16 MiB, at least two pages; 0:
+    /// none), a whole number of pages: records that reads fetched from the
+    /// cold tier (or from the hot log's part on disk) are kept there, so
+    /// that a key read often is read from memory until writes or eviction
+    /// replace it, without taking room in the hot log (FASTER's read
+    /// cache, linked from the hot index; see [`F2Session::read`]).
+    pub fn read_cache_bytes(mut self, bytes: u64) -> Self {
+        self.read_cache_bytes = Some(bytes);
+        self
+    }
+
+    /// The read cache's size: as set, or the default.
+    fn read_cache_size(&self) -> u64 {
+        let page = 1u64 << self.page_size_bits;
+        self.read_cache_bytes.unwrap_or_else(|| (16u64 << 20).max(2 * page))
+    }
+
     /// Chunks of the cold index, fixed when the store is created (default
     /// 65,536, for about a million cold keys at half a slot per key; more
     /// keys make longer chains, not errors).
@@ -186,11 +210,11 @@ impl F2Builder {
     }
 
     /// Splits a memory budget over the parts (each rounded down to a power
-    /// of two): half for the hot log, which then migrates its older half
-    /// once it outgrows its memory (`hot_log_size_bytes`, unless set
-    /// after this); a quarter for the hot index's table (four entries a
-    /// bucket for a hot log of 32-byte records; it grows by itself past
-    /// that); an eighth for the chunk store's log (the chunks kept in
+    /// of two, the read cache to whole pages): half for the hot log, which
+    /// then migrates its older half once it outgrows its memory
+    /// (`hot_log_size_bytes`, unless set after this); an eighth for the
+    /// read cache; an eighth for the hot index's table (it grows by itself
+    /// past that); an eighth for the chunk store's log (the chunks kept in
     /// memory) and a sixteenth for the chunk store's table.
     /// [`F2Store::memory`] reports what each takes.
     pub fn memory_budget(mut self, bytes: u64) -> Self {
@@ -198,7 +222,8 @@ impl F2Builder {
         let page = 1u64 << self.page_size_bits;
         self.hot_log_memory_bytes = pow2(bytes / 2).max(4 * page);
         self.hot_log_size_bytes = Some(self.hot_log_memory_bytes);
-        self.hot_table_size = pow2(bytes / 4 / 64).max(16);
+        self.read_cache_bytes = Some((bytes / 8 / page * page).max(2 * page));
+        self.hot_table_size = pow2(bytes / 8 / 64).max(16);
         self.cold_index_memory_bytes = pow2(bytes / 8).max(4 * page);
         self.cold_index_table_size = pow2(bytes / 16 / 64).max(16);
         self
@@ -261,6 +286,8 @@ pub struct F2Memory {
     pub hot_log: u64,
     /// The hot index (table and overflow buckets).
     pub hot_index: u64,
+    /// The hot tier's read cache.
+    pub read_cache: u64,
     /// The chunk store's log pages (chunks in memory).
     pub cold_index_log: u64,
     /// The chunk store's own index (one entry per chunk).
@@ -272,7 +299,12 @@ pub struct F2Memory {
 impl F2Memory {
     /// All parts together.
     pub fn total(&self) -> u64 {
-        self.hot_log + self.hot_index + self.cold_index_log + self.cold_index_table + self.cold_log
+        self.hot_log
+            + self.hot_index
+            + self.read_cache
+            + self.cold_index_log
+            + self.cold_index_table
+            + self.cold_log
     }
 }
 
@@ -432,6 +464,7 @@ impl<K: Key, V: Value> F2Store<K, V> {
             .table_size(config.hot_table_size)
             .max_sessions(config.max_sessions + 2)
             .direct_io(config.direct_io)
+            .read_cache_bytes(config.read_cache_size())
             // Both tiers checkpoint together, or not at all.
             .checkpoint_every(None)
             .checkpoint_on_close(false)
@@ -555,6 +588,7 @@ impl<K: Key, V: Value> F2Store<K, V> {
         F2Memory {
             hot_log: self.inner.config.hot_log_memory_bytes,
             hot_index: index(&self.inner.hot.index_stats()),
+            read_cache: self.inner.config.read_cache_size(),
             cold_index_log: self.inner.config.cold_index_memory_bytes,
             cold_index_table: index(&self.inner.cold.index.index_stats()),
             cold_log: (4u64 << self.inner.config.page_size_bits).max(1 << 20),
@@ -986,8 +1020,8 @@ pub struct F2Session<K: Key, V: Value> {
     /// Hot reads gone to the device, by serial: their keys, for the cold
     /// lookup if the hot tier has no record.
     hot_parked: HashMap<u64, AlignedBytes>,
-    /// Reads to finish in the cold tier: serial, key, hash.
-    cold_parked: VecDeque<(u64, AlignedBytes, u64)>,
+    /// Reads to finish in the cold tier.
+    cold_parked: VecDeque<ColdRead>,
     /// Hot completions met while an RMW waited for its own.
     stash: Vec<Completed<Tiered<V>>>,
     /// Serials of promotions (see `promote`) that went pending: their
@@ -999,8 +1033,9 @@ pub struct F2Session<K: Key, V: Value> {
     /// the next lookup starts another).
     #[cfg(feature = "tokio")]
     async_index: Option<cold::IndexSession>,
-    /// Runs between an RMW's (or update's) cold read and its hot insert
-    /// (tests widen the race window with it).
+    /// Runs between an RMW's (or update's) cold read and its hot insert,
+    /// and between a read's cold lookup and its read-cache link (tests
+    /// widen the race windows with it).
     #[cfg(feature = "testing")]
     rmw_pause: Option<Box<dyn FnMut() + Send>>,
 }
@@ -1017,8 +1052,10 @@ impl<K: Key, V: Value> F2Session<K, V> {
         self.hot.serial()
     }
 
-    /// Reads `key`: the hot tier, then the cold tier.
+    /// Reads `key`: the hot tier (its read cache included), then the cold
+    /// tier.
     pub fn read<Q: KeyArg<K> + ?Sized>(&mut self, key: &Q) -> Result<ReadStatus<V>> {
+        let seen = self.inner.migrations.load(Ordering::SeqCst);
         match self.hot.read(key)? {
             ReadStatus::Found(Tiered::Live(v)) => Ok(ReadStatus::Found(v)),
             ReadStatus::Found(Tiered::Deleted) => Ok(ReadStatus::NotFound),
@@ -1028,11 +1065,12 @@ impl<K: Key, V: Value> F2Session<K, V> {
             }
             ReadStatus::NotFound => {
                 let serial = self.hot.serial();
-                self.cold_parked.push_back((
+                self.cold_parked.push_back(ColdRead {
                     serial,
-                    key.key_arg_to_aligned_bytes(),
-                    key.key_arg_hash(),
-                ));
+                    key: key.key_arg_to_aligned_bytes(),
+                    hash: key.key_arg_hash(),
+                    miss: Some(HotMiss { entry: self.hot.last_miss_entry(), seen }),
+                });
                 Ok(ReadStatus::Pending { serial })
             }
         }
@@ -1040,28 +1078,52 @@ impl<K: Key, V: Value> F2Session<K, V> {
 
     /// Reads `key`, doing any device I/O (hot or cold) right away.
     pub fn read_blocking<Q: KeyArg<K> + ?Sized>(&mut self, key: &Q) -> Result<Option<V>> {
+        let seen = self.inner.migrations.load(Ordering::SeqCst);
         match self.hot.read_blocking(key)? {
             Some(Tiered::Live(v)) => Ok(Some(v)),
             Some(Tiered::Deleted) => Ok(None),
-            None => self.cold_read(key.key_arg_to_aligned_bytes().as_slice(), key.key_arg_hash()),
+            None => {
+                let miss = HotMiss { entry: self.hot.last_miss_entry(), seen };
+                let key_bytes = key.key_arg_to_aligned_bytes();
+                let hash = key.key_arg_hash();
+                match self.inner.cold.lookup(
+                    &mut self.index,
+                    key_bytes.as_slice(),
+                    hash,
+                    &mut self.probe,
+                )? {
+                    Some(bytes) => self.cold_value(key_bytes.as_slice(), hash, bytes, Some(miss)),
+                    None => Ok(None),
+                }
+            }
         }
     }
 
-    /// The value of `key` in the cold tier (copied into the hot tier with
-    /// [`F2Builder::promote_cold_reads`]).
-    fn cold_read(&mut self, key: &[u8], hash: u64) -> Result<Option<V>> {
-        let seen = self.inner.migrations.load(Ordering::SeqCst);
-        match self.inner.cold.lookup(&mut self.index, key, hash, &mut self.probe)? {
-            Some(bytes) => self.cold_value(key, bytes, seen),
-            None => Ok(None),
-        }
-    }
-
-    /// The value in `bytes`, what the cold tier holds for `key` (found when
-    /// the migration count was `seen`), promoted if so configured.
-    fn cold_value(&mut self, key: &[u8], bytes: AlignedBytes, seen: u64) -> Result<Option<V>> {
+    /// The value in `bytes`, what the cold tier holds for `key` (of hash
+    /// `hash`), read after the hot tier missed it as `miss` says (`None`:
+    /// a miss the read cannot vouch for, after a pending hot read): put in
+    /// the hot tier's read cache, or, failing that, promoted if so
+    /// configured.
+    fn cold_value(
+        &mut self,
+        key: &[u8],
+        hash: u64,
+        bytes: AlignedBytes,
+        miss: Option<HotMiss>,
+    ) -> Result<Option<V>> {
         let Tiered::Live(value) = Tiered::<V>::decode(bytes.as_slice())? else { return Ok(None) };
-        if self.inner.config.promote_cold_reads {
+        #[cfg(feature = "testing")]
+        if let Some(pause) = self.rmw_pause.as_mut() {
+            pause();
+        }
+        let cached = miss.is_some_and(|miss| {
+            let migrations = &self.inner.migrations;
+            let still = || migrations.load(Ordering::SeqCst) == miss.seen;
+            self.hot.cache_value(key, hash, miss.entry, bytes.as_slice(), &still)
+        });
+        if !cached && self.inner.config.promote_cold_reads {
+            let seen =
+                miss.map_or_else(|| self.inner.migrations.load(Ordering::SeqCst), |m| m.seen);
             self.promote(key, bytes, seen);
         }
         Ok(Some(value))
@@ -1299,7 +1361,7 @@ impl<K: Key, V: Value> F2Session<K, V> {
                         let hash = <EncodedKey<'_> as KeyArg<K>>::key_arg_hash(&EncodedKey(
                             key.as_slice(),
                         ));
-                        self.cold_parked.push_back((serial, key, hash));
+                        self.cold_parked.push_back(ColdRead { serial, key, hash, miss: None });
                         continue;
                     }
                     None => CompletedOp::Read(None),
@@ -1313,15 +1375,15 @@ impl<K: Key, V: Value> F2Session<K, V> {
         // The cold lookups, as one batch (their device reads in flight
         // together).
         let parked: Vec<_> = self.cold_parked.drain(..).collect();
-        let seen = self.inner.migrations.load(Ordering::SeqCst);
         let lookups: Vec<cold::Lookup<'_>> =
-            parked.iter().map(|(_, key, hash)| (key.as_slice(), *hash)).collect();
+            parked.iter().map(|read| (read.key.as_slice(), read.hash)).collect();
         let found = self.inner.cold.lookup_batch(&mut self.index, &lookups, &mut self.probe);
-        for ((serial, key, _), found) in parked.iter().zip(found) {
+        for (read, found) in parked.iter().zip(found) {
+            let serial = &read.serial;
             let value = match found {
-                Ok(Some((_, bytes))) => {
-                    self.cold_value(key.as_slice(), bytes, seen).map_err(Arc::new)
-                }
+                Ok(Some((_, bytes))) => self
+                    .cold_value(read.key.as_slice(), read.hash, bytes, read.miss)
+                    .map_err(Arc::new),
                 Ok(None) => Ok(None),
                 Err(e) => Err(e),
             };
@@ -1335,7 +1397,8 @@ impl<K: Key, V: Value> F2Session<K, V> {
     }
 
     /// Sets a function an RMW or a conditional update runs between its
-    /// cold read and its hot insert (tests widen the race window with it).
+    /// cold read and its hot insert, and a read between its cold lookup and
+    /// its read-cache link (tests widen the race windows with it).
     #[cfg(feature = "testing")]
     #[doc(hidden)]
     pub fn set_rmw_pause(&mut self, pause: Option<Box<dyn FnMut() + Send>>) {
@@ -1346,6 +1409,23 @@ impl<K: Key, V: Value> F2Session<K, V> {
     pub fn cold_probe(&self) -> ColdProbe {
         self.probe
     }
+}
+
+/// A read the hot tier missed, to finish in the cold tier.
+struct ColdRead {
+    serial: u64,
+    key: AlignedBytes,
+    hash: u64,
+    miss: Option<HotMiss>,
+}
+
+/// How the hot tier missed a key: the index entry it looked under and the
+/// migration count loaded before it looked (what a cold read needs to be
+/// linked into the hot tier's read cache, see `Session::cache_value`).
+#[derive(Debug, Clone, Copy)]
+struct HotMiss {
+    entry: u64,
+    seen: u64,
 }
 
 /// `value`'s encoding as a `V`, owned.

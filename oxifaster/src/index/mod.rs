@@ -364,6 +364,26 @@ impl HashIndex {
         freed
     }
 
+    /// Swings an entry that points at a read-cache record (`found`, as
+    /// read) back to the record's `previous`, by a CAS so that a write that
+    /// replaced the entry meanwhile wins; with no `previous` (the cache
+    /// record was its tag's only record: an F2 cold read's) the slot is
+    /// freed instead, as [`Self::clear_below`] frees one.
+    pub(crate) fn unlink_cached(&self, found: &EntrySlot<'_>, previous: Address) {
+        let back = if previous.is_valid() {
+            HashBucketEntry::new(previous, found.entry.tag(), false).raw()
+        } else {
+            0
+        };
+        let swung = found
+            .slot
+            .compare_exchange(found.entry.raw(), back, Ordering::AcqRel, Ordering::Relaxed)
+            .is_ok();
+        if swung && back == 0 {
+            self.entry_freed(found.slot);
+        }
+    }
+
     /// Points the entry of `hash`'s (bucket, tag) at `address`, creating
     /// it if needed, in one pass over the chain and without the
     /// tentative-bit protocol. For recovery's replay, where each bucket

@@ -66,11 +66,17 @@ impl<K: Key, V: Value, D: Device> Session<K, V, D> {
                             }
                             return Ok(Some(value));
                         }
-                        Some(_) => return Ok(None),
+                        Some(_) => {
+                            self.miss_entry = entry;
+                            return Ok(None);
+                        }
                         // Compaction may have moved the record meanwhile
                         // (see `Session::entry_moved`): read again.
                         None if self.entry_moved(hash, entry) => continue,
-                        None => return Ok(None),
+                        None => {
+                            self.miss_entry = entry;
+                            return Ok(None);
+                        }
                     }
                 }
             }

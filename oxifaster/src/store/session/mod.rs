@@ -282,6 +282,9 @@ pub struct Session<K: Key, V: Value, D: Device> {
     /// The record `cache_read` builds for the read cache (kept, so that
     /// filling the cache allocates nothing once warm).
     cache_record: Vec<u8>,
+    /// The index entry (raw; 0 for none) under which the last read that
+    /// found nothing looked (see `missed`).
+    miss_entry: u64,
     /// The CPR version this session runs at, and its 13 record bits.
     version: u32,
     version_bits: u32,
@@ -372,6 +375,7 @@ impl<K: Key, V: Value, D: Device> Session<K, V, D> {
             ready: Vec::new(),
             scratch: Vec::new(),
             cache_record: Vec::new(),
+            miss_entry: 0,
             version,
             version_bits: version_bits(version),
             slot,
@@ -674,6 +678,24 @@ impl<K: Key, V: Value, D: Device> Session<K, V, D> {
         self.slot.counters.bump(count);
     }
 
+    /// A read that found nothing under the index entry `entry` (raw; 0
+    /// for none): counted, and the entry noted for
+    /// [`Self::last_miss_entry`].
+    #[inline(always)]
+    fn missed(&mut self, entry: u64) {
+        self.miss_entry = entry;
+        self.count(Count::ReadsNotFound);
+    }
+
+    /// The index entry (raw; 0 for none) the last read that answered
+    /// "not found" without going pending looked under: every record of
+    /// the key that entry's chain held was seen, none matched. F2 links a
+    /// cold read into the read cache only over this entry
+    /// ([`Self::cache_value`]).
+    pub(crate) fn last_miss_entry(&self) -> u64 {
+        self.miss_entry
+    }
+
     /// Counts a pending operation's completion after `waited`.
     fn completed(&self, waited: std::time::Duration) {
         self.slot.counters.completed(waited);
@@ -800,7 +822,7 @@ impl<K: Key, V: Value, D: Device> Session<K, V, D> {
         // so is what reached the device before the failure.
         loop {
             let Some(slot) = self.store.index.find_entry(hash) else {
-                self.count(Count::ReadsNotFound);
+                self.missed(0);
                 return Ok(ReadStatus::NotFound);
             };
             let location = match self.locate_read(key, slot.entry.address()) {
@@ -819,7 +841,7 @@ impl<K: Key, V: Value, D: Device> Session<K, V, D> {
                     // SAFETY: `locate` found it at or above head while protected.
                     let record = unsafe { self.record(address) };
                     if record.info().is_tombstone() {
-                        self.count(Count::ReadsNotFound);
+                        self.missed(slot.entry.raw());
                         return Ok(ReadStatus::NotFound);
                     }
                     self.count(Count::ReadsFound);
@@ -841,7 +863,7 @@ impl<K: Key, V: Value, D: Device> Session<K, V, D> {
                     };
                 }
                 Location::Absent => {
-                    self.count(Count::ReadsNotFound);
+                    self.missed(slot.entry.raw());
                     return Ok(ReadStatus::NotFound);
                 }
                 // Compaction may have copied the key's record to the tail
@@ -852,7 +874,7 @@ impl<K: Key, V: Value, D: Device> Session<K, V, D> {
                     self.refresh_in_op();
                 }
                 Location::BelowBegin => {
-                    self.count(Count::ReadsNotFound);
+                    self.missed(slot.entry.raw());
                     return Ok(ReadStatus::NotFound);
                 }
             }
@@ -987,7 +1009,7 @@ impl<K: Key, V: Value, D: Device> Session<K, V, D> {
         // No poisoning check, as for `read_inner`.
         loop {
             let Some(slot) = self.store.index.find_entry(hash) else {
-                self.count(Count::ReadsNotFound);
+                self.missed(0);
                 return Ok(f(ReadStatus::NotFound));
             };
             let entry = slot.entry.raw();
@@ -1004,7 +1026,7 @@ impl<K: Key, V: Value, D: Device> Session<K, V, D> {
                     // SAFETY: `locate` found it at or above head while protected.
                     let record = unsafe { self.record(address) };
                     if record.info().is_tombstone() {
-                        self.count(Count::ReadsNotFound);
+                        self.missed(entry);
                         return Ok(f(ReadStatus::NotFound));
                     }
                     self.count(Count::ReadsFound);
@@ -1040,18 +1062,24 @@ impl<K: Key, V: Value, D: Device> Session<K, V, D> {
                             }
                             return Ok(f(ReadStatus::Found(&record.value)));
                         }
-                        Some(_) => return Ok(f(ReadStatus::NotFound)),
+                        Some(_) => {
+                            self.miss_entry = entry;
+                            return Ok(f(ReadStatus::NotFound));
+                        }
                         None if self.entry_moved(hash, entry) => self.refresh_in_op(),
-                        None => return Ok(f(ReadStatus::NotFound)),
+                        None => {
+                            self.miss_entry = entry;
+                            return Ok(f(ReadStatus::NotFound));
+                        }
                     }
                 }
                 Location::Absent => {
-                    self.count(Count::ReadsNotFound);
+                    self.missed(entry);
                     return Ok(f(ReadStatus::NotFound));
                 }
                 Location::BelowBegin if self.entry_moved(hash, entry) => self.refresh_in_op(),
                 Location::BelowBegin => {
-                    self.count(Count::ReadsNotFound);
+                    self.missed(entry);
                     return Ok(f(ReadStatus::NotFound));
                 }
             }

@@ -195,20 +195,73 @@ impl<K: Key, V: Value, D: Device> Session<K, V, D> {
     /// cache has no room or the entry moved. The caller is protected,
     /// inside an operation.
     pub(super) fn cache_read(&mut self, hash: u64, key: &[u8], entry: u64, record: &DiskRecord) {
-        let Some(cache) = &self.store.read_cache else { return };
-        let entry = HashBucketEntry::from_raw(entry);
-        let previous = entry.address();
-        if readcache::is_cached(previous) || !previous.is_valid() || record.info.is_tombstone() {
+        let previous = HashBucketEntry::from_raw(entry).address();
+        if self.store.read_cache.is_none()
+            || readcache::is_cached(previous)
+            || !previous.is_valid()
+            || record.info.is_tombstone()
+        {
             return;
         }
+        self.link_cached(hash, key, entry, &record.value, record.info.version(), &|| true);
+    }
+
+    /// Puts `value` (an encoding of `V`) for `key` (encoded, of hash
+    /// `hash`) in the read cache, when the store has one, for a key this
+    /// store had no record of under the index entry `observed` (the
+    /// [`Self::last_miss_entry`] of the read that found nothing, with the
+    /// migration count `still` compares loaded before that read): F2's
+    /// cold reads. Linked only if the entry still holds `observed`
+    /// (for an entry with no log address, any entry with none) and `still`
+    /// holds at the link, which runs protected: F2 passes "no migration
+    /// published since", which rules out the one way an entry returns to a
+    /// value it held (emptied by a migration's clearing, which follows an
+    /// epoch drain after the count moves). Returns whether it was linked.
+    pub(crate) fn cache_value(
+        &mut self,
+        key: &[u8],
+        hash: u64,
+        observed: u64,
+        value: &[u8],
+        still: &dyn Fn() -> bool,
+    ) -> bool {
+        if self.store.read_cache.is_none()
+            || readcache::is_cached(HashBucketEntry::from_raw(observed).address())
+        {
+            return false;
+        }
+        self.begin();
+        let version = self.version_bits;
+        let linked = self.link_cached(hash, key, observed, value, version, still);
+        self.end();
+        linked
+    }
+
+    /// Builds the cache record of `key` and `value` whose `previous` is the
+    /// address in `entry`, inserts it, and links it by a CAS of the index
+    /// entry from `entry` (with no log address in `entry`: from whatever
+    /// entry without one the key's tag has, created if missing) when
+    /// `still` holds. Evicted records are unlinked back to their
+    /// `previous`, an entry with none freed. Protected.
+    fn link_cached(
+        &mut self,
+        hash: u64,
+        key: &[u8],
+        entry: u64,
+        value: &[u8],
+        version: u32,
+        still: &dyn Fn() -> bool,
+    ) -> bool {
+        let Some(cache) = &self.store.read_cache else { return false };
+        let entry = HashBucketEntry::from_raw(entry);
+        let previous = entry.address();
         let format = self.format();
-        let value = record.value.as_slice();
         let header = format.header_size();
         let value_at = header + pad8(key.len());
         let mut bytes = std::mem::take(&mut self.cache_record);
         bytes.clear();
         bytes.resize(format.record_size(key.len(), value.len()), 0);
-        let info = RecordInfo::new(previous, record.info.version(), false);
+        let info = RecordInfo::new(previous, version, false);
         bytes[..8].copy_from_slice(&info.raw().to_le_bytes());
         if format.has_lengths() {
             let lengths = key.len() as u64 | (value.len() as u64) << 32;
@@ -217,39 +270,47 @@ impl<K: Key, V: Value, D: Device> Session<K, V, D> {
         bytes[header..header + key.len()].copy_from_slice(key);
         bytes[value_at..value_at + value.len()].copy_from_slice(value);
         let index = &self.store.index;
-        cache.insert(
+        let inserted = cache.insert(
             &bytes,
             &self.store.epoch,
-            |address| match index.find_entry(hash) {
-                Some(slot) if slot.entry.raw() == entry.raw() => {
-                    let linked = HashBucketEntry::new(address, entry.tag(), false);
+            |address| {
+                if !still() {
+                    return false;
+                }
+                let slot = match index.find_entry(hash) {
+                    Some(slot) => slot,
+                    None if !previous.is_valid() => index.create_entry(hash),
+                    None => return false,
+                };
+                let current = slot.entry;
+                let expected = if previous.is_valid() {
+                    current.raw() == entry.raw()
+                } else {
+                    !current.address().is_valid()
+                };
+                expected && {
+                    let linked = HashBucketEntry::new(address, current.tag(), false);
                     slot.slot
                         .compare_exchange(
-                            entry.raw(),
+                            current.raw(),
                             linked.raw(),
                             Ordering::AcqRel,
                             Ordering::Relaxed,
                         )
                         .is_ok()
                 }
-                _ => false,
             },
             |address, previous, key| {
                 let hash = crate::record::hash_bytes(key);
                 if let Some(slot) = index.find_entry(hash)
                     && slot.entry.address() == address
                 {
-                    let back = HashBucketEntry::new(previous, slot.entry.tag(), false);
-                    let _ = slot.slot.compare_exchange(
-                        slot.entry.raw(),
-                        back.raw(),
-                        Ordering::AcqRel,
-                        Ordering::Relaxed,
-                    );
+                    index.unlink_cached(&slot, previous);
                 }
             },
         );
         self.cache_record = bytes;
+        matches!(inserted, readcache::Inserted::Linked(_))
     }
 
     /// A reader of records on the device, detached from this session.
