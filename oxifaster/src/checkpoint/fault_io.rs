@@ -14,7 +14,10 @@ enum Step {
     DirCreated(PathBuf),
     Wrote(PathBuf),
     Synced(PathBuf),
-    Renamed(PathBuf, PathBuf),
+    /// From, to, and the bytes of the file the rename replaced at `to`
+    /// (a power loss before the directory's sync brings that file back:
+    /// a rename is atomic).
+    Renamed(PathBuf, PathBuf, Option<Vec<u8>>),
     DirSynced(PathBuf),
 }
 
@@ -72,11 +75,14 @@ impl FaultIo {
                 CrashMode::KeepSome | CrashMode::Tear => coin(2) == 0,
             };
             match step {
-                Step::Renamed(from, to) => {
+                Step::Renamed(from, to, replaced) => {
                     let durable =
                         synced_after(i, &|s| matches!(s, Step::DirSynced(d) if *d == parent(to)));
                     if !durable && to.exists() && lose(&mut coin) {
                         std::fs::rename(to, from)?;
+                        if let Some(bytes) = replaced {
+                            std::fs::write(to, bytes)?;
+                        }
                     }
                 }
                 Step::DirCreated(dir) => {
@@ -145,8 +151,10 @@ impl CheckpointIo for FaultIo {
     }
     fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
         self.clock.tick("rename")?;
+        // The file the rename replaces, to bring back if it is undone.
+        let replaced = std::fs::read(to).ok();
         RealIo.rename(from, to)?;
-        self.log(Step::Renamed(from.to_path_buf(), to.to_path_buf()));
+        self.log(Step::Renamed(from.to_path_buf(), to.to_path_buf(), replaced));
         Ok(())
     }
     fn sync_dir(&self, path: &Path) -> io::Result<()> {

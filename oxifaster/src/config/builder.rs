@@ -248,6 +248,13 @@ impl<K: Key, V: Value> StoreBuilder<K, V> {
         self.config.checkpoint_io = Some(cpr::IoHandle(Arc::new(io)));
         self
     }
+
+    /// [`Self::checkpoint_io`] with a handle to share (an F2 store's two
+    /// stores and its manifest write through one).
+    pub(crate) fn checkpoint_io_handle(mut self, io: cpr::IoHandle) -> Self {
+        self.config.checkpoint_io = Some(io);
+        self
+    }
     /// The configuration so far.
     pub fn config(&self) -> &StoreConfig {
         &self.config

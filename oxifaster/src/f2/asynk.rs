@@ -10,7 +10,7 @@ use super::{F2Session, HotMiss, Tiered};
 use crate::record::{AlignedBytes, Key, KeyArg, Value, ValueArg};
 use crate::{Error, Result};
 
-impl<K: Key, V: Value> F2Session<K, V> {
+impl<K: Key, V: Value, D: crate::device::Device> F2Session<K, V, D> {
     /// Reads `key` (hot tier, then cold tier), awaiting device reads.
     ///
     /// Cancel safety: dropped at an `.await`, the read leaves nothing
@@ -69,7 +69,7 @@ impl<K: Key, V: Value> F2Session<K, V> {
         key: AlignedBytes,
         hash: u64,
     ) -> Result<Option<AlignedBytes>> {
-        let mut index: IndexSession = match self.async_index.take() {
+        let mut index: IndexSession<D> = match self.async_index.take() {
             Some(index) => index,
             None => self.inner.cold.index.start_session()?,
         };

@@ -47,6 +47,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
+use crate::device::{Device, FileDevice};
 use crate::log::FasterLog;
 use crate::record::{AlignedBytes, CodecError, Layout, Merge, Sink, Value};
 use crate::store::{CompletedOp, ReadStatus, Session};
@@ -93,7 +94,7 @@ impl Merge for Chunk {
 }
 
 /// A session of the chunk store.
-pub(crate) type IndexSession = Session<u64, Chunk, crate::device::FileDevice>;
+pub(crate) type IndexSession<D = FileDevice> = Session<u64, Chunk, D>;
 
 /// The record header's size: previous address and the two lengths.
 const RECORD_HEAD: usize = 16;
@@ -179,9 +180,9 @@ impl std::ops::AddAssign for ColdProbe {
 }
 
 /// The cold tier: its log, its index store and the index's geometry.
-pub(crate) struct Cold {
-    pub log: FasterLog,
-    pub index: Store<u64, Chunk>,
+pub(crate) struct Cold<D: Device = FileDevice> {
+    pub log: FasterLog<D>,
+    pub index: Store<u64, Chunk, D>,
     pub chunks: u64,
 }
 
@@ -203,13 +204,13 @@ pub(crate) fn unshare(e: Shared) -> Error {
     })
 }
 
-impl Cold {
+impl<D: Device> Cold<D> {
     /// The chunks numbered `numbers` (each read once; an absent chunk is
     /// all zeros), those on the chunk store's device read as one batch.
     /// Counts the device reads in `probe.chunk_misses`.
     pub(crate) fn read_chunks(
         &self,
-        index: &mut IndexSession,
+        index: &mut IndexSession<D>,
         numbers: &[u64],
         probe: &mut ColdProbe,
     ) -> std::result::Result<HashMap<u64, [u64; CHUNK_SLOTS]>, Shared> {
@@ -260,7 +261,7 @@ impl Cold {
     /// any, following the chain of its slot (see the module's invariant).
     pub(crate) fn lookup(
         &self,
-        index: &mut IndexSession,
+        index: &mut IndexSession<D>,
         key: &[u8],
         hash: u64,
         probe: &mut ColdProbe,
@@ -271,7 +272,7 @@ impl Cold {
     /// [`Self::lookup`], with the record's address.
     pub(crate) fn find(
         &self,
-        index: &mut IndexSession,
+        index: &mut IndexSession<D>,
         key: &[u8],
         hash: u64,
         probe: &mut ColdProbe,
@@ -285,7 +286,7 @@ impl Cold {
     /// are in the order of `lookups`.
     pub(crate) fn lookup_batch(
         &self,
-        index: &mut IndexSession,
+        index: &mut IndexSession<D>,
         lookups: &[Lookup<'_>],
         probe: &mut ColdProbe,
     ) -> Vec<std::result::Result<Found, Shared>> {
@@ -367,7 +368,7 @@ impl Cold {
 
     /// Whether `hash`'s slot has no record in the cold tier (then no key
     /// of that hash has one either).
-    pub(crate) fn slot_empty(&self, index: &mut IndexSession, hash: u64) -> Result<bool> {
+    pub(crate) fn slot_empty(&self, index: &mut IndexSession<D>, hash: u64) -> Result<bool> {
         let (chunk, slot) = place(hash, self.chunks);
         let chunks =
             self.read_chunks(index, &[chunk], &mut ColdProbe::default()).map_err(unshare)?;
@@ -389,8 +390,8 @@ const QUEUE_RECORDS: usize = 4_096;
 /// is read once and kept, changed, until the batch is published; records
 /// wait in a queue until [`QUEUE_RECORDS`] of them can have their chunks
 /// read together.
-pub(crate) struct ColdWriter {
-    pub index: IndexSession,
+pub(crate) struct ColdWriter<D: Device = FileDevice> {
+    pub index: IndexSession<D>,
     /// The chunks this batch changed, as they will be published.
     chunks: HashMap<u64, [u64; CHUNK_SLOTS]>,
     /// Queued records: hash, and where the key and value are in `bytes`.
@@ -398,8 +399,8 @@ pub(crate) struct ColdWriter {
     bytes: Vec<u8>,
 }
 
-impl ColdWriter {
-    pub(crate) fn new(index: IndexSession) -> Self {
+impl<D: Device> ColdWriter<D> {
+    pub(crate) fn new(index: IndexSession<D>) -> Self {
         Self { index, chunks: HashMap::new(), queue: Vec::new(), bytes: Vec::new() }
     }
 
@@ -410,7 +411,7 @@ impl ColdWriter {
     /// never late).
     pub(crate) fn append(
         &mut self,
-        cold: &Cold,
+        cold: &Cold<D>,
         key: &[u8],
         hash: u64,
         value: &[u8],
@@ -427,7 +428,7 @@ impl ColdWriter {
 
     /// Appends the queued records: reads the chunks they need that the
     /// batch does not hold (one batch of reads), then appends each.
-    fn drain(&mut self, cold: &Cold) -> Result<()> {
+    fn drain(&mut self, cold: &Cold<D>) -> Result<()> {
         let queue = std::mem::take(&mut self.queue);
         let bytes = std::mem::take(&mut self.bytes);
         let mut start = 0;
@@ -483,12 +484,12 @@ impl ColdWriter {
     /// Makes the batch durable and visible: appends the queued records,
     /// commits the log, then writes the chunks it changed, in chunk order.
     /// Returns the chunks written.
-    pub(crate) fn publish(&mut self, cold: &Cold) -> Result<usize> {
+    pub(crate) fn publish(&mut self, cold: &Cold<D>) -> Result<usize> {
         self.drain(cold)?;
         self.publish_chunks(cold)
     }
 
-    fn publish_chunks(&mut self, cold: &Cold) -> Result<usize> {
+    fn publish_chunks(&mut self, cold: &Cold<D>) -> Result<usize> {
         if self.chunks.is_empty() {
             return Ok(0);
         }

@@ -69,11 +69,13 @@ use std::time::{Duration, Instant};
 
 use crate::checkpoint::CheckpointKind;
 use crate::compaction::{CompactionReport, Migrate};
+use crate::cpr::CheckpointIo;
 use crate::log::{FasterLog, LogAddress, LogConfig};
 use crate::record::{AlignedBytes, EncodedKey, Key, KeyArg, Merge, Value, ValueArg};
 use crate::store::{Completed, CompletedOp, Decision, Outcome, ReadStatus, Session, UpdateStatus};
 use crate::{Error, Result, Store};
 
+use crate::device::{Device, FileDevice};
 use cold::{Chunk, Cold, ColdWriter};
 use tiered::LiveArg;
 
@@ -104,6 +106,7 @@ pub struct F2Builder {
     max_sessions: usize,
     direct_io: bool,
     promote_cold_reads: bool,
+    checkpoint_io: Option<crate::cpr::IoHandle>,
 }
 
 impl Default for F2Builder {
@@ -125,6 +128,7 @@ impl Default for F2Builder {
             max_sessions: 64,
             direct_io: false,
             promote_cold_reads: false,
+            checkpoint_io: None,
         }
     }
 }
@@ -274,7 +278,107 @@ impl F2Builder {
     /// Opens the store: recovers the checkpoints its manifest names, or
     /// creates a new one.
     pub fn open<K: Key, V: Value>(self) -> Result<F2Store<K, V>> {
-        F2Store::open_with(self)
+        F2Store::open_with(self, Files)
+    }
+
+    /// [`Self::open`] with each log on the device `device` gives for its
+    /// part (the store directory still holds the checkpoints, the manifest
+    /// and the devices' own metadata): for devices other than files, such
+    /// as the fault-injecting one the power-loss tests put under all three
+    /// logs.
+    pub fn open_with_devices<K: Key, V: Value, D: Device>(
+        self,
+        device: impl FnMut(F2Part) -> D,
+    ) -> Result<F2Store<K, V, D>> {
+        F2Store::open_with(self, Given(device))
+    }
+
+    /// Checkpoint file I/O for both stores' checkpoints and the manifest
+    /// (default: the real file system; tests simulate power loss with
+    /// [`crate::checkpoint::FaultIo`]).
+    pub fn checkpoint_io(mut self, io: impl CheckpointIo + 'static) -> Self {
+        self.checkpoint_io = Some(crate::cpr::IoHandle(Arc::new(io)));
+        self
+    }
+
+    /// The checkpoint file I/O in use.
+    fn io(&self) -> &dyn CheckpointIo {
+        match &self.checkpoint_io {
+            Some(io) => &*io.0,
+            None => &crate::checkpoint::RealIo,
+        }
+    }
+}
+
+/// The logs of an F2 store, each on a device of its own
+/// ([`F2Builder::open_with_devices`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum F2Part {
+    /// The hot store's log.
+    Hot,
+    /// The chunk store's log (the cold index).
+    ColdIndex,
+    /// The cold log's entries.
+    ColdLog,
+    /// The cold log's commit records.
+    ColdCommits,
+}
+
+/// How the parts of an F2 store get their devices: files in the store
+/// directory, or devices a caller gives.
+trait PartDevices<D: Device> {
+    /// The store of `part`, created, or recovered from checkpoint `token`.
+    fn store<K: Key, V: Value>(
+        &mut self,
+        part: F2Part,
+        builder: crate::StoreBuilder<K, V>,
+        token: Option<&str>,
+    ) -> Result<Store<K, V, D>>;
+
+    /// The cold log, opened (and recovered) as `config` says.
+    fn log(&mut self, config: LogConfig) -> Result<FasterLog<D>>;
+}
+
+/// Files in the store directory.
+struct Files;
+
+impl PartDevices<FileDevice> for Files {
+    fn store<K: Key, V: Value>(
+        &mut self,
+        _part: F2Part,
+        builder: crate::StoreBuilder<K, V>,
+        token: Option<&str>,
+    ) -> Result<Store<K, V>> {
+        match token {
+            Some(token) => builder.recover(token),
+            None => builder.open(),
+        }
+    }
+
+    fn log(&mut self, config: LogConfig) -> Result<FasterLog> {
+        FasterLog::open(config)
+    }
+}
+
+/// Devices from a caller's function.
+struct Given<F>(F);
+
+impl<D: Device, F: FnMut(F2Part) -> D> PartDevices<D> for Given<F> {
+    fn store<K: Key, V: Value>(
+        &mut self,
+        part: F2Part,
+        builder: crate::StoreBuilder<K, V>,
+        token: Option<&str>,
+    ) -> Result<Store<K, V, D>> {
+        let device = (self.0)(part);
+        match token {
+            Some(token) => builder.recover_with_device(device, token),
+            None => builder.open_with_device(device),
+        }
+    }
+
+    fn log(&mut self, config: LogConfig) -> Result<FasterLog<D>> {
+        FasterLog::with_devices(config, (self.0)(F2Part::ColdLog), (self.0)(F2Part::ColdCommits))
     }
 }
 
@@ -344,17 +448,17 @@ pub struct F2Totals {
 
 /// The maintenance state: the cold tier's writer and a truncation waiting
 /// for the next checkpoint.
-struct Maintenance {
-    writer: ColdWriter,
+struct Maintenance<D: Device> {
+    writer: ColdWriter<D>,
     truncate_to: Option<u64>,
     /// The hot store's change mark (writes, tail) at the last checkpoint.
     checkpointed: (u64, u64),
 }
 
-struct F2Inner<K: Key, V: Value> {
-    hot: Store<K, Tiered<V>>,
-    cold: Cold,
-    maintenance: Mutex<Maintenance>,
+struct F2Inner<K: Key, V: Value, D: Device> {
+    hot: Store<K, Tiered<V>, D>,
+    cold: Cold<D>,
+    maintenance: Mutex<Maintenance<D>>,
     /// Moves after each migration's cold records are published and before
     /// the hot begin address moves (see `F2Session::rmw`).
     migrations: Arc<crate::sync::AtomicU64>,
@@ -378,8 +482,8 @@ struct F2Inner<K: Key, V: Value> {
 /// assert_eq!(session.read_blocking(&1)?, None);
 /// # Ok::<(), oxifaster::Error>(())
 /// ```
-pub struct F2Store<K: Key, V: Value> {
-    inner: Arc<F2Inner<K, V>>,
+pub struct F2Store<K: Key, V: Value, D: Device = FileDevice> {
+    inner: Arc<F2Inner<K, V, D>>,
     background: Option<Background>,
 }
 
@@ -399,13 +503,13 @@ impl Background {
     }
 }
 
-impl<K: Key, V: Value> F2Store<K, V> {
+impl<K: Key, V: Value, D: Device> F2Store<K, V, D> {
     /// A builder with the defaults.
     pub fn builder() -> F2Builder {
         F2Builder::default()
     }
 
-    fn open_with(config: F2Builder) -> Result<Self> {
+    fn open_with(config: F2Builder, mut devices: impl PartDevices<D>) -> Result<Self> {
         let (dir, temp) = crate::lock::dir_or_temp(config.dir.as_deref(), "oxifaster-f2-")?;
         let io =
             |what: &str, source| Error::Io { context: format!("{what} {}", dir.display()), source };
@@ -447,7 +551,7 @@ impl<K: Key, V: Value> F2Store<K, V> {
             }
         }
         if manifest.is_none() {
-            crate::checkpoint::write_atomic(&crate::checkpoint::RealIo, &creating, b"")?;
+            crate::checkpoint::write_atomic(config.io(), &creating, b"")?;
         }
         let chunks = manifest.as_ref().map_or(config.cold_index_chunks, |m| m.chunks);
         if chunks == 0 {
@@ -480,11 +584,18 @@ impl<K: Key, V: Value> F2Store<K, V> {
             .checkpoint_every(None)
             .checkpoint_on_close(false)
             .keep_checkpoints(2);
-        let (hot, index) = match &manifest {
-            Some(m) => (hot_builder.recover(&m.hot_token)?, index_builder.recover(&m.index_token)?),
-            None => (hot_builder.open()?, index_builder.open()?),
+        let (hot_builder, index_builder) = match &config.checkpoint_io {
+            Some(io) => (
+                hot_builder.checkpoint_io_handle(io.clone()),
+                index_builder.checkpoint_io_handle(io.clone()),
+            ),
+            None => (hot_builder, index_builder),
         };
-        let log = FasterLog::open(
+        let hot_token = manifest.as_ref().map(|m| m.hot_token.as_str());
+        let index_token = manifest.as_ref().map(|m| m.index_token.as_str());
+        let hot = devices.store(F2Part::Hot, hot_builder, hot_token)?;
+        let index = devices.store(F2Part::ColdIndex, index_builder, index_token)?;
+        let log = devices.log(
             LogConfig::new(dir.join("cold").join("log"))
                 .page_size_bits(config.page_size_bits)
                 .segment_size_bits(config.segment_size_bits)
@@ -526,7 +637,7 @@ impl<K: Key, V: Value> F2Store<K, V> {
                 context: format!("finishing the creation of {}", inner.dir.display()),
                 source,
             })?;
-            crate::checkpoint::sync_dir(&crate::checkpoint::RealIo, &inner.dir)?;
+            crate::checkpoint::sync_dir(inner.config.io(), &inner.dir)?;
         }
         if let Some(limit) = inner.config.hot_log_size_bytes {
             // Admission from the start (see `step`).
@@ -539,7 +650,7 @@ impl<K: Key, V: Value> F2Store<K, V> {
 
     /// Starts a session (one thread at a time; it may move between
     /// threads).
-    pub fn start_session(&self) -> Result<F2Session<K, V>> {
+    pub fn start_session(&self) -> Result<F2Session<K, V, D>> {
         Ok(F2Session {
             hot: self.inner.hot.start_session()?,
             index: self.inner.cold.index.start_session()?,
@@ -601,8 +712,18 @@ impl<K: Key, V: Value> F2Store<K, V> {
     }
 
     /// The hot store (for its statistics and log regions).
-    pub fn hot(&self) -> &Store<K, Tiered<V>> {
+    pub fn hot(&self) -> &Store<K, Tiered<V>, D> {
         &self.inner.hot
+    }
+
+    /// The device under `part`'s log.
+    pub fn device(&self, part: F2Part) -> &D {
+        match part {
+            F2Part::Hot => self.inner.hot.device(),
+            F2Part::ColdIndex => self.inner.cold.index.device(),
+            F2Part::ColdLog => self.inner.cold.log.data_device(),
+            F2Part::ColdCommits => self.inner.cold.log.commit_device(),
+        }
     }
 
     /// The cold log's begin and tail addresses.
@@ -622,19 +743,19 @@ impl<K: Key, V: Value> F2Store<K, V> {
     }
 }
 
-impl<K: Key, V: Value> std::fmt::Debug for F2Store<K, V> {
+impl<K: Key, V: Value, D: Device> std::fmt::Debug for F2Store<K, V, D> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("F2Store").field("dir", &self.inner.dir).finish_non_exhaustive()
     }
 }
 
-impl<K: Key, V: Value> std::fmt::Debug for F2Session<K, V> {
+impl<K: Key, V: Value, D: Device> std::fmt::Debug for F2Session<K, V, D> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("F2Session").field("pending", &self.pending_count()).finish_non_exhaustive()
     }
 }
 
-impl<K: Key, V: Value> Drop for F2Store<K, V> {
+impl<K: Key, V: Value, D: Device> Drop for F2Store<K, V, D> {
     fn drop(&mut self) {
         if let Some(mut background) = self.background.take() {
             background.stop();
@@ -648,8 +769,8 @@ impl<K: Key, V: Value> Drop for F2Store<K, V> {
     }
 }
 
-impl<K: Key, V: Value> F2Inner<K, V> {
-    fn lock(&self) -> MutexGuard<'_, Maintenance> {
+impl<K: Key, V: Value, D: Device> F2Inner<K, V, D> {
+    fn lock(&self) -> MutexGuard<'_, Maintenance<D>> {
         self.maintenance.lock().unwrap_or_else(|p| p.into_inner())
     }
 
@@ -703,7 +824,7 @@ impl<K: Key, V: Value> F2Inner<K, V> {
     /// Where the next slice of a cold compaction starts: the cold log's
     /// begin address, or past it the end of the slices already compacted
     /// (their range is truncated at the next checkpoint).
-    fn cold_cursor(&self, m: &Maintenance) -> u64 {
+    fn cold_cursor(&self, m: &Maintenance<D>) -> u64 {
         let begin = self.cold.log.begin_address().raw();
         m.truncate_to.map_or(begin, |to| to.max(begin))
     }
@@ -828,7 +949,7 @@ impl<K: Key, V: Value> F2Inner<K, V> {
             hot_token: hot_cp.token.to_string(),
             index_token: index_cp.token.to_string(),
         };
-        write_manifest(&self.dir, &manifest)?;
+        write_manifest(self.config.io(), &self.dir, &manifest)?;
         if let Some(to) = m.truncate_to.take() {
             self.cold.log.truncate_until(LogAddress::from_raw(to))?;
         }
@@ -862,16 +983,16 @@ struct GroupRecord {
 }
 
 /// Migration's target: the cold tier.
-struct ToCold<'a, K> {
-    cold: &'a Cold,
-    writer: &'a mut ColdWriter,
+struct ToCold<'a, K, D: Device> {
+    cold: &'a Cold<D>,
+    writer: &'a mut ColdWriter<D>,
     migrations: &'a crate::sync::AtomicU64,
     kept: u64,
     dropped: u64,
     _key: std::marker::PhantomData<K>,
 }
 
-impl<K: Key> Migrate for ToCold<'_, K> {
+impl<K: Key, D: Device> Migrate for ToCold<'_, K, D> {
     fn keep(&mut self, key: &[u8], value: &[u8]) -> Result<()> {
         let hash = <EncodedKey<'_> as KeyArg<K>>::key_arg_hash(&EncodedKey(key));
         // A deletion hides older cold records of its key; with none (its
@@ -895,7 +1016,7 @@ impl<K: Key> Migrate for ToCold<'_, K> {
 }
 
 impl Background {
-    fn start<K: Key, V: Value>(inner: Arc<F2Inner<K, V>>) -> Result<Self> {
+    fn start<K: Key, V: Value, D: Device>(inner: Arc<F2Inner<K, V, D>>) -> Result<Self> {
         let stop = Arc::new((Mutex::new(false), Condvar::new()));
         let thread = {
             let stop = stop.clone();
@@ -921,7 +1042,10 @@ struct Chores {
 /// Migrates, compacts the cold log and checkpoints as the configuration
 /// asks, every 20 ms (at once while a cold compaction has slices left),
 /// until stopped.
-fn background<K: Key, V: Value>(inner: &F2Inner<K, V>, stop: &(Mutex<bool>, Condvar)) {
+fn background<K: Key, V: Value, D: Device>(
+    inner: &F2Inner<K, V, D>,
+    stop: &(Mutex<bool>, Condvar),
+) {
     let mut chores = Chores { last_checkpoint: Instant::now(), cold_until: None };
     let mut busy = false;
     loop {
@@ -951,7 +1075,10 @@ fn background<K: Key, V: Value>(inner: &F2Inner<K, V>, stop: &(Mutex<bool>, Cond
 /// (so that the next round's migration never waits for a whole cold
 /// compaction), a checkpoint if one is due. Returns whether a cold
 /// compaction has slices left.
-fn step<K: Key, V: Value>(inner: &F2Inner<K, V>, chores: &mut Chores) -> Result<bool> {
+fn step<K: Key, V: Value, D: Device>(
+    inner: &F2Inner<K, V, D>,
+    chores: &mut Chores,
+) -> Result<bool> {
     if let Some(limit) = inner.config.hot_log_size_bytes {
         let log = &inner.hot.inner.log;
         let r = inner.hot.log_regions();
@@ -1013,10 +1140,10 @@ fn step<K: Key, V: Value>(inner: &F2Inner<K, V>, chores: &mut Chores) -> Result<
 /// [`ReadStatus::Pending`] (the hot tier's device read, or the cold
 /// lookup) and finish in [`F2Session::complete_pending`]; the `_blocking`
 /// forms do the I/O at once. Read-modify-writes finish before they return.
-pub struct F2Session<K: Key, V: Value> {
-    hot: Session<K, Tiered<V>, crate::device::FileDevice>,
-    index: cold::IndexSession,
-    inner: Arc<F2Inner<K, V>>,
+pub struct F2Session<K: Key, V: Value, D: Device = FileDevice> {
+    hot: Session<K, Tiered<V>, D>,
+    index: cold::IndexSession<D>,
+    inner: Arc<F2Inner<K, V, D>>,
     /// Hot reads gone to the device, by serial: their keys, for the cold
     /// lookup if the hot tier has no record.
     hot_parked: HashMap<u64, AlignedBytes>,
@@ -1032,7 +1159,7 @@ pub struct F2Session<K: Key, V: Value> {
     /// blocking pool and bring back (a future dropped meanwhile loses it;
     /// the next lookup starts another).
     #[cfg(feature = "tokio")]
-    async_index: Option<cold::IndexSession>,
+    async_index: Option<cold::IndexSession<D>>,
     /// Runs between an RMW's (or update's) cold read and its hot insert,
     /// and between a read's cold lookup and its read-cache link (tests
     /// widen the race windows with it).
@@ -1040,7 +1167,7 @@ pub struct F2Session<K: Key, V: Value> {
     rmw_pause: Option<Box<dyn FnMut() + Send>>,
 }
 
-impl<K: Key, V: Value> F2Session<K, V> {
+impl<K: Key, V: Value, D: Device> F2Session<K, V, D> {
     /// The session's id (its commit points in checkpoints are listed
     /// under it: [`F2Checkpoint::hot`]).
     pub fn id(&self) -> u64 {
@@ -1441,7 +1568,7 @@ struct Manifest {
     index_token: String,
 }
 
-fn write_manifest(dir: &Path, m: &Manifest) -> Result<()> {
+fn write_manifest(io: &dyn CheckpointIo, dir: &Path, m: &Manifest) -> Result<()> {
     let mut bytes = Vec::new();
     bytes.extend_from_slice(MANIFEST_MAGIC);
     bytes.extend_from_slice(&MANIFEST_VERSION.to_le_bytes());
@@ -1454,7 +1581,7 @@ fn write_manifest(dir: &Path, m: &Manifest) -> Result<()> {
     }
     let crc = crc32c::crc32c(&bytes);
     bytes.extend_from_slice(&crc.to_le_bytes());
-    crate::checkpoint::write_atomic(&crate::checkpoint::RealIo, &dir.join(MANIFEST), &bytes)
+    crate::checkpoint::write_atomic(io, &dir.join(MANIFEST), &bytes)
 }
 
 fn read_manifest(dir: &Path) -> Result<Option<Manifest>> {
