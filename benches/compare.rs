@@ -211,6 +211,11 @@ impl System for F2 {
     fn worker(&self) -> Box<dyn Worker + '_> {
         Box::new(F2Worker(self.0.start_session().expect("session")))
     }
+    /// The migrations the load left due run out (the hot log back within
+    /// its size), as RocksDB's compactions do in its `after_load`.
+    fn after_load(&self) {
+        self.0.settle(std::time::Duration::from_secs(3_600));
+    }
 }
 
 /// The F2 store with the run's cache as its whole memory budget (hot log,

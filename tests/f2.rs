@@ -146,6 +146,35 @@ fn promoted_cold_reads_become_hot() {
     );
 }
 
+/// `settle` waits out the migrations a load leaves due: afterwards the hot
+/// log is back within its size and every key reads back.
+#[test]
+fn settle_waits_for_the_migrations_a_load_leaves_due() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let limit = 256u64 << 10;
+    let store: F2Store<u64, u64> = small(dir.path())
+        .hot_log_memory_bytes(128 << 10)
+        .hot_log_size_bytes(Some(limit))
+        .open()
+        .expect("open");
+    let mut session = store.start_session().expect("session");
+    let keys = 30_000 * scale();
+    for key in 0..keys {
+        session.upsert(&key, &key).expect("upsert");
+    }
+    assert!(store.settle(std::time::Duration::from_secs(60)), "still migrating after a minute");
+    let r = store.hot().log_regions();
+    assert!(
+        r.tail_address - r.begin_address <= limit,
+        "the hot log holds {} bytes past its {limit}",
+        r.tail_address - r.begin_address
+    );
+    assert!(store.totals().migrations > 0);
+    for key in 0..keys {
+        assert_eq!(session.read_blocking(&key).expect("read"), Some(key), "key {key}");
+    }
+}
+
 /// Reads that the cold tier served are linked into the hot tier's read
 /// cache: the next read of the key does no cold lookup; a write or a
 /// delete replaces the cached value; evicted records free the hot index

@@ -716,6 +716,39 @@ impl<K: Key, V: Value, D: Device> F2Store<K, V, D> {
         &self.inner.hot
     }
 
+    /// Waits until the background has no migration or cold compaction due
+    /// (the hot log back within `hot_log_size_bytes`, or nothing left
+    /// that may migrate; the cold log within `cold_log_size_bytes` past
+    /// where compaction left off), or for at most `timeout`. Returns
+    /// whether it settled. A load leaves the hot log at its admission
+    /// limit, twice its size: call this before measuring what follows a
+    /// load, as one waits for an LSM tree's compactions.
+    pub fn settle(&self, timeout: Duration) -> bool {
+        let inner = &self.inner;
+        let due = || {
+            let hot = inner.config.hot_log_size_bytes.is_some_and(|limit| {
+                let r = inner.hot.log_regions();
+                let half = r.begin_address + (r.tail_address - r.begin_address) / 2;
+                let until =
+                    half.min(r.safe_read_only_address) / r.page_size_bytes * r.page_size_bytes;
+                r.tail_address - r.begin_address > limit && until > r.begin_address
+            });
+            let cold = inner.config.cold_log_size_bytes.is_some_and(|limit| {
+                let from = inner.cold_cursor(&inner.lock());
+                inner.cold.log.committed_until().raw().saturating_sub(from) > limit
+            });
+            hot || cold
+        };
+        let start = Instant::now();
+        while due() {
+            if start.elapsed() >= timeout {
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        true
+    }
+
     /// The device under `part`'s log.
     pub fn device(&self, part: F2Part) -> &D {
         match part {
