@@ -18,7 +18,8 @@ fn main() -> Result<(), oxifaster::Error> {
     let keys: u64 = std::env::args().nth(1).and_then(|s| s.parse().ok()).unwrap_or(2_000_000);
     let budget = 32u64 << 20;
     let store: F2Store<u64, u64> = F2Store::<u64, u64>::builder()
-        .page_size_bits(20)
+        // Pages small enough for the budget to hold each log's four.
+        .page_size_bits(18)
         .memory_budget(budget)
         .hot_log_size_bytes(Some(budget))
         .cold_index_chunks((keys / 16).max(1))

@@ -146,6 +146,34 @@ fn promoted_cold_reads_become_hot() {
     );
 }
 
+/// A memory budget the parts cannot fit at their least (every log keeps
+/// four pages) is refused by name; with smaller pages it opens, and the
+/// parts it reports stay within it.
+#[test]
+fn a_budget_too_small_for_the_pages_is_a_named_error() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let refused = F2Store::<u64, u64>::builder()
+        .dir(dir.path())
+        .page_size_bits(22)
+        .memory_budget(64 << 20)
+        .open::<u64, u64>();
+    match refused {
+        Err(Error::InvalidConfig { what: "memory_budget", why }) => {
+            assert!(why.contains("page_size_bits"), "{why}")
+        }
+        other => panic!("{other:?}"),
+    }
+    let store: F2Store<u64, u64> = F2Store::<u64, u64>::builder()
+        .dir(dir.path())
+        .page_size_bits(20)
+        .memory_budget(64 << 20)
+        .open()
+        .expect("open");
+    let m = store.memory();
+    assert!(m.total() <= 64 << 20, "{m:?}");
+    assert_eq!(m.cold_log, 4 << 20, "{m:?}");
+}
+
 /// `settle` waits out the migrations a load leaves due: afterwards the hot
 /// log is back within its size and every key reads back.
 #[test]

@@ -44,8 +44,10 @@ pub(crate) fn bench_f2(args: &BenchArgs) -> Result<(), Box<dyn std::error::Error
     let budget = args.memory_budget.unwrap_or(DEFAULT_BUDGET);
     // Chunks for about 16 cold keys each (half a slot per key).
     let chunks = (args.keys / 16).max(1);
+    // Pages small enough for the budget to hold every log's four pages.
+    let page_size_bits = args.page_size_bits.min((budget / 64).max(4096).ilog2());
     let builder = F2Store::<u64, u64>::builder()
-        .page_size_bits(args.page_size_bits)
+        .page_size_bits(page_size_bits)
         .memory_budget(budget)
         .cold_index_chunks(chunks)
         .max_sessions(threads + 2)
@@ -65,8 +67,8 @@ pub(crate) fn bench_f2(args: &BenchArgs) -> Result<(), Box<dyn std::error::Error
     if !args.json {
         println!(
             "oxifaster bench --store f2: {} keys, 8-byte values, {threads} threads, memory budget {} MiB \
-             (hot log {} MiB, hot index {} MiB, read cache {} MiB, cold index log {} MiB, cold index table {} MiB), \
-             {chunks} cold index chunks, in {}",
+             (hot log {} MiB, hot index {} MiB, read cache {} MiB, cold index log {} MiB, cold index table {} MiB, \
+             cold log {} MiB; pages of {} KiB), {chunks} cold index chunks, in {}",
             args.keys,
             budget >> 20,
             m.hot_log >> 20,
@@ -74,6 +76,8 @@ pub(crate) fn bench_f2(args: &BenchArgs) -> Result<(), Box<dyn std::error::Error
             m.read_cache >> 20,
             m.cold_index_log >> 20,
             m.cold_index_table >> 20,
+            m.cold_log >> 20,
+            (1u64 << page_size_bits) >> 10,
             store.dir().display()
         );
         println!(

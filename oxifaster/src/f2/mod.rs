@@ -107,6 +107,8 @@ pub struct F2Builder {
     direct_io: bool,
     promote_cold_reads: bool,
     checkpoint_io: Option<crate::cpr::IoHandle>,
+    cold_log_memory_bytes: Option<u64>,
+    memory_budget: Option<u64>,
 }
 
 impl Default for F2Builder {
@@ -129,6 +131,8 @@ impl Default for F2Builder {
             direct_io: false,
             promote_cold_reads: false,
             checkpoint_io: None,
+            cold_log_memory_bytes: None,
+            memory_budget: None,
         }
     }
 }
@@ -185,6 +189,19 @@ impl F2Builder {
         self
     }
 
+    /// The cold log's memory: the pages its appends fill before they are
+    /// written (default and least: four pages, at least 1 MiB).
+    pub fn cold_log_memory_bytes(mut self, bytes: u64) -> Self {
+        self.cold_log_memory_bytes = Some(bytes);
+        self
+    }
+
+    /// The cold log's memory: as set (at least four pages), or the default.
+    fn cold_log_memory(&self) -> u64 {
+        let least = 4u64 << self.page_size_bits;
+        self.cold_log_memory_bytes.map_or(least.max(1 << 20), |bytes| bytes.max(least))
+    }
+
     /// The read cache's size: as set, or the default.
     fn read_cache_size(&self) -> u64 {
         let page = 1u64 << self.page_size_bits;
@@ -219,9 +236,15 @@ impl F2Builder {
     /// (`hot_log_size_bytes`, unless set after this); an eighth for the
     /// read cache; an eighth for the hot index's table (it grows by itself
     /// past that); an eighth for the chunk store's log (the chunks kept in
-    /// memory) and a sixteenth for the chunk store's table.
-    /// [`F2Store::memory`] reports what each takes.
+    /// memory), a sixteenth for the chunk store's table and
+    /// a sixteenth for the cold log's memory. Opening refuses a budget
+    /// that these parts, at their least (every log keeps four pages), do
+    /// not fit: choose smaller pages (`page_size_bits`) for a small budget.
+    /// The hot index grows past its share when the hot tier holds more
+    /// keys than it has room for; [`F2Store::memory`] reports what each
+    /// part takes.
     pub fn memory_budget(mut self, bytes: u64) -> Self {
+        self.memory_budget = Some(bytes);
         let pow2 = |n: u64| if n == 0 { 1 } else { 1u64 << (63 - n.leading_zeros()) };
         let page = 1u64 << self.page_size_bits;
         self.hot_log_memory_bytes = pow2(bytes / 2).max(4 * page);
@@ -230,7 +253,39 @@ impl F2Builder {
         self.hot_table_size = pow2(bytes / 8 / 64).max(16);
         self.cold_index_memory_bytes = pow2(bytes / 8).max(4 * page);
         self.cold_index_table_size = pow2(bytes / 16 / 64).max(16);
+        self.cold_log_memory_bytes = Some(pow2(bytes / 16));
         self
+    }
+
+    /// Refuses a memory budget that the parts, as configured, exceed.
+    fn check_budget(&self) -> Result<()> {
+        let Some(budget) = self.memory_budget else { return Ok(()) };
+        let parts = [
+            ("hot log", self.hot_log_memory_bytes),
+            ("read cache", self.read_cache_size()),
+            ("hot index", self.hot_table_size * 64),
+            ("chunk store's log", self.cold_index_memory_bytes),
+            ("chunk store's table", self.cold_index_table_size * 64),
+            ("cold log", self.cold_log_memory()),
+        ];
+        let total: u64 = parts.iter().map(|(_, bytes)| bytes).sum();
+        if total <= budget {
+            return Ok(());
+        }
+        let list: Vec<String> =
+            parts.iter().map(|(what, bytes)| format!("{what} {} KiB", bytes >> 10)).collect();
+        Err(Error::InvalidConfig {
+            what: "memory_budget",
+            why: format!(
+                "a budget of {} KiB cannot hold the parts at their least with pages of {} KiB \
+                 (every log keeps four pages): {} — {} KiB in all; use smaller pages \
+                 (page_size_bits) or a larger budget",
+                budget >> 10,
+                (1u64 << self.page_size_bits) >> 10,
+                list.join(", "),
+                total >> 10
+            ),
+        })
     }
 
     /// How often the background checkpoints both tiers when anything
@@ -510,6 +565,7 @@ impl<K: Key, V: Value, D: Device> F2Store<K, V, D> {
     }
 
     fn open_with(config: F2Builder, mut devices: impl PartDevices<D>) -> Result<Self> {
+        config.check_budget()?;
         let (dir, temp) = crate::lock::dir_or_temp(config.dir.as_deref(), "oxifaster-f2-")?;
         let io =
             |what: &str, source| Error::Io { context: format!("{what} {}", dir.display()), source };
@@ -599,7 +655,7 @@ impl<K: Key, V: Value, D: Device> F2Store<K, V, D> {
             LogConfig::new(dir.join("cold").join("log"))
                 .page_size_bits(config.page_size_bits)
                 .segment_size_bits(config.segment_size_bits)
-                .log_memory_size_bytes((4u64 << config.page_size_bits).max(1 << 20))
+                .log_memory_size_bytes(config.cold_log_memory())
                 .max_threads(config.max_sessions + 4)
                 .direct_io(config.direct_io),
         )?;
@@ -702,7 +758,7 @@ impl<K: Key, V: Value, D: Device> F2Store<K, V, D> {
             read_cache: self.inner.config.read_cache_size(),
             cold_index_log: self.inner.config.cold_index_memory_bytes,
             cold_index_table: index(&self.inner.cold.index.index_stats()),
-            cold_log: (4u64 << self.inner.config.page_size_bits).max(1 << 20),
+            cold_log: self.inner.config.cold_log_memory(),
         }
     }
 
