@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use oxifaster::Error;
-use oxifaster::f2::{F2Builder, F2Store};
+use oxifaster::f2::{F2Builder, F2Session, F2Store};
 use oxifaster::store::{CompletedOp, ReadStatus};
 use oxifaster_cli::workload::Rng;
 
@@ -270,6 +270,20 @@ fn cold_reads_are_served_by_the_read_cache() {
     }
 }
 
+/// Sets `session`'s pause hook so that, the first time it runs, another
+/// session writes 100 to `key` and a migration moves that write to the
+/// cold tier (the hot tier has no record of the key again).
+fn race_on_pause(store: &Arc<F2Store<u64, u64>>, session: &mut F2Session<u64, u64>, key: u64) {
+    let (other_store, mut other) = (store.clone(), store.start_session().expect("session"));
+    let mut fired = false;
+    session.set_rmw_pause(Some(Box::new(move || {
+        if !std::mem::replace(&mut fired, true) {
+            other.upsert(&key, &100).expect("the racing write");
+            other_store.migrate_all().expect("the racing migration");
+        }
+    })));
+}
+
 /// The race a read-cache link must not lose: between a read's cold lookup
 /// and its link, another session writes the key and a migration moves the
 /// write to the cold tier and frees the key's hot entry, so that the entry
@@ -283,14 +297,7 @@ fn a_read_cache_link_after_a_racing_write_and_migration_is_refused() {
     let mut session = store.start_session().expect("session");
     session.upsert(&7, &5).expect("upsert");
     store.migrate_all().expect("migrate");
-    let (other_store, mut other) = (store.clone(), store.start_session().expect("session"));
-    let mut fired = false;
-    session.set_rmw_pause(Some(Box::new(move || {
-        if !std::mem::replace(&mut fired, true) {
-            other.upsert(&7, &100).expect("the racing write");
-            other_store.migrate_all().expect("the racing migration");
-        }
-    })));
+    race_on_pause(&store, &mut session, 7);
     assert_eq!(session.read_blocking(&7).expect("read"), Some(5), "the read's own value");
     assert_eq!(store.hot().index_stats().entries, 0, "the stale value was linked into the cache");
     session.set_rmw_pause(None);
@@ -589,27 +596,13 @@ fn an_rmw_or_update_whose_cold_read_went_stale_starts_over() {
     let mut session = store.start_session().expect("session");
     session.upsert(&7, &5).expect("upsert");
     store.migrate_all().expect("migrate");
-    let (other_store, mut other) = (store.clone(), store.start_session().expect("session"));
-    let mut fired = false;
-    session.set_rmw_pause(Some(Box::new(move || {
-        if !std::mem::replace(&mut fired, true) {
-            other.upsert(&7, &100).expect("the racing write");
-            other_store.migrate_all().expect("the racing migration");
-        }
-    })));
+    race_on_pause(&store, &mut session, 7);
     session.rmw(&7, &1).expect("rmw");
     assert_eq!(session.read_blocking(&7).expect("read"), Some(101), "the racing write was lost");
     // The same race against a conditional update.
     session.upsert(&8, &5).expect("upsert");
     store.migrate_all().expect("migrate");
-    let (other_store, mut other) = (store.clone(), store.start_session().expect("session"));
-    let mut fired = false;
-    session.set_rmw_pause(Some(Box::new(move || {
-        if !std::mem::replace(&mut fired, true) {
-            other.upsert(&8, &100).expect("the racing write");
-            other_store.migrate_all().expect("the racing migration");
-        }
-    })));
+    race_on_pause(&store, &mut session, 8);
     let add = |old: Option<&u64>| oxifaster::store::Decision::Set(old.copied().unwrap_or(0) + 1);
     session.update(&8, add).expect("update");
     assert_eq!(session.read_blocking(&8).expect("read"), Some(101), "the racing write was lost");
