@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use oxifaster::Error;
 use oxifaster::f2::{F2Builder, F2Session, F2Store};
-use oxifaster::store::{CompletedOp, ReadStatus};
+use oxifaster::store::{CompletedOp, Decision, Outcome, ReadStatus};
 use oxifaster_cli::workload::Rng;
 
 /// Small pages and memory, a tiny cold index (long chains), no background
@@ -895,4 +895,85 @@ async fn async_reads_and_writes_span_both_tiers() {
     for task in tasks {
         task.await.expect("task");
     }
+}
+
+/// The async forms of the RMW and the conditional operations decide on the
+/// value in whichever tier it is (cold values awaited on the blocking
+/// pool, hot ones on the hot log's device); counters incremented with
+/// `rmw_async` from tasks on two threads while migrations run are exact;
+/// the futures are `Send`; an RMW dropped at its `.await` is applied at
+/// most once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn async_rmw_and_conditional_operations_span_both_tiers() {
+    fn assert_send<F: std::future::Future + Send>(future: F) -> F {
+        future
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store: Arc<F2Store<u64, u64>> = Arc::new(small(dir.path()).open().expect("open"));
+    let mut session = store.start_session().expect("session");
+    for key in 0..1_000u64 {
+        session.upsert(&key, &10).expect("upsert");
+    }
+    store.migrate_all().expect("migrate");
+    // Cold values.
+    assert_send(session.rmw_async(&1, &5)).await.expect("rmw");
+    assert_eq!(session.read_async(&1).await.expect("read"), Some(15));
+    let double = |old: Option<&u64>| old.map_or(Decision::Abort, |v| Decision::Set(v * 2));
+    assert_eq!(assert_send(session.update_async(&2, double)).await.expect("update"), Outcome::Set);
+    assert_eq!(session.read_async(&2).await.expect("read"), Some(20));
+    let cas = session.compare_and_swap_async(&3, &11, &99).await.expect("cas");
+    assert_eq!(cas, Outcome::Aborted, "the stored value is 10");
+    let cas = assert_send(session.compare_and_swap_async(&3, &10, &99)).await.expect("cas");
+    assert_eq!(cas, Outcome::Set);
+    assert_eq!(session.read_async(&3).await.expect("read"), Some(99));
+    let insert = assert_send(session.insert_if_absent_async(&4, &7)).await.expect("insert");
+    assert_eq!(insert, Outcome::Aborted, "a cold value is a value");
+    assert_eq!(session.insert_if_absent_async(&5_000, &7).await.expect("insert"), Outcome::Set);
+    let deleted = assert_send(session.delete_if_async(&5, |v| *v == 10)).await.expect("delete_if");
+    assert_eq!(deleted, Outcome::Deleted);
+    assert_eq!(session.read_async(&5).await.expect("read"), None);
+    // An RMW dropped at once is applied zero or one times.
+    let dropped = tokio::time::timeout(std::time::Duration::ZERO, session.rmw_async(&6, &1)).await;
+    let six = session.read_async(&6).await.expect("read").expect("a value");
+    match dropped {
+        Ok(_) => assert_eq!(six, 11, "the RMW finished"),
+        Err(_) => assert!(six == 10 || six == 11, "applied more than once: {six}"),
+    }
+    // Counters from tasks on two threads, migrations racing.
+    let stop = Arc::new(AtomicBool::new(false));
+    let migrator = {
+        let (store, stop) = (store.clone(), stop.clone());
+        std::thread::spawn(move || {
+            let mut runs = 0u64;
+            while !stop.load(Ordering::Acquire) {
+                store.migrate_all().expect("migrate");
+                runs += 1;
+                std::thread::sleep(std::time::Duration::from_millis(1));
+            }
+            runs
+        })
+    };
+    let per_task = 2_000 * scale();
+    let tasks: Vec<_> = (0..2u64)
+        .map(|t| {
+            let mut session = store.start_session().expect("session");
+            tokio::spawn(async move {
+                let mut rng = Rng::new(t + 1);
+                for _ in 0..per_task {
+                    let key = 100 + rng.below(32);
+                    session.rmw_async(&key, &1).await.expect("rmw");
+                }
+            })
+        })
+        .collect();
+    for task in tasks {
+        task.await.expect("task");
+    }
+    stop.store(true, Ordering::Release);
+    assert!(migrator.join().expect("migrator") > 0);
+    let mut sum = 0;
+    for key in 100..132u64 {
+        sum += session.read_async(&key).await.expect("read").expect("a value") - 10;
+    }
+    assert_eq!(sum, 2 * per_task, "increments lost or doubled");
 }

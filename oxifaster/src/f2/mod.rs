@@ -1412,13 +1412,7 @@ impl<K: Key, V: Value, D: Device> F2Session<K, V, D> {
     where
         V: Merge + Clone,
     {
-        let input = input.clone();
-        self.update(key, move |old| {
-            Decision::Set(match old {
-                Some(old) => V::copy_update(old, &input),
-                None => V::initial(&input),
-            })
-        })?;
+        self.update(key, merging(input.clone()))?;
         Ok(())
     }
 
@@ -1447,20 +1441,13 @@ impl<K: Key, V: Value, D: Device> F2Session<K, V, D> {
     /// assert_eq!(session.insert_if_absent(&1, &5)?, Outcome::Set);
     /// # Ok::<(), oxifaster::Error>(())
     /// ```
-    pub fn update<Q, F>(&mut self, key: &Q, mut decide: F) -> Result<Outcome>
+    pub fn update<Q, F>(&mut self, key: &Q, decide: F) -> Result<Outcome>
     where
         Q: KeyArg<K> + ?Sized,
         F: FnMut(Option<V::View<'_>>) -> Decision<V> + Send + 'static,
         V: Merge + Clone,
     {
-        self.update_encoded(key, move |old| {
-            Ok(match decide(old.map(V::view).transpose()?) {
-                Decision::Set(value) => Decision::Set(value.to_aligned_bytes()),
-                Decision::Keep => Decision::Keep,
-                Decision::Delete => Decision::Delete,
-                Decision::Abort => Decision::Abort,
-            })
-        })
+        self.update_encoded(key, on_encodings(decide))
     }
 
     /// [`Self::update`] decided on the value's encoding (`None`: no value)
@@ -1492,13 +1479,7 @@ impl<K: Key, V: Value, D: Device> F2Session<K, V, D> {
         W: ValueArg<V> + ?Sized,
         V: Merge + Clone,
     {
-        let value = encoding::<V, W>(value);
-        self.update_encoded(key, move |old| {
-            Ok(match old {
-                None => Decision::Set(value.clone()),
-                Some(_) => Decision::Abort,
-            })
-        })
+        self.update_encoded(key, inserting(encoding::<V, W>(value)))
     }
 
     /// Stores `new` if `key`'s value (in either tier) is `expected` (the
@@ -1525,28 +1506,19 @@ impl<K: Key, V: Value, D: Device> F2Session<K, V, D> {
         N: ValueArg<V> + ?Sized,
         V: Merge + Clone,
     {
-        let (expected, new) = (encoding::<V, E>(expected), encoding::<V, N>(new));
-        self.update_encoded(key, move |old| {
-            Ok(match old {
-                Some(stored) if stored == expected.as_slice() => Decision::Set(new.clone()),
-                _ => Decision::Abort,
-            })
-        })
+        self.update_encoded(key, swapping(encoding::<V, E>(expected), encoding::<V, N>(new)))
     }
 
     /// Deletes `key` if `predicate` holds for its value (in either tier):
     /// [`Outcome::Deleted`] if it did, [`Outcome::Aborted`] otherwise. As
     /// [`Self::update`].
-    pub fn delete_if<Q, P>(&mut self, key: &Q, mut predicate: P) -> Result<Outcome>
+    pub fn delete_if<Q, P>(&mut self, key: &Q, predicate: P) -> Result<Outcome>
     where
         Q: KeyArg<K> + ?Sized,
         P: FnMut(V::View<'_>) -> bool + Send + 'static,
         V: Merge + Clone,
     {
-        self.update(key, move |old| match old.map(&mut predicate) {
-            Some(true) => Decision::Delete,
-            _ => Decision::Abort,
-        })
+        self.update(key, deleting_if::<V, P>(predicate))
     }
 
     /// Operations that returned `Pending` and have not been reported.
@@ -1642,6 +1614,74 @@ struct ColdRead {
 struct HotMiss {
     entry: u64,
     seen: u64,
+}
+
+/// The decision of an RMW by `input`: the merge (the initial value for a
+/// key with none).
+fn merging<V: Merge + Clone>(input: V) -> impl FnMut(Option<V::View<'_>>) -> Decision<V> {
+    move |old| {
+        Decision::Set(match old {
+            Some(old) => V::copy_update(old, &input),
+            None => V::initial(&input),
+        })
+    }
+}
+
+/// `decide` (on views, giving a `V`) as a decision on encodings.
+fn on_encodings<V: Value, F>(
+    mut decide: F,
+) -> impl FnMut(Option<&[u8]>) -> Result<Decision<AlignedBytes>> + Send + 'static
+where
+    F: FnMut(Option<V::View<'_>>) -> Decision<V> + Send + 'static,
+{
+    move |old| {
+        Ok(match decide(old.map(V::view).transpose()?) {
+            Decision::Set(value) => Decision::Set(value.to_aligned_bytes()),
+            Decision::Keep => Decision::Keep,
+            Decision::Delete => Decision::Delete,
+            Decision::Abort => Decision::Abort,
+        })
+    }
+}
+
+/// The decision of `insert_if_absent`: `value` (an encoding) only where
+/// there is none.
+fn inserting(
+    value: AlignedBytes,
+) -> impl FnMut(Option<&[u8]>) -> Result<Decision<AlignedBytes>> + Send + 'static {
+    move |old| {
+        Ok(match old {
+            None => Decision::Set(value.clone()),
+            Some(_) => Decision::Abort,
+        })
+    }
+}
+
+/// The decision of `compare_and_swap`: `new` where the stored encoding is
+/// `expected`.
+fn swapping(
+    expected: AlignedBytes,
+    new: AlignedBytes,
+) -> impl FnMut(Option<&[u8]>) -> Result<Decision<AlignedBytes>> + Send + 'static {
+    move |old| {
+        Ok(match old {
+            Some(stored) if stored == expected.as_slice() => Decision::Set(new.clone()),
+            _ => Decision::Abort,
+        })
+    }
+}
+
+/// The decision of `delete_if`: a deletion where `predicate` holds.
+fn deleting_if<V: Value, P>(
+    mut predicate: P,
+) -> impl FnMut(Option<V::View<'_>>) -> Decision<V> + Send + 'static
+where
+    P: FnMut(V::View<'_>) -> bool + Send + 'static,
+{
+    move |old| match old.map(&mut predicate) {
+        Some(true) => Decision::Delete,
+        _ => Decision::Abort,
+    }
 }
 
 /// `value`'s encoding as a `V`, owned.

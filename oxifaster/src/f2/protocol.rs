@@ -18,6 +18,7 @@
 //! insert aborts and the update starts over): the insert never lands on a
 //! value older than the one migrated.
 
+use std::future::Future;
 use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex};
 
@@ -25,7 +26,9 @@ use super::{Tiered, tiered};
 use crate::compaction::{CompactionKind, CompactionReport, Migrate};
 use crate::device::Device;
 use crate::record::{AlignedBytes, Key, KeyArg, Merge, Value};
-use crate::store::{Completed, CompletedOp, Decision, Outcome, Session, StoreInner, UpdateStatus};
+use crate::store::{
+    Completed, CompletedOp, Decision, Outcome, ParkedFn, Session, StoreInner, UpdateStatus,
+};
 use crate::sync::{AtomicU64, Ordering};
 use crate::{Error, Result};
 
@@ -46,6 +49,19 @@ fn unchanged(migrations: &AtomicU64, seen: u64) -> bool {
     migrations.load(Ordering::SeqCst) == seen
 }
 
+/// The steps the conditional update takes on the tiers, blocking
+/// ([`update`]) or awaiting the device (`F2Session::update_async`).
+pub(crate) trait Steps {
+    /// The hot store's conditional update of the key with `decide`, its
+    /// device reads done.
+    async fn hot_update(&mut self, decide: ParkedFn) -> Result<Outcome>;
+    /// The key's cold value (a `Tiered` encoding).
+    async fn cold_lookup(&mut self) -> Result<Option<AlignedBytes>>;
+    /// Runs between the cold read and the hot insert (tests widen the
+    /// race window with it).
+    fn pause(&mut self) {}
+}
+
 /// The conditional update over both tiers (`F2Session::update` and the
 /// operations made of it): `decide` sees the key's value as its encoding
 /// (`None`: no value, or deleted) and gives the new value as an encoding
@@ -56,7 +72,7 @@ pub(crate) fn update<K, V, D, Q, F>(
     hot_tier: &mut Hot<'_, K, V, D>,
     migrations: &Arc<AtomicU64>,
     lookup: &mut dyn FnMut() -> Result<Option<AlignedBytes>>,
-    mut pause: Option<&mut dyn FnMut()>,
+    pause: Option<&mut dyn FnMut()>,
     key: &Q,
     decide: F,
 ) -> Result<Outcome>
@@ -65,6 +81,59 @@ where
     V: Value + Merge + Clone,
     D: Device,
     Q: KeyArg<K> + ?Sized,
+    F: FnMut(Option<&[u8]>) -> Result<Decision<AlignedBytes>> + Send + 'static,
+{
+    let mut steps = Blocking { hot: hot_tier, key, lookup, pause };
+    // Blocking steps never wait: the future is ready at its first poll.
+    let future = std::pin::pin!(update_steps::<V, _, _>(&mut steps, migrations, decide));
+    match future.poll(&mut std::task::Context::from_waker(std::task::Waker::noop())) {
+        std::task::Poll::Ready(outcome) => outcome,
+        std::task::Poll::Pending => {
+            Err(Error::Corruption { address: 0, what: "a blocking F2 update waited".into() })
+        }
+    }
+}
+
+/// The blocking steps: the hot session's device I/O done in line, the
+/// cold lookup a blocking call.
+struct Blocking<'a, 'b, K: Key, V: Value, D: Device, Q: ?Sized, L, P> {
+    hot: &'a mut Hot<'b, K, V, D>,
+    key: &'a Q,
+    lookup: L,
+    pause: Option<P>,
+}
+
+impl<K, V, D, Q, L, P> Steps for Blocking<'_, '_, K, V, D, Q, L, P>
+where
+    K: Key,
+    V: Value + Merge + Clone,
+    D: Device,
+    Q: KeyArg<K> + ?Sized,
+    L: FnMut() -> Result<Option<AlignedBytes>>,
+    P: FnMut(),
+{
+    async fn hot_update(&mut self, decide: ParkedFn) -> Result<Outcome> {
+        update_blocking(self.hot, self.key, decide)
+    }
+    async fn cold_lookup(&mut self) -> Result<Option<AlignedBytes>> {
+        (self.lookup)()
+    }
+    fn pause(&mut self) {
+        if let Some(pause) = self.pause.as_mut() {
+            pause();
+        }
+    }
+}
+
+/// [`update`]'s protocol over any [`Steps`] (see the module's invariant).
+pub(crate) async fn update_steps<V, S, F>(
+    steps: &mut S,
+    migrations: &Arc<AtomicU64>,
+    decide: F,
+) -> Result<Outcome>
+where
+    V: Value,
+    S: Steps,
     F: FnMut(Option<&[u8]>) -> Result<Decision<AlignedBytes>> + Send + 'static,
 {
     /// What the user decided last (its run is the one that counts).
@@ -116,17 +185,15 @@ where
                 }
             }
         };
-        let outcome = update_blocking(hot_tier, key, hot)?;
+        let outcome = steps.hot_update(Box::new(hot)).await?;
         if !absent.load(Ordering::Relaxed) {
             return Ok(report(outcome, &last));
         }
         // Phase 2: the cold value, inserted only if the key is still
         // absent from the hot tier and no migration published.
-        let cold = lookup()?;
+        let cold = steps.cold_lookup().await?;
         let cold = cold.filter(|bytes| !tiered::is_deleted(bytes.as_slice()));
-        if let Some(pause) = pause.as_mut() {
-            pause();
-        }
+        steps.pause();
         let retry = Arc::new(AtomicBool::new(false));
         let insert = {
             let (retry, migrations) = (retry.clone(), migrations.clone());
@@ -142,7 +209,7 @@ where
                 }
             }
         };
-        let outcome = update_blocking(hot_tier, key, insert)?;
+        let outcome = steps.hot_update(Box::new(insert)).await?;
         if !retry.load(Ordering::Relaxed) {
             return Ok(report(outcome, &last));
         }
@@ -151,15 +218,18 @@ where
 
 /// A hot conditional update decided on `Tiered` encodings, its device I/O
 /// done now (other pending operations' completions go to the stash).
-fn update_blocking<K, V, D, Q, F>(hot: &mut Hot<'_, K, V, D>, key: &Q, decide: F) -> Result<Outcome>
+fn update_blocking<K, V, D, Q>(
+    hot: &mut Hot<'_, K, V, D>,
+    key: &Q,
+    decide: ParkedFn,
+) -> Result<Outcome>
 where
     K: Key,
     V: Value + Merge + Clone,
     D: Device,
     Q: KeyArg<K> + ?Sized,
-    F: FnMut(Option<&[u8]>) -> Result<Decision<AlignedBytes>> + Send + 'static,
 {
-    let serial = match hot.session.update_encoded(key, Box::new(decide))? {
+    let serial = match hot.session.update_encoded(key, decide)? {
         UpdateStatus::Done(outcome) => return Ok(outcome),
         UpdateStatus::Pending { serial } => serial,
     };

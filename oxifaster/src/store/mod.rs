@@ -31,6 +31,7 @@ mod session;
 pub use crate::cpr::CommitPoint;
 
 pub(crate) use session::CopyOutcome;
+pub(crate) use session::ParkedFn;
 pub(crate) use session::Settle;
 pub use session::{
     Completed, CompletedOp, Decision, KeyVersion, OpError, Outcome, ReadStatus, RmwStatus, Session,

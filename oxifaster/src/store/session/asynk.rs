@@ -5,7 +5,7 @@
 
 use std::sync::Arc;
 
-use super::conditional::{Cas, Decide, InsertIfAbsent, ViewClosure, delete_if};
+use super::conditional::{Cas, Decide, InsertIfAbsent, Parked, ParkedFn, ViewClosure, delete_if};
 use super::{
     Decision, Outcome, PendingKind, PendingOp, ReadStatus, RmwStatus, Session, UpdateStatus,
 };
@@ -212,6 +212,17 @@ impl<K: Key, V: Value, D: Device> Session<K, V, D> {
         P: FnMut(V::View<'_>) -> bool + Send + 'static,
     {
         self.conditional_async(key, &mut ViewClosure::new(delete_if(predicate))).await
+    }
+
+    /// [`Session::update_encoded`], awaiting the device if the value is
+    /// there (for the F2 store's async operations; cancel safety as for
+    /// [`Session::update_async`]).
+    pub(crate) async fn update_encoded_async<Q: KeyArg<K> + ?Sized>(
+        &mut self,
+        key: &Q,
+        decide: ParkedFn,
+    ) -> Result<Outcome> {
+        self.conditional_async(key, &mut Parked::<V>::new(decide)).await
     }
 
     /// A conditional operation, its device reads awaited.

@@ -158,7 +158,7 @@ pub(crate) struct Parked<V> {
 }
 
 impl<V> Parked<V> {
-    fn new(decide: ParkedFn) -> Self {
+    pub(super) fn new(decide: ParkedFn) -> Self {
         Self { decide: Exclusive(Some(decide)), value: None, _value: std::marker::PhantomData }
     }
 }

@@ -14,6 +14,7 @@ mod conditional;
 mod copy;
 mod scan;
 
+pub(crate) use conditional::ParkedFn;
 pub use conditional::{Decision, Outcome, UpdateStatus};
 pub(crate) use copy::CopyOutcome;
 pub use scan::KeyVersion;
