@@ -29,6 +29,11 @@ fn small(dir: &Path) -> F2Builder {
         .checkpoint_every(None)
 }
 
+/// `future`, checked to be `Send` (it can move into a spawned task).
+fn assert_send<F: std::future::Future + Send>(future: F) -> F {
+    future
+}
+
 fn scale() -> u64 {
     if std::env::var_os("OXIFASTER_LONG").is_some() { 10 } else { 1 }
 }
@@ -851,9 +856,6 @@ fn a_damaged_cold_record_is_an_error() {
 /// `.await` leaves the session working.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn async_reads_and_writes_span_both_tiers() {
-    fn assert_send<F: std::future::Future + Send>(future: F) -> F {
-        future
-    }
     let dir = tempfile::tempdir().expect("tempdir");
     let store: Arc<F2Store<u64, u64>> = Arc::new(small(dir.path()).open().expect("open"));
     let mut session = store.start_session().expect("session");
@@ -905,9 +907,6 @@ async fn async_reads_and_writes_span_both_tiers() {
 /// most once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn async_rmw_and_conditional_operations_span_both_tiers() {
-    fn assert_send<F: std::future::Future + Send>(future: F) -> F {
-        future
-    }
     let dir = tempfile::tempdir().expect("tempdir");
     let store: Arc<F2Store<u64, u64>> = Arc::new(small(dir.path()).open().expect("open"));
     let mut session = store.start_session().expect("session");
