@@ -24,7 +24,8 @@ fn small(dir: &Path) -> F2Builder {
         .hot_table_size(64)
         .cold_index_chunks(16)
         .cold_index_memory_bytes(64 << 10)
-        .read_cache_bytes(16 << 10)
+        // Three pages: a frame count that is not a power of two.
+        .read_cache_bytes(12 << 10)
         .hot_log_size_bytes(None)
         .checkpoint_every(None)
 }

@@ -137,6 +137,13 @@ fn a_tiny_cache_matches_the_model_with_variable_values() {
     model_run::<Vec<u8>, _>(4, 1 << 12, on_files, |key, n| vec![key as u8; (n % 300) as usize]);
 }
 
+/// Three pages: each logical page of the ring still gets a frame of its
+/// own when the frame count is not a power of two.
+#[test]
+fn a_three_page_cache_matches_the_model() {
+    model_run::<u64, _>(3, 1 << 12, on_files, |key, n| key * 1_000_000 + n);
+}
+
 #[test]
 fn a_tiny_cache_matches_the_model_on_every_device() {
     let fixed = |key: u64, n: u64| key * 1_000_000 + n;
