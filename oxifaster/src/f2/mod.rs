@@ -782,13 +782,10 @@ impl<K: Key, V: Value, D: Device> F2Store<K, V, D> {
     pub fn settle(&self, timeout: Duration) -> bool {
         let inner = &self.inner;
         let due = || {
-            let hot = inner.config.hot_log_size_bytes.is_some_and(|limit| {
-                let r = inner.hot.log_regions();
-                let half = r.begin_address + (r.tail_address - r.begin_address) / 2;
-                let until =
-                    half.min(r.safe_read_only_address) / r.page_size_bytes * r.page_size_bytes;
-                r.tail_address - r.begin_address > limit && until > r.begin_address
-            });
+            let hot = inner
+                .config
+                .hot_log_size_bytes
+                .is_some_and(|limit| migration_due(&inner.hot.log_regions(), limit).is_some());
             let cold = inner.config.cold_log_size_bytes.is_some_and(|limit| {
                 let from = inner.cold_cursor(&inner.lock());
                 inner.cold.log.committed_until().raw().saturating_sub(from) > limit
@@ -1159,6 +1156,17 @@ fn background<K: Key, V: Value, D: Device>(
     }
 }
 
+/// Where a migration of the hot log in `r` should end when the log holds
+/// more than `limit` bytes: half of it, no further than the safe read-only
+/// address, on a page boundary; `None` when the log is within its limit
+/// or nothing below that point may migrate yet.
+fn migration_due(r: &crate::store::LogRegions, limit: u64) -> Option<u64> {
+    let held = r.tail_address - r.begin_address;
+    let half = r.begin_address + held / 2;
+    let until = half.min(r.safe_read_only_address) / r.page_size_bytes * r.page_size_bytes;
+    (held > limit && until > r.begin_address).then_some(until)
+}
+
 /// One round of the background task: a migration if the hot log is past
 /// its size, one slice of a cold compaction if one is due or in progress
 /// (so that the next round's migration never waits for a whole cold
@@ -1170,17 +1178,12 @@ fn step<K: Key, V: Value, D: Device>(
 ) -> Result<bool> {
     if let Some(limit) = inner.config.hot_log_size_bytes {
         let log = &inner.hot.inner.log;
-        let r = inner.hot.log_regions();
-        if r.tail_address - r.begin_address > limit {
-            let half = r.begin_address + (r.tail_address - r.begin_address) / 2;
-            let until = half.min(r.safe_read_only_address) / r.page_size_bytes * r.page_size_bytes;
-            if until > r.begin_address {
-                // Writers that reach the admission limit wait for it.
-                log.set_making_room(true);
-                let migrated = inner.migrate(until);
-                log.set_making_room(false);
-                migrated?;
-            }
+        if let Some(until) = migration_due(&inner.hot.log_regions(), limit) {
+            // Writers that reach the admission limit wait for it.
+            log.set_making_room(true);
+            let migrated = inner.migrate(until);
+            log.set_making_room(false);
+            migrated?;
         }
         // Admission: the hot log (and with it the hot index, which holds
         // the hot keys only) may not grow past twice its size while
