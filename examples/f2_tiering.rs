@@ -21,7 +21,6 @@ fn main() -> Result<(), oxifaster::Error> {
         // Pages small enough for the budget to hold each log's four.
         .page_size_bits(18)
         .memory_budget(budget)
-        .hot_log_size_bytes(Some(budget))
         .cold_index_chunks((keys / 16).max(1))
         .open()?;
     println!("{keys} keys, a memory budget of {} MiB, in {}", budget >> 20, store.dir().display());

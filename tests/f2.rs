@@ -7,6 +7,7 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
 
 use oxifaster::Error;
 use oxifaster::f2::{F2Builder, F2Session, F2Store};
@@ -178,6 +179,38 @@ fn a_budget_too_small_for_the_pages_is_a_named_error() {
     let m = store.memory();
     assert!(m.total() <= 64 << 20, "{m:?}");
     assert_eq!(m.cold_log, 4 << 20, "{m:?}");
+}
+
+/// Under a memory budget the parts stay within it while the store holds
+/// far more keys than its memory: neither index grows past its share
+/// (keys past the hot table's slots take overflow buckets), and the chunk
+/// store's table, sized for its chunks, takes at most a byte per key.
+#[test]
+fn a_loaded_store_stays_within_its_memory_budget() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let budget = 2u64 << 20;
+    let keys = 200_000 * scale();
+    let store: F2Store<u64, u64> = F2Store::<u64, u64>::builder()
+        .dir(dir.path())
+        .page_size_bits(12)
+        .segment_size_bits(16)
+        .memory_budget(budget)
+        .cold_index_chunks(keys / 16)
+        .checkpoint_every(None)
+        .open()
+        .expect("open");
+    let mut session = store.start_session().expect("session");
+    for key in 0..keys {
+        session.upsert(&key, &(key * 3)).expect("upsert");
+    }
+    assert!(store.settle(Duration::from_secs(60)), "settled");
+    for key in (0..keys).step_by(7) {
+        assert_eq!(session.read_blocking(&key).expect("read"), Some(key * 3), "key {key}");
+    }
+    let m = store.memory();
+    assert!(m.total() <= budget + budget / 16, "{m:?}");
+    assert!(m.hot_index <= (budget / 4) * 5 / 4, "{m:?}");
+    assert!(m.cold_index_table <= keys, "{m:?}: more than a byte per key");
 }
 
 /// `settle` waits out the migrations a load leaves due: afterwards the hot

@@ -196,11 +196,25 @@ pub(crate) type Found = Option<(u64, AlignedBytes)>;
 /// An error of a batch, shared by the lookups it failed.
 pub(crate) type Shared = Arc<Error>;
 
-/// The error itself, where this was its only user (else its message).
+/// The error itself, where this was its only user; else a copy of the
+/// same variant where it has one (a device error keeps its kind, a
+/// corruption its address), or its message as an I/O error.
 pub(crate) fn unshare(e: Shared) -> Error {
-    Arc::try_unwrap(e).unwrap_or_else(|e| Error::Io {
-        context: "a cold lookup of a batch".into(),
-        source: std::io::Error::other(e.to_string()),
+    Arc::try_unwrap(e).unwrap_or_else(|e| match &*e {
+        Error::Corruption { address, what } => {
+            Error::Corruption { address: *address, what: what.clone() }
+        }
+        Error::Poisoned { message, kind } => {
+            Error::Poisoned { message: message.clone(), kind: *kind }
+        }
+        Error::Io { context, source } => Error::Io {
+            context: context.clone(),
+            source: std::io::Error::new(source.kind(), source.to_string()),
+        },
+        other => Error::Io {
+            context: "a cold lookup of a batch".into(),
+            source: std::io::Error::other(other.to_string()),
+        },
     })
 }
 
@@ -518,6 +532,24 @@ mod tests {
         let mut long = bytes.clone();
         long[8..12].copy_from_slice(&u32::MAX.to_le_bytes());
         assert!(decode_record(128, &long).is_err());
+    }
+
+    #[test]
+    fn a_shared_batch_error_keeps_its_variant() {
+        let corrupt = Arc::new(Error::Corruption { address: 7, what: "bad".into() });
+        let _other_user = corrupt.clone();
+        assert!(matches!(unshare(corrupt), Error::Corruption { address: 7, .. }));
+        let io = Arc::new(Error::Io {
+            context: "reading".into(),
+            source: std::io::Error::new(std::io::ErrorKind::StorageFull, "full"),
+        });
+        let _other_user = io.clone();
+        match unshare(io) {
+            Error::Io { source, .. } => assert_eq!(source.kind(), std::io::ErrorKind::StorageFull),
+            e => panic!("{e}"),
+        }
+        let only = Arc::new(Error::LogFull);
+        assert!(matches!(unshare(only), Error::LogFull));
     }
 
     #[test]

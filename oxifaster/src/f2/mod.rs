@@ -231,28 +231,29 @@ impl F2Builder {
     }
 
     /// Splits a memory budget over the parts (each rounded down to a power
-    /// of two, the read cache to whole pages): half for the hot log, which
-    /// then migrates its older half once it outgrows its memory
-    /// (`hot_log_size_bytes`, unless set after this); an eighth for the
-    /// read cache; an eighth for the hot index's table (it grows by itself
-    /// past that); an eighth for the chunk store's log (the chunks kept in
-    /// memory), a sixteenth for the chunk store's table and
-    /// a sixteenth for the cold log's memory. Opening refuses a budget
-    /// that these parts, at their least (every log keeps four pages), do
-    /// not fit: choose smaller pages (`page_size_bits`) for a small budget.
-    /// The hot index grows past its share when the hot tier holds more
-    /// keys than it has room for; [`F2Store::memory`] reports what each
-    /// part takes.
+    /// of two, the read cache to whole pages): a quarter each for the hot
+    /// log (which then migrates its older half once it outgrows its
+    /// memory: `hot_log_size_bytes`, unless set after this), the read
+    /// cache and the hot index's table; an eighth for the chunk store's
+    /// table (fewer buckets when the chunks fill fewer at five a bucket:
+    /// about a byte per cold key at 16 cold keys a chunk), a sixteenth
+    /// each for the chunk store's log (the chunks kept in memory) and the
+    /// cold log's memory. Under a budget neither index grows by itself: a
+    /// hot tier holding more keys than its table has slots for takes
+    /// overflow buckets (64 bytes for seven keys). Opening refuses a
+    /// budget that these parts, at their least (every log keeps four
+    /// pages), do not fit: choose smaller pages (`page_size_bits`) for a
+    /// small budget. [`F2Store::memory`] reports what each part takes.
     pub fn memory_budget(mut self, bytes: u64) -> Self {
         self.memory_budget = Some(bytes);
         let pow2 = |n: u64| if n == 0 { 1 } else { 1u64 << (63 - n.leading_zeros()) };
         let page = 1u64 << self.page_size_bits;
-        self.hot_log_memory_bytes = pow2(bytes / 2).max(4 * page);
+        self.hot_log_memory_bytes = pow2(bytes / 4).max(4 * page);
         self.hot_log_size_bytes = Some(self.hot_log_memory_bytes);
-        self.read_cache_bytes = Some((bytes / 8 / page * page).max(2 * page));
-        self.hot_table_size = pow2(bytes / 8 / 64).max(16);
-        self.cold_index_memory_bytes = pow2(bytes / 8).max(4 * page);
-        self.cold_index_table_size = pow2(bytes / 16 / 64).max(16);
+        self.read_cache_bytes = Some((bytes / 4 / page * page).max(2 * page));
+        self.hot_table_size = pow2(bytes / 4 / 64).max(16);
+        self.cold_index_memory_bytes = pow2(bytes / 16).max(4 * page);
+        self.cold_index_table_size = pow2(bytes / 8 / 64).max(16);
         self.cold_log_memory_bytes = Some(pow2(bytes / 16));
         self
     }
@@ -622,6 +623,9 @@ impl<K: Key, V: Value, D: Device> F2Store<K, V, D> {
             .segment_size_bits(config.segment_size_bits)
             .log_memory_size_bytes(config.hot_log_memory_bytes)
             .table_size(config.hot_table_size)
+            // Under a memory budget the hot index keeps its share: keys
+            // past what its buckets hold go to overflow buckets.
+            .auto_grow_index(config.memory_budget.is_none())
             .max_sessions(config.max_sessions + 2)
             .direct_io(config.direct_io)
             .read_cache_bytes(config.read_cache_size())
@@ -634,7 +638,10 @@ impl<K: Key, V: Value, D: Device> F2Store<K, V, D> {
             .page_size_bits(config.page_size_bits)
             .segment_size_bits(config.segment_size_bits)
             .log_memory_size_bytes(config.cold_index_memory_bytes)
-            .table_size(config.cold_index_table_size)
+            .table_size(chunk_table_size(config.cold_index_table_size, chunks))
+            // The chunk store holds a fixed number of keys (its chunks):
+            // its table is sized for them once.
+            .auto_grow_index(false)
             .max_sessions(config.max_sessions + 2)
             .direct_io(config.direct_io)
             .checkpoint_every(None)
@@ -1154,6 +1161,14 @@ fn background<K: Key, V: Value, D: Device>(
             }
         };
     }
+}
+
+/// The chunk store's table: `configured` buckets, or fewer when the
+/// chunks fill fewer at five or more per bucket (a bucket holds seven
+/// entries; past that, overflow buckets).
+fn chunk_table_size(configured: u64, chunks: u64) -> u64 {
+    let wanted = (chunks / 5).max(16);
+    configured.min(1 << wanted.ilog2())
 }
 
 /// Where a migration of the hot log in `r` should end when the log holds
