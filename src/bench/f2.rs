@@ -236,12 +236,7 @@ fn run(
                         for done in session.complete_pending()? {
                             match done.op {
                                 CompletedOp::Read(None) => r.not_found += 1,
-                                CompletedOp::Failed(e) => {
-                                    return Err(oxifaster::Error::Io {
-                                        context: "a pending read of the bench".into(),
-                                        source: std::io::Error::other(e.to_string()),
-                                    });
-                                }
+                                CompletedOp::Failed(e) => return Err(failed(&e)),
                                 _ => {}
                             }
                         }
@@ -274,6 +269,14 @@ fn run(
     Ok(total)
 }
 
+/// The error of a pending read of the bench that failed.
+fn failed(e: &impl std::fmt::Display) -> oxifaster::Error {
+    oxifaster::Error::Io {
+        context: "a pending read of the bench".into(),
+        source: std::io::Error::other(e.to_string()),
+    }
+}
+
 /// The sum of every loaded key's counter, read in rounds of 256 whose
 /// device reads (hot and cold) are in flight together, as the bench's own
 /// reads are.
@@ -293,12 +296,7 @@ fn sum_all(store: &F2Store<u64, u64>, keys: u64) -> oxifaster::Result<u64> {
             for done in session.complete_pending()? {
                 match done.op {
                     CompletedOp::Read(Some(v)) => sum += v,
-                    CompletedOp::Failed(e) => {
-                        return Err(oxifaster::Error::Io {
-                            context: "a pending read of the bench's sum".into(),
-                            source: std::io::Error::other(e.to_string()),
-                        });
-                    }
+                    CompletedOp::Failed(e) => return Err(failed(&e)),
                     _ => {}
                 }
             }

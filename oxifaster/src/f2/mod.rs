@@ -246,7 +246,7 @@ impl F2Builder {
     /// small budget. [`F2Store::memory`] reports what each part takes.
     pub fn memory_budget(mut self, bytes: u64) -> Self {
         self.memory_budget = Some(bytes);
-        let pow2 = |n: u64| if n == 0 { 1 } else { 1u64 << (63 - n.leading_zeros()) };
+        let pow2 = pow2_floor;
         let page = 1u64 << self.page_size_bits;
         self.hot_log_memory_bytes = pow2(bytes / 4).max(4 * page);
         self.hot_log_size_bytes = Some(self.hot_log_memory_bytes);
@@ -1167,8 +1167,12 @@ fn background<K: Key, V: Value, D: Device>(
 /// chunks fill fewer at five or more per bucket (a bucket holds seven
 /// entries; past that, overflow buckets).
 fn chunk_table_size(configured: u64, chunks: u64) -> u64 {
-    let wanted = (chunks / 5).max(16);
-    configured.min(1 << wanted.ilog2())
+    configured.min(pow2_floor((chunks / 5).max(16)))
+}
+
+/// The largest power of two at most `n` (1 for 0).
+fn pow2_floor(n: u64) -> u64 {
+    if n == 0 { 1 } else { 1 << n.ilog2() }
 }
 
 /// Where a migration of the hot log in `r` should end when the log holds
